@@ -1,0 +1,506 @@
+// The agent shell: one actor per live agent, the imperative shell around
+// the pure core. It feeds requests to agent::decide, hands the resulting
+// events to the journal writer and acts (acknowledges, replies, arms timers)
+// only once they are durable.
+//
+// Batching: while one write is in flight, new requests queue; when it is
+// durable the whole queue is decided in one go and written as one write
+// set, which the journal then merges with other agents' writes. A message
+// is consumed in the same write as the events it produced, so it is
+// processed exactly once across crashes. Beyond max_unacked_per_agent
+// messages in one write, further ones are only appended to the durable
+// inbox (and acknowledged from there); they are consumed by the next write.
+//
+// Reads (agent directory, snapshot, ledger tail, dedupe lookups) run inline:
+// they are memtable / block-cache hits of a few microseconds. Nothing here
+// fsyncs on a scheduler thread.
+
+#include <deque>
+#include <unordered_set>
+
+#include "actors/caf_types.hpp"
+#include "actors/ledger_codec.hpp"
+#include "actors/timer_service.hpp"
+#include "agent/core.hpp"
+#include "base/clock.hpp"
+#include "persistence/keys.hpp"
+
+namespace keel::actors {
+
+namespace {
+
+using persistence::family;
+using persistence::write_op;
+
+struct inbox_item {
+  persistence::inbox_entry entry;
+  std::vector<request_ptr> waiters;  // want the reply
+};
+
+// One write set under construction and what to do once it is durable.
+struct batch {
+  persistence::write_set ops;
+  std::vector<std::function<void()>> done;  // run in order once durable
+  std::vector<request_ptr> reqs;  // failed if the write fails
+};
+
+struct shell_state {
+  runtime* rt = nullptr;
+  caf::actor supervisor;
+  std::string name;
+  status broken;  // a load or write failure: the shell only leaves
+  bool exists = false;
+  bool view_pending_hibernated = false;  // next view reports "was dormant"
+  persistence::agent_meta meta;
+  const agent::agent_type* type = nullptr;
+  agent::agent_state st;
+  uint64_t snapshot_seq = 0;
+  uint64_t next_arrival = 1;
+  std::deque<request_ptr> queue;
+  std::deque<inbox_item> inbox;
+  std::unordered_set<std::string> writing_ids;  // message ids in the write in flight
+  bool writing = false;
+  batch in_flight;
+  bool leaving = false;
+
+};
+
+using shell_actor = caf::stateful_actor<shell_state>;
+
+json reply_json(const agent::reply_effect& r) {
+  if (r.ok) return {{"ok", true}, {"body", r.body}};
+  return {{"ok", false}, {"code", r.code}, {"message", r.message}};
+}
+
+agent_reply reply_from_json(const json& j) {
+  agent_reply r;
+  r.ok = j.value("ok", false);
+  if (r.ok) {
+    r.body = j.value("body", json());
+  } else {
+    r.code = j.value("code", "");
+    r.message = j.value("message", "");
+  }
+  return r;
+}
+
+agent_view make_view(shell_state& s) {
+  agent_view v;
+  v.name = s.name;
+  v.type = s.meta.type;
+  v.status = s.st.status;
+  v.last_seq = s.st.last_seq;
+  v.hibernated = s.view_pending_hibernated;
+  s.view_pending_hibernated = false;
+  v.created_ms = s.meta.created_ms;
+  v.state = s.st.data;
+  return v;
+}
+
+// Loads meta, snapshot, ledger tail and inbox. Leaves `exists` false when
+// the agent is not on disk (a spawn may create it).
+status load(shell_state& s) {
+  auto meta = s.rt->db->get_agent(s.name);
+  if (!meta) return meta.error();
+  if (!*meta) return status::ok();
+  s.exists = true;
+  s.view_pending_hibernated = true;
+  s.meta = std::move(**meta);
+  s.type = agent::find_type(s.meta.type);
+  if (!s.type)
+    return error(code::corruption, "agent " + s.name + " has unknown type " + s.meta.type);
+  auto snap = s.rt->db->latest_snapshot(s.meta.id, s.name);
+  if (!snap) return snap.error();
+  if (*snap) {
+    auto st = snapshot_from_record((*snap)->second, "snapshot of " + s.name);
+    if (!st) return st.error();
+    s.st = std::move(*st);
+    s.snapshot_seq = (*snap)->first;
+    if (s.st.last_seq != s.snapshot_seq)
+      return error(code::corruption, "snapshot of " + s.name + " at seq " +
+                                         std::to_string(s.snapshot_seq) + " disagrees with its key");
+  }
+  // Fold the ledger tail in chunks.
+  for (;;) {
+    auto tail = s.rt->db->read_ledger(s.meta.id, s.st.last_seq + 1, 1024, s.name);
+    if (!tail) return tail.error();
+    for (auto& [seq, rec] : *tail) {
+      if (seq != s.st.last_seq + 1)
+        return error(code::corruption, "ledger of " + s.name + " has a gap before seq " +
+                                           std::to_string(seq));
+      std::string what = "ledger of " + s.name + " seq " + std::to_string(seq);
+      auto ev = event_from_record(rec, what);
+      if (!ev) return ev.error();
+      agent::apply(*s.type, s.st, *ev);
+    }
+    if (tail->size() < 1024) break;
+  }
+  auto inbox = s.rt->db->read_inbox(s.meta.id, s.name);
+  if (!inbox) return inbox.error();
+  s.next_arrival = s.st.last_arrival + 1;
+  for (auto& e : *inbox) {
+    s.next_arrival = std::max(s.next_arrival, e.arrival + 1);
+    s.inbox.push_back({std::move(e), {}});
+  }
+  return status::ok();
+}
+
+void timer_ops(shell_state& s, const agent::effect& fx, batch& b) {
+  if (auto* t = std::get_if<agent::set_timer_effect>(&fx)) {
+    b.ops.push_back({family::timers, false, persistence::timer_key(t->due_ms, s.meta.id, t->timer_id),
+                     persistence::encode(persistence::timer_entry{s.name, t->payload}, wall_ms())});
+    int64_t due = t->due_ms;
+    timer_service* ts = s.rt->timers;
+    b.done.push_back([ts, due] {
+      if (ts) ts->notify(due);
+    });
+  } else if (auto* c = std::get_if<agent::cancel_timer_effect>(&fx)) {
+    b.ops.push_back(
+        {family::timers, true, persistence::timer_key(c->due_ms, s.meta.id, c->timer_id), {}});
+  }
+}
+
+// Runs decide() and appends the events (applied to the state) to the batch.
+// Returns the decision's reply, if it has one.
+std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::input& in, int64_t now,
+                                               batch& b) {
+  agent::decision d;
+  try {
+    d = agent::decide(*s.type, s.st, in, now);
+  } catch (const std::exception& e) {
+    // A bug in a type must not take the node down: record it, stop the agent.
+    d = {};
+    d.events.push_back({agent::event_type::failed, now, {{"reason", e.what()}}});
+    d.effects.push_back(agent::reply_error("internal", std::string("agent failed: ") + e.what()));
+    s.rt->metrics.agent_failures.fetch_add(1, std::memory_order_relaxed);
+  }
+  for (auto& e : d.events) {
+    agent::apply(*s.type, s.st, e);
+    b.ops.push_back({family::ledger, false, persistence::agent_seq_key(s.meta.id, s.st.last_seq),
+                     persistence::encode_record(to_record(e))});
+  }
+  s.rt->metrics.events.fetch_add(d.events.size(), std::memory_order_relaxed);
+  std::optional<agent::reply_effect> reply;
+  for (auto& fx : d.effects) {
+    if (auto* r = std::get_if<agent::reply_effect>(&fx))
+      reply = std::move(*r);
+    else
+      timer_ops(s, fx, b);
+  }
+  return reply;
+}
+
+void deliver_reply(const request_ptr& r, const json& reply) {
+  call_once(r->replied, reply_from_json(reply));
+}
+
+void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b) {
+  const auto& e = item.entry;
+  agent::input in;
+  if (e.kind == "signal")
+    in = agent::signal_input{e.arrival, e.id, e.body};
+  else
+    in = agent::message_input{e.arrival, e.id, e.from, e.body};
+  auto reply = decide_into(s, in, now, b);
+  json rj = reply ? reply_json(*reply) : json{{"ok", true}, {"body", nullptr}};
+  b.ops.push_back(
+      {family::inbox, true, persistence::agent_seq_key(s.meta.id, e.arrival), {}});
+  if (e.kind == "message")
+    b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, e.id),
+                     persistence::encode(persistence::dedupe_entry{e.arrival, true, rj}, now)});
+  for (auto& w : item.waiters) {
+    b.reqs.push_back(w);
+    b.done.push_back([w, rj] { deliver_reply(w, rj); });
+  }
+}
+
+void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
+  if (s.exists) {
+    fail(*r, error(code::already_exists, "agent " + s.name + " already exists"));
+    return;
+  }
+  const agent::agent_type* t = agent::find_type(r->type);
+  if (!t) {
+    fail(*r, error(code::invalid_argument, "unknown agent type '" + r->type + "'"));
+    return;
+  }
+  // Validate the input before anything is allocated or written.
+  auto data = t->initial_data(r->body);
+  if (!data) {
+    fail(*r, data.error());
+    return;
+  }
+  auto id = s.rt->db->allocate_agent_id();
+  if (!id) {
+    fail(*r, id.error());
+    return;
+  }
+  s.exists = true;
+  s.type = t;
+  s.meta = {*id, std::string(t->name()), "active", now};
+  s.st = agent::agent_state{};
+  s.st.type = s.meta.type;
+  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  decide_into(s, agent::spawn_input{s.meta.type, r->body}, now, b);
+  s.rt->metrics.spawns.fetch_add(1, std::memory_order_relaxed);
+  b.reqs.push_back(r);
+  b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
+}
+
+// Message or signal. Returns false when the request must wait for the write
+// in flight (its id is being written right now).
+bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_t& direct) {
+  const bool is_message = r->what == request::kind::message;
+  if (is_message && !r->id.empty()) {
+    if (s.writing_ids.count(r->id)) return false;
+    auto seen = s.rt->db->find_message(s.meta.id, r->id, s.name);
+    if (!seen) {
+      fail(*r, seen.error());
+      return true;
+    }
+    if (*seen) {
+      s.rt->metrics.duplicates.fetch_add(1, std::memory_order_relaxed);
+      const auto& d = **seen;
+      call_once(r->accepted, send_ack{r->id, d.arrival, true});
+      if (d.processed) {
+        deliver_reply(r, d.reply);
+      } else {
+        for (auto& item : s.inbox)
+          if (item.entry.kind == "message" && item.entry.id == r->id) item.waiters.push_back(r);
+      }
+      return true;
+    }
+  }
+  if (s.st.status != "active") {
+    fail(*r, error(code::conflict, "agent " + s.name + " is " + s.st.status));
+    return true;
+  }
+  uint64_t arrival = s.next_arrival++;
+  std::string id = r->id;
+  if (is_message && id.empty()) id = "auto-" + std::to_string(arrival);
+  if (is_message) s.writing_ids.insert(id);
+  (is_message ? s.rt->metrics.messages : s.rt->metrics.signals)
+      .fetch_add(1, std::memory_order_relaxed);
+  send_ack ack{is_message ? id : r->id, arrival, false};
+  int64_t received = r->received_ns;
+  runtime* rt = s.rt;
+  b.reqs.push_back(r);
+  if (direct >= s.rt->cfg.max_unacked_per_agent) {
+    // Spill: durable in the inbox now, consumed by the next write.
+    persistence::inbox_entry e{s.name, arrival, is_message ? "message" : "signal", id, r->from, r->body};
+    b.ops.push_back({family::inbox, false, persistence::agent_seq_key(s.meta.id, arrival),
+                     persistence::encode(e, now)});
+    if (is_message)
+      b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, id),
+                       persistence::encode(persistence::dedupe_entry{arrival, false, nullptr}, now)});
+    s.inbox.push_back({std::move(e), {}});
+    if (r->replied) s.inbox.back().waiters.push_back(r);
+    s.rt->metrics.inbox_spills.fetch_add(1, std::memory_order_relaxed);
+    b.done.push_back([r, ack, received, rt] {
+      rt->metrics.accept_ns.record(static_cast<uint64_t>(mono_ns() - received));
+      call_once(r->accepted, ack);
+    });
+    return true;
+  }
+  ++direct;
+  agent::input in;
+  if (is_message)
+    in = agent::message_input{arrival, id, r->from, r->body};
+  else
+    in = agent::signal_input{arrival, r->id, r->body};
+  auto reply = decide_into(s, in, now, b);
+  json rj = reply ? reply_json(*reply) : json{{"ok", true}, {"body", nullptr}};
+  if (is_message)
+    b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, id),
+                     persistence::encode(persistence::dedupe_entry{arrival, true, rj}, now)});
+  b.done.push_back([r, ack, rj, received, rt] {
+    rt->metrics.accept_ns.record(static_cast<uint64_t>(mono_ns() - received));
+    call_once(r->accepted, ack);
+    deliver_reply(r, rj);
+  });
+  return true;
+}
+
+void handle_terminate(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
+  auto reply = decide_into(s, agent::terminate_input{r->from}, now, b);
+  if (reply && !reply->ok) {
+    fail(*r, error(code::conflict, "agent " + s.name + ": " + reply->message));
+    return;
+  }
+  s.meta.status = s.st.status;
+  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  b.reqs.push_back(r);
+  b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
+}
+
+// Handles one request; false when it must wait for the write in flight.
+bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_t& direct) {
+  using k = request::kind;
+  if (r->what == k::spawn) {
+    handle_spawn(s, r, now, b);
+    return true;
+  }
+  if (!s.exists) {
+    if (r->what != k::timer && r->what != k::wake)
+      fail(*r, error(code::not_found, "agent " + s.name + " does not exist"));
+    return true;
+  }
+  switch (r->what) {
+    case k::message:
+    case k::signal:
+      return handle_inbound(s, r, now, b, direct);
+    case k::query: {
+      s.rt->metrics.queries.fetch_add(1, std::memory_order_relaxed);
+      auto answer = s.type->query(s.st, r->body);
+      b.done.push_back([r, answer] { call_once(r->answered, answer); });
+      return true;
+    }
+    case k::get:
+      b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
+      return true;
+    case k::terminate:
+      handle_terminate(s, r, now, b);
+      return true;
+    case k::timer:
+      s.rt->metrics.timers_fired.fetch_add(1, std::memory_order_relaxed);
+      decide_into(s, agent::timer_input{r->timer_id}, now, b);
+      return true;
+    case k::wake:
+    case k::spawn:
+      return true;
+  }
+  return true;
+}
+
+void leave(shell_actor* self);
+
+void on_durable(shell_actor* self, const status& result);
+
+void submit(shell_actor* self, batch b) {
+  auto& s = self->state;
+  s.writing = true;
+  s.in_flight = std::move(b);
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  persistence::write_set ops = std::move(s.in_flight.ops);
+  s.rt->journal->submit(std::move(ops), [me](const status& st) {
+    caf::anon_send(me, durable_atom::value, st);
+  });
+}
+
+// Decides everything pending and writes it as one write set.
+void pump(shell_actor* self) {
+  auto& s = self->state;
+  if (s.writing || s.leaving) return;
+  if (!s.broken.is_ok()) {
+    for (auto& r : s.queue) fail(*r, s.broken);
+    s.queue.clear();
+    leave(self);
+    return;
+  }
+  batch b;
+  int64_t now = wall_ms();
+  if (s.exists) {
+    while (!s.inbox.empty()) {
+      consume_inbox_item(s, s.inbox.front(), now, b);
+      s.inbox.pop_front();
+    }
+  }
+  // Items spilled by this pump are consumed by the next one.
+  uint32_t direct = 0;
+  while (!s.queue.empty()) {
+    if (!handle(s, s.queue.front(), now, b, direct)) break;
+    s.queue.pop_front();
+  }
+  if (b.ops.empty()) {
+    s.writing_ids.clear();
+    for (auto& f : b.done) f();
+    if (!s.exists && s.queue.empty()) leave(self);
+    return;
+  }
+  submit(self, std::move(b));
+}
+
+void on_durable(shell_actor* self, const status& result) {
+  auto& s = self->state;
+  s.writing = false;
+  s.writing_ids.clear();
+  batch b = std::move(s.in_flight);
+  s.in_flight = {};
+  if (!result) {
+    // Memory is now ahead of disk: answer with the error and leave, so the
+    // next activation reloads what is really durable.
+    for (auto& r : b.reqs) fail(*r, result);
+    s.broken = result;
+    pump(self);
+    return;
+  }
+  for (auto& f : b.done) f();
+  pump(self);
+}
+
+void leave(shell_actor* self) {
+  auto& s = self->state;
+  if (s.leaving) return;
+  s.leaving = true;
+  self->request(s.supervisor, caf::infinite, hibernate_atom::value, s.name)
+      .then([self](bool) { self->quit(); },
+            [self](caf::error&) { self->quit(); });
+}
+
+void on_idle(shell_actor* self) {
+  auto& s = self->state;
+  if (s.writing || s.leaving || !s.queue.empty() || !s.inbox.empty()) return;
+  if (!s.exists || !s.broken.is_ok() || s.st.last_seq == s.snapshot_seq) {
+    leave(self);
+    return;
+  }
+  // Snapshot first, so activation folds only what comes after it.
+  int64_t now = wall_ms();
+  batch b;
+  b.ops.push_back({family::snapshots, false, persistence::agent_seq_key(s.meta.id, s.st.last_seq),
+                   persistence::encode_record(snapshot_record(s.st, now))});
+  if (s.snapshot_seq > 0)
+    b.ops.push_back(
+        {family::snapshots, true, persistence::agent_seq_key(s.meta.id, s.snapshot_seq), {}});
+  uint64_t seq = s.st.last_seq;
+  b.done.push_back([self, seq] {
+    self->state.snapshot_seq = seq;
+    self->state.rt->metrics.snapshots.fetch_add(1, std::memory_order_relaxed);
+    if (self->state.queue.empty() && self->state.inbox.empty()) leave(self);
+  });
+  submit(self, std::move(b));
+}
+
+caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::string name) {
+  auto& s = self->state;
+  s.rt = rt;
+  s.supervisor = std::move(supervisor);
+  s.name = std::move(name);
+  int64_t t0 = mono_ns();
+  s.broken = load(s);
+  rt->metrics.activation_ns.record(static_cast<uint64_t>(mono_ns() - t0));
+  if (!s.inbox.empty()) pump(self);
+  return {
+      [self](request_ptr& r) {
+        auto& s = self->state;
+        if (s.leaving) {
+          // The supervisor has (or will have) forgotten us: route it anew.
+          self->send(s.supervisor, std::move(r));
+          return;
+        }
+        s.queue.push_back(std::move(r));
+        pump(self);
+      },
+      [self](durable_atom, const status& result) { on_durable(self, result); },
+      caf::after(std::chrono::milliseconds(rt->cfg.idle_ms)) >> [self] { on_idle(self); },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_agent_shell(caf::local_actor* parent, runtime* rt, caf::actor supervisor,
+                             std::string name) {
+  return parent->spawn(shell, rt, std::move(supervisor), std::move(name));
+}
+
+}  // namespace keel::actors

@@ -1,0 +1,296 @@
+#include "actors/node.hpp"
+
+#include <filesystem>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "actors/caf_types.hpp"
+#include "actors/ledger_codec.hpp"
+#include "actors/timer_service.hpp"
+#include "agent/core.hpp"
+#include "base/clock.hpp"
+#include "base/names.hpp"
+
+namespace keel::actors {
+
+void fail(request& r, const status& s) {
+  call_once(r.viewed, s);
+  call_once(r.accepted, s);
+  call_once(r.replied, s);
+  call_once(r.answered, s);
+}
+
+struct node::impl {
+  runtime rt;
+  std::unique_ptr<persistence::store> db;
+  std::unique_ptr<persistence::journal_writer> journal;
+  std::unique_ptr<timer_service> timers;
+  std::unique_ptr<caf::actor_system_config> caf_cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::actor supervisor;
+  std::mutex stop_mu;
+  std::atomic<bool> stopped{false};
+
+  void submit(request_ptr r) {
+    if (stopped.load(std::memory_order_acquire)) {
+      fail(*r, error(code::unavailable, "node is shutting down"));
+      return;
+    }
+    r->received_ns = mono_ns();
+    caf::anon_send(supervisor, std::move(r));
+  }
+
+  // Requests naming an agent validate the name before anything else.
+  bool reject_bad_name(request& r) {
+    status s = validate_agent_name(r.name);
+    if (s) return false;
+    fail(r, s);
+    return true;
+  }
+};
+
+node::node(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+node::~node() { stop(); }
+
+result<std::unique_ptr<node>> node::start(const config::node_config& cfg) {
+  KEEL_TRY(config::validate(cfg));
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.data_dir, ec);
+  if (ec) return error(code::io_error, "cannot create data directory " + cfg.data_dir + ": " + ec.message());
+
+  auto p = std::make_unique<impl>();
+  p->rt.cfg = cfg;
+  auto db = persistence::store::open({cfg.data_dir, cfg.block_cache_bytes, true});
+  if (!db) return db.error();
+  p->db = std::move(*db);
+  p->rt.db = p->db.get();
+  p->journal = std::make_unique<persistence::journal_writer>(*p->db, cfg.sync);
+  p->rt.journal = p->journal.get();
+
+  p->caf_cfg = std::make_unique<caf::actor_system_config>();
+  unsigned threads = cfg.scheduler_threads ? cfg.scheduler_threads
+                                           : std::max(1u, std::thread::hardware_concurrency());
+  p->caf_cfg->set("scheduler.max-threads", static_cast<size_t>(threads));
+  p->sys = std::make_unique<caf::actor_system>(*p->caf_cfg);
+  p->supervisor = spawn_supervisor(*p->sys, &p->rt);
+
+  impl* raw = p.get();
+  p->timers = std::make_unique<timer_service>(
+      *p->db, [raw](const std::string& agent, uint64_t timer_id) {
+        auto r = std::make_shared<request>();
+        r->what = request::kind::timer;
+        r->name = agent;
+        r->timer_id = timer_id;
+        raw->submit(std::move(r));
+      });
+  p->rt.timers = p->timers.get();
+
+  // Recovery: activate only agents with accepted, unconsumed messages; the
+  // rest stay on disk. Due timers are found by the timer service's first scan.
+  auto pending = p->db->agents_with_inbox();
+  if (!pending) return pending.error();
+  for (auto& name : *pending) {
+    auto r = std::make_shared<request>();
+    r->what = request::kind::wake;
+    r->name = std::move(name);
+    p->submit(std::move(r));
+  }
+  return std::unique_ptr<node>(new node(std::move(p)));
+}
+
+void node::stop() {
+  std::lock_guard lk(impl_->stop_mu);
+  if (impl_->stopped.exchange(true)) return;
+  impl_->timers->stop();
+  caf::anon_send(impl_->supervisor, shutdown_atom::value);
+  impl_->supervisor = nullptr;
+  impl_->sys->await_all_actors_done();
+  // Writes still queued are applied and their callbacks run; the actors they
+  // would notify are gone, but the data is durable.
+  impl_->journal->stop();
+  impl_->sys.reset();
+  impl_->caf_cfg.reset();
+  impl_->timers.reset();
+  impl_->journal.reset();
+  impl_->db.reset();
+}
+
+void node::spawn(std::string name, std::string type, json input, callback<agent_view> done) {
+  auto r = std::make_shared<request>();
+  r->what = request::kind::spawn;
+  r->name = std::move(name);
+  r->type = std::move(type);
+  r->body = std::move(input);
+  r->viewed = std::move(done);
+  if (impl_->reject_bad_name(*r)) return;
+  if (!agent::find_type(r->type)) {
+    std::string known;
+    for (auto& t : agent::type_names()) known += (known.empty() ? "" : ", ") + t;
+    fail(*r, error(code::invalid_argument,
+                   "unknown agent type '" + r->type + "' (known: " + known + ")"));
+    return;
+  }
+  impl_->submit(std::move(r));
+}
+
+void node::send(std::string name, inbound_message m, callback<send_ack> accepted,
+                callback<agent_reply> replied) {
+  auto r = std::make_shared<request>();
+  r->what = request::kind::message;
+  r->name = std::move(name);
+  r->id = std::move(m.id);
+  r->from = std::move(m.from);
+  r->body = std::move(m.body);
+  r->accepted = std::move(accepted);
+  r->replied = std::move(replied);
+  if (impl_->reject_bad_name(*r)) return;
+  if (r->id.size() > 256) {
+    fail(*r, error(code::invalid_argument, "message id is longer than 256 bytes"));
+    return;
+  }
+  impl_->submit(std::move(r));
+}
+
+void node::signal(std::string name, std::string signal, json payload, callback<send_ack> accepted,
+                  callback<agent_reply> replied) {
+  auto r = std::make_shared<request>();
+  r->what = request::kind::signal;
+  r->name = std::move(name);
+  r->id = std::move(signal);
+  r->body = std::move(payload);
+  r->accepted = std::move(accepted);
+  r->replied = std::move(replied);
+  if (impl_->reject_bad_name(*r)) return;
+  if (r->id.empty() || r->id.size() > 64) {
+    fail(*r, error(code::invalid_argument, "signal name must be 1 to 64 characters"));
+    return;
+  }
+  impl_->submit(std::move(r));
+}
+
+void node::query(std::string name, json q, callback<json> done) {
+  auto r = std::make_shared<request>();
+  r->what = request::kind::query;
+  r->name = std::move(name);
+  r->body = std::move(q);
+  r->answered = std::move(done);
+  if (impl_->reject_bad_name(*r)) return;
+  impl_->submit(std::move(r));
+}
+
+void node::get(std::string name, callback<agent_view> done) {
+  auto r = std::make_shared<request>();
+  r->what = request::kind::get;
+  r->name = std::move(name);
+  r->viewed = std::move(done);
+  if (impl_->reject_bad_name(*r)) return;
+  impl_->submit(std::move(r));
+}
+
+void node::terminate(std::string name, std::string by, callback<agent_view> done) {
+  auto r = std::make_shared<request>();
+  r->what = request::kind::terminate;
+  r->name = std::move(name);
+  r->from = std::move(by);
+  r->viewed = std::move(done);
+  if (impl_->reject_bad_name(*r)) return;
+  impl_->submit(std::move(r));
+}
+
+result<std::vector<ledger_entry>> node::ledger(std::string_view name, uint64_t from,
+                                               std::size_t limit) {
+  if (impl_->stopped) return error(code::unavailable, "node is shutting down");
+  KEEL_TRY(validate_agent_name(name));
+  auto meta = impl_->db->get_agent(name);
+  if (!meta) return meta.error();
+  if (!*meta) return error(code::not_found, "agent " + std::string(name) + " does not exist");
+  auto recs = impl_->db->read_ledger((*meta)->id, std::max<uint64_t>(from, 1), limit, name);
+  if (!recs) return recs.error();
+  std::vector<ledger_entry> out;
+  out.reserve(recs->size());
+  for (auto& [seq, rec] : *recs) {
+    auto ev = event_from_record(rec, "ledger of " + std::string(name) + " seq " + std::to_string(seq));
+    if (!ev) return ev.error();
+    out.push_back({seq, std::string(agent::to_string(ev->type)), ev->time_ms, std::move(ev->data)});
+  }
+  return out;
+}
+
+result<std::vector<agent_summary>> node::list(std::string_view prefix, std::string_view after,
+                                              std::size_t limit) {
+  if (impl_->stopped) return error(code::unavailable, "node is shutting down");
+  auto page = impl_->db->list_agents(prefix, after, limit);
+  if (!page) return page.error();
+  std::vector<agent_summary> out;
+  out.reserve(page->size());
+  for (auto& a : *page)
+    out.push_back({std::move(a.name), a.meta.type, a.meta.status, a.meta.created_ms, false});
+  return out;
+}
+
+uint64_t node::live_agents() const { return impl_->rt.metrics.live.load(); }
+
+namespace {
+
+void counter_line(std::ostringstream& o, const char* name, const char* help, uint64_t v,
+                  const char* type = "counter") {
+  o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
+    << name << ' ' << v << '\n';
+}
+
+void summary(std::ostringstream& o, const char* name, const char* help, const histogram& h,
+             double scale) {
+  o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " summary\n";
+  for (double q : {0.5, 0.9, 0.99, 0.999})
+    o << name << "{quantile=\"" << q << "\"} " << static_cast<double>(h.quantile(q)) * scale << '\n';
+  o << name << "_sum " << static_cast<double>(h.sum()) * scale << '\n'
+    << name << "_count " << h.count() << '\n';
+}
+
+}  // namespace
+
+std::string node::metrics_text() {
+  const auto& m = impl_->rt.metrics;
+  std::ostringstream o;
+  uint64_t live = m.live.load();
+  uint64_t known = impl_->stopped ? 0 : impl_->db->estimate_keys(persistence::family::agents);
+  counter_line(o, "keel_agents_live", "Agents with a live actor.", live, "gauge");
+  counter_line(o, "keel_agents_hibernated", "Agents on disk without a live actor (estimate).",
+               known > live ? known - live : 0, "gauge");
+  counter_line(o, "keel_activations_total", "Agent actors started.", m.activations.load());
+  counter_line(o, "keel_hibernations_total", "Agent actors that hibernated.", m.hibernations.load());
+  counter_line(o, "keel_snapshots_total", "Snapshots written.", m.snapshots.load());
+  counter_line(o, "keel_spawns_total", "Agents created.", m.spawns.load());
+  counter_line(o, "keel_messages_total", "Messages accepted.", m.messages.load());
+  counter_line(o, "keel_duplicate_messages_total", "Messages refused as duplicates.",
+               m.duplicates.load());
+  counter_line(o, "keel_signals_total", "Signals accepted.", m.signals.load());
+  counter_line(o, "keel_queries_total", "Read-only queries answered.", m.queries.load());
+  counter_line(o, "keel_events_appended_total", "Ledger events appended.", m.events.load());
+  counter_line(o, "keel_inbox_spills_total", "Messages acknowledged from the durable inbox.",
+               m.inbox_spills.load());
+  counter_line(o, "keel_timers_fired_total", "Durable timers delivered.", m.timers_fired.load());
+  counter_line(o, "keel_agent_failures_total", "Agents stopped by an internal error.",
+               m.agent_failures.load());
+  if (impl_->journal) {
+    const auto& j = impl_->journal->stats();
+    counter_line(o, "keel_journal_batches_total", "Journal writes (fsyncs when sync is on).",
+                 j.batches.load());
+    counter_line(o, "keel_journal_appends_total", "Write sets submitted to the journal.",
+                 j.submits.load());
+    counter_line(o, "keel_journal_ops_total", "Keys written or erased by the journal.", j.ops.load());
+    counter_line(o, "keel_journal_failures_total", "Journal writes that failed.", j.failures.load());
+    summary(o, "keel_journal_batch_appends", "Write sets per journal batch.", j.batch_submits, 1.0);
+    summary(o, "keel_journal_commit_seconds", "Submit to durable, per write set.", j.commit_ns, 1e-9);
+    summary(o, "keel_journal_write_seconds", "One journal write including fsync.", j.write_ns, 1e-9);
+  }
+  summary(o, "keel_activation_seconds", "Loading an agent (snapshot + ledger tail).",
+          m.activation_ns, 1e-9);
+  summary(o, "keel_accept_seconds", "Request received to durable acknowledgement.", m.accept_ns,
+          1e-9);
+  return o.str();
+}
+
+}  // namespace keel::actors

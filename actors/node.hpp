@@ -1,0 +1,128 @@
+#pragma once
+// One Keel node: the agent runtime behind keeld's HTTP API.
+//
+// A node owns the RocksDB store, the journal writer (group commit), the
+// timer service and a CAF actor system with one supervisor and one shell
+// actor per live agent. Requests name agents; the supervisor activates
+// dormant agents on demand (single-flight) and idle agents hibernate.
+//
+// Thread-safety: every method may be called from any thread that is not a
+// CAF scheduler thread. Callbacks run on node threads (actor or journal
+// threads): they must be quick and must not block; hand work elsewhere.
+// Lifetime: stop() (or the destructor) stops intake, waits for in-flight
+// writes and their callbacks, then closes the store. Requests after stop()
+// fail with code::unavailable.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.hpp"
+#include "config/node_config.hpp"
+
+namespace keel::actors {
+
+using json = nlohmann::json;
+
+template <class T>
+using callback = std::function<void(result<T>)>;
+
+struct agent_view {
+  std::string name;
+  std::string type;
+  std::string status;
+  uint64_t last_seq = 0;
+  // True when the agent was dormant on disk and this request activated it.
+  bool hibernated = false;
+  int64_t created_ms = 0;
+  json state;
+};
+
+struct send_ack {
+  std::string id;  // the message id (generated when the sender gave none)
+  uint64_t seq = 0;  // arrival position in the agent's mailbox
+  bool duplicate = false;  // the id was accepted before; nothing new happened
+};
+
+// What an agent answered to a message or signal.
+struct agent_reply {
+  bool ok = true;
+  json body;
+  std::string code;  // when !ok, e.g. "invalid_message", "conflict"
+  std::string message;
+};
+
+struct ledger_entry {
+  uint64_t seq = 0;
+  std::string type;
+  int64_t time_ms = 0;
+  json data;
+};
+
+struct agent_summary {
+  std::string name;
+  std::string type;
+  std::string status;
+  int64_t created_ms = 0;
+  bool live = false;
+};
+
+struct inbound_message {
+  std::string id;  // optional dedupe key
+  std::string from;
+  json body;
+};
+
+class node {
+ public:
+  // Opens the store in cfg.data_dir, starts the actors and recovers: agents
+  // with unconsumed inbox entries are activated; due timers fire. Errors:
+  // invalid_argument (bad config), io_error / corruption (store).
+  static result<std::unique_ptr<node>> start(const config::node_config& cfg);
+  ~node();
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+
+  // Creates an agent. Errors: invalid_argument (name, type or input),
+  // already_exists.
+  void spawn(std::string name, std::string type, json input, callback<agent_view> done);
+  // `accepted` runs once the message is durable; `replied` (may be empty)
+  // once the agent has processed it. A repeated id is acknowledged with
+  // duplicate=true and not processed again. Errors: not_found, conflict
+  // (terminated agent), invalid_argument.
+  void send(std::string name, inbound_message m, callback<send_ack> accepted,
+            callback<agent_reply> replied);
+  void signal(std::string name, std::string signal, json payload, callback<send_ack> accepted,
+              callback<agent_reply> replied);
+  // Read-only: answered from the agent's state, nothing is appended.
+  void query(std::string name, json q, callback<json> done);
+  void get(std::string name, callback<agent_view> done);
+  // Marks the agent terminated (its ledger is kept). Errors: not_found,
+  // conflict (already terminated).
+  void terminate(std::string name, std::string by, callback<agent_view> done);
+
+  // Blocking store reads; call from a non-scheduler thread.
+  result<std::vector<ledger_entry>> ledger(std::string_view name, uint64_t from, std::size_t limit);
+  result<std::vector<agent_summary>> list(std::string_view prefix, std::string_view after,
+                                          std::size_t limit);
+
+  // Prometheus text exposition of the node's counters and latencies.
+  std::string metrics_text();
+  uint64_t live_agents() const;
+
+  // Stops intake, drains in-flight writes, closes the store. Idempotent.
+  void stop();
+
+  struct impl;
+
+ private:
+  explicit node(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace keel::actors

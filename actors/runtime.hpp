@@ -1,0 +1,80 @@
+#pragma once
+// Internal to actors/: what every actor of a node shares (the runtime
+// context) and the request that carries one API call to an agent shell.
+// CAF-free, so it can be included anywhere in the layer.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "actors/node.hpp"
+#include "base/histogram.hpp"
+#include "config/node_config.hpp"
+#include "persistence/journal_writer.hpp"
+#include "persistence/store.hpp"
+
+namespace keel::actors {
+
+class timer_service;
+
+struct node_metrics {
+  std::atomic<uint64_t> live{0};
+  std::atomic<uint64_t> activations{0};
+  std::atomic<uint64_t> hibernations{0};
+  std::atomic<uint64_t> snapshots{0};
+  std::atomic<uint64_t> spawns{0};
+  std::atomic<uint64_t> messages{0};
+  std::atomic<uint64_t> duplicates{0};
+  std::atomic<uint64_t> signals{0};
+  std::atomic<uint64_t> queries{0};
+  std::atomic<uint64_t> events{0};
+  std::atomic<uint64_t> inbox_spills{0};
+  std::atomic<uint64_t> timers_fired{0};
+  std::atomic<uint64_t> agent_failures{0};
+  histogram activation_ns;  // shell spawn -> state loaded
+  histogram accept_ns;  // request received by the node -> durable acknowledgement
+};
+
+// Shared by all actors of one node; outlives them (owned by node::impl).
+struct runtime {
+  config::node_config cfg;
+  persistence::store* db = nullptr;
+  persistence::journal_writer* journal = nullptr;
+  timer_service* timers = nullptr;
+  node_metrics metrics;
+};
+
+// One API call on its way to an agent shell. Exactly one of the callbacks
+// matching `what` is set; the shell calls it exactly once.
+struct request {
+  enum class kind { spawn, message, signal, query, get, terminate, timer, wake };
+  kind what = kind::get;
+  std::string name;
+  std::string type;  // spawn
+  std::string id;  // message id; signal name
+  std::string from;  // message sender; terminate: who
+  json body;  // message body, signal payload, spawn input, query
+  uint64_t timer_id = 0;
+  int64_t received_ns = 0;
+  callback<agent_view> viewed;  // spawn, get, terminate
+  callback<send_ack> accepted;  // message, signal
+  callback<agent_reply> replied;  // message, signal (optional)
+  callback<json> answered;  // query
+};
+using request_ptr = std::shared_ptr<request>;
+
+// Calls `f` if it is still set and clears it: each callback runs at most once.
+template <class F, class T>
+void call_once(F& f, T&& value) {
+  if (!f) return;
+  F g = std::move(f);
+  f = nullptr;
+  g(std::forward<T>(value));
+}
+
+// Fails every callback of `r` that has not run yet with `s`.
+void fail(request& r, const status& s);
+
+}  // namespace keel::actors

@@ -1,0 +1,87 @@
+// The supervisor: the node's table name -> live agent shell.
+//
+// Activation is single-flight by construction: the first request for a
+// dormant name spawns its shell and enters it in the table at once; later
+// requests go to the same shell's mailbox and are handled after it has
+// loaded. A shell that wants to hibernate asks first; the supervisor forgets
+// it only if the table still points at that shell, and any request that
+// reached the shell meanwhile is sent back here and activates a new one.
+
+#include <unordered_map>
+
+#include "actors/caf_types.hpp"
+
+namespace keel::actors {
+
+namespace {
+
+struct supervisor_state {
+  std::unordered_map<std::string, caf::actor> live;
+  std::unordered_map<caf::actor_addr, std::string> names;
+  static inline const char* name = "keel.supervisor";
+};
+
+using supervisor_actor = caf::stateful_actor<supervisor_state>;
+
+void forget(supervisor_actor* self, const caf::actor_addr& who) {
+  auto& s = self->state;
+  auto n = s.names.find(who);
+  if (n == s.names.end()) return;
+  auto it = s.live.find(n->second);
+  if (it != s.live.end() && it->second.address() == who) s.live.erase(it);
+  s.names.erase(n);
+}
+
+caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
+  self->set_down_handler([self, rt](caf::down_msg& dm) {
+    // A shell died without asking (an escaped exception): forget it.
+    if (self->state.names.count(dm.source)) {
+      rt->metrics.agent_failures.fetch_add(1, std::memory_order_relaxed);
+      rt->metrics.live.fetch_sub(1, std::memory_order_relaxed);
+      forget(self, dm.source);
+    }
+  });
+  return {
+      [self, rt](request_ptr& r) {
+        auto& s = self->state;
+        auto it = s.live.find(r->name);
+        if (it == s.live.end()) {
+          caf::actor shell =
+              spawn_agent_shell(self, rt, caf::actor_cast<caf::actor>(self), r->name);
+          self->monitor(shell);
+          s.names.emplace(shell.address(), r->name);
+          it = s.live.emplace(r->name, std::move(shell)).first;
+          rt->metrics.activations.fetch_add(1, std::memory_order_relaxed);
+          rt->metrics.live.fetch_add(1, std::memory_order_relaxed);
+        }
+        self->send(it->second, std::move(r));
+      },
+      [self, rt](hibernate_atom, const std::string& name) -> bool {
+        auto& s = self->state;
+        auto it = s.live.find(name);
+        auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        if (it == s.live.end() || it->second.address() != sender) return false;
+        self->demonitor(it->second);
+        s.names.erase(sender);
+        s.live.erase(it);
+        rt->metrics.hibernations.fetch_add(1, std::memory_order_relaxed);
+        rt->metrics.live.fetch_sub(1, std::memory_order_relaxed);
+        return true;
+      },
+      [self](shutdown_atom) {
+        for (auto& [name, shell] : self->state.live)
+          self->send_exit(shell, caf::exit_reason::user_shutdown);
+        self->state.live.clear();
+        self->state.names.clear();
+        self->quit();
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_supervisor(caf::actor_system& sys, runtime* rt) {
+  return sys.spawn(supervisor, rt);
+}
+
+}  // namespace keel::actors

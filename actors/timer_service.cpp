@@ -1,0 +1,85 @@
+#include "actors/timer_service.hpp"
+
+#include <chrono>
+#include <cstdio>
+
+#include "base/clock.hpp"
+
+namespace keel::actors {
+
+namespace {
+constexpr std::size_t scan_batch = 4096;
+constexpr int64_t idle_wait_ms = 60'000;
+}  // namespace
+
+timer_service::timer_service(persistence::store& db, fire_fn fire, int64_t refire_ms)
+    : db_(db), fire_(std::move(fire)), refire_ms_(refire_ms), thread_([this] { run(); }) {}
+
+timer_service::~timer_service() { stop(); }
+
+void timer_service::notify(int64_t due_ms) {
+  std::lock_guard lk(mu_);
+  if (due_ms < wake_at_) {
+    wake_at_ = due_ms;
+    cv_.notify_one();
+  }
+}
+
+void timer_service::stop() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+    cv_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+int64_t timer_service::scan(int64_t now) {
+  auto due = db_.due_timers(now, scan_batch);
+  if (!due) {
+    std::fprintf(stderr, "keel: timer scan failed: %s\n", due.error().to_string().c_str());
+    return now + 1000;
+  }
+  std::map<std::string, int64_t> still_offered;
+  bool waiting_on_offered = false;
+  for (auto& t : *due) {
+    auto it = offered_.find(t.key);
+    if (it != offered_.end() && now - it->second < refire_ms_) {
+      still_offered.emplace(t.key, it->second);
+      waiting_on_offered = true;
+      continue;
+    }
+    still_offered.emplace(t.key, now);
+    waiting_on_offered = true;
+    fired_count_.fetch_add(1, std::memory_order_relaxed);
+    fire_(t.entry.agent, t.timer_id);
+  }
+  // Timers no longer on disk were consumed; forget them.
+  offered_.swap(still_offered);
+  if (due->size() == scan_batch) return now;  // more are due right away
+  auto next = db_.next_timer_due();
+  int64_t wake = now + idle_wait_ms;
+  if (next && *next && **next > now) wake = std::min(wake, **next);
+  // Offered timers are still on disk until their agents consume them: look
+  // again soon, so the scan also notices later timers behind them.
+  if (waiting_on_offered) wake = std::min(wake, now + 100);
+  return wake;
+}
+
+void timer_service::run() {
+  std::unique_lock lk(mu_);
+  while (!stopping_) {
+    int64_t now = wall_ms();
+    if (now >= wake_at_) {
+      wake_at_ = INT64_MAX;  // notify() lowers it while we scan
+      lk.unlock();
+      int64_t next = scan(now);
+      lk.lock();
+      wake_at_ = std::min(wake_at_, next);
+      continue;
+    }
+    cv_.wait_for(lk, std::chrono::milliseconds(wake_at_ - now));
+  }
+}
+
+}  // namespace keel::actors

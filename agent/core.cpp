@@ -1,0 +1,149 @@
+#include "agent/core.hpp"
+
+#include "agent/counter.hpp"
+
+namespace keel::agent {
+
+reply_effect reply_ok(json body) { return {true, std::move(body), {}, {}}; }
+reply_effect reply_error(std::string code, std::string message) {
+  return {false, nullptr, std::move(code), std::move(message)};
+}
+
+const agent_type* find_type(std::string_view name) {
+  static const counter_type counter;
+  if (name == counter.name()) return &counter;
+  return nullptr;
+}
+
+std::vector<std::string> type_names() { return {"counter"}; }
+
+json state_to_json(const agent_state& s) {
+  json timers = json::array();
+  for (const auto& [id, t] : s.timers)
+    timers.push_back({{"id", id}, {"due_ms", t.due_ms}, {"payload", t.payload}});
+  return {{"type", s.type},
+          {"status", s.status},
+          {"last_seq", s.last_seq},
+          {"last_arrival", s.last_arrival},
+          {"next_timer_id", s.next_timer_id},
+          {"timers", std::move(timers)},
+          {"data", s.data}};
+}
+
+result<agent_state> state_from_json(const json& j, std::string_view what) {
+  try {
+    agent_state s;
+    s.type = j.at("type").get<std::string>();
+    s.status = j.at("status").get<std::string>();
+    s.last_seq = j.at("last_seq").get<uint64_t>();
+    s.last_arrival = j.at("last_arrival").get<uint64_t>();
+    s.next_timer_id = j.at("next_timer_id").get<uint64_t>();
+    for (const auto& t : j.at("timers"))
+      s.timers[t.at("id").get<uint64_t>()] = {t.at("due_ms").get<int64_t>(), t.at("payload")};
+    s.data = j.at("data");
+    return s;
+  } catch (const json::exception& e) {
+    return error(code::corruption,
+                 "corrupt snapshot (" + std::string(what) + "): " + std::string(e.what()));
+  }
+}
+
+namespace {
+
+struct decider {
+  const agent_type& t;
+  const agent_state& s;
+  int64_t now;
+  decision out;
+
+  void emit(event_type type, json data) { out.events.push_back({type, now, std::move(data)}); }
+
+  void operator()(const message_input& m) {
+    if (s.status != "active") {
+      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+      return;
+    }
+    emit(event_type::message_received,
+         {{"arrival", m.arrival}, {"id", m.id}, {"from", m.from}, {"body", m.body}});
+    t.on_message(s, m, now, out);
+  }
+  void operator()(const signal_input& sig) {
+    if (s.status != "active") {
+      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+      return;
+    }
+    emit(event_type::signal_received,
+         {{"arrival", sig.arrival}, {"signal", sig.name}, {"payload", sig.payload}});
+    t.on_signal(s, sig, now, out);
+  }
+  void operator()(const timer_input& ti) {
+    auto it = s.timers.find(ti.timer_id);
+    if (it == s.timers.end()) return;  // already fired or cancelled
+    emit(event_type::timer_fired, {{"timer", ti.timer_id}});
+    out.effects.push_back(cancel_timer_effect{ti.timer_id, it->second.due_ms});
+    if (s.status == "active") t.on_timer(s, it->second, now, out);
+  }
+  void operator()(const spawn_input& sp) {
+    auto data = t.initial_data(sp.input);
+    if (!data) {
+      out.effects.push_back(reply_error("invalid_argument", data.error().message()));
+      return;
+    }
+    emit(event_type::spawned, {{"type", sp.type}, {"input", sp.input}, {"data", *data}});
+    out.effects.push_back(reply_ok(*data));
+  }
+  void operator()(const terminate_input& ti) {
+    if (s.status == "terminated") {
+      out.effects.push_back(reply_error("conflict", "agent is already terminated"));
+      return;
+    }
+    emit(event_type::terminated, {{"by", ti.by}});
+    for (const auto& [id, timer] : s.timers)
+      out.effects.push_back(cancel_timer_effect{id, timer.due_ms});
+    out.effects.push_back(reply_ok({{"status", "terminated"}}));
+  }
+};
+
+}  // namespace
+
+decision decide(const agent_type& t, const agent_state& s, const input& in, int64_t now_ms) {
+  decider d{t, s, now_ms, {}};
+  std::visit(d, in);
+  return std::move(d.out);
+}
+
+void apply(const agent_type& t, agent_state& s, const event& e) {
+  ++s.last_seq;
+  switch (e.type) {
+    case event_type::spawned:
+      s.type = e.data.value("type", s.type);
+      s.data = e.data.value("data", json::object());
+      break;
+    case event_type::message_received:
+    case event_type::signal_received:
+      s.last_arrival = std::max(s.last_arrival, e.data.value("arrival", uint64_t{0}));
+      break;
+    case event_type::timer_set: {
+      uint64_t id = e.data.value("timer", uint64_t{0});
+      s.timers[id] = {e.data.value("due_ms", int64_t{0}), e.data.value("payload", json())};
+      s.next_timer_id = std::max(s.next_timer_id, id + 1);
+      break;
+    }
+    case event_type::timer_fired:
+      s.timers.erase(e.data.value("timer", uint64_t{0}));
+      break;
+    case event_type::failed:
+      s.status = "failed";
+      break;
+    case event_type::terminated:
+      s.status = "terminated";
+      s.timers.clear();
+      break;
+    case event_type::state_changed:
+    case event_type::message_rejected:
+      t.apply(s, e);
+      break;
+  }
+}
+
+}  // namespace keel::agent

@@ -1,0 +1,119 @@
+#pragma once
+// The deterministic agent core: decide(state, input) -> events + effects,
+// apply(state, event) -> state. No I/O, no clocks, no randomness: time
+// arrives in the input. Recovery folds the ledger through apply(); the
+// shell (actors/) persists decide()'s events before acting on its effects.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "agent/event.hpp"
+#include "base/status.hpp"
+
+namespace keel::agent {
+
+struct pending_timer {
+  int64_t due_ms = 0;
+  json payload;
+};
+
+struct agent_state {
+  std::string type;
+  std::string status = "active";  // "active" | "terminated" | "failed"
+  uint64_t last_seq = 0;  // seq of the last applied event (= events applied)
+  uint64_t last_arrival = 0;  // highest mailbox arrival consumed
+  uint64_t next_timer_id = 1;
+  std::map<uint64_t, pending_timer> timers;
+  json data = json::object();  // the type's own fields
+
+  friend bool operator==(const agent_state&, const agent_state&) = default;
+};
+
+// Snapshots are the state as JSON, stored as a record of this type.
+inline constexpr uint16_t snapshot_record_type = 0xE001;
+json state_to_json(const agent_state& s);
+result<agent_state> state_from_json(const json& j, std::string_view what);
+
+// --- inputs: what can happen to an agent -----------------------------------
+struct message_input {
+  uint64_t arrival = 0;  // position in the agent's mailbox
+  std::string id;  // dedupe key
+  std::string from;
+  json body;
+};
+struct signal_input {
+  uint64_t arrival = 0;
+  std::string name;
+  json payload;
+};
+struct timer_input {
+  uint64_t timer_id = 0;
+};
+struct spawn_input {
+  std::string type;
+  json input;
+};
+struct terminate_input {
+  std::string by;
+};
+using input = std::variant<message_input, signal_input, timer_input, spawn_input, terminate_input>;
+
+// --- effects: what the shell must do once the events are durable ----------
+struct reply_effect {
+  bool ok = true;
+  json body;  // the reply when ok
+  std::string code;  // error code when !ok ("invalid_message", "conflict")
+  std::string message;
+};
+struct set_timer_effect {
+  uint64_t timer_id = 0;
+  int64_t due_ms = 0;
+  json payload;
+};
+struct cancel_timer_effect {
+  uint64_t timer_id = 0;
+  int64_t due_ms = 0;
+};
+using effect = std::variant<reply_effect, set_timer_effect, cancel_timer_effect>;
+
+struct decision {
+  std::vector<event> events;
+  std::vector<effect> effects;
+};
+
+// The behaviour of one kind of agent. Implementations are stateless and
+// deterministic; each hook appends to `out` after the generic event.
+class agent_type {
+ public:
+  virtual ~agent_type() = default;
+  virtual std::string_view name() const = 0;
+  // Validates a spawn input and returns the initial `data`.
+  virtual result<json> initial_data(const json& input) const = 0;
+  virtual void on_message(const agent_state& s, const message_input& m, int64_t now_ms,
+                          decision& out) const = 0;
+  virtual void on_signal(const agent_state& s, const signal_input& sig, int64_t now_ms,
+                         decision& out) const = 0;
+  virtual void on_timer(const agent_state& s, const pending_timer& t, int64_t now_ms,
+                        decision& out) const = 0;
+  // Applies a type-specific event (state_changed, message_rejected) to data.
+  virtual void apply(agent_state& s, const event& e) const = 0;
+  // Answers a read-only query from state; never changes it.
+  virtual result<json> query(const agent_state& s, const json& q) const = 0;
+};
+
+// The built-in types by name; nullptr when unknown.
+const agent_type* find_type(std::string_view name);
+std::vector<std::string> type_names();
+
+decision decide(const agent_type& t, const agent_state& s, const input& in, int64_t now_ms);
+void apply(const agent_type& t, agent_state& s, const event& e);
+
+// Helpers for types.
+reply_effect reply_ok(json body);
+reply_effect reply_error(std::string code, std::string message);
+
+}  // namespace keel::agent

@@ -1,0 +1,41 @@
+#pragma once
+// Ledger events: everything that happens to an agent, in the order it
+// happened. Codes are stored on disk and never reused; names appear in the
+// HTTP API. New kinds (model and tool steps) append codes.
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.hpp"
+
+namespace keel::agent {
+
+using json = nlohmann::json;
+
+enum class event_type : uint16_t {
+  spawned = 1,  // {"type", "input"}: the agent was created
+  message_received = 2,  // {"arrival", "id", "from", "body"}
+  state_changed = 3,  // type-specific new state fields, e.g. {"total": 5}
+  timer_set = 4,  // {"timer", "due_ms", "payload"}
+  timer_fired = 5,  // {"timer"}
+  signal_received = 6,  // {"arrival", "signal", "payload"}
+  failed = 7,  // {"reason"}: the agent stopped on an internal error
+  terminated = 8,  // {"by"}
+  message_rejected = 9,  // {"id", "code", "reason"}: recorded, answered with an error
+};
+
+std::string_view to_string(event_type t);
+std::optional<event_type> event_type_from_code(uint16_t code);
+
+struct event {
+  event_type type;
+  int64_t time_ms = 0;
+  json data;
+
+  friend bool operator==(const event&, const event&) = default;
+};
+
+}  // namespace keel::agent

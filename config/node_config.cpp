@@ -1,0 +1,106 @@
+#include "config/node_config.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace keel::config {
+
+using nlohmann::json;
+
+namespace {
+
+template <class T>
+status read_uint(const json& v, const std::string& where, T& out) {
+  if (!v.is_number_unsigned())
+    return error(code::invalid_argument, where + ": expected a non-negative integer");
+  auto n = v.get<uint64_t>();
+  if (n > std::numeric_limits<T>::max())
+    return error(code::invalid_argument, where + ": value " + std::to_string(n) + " is too large");
+  out = static_cast<T>(n);
+  return status::ok();
+}
+
+status read_string(const json& v, const std::string& where, std::string& out) {
+  if (!v.is_string()) return error(code::invalid_argument, where + ": expected a string");
+  out = v.get<std::string>();
+  return status::ok();
+}
+
+}  // namespace
+
+bool is_loopback_host(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+status set_http_address(node_config& c, const std::string& host_port) {
+  auto colon = host_port.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == host_port.size())
+    return error(code::invalid_argument, "http address '" + host_port + "' is not HOST:PORT");
+  std::string port = host_port.substr(colon + 1);
+  char* end = nullptr;
+  unsigned long p = std::strtoul(port.c_str(), &end, 10);
+  if (*end != '\0' || p > 65535)
+    return error(code::invalid_argument, "http address '" + host_port + "' has a bad port");
+  std::string host = host_port.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  c.http_host = host;
+  c.http_port = static_cast<uint16_t>(p);
+  return status::ok();
+}
+
+result<node_config> from_json(const json& j, const std::string& source) {
+  if (!j.is_object()) return error(code::invalid_argument, source + ": expected a JSON object");
+  node_config c;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const json& v = it.value();
+    std::string where = source + ": \"" + k + "\"";
+    status s;
+    if (k == "data_dir") s = read_string(v, where, c.data_dir);
+    else if (k == "http") {
+      std::string hp;
+      s = read_string(v, where, hp);
+      if (s) s = set_http_address(c, hp);
+    } else if (k == "token") s = read_string(v, where, c.token);
+    else if (k == "idle_ms") s = read_uint(v, where, c.idle_ms);
+    else if (k == "max_body_bytes") s = read_uint(v, where, c.max_body_bytes);
+    else if (k == "max_unacked_per_agent") s = read_uint(v, where, c.max_unacked_per_agent);
+    else if (k == "scheduler_threads") s = read_uint(v, where, c.scheduler_threads);
+    else if (k == "block_cache_bytes") s = read_uint(v, where, c.block_cache_bytes);
+    else if (k == "sync") {
+      if (!v.is_boolean()) s = error(code::invalid_argument, where + ": expected true or false");
+      else c.sync = v.get<bool>();
+    } else
+      s = error(code::invalid_argument, source + ": unknown key \"" + k + "\"");
+    if (!s) return s;
+  }
+  return c;
+}
+
+result<node_config> load_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return error(code::not_found, "cannot open config file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return error(code::invalid_argument, path + ": not valid JSON");
+  return from_json(j, path);
+}
+
+status validate(const node_config& c) {
+  if (c.data_dir.empty()) return error(code::invalid_argument, "no data directory: pass --data DIR");
+  if (c.http_host.empty()) return error(code::invalid_argument, "http host is empty");
+  if (!is_loopback_host(c.http_host) && c.token.empty())
+    return error(code::invalid_argument,
+                 "refusing to listen on " + c.http_host +
+                     " without a bearer token: pass --token or set KEEL_TOKEN");
+  if (c.max_body_bytes < 1024)
+    return error(code::invalid_argument, "max_body_bytes must be at least 1024");
+  if (c.idle_ms == 0) return error(code::invalid_argument, "idle_ms must be at least 1");
+  return status::ok();
+}
+
+}  // namespace keel::config

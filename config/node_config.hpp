@@ -1,0 +1,54 @@
+#pragma once
+// Settings of one keeld node. Built from a JSON file, then overridden by
+// flags, then validated once; internals receive it as a const value and
+// never read globals.
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "base/status.hpp"
+
+namespace keel::config {
+
+struct node_config {
+  // Directory of the node's RocksDB; created when missing. Required.
+  std::string data_dir;
+  // HTTP listen address. Default 127.0.0.1:7070; port 0 picks a free port.
+  std::string http_host = "127.0.0.1";
+  uint16_t http_port = 7070;
+  // Bearer token for the HTTP API; required when http_host is not loopback.
+  std::string token;
+  // Idle time after which a live agent snapshots and hibernates. Default 30 s.
+  uint32_t idle_ms = 30'000;
+  // Largest accepted HTTP request body. Default 1 MiB.
+  uint64_t max_body_bytes = 1 << 20;
+  // Messages an agent holds in memory, not yet durable, before further ones
+  // are spilled to its durable inbox and acknowledged from there. Default 64.
+  uint32_t max_unacked_per_agent = 64;
+  // CAF scheduler threads; 0 = one per core. Default 0.
+  uint32_t scheduler_threads = 0;
+  // fsync every journal batch. Turning it off loses the last writes on a
+  // power failure (not on a process crash). Default true.
+  bool sync = true;
+  // RocksDB block cache size. Default 64 MiB.
+  uint64_t block_cache_bytes = 64ull << 20;
+};
+
+// Reads the JSON object `j` (keys as in node_config, plus "http":
+// "HOST:PORT"); unknown keys and wrong types are errors naming `source` and
+// the key.
+result<node_config> from_json(const nlohmann::json& j, const std::string& source);
+result<node_config> load_file(const std::string& path);
+
+// Parses "HOST:PORT" into the config.
+status set_http_address(node_config& c, const std::string& host_port);
+
+// Checks the whole config: data_dir set, a token when not bound to
+// loopback, limits in range.
+status validate(const node_config& c);
+
+bool is_loopback_host(const std::string& host);
+
+}  // namespace keel::config

@@ -1,0 +1,125 @@
+#include "persistence/values.hpp"
+
+#include "persistence/record.hpp"
+
+namespace keel::persistence {
+
+using nlohmann::json;
+
+std::string to_msgpack(const json& j) {
+  std::string out;
+  json::to_msgpack(j, nlohmann::detail::output_adapter<char>(out));
+  return out;
+}
+
+result<json> from_msgpack(std::string_view bytes, std::string_view what) {
+  json j = json::from_msgpack(bytes.begin(), bytes.end(), /*strict=*/true,
+                              /*allow_exceptions=*/false);
+  if (j.is_discarded())
+    return error(code::corruption, "corrupt record (" + std::string(what) + "): bad MessagePack");
+  return j;
+}
+
+namespace {
+
+std::string encode_value(value_type t, const json& j, int64_t time_ms) {
+  return encode_record(record{static_cast<uint16_t>(t), time_ms, to_msgpack(j)});
+}
+
+result<json> decode_value(value_type t, std::string_view bytes, std::string_view what) {
+  auto r = decode_record(bytes, what);
+  if (!r) return r.error();
+  if (r->type != static_cast<uint16_t>(t))
+    return error(code::corruption,
+                 "corrupt record (" + std::string(what) + "): unexpected record type");
+  auto j = from_msgpack(r->payload, what);
+  if (!j) return j.error();
+  if (!j->is_object())
+    return error(code::corruption, "corrupt record (" + std::string(what) + "): not an object");
+  return j;
+}
+
+// Runs `fill` and turns a missing or mistyped field into a corruption error.
+template <class T, class F>
+result<T> extract(std::string_view what, F&& fill) {
+  try {
+    T v;
+    fill(v);
+    return v;
+  } catch (const json::exception& e) {
+    return error(code::corruption,
+                 "corrupt record (" + std::string(what) + "): " + std::string(e.what()));
+  }
+}
+
+}  // namespace
+
+std::string encode(const agent_meta& v, int64_t time_ms) {
+  return encode_value(value_type::agent_meta,
+                      {{"id", v.id}, {"type", v.type}, {"status", v.status},
+                       {"created_ms", v.created_ms}},
+                      time_ms);
+}
+
+std::string encode(const inbox_entry& v, int64_t time_ms) {
+  return encode_value(value_type::inbox_entry,
+                      {{"agent", v.agent}, {"arrival", v.arrival}, {"kind", v.kind},
+                       {"id", v.id}, {"from", v.from}, {"body", v.body}},
+                      time_ms);
+}
+
+std::string encode(const dedupe_entry& v, int64_t time_ms) {
+  return encode_value(value_type::dedupe_entry,
+                      {{"arrival", v.arrival}, {"processed", v.processed}, {"reply", v.reply}},
+                      time_ms);
+}
+
+std::string encode(const timer_entry& v, int64_t time_ms) {
+  return encode_value(value_type::timer_entry, {{"agent", v.agent}, {"payload", v.payload}},
+                      time_ms);
+}
+
+result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view what) {
+  auto j = decode_value(value_type::agent_meta, bytes, what);
+  if (!j) return j.error();
+  return extract<agent_meta>(what, [&](agent_meta& v) {
+    v.id = j->at("id").get<uint64_t>();
+    v.type = j->at("type").get<std::string>();
+    v.status = j->at("status").get<std::string>();
+    v.created_ms = j->at("created_ms").get<int64_t>();
+  });
+}
+
+result<inbox_entry> decode_inbox_entry(std::string_view bytes, std::string_view what) {
+  auto j = decode_value(value_type::inbox_entry, bytes, what);
+  if (!j) return j.error();
+  return extract<inbox_entry>(what, [&](inbox_entry& v) {
+    v.agent = j->at("agent").get<std::string>();
+    v.arrival = j->at("arrival").get<uint64_t>();
+    v.kind = j->at("kind").get<std::string>();
+    v.id = j->at("id").get<std::string>();
+    v.from = j->at("from").get<std::string>();
+    v.body = j->at("body");
+  });
+}
+
+result<dedupe_entry> decode_dedupe_entry(std::string_view bytes, std::string_view what) {
+  auto j = decode_value(value_type::dedupe_entry, bytes, what);
+  if (!j) return j.error();
+  return extract<dedupe_entry>(what, [&](dedupe_entry& v) {
+    v.arrival = j->at("arrival").get<uint64_t>();
+    v.processed = j->at("processed").get<bool>();
+    v.reply = j->at("reply");
+  });
+}
+
+result<timer_entry> decode_timer_entry(std::string_view bytes, std::string_view what) {
+  auto j = decode_value(value_type::timer_entry, bytes, what);
+  if (!j) return j.error();
+  return extract<timer_entry>(what, [&](timer_entry& v) {
+    v.agent = j->at("agent").get<std::string>();
+    v.payload = j->at("payload");
+  });
+}
+
+}  // namespace keel::persistence

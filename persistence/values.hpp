@@ -1,0 +1,75 @@
+#pragma once
+// The structured values persistence owns (agent directory, inbox, dedupe,
+// timers), each stored as a record (record.hpp) whose payload is
+// MessagePack. Ledger events and snapshots are records too, but their
+// payload belongs to the agent layer.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.hpp"
+
+namespace keel::persistence {
+
+// Record types of the values below; agent events use codes < 0xF000.
+enum class value_type : uint16_t {
+  agent_meta = 0xF001,
+  inbox_entry = 0xF002,
+  dedupe_entry = 0xF003,
+  timer_entry = 0xF004,
+};
+
+// agents: name -> agent_meta.
+struct agent_meta {
+  uint64_t id = 0;
+  std::string type;
+  std::string status;  // "active", "terminated", "failed"
+  int64_t created_ms = 0;
+};
+
+// inbox: agent id + arrival -> inbox_entry. A message or signal accepted
+// durably but not yet consumed by the agent.
+struct inbox_entry {
+  std::string agent;  // name, so recovery can route without a directory scan
+  uint64_t arrival = 0;
+  std::string kind;  // "message" or "signal"
+  std::string id;  // message id (dedupe key) or signal name
+  std::string from;
+  nlohmann::json body;
+};
+
+// dedupe: agent id + message id -> dedupe_entry. Written with the message's
+// acceptance; `reply` is filled in once the message has been processed.
+struct dedupe_entry {
+  uint64_t arrival = 0;
+  bool processed = false;
+  nlohmann::json reply;
+};
+
+// timers: due + agent id + timer id -> timer_entry.
+struct timer_entry {
+  std::string agent;
+  nlohmann::json payload;
+};
+
+std::string encode(const agent_meta& v, int64_t time_ms);
+std::string encode(const inbox_entry& v, int64_t time_ms);
+std::string encode(const dedupe_entry& v, int64_t time_ms);
+std::string encode(const timer_entry& v, int64_t time_ms);
+
+// `what` names the value in errors; a record of another type, or a payload
+// missing fields, is a corruption error.
+result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view what);
+result<inbox_entry> decode_inbox_entry(std::string_view bytes, std::string_view what);
+result<dedupe_entry> decode_dedupe_entry(std::string_view bytes, std::string_view what);
+result<timer_entry> decode_timer_entry(std::string_view bytes, std::string_view what);
+
+// MessagePack helpers shared with the agent layer; from_msgpack returns a
+// corruption error instead of throwing.
+std::string to_msgpack(const nlohmann::json& j);
+result<nlohmann::json> from_msgpack(std::string_view bytes, std::string_view what);
+
+}  // namespace keel::persistence
