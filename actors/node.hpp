@@ -6,8 +6,9 @@
 // actor per live agent. Requests name agents; the supervisor activates
 // dormant agents on demand (single-flight) and idle agents hibernate.
 //
-// Thread-safety: every method may be called from any thread that is not a
-// CAF scheduler thread. Callbacks run on node threads (actor or journal
+// Thread-safety: the asynchronous methods may be called from any thread,
+// callbacks included; ledger() and list() block on the store, so call them
+// from threads of your own. Callbacks run on node threads (actor or journal
 // threads): they must be quick and must not block; hand work elsewhere.
 // Lifetime: stop() (or the destructor) stops intake, waits for in-flight
 // writes and their callbacks, then closes the store. Requests after stop()

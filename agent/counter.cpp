@@ -7,6 +7,7 @@ namespace keel::agent {
 namespace {
 
 constexpr int64_t max_delay_ms = 366LL * 24 * 3600 * 1000;
+constexpr std::size_t max_label = 64 * 1024;
 
 int64_t total_of(const agent_state& s) { return s.data.value("total", int64_t{0}); }
 
@@ -21,13 +22,22 @@ bool is_integer(const json& v) { return v.is_number_integer(); }
 }  // namespace
 
 result<json> counter_type::initial_data(const json& input) const {
-  if (input.is_null()) return json{{"total", 0}};
-  if (!input.is_object() || (input.size() == 1 && !input.contains("total")) || input.size() > 1 ||
-      (input.contains("total") && !is_integer(input["total"])))
-    return error(code::invalid_argument,
-                 "counter input must be null or {\"total\": <integer>}");
-  if (input.empty()) return json{{"total", 0}};
-  return json{{"total", input["total"].get<int64_t>()}};
+  const char* shape = "counter input must be null or {\"total\": <integer>, \"label\": <string>}";
+  json data = {{"total", 0}};
+  if (input.is_null()) return data;
+  if (!input.is_object()) return error(code::invalid_argument, shape);
+  for (auto it = input.begin(); it != input.end(); ++it) {
+    if (it.key() == "total" && is_integer(*it) &&
+        !(it->is_number_unsigned() &&
+          it->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())))
+      data["total"] = it->get<int64_t>();
+    else if (it.key() == "label" && it->is_string() && it->get_ref<const std::string&>().size() <= max_label)
+      data["label"] = *it;
+    else
+      return error(code::invalid_argument, std::string(shape) + " (bad field \"" + it.key() +
+                                               "\"; labels are at most 64 KiB)");
+  }
+  return data;
 }
 
 void counter_type::on_message(const agent_state& s, const message_input& m, int64_t now,
@@ -55,7 +65,7 @@ void counter_type::on_message(const agent_state& s, const message_input& m, int6
   int64_t n = b["add"].get<int64_t>();
   if (b.contains("delay_ms")) {
     const json& d = b["delay_ms"];
-    if (!d.is_number_unsigned() || d.get<uint64_t>() > uint64_t(max_delay_ms)) {
+    if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > max_delay_ms) {
       reject(m, now, "\"delay_ms\" must be an integer in [0, 366 days]", out);
       return;
     }

@@ -7,7 +7,9 @@
 //   anything else               recorded, answered with invalid_message
 //   signal "reset"              sets total to 0 (other signals are recorded)
 //
-// Spawn input: null or {"total": n}.
+// Spawn input: null or {"total": n, "label": "..."}; the label (at most
+// 64 KiB) is carried in the state unchanged, e.g. to give benchmarks a
+// realistic state size.
 
 #include "agent/core.hpp"
 

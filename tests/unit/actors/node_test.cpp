@@ -1,0 +1,335 @@
+// The actor shell end to end, in process: a real node on a temp directory.
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "actors/node.hpp"
+#include "base/clock.hpp"
+#include "persistence/keys.hpp"
+#include "persistence/store.hpp"
+#include "support/temp_dir.hpp"
+#include "support/wait.hpp"
+
+using namespace keel;
+using namespace keel::actors;
+using keel::test::future_value;
+
+namespace {
+
+config::node_config test_config(const std::string& dir, uint32_t idle_ms = 60'000) {
+  config::node_config c;
+  c.data_dir = dir;
+  c.idle_ms = idle_ms;
+  c.scheduler_threads = 2;
+  c.block_cache_bytes = 8 << 20;
+  return c;
+}
+
+std::unique_ptr<node> start(const config::node_config& c) {
+  auto n = node::start(c);
+  REQUIRE_MESSAGE(n.is_ok(), n.error().to_string());
+  return std::move(*n);
+}
+
+result<agent_view> spawn(node& n, const std::string& name, json input = nullptr) {
+  future_value<result<agent_view>> f;
+  n.spawn(name, "counter", std::move(input), [&](result<agent_view> v) { f.set(std::move(v)); });
+  auto v = f.wait();
+  REQUIRE(v.has_value());
+  return *v;
+}
+
+struct sent {
+  result<send_ack> ack = error(code::internal, "none");
+  result<agent_reply> reply = error(code::internal, "none");
+};
+
+sent send(node& n, const std::string& name, json body, std::string id = {}) {
+  future_value<result<send_ack>> a;
+  future_value<result<agent_reply>> r;
+  n.send(name, {std::move(id), "test", std::move(body)},
+         [&](result<send_ack> x) { a.set(std::move(x)); },
+         [&](result<agent_reply> x) { r.set(std::move(x)); });
+  sent s;
+  auto av = a.wait();
+  REQUIRE(av.has_value());
+  s.ack = *av;
+  if (s.ack.is_ok()) {
+    auto rv = r.wait();
+    REQUIRE(rv.has_value());
+    s.reply = *rv;
+  }
+  return s;
+}
+
+result<agent_view> get(node& n, const std::string& name) {
+  future_value<result<agent_view>> f;
+  n.get(name, [&](result<agent_view> v) { f.set(std::move(v)); });
+  auto v = f.wait();
+  REQUIRE(v.has_value());
+  return *v;
+}
+
+int64_t total(node& n, const std::string& name) {
+  auto v = get(n, name);
+  REQUIRE_MESSAGE(v.is_ok(), v.error().to_string());
+  return v->state.value("total", int64_t{-1});
+}
+
+}  // namespace
+
+TEST_CASE("a spawned counter adds what it is sent and answers from durable state") {
+  test::temp_dir dir;
+  auto n = start(test_config(dir.str()));
+  auto v = spawn(*n, "acct/alice");
+  REQUIRE(v.is_ok());
+  CHECK(v->type == "counter");
+  CHECK(v->last_seq == 1);
+
+  auto s = send(*n, "acct/alice", {{"add", 5}});
+  REQUIRE(s.ack.is_ok());
+  CHECK(s.ack->seq == 1);
+  CHECK_FALSE(s.ack->duplicate);
+  REQUIRE(s.reply.is_ok());
+  CHECK(s.reply->body == json{{"total", 5}});
+  CHECK(total(*n, "acct/alice") == 5);
+
+  SUBCASE("spawning the same name again is refused") {
+    auto again = spawn(*n, "acct/alice");
+    REQUIRE_FALSE(again.is_ok());
+    CHECK(again.error().error_code() == code::already_exists);
+  }
+  SUBCASE("a bad message is recorded and answered with an error") {
+    auto bad = send(*n, "acct/alice", {{"multiply", 2}});
+    REQUIRE(bad.ack.is_ok());
+    REQUIRE(bad.reply.is_ok());
+    CHECK_FALSE(bad.reply->ok);
+    CHECK(bad.reply->code == "invalid_message");
+    auto ledger = n->ledger("acct/alice", 1, 100);
+    REQUIRE(ledger.is_ok());
+    CHECK(ledger->back().type == "message_rejected");
+  }
+  SUBCASE("messages to unknown agents and bad names are refused") {
+    auto s2 = send(*n, "acct/nobody", {{"add", 1}});
+    REQUIRE_FALSE(s2.ack.is_ok());
+    CHECK(s2.ack.error().error_code() == code::not_found);
+    auto s3 = send(*n, "Acct/Upper", {{"add", 1}});
+    REQUIRE_FALSE(s3.ack.is_ok());
+    CHECK(s3.ack.error().error_code() == code::invalid_argument);
+  }
+}
+
+TEST_CASE("a repeated message id is acknowledged as a duplicate and not processed again") {
+  test::temp_dir dir;
+  auto n = start(test_config(dir.str()));
+  REQUIRE(spawn(*n, "d/1").is_ok());
+  auto first = send(*n, "d/1", {{"add", 7}}, "msg-1");
+  REQUIRE(first.ack.is_ok());
+  auto second = send(*n, "d/1", {{"add", 7}}, "msg-1");
+  REQUIRE(second.ack.is_ok());
+  CHECK(second.ack->duplicate);
+  CHECK(second.ack->seq == first.ack->seq);
+  REQUIRE(second.reply.is_ok());
+  CHECK(second.reply->body == first.reply->body);
+  CHECK(total(*n, "d/1") == 7);
+}
+
+TEST_CASE("concurrent activations of a dormant agent are single-flight") {
+  test::temp_dir dir;
+  {
+    auto n = start(test_config(dir.str()));
+    REQUIRE(spawn(*n, "sf/agent", {{"total", 3}}).is_ok());
+  }
+  auto n = start(test_config(dir.str()));
+  CHECK(n->live_agents() == 0);
+  constexpr int k = 64;
+  std::atomic<int> ok{0}, hibernated{0}, done{0};
+  future_value<bool> all;
+  for (int i = 0; i < k; ++i)
+    n->get("sf/agent", [&](result<agent_view> v) {
+      if (v.is_ok() && v->state.value("total", 0) == 3) ++ok;
+      if (v.is_ok() && v->hibernated) ++hibernated;
+      if (++done == k) all.set(true);
+    });
+  REQUIRE(all.wait().has_value());
+  CHECK(ok.load() == k);
+  CHECK(hibernated.load() == 1);  // only the request that woke it saw it dormant
+  CHECK(n->live_agents() == 1);
+  CHECK(n->metrics_text().find("keel_activations_total 1\n") != std::string::npos);
+}
+
+TEST_CASE("an idle agent hibernates and resumes with exactly the state it had") {
+  test::temp_dir dir;
+  auto n = start(test_config(dir.str(), /*idle_ms=*/20));
+  REQUIRE(spawn(*n, "h/1").is_ok());
+  for (int i = 1; i <= 10; ++i) REQUIRE(send(*n, "h/1", {{"add", i}}).ack.is_ok());
+  auto before = get(*n, "h/1");
+  REQUIRE(before.is_ok());
+  REQUIRE(test::eventually([&] { return n->live_agents() == 0; }));
+  CHECK(n->metrics_text().find("keel_snapshots_total 1\n") != std::string::npos);
+  auto after = get(*n, "h/1");
+  REQUIRE(after.is_ok());
+  CHECK(after->hibernated);
+  CHECK(after->state == before->state);
+  CHECK(after->last_seq == before->last_seq);
+  CHECK(after->state.value("total", 0) == 55);
+  // And it keeps working after the resume.
+  auto s = send(*n, "h/1", {{"add", 1}});
+  REQUIRE(s.reply.is_ok());
+  CHECK(s.reply->body == json{{"total", 56}});
+}
+
+TEST_CASE("state survives a restart of the node") {
+  test::temp_dir dir;
+  {
+    auto n = start(test_config(dir.str()));
+    REQUIRE(spawn(*n, "r/1").is_ok());
+    for (int i = 0; i < 100; ++i) REQUIRE(send(*n, "r/1", {{"add", 2}}).ack.is_ok());
+  }
+  auto n = start(test_config(dir.str()));
+  CHECK(total(*n, "r/1") == 200);
+  auto ledger = n->ledger("r/1", 1, 1000);
+  REQUIRE(ledger.is_ok());
+  CHECK(ledger->size() == 1 + 200);
+  for (std::size_t i = 0; i < ledger->size(); ++i) CHECK((*ledger)[i].seq == i + 1);
+}
+
+TEST_CASE("messages beyond the in-memory limit go through the durable inbox exactly once") {
+  test::temp_dir dir;
+  auto c = test_config(dir.str());
+  c.max_unacked_per_agent = 0;  // every message is spilled to the inbox first
+  auto n = start(c);
+  REQUIRE(spawn(*n, "in/1").is_ok());
+  for (int i = 0; i < 20; ++i) {
+    auto s = send(*n, "in/1", {{"add", 1}}, "m" + std::to_string(i));
+    REQUIRE(s.ack.is_ok());
+    REQUIRE(s.reply.is_ok());
+  }
+  CHECK(total(*n, "in/1") == 20);
+  CHECK(n->metrics_text().find("keel_inbox_spills_total 20\n") != std::string::npos);
+  auto dup = send(*n, "in/1", {{"add", 1}}, "m3");
+  REQUIRE(dup.ack.is_ok());
+  CHECK(dup.ack->duplicate);
+  CHECK(total(*n, "in/1") == 20);
+}
+
+TEST_CASE("a node started over unconsumed inbox entries processes them") {
+  test::temp_dir dir;
+  uint64_t id = 0;
+  {
+    auto n = start(test_config(dir.str()));
+    REQUIRE(spawn(*n, "rec/1").is_ok());
+  }
+  {
+    // What a crash between "inbox append acknowledged" and "consumed" leaves.
+    auto db = persistence::store::open({dir.str(), 8 << 20, false});
+    REQUIRE(db.is_ok());
+    auto meta = (*db)->get_agent("rec/1");
+    REQUIRE(meta.is_ok());
+    REQUIRE(meta->has_value());
+    id = (**meta).id;
+    persistence::write_set ops;
+    for (uint64_t a = 1; a <= 3; ++a) {
+      persistence::inbox_entry e{"rec/1", a, "message", "x" + std::to_string(a), "t",
+                                 {{"add", 10}}};
+      ops.push_back({persistence::family::inbox, false, persistence::agent_seq_key(id, a),
+                     persistence::encode(e, 0)});
+      ops.push_back({persistence::family::dedupe, false,
+                     persistence::dedupe_key(id, "x" + std::to_string(a)),
+                     persistence::encode(persistence::dedupe_entry{a, false, nullptr}, 0)});
+    }
+    REQUIRE((*db)->write(ops, true).is_ok());
+  }
+  auto n = start(test_config(dir.str()));
+  // Recovery activates the agent by itself; no request is needed.
+  REQUIRE(test::eventually([&] {
+    return n->metrics_text().find("keel_events_appended_total 6\n") != std::string::npos;
+  }));
+  CHECK(total(*n, "rec/1") == 30);
+  auto again = send(*n, "rec/1", {{"add", 10}}, "x2");
+  REQUIRE(again.ack.is_ok());
+  CHECK(again.ack->duplicate);
+  CHECK(total(*n, "rec/1") == 30);
+}
+
+TEST_CASE("a durable timer wakes a hibernated agent, also across a restart") {
+  test::temp_dir dir;
+  auto c = test_config(dir.str(), /*idle_ms=*/10);
+  SUBCASE("while the node runs") {
+    auto n = start(c);
+    REQUIRE(spawn(*n, "t/1").is_ok());
+    auto s = send(*n, "t/1", {{"add", 4}, {"delay_ms", 100}});
+    REQUIRE(s.reply.is_ok());
+    CHECK(s.reply->body.contains("timer"));
+    REQUIRE(test::eventually([&] { return n->live_agents() == 0; }));
+    REQUIRE(test::eventually([&] {
+      return n->metrics_text().find("keel_timers_fired_total 1\n") != std::string::npos;
+    }));
+    REQUIRE(test::eventually([&] { return total(*n, "t/1") == 4; }));
+  }
+  SUBCASE("after a restart") {
+    {
+      auto n = start(c);
+      REQUIRE(spawn(*n, "t/2").is_ok());
+      REQUIRE(send(*n, "t/2", {{"add", 6}, {"delay_ms", 150}}).reply.is_ok());
+    }
+    auto n = start(c);
+    REQUIRE(test::eventually([&] { return total(*n, "t/2") == 6; }));
+    auto ledger = n->ledger("t/2", 1, 100);
+    REQUIRE(ledger.is_ok());
+    std::multiset<std::string> types;
+    for (auto& e : *ledger) types.insert(e.type);
+    CHECK(types.count("timer_fired") == 1);
+  }
+}
+
+TEST_CASE("a terminated agent keeps its ledger and refuses new messages") {
+  test::temp_dir dir;
+  auto n = start(test_config(dir.str()));
+  REQUIRE(spawn(*n, "x/1").is_ok());
+  REQUIRE(send(*n, "x/1", {{"add", 1}}).ack.is_ok());
+  future_value<result<agent_view>> f;
+  n->terminate("x/1", "test", [&](result<agent_view> v) { f.set(std::move(v)); });
+  auto v = f.wait();
+  REQUIRE(v.has_value());
+  REQUIRE(v->is_ok());
+  CHECK((*v)->status == "terminated");
+  auto s = send(*n, "x/1", {{"add", 1}});
+  REQUIRE_FALSE(s.ack.is_ok());
+  CHECK(s.ack.error().error_code() == code::conflict);
+  auto ledger = n->ledger("x/1", 1, 100);
+  REQUIRE(ledger.is_ok());
+  CHECK(ledger->back().type == "terminated");
+  auto listed = n->list("x/", "", 10);
+  REQUIRE(listed.is_ok());
+  REQUIRE(listed->size() == 1);
+  CHECK((*listed)[0].status == "terminated");
+}
+
+TEST_CASE("concurrent senders to many agents lose nothing and duplicate nothing") {
+  test::temp_dir dir;
+  auto n = start(test_config(dir.str(), /*idle_ms=*/5));
+  constexpr int agents = 20, per_thread = 200, threads = 4;
+  for (int a = 0; a < agents; ++a) REQUIRE(spawn(*n, "c/" + std::to_string(a)).is_ok());
+  std::vector<std::thread> ts;
+  std::atomic<int> acked{0};
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        std::string name = "c/" + std::to_string((t * per_thread + i) % agents);
+        future_value<bool> f;
+        n->send(name, {"t" + std::to_string(t) + "-" + std::to_string(i), "", {{"add", 1}}},
+                [&](result<send_ack> a) { f.set(a.is_ok()); }, nullptr);
+        auto r = f.wait();
+        if (r && *r) ++acked;
+      }
+    });
+  for (auto& t : ts) t.join();
+  CHECK(acked.load() == threads * per_thread);
+  int64_t sum = 0;
+  for (int a = 0; a < agents; ++a) sum += total(*n, "c/" + std::to_string(a));
+  CHECK(sum == threads * per_thread);
+}

@@ -1,0 +1,296 @@
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "config/node_config.hpp"
+#include "support/temp_dir.hpp"
+
+using keel::code;
+using keel::config::node_config;
+using nlohmann::json;
+namespace cfg = keel::config;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+}
+
+node_config valid_config() {
+  node_config c;
+  c.data_dir = "/var/lib/keel";
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("from_json reads every documented key") {
+  json j = json::parse(R"({"data_dir": "/data", "http": "0.0.0.0:8080", "token": "s3cret",
+                           "idle_ms": 5000, "max_body_bytes": 4096, "max_unacked_per_agent": 8,
+                           "scheduler_threads": 3, "sync": false, "block_cache_bytes": 16777216})");
+  auto r = cfg::from_json(j, "node.json");
+  REQUIRE(r.is_ok());
+  CHECK(r->data_dir == "/data");
+  CHECK(r->http_host == "0.0.0.0");
+  CHECK(r->http_port == 8080);
+  CHECK(r->token == "s3cret");
+  CHECK(r->idle_ms == 5000);
+  CHECK(r->max_body_bytes == 4096);
+  CHECK(r->max_unacked_per_agent == 8);
+  CHECK(r->scheduler_threads == 3);
+  CHECK(r->sync == false);
+  CHECK(r->block_cache_bytes == 16777216u);
+}
+
+TEST_CASE("from_json accepts non-negative integers built in C++ as signed values") {
+  // nlohmann stores a C++ int as number_integer even when it is positive;
+  // parsed text stores it as number_unsigned. Both are non-negative integers.
+  json j = {{"data_dir", "/data"}, {"idle_ms", 5000}};
+  REQUIRE(j["idle_ms"].is_number_integer());
+  REQUIRE_FALSE(j["idle_ms"].is_number_unsigned());
+  auto r = cfg::from_json(j, "flags");
+  // Known gap (reported): read_uint checks is_number_unsigned() only, so a
+  // positive signed json integer is refused as "expected a non-negative
+  // integer".
+  WARN(r.is_ok());
+  if (r.is_ok()) CHECK(r->idle_ms == 5000);
+}
+
+TEST_CASE("from_json on an empty object gives the documented defaults") {
+  auto r = cfg::from_json(json::object(), "node.json");
+  REQUIRE(r.is_ok());
+  node_config d;
+  CHECK(r->data_dir.empty());
+  CHECK(r->http_host == "127.0.0.1");
+  CHECK(r->http_port == 7070);
+  CHECK(r->token.empty());
+  CHECK(r->idle_ms == 30'000);
+  CHECK(r->max_body_bytes == (1u << 20));
+  CHECK(r->max_unacked_per_agent == 64);
+  CHECK(r->scheduler_threads == 0);
+  CHECK(r->sync == true);
+  CHECK(r->block_cache_bytes == (64ull << 20));
+  CHECK(d.http_port == r->http_port);
+}
+
+TEST_CASE("from_json errors name the source and the offending key") {
+  std::string key;
+  json j;
+  SUBCASE("unknown key") {
+    key = "data_directory";
+    j = {{"data_dir", "/d"}, {key, "/x"}};
+  }
+  SUBCASE("string expected, number given") {
+    key = "data_dir";
+    j = {{key, 5}};
+  }
+  SUBCASE("token given as an array") {
+    key = "token";
+    j = {{key, json::array({"a"})}};
+  }
+  SUBCASE("negative integer") {
+    key = "idle_ms";
+    j = {{key, -1}};
+  }
+  SUBCASE("integer given as a string") {
+    key = "max_body_bytes";
+    j = {{key, "1024"}};
+  }
+  SUBCASE("fractional number") {
+    key = "scheduler_threads";
+    j = {{key, 1.5}};
+  }
+  SUBCASE("integer too large for its field") {
+    key = "idle_ms";
+    j = {{key, 1ull << 32}};
+  }
+  SUBCASE("boolean given as a string") {
+    key = "sync";
+    j = {{key, "true"}};
+  }
+  SUBCASE("http given as a number") {
+    key = "http";
+    j = {{key, 8080}};
+  }
+  auto r = cfg::from_json(j, "/etc/keel/node.json");
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.error().error_code() == code::invalid_argument);
+  CAPTURE(r.error().message());
+  CHECK(contains(r.error().message(), "/etc/keel/node.json"));
+  CHECK(contains(r.error().message(), "\"" + key + "\""));
+}
+
+TEST_CASE("from_json refuses a document that is not an object") {
+  for (const json& j : {json::array(), json(5), json("x"), json(nullptr)}) {
+    auto r = cfg::from_json(j, "cli");
+    REQUIRE_FALSE(r.is_ok());
+    CHECK(r.error().error_code() == code::invalid_argument);
+    CHECK(contains(r.error().message(), "cli"));
+  }
+}
+
+TEST_CASE("from_json names the source when the http address is malformed") {
+  auto r = cfg::from_json({{"http", "no-port-here"}}, "/etc/keel/node.json");
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.error().error_code() == code::invalid_argument);
+  CHECK(contains(r.error().message(), "no-port-here"));
+  // Known gap (reported): the set_http_address error is passed through
+  // without naming the file or the "http" key, unlike every other key.
+  WARN(contains(r.error().message(), "/etc/keel/node.json"));
+}
+
+TEST_CASE("set_http_address parses HOST:PORT") {
+  node_config c;
+  SUBCASE("ipv4") {
+    REQUIRE(cfg::set_http_address(c, "10.0.0.5:9000").is_ok());
+    CHECK(c.http_host == "10.0.0.5");
+    CHECK(c.http_port == 9000);
+  }
+  SUBCASE("hostname") {
+    REQUIRE(cfg::set_http_address(c, "localhost:80").is_ok());
+    CHECK(c.http_host == "localhost");
+    CHECK(c.http_port == 80);
+  }
+  SUBCASE("bracketed ipv6 loses its brackets") {
+    REQUIRE(cfg::set_http_address(c, "[::1]:7071").is_ok());
+    CHECK(c.http_host == "::1");
+    CHECK(c.http_port == 7071);
+  }
+  SUBCASE("port 0 picks a free port") {
+    REQUIRE(cfg::set_http_address(c, "127.0.0.1:0").is_ok());
+    CHECK(c.http_port == 0);
+  }
+  SUBCASE("highest port") {
+    REQUIRE(cfg::set_http_address(c, "127.0.0.1:65535").is_ok());
+    CHECK(c.http_port == 65535);
+  }
+}
+
+TEST_CASE("set_http_address refuses malformed addresses and leaves the config unchanged") {
+  for (const char* bad : {"", "nocolon", ":8080", "host:", "host:65536", "host:99999", "host:abc",
+                          "host:80x", "host:-1"}) {
+    CAPTURE(bad);
+    node_config c;
+    auto s = cfg::set_http_address(c, bad);
+    CHECK(s.error_code() == code::invalid_argument);
+    CHECK(contains(s.message(), std::string("'") + bad + "'"));
+    CHECK(c.http_host == "127.0.0.1");
+    CHECK(c.http_port == 7070);
+  }
+}
+
+TEST_CASE("validate accepts a loopback config without a token") {
+  node_config c = valid_config();
+  CHECK(cfg::validate(c).is_ok());
+  for (const char* host : {"127.0.0.1", "127.1.2.3", "localhost", "::1"}) {
+    CAPTURE(host);
+    c.http_host = host;
+    CHECK(cfg::validate(c).is_ok());
+  }
+}
+
+TEST_CASE("validate refuses a non-loopback host without a token and accepts it with one") {
+  node_config c = valid_config();
+  for (const char* host : {"0.0.0.0", "10.1.2.3", "::", "example.com", "128.0.0.1"}) {
+    CAPTURE(host);
+    c.http_host = host;
+    c.token.clear();
+    auto s = cfg::validate(c);
+    CHECK(s.error_code() == code::invalid_argument);
+    CHECK(contains(s.message(), host));
+    CHECK(contains(s.message(), "token"));
+    c.token = "s3cret";
+    CHECK(cfg::validate(c).is_ok());
+  }
+}
+
+TEST_CASE("a DNS name that merely starts with 127. is not treated as loopback") {
+  // Known bug (reported): is_loopback_host matches the prefix "127." on any
+  // string, so a hostname such as 127.attacker.example (which may resolve to
+  // a public address) is accepted without a token.
+  CHECK(cfg::is_loopback_host("127.0.0.1"));
+  WARN_FALSE(cfg::is_loopback_host("127.attacker.example"));
+}
+
+TEST_CASE("validate refuses configs that break a rule and names the rule") {
+  node_config c = valid_config();
+  std::string needle;
+  SUBCASE("no data dir") {
+    c.data_dir.clear();
+    needle = "data";
+  }
+  SUBCASE("empty host") {
+    c.http_host.clear();
+    needle = "host";
+  }
+  SUBCASE("tiny body limit") {
+    c.max_body_bytes = 1023;
+    needle = "max_body_bytes";
+  }
+  SUBCASE("zero idle time") {
+    c.idle_ms = 0;
+    needle = "idle_ms";
+  }
+  auto s = cfg::validate(c);
+  CHECK(s.error_code() == code::invalid_argument);
+  CHECK(contains(s.message(), needle));
+}
+
+TEST_CASE("validate accepts the smallest allowed limits") {
+  node_config c = valid_config();
+  c.max_body_bytes = 1024;
+  c.idle_ms = 1;
+  CHECK(cfg::validate(c).is_ok());
+}
+
+TEST_CASE("load_file reads a JSON file") {
+  keel::test::temp_dir dir("keel-config");
+  std::string path = dir.str() + "/node.json";
+  write_file(path, R"({"data_dir": "/d", "http": "127.0.0.1:0", "idle_ms": 10})");
+  auto r = cfg::load_file(path);
+  REQUIRE(r.is_ok());
+  CHECK(r->data_dir == "/d");
+  CHECK(r->http_port == 0);
+  CHECK(r->idle_ms == 10);
+}
+
+TEST_CASE("load_file reports a missing file, bad JSON and bad keys with the path") {
+  keel::test::temp_dir dir("keel-config");
+  std::string path = dir.str() + "/node.json";
+  SUBCASE("missing file") {
+    auto r = cfg::load_file(path);
+    REQUIRE_FALSE(r.is_ok());
+    CHECK(r.error().error_code() == code::not_found);
+    CHECK(contains(r.error().message(), path));
+  }
+  SUBCASE("bad JSON") {
+    write_file(path, R"({"data_dir": "/d",)");
+    auto r = cfg::load_file(path);
+    REQUIRE_FALSE(r.is_ok());
+    CHECK(r.error().error_code() == code::invalid_argument);
+    CHECK(contains(r.error().message(), path));
+  }
+  SUBCASE("empty file") {
+    write_file(path, "");
+    auto r = cfg::load_file(path);
+    REQUIRE_FALSE(r.is_ok());
+    CHECK(r.error().error_code() == code::invalid_argument);
+    CHECK(contains(r.error().message(), path));
+  }
+  SUBCASE("unknown key") {
+    write_file(path, R"({"dta_dir": "/d"})");
+    auto r = cfg::load_file(path);
+    REQUIRE_FALSE(r.is_ok());
+    CHECK(r.error().error_code() == code::invalid_argument);
+    CHECK(contains(r.error().message(), path));
+    CHECK(contains(r.error().message(), "\"dta_dir\""));
+  }
+}
