@@ -1,0 +1,182 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "persistence/record.hpp"
+#include "persistence/values.hpp"
+
+using keel::code;
+using nlohmann::json;
+namespace p = keel::persistence;
+
+namespace {
+
+constexpr std::string_view what = "inbox of acct/alice seq 3";
+
+bool contains(const std::string& haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+template <class T>
+void check_corrupt(const keel::result<T>& r, std::string_view why = {}) {
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.error().error_code() == code::corruption);
+  CAPTURE(r.error().message());
+  CHECK(contains(r.error().message(), what));
+  if (!why.empty()) CHECK(contains(r.error().message(), why));
+}
+
+p::agent_meta sample_meta() { return {42, "counter", "active", 1'700'000'000'123}; }
+p::inbox_entry sample_inbox() {
+  return {"acct/alice", 17,          "message", "msg-1", "acct/bob",
+          json{{"add", 5}, {"nested", {1, "two", nullptr, 3.5, {{"k", false}}}}}};
+}
+p::dedupe_entry sample_dedupe() { return {9, true, json{{"total", 5}}}; }
+p::timer_entry sample_timer() { return {"acct/alice", json{{"add", -3}}}; }
+
+// A record of the given type whose payload is the given MessagePack bytes.
+std::string raw_value(p::value_type t, std::string payload) {
+  return p::encode_record({static_cast<uint16_t>(t), 1, std::move(payload)});
+}
+
+}  // namespace
+
+TEST_CASE("agent_meta round trips") {
+  auto v = sample_meta();
+  std::string bytes = p::encode(v, 555);
+  auto rec = p::decode_record(bytes, what);
+  REQUIRE(rec.is_ok());
+  CHECK(rec->type == static_cast<uint16_t>(p::value_type::agent_meta));
+  CHECK(rec->time_ms == 555);
+  auto d = p::decode_agent_meta(bytes, what);
+  REQUIRE(d.is_ok());
+  CHECK(d->id == v.id);
+  CHECK(d->type == v.type);
+  CHECK(d->status == v.status);
+  CHECK(d->created_ms == v.created_ms);
+
+  SUBCASE("negative created time and largest id") {
+    p::agent_meta m{UINT64_MAX, "", "failed", -5};
+    auto d2 = p::decode_agent_meta(p::encode(m, 0), what);
+    REQUIRE(d2.is_ok());
+    CHECK(d2->id == UINT64_MAX);
+    CHECK(d2->type.empty());
+    CHECK(d2->status == "failed");
+    CHECK(d2->created_ms == -5);
+  }
+}
+
+TEST_CASE("inbox_entry round trips, body included") {
+  auto v = sample_inbox();
+  SUBCASE("message with a nested body") {}
+  SUBCASE("signal with a null body") {
+    v.kind = "signal";
+    v.id = "reset";
+    v.body = nullptr;
+  }
+  SUBCASE("large arrival and a string body") {
+    v.arrival = UINT64_MAX;
+    v.body = std::string(5000, 'z');
+  }
+  auto bytes = p::encode(v, 1);
+  CHECK(p::decode_record(bytes, what)->type == static_cast<uint16_t>(p::value_type::inbox_entry));
+  auto d = p::decode_inbox_entry(bytes, what);
+  REQUIRE(d.is_ok());
+  CHECK(d->agent == v.agent);
+  CHECK(d->arrival == v.arrival);
+  CHECK(d->kind == v.kind);
+  CHECK(d->id == v.id);
+  CHECK(d->from == v.from);
+  CHECK(d->body == v.body);
+}
+
+TEST_CASE("dedupe_entry round trips before and after processing") {
+  p::dedupe_entry v;
+  SUBCASE("accepted, not processed") { v = {3, false, nullptr}; }
+  SUBCASE("processed with a reply") { v = sample_dedupe(); }
+  auto d = p::decode_dedupe_entry(p::encode(v, 1), what);
+  REQUIRE(d.is_ok());
+  CHECK(d->arrival == v.arrival);
+  CHECK(d->processed == v.processed);
+  CHECK(d->reply == v.reply);
+}
+
+TEST_CASE("timer_entry round trips") {
+  auto v = sample_timer();
+  auto d = p::decode_timer_entry(p::encode(v, 1), what);
+  REQUIRE(d.is_ok());
+  CHECK(d->agent == "acct/alice");
+  CHECK(d->payload == json{{"add", -3}});
+}
+
+TEST_CASE("decoding one value type as another is corruption") {
+  const std::string meta = p::encode(sample_meta(), 1);
+  const std::string inbox = p::encode(sample_inbox(), 1);
+  const std::string dedupe = p::encode(sample_dedupe(), 1);
+  const std::string timer = p::encode(sample_timer(), 1);
+
+  SUBCASE("as agent_meta") {
+    for (const auto* b : {&inbox, &dedupe, &timer})
+      check_corrupt(p::decode_agent_meta(*b, what), "unexpected record type");
+  }
+  SUBCASE("as inbox_entry") {
+    for (const auto* b : {&meta, &dedupe, &timer})
+      check_corrupt(p::decode_inbox_entry(*b, what), "unexpected record type");
+  }
+  SUBCASE("as dedupe_entry") {
+    for (const auto* b : {&meta, &inbox, &timer})
+      check_corrupt(p::decode_dedupe_entry(*b, what), "unexpected record type");
+  }
+  SUBCASE("as timer_entry") {
+    for (const auto* b : {&meta, &inbox, &dedupe})
+      check_corrupt(p::decode_timer_entry(*b, what), "unexpected record type");
+  }
+  SUBCASE("an agent event record (type < 0xF000) as any value") {
+    std::string event = p::encode_record({2, 1, p::to_msgpack({{"id", 1}})});
+    check_corrupt(p::decode_agent_meta(event, what), "unexpected record type");
+    check_corrupt(p::decode_timer_entry(event, what), "unexpected record type");
+  }
+}
+
+TEST_CASE("a value record with a broken or incomplete payload is corruption") {
+  SUBCASE("payload is not MessagePack") {
+    check_corrupt(p::decode_agent_meta(raw_value(p::value_type::agent_meta, "\xc1\xc1"), what),
+                  "MessagePack");
+  }
+  SUBCASE("payload has trailing bytes after the MessagePack value") {
+    check_corrupt(p::decode_timer_entry(
+        raw_value(p::value_type::timer_entry,
+                  p::to_msgpack({{"agent", "a"}, {"payload", nullptr}}) + "x"),
+        what));
+  }
+  SUBCASE("payload is not an object") {
+    check_corrupt(
+        p::decode_dedupe_entry(raw_value(p::value_type::dedupe_entry, p::to_msgpack({1, 2})), what),
+        "not an object");
+  }
+  SUBCASE("a field is missing") {
+    json j = {{"id", 1}, {"type", "counter"}, {"created_ms", 0}};  // no status
+    check_corrupt(p::decode_agent_meta(raw_value(p::value_type::agent_meta, p::to_msgpack(j)), what));
+  }
+  SUBCASE("a field has the wrong type") {
+    json j = {{"arrival", "three"}, {"processed", false}, {"reply", nullptr}};
+    check_corrupt(
+        p::decode_dedupe_entry(raw_value(p::value_type::dedupe_entry, p::to_msgpack(j)), what));
+  }
+  SUBCASE("the record frame itself is damaged") {
+    std::string bytes = p::encode(sample_inbox(), 1);
+    bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x10);
+    check_corrupt(p::decode_inbox_entry(bytes, what), "checksum");
+  }
+}
+
+TEST_CASE("MessagePack helpers round trip JSON and report garbage as corruption") {
+  json j = {{"a", 1}, {"b", {1, 2, 3}}, {"c", nullptr}, {"d", "text"}, {"e", -7}, {"f", true}};
+  auto back = p::from_msgpack(p::to_msgpack(j), what);
+  REQUIRE(back.is_ok());
+  CHECK(*back == j);
+  check_corrupt(p::from_msgpack("", what), "MessagePack");
+  check_corrupt(p::from_msgpack("\xdc\xff", what), "MessagePack");  // array16 cut short
+}
