@@ -225,8 +225,10 @@ result<std::vector<agent_summary>> node::list(std::string_view prefix, std::stri
   if (!page) return page.error();
   std::vector<agent_summary> out;
   out.reserve(page->size());
-  for (auto& a : *page)
-    out.push_back({std::move(a.name), a.meta.type, a.meta.status, a.meta.created_ms, false});
+  for (auto& a : *page) {
+    bool live = impl_->rt.is_live(a.name);
+    out.push_back({std::move(a.name), a.meta.type, a.meta.status, a.meta.created_ms, live});
+  }
   return out;
 }
 

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_set>
 
 #include "actors/node.hpp"
 #include "base/histogram.hpp"
@@ -44,6 +46,22 @@ struct runtime {
   persistence::journal_writer* journal = nullptr;
   timer_service* timers = nullptr;
   node_metrics metrics;
+
+  // Names with a live shell, for listings (the supervisor's table is only
+  // readable from inside the supervisor).
+  std::mutex live_mu;
+  std::unordered_set<std::string> live_names;
+  void set_live(const std::string& name, bool live) {
+    std::lock_guard lk(live_mu);
+    if (live)
+      live_names.insert(name);
+    else
+      live_names.erase(name);
+  }
+  bool is_live(const std::string& name) {
+    std::lock_guard lk(live_mu);
+    return live_names.count(name) != 0;
+  }
 };
 
 // One API call on its way to an agent shell. Exactly one of the callbacks

@@ -23,12 +23,13 @@ struct supervisor_state {
 
 using supervisor_actor = caf::stateful_actor<supervisor_state>;
 
-void forget(supervisor_actor* self, const caf::actor_addr& who) {
+void forget(supervisor_actor* self, runtime* rt, const caf::actor_addr& who) {
   auto& s = self->state;
   auto n = s.names.find(who);
   if (n == s.names.end()) return;
   auto it = s.live.find(n->second);
   if (it != s.live.end() && it->second.address() == who) s.live.erase(it);
+  rt->set_live(n->second, false);
   s.names.erase(n);
 }
 
@@ -38,7 +39,7 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
     if (self->state.names.count(dm.source)) {
       rt->metrics.agent_failures.fetch_add(1, std::memory_order_relaxed);
       rt->metrics.live.fetch_sub(1, std::memory_order_relaxed);
-      forget(self, dm.source);
+      forget(self, rt, dm.source);
     }
   });
   return {
@@ -53,6 +54,7 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
           it = s.live.emplace(r->name, std::move(shell)).first;
           rt->metrics.activations.fetch_add(1, std::memory_order_relaxed);
           rt->metrics.live.fetch_add(1, std::memory_order_relaxed);
+          rt->set_live(r->name, true);
         }
         self->send(it->second, std::move(r));
       },
@@ -64,6 +66,7 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
         self->demonitor(it->second);
         s.names.erase(sender);
         s.live.erase(it);
+        rt->set_live(name, false);
         rt->metrics.hibernations.fetch_add(1, std::memory_order_relaxed);
         rt->metrics.live.fetch_sub(1, std::memory_order_relaxed);
         return true;

@@ -1,0 +1,453 @@
+// keel: the command line over a node's HTTP API v1.
+//
+// Exit codes: 0 ok; 1 the server answered with an error (its code and
+// message go to stderr) or could not be reached; 2 a usage error.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <exception>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "net/http_client.hpp"
+
+namespace {
+
+using namespace keel;
+using json = nlohmann::json;
+
+constexpr const char* usage_text = R"(usage: keel [--server URL] [--token TOKEN] [--json] COMMAND [ARGS]
+
+Talks to a keeld node over its HTTP API.
+
+commands:
+  spawn TYPE NAME [--input JSON]          create an agent
+  send NAME BODY_JSON [--id ID] [--from NAME] [--wait MS]
+                                          send a message; --wait shows the reply
+  signal NAME SIGNAL [--payload JSON] [--wait MS]
+                                          send a signal
+  show NAME                               status, last seq and state
+  ls [--prefix P] [--limit N] [--after NAME]
+                                          list agents
+  ledger NAME [--from SEQ] [--limit N]    the agent's events, in order
+  rm NAME                                 terminate an agent (its ledger stays)
+  query NAME [JSON]                       ask the agent's state (read-only)
+  health                                  is the node up?
+
+global flags:
+  --server URL     node to talk to (default $KEEL_SERVER or http://127.0.0.1:7070)
+  --token TOKEN    bearer token (default $KEEL_TOKEN)
+  --json           print the server's JSON instead of tables
+)";
+
+constexpr int exit_ok = 0, exit_server = 1, exit_usage = 2;
+
+struct usage_failure {
+  std::string message;
+};
+
+struct invocation {
+  std::string server;
+  std::string token;
+  bool json_out = false;
+  std::string command;
+  std::vector<std::string> args;  // positional, after the command
+  std::map<std::string, std::string> opts;  // command flags, without "--"
+};
+
+[[noreturn]] void usage_fail(const std::string& message) { throw usage_failure{message}; }
+
+invocation parse_command_line(int argc, char** argv) {
+  invocation inv;
+  if (const char* s = std::getenv("KEEL_SERVER"); s && *s) inv.server = s;
+  else inv.server = "http://127.0.0.1:7070";
+  if (const char* t = std::getenv("KEEL_TOKEN"); t && *t) inv.token = t;
+
+  std::vector<std::string> a(argv + 1, argv + argc);
+  bool flags_done = false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const std::string& s = a[i];
+    if (flags_done || s.size() < 3 || s.rfind("--", 0) != 0) {
+      if (s == "--") {
+        flags_done = true;
+        continue;
+      }
+      if (inv.command.empty()) inv.command = s;
+      else inv.args.push_back(s);
+      continue;
+    }
+    std::string name = s.substr(2), value;
+    bool has_value = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+      has_value = true;
+    }
+    if (name == "json" || name == "help") {
+      if (has_value) usage_fail("--" + name + " takes no value");
+      if (name == "help") inv.command = "help";
+      else inv.json_out = true;
+      continue;
+    }
+    if (!has_value) {
+      if (i + 1 >= a.size()) usage_fail("--" + name + " needs a value");
+      value = a[++i];
+    }
+    if (name == "server") inv.server = value;
+    else if (name == "token") inv.token = value;
+    else inv.opts[name] = value;
+  }
+  return inv;
+}
+
+void expect_args(const invocation& inv, std::size_t min, std::size_t max, const char* shape,
+                 std::set<std::string> allowed_opts) {
+  if (inv.args.size() < min || inv.args.size() > max)
+    usage_fail(std::string("usage: keel ") + shape);
+  for (const auto& [k, v] : inv.opts)
+    if (!allowed_opts.count(k)) usage_fail("'" + inv.command + "' has no flag --" + k);
+}
+
+const std::string* opt(const invocation& inv, const std::string& name) {
+  auto it = inv.opts.find(name);
+  return it == inv.opts.end() ? nullptr : &it->second;
+}
+
+std::string number_opt(const invocation& inv, const std::string& name) {
+  const std::string* v = opt(inv, name);
+  if (!v) return {};
+  if (v->empty() || !std::all_of(v->begin(), v->end(), [](char c) { return c >= '0' && c <= '9'; }))
+    usage_fail("--" + name + " must be a non-negative integer, got '" + *v + "'");
+  return *v;
+}
+
+json parse_json_arg(const std::string& text, const std::string& what) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    std::string why = e.what();
+    if (auto close = why.find("] "); close != std::string::npos) why.erase(0, close + 2);
+    usage_fail(what + " must be JSON: " + why);
+  }
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// "2024-05-01T12:00:00.123Z"
+std::string iso_time(int64_t ms) {
+  std::time_t secs = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+  int frac = static_cast<int>(ms - int64_t{secs} * 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", frac);
+  return buf;
+}
+
+std::string text_of(const json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_null()) return "-";
+  return dump(j);
+}
+
+void print_table(const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width(head.size());
+  for (std::size_t c = 0; c < head.size(); ++c) width[c] = head[c].size();
+  for (const auto& r : rows)
+    for (std::size_t c = 0; c < r.size() && c < width.size(); ++c)
+      width[c] = std::max(width[c], r[c].size());
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (std::size_t c = 0; c < cells.size(); ++c) {
+      out += cells[c];
+      if (c + 1 < cells.size()) out.append(width[c] - cells[c].size() + 2, ' ');
+    }
+    std::printf("%s\n", out.c_str());
+  };
+  line(head);
+  for (const auto& r : rows) line(r);
+}
+
+class cli {
+ public:
+  explicit cli(invocation inv) : inv_(std::move(inv)) {}
+
+  int run();
+
+ private:
+  // The parsed JSON body of a successful answer; nullopt after printing the
+  // error of a failed one.
+  std::optional<json> call(const char* method, const std::string& target, const std::string& body = {});
+  int done(const json& j);  // prints raw JSON in --json mode
+
+  int spawn();
+  int send();
+  int signal();
+  int show();
+  int ls();
+  int ledger();
+  int rm();
+  int query();
+  int health();
+  int print_ack(const json& j);
+
+  std::string agent_path(const std::string& name) const {
+    return "/v1/agents/" + net::percent_encode(name);
+  }
+
+  invocation inv_;
+  net::http_client client_;
+  bool connected_ = false;
+};
+
+std::optional<json> cli::call(const char* method, const std::string& target, const std::string& body) {
+  if (!connected_) {
+    auto addr = net::parse_url(inv_.server);
+    if (!addr) usage_fail(addr.error().message());
+    if (!inv_.token.empty()) client_.set_header("Authorization", "Bearer " + inv_.token);
+    if (auto s = client_.connect(addr->host, addr->port); !s) {
+      std::fprintf(stderr, "keel: %s\n", s.message().c_str());
+      return std::nullopt;
+    }
+    connected_ = true;
+  }
+  auto r = client_.request(method, target, body);
+  if (!r) {
+    std::fprintf(stderr, "keel: %s\n", r.error().message().c_str());
+    return std::nullopt;
+  }
+  json j = json::parse(r->body, nullptr, false);
+  if (r->status >= 400) {
+    if (!j.is_discarded() && j.contains("error") && j["error"].is_object()) {
+      const json& e = j["error"];
+      std::fprintf(stderr, "keel: %s: %s (HTTP %u)\n", text_of(e.value("code", json())).c_str(),
+                   text_of(e.value("message", json())).c_str(), r->status);
+    } else {
+      std::fprintf(stderr, "keel: HTTP %u: %s\n", r->status, r->body.c_str());
+    }
+    return std::nullopt;
+  }
+  if (j.is_discarded()) {
+    std::fprintf(stderr, "keel: the server answered with something that is not JSON: %s\n",
+                 r->body.c_str());
+    return std::nullopt;
+  }
+  return j;
+}
+
+int cli::done(const json& j) {
+  std::printf("%s\n", dump(j).c_str());
+  return exit_ok;
+}
+
+void print_view(const json& v) {
+  std::printf("name        %s\n", text_of(v.value("name", json())).c_str());
+  std::printf("type        %s\n", text_of(v.value("type", json())).c_str());
+  std::printf("status      %s\n", text_of(v.value("status", json())).c_str());
+  std::printf("last_seq    %s\n", text_of(v.value("last_seq", json())).c_str());
+  std::printf("hibernated  %s\n", text_of(v.value("hibernated", json())).c_str());
+  if (v.contains("created_ms") && v["created_ms"].is_number_integer())
+    std::printf("created     %s\n", iso_time(v["created_ms"].get<int64_t>()).c_str());
+  std::printf("state       %s\n", text_of(v.value("state", json())).c_str());
+}
+
+int cli::spawn() {
+  expect_args(inv_, 2, 2, "spawn TYPE NAME [--input JSON]", {"input"});
+  json req{{"name", inv_.args[1]}, {"type", inv_.args[0]}};
+  if (auto in = opt(inv_, "input")) req["input"] = parse_json_arg(*in, "--input");
+  auto j = call("POST", "/v1/agents", dump(req));
+  if (!j) return exit_server;
+  if (inv_.json_out) return done(*j);
+  std::printf("spawned %s (%s)\n", text_of(j->value("name", json())).c_str(),
+              text_of(j->value("type", json())).c_str());
+  return exit_ok;
+}
+
+// Shared by send and signal: the acknowledgement and, with --wait, the reply.
+int cli::print_ack(const json& j) {
+  if (inv_.json_out) done(j);
+  else
+    std::printf("accepted id=%s seq=%s%s\n", text_of(j.value("id", json())).c_str(),
+                text_of(j.value("seq", json())).c_str(),
+                j.value("duplicate", false) ? " (duplicate: not processed again)" : "");
+  if (!j.contains("reply")) {
+    if (opt(inv_, "wait") && !inv_.json_out && !j.value("duplicate", false))
+      std::printf("no reply within %s ms\n", opt(inv_, "wait")->c_str());
+    return exit_ok;
+  }
+  const json& reply = j["reply"];
+  if (reply.is_object() && reply.size() == 1 && reply.contains("error") &&
+      reply["error"].is_object()) {
+    std::fprintf(stderr, "keel: the agent answered with an error: %s: %s\n",
+                 text_of(reply["error"].value("code", json())).c_str(),
+                 text_of(reply["error"].value("message", json())).c_str());
+    return exit_server;
+  }
+  if (!inv_.json_out) std::printf("reply %s\n", dump(reply).c_str());
+  return exit_ok;
+}
+
+std::string wait_query(const invocation& inv) {
+  std::string wait = number_opt(inv, "wait");
+  return wait.empty() ? "" : "?wait=" + wait;
+}
+
+int cli::send() {
+  expect_args(inv_, 2, 2, "send NAME BODY_JSON [--id ID] [--from NAME] [--wait MS]",
+              {"id", "from", "wait"});
+  json req{{"body", parse_json_arg(inv_.args[1], "the message body")}};
+  if (auto id = opt(inv_, "id")) req["id"] = *id;
+  if (auto from = opt(inv_, "from")) req["from"] = *from;
+  auto j = call("POST", agent_path(inv_.args[0]) + "/messages" + wait_query(inv_), dump(req));
+  return j ? print_ack(*j) : exit_server;
+}
+
+int cli::signal() {
+  expect_args(inv_, 2, 2, "signal NAME SIGNAL [--payload JSON] [--wait MS]", {"payload", "wait"});
+  json req = json::object();
+  if (auto p = opt(inv_, "payload")) req["payload"] = parse_json_arg(*p, "--payload");
+  auto j = call("POST",
+                agent_path(inv_.args[0]) + "/signals/" + net::percent_encode(inv_.args[1]) +
+                    wait_query(inv_),
+                dump(req));
+  return j ? print_ack(*j) : exit_server;
+}
+
+int cli::show() {
+  expect_args(inv_, 1, 1, "show NAME", {});
+  auto j = call("GET", agent_path(inv_.args[0]));
+  if (!j) return exit_server;
+  if (inv_.json_out) return done(*j);
+  print_view(*j);
+  return exit_ok;
+}
+
+int cli::ls() {
+  expect_args(inv_, 0, 0, "ls [--prefix P] [--limit N] [--after NAME]", {"prefix", "limit", "after"});
+  std::string q;
+  auto add = [&q](const char* k, const std::string& v) {
+    q += (q.empty() ? "?" : "&") + std::string(k) + "=" + net::percent_encode(v);
+  };
+  if (auto p = opt(inv_, "prefix")) add("prefix", *p);
+  if (auto limit = number_opt(inv_, "limit"); !limit.empty()) add("limit", limit);
+  if (auto a = opt(inv_, "after")) add("after", *a);
+  auto j = call("GET", "/v1/agents" + q);
+  if (!j) return exit_server;
+  if (inv_.json_out) return done(*j);
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& a : j->value("agents", json::array())) {
+    std::string created = a.contains("created_ms") && a["created_ms"].is_number_integer()
+                              ? iso_time(a["created_ms"].get<int64_t>())
+                              : "-";
+    rows.push_back({text_of(a.value("name", json())), text_of(a.value("type", json())),
+                    text_of(a.value("status", json())), created,
+                    a.value("live", false) ? "live" : "hibernated"});
+  }
+  print_table({"NAME", "TYPE", "STATUS", "CREATED", "MEMORY"}, rows);
+  if (j->contains("next_after") && (*j)["next_after"].is_string())
+    std::fprintf(stderr, "more: keel ls --after %s\n",
+                 (*j)["next_after"].get<std::string>().c_str());
+  return exit_ok;
+}
+
+int cli::ledger() {
+  expect_args(inv_, 1, 1, "ledger NAME [--from SEQ] [--limit N]", {"from", "limit"});
+  std::string q;
+  if (auto from = number_opt(inv_, "from"); !from.empty()) q += "?from=" + from;
+  if (auto limit = number_opt(inv_, "limit"); !limit.empty())
+    q += (q.empty() ? "?limit=" : "&limit=") + limit;
+  auto j = call("GET", agent_path(inv_.args[0]) + "/ledger" + q);
+  if (!j) return exit_server;
+  if (inv_.json_out) return done(*j);
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : j->value("events", json::array())) {
+    std::string when = e.contains("time") && e["time"].is_number_integer()
+                           ? iso_time(e["time"].get<int64_t>())
+                           : text_of(e.value("time", json()));
+    rows.push_back({text_of(e.value("seq", json())), when, text_of(e.value("type", json())),
+                    dump(e.value("data", json()))});
+  }
+  print_table({"SEQ", "TIME", "TYPE", "DATA"}, rows);
+  return exit_ok;
+}
+
+int cli::rm() {
+  expect_args(inv_, 1, 1, "rm NAME", {});
+  auto j = call("DELETE", agent_path(inv_.args[0]));
+  if (!j) return exit_server;
+  if (inv_.json_out) return done(*j);
+  std::printf("terminated %s (status %s, last_seq %s)\n", text_of(j->value("name", json())).c_str(),
+              text_of(j->value("status", json())).c_str(),
+              text_of(j->value("last_seq", json())).c_str());
+  return exit_ok;
+}
+
+int cli::query() {
+  expect_args(inv_, 1, 2, "query NAME [JSON]", {});
+  std::string body = inv_.args.size() == 2 ? dump(parse_json_arg(inv_.args[1], "the query")) : "";
+  auto j = call("POST", agent_path(inv_.args[0]) + "/query", body);
+  if (!j) return exit_server;
+  return done(*j);
+}
+
+int cli::health() {
+  expect_args(inv_, 0, 0, "health", {});
+  auto j = call("GET", "/v1/health");
+  if (!j) return exit_server;
+  if (inv_.json_out) return done(*j);
+  std::printf("%s", text_of(j->value("status", json())).c_str());
+  for (auto it = j->begin(); it != j->end(); ++it)
+    if (it.key() != "status") std::printf("  %s=%s", it.key().c_str(), text_of(*it).c_str());
+  std::printf("\n");
+  return exit_ok;
+}
+
+int cli::run() {
+  const std::string& c = inv_.command;
+  // The request deadline must outlast the server's wait for a reply.
+  if (auto w = opt(inv_, "wait"); w && !w->empty() && w->size() < 10 &&
+                                  std::all_of(w->begin(), w->end(), [](char ch) {
+                                    return ch >= '0' && ch <= '9';
+                                  }))
+    client_.set_timeout(std::chrono::milliseconds(30'000 + std::stoll(*w)));
+  if (c == "spawn") return spawn();
+  if (c == "send") return send();
+  if (c == "signal") return signal();
+  if (c == "show") return show();
+  if (c == "ls") return ls();
+  if (c == "ledger") return ledger();
+  if (c == "rm") return rm();
+  if (c == "query") return query();
+  if (c == "health") return health();
+  usage_fail(c.empty() ? "no command given" : "unknown command '" + c + "'");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    invocation inv = parse_command_line(argc, argv);
+    if (inv.command == "help") {
+      std::fputs(usage_text, stdout);
+      return exit_ok;
+    }
+    cli app(std::move(inv));
+    return app.run();
+  } catch (const usage_failure& u) {
+    std::fprintf(stderr, "keel: %s\n(run keel --help for usage)\n", u.message.c_str());
+    return exit_usage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "keel: %s\n", e.what());
+    return exit_server;
+  }
+}

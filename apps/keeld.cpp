@@ -1,0 +1,180 @@
+// keeld: one Keel node, the agent runtime and its HTTP API.
+//
+// Prints "keeld listening on http://HOST:PORT (data DIR)" once it serves
+// (tests read the port from it when --http asks for port 0). SIGTERM or
+// SIGINT: stop accepting, answer requests in flight, finish durable writes,
+// exit 0. Exit 2 for a bad command line or config, 1 when starting fails.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "actors/node.hpp"
+#include "config/node_config.hpp"
+#include "net/api.hpp"
+#include "net/http_server.hpp"
+
+namespace {
+
+using namespace keel;
+
+constexpr const char* usage_text = R"(usage: keeld --data DIR [options]
+
+Runs one Keel node: the durable agent runtime and its HTTP API.
+
+  --data DIR         directory of the node's store; created when missing
+  --http HOST:PORT   HTTP listen address (default 127.0.0.1:7070; port 0
+                     picks a free port)
+  --config FILE      JSON config file (keys as in config/node_config.hpp,
+                     "http": "HOST:PORT"); flags override it
+  --token TOKEN      bearer token for the HTTP API (default $KEEL_TOKEN);
+                     required unless the address is loopback
+  --idle-ms N        idle time before a live agent hibernates (default 30000)
+  --help             show this text
+)";
+
+struct flags {
+  bool help = false;
+  std::optional<std::string> data, http, config, token, idle_ms;
+};
+
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "keeld: %s\n(run keeld --help for usage)\n", message.c_str());
+  return 2;
+}
+
+// Accepts "--name value" and "--name=value".
+result<flags> parse_flags(const std::vector<std::string_view>& args) {
+  flags f;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string_view a = args[i];
+    if (a == "--help" || a == "-h") {
+      f.help = true;
+      continue;
+    }
+    std::string_view name = a, value;
+    bool inline_value = false;
+    if (auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string_view::npos) {
+      name = a.substr(0, eq);
+      value = a.substr(eq + 1);
+      inline_value = true;
+    }
+    std::optional<std::string>* slot = nullptr;
+    if (name == "--data") slot = &f.data;
+    else if (name == "--http") slot = &f.http;
+    else if (name == "--config") slot = &f.config;
+    else if (name == "--token") slot = &f.token;
+    else if (name == "--idle-ms") slot = &f.idle_ms;
+    else return error(code::invalid_argument, "unknown argument '" + std::string(a) + "'");
+    if (!inline_value) {
+      if (i + 1 >= args.size())
+        return error(code::invalid_argument, std::string(name) + " needs a value");
+      value = args[++i];
+    }
+    *slot = std::string(value);
+  }
+  return f;
+}
+
+// The config file first, then $KEEL_TOKEN, then the flags.
+result<config::node_config> build_config(const flags& f) {
+  config::node_config cfg;
+  if (f.config) {
+    auto loaded = config::load_file(*f.config);
+    if (!loaded) return loaded.error();
+    cfg = std::move(*loaded);
+  }
+  if (const char* env = std::getenv("KEEL_TOKEN"); env && *env) cfg.token = env;
+  if (f.data) cfg.data_dir = *f.data;
+  if (f.token) cfg.token = *f.token;
+  if (f.http) KEEL_TRY(config::set_http_address(cfg, *f.http));
+  if (f.idle_ms) {
+    char* end = nullptr;
+    unsigned long long n = std::strtoull(f.idle_ms->c_str(), &end, 10);
+    if (f.idle_ms->empty() || *end != '\0' || n > 0xFFFFFFFFull || f.idle_ms->front() == '-')
+      return error(code::invalid_argument,
+                   "--idle-ms must be a number of milliseconds, got '" + *f.idle_ms + "'");
+    cfg.idle_ms = static_cast<uint32_t>(n);
+  }
+  KEEL_TRY(config::validate(cfg));
+  return cfg;
+}
+
+std::string url_host(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+int run(int argc, char** argv) {
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  auto f = parse_flags(args);
+  if (!f) return usage_error(f.error().message());
+  if (f->help) {
+    std::fputs(usage_text, stdout);
+    return 0;
+  }
+  auto cfg = build_config(*f);
+  if (!cfg) return usage_error(cfg.error().message());
+
+  // Block the stop signals before any thread starts, so every thread
+  // inherits the mask and only sigwait() below ever sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto node = actors::node::start(*cfg);
+  if (!node) {
+    std::fprintf(stderr, "keeld: cannot start the node: %s\n", node.error().to_string().c_str());
+    return 1;
+  }
+  auto http = net::http_server::open(*cfg);
+  if (!http) {
+    std::fprintf(stderr, "keeld: %s\n", http.error().message().c_str());
+    (*node)->stop();
+    return 1;
+  }
+  net::http_server* server = http->get();
+  net::api api(**node, [server](std::chrono::milliseconds delay, std::function<void()> fn) {
+    server->run_after(delay, std::move(fn));
+  });
+  server->start([&api](net::http_request req, net::respond_fn respond) {
+    api.handle(std::move(req), std::move(respond));
+  });
+
+  std::printf("keeld listening on http://%s:%u (data %s)\n", url_host(server->host()).c_str(),
+              static_cast<unsigned>(server->port()), cfg->data_dir.c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  std::fprintf(stderr, "keeld: %s received, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  server->stop();
+  (*node)->stop();
+  std::fprintf(stderr, "keeld: stopped\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "keeld: fatal: %s\n", e.what());
+    return 1;
+  }
+}

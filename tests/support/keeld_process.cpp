@@ -1,0 +1,108 @@
+#include "support/keeld_process.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <regex>
+
+namespace keel::test {
+
+keeld_process::keeld_process(std::string binary, std::string data_dir,
+                             std::vector<std::string> extra_args)
+    : binary_(std::move(binary)), data_dir_(std::move(data_dir)), extra_(std::move(extra_args)) {}
+
+keeld_process::~keeld_process() { kill9(); }
+
+bool keeld_process::start(std::chrono::milliseconds timeout) {
+  int fds[2];
+  if (::pipe(fds) != 0) return false;
+  std::vector<std::string> args = {binary_, "--data", data_dir_, "--http", "127.0.0.1:0"};
+  args.insert(args.end(), extra_.begin(), extra_.end());
+  pid_t pid = ::fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::dup2(fds[1], STDERR_FILENO);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(binary_.c_str(), argv.data());
+    std::_Exit(127);
+  }
+  ::close(fds[1]);
+  pid_ = pid;
+  out_fd_ = fds[0];
+  output_.clear();
+  port_ = 0;
+  static const std::regex listening(R"(listening on http://[^:]+:(\d+))");
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{out_fd_, POLLIN, 0};
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now())
+                                    .count());
+    if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(out_fd_, buf, sizeof buf);
+    if (n <= 0) break;  // child exited
+    output_.append(buf, static_cast<std::size_t>(n));
+    std::smatch m;
+    if (std::regex_search(output_, m, listening)) {
+      port_ = static_cast<uint16_t>(std::stoi(m[1]));
+      // Keep draining the child's output so it never blocks on a full pipe.
+      int flags = ::fcntl(out_fd_, F_GETFL);
+      ::fcntl(out_fd_, F_SETFL, flags | O_NONBLOCK);
+      return true;
+    }
+  }
+  kill9();
+  return false;
+}
+
+void keeld_process::kill9() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+    pid_ = -1;
+  }
+  if (out_fd_ >= 0) {
+    ::close(out_fd_);
+    out_fd_ = -1;
+  }
+}
+
+int keeld_process::terminate(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  int st = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    // Drain output meanwhile so a chatty child cannot block.
+    if (out_fd_ >= 0) {
+      pollfd p{out_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) > 0) {
+        char buf[4096];
+        ssize_t n = ::read(out_fd_, buf, sizeof buf);
+        if (n > 0) output_.append(buf, static_cast<std::size_t>(n));
+      }
+    }
+    pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      if (out_fd_ >= 0) ::close(out_fd_), out_fd_ = -1;
+      return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    }
+  }
+  kill9();
+  return -1;
+}
+
+}  // namespace keel::test

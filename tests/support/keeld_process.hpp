@@ -1,0 +1,46 @@
+#pragma once
+// A real keeld child process for integration tests: started with
+// --http 127.0.0.1:0, its port read from the line it prints once it
+// listens; stopped with SIGKILL or SIGTERM by PID (never by name).
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace keel::test {
+
+class keeld_process {
+ public:
+  // REQUIRES: binary is the keeld executable.
+  keeld_process(std::string binary, std::string data_dir, std::vector<std::string> extra_args = {});
+  ~keeld_process();  // SIGKILLs a child still running
+  keeld_process(const keeld_process&) = delete;
+  keeld_process& operator=(const keeld_process&) = delete;
+
+  // Starts the child and waits (up to `timeout`) for its "listening" line.
+  // Returns false if it exited or did not listen in time; output() says why.
+  bool start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // SIGKILL and reap.
+  void kill9();
+  // SIGTERM and wait up to `timeout`; returns the exit status (-1 on timeout
+  // or signal death).
+  int terminate(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+  bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+  uint16_t port() const { return port_; }
+  const std::string& output() const { return output_; }
+
+ private:
+  std::string binary_;
+  std::string data_dir_;
+  std::vector<std::string> extra_;
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  uint16_t port_ = 0;
+  std::string output_;
+};
+
+}  // namespace keel::test
