@@ -21,6 +21,10 @@ void fail(request& r, const status& s) {
   call_once(r.answered, s);
 }
 
+request::~request() {
+  fail(*this, error(code::unavailable, "request dropped: the agent stopped or the node is shutting down"));
+}
+
 struct node::impl {
   runtime rt;
   std::unique_ptr<persistence::store> db;

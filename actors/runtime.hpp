@@ -64,9 +64,16 @@ struct runtime {
   }
 };
 
-// One API call on its way to an agent shell. Exactly one of the callbacks
-// matching `what` is set; the shell calls it exactly once.
+// One API call on its way to an agent shell. The callbacks matching `what`
+// are set; each runs at most once (call_once), and a request destroyed with
+// callbacks still pending (its actor died, the node stopped) fails them with
+// code::unavailable, so no caller ever waits forever.
 struct request {
+  request() = default;
+  request(const request&) = delete;
+  request& operator=(const request&) = delete;
+  ~request();
+
   enum class kind { spawn, message, signal, query, get, terminate, timer, wake };
   kind what = kind::get;
   std::string name;
