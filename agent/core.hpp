@@ -19,6 +19,8 @@ namespace keel::agent {
 struct pending_timer {
   int64_t due_ms = 0;
   json payload;
+
+  friend bool operator==(const pending_timer&, const pending_timer&) = default;
 };
 
 struct agent_state {

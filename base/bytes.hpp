@@ -62,6 +62,7 @@ inline std::optional<uint64_t> get_varint(std::string_view& in) {
   for (int shift = 0; shift < 64 && !in.empty(); shift += 7) {
     auto b = static_cast<uint8_t>(in.front());
     in.remove_prefix(1);
+    if (shift == 63 && b > 1) return std::nullopt;  // beyond 64 bits
     v |= static_cast<uint64_t>(b & 0x7f) << shift;
     if ((b & 0x80) == 0) return v;
   }

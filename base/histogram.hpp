@@ -1,6 +1,6 @@
 #pragma once
-// A lock-free latency histogram: log-linear buckets (8 per power of two, so
-// quantiles are within ~9% of the true value) from 1 ns to ~2^40 ns.
+// A lock-free latency histogram: log-linear buckets (8 per power of two, so a
+// quantile is at most 12.5% above the true value) from 1 ns to ~2^40 ns.
 // record() may be called from any thread; reads are approximate while
 // writers run, exact once they stop.
 

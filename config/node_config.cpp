@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <boost/asio/ip/address_v4.hpp>
 #include <nlohmann/json.hpp>
 
 namespace keel::config {
@@ -13,7 +14,7 @@ namespace {
 
 template <class T>
 status read_uint(const json& v, const std::string& where, T& out) {
-  if (!v.is_number_unsigned())
+  if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0))
     return error(code::invalid_argument, where + ": expected a non-negative integer");
   auto n = v.get<uint64_t>();
   if (n > std::numeric_limits<T>::max())
@@ -31,7 +32,12 @@ status read_string(const json& v, const std::string& where, std::string& out) {
 }  // namespace
 
 bool is_loopback_host(const std::string& host) {
-  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  if (host == "localhost" || host == "::1") return true;
+  // A dotted IPv4 literal in 127.0.0.0/8; a name that merely starts with
+  // "127." may resolve anywhere.
+  boost::system::error_code ec;
+  auto addr = boost::asio::ip::make_address_v4(host, ec);
+  return !ec && addr.is_loopback();
 }
 
 status set_http_address(node_config& c, const std::string& host_port) {
@@ -63,7 +69,10 @@ result<node_config> from_json(const json& j, const std::string& source) {
     else if (k == "http") {
       std::string hp;
       s = read_string(v, where, hp);
-      if (s) s = set_http_address(c, hp);
+      if (s) {
+        s = set_http_address(c, hp);
+        if (!s) s = error(code::invalid_argument, where + ": " + s.message());
+      }
     } else if (k == "token") s = read_string(v, where, c.token);
     else if (k == "idle_ms") s = read_uint(v, where, c.idle_ms);
     else if (k == "max_body_bytes") s = read_uint(v, where, c.max_body_bytes);

@@ -31,6 +31,32 @@ status from_rocks(const rocksdb::Status& s, const std::string& what) {
   return error(code::io_error, what + ": " + s.ToString());
 }
 
+// Bounds an iterator to one agent's keys. The upper bound lets RocksDB stop
+// early; the highest id has no successor prefix, so valid() also checks the
+// prefix itself.
+class agent_scan {
+ public:
+  explicit agent_scan(uint64_t agent_id) : prefix_(agent_prefix(agent_id)) {
+    if (agent_id != UINT64_MAX) {
+      upper_ = agent_prefix(agent_id + 1);
+      upper_slice_ = rocksdb::Slice(upper_);
+      ro_.iterate_upper_bound = &upper_slice_;
+    }
+  }
+  agent_scan(const agent_scan&) = delete;
+  agent_scan& operator=(const agent_scan&) = delete;
+  const rocksdb::ReadOptions& options() const { return ro_; }
+  bool valid(const rocksdb::Iterator& it) const {
+    return it.Valid() && it.key().starts_with(rocksdb::Slice(prefix_));
+  }
+
+ private:
+  std::string prefix_;
+  std::string upper_;
+  rocksdb::Slice upper_slice_;
+  rocksdb::ReadOptions ro_;
+};
+
 std::string what_seq(std::string_view family, std::string_view who, uint64_t seq) {
   return std::string(family) + " of " + std::string(who) + " seq " + std::to_string(seq);
 }
@@ -155,12 +181,10 @@ result<std::vector<std::pair<uint64_t, record>>> store::read_ledger(uint64_t age
                                                                     std::string_view who) {
   std::vector<std::pair<uint64_t, record>> out;
   if (limit == 0) return out;
-  std::string upper = agent_prefix(agent_id + 1);
-  rocksdb::Slice ub(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &ub;
-  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(family::ledger)));
-  for (it->Seek(agent_seq_key(agent_id, from)); it->Valid() && out.size() < limit; it->Next()) {
+  agent_scan scan(agent_id);
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(scan.options(), impl_->cf(family::ledger)));
+  for (it->Seek(agent_seq_key(agent_id, from)); scan.valid(*it) && out.size() < limit; it->Next()) {
     auto k = it->key();
     if (k.size() != 16) return error(code::corruption, "ledger key of " + std::string(who) + " has a bad size");
     uint64_t seq = key_seq(std::string_view(k.data(), k.size()));
@@ -211,12 +235,10 @@ result<std::optional<std::pair<uint64_t, record>>> store::latest_snapshot(uint64
 
 result<std::vector<inbox_entry>> store::read_inbox(uint64_t agent_id, std::string_view who) {
   std::vector<inbox_entry> out;
-  std::string upper = agent_prefix(agent_id + 1);
-  rocksdb::Slice ub(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &ub;
-  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(family::inbox)));
-  for (it->Seek(agent_prefix(agent_id)); it->Valid(); it->Next()) {
+  agent_scan scan(agent_id);
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(scan.options(), impl_->cf(family::inbox)));
+  for (it->Seek(agent_prefix(agent_id)); scan.valid(*it); it->Next()) {
     std::string_view k(it->key().data(), it->key().size());
     uint64_t seq = k.size() == 16 ? key_seq(k) : 0;
     auto e = decode_inbox_entry(std::string_view(it->value().data(), it->value().size()),

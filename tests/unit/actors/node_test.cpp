@@ -48,17 +48,19 @@ struct sent {
 };
 
 sent send(node& n, const std::string& name, json body, std::string id = {}) {
-  future_value<result<send_ack>> a;
-  future_value<result<agent_reply>> r;
+  // Shared: a refused message fails both callbacks, the second possibly
+  // after this function has returned.
+  auto a = std::make_shared<future_value<result<send_ack>>>();
+  auto r = std::make_shared<future_value<result<agent_reply>>>();
   n.send(name, {std::move(id), "test", std::move(body)},
-         [&](result<send_ack> x) { a.set(std::move(x)); },
-         [&](result<agent_reply> x) { r.set(std::move(x)); });
+         [a](result<send_ack> x) { a->set(std::move(x)); },
+         [r](result<agent_reply> x) { r->set(std::move(x)); });
   sent s;
-  auto av = a.wait();
+  auto av = a->wait();
   REQUIRE(av.has_value());
   s.ack = *av;
   if (s.ack.is_ok()) {
-    auto rv = r.wait();
+    auto rv = r->wait();
     REQUIRE(rv.has_value());
     s.reply = *rv;
   }

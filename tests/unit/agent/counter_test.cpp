@@ -60,19 +60,7 @@ std::vector<event_type> types(const a::decision& d) {
   return out;
 }
 
-// Field-by-field equality. agent_state declares a defaulted operator==, but
-// it cannot be instantiated: pending_timer has no operator== (reported).
-bool same_state(const a::agent_state& x, const a::agent_state& y) {
-  if (x.type != y.type || x.status != y.status || x.last_seq != y.last_seq ||
-      x.last_arrival != y.last_arrival || x.next_timer_id != y.next_timer_id ||
-      x.data != y.data || x.timers.size() != y.timers.size())
-    return false;
-  for (auto i = x.timers.begin(), j = y.timers.begin(); i != x.timers.end(); ++i, ++j)
-    if (i->first != j->first || i->second.due_ms != j->second.due_ms ||
-        i->second.payload != j->second.payload)
-      return false;
-  return true;
-}
+bool same_state(const a::agent_state& x, const a::agent_state& y) { return x == y; }
 
 // The decision as JSON, so two decisions can be compared as a whole.
 json to_json(const a::decision& d) {
@@ -126,10 +114,19 @@ TEST_CASE("spawning a counter records its type and initial total") {
     auto s = spawned({{"total", -12}});
     CHECK(total(s) == -12);
   }
+  SUBCASE("a label is carried in the state unchanged") {
+    auto s = spawned({{"total", 1}, {"label", "benchmark"}});
+    CHECK(s.data.at("label") == "benchmark");
+    step(s, msg({{"add", 2}}));
+    CHECK(total(s) == 3);
+    CHECK(s.data.at("label") == "benchmark");
+  }
   SUBCASE("bad spawn input is refused without events") {
     for (const json& bad : {json{{"total", "x"}}, json{{"other", 1}}, json(5),
-                            json{{"total", 1}, {"extra", 2}}}) {
-      CAPTURE(bad.dump());
+                            json{{"total", 1}, {"extra", 2}},
+                            json{{"label", 5}}, json{{"label", std::string(64 * 1024 + 1, 'x')}},
+                            json{{"total", uint64_t(std::numeric_limits<int64_t>::max()) + 1}}}) {
+      CAPTURE(bad.dump().substr(0, 80));
       a::agent_state s;
       auto d = a::decide(counter(), s, a::spawn_input{"counter", bad}, now);
       CHECK(d.events.empty());
