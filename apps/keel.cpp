@@ -25,7 +25,8 @@ namespace {
 using namespace keel;
 using json = nlohmann::json;
 
-constexpr const char* usage_text = R"(usage: keel [--server URL] [--token TOKEN] [--json] COMMAND [ARGS]
+constexpr const char* usage_text =
+    R"(usage: keel [--server URL] [--token TOKEN] [--json] COMMAND [ARGS]
 
 Talks to a keeld node over its HTTP API.
 
@@ -60,16 +61,20 @@ struct invocation {
   std::string token;
   bool json_out = false;
   std::string command;
-  std::vector<std::string> args;  // positional, after the command
+  std::vector<std::string> args;            // positional, after the command
   std::map<std::string, std::string> opts;  // command flags, without "--"
 };
 
-[[noreturn]] void usage_fail(const std::string& message) { throw usage_failure{message}; }
+[[noreturn]] void usage_fail(const std::string& message) {
+  throw usage_failure{message};
+}
 
 invocation parse_command_line(int argc, char** argv) {
   invocation inv;
-  if (const char* s = std::getenv("KEEL_SERVER"); s && *s) inv.server = s;
-  else inv.server = "http://127.0.0.1:7070";
+  if (const char* s = std::getenv("KEEL_SERVER"); s && *s)
+    inv.server = s;
+  else
+    inv.server = "http://127.0.0.1:7070";
   if (const char* t = std::getenv("KEEL_TOKEN"); t && *t) inv.token = t;
 
   std::vector<std::string> a(argv + 1, argv + argc);
@@ -81,8 +86,10 @@ invocation parse_command_line(int argc, char** argv) {
         flags_done = true;
         continue;
       }
-      if (inv.command.empty()) inv.command = s;
-      else inv.args.push_back(s);
+      if (inv.command.empty())
+        inv.command = s;
+      else
+        inv.args.push_back(s);
       continue;
     }
     std::string name = s.substr(2), value;
@@ -94,17 +101,22 @@ invocation parse_command_line(int argc, char** argv) {
     }
     if (name == "json" || name == "help") {
       if (has_value) usage_fail("--" + name + " takes no value");
-      if (name == "help") inv.command = "help";
-      else inv.json_out = true;
+      if (name == "help")
+        inv.command = "help";
+      else
+        inv.json_out = true;
       continue;
     }
     if (!has_value) {
       if (i + 1 >= a.size()) usage_fail("--" + name + " needs a value");
       value = a[++i];
     }
-    if (name == "server") inv.server = value;
-    else if (name == "token") inv.token = value;
-    else inv.opts[name] = value;
+    if (name == "server")
+      inv.server = value;
+    else if (name == "token")
+      inv.token = value;
+    else
+      inv.opts[name] = value;
   }
   return inv;
 }
@@ -140,7 +152,9 @@ json parse_json_arg(const std::string& text, const std::string& what) {
   }
 }
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 // "2024-05-01T12:00:00.123Z"
 std::string iso_time(int64_t ms) {
@@ -160,7 +174,8 @@ std::string text_of(const json& j) {
   return dump(j);
 }
 
-void print_table(const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& rows) {
+void print_table(const std::vector<std::string>& head,
+                 const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::size_t> width(head.size());
   for (std::size_t c = 0; c < head.size(); ++c) width[c] = head[c].size();
   for (const auto& r : rows)
@@ -187,7 +202,8 @@ class cli {
  private:
   // The parsed JSON body of a successful answer; nullopt after printing the
   // error of a failed one.
-  std::optional<json> call(const char* method, const std::string& target, const std::string& body = {});
+  std::optional<json> call(const char* method, const std::string& target,
+                           const std::string& body = {});
   int done(const json& j);  // prints raw JSON in --json mode
 
   int spawn();
@@ -210,7 +226,8 @@ class cli {
   bool connected_ = false;
 };
 
-std::optional<json> cli::call(const char* method, const std::string& target, const std::string& body) {
+std::optional<json> cli::call(const char* method, const std::string& target,
+                              const std::string& body) {
   if (!connected_) {
     auto addr = net::parse_url(inv_.server);
     if (!addr) usage_fail(addr.error().message());
@@ -275,7 +292,8 @@ int cli::spawn() {
 
 // Shared by send and signal: the acknowledgement and, with --wait, the reply.
 int cli::print_ack(const json& j) {
-  if (inv_.json_out) done(j);
+  if (inv_.json_out)
+    done(j);
   else
     std::printf("accepted id=%s seq=%s%s\n", text_of(j.value("id", json())).c_str(),
                 text_of(j.value("seq", json())).c_str(),
@@ -316,10 +334,10 @@ int cli::signal() {
   expect_args(inv_, 2, 2, "signal NAME SIGNAL [--payload JSON] [--wait MS]", {"payload", "wait"});
   json req = json::object();
   if (auto p = opt(inv_, "payload")) req["payload"] = parse_json_arg(*p, "--payload");
-  auto j = call("POST",
-                agent_path(inv_.args[0]) + "/signals/" + net::percent_encode(inv_.args[1]) +
-                    wait_query(inv_),
-                dump(req));
+  auto j = call(
+      "POST",
+      agent_path(inv_.args[0]) + "/signals/" + net::percent_encode(inv_.args[1]) + wait_query(inv_),
+      dump(req));
   return j ? print_ack(*j) : exit_server;
 }
 
@@ -333,7 +351,8 @@ int cli::show() {
 }
 
 int cli::ls() {
-  expect_args(inv_, 0, 0, "ls [--prefix P] [--limit N] [--after NAME]", {"prefix", "limit", "after"});
+  expect_args(inv_, 0, 0, "ls [--prefix P] [--limit N] [--after NAME]",
+              {"prefix", "limit", "after"});
   std::string q;
   auto add = [&q](const char* k, const std::string& v) {
     q += (q.empty() ? "?" : "&") + std::string(k) + "=" + net::percent_encode(v);
@@ -415,10 +434,9 @@ int cli::health() {
 int cli::run() {
   const std::string& c = inv_.command;
   // The request deadline must outlast the server's wait for a reply.
-  if (auto w = opt(inv_, "wait"); w && !w->empty() && w->size() < 10 &&
-                                  std::all_of(w->begin(), w->end(), [](char ch) {
-                                    return ch >= '0' && ch <= '9';
-                                  }))
+  if (auto w = opt(inv_, "wait");
+      w && !w->empty() && w->size() < 10 &&
+      std::all_of(w->begin(), w->end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
     client_.set_timeout(std::chrono::milliseconds(30'000 + std::stoll(*w)));
   if (c == "spawn") return spawn();
   if (c == "send") return send();

@@ -71,12 +71,18 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
       inline_value = true;
     }
     std::optional<std::string>* slot = nullptr;
-    if (name == "--data") slot = &f.data;
-    else if (name == "--http") slot = &f.http;
-    else if (name == "--config") slot = &f.config;
-    else if (name == "--token") slot = &f.token;
-    else if (name == "--idle-ms") slot = &f.idle_ms;
-    else return error(code::invalid_argument, "unknown argument '" + std::string(a) + "'");
+    if (name == "--data")
+      slot = &f.data;
+    else if (name == "--http")
+      slot = &f.http;
+    else if (name == "--config")
+      slot = &f.config;
+    else if (name == "--token")
+      slot = &f.token;
+    else if (name == "--idle-ms")
+      slot = &f.idle_ms;
+    else
+      return error(code::invalid_argument, "unknown argument '" + std::string(a) + "'");
     if (!inline_value) {
       if (i + 1 >= args.size())
         return error(code::invalid_argument, std::string(name) + " needs a value");

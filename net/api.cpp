@@ -22,7 +22,9 @@ namespace {
 // Deeper documents are refused: rendering them back (dump) recurses.
 constexpr int max_json_depth = 100;
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 http_response json_response(unsigned status, const json& j) {
   return {status, "application/json", dump(j), {}};
@@ -37,8 +39,9 @@ http_response bad_request(std::string message) {
 }
 
 http_response method_not_allowed(std::string_view method, std::string_view allow) {
-  auto r = fail(405, "method_not_allowed",
-                "method " + std::string(method) + " is not allowed here; use " + std::string(allow));
+  auto r =
+      fail(405, "method_not_allowed",
+           "method " + std::string(method) + " is not allowed here; use " + std::string(allow));
   r.headers.emplace_back("Allow", std::string(allow));
   return r;
 }
@@ -140,9 +143,12 @@ bool too_deep(std::string_view s) {
   bool in_string = false, escaped = false;
   for (char c : s) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -200,16 +206,19 @@ result<std::string> string_field(const json& obj, const char* name, bool require
 }
 
 json view_json(const actors::agent_view& v) {
-  return {{"name", v.name},         {"type", v.type},
-          {"status", v.status},     {"last_seq", v.last_seq},
-          {"hibernated", v.hibernated}, {"created_ms", v.created_ms},
+  return {{"name", v.name},
+          {"type", v.type},
+          {"status", v.status},
+          {"last_seq", v.last_seq},
+          {"hibernated", v.hibernated},
+          {"created_ms", v.created_ms},
           {"state", v.state}};
 }
 
 json reply_json(const result<actors::agent_reply>& r) {
   if (!r)
-    return {{"error",
-             {{"code", to_string(r.error().error_code())}, {"message", r.error().message()}}}};
+    return {
+        {"error", {{"code", to_string(r.error().error_code())}, {"message", r.error().message()}}}};
   if (r->ok) return r->body;
   return {{"error", {{"code", r->code}, {"message", r->message}}}};
 }
@@ -283,16 +292,25 @@ void on_replied(const waiter_ptr& w, const result<actors::agent_reply>& r) {
 
 unsigned http_status_for(code c) {
   switch (c) {
-    case code::ok: return 200;
-    case code::invalid_argument: return 400;
-    case code::not_found: return 404;
+    case code::ok:
+      return 200;
+    case code::invalid_argument:
+      return 400;
+    case code::not_found:
+      return 404;
     case code::already_exists:
-    case code::conflict: return 409;
-    case code::too_large: return 413;
-    case code::unauthorized: return 401;
-    case code::unavailable: return 503;
-    case code::timeout: return 504;
-    default: return 500;
+    case code::conflict:
+      return 409;
+    case code::too_large:
+      return 413;
+    case code::unauthorized:
+      return 401;
+    case code::unavailable:
+      return 503;
+    case code::timeout:
+      return 504;
+    default:
+      return 500;
   }
 }
 
@@ -374,8 +392,8 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
     action = "signals";
     sig = std::move(*s);
     rest.resize(n - 2);
-  } else if (n >= 2 && (rest[n - 1] == "messages" || rest[n - 1] == "query" ||
-                        rest[n - 1] == "ledger")) {
+  } else if (n >= 2 &&
+             (rest[n - 1] == "messages" || rest[n - 1] == "query" || rest[n - 1] == "ledger")) {
     action = std::string(rest[n - 1]);
     rest.resize(n - 1);
   }
@@ -497,8 +515,8 @@ void api::impl::message(std::string name, const http_request& req, const target&
       std::move(replied));
 }
 
-void api::impl::signal(std::string name, std::string sig, const http_request& req,
-                       const target& t, const respond_fn& respond) {
+void api::impl::signal(std::string name, std::string sig, const http_request& req, const target& t,
+                       const respond_fn& respond) {
   auto body = parse_object(req.body, {"payload"}, true);
   if (!body) return respond(error_response(body.error()));
   if (sig.empty()) return respond(bad_request("the signal name is empty"));

@@ -37,8 +37,8 @@ result<server_address> parse_url(std::string_view url) {
   if (s.rfind("http://", 0) == 0) {
     s.remove_prefix(7);
   } else if (auto scheme = s.find("://"); scheme != std::string_view::npos) {
-    return error(code::invalid_argument, "server URL '" + std::string(url) + "': only http:// " +
-                                             "is supported");
+    return error(code::invalid_argument,
+                 "server URL '" + std::string(url) + "': only http:// " + "is supported");
   }
   if (auto slash = s.find('/'); slash != std::string_view::npos) {
     if (s.substr(slash) != "/")
@@ -69,9 +69,8 @@ result<server_address> parse_url(std::string_view url) {
     auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
     if (port.empty() || ec != std::errc() || end != port.data() + port.size() || p == 0 ||
         p > 65535)
-      return error(code::invalid_argument,
-                   "server URL '" + std::string(url) + "' has a bad port '" + std::string(port) +
-                       "'");
+      return error(code::invalid_argument, "server URL '" + std::string(url) +
+                                               "' has a bad port '" + std::string(port) + "'");
     out.port = static_cast<uint16_t>(p);
   }
   return out;
@@ -161,8 +160,8 @@ struct http_client::impl {
     if (a.ec) return a;
     http::response_parser<http::string_body> parser;
     parser.body_limit(boost::none);
-    a.ec = await(
-        [&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
+    a.ec =
+        await([&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
     a.got_some = parser.got_some();
     if (a.ec) return a;
     auto res = parser.release();
@@ -189,7 +188,9 @@ status http_client::connect(std::string host, uint16_t port) {
   return m.open();
 }
 
-void http_client::set_timeout(std::chrono::milliseconds timeout) { impl_->timeout = timeout; }
+void http_client::set_timeout(std::chrono::milliseconds timeout) {
+  impl_->timeout = timeout;
+}
 
 void http_client::set_header(std::string name, std::string value) {
   for (auto& [k, v] : impl_->fixed_headers)
@@ -200,8 +201,8 @@ void http_client::set_header(std::string name, std::string value) {
   impl_->fixed_headers.emplace_back(std::move(name), std::move(value));
 }
 
-result<http_client::response> http_client::request(std::string_view method,
-                                                   std::string_view target, std::string_view body,
+result<http_client::response> http_client::request(std::string_view method, std::string_view target,
+                                                   std::string_view body,
                                                    const header_list& headers) {
   auto& m = *impl_;
   if (m.host.empty()) return error(code::invalid_argument, "http client: connect() first");
@@ -209,8 +210,10 @@ result<http_client::response> http_client::request(std::string_view method,
   http::request<http::string_body> req;
   beast::string_view method_sv(method.data(), method.size());
   auto verb = http::string_to_verb(method_sv);
-  if (verb == http::verb::unknown) req.method_string(method_sv);
-  else req.method(verb);
+  if (verb == http::verb::unknown)
+    req.method_string(method_sv);
+  else
+    req.method(verb);
   req.target(beast::string_view(target.data(), target.size()));
   req.version(11);
   req.set(http::field::host, m.host_header);
@@ -244,6 +247,8 @@ result<http_client::response> http_client::request(std::string_view method,
   }
 }
 
-void http_client::close() { impl_->drop(); }
+void http_client::close() {
+  impl_->drop();
+}
 
 }  // namespace keel::net

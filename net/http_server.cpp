@@ -95,7 +95,7 @@ struct http_server::impl {
 
   std::mutex mu;
   std::condition_variable all_closed;
-  bool stopping = false;  // guarded by mu
+  bool stopping = false;                                            // guarded by mu
   std::unordered_map<session*, std::shared_ptr<session>> sessions;  // guarded by mu
 
   bool authorized(const http_request& r) const;
@@ -130,13 +130,14 @@ class exchange {
 // request is read, handled and answered at a time.
 class session : public std::enable_shared_from_this<session> {
  public:
-  session(tcp::socket&& socket, http_server::impl& srv) : stream_(std::move(socket)), srv_(srv) {}
+  session(tcp::socket&& socket, http_server::impl& srv)
+      : ex_(socket.get_executor()), stream_(std::move(socket)), srv_(srv) {}
 
-  asio::any_io_executor executor() { return stream_.get_executor(); }
+  // The connection's strand; safe to read from any thread.
+  const asio::any_io_executor& executor() const { return ex_; }
 
   void start() {
-    asio::dispatch(stream_.get_executor(),
-                   beast::bind_front_handler(&session::do_read, shared_from_this()));
+    asio::dispatch(ex_, beast::bind_front_handler(&session::do_read, shared_from_this()));
   }
 
   // Closes now when idle, otherwise after the current answer is written.
@@ -199,9 +200,9 @@ class session : public std::enable_shared_from_this<session> {
   void on_read_error(beast::error_code ec) {
     static const auto& http_errors = http::make_error_code(http::error::bad_target).category();
     if (ec == http::error::body_limit) {
-      return answer_and_linger(413, "too_large",
-                               "request body is larger than " + std::to_string(srv_.max_body) +
-                                   " bytes");
+      return answer_and_linger(
+          413, "too_large",
+          "request body is larger than " + std::to_string(srv_.max_body) + " bytes");
     }
     if (&ec.category() == &http_errors && ec != http::error::end_of_stream &&
         ec != http::error::partial_message)
@@ -233,8 +234,8 @@ class session : public std::enable_shared_from_this<session> {
       r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
 
     if (!srv_.authorized(r)) {
-      http_response denied{401, "application/json",
-                           error_json("unauthorized", "missing or wrong bearer token"), {}};
+      http_response denied{
+          401, "application/json", error_json("unauthorized", "missing or wrong bearer token"), {}};
       denied.headers.emplace_back("WWW-Authenticate", "Bearer");
       return deliver(std::move(denied));
     }
@@ -286,6 +287,7 @@ class session : public std::enable_shared_from_this<session> {
     srv_.forget(this);
   }
 
+  const asio::any_io_executor ex_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -301,8 +303,10 @@ class session : public std::enable_shared_from_this<session> {
 
 exchange::~exchange() {
   if (!done_.load())
-    respond({500, "application/json",
-             error_json("internal", "the request was dropped without an answer"), {}});
+    respond({500,
+             "application/json",
+             error_json("internal", "the request was dropped without an answer"),
+             {}});
 }
 
 void exchange::respond(http_response r) {
@@ -356,8 +360,7 @@ void http_server::impl::forget(session* s) {
 }
 
 void http_server::impl::do_accept() {
-  acceptor.async_accept(asio::make_strand(ioc),
-                        beast::bind_front_handler(&impl::on_accept, this));
+  acceptor.async_accept(asio::make_strand(ioc), beast::bind_front_handler(&impl::on_accept, this));
 }
 
 void http_server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
@@ -402,8 +405,8 @@ result<std::unique_ptr<http_server>> http_server::open(const config::node_config
     ep = tcp::endpoint(addr, cfg.http_port);
   } else {
     tcp::resolver resolver(p->ioc);
-    auto found = resolver.resolve(cfg.http_host, std::to_string(cfg.http_port),
-                                  tcp::resolver::passive, ec);
+    auto found =
+        resolver.resolve(cfg.http_host, std::to_string(cfg.http_port), tcp::resolver::passive, ec);
     if (ec || found.empty())
       return error(code::invalid_argument,
                    "cannot resolve http host '" + cfg.http_host + "': " + ec.message());
@@ -421,11 +424,17 @@ result<std::unique_ptr<http_server>> http_server::open(const config::node_config
 
 http_server::http_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
-http_server::~http_server() { stop(); }
+http_server::~http_server() {
+  stop();
+}
 
-uint16_t http_server::port() const { return impl_->port; }
+uint16_t http_server::port() const {
+  return impl_->port;
+}
 
-const std::string& http_server::host() const { return impl_->host; }
+const std::string& http_server::host() const {
+  return impl_->host;
+}
 
 void http_server::start(request_handler handler) {
   auto& m = *impl_;
