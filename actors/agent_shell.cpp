@@ -336,6 +336,8 @@ void handle_terminate(shell_state& s, const request_ptr& r, int64_t now, batch& 
 // Handles one request; false when it must wait for the write in flight.
 bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_t& direct) {
   using k = request::kind;
+  // Only the request that woke the agent reports it as having been dormant.
+  if (r->what != k::get && r->what != k::terminate) s.view_pending_hibernated = false;
   if (r->what == k::spawn) {
     handle_spawn(s, r, now, b);
     return true;

@@ -270,8 +270,8 @@ void on_accepted(const waiter_ptr& w, result<actors::send_ack> r) {
     return;
   }
   w->ack = std::move(r).value();
-  // A duplicate was processed before: no new reply will come.
-  if (w->wait_ms == 0 || w->ack->duplicate || w->reply) return finish(w, lock);
+  // A duplicate gets the first reply again (at once if it was processed).
+  if (w->wait_ms == 0 || w->reply) return finish(w, lock);
   lock.unlock();
   (*w->defer)(std::chrono::milliseconds(w->wait_ms), [w] {
     guarded(w->respond, [&] {

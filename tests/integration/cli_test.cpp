@@ -1,0 +1,375 @@
+// The `keel` binary against a real keeld on 127.0.0.1: the quick-start
+// flow, exit codes, percent-encoding of names and the KEEL_* variables.
+
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "support/keeld_process.hpp"
+#include "support/temp_dir.hpp"
+
+extern char** environ;
+
+using nlohmann::json;
+using namespace keel;
+
+namespace {
+
+struct cli_result {
+  int exit_code = -1;  // -1: killed or timed out
+  std::string out;
+  std::string err;
+};
+
+using env_list = std::vector<std::pair<std::string, std::string>>;
+
+// Runs `keel args...` with this process's environment minus KEEL_SERVER and
+// KEEL_TOKEN, plus `env`. Kills the child (by its pid) after `timeout`.
+cli_result run_keel(const std::vector<std::string>& args, const env_list& env = {},
+                    std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  std::vector<std::string> argv_s{KEEL_CLI_PATH};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<std::string> env_s;
+  for (char** e = environ; *e; ++e) {
+    std::string_view kv(*e);
+    if (kv.rfind("KEEL_SERVER=", 0) == 0 || kv.rfind("KEEL_TOKEN=", 0) == 0) continue;
+    env_s.emplace_back(kv);
+  }
+  for (const auto& [k, v] : env) env_s.push_back(k + "=" + v);
+  std::vector<char*> argv, envp;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  cli_result res;
+  int out_pipe[2], err_pipe[2];
+  REQUIRE(::pipe(out_pipe) == 0);
+  REQUIRE(::pipe(err_pipe) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, STDIN_FILENO);
+    ::dup2(out_pipe[1], STDOUT_FILENO);
+    ::dup2(err_pipe[1], STDERR_FILENO);
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
+    ::execve(argv[0], argv.data(), envp.data());
+    std::_Exit(127);
+  }
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  std::string* sinks[2] = {&res.out, &res.err};
+  int open_fds = 2;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool timed_out = false;
+  while (open_fds > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now())
+                    .count();
+    if (left <= 0) {
+      timed_out = true;
+      break;
+    }
+    if (::poll(fds, 2, static_cast<int>(left)) <= 0) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[4096];
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<std::size_t>(n));
+      } else {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  if (timed_out) ::kill(pid, SIGKILL);
+  for (auto& f : fds)
+    if (f.fd >= 0) ::close(f.fd);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  res.exit_code = !timed_out && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return res;
+}
+
+// A port on 127.0.0.1 that refuses connections: bound, never listening,
+// held until destroyed.
+class refusing_port {
+ public:
+  refusing_port() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port_ = ntohs(a.sin_port);
+  }
+  ~refusing_port() { ::close(fd_); }
+  refusing_port(const refusing_port&) = delete;
+  refusing_port& operator=(const refusing_port&) = delete;
+  uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+std::string url(uint16_t port) {
+  return "http://127.0.0.1:" + std::to_string(port);
+}
+
+// A keeld and the --server flag that reaches it.
+struct cli_node {
+  test::temp_dir dir{"keel-cli"};
+  test::keeld_process keeld;
+  explicit cli_node(std::vector<std::string> extra = {})
+      : keeld(KEEL_KEELD_PATH, dir.str(), std::move(extra)) {
+    REQUIRE_MESSAGE(keeld.start(), keeld.output());
+  }
+  std::string server() const { return url(keeld.port()); }
+
+  // keel --server URL args...
+  cli_result keel(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--server", server()});
+    return run_keel(args);
+  }
+  // keel --server URL --json args..., parsed; REQUIREs exit 0.
+  json keel_json(std::vector<std::string> args) {
+    args.insert(args.begin(), "--json");
+    auto r = keel(std::move(args));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    json j = json::parse(r.out, nullptr, false);
+    REQUIRE_MESSAGE(!j.is_discarded(), r.out);
+    return j;
+  }
+};
+
+bool has(const std::string& text, std::string_view part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("the quick-start flow works through the keel CLI") {
+  cli_node n;
+  auto spawn = n.keel({"spawn", "counter", "acct/alice"});
+  REQUIRE_MESSAGE(spawn.exit_code == 0, spawn.err);
+  CHECK(has(spawn.out, "spawned acct/alice (counter)"));
+
+  auto send = n.keel({"send", "acct/alice", R"({"add": 5})"});
+  CHECK(send.exit_code == 0);
+  CHECK(has(send.out, "accepted id="));
+  CHECK(has(send.out, " seq="));
+
+  auto wait = n.keel({"send", "acct/alice", R"({"add": 2})", "--wait", "5000"});
+  CHECK(wait.exit_code == 0);
+  CHECK(has(wait.out, R"(reply {"total":7})"));
+
+  auto show = n.keel({"show", "acct/alice"});
+  CHECK(show.exit_code == 0);
+  CHECK(has(show.out, "name        acct/alice\n"));
+  CHECK(has(show.out, "type        counter\n"));
+  CHECK(has(show.out, "status      active\n"));
+  CHECK(has(show.out, "last_seq    5\n"));
+  CHECK(has(show.out, "hibernated  false\n"));
+  CHECK(has(show.out, "created     20"));
+  CHECK(has(show.out, R"(state       {"total":7})"));
+
+  json view = n.keel_json({"show", "acct/alice"});
+  CHECK(view["name"] == "acct/alice");
+  CHECK(view["state"]["total"] == 7);
+  CHECK(view["last_seq"] == 5);
+
+  auto ledger = n.keel({"ledger", "acct/alice"});
+  CHECK(ledger.exit_code == 0);
+  CHECK(ledger.out.rfind("SEQ", 0) == 0);
+  CHECK(has(ledger.out, "TYPE"));
+  CHECK(has(ledger.out, "spawned"));
+  CHECK(has(ledger.out, "message_received"));
+  CHECK(has(ledger.out, R"({"total":7})"));
+  json events = n.keel_json({"ledger", "acct/alice", "--from", "2", "--limit", "2"})["events"];
+  REQUIRE(events.size() == 2);
+  CHECK(events[0]["seq"] == 2);
+  CHECK(events[1]["seq"] == 3);
+
+  REQUIRE(n.keel({"spawn", "counter", "acct/bob"}).exit_code == 0);
+  auto ls = n.keel({"ls"});
+  CHECK(ls.exit_code == 0);
+  CHECK(ls.out.rfind("NAME", 0) == 0);
+  CHECK(has(ls.out, "acct/alice"));
+  CHECK(has(ls.out, "acct/bob"));
+  auto page = n.keel({"ls", "--prefix", "acct/", "--limit", "1"});
+  CHECK(page.exit_code == 0);
+  CHECK(has(page.out, "acct/alice"));
+  CHECK_FALSE(has(page.out, "acct/bob"));
+  CHECK(has(page.err, "keel ls --after acct/alice"));
+  json rest = n.keel_json({"ls", "--prefix", "acct/", "--after", "acct/alice"});
+  REQUIRE(rest["agents"].size() == 1);
+  CHECK(rest["agents"][0]["name"] == "acct/bob");
+
+  auto signal = n.keel({"signal", "acct/alice", "reset"});
+  CHECK(signal.exit_code == 0);
+  CHECK(has(signal.out, "accepted id=reset"));
+  json query = n.keel_json({"query", "acct/alice"});
+  CHECK(query == json{{"total", 0}});
+  CHECK(n.keel_json({"query", "acct/alice", R"({"get": true})"}) == json{{"total", 0}});
+
+  auto rm = n.keel({"rm", "acct/alice"});
+  CHECK(rm.exit_code == 0);
+  CHECK(has(rm.out, "terminated acct/alice (status terminated"));
+  auto late = n.keel({"send", "acct/alice", R"({"add": 1})"});
+  CHECK(late.exit_code == 1);
+  CHECK(has(late.err, "conflict"));
+  CHECK(has(late.err, "409"));
+  CHECK(n.keel_json({"show", "acct/alice"})["status"] == "terminated");
+}
+
+TEST_CASE("keel send with an id reports a resend as a duplicate") {
+  cli_node n;
+  REQUIRE(n.keel({"spawn", "counter", "a"}).exit_code == 0);
+  auto first = n.keel({"send", "a", R"({"add": 3})", "--id", "m-1", "--from", "me"});
+  CHECK(first.exit_code == 0);
+  CHECK(has(first.out, "accepted id=m-1"));
+  CHECK_FALSE(has(first.out, "duplicate"));
+  auto again = n.keel({"send", "a", R"({"add": 3})", "--id", "m-1"});
+  CHECK(again.exit_code == 0);
+  CHECK(has(again.out, "duplicate"));
+  json j = n.keel_json({"send", "a", R"({"add": 3})", "--id", "m-1"});
+  CHECK(j["duplicate"] == true);
+  CHECK(n.keel_json({"show", "a"})["state"]["total"] == 3);
+}
+
+TEST_CASE("keel exits 1 when the server answers with an error or cannot be reached") {
+  cli_node n;
+  auto unknown = n.keel({"show", "no/such"});
+  CHECK(unknown.exit_code == 1);
+  CHECK(has(unknown.err, "not_found"));
+  CHECK(has(unknown.err, "404"));
+  CHECK(unknown.out.empty());
+
+  REQUIRE(n.keel({"spawn", "counter", "a"}).exit_code == 0);
+  auto twice = n.keel({"spawn", "counter", "a"});
+  CHECK(twice.exit_code == 1);
+  CHECK(has(twice.err, "already_exists"));
+
+  auto bad_type = n.keel({"spawn", "nope", "b"});
+  CHECK(bad_type.exit_code == 1);
+  CHECK(has(bad_type.err, "invalid_argument"));
+
+  // The agent answers a message it refuses with an error reply.
+  auto rejected = n.keel({"send", "a", R"({"mul": 2})", "--wait", "5000"});
+  CHECK(rejected.exit_code == 1);
+  CHECK(has(rejected.err, "invalid_message"));
+
+  refusing_port closed;
+  auto down = run_keel({"--server", url(closed.port()), "health"});
+  CHECK(down.exit_code == 1);
+  CHECK(has(down.err, "cannot connect"));
+}
+
+TEST_CASE("keel exits 2 on a usage error without calling the server") {
+  refusing_port closed;  // a usage error must not even try to connect
+  const std::string server = url(closed.port());
+  struct usage_case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  for (const auto& c :
+       std::vector<usage_case>{{{"frobnicate"}, "unknown command 'frobnicate'"},
+                               {{}, "no command given"},
+                               {{"send", "a"}, "usage: keel send"},
+                               {{"send", "a", "{not json"}, "must be JSON"},
+                               {{"spawn", "counter", "a", "--input", "{"}, "--input must be JSON"},
+                               {{"show", "a", "--bogus", "1"}, "has no flag --bogus"},
+                               {{"ls", "--limit", "ten"}, "--limit must be a non-negative integer"},
+                               {{"ledger", "a", "--from"}, "--from needs a value"},
+                               {{"--json=yes", "ls"}, "--json takes no value"}}) {
+    std::vector<std::string> args{"--server", server};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    CAPTURE(c.says);
+    auto r = run_keel(args);
+    CHECK(r.exit_code == 2);
+    CHECK(has(r.err, c.says));
+    CHECK(has(r.err, "keel --help"));
+  }
+  auto scheme = run_keel({"--server", "https://127.0.0.1:1", "health"});
+  CHECK(scheme.exit_code == 2);
+  CHECK(has(scheme.err, "only http://"));
+
+  auto help = run_keel({"--help"});
+  CHECK(help.exit_code == 0);
+  CHECK(has(help.out, "usage: keel"));
+  CHECK(has(help.out, "KEEL_SERVER"));
+}
+
+TEST_CASE("keel percent-encodes agent names with a slash in request paths") {
+  cli_node n;
+  // Unencoded, GET /v1/agents/cli/ledger would be the ledger of agent "cli".
+  REQUIRE(n.keel({"spawn", "counter", "cli/ledger"}).exit_code == 0);
+  auto show = n.keel({"show", "cli/ledger"});
+  CHECK_MESSAGE(show.exit_code == 0, show.err);
+  CHECK(has(show.out, "name        cli/ledger\n"));
+  auto send = n.keel({"send", "cli/ledger", R"({"add": 4})", "--wait", "5000"});
+  CHECK(send.exit_code == 0);
+  CHECK(has(send.out, R"(reply {"total":4})"));
+  CHECK(n.keel_json({"query", "cli/ledger"}) == json{{"total", 4}});
+  json events = n.keel_json({"ledger", "cli/ledger"})["events"];
+  CHECK(events.size() == 3);
+  // The agent "cli" does not exist.
+  CHECK(n.keel({"show", "cli"}).exit_code == 1);
+}
+
+TEST_CASE("keel reads the server from KEEL_SERVER and the token from KEEL_TOKEN") {
+  cli_node n({"--token", "s3cret"});
+  refusing_port closed;
+  const env_list env{{"KEEL_SERVER", n.server()}, {"KEEL_TOKEN", "s3cret"}};
+
+  auto spawn = run_keel({"spawn", "counter", "a"}, env);
+  CHECK_MESSAGE(spawn.exit_code == 0, spawn.err);
+  CHECK(has(spawn.out, "spawned a"));
+
+  auto no_token = run_keel({"show", "a"}, {{"KEEL_SERVER", n.server()}});
+  CHECK(no_token.exit_code == 1);
+  CHECK(has(no_token.err, "unauthorized"));
+  CHECK(has(no_token.err, "401"));
+
+  auto flag_token = run_keel({"--token", "s3cret", "show", "a"}, {{"KEEL_SERVER", n.server()}});
+  CHECK(flag_token.exit_code == 0);
+  CHECK(has(flag_token.out, "name        a\n"));
+
+  auto wrong = run_keel({"--token", "nope", "show", "a"}, env);  // the flag wins
+  CHECK(wrong.exit_code == 1);
+  CHECK(has(wrong.err, "401"));
+
+  // --server overrides KEEL_SERVER.
+  auto flag_server = run_keel({"--server", n.server(), "show", "a"},
+                              {{"KEEL_SERVER", url(closed.port())}, {"KEEL_TOKEN", "s3cret"}});
+  CHECK(flag_server.exit_code == 0);
+
+  auto health = run_keel({"health"}, {{"KEEL_SERVER", n.server()}});  // open without a token
+  CHECK(health.exit_code == 0);
+  CHECK(health.out.rfind("ok", 0) == 0);
+}

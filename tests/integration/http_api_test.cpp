@@ -1,0 +1,731 @@
+// HTTP API v1 against a real keeld on 127.0.0.1: every endpoint, its status
+// codes and its error envelope (docs/http-api.md).
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "net/http_client.hpp"
+#include "support/keeld_process.hpp"
+#include "support/temp_dir.hpp"
+#include "support/wait.hpp"
+
+using nlohmann::json;
+using namespace keel;
+
+namespace {
+
+struct reply {
+  unsigned status = 0;
+  std::string raw;
+  std::string content_type;
+  json body;  // discarded when the answer is not JSON
+
+  std::string error_code() const {
+    return body.is_object() && body.contains("error") ? body["error"].value("code", "") : "";
+  }
+  std::string error_message() const {
+    return body.is_object() && body.contains("error") ? body["error"].value("message", "") : "";
+  }
+};
+
+std::string agent_path(std::string_view name) {
+  return "/v1/agents/" + net::percent_encode(name);
+}
+
+// One keeld in its own data directory with a client connected to it.
+class node_under_test {
+ public:
+  explicit node_under_test(std::vector<std::string> extra_args = {})
+      : keeld_(KEEL_KEELD_PATH, dir_.str(), std::move(extra_args)) {
+    start();
+  }
+
+  void start() {
+    REQUIRE_MESSAGE(keeld_.start(), keeld_.output());
+    REQUIRE(client_.connect("127.0.0.1", keeld_.port()).is_ok());
+  }
+  void kill9() { keeld_.kill9(); }
+  net::http_client& client() { return client_; }
+  const std::filesystem::path& dir() const { return dir_.path(); }
+
+  reply call(std::string_view method, const std::string& target, std::string_view body = {},
+             const net::http_client::header_list& headers = {}) {
+    auto r = client_.request(method, target, body, headers);
+    REQUIRE_MESSAGE(r.is_ok(), std::string(method)
+                                   << " " << target << ": " << r.error().to_string());
+    reply out;
+    out.status = r->status;
+    out.raw = r->body;
+    out.content_type = r->content_type;
+    out.body = json::parse(out.raw, nullptr, false);
+    return out;
+  }
+  reply call_json(std::string_view method, const std::string& target, const json& body) {
+    return call(method, target, body.dump());
+  }
+
+  json spawn(const std::string& name, json input = nullptr) {
+    json req{{"name", name}, {"type", "counter"}};
+    if (!input.is_null()) req["input"] = std::move(input);
+    auto r = call_json("POST", "/v1/agents", req);
+    REQUIRE_MESSAGE(r.status == 201, r.raw);
+    return r.body;
+  }
+  reply send(const std::string& name, const json& message, const std::string& query = "") {
+    return call_json("POST", agent_path(name) + "/messages" + query, message);
+  }
+  json view(const std::string& name) {
+    auto r = call("GET", agent_path(name));
+    REQUIRE_MESSAGE(r.status == 200, r.raw);
+    return r.body;
+  }
+  // Every ledger event, read in pages of `page`.
+  std::vector<json> ledger(const std::string& name, std::size_t page = 1000) {
+    std::vector<json> all;
+    uint64_t from = 1;
+    for (int pages = 0; pages < 1000; ++pages) {
+      auto r = call("GET", agent_path(name) + "/ledger?from=" + std::to_string(from) +
+                               "&limit=" + std::to_string(page));
+      REQUIRE_MESSAGE(r.status == 200, r.raw);
+      const json& events = r.body["events"];
+      for (const auto& e : events) all.push_back(e);
+      from += events.size();
+      if (events.size() < page) break;
+    }
+    return all;
+  }
+  // The value of an unlabelled sample in /metrics; nullopt when absent.
+  std::optional<double> metric(const std::string& name) {
+    auto r = call("GET", "/metrics");
+    REQUIRE(r.status == 200);
+    std::string key = "\n" + name + " ";
+    auto at = ("\n" + r.raw).find(key);
+    if (at == std::string::npos) return std::nullopt;
+    return std::stod(r.raw.substr(at + key.size() - 1));
+  }
+
+ private:
+  test::temp_dir dir_{"keel-api"};
+  test::keeld_process keeld_;
+  net::http_client client_;
+};
+
+int count_type(const std::vector<json>& events, std::string_view type) {
+  return static_cast<int>(std::count_if(events.begin(), events.end(),
+                                        [&](const json& e) { return e["type"] == type; }));
+}
+
+}  // namespace
+
+TEST_CASE("spawning an agent answers 201 with its name and type and status and initial state") {
+  node_under_test n;
+  auto r =
+      n.call_json("POST", "/v1/agents",
+                  json{{"name", "acct/alice"}, {"type", "counter"}, {"input", {{"total", 7}}}});
+  REQUIRE_MESSAGE(r.status == 201, r.raw);
+  CHECK(r.content_type.find("application/json") == 0);
+  CHECK(r.body["name"] == "acct/alice");
+  CHECK(r.body["type"] == "counter");
+  CHECK(r.body["status"] == "active");
+  CHECK(r.body["last_seq"] == 1);
+  CHECK(r.body["hibernated"] == false);
+  CHECK(r.body["created_ms"].get<int64_t>() > 0);
+  CHECK(r.body["state"]["total"] == 7);
+
+  auto v = n.view("acct/alice");
+  for (const char* field : {"name", "type", "status", "last_seq", "hibernated", "state"}) {
+    CAPTURE(field);
+    CHECK(v.contains(field));
+  }
+  CHECK(v["state"]["total"] == 7);
+  CHECK(v["created_ms"] == r.body["created_ms"]);
+}
+
+TEST_CASE("spawning a name that exists answers 409 and leaves the agent unchanged") {
+  node_under_test n;
+  n.spawn("acct/bob", {{"total", 1}});
+  auto r = n.call_json("POST", "/v1/agents",
+                       json{{"name", "acct/bob"}, {"type", "counter"}, {"input", {{"total", 99}}}});
+  CHECK(r.status == 409);
+  CHECK(r.error_code() == "already_exists");
+  CHECK(r.error_message().find("acct/bob") != std::string::npos);
+  CHECK(n.view("acct/bob")["state"]["total"] == 1);
+}
+
+TEST_CASE("spawning with an invalid name answers 400 and creates nothing") {
+  node_under_test n;
+  const std::string too_long = "a" + std::string(128, 'b');  // 129 characters
+  for (const std::string& name : {std::string("Alice"), std::string("acct/Bob"), too_long,
+                                  std::string(""), std::string("/lead"), std::string("a b")}) {
+    CAPTURE(name);
+    auto r = n.call_json("POST", "/v1/agents", json{{"name", name}, {"type", "counter"}});
+    CHECK(r.status == 400);
+    CHECK(r.error_code() == "invalid_argument");
+    CHECK_FALSE(r.error_message().empty());
+  }
+  auto missing = n.call_json("POST", "/v1/agents", json{{"type", "counter"}});
+  CHECK(missing.status == 400);
+  CHECK(missing.error_message().find("\"name\"") != std::string::npos);
+
+  auto list = n.call("GET", "/v1/agents");
+  REQUIRE(list.status == 200);
+  CHECK(list.body["agents"].empty());
+
+  // The boundary: 128 characters is a valid name.
+  n.spawn("a" + std::string(127, 'b'));
+}
+
+TEST_CASE("spawning an unknown type answers 400 naming the known types") {
+  node_under_test n;
+  auto r = n.call_json("POST", "/v1/agents", json{{"name", "x"}, {"type", "nope"}});
+  CHECK(r.status == 400);
+  CHECK(r.error_code() == "invalid_argument");
+  CHECK(r.error_message().find("nope") != std::string::npos);
+  CHECK(r.error_message().find("counter") != std::string::npos);
+  CHECK(n.call("GET", agent_path("x")).status == 404);
+}
+
+TEST_CASE("spawning with input the type refuses or an unknown field answers 400") {
+  node_under_test n;
+  auto bad_input =
+      n.call_json("POST", "/v1/agents",
+                  json{{"name", "x"}, {"type", "counter"}, {"input", {{"total", "ten"}}}});
+  CHECK(bad_input.status == 400);
+  CHECK(bad_input.error_code() == "invalid_argument");
+  CHECK(bad_input.error_message().find("total") != std::string::npos);
+  CHECK(n.call("GET", agent_path("x")).status == 404);
+
+  auto extra = n.call_json("POST", "/v1/agents",
+                           json{{"name", "x"}, {"type", "counter"}, {"colour", "red"}});
+  CHECK(extra.status == 400);
+  CHECK(extra.error_message().find("colour") != std::string::npos);
+
+  auto not_string = n.call_json("POST", "/v1/agents", json{{"name", 7}, {"type", "counter"}});
+  CHECK(not_string.status == 400);
+  CHECK(not_string.error_message().find("must be a string") != std::string::npos);
+}
+
+TEST_CASE("an unknown agent answers 404 on every agent route") {
+  node_under_test n;
+  const std::string p = agent_path("no/such");
+  for (auto [method, target, body] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"GET", p, ""},
+           {"DELETE", p, ""},
+           {"POST", p + "/messages", R"({"body": {"add": 1}})"},
+           {"POST", p + "/signals/reset", ""},
+           {"POST", p + "/query", ""},
+           {"GET", p + "/ledger", ""}}) {
+    CAPTURE(method);
+    CAPTURE(target);
+    auto r = n.call(method, target, body);
+    CHECK(r.status == 404);
+    CHECK(r.error_code() == "not_found");
+    CHECK(r.error_message().find("no/such") != std::string::npos);
+  }
+}
+
+TEST_CASE("agent names are percent-encoded in paths and an unencoded name also resolves") {
+  node_under_test n;
+  n.spawn("acct/alice");
+  CHECK(n.call("GET", "/v1/agents/acct%2Falice").body["name"] == "acct/alice");
+  CHECK(n.call("GET", "/v1/agents/acct%2falice").body["name"] == "acct/alice");
+  CHECK(n.call("GET", "/v1/agents/acct/alice").body["name"] == "acct/alice");
+  auto m = n.call("POST", "/v1/agents/acct/alice/messages", R"({"body": {"add": 4}})");
+  CHECK(m.status == 202);
+  CHECK(n.view("acct/alice")["state"]["total"] == 4);
+
+  auto bad = n.call("GET", "/v1/agents/acct%2");
+  CHECK(bad.status == 400);
+  CHECK(bad.error_message().find("percent-encoding") != std::string::npos);
+}
+
+TEST_CASE("an agent that hibernated reports hibernated true to the read that wakes it") {
+  node_under_test n({"--idle-ms", "50"});
+  n.spawn("sleepy");
+  REQUIRE(n.send("sleepy", {{"body", {{"add", 5}}}}).status == 202);
+  REQUIRE(test::eventually([&] { return n.metric("keel_agents_live") == 0.0; }));
+  CHECK(n.metric("keel_hibernations_total").value_or(0) >= 1);
+
+  auto woken = n.view("sleepy");
+  CHECK(woken["hibernated"] == true);
+  CHECK(woken["state"]["total"] == 5);
+  CHECK(woken["last_seq"] == 3);
+  // The same agent is live now (idle 50 ms may hibernate it again, in which
+  // case this read woke it once more: count activations to tell).
+  double activations = n.metric("keel_activations_total").value_or(-1);
+  auto again = n.view("sleepy");
+  if (n.metric("keel_activations_total").value_or(-1) == activations)
+    CHECK(again["hibernated"] == false);
+}
+
+TEST_CASE("a read after a message woke a hibernated agent reports hibernated false") {
+  // The contract of agent_view::hibernated (actors/node.hpp): true only when
+  // this request activated the agent.
+  node_under_test n({"--idle-ms", "300"});
+  n.spawn("sleepy");
+  REQUIRE(test::eventually([&] { return n.metric("keel_agents_live") == 0.0; }));
+  double before = n.metric("keel_activations_total").value_or(-1);
+  REQUIRE(n.send("sleepy", {{"body", {{"add", 1}}}}).status == 202);
+  auto v = n.view("sleepy");
+  // Only meaningful when the message's activation is the only one since.
+  if (n.metric("keel_activations_total").value_or(-1) == before + 1) {
+    CHECK_MESSAGE(v["hibernated"] == false,
+                 "GET after a message activated the agent still says hibernated: true");
+  }
+  CHECK(v["state"]["total"] == 1);
+}
+
+TEST_CASE("listing by prefix in pages of limit after a name returns every agent exactly once") {
+  node_under_test n;
+  std::vector<std::string> team;
+  for (int i = 0; i < 7; ++i) team.push_back("team/a-" + std::to_string(i));
+  for (const auto& name : team) n.spawn(name);
+  n.spawn("other/x");
+  n.spawn("teamz");
+
+  std::vector<std::string> seen;
+  std::vector<std::size_t> page_sizes;
+  std::string after;
+  for (int pages = 0; pages < 10; ++pages) {
+    std::string q = "/v1/agents?prefix=team%2F&limit=3";
+    if (!after.empty()) q += "&after=" + net::percent_encode(after);
+    auto r = n.call("GET", q);
+    REQUIRE_MESSAGE(r.status == 200, r.raw);
+    page_sizes.push_back(r.body["agents"].size());
+    for (const auto& a : r.body["agents"]) {
+      seen.push_back(a["name"]);
+      CHECK(a["type"] == "counter");
+      CHECK(a["status"] == "active");
+      CHECK(a["created_ms"].get<int64_t>() > 0);
+      CHECK(a["live"].is_boolean());
+    }
+    if (r.body["next_after"].is_null()) break;
+    after = r.body["next_after"];
+    CHECK(after == seen.back());
+  }
+  CHECK(page_sizes == std::vector<std::size_t>{3, 3, 1});
+  CHECK(seen == team);  // bytewise name order, no repeats, no other prefix
+
+  auto all = n.call("GET", "/v1/agents");
+  REQUIRE(all.status == 200);
+  CHECK(all.body["agents"].size() == 9);
+  CHECK(all.body["next_after"].is_null());
+
+  auto bad = n.call("GET", "/v1/agents?limit=three");
+  CHECK(bad.status == 400);
+  CHECK(bad.error_message().find("limit") != std::string::npos);
+}
+
+TEST_CASE("a message is acknowledged with id and seq and a repeated id is not processed again") {
+  node_under_test n;
+  n.spawn("acct/alice");
+  auto first = n.send("acct/alice", {{"id", "m-1"}, {"from", "tester"}, {"body", {{"add", 5}}}});
+  REQUIRE_MESSAGE(first.status == 202, first.raw);
+  CHECK(first.body["id"] == "m-1");
+  CHECK(first.body["seq"].get<uint64_t>() >= 1);
+  CHECK_FALSE(first.body.contains("duplicate"));
+
+  auto again = n.send("acct/alice", {{"id", "m-1"}, {"body", {{"add", 5}}}});
+  REQUIRE(again.status == 202);
+  CHECK(again.body["id"] == "m-1");
+  CHECK(again.body["seq"] == first.body["seq"]);
+  CHECK(again.body["duplicate"] == true);
+  CHECK(n.view("acct/alice")["state"]["total"] == 5);
+  CHECK(n.metric("keel_duplicate_messages_total") == 1.0);
+
+  auto events = n.ledger("acct/alice");
+  int with_id = 0;
+  for (const auto& e : events)
+    if (e["type"] == "message_received" && e["data"]["id"] == "m-1") {
+      ++with_id;
+      CHECK(e["data"]["from"] == "tester");
+      CHECK(e["data"]["body"] == json{{"add", 5}});
+    }
+  CHECK(with_id == 1);
+
+  // Without an id the node makes one; each such message is new.
+  auto a = n.send("acct/alice", {{"body", {{"add", 1}}}});
+  auto b = n.send("acct/alice", {{"body", {{"add", 1}}}});
+  REQUIRE(a.status == 202);
+  REQUIRE(b.status == 202);
+  CHECK_FALSE(a.body["id"].get<std::string>().empty());
+  CHECK(a.body["id"] != b.body["id"]);
+  CHECK(b.body["seq"].get<uint64_t>() > a.body["seq"].get<uint64_t>());
+  CHECK(n.view("acct/alice")["state"]["total"] == 7);
+
+  auto no_body = n.send("acct/alice", {{"id", "m-2"}});
+  CHECK(no_body.status == 400);
+  CHECK(no_body.error_message().find("\"body\"") != std::string::npos);
+  auto long_id = n.send("acct/alice", {{"id", std::string(257, 'i')}, {"body", {{"add", 1}}}});
+  CHECK(long_id.status == 400);
+}
+
+TEST_CASE("a message sent with wait returns the agent's reply") {
+  node_under_test n;
+  n.spawn("acct/alice", {{"total", 10}});
+  auto r = n.send("acct/alice", {{"id", "w-1"}, {"body", {{"add", 2}}}}, "?wait=5000");
+  REQUIRE_MESSAGE(r.status == 202, r.raw);
+  CHECK(r.body["id"] == "w-1");
+  CHECK(r.body["reply"] == json{{"total", 12}});
+
+  // A resend of the same id is the first answer again: same seq, marked
+  // duplicate, not processed again.
+  auto dup = n.send("acct/alice", {{"id", "w-1"}, {"body", {{"add", 2}}}}, "?wait=5000");
+  REQUIRE(dup.status == 202);
+  CHECK(dup.body["seq"] == r.body["seq"]);
+  CHECK(dup.body["duplicate"] == true);
+  REQUIRE_MESSAGE(dup.body.contains("reply"),
+                  "a duplicate sent with ?wait answers without the first reply: " << dup.raw);
+  CHECK(dup.body["reply"] == json{{"total", 12}});
+
+  auto get = n.send("acct/alice", {{"body", {{"get", true}}}}, "?wait=5000");
+  REQUIRE(get.status == 202);
+  CHECK(get.body["reply"] == json{{"total", 12}});
+
+  // Without wait there is no reply in the answer.
+  auto plain = n.send("acct/alice", {{"body", {{"add", 1}}}});
+  REQUIRE(plain.status == 202);
+  CHECK_FALSE(plain.body.contains("reply"));
+
+  auto bad = n.send("acct/alice", {{"body", {{"add", 1}}}}, "?wait=soon");
+  CHECK(bad.status == 400);
+  CHECK(bad.error_message().find("wait") != std::string::npos);
+  auto too_long = n.send("acct/alice", {{"body", {{"add", 1}}}}, "?wait=60001");
+  CHECK(too_long.status == 400);
+  CHECK(n.view("acct/alice")["state"]["total"] == 13);
+}
+
+TEST_CASE("a message the agent rejects is recorded and wait returns its error reply") {
+  node_under_test n;
+  n.spawn("acct/alice", {{"total", 3}});
+  auto r = n.send("acct/alice", {{"id", "bad-1"}, {"body", {{"mul", 2}}}}, "?wait=5000");
+  REQUIRE_MESSAGE(r.status == 202, r.raw);
+  CHECK(r.body["id"] == "bad-1");
+  REQUIRE(r.body.contains("reply"));
+  CHECK(r.body["reply"]["error"]["code"] == "invalid_message");
+  CHECK(r.body["reply"]["error"]["message"].get<std::string>().find("counter accepts") !=
+        std::string::npos);
+
+  CHECK(n.view("acct/alice")["state"]["total"] == 3);
+  auto events = n.ledger("acct/alice");
+  REQUIRE(events.size() == 3);
+  CHECK(events[1]["type"] == "message_received");
+  CHECK(events[2]["type"] == "message_rejected");
+  CHECK(events[2]["data"]["id"] == "bad-1");
+  CHECK(events[2]["data"]["code"] == "invalid_message");
+}
+
+TEST_CASE("signals are acknowledged with 202 and reset zeroes the total") {
+  node_under_test n;
+  n.spawn("acct/alice");
+  REQUIRE(n.send("acct/alice", {{"body", {{"add", 9}}}}).status == 202);
+  CHECK(n.view("acct/alice")["state"]["total"] == 9);
+
+  auto reset = n.call("POST", agent_path("acct/alice") + "/signals/reset", "");
+  REQUIRE_MESSAGE(reset.status == 202, reset.raw);
+  CHECK(reset.body["id"] == "reset");
+  CHECK(reset.body["seq"].get<uint64_t>() >= 1);
+  CHECK(n.view("acct/alice")["state"]["total"] == 0);
+
+  auto ping = n.call_json("POST", agent_path("acct/alice") + "/signals/ping?wait=5000",
+                          json{{"payload", {{"why", "test"}}}});
+  REQUIRE_MESSAGE(ping.status == 202, ping.raw);
+  CHECK(ping.body["reply"] == json{{"signal", "ping"}, {"recorded", true}});
+  CHECK(ping.body["seq"].get<uint64_t>() > reset.body["seq"].get<uint64_t>());
+
+  auto events = n.ledger("acct/alice");
+  std::vector<json> signals;
+  for (const auto& e : events)
+    if (e["type"] == "signal_received") signals.push_back(e["data"]);
+  REQUIRE(signals.size() == 2);
+  CHECK(signals[0]["signal"] == "reset");
+  CHECK(signals[1]["signal"] == "ping");
+  CHECK(signals[1]["payload"] == json{{"why", "test"}});
+
+  auto extra =
+      n.call_json("POST", agent_path("acct/alice") + "/signals/reset", json{{"force", true}});
+  CHECK(extra.status == 400);
+  CHECK(extra.error_message().find("force") != std::string::npos);
+}
+
+TEST_CASE("a query answers from the state without appending to the ledger") {
+  node_under_test n;
+  n.spawn("acct/alice");
+  REQUIRE(n.send("acct/alice", {{"body", {{"add", 4}}}}).status == 202);
+  uint64_t last = n.view("acct/alice")["last_seq"];
+
+  auto q = n.call_json("POST", agent_path("acct/alice") + "/query", json{{"get", true}});
+  REQUIRE_MESSAGE(q.status == 200, q.raw);
+  CHECK(q.body == json{{"total", 4}});
+  auto empty = n.call("POST", agent_path("acct/alice") + "/query", "");
+  REQUIRE(empty.status == 200);
+  CHECK(empty.body == json{{"total", 4}});
+
+  auto bad = n.call_json("POST", agent_path("acct/alice") + "/query", json{{"sum", true}});
+  CHECK(bad.status == 400);
+  CHECK(bad.error_code() == "invalid_argument");
+
+  CHECK(n.view("acct/alice")["last_seq"] == last);
+  CHECK(n.metric("keel_queries_total").value_or(0) >= 3);
+}
+
+TEST_CASE("the ledger pages by from and limit with dense seqs and every field") {
+  node_under_test n;
+  n.spawn("acct/alice");
+  for (int i = 1; i <= 10; ++i)
+    REQUIRE(
+        n.send("acct/alice", {{"id", "m-" + std::to_string(i)}, {"body", {{"add", i}}}}).status ==
+        202);
+  uint64_t last = n.view("acct/alice")["last_seq"];
+  CHECK(last == 21);  // spawned + 10 x (message_received, state_changed)
+
+  std::vector<json> events;
+  for (uint64_t from = 1, pages = 0; pages < 20; ++pages) {
+    auto r = n.call("GET",
+                    agent_path("acct/alice") + "/ledger?from=" + std::to_string(from) + "&limit=4");
+    REQUIRE(r.status == 200);
+    CHECK(r.body["events"].size() <= 4);
+    for (const auto& e : r.body["events"]) events.push_back(e);
+    if (r.body["events"].empty()) break;
+    from = r.body["events"].back()["seq"].get<uint64_t>() + 1;
+  }
+  REQUIRE(events.size() == last);
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    CAPTURE(i);
+    CHECK(events[i]["seq"] == i + 1);
+    CHECK(events[i]["type"].is_string());
+    CHECK(events[i]["time"].get<int64_t>() > 0);
+    CHECK(events[i].contains("data"));
+  }
+  CHECK(events[0]["type"] == "spawned");
+  CHECK(events[0]["data"]["type"] == "counter");
+  CHECK(count_type(events, "message_received") == 10);
+  CHECK(events[1]["data"]["id"] == "m-1");
+  CHECK(events[2]["type"] == "state_changed");
+  CHECK(events[2]["data"] == json{{"total", 1}});
+  CHECK(events.back()["data"] == json{{"total", 55}});
+
+  // The whole ledger in one default page; past the end is empty.
+  CHECK(n.ledger("acct/alice").size() == last);
+  auto past = n.call("GET", agent_path("acct/alice") + "/ledger?from=1000");
+  REQUIRE(past.status == 200);
+  CHECK(past.body["events"].empty());
+  auto bad = n.call("GET", agent_path("acct/alice") + "/ledger?from=-1");
+  CHECK(bad.status == 400);
+  CHECK(bad.error_message().find("from") != std::string::npos);
+}
+
+TEST_CASE(
+    "deleting an agent terminates it and refuses later messages with 409 and keeps its ledger") {
+  node_under_test n;
+  n.spawn("acct/alice");
+  REQUIRE(n.send("acct/alice", {{"id", "m-1"}, {"body", {{"add", 2}}}}).status == 202);
+
+  auto del = n.call("DELETE", agent_path("acct/alice") + "?by=ops");
+  REQUIRE_MESSAGE(del.status == 200, del.raw);
+  CHECK(del.body["status"] == "terminated");
+  CHECK(del.body["state"]["total"] == 2);
+  CHECK(n.view("acct/alice")["status"] == "terminated");
+
+  auto msg = n.send("acct/alice", {{"id", "m-2"}, {"body", {{"add", 1}}}});
+  CHECK(msg.status == 409);
+  CHECK(msg.error_code() == "conflict");
+  auto sig = n.call("POST", agent_path("acct/alice") + "/signals/reset", "");
+  CHECK(sig.status == 409);
+  CHECK(n.call("DELETE", agent_path("acct/alice")).status == 409);
+  CHECK(
+      n.call_json("POST", "/v1/agents", json{{"name", "acct/alice"}, {"type", "counter"}}).status ==
+      409);
+
+  auto events = n.ledger("acct/alice");
+  REQUIRE(events.size() == 4);  // spawned, message_received, state_changed, terminated
+  CHECK(events[1]["data"]["id"] == "m-1");
+  CHECK(events.back()["type"] == "terminated");
+  CHECK(events.back()["data"]["by"] == "ops");
+  CHECK(n.view("acct/alice")["state"]["total"] == 2);
+}
+
+TEST_CASE("health answers ok with the live agent count and needs no agent") {
+  node_under_test n;
+  auto h = n.call("GET", "/v1/health");
+  REQUIRE(h.status == 200);
+  CHECK(h.body["status"] == "ok");
+  CHECK(h.body["live_agents"] == 0);
+  CHECK(h.body["uptime_ms"].get<int64_t>() >= 0);
+  n.spawn("a");
+  CHECK(n.call("GET", "/v1/health").body["live_agents"] == 1);
+}
+
+TEST_CASE("metrics are Prometheus text with the counters named in the operations guide") {
+  node_under_test n;
+  n.spawn("a");
+  n.spawn("b");
+  REQUIRE(n.send("a", {{"body", {{"add", 1}}}}).status == 202);
+  REQUIRE(n.call("POST", agent_path("b") + "/signals/ping", "").status == 202);
+
+  auto r = n.call("GET", "/metrics");
+  REQUIRE(r.status == 200);
+  CHECK(r.content_type.find("text/plain") == 0);
+  CHECK(r.content_type.find("version=0.0.4") != std::string::npos);
+  for (const char* name :
+       {"keel_agents_live", "keel_agents_hibernated", "keel_activations_total",
+        "keel_hibernations_total", "keel_snapshots_total", "keel_spawns_total",
+        "keel_messages_total", "keel_duplicate_messages_total", "keel_signals_total",
+        "keel_queries_total", "keel_events_appended_total", "keel_inbox_spills_total",
+        "keel_timers_fired_total", "keel_agent_failures_total", "keel_journal_batches_total",
+        "keel_journal_appends_total", "keel_journal_ops_total"}) {
+    CAPTURE(name);
+    CHECK(r.raw.find(std::string("# TYPE ") + name + " ") != std::string::npos);
+    CHECK(n.metric(name).has_value());
+  }
+  for (const char* name :
+       {"keel_journal_batch_appends", "keel_journal_commit_seconds", "keel_journal_write_seconds",
+        "keel_activation_seconds", "keel_accept_seconds"}) {
+    CAPTURE(name);
+    CHECK(r.raw.find(std::string("# TYPE ") + name + " summary") != std::string::npos);
+    CHECK(r.raw.find(std::string(name) + "{quantile=\"0.5\"} ") != std::string::npos);
+    CHECK(r.raw.find(std::string(name) + "_count ") != std::string::npos);
+  }
+  CHECK(n.metric("keel_spawns_total") == 2.0);
+  CHECK(n.metric("keel_messages_total") == 1.0);
+  CHECK(n.metric("keel_signals_total") == 1.0);
+  CHECK(n.metric("keel_agents_live") == 2.0);
+  CHECK(n.metric("keel_events_appended_total") == 5.0);  // 2 spawned + 2 + 1 signal_received
+  CHECK(n.metric("keel_journal_batches_total").value_or(0) >= 1);
+}
+
+TEST_CASE("a body over max_body_bytes answers 413 and a body at the limit is accepted") {
+  test::temp_dir cfg_dir("keel-api-cfg");
+  std::string cfg = (cfg_dir.path() / "keeld.json").string();
+  {
+    std::ofstream f(cfg);
+    f << R"({"max_body_bytes": 2048})";
+  }
+  node_under_test n({"--config", cfg});
+
+  std::string head = R"({"name": "big", "type": "counter", "input": {"label": ")";
+  std::string tail = R"("}})";
+  std::string at_limit = head + std::string(2048 - head.size() - tail.size(), 'x') + tail;
+  REQUIRE(at_limit.size() == 2048);
+  std::string over = head + std::string(2049 - head.size() - tail.size(), 'x') + tail;
+  REQUIRE(over.size() == 2049);
+
+  auto r = n.call("POST", "/v1/agents", over);
+  CHECK(r.status == 413);
+  CHECK(r.error_code() == "too_large");
+  CHECK(r.error_message().find("2048") != std::string::npos);
+  CHECK(n.call("GET", agent_path("big")).status == 404);
+
+  auto ok = n.call("POST", "/v1/agents", at_limit);
+  CHECK_MESSAGE(ok.status == 201, ok.raw);
+  CHECK(n.view("big")["state"]["label"].get<std::string>().size() ==
+        2048 - head.size() - tail.size());
+}
+
+TEST_CASE("malformed JSON answers 400 with a message naming the problem") {
+  node_under_test n;
+  n.spawn("a");
+  auto cut = n.call("POST", "/v1/agents", R"({"name": "x", "type": )");
+  CHECK(cut.status == 400);
+  CHECK(cut.error_code() == "invalid_argument");
+  CHECK(cut.error_message().find("malformed JSON") == 0);
+  CHECK(cut.error_message().find("parse error") != std::string::npos);
+
+  auto garbage = n.call("POST", agent_path("a") + "/messages", "{body: 1}");
+  CHECK(garbage.status == 400);
+  CHECK(garbage.error_message().find("malformed JSON") == 0);
+
+  auto array = n.call("POST", "/v1/agents", "[1, 2]");
+  CHECK(array.status == 400);
+  CHECK(array.error_message().find("must be a JSON object") != std::string::npos);
+
+  auto empty = n.call("POST", "/v1/agents", "");
+  CHECK(empty.status == 400);
+  CHECK(empty.error_message().find("empty") != std::string::npos);
+
+  auto deep = n.call("POST", agent_path("a") + "/messages",
+                     R"({"body": )" + std::string(200, '[') + std::string(200, ']') + "}");
+  CHECK(deep.status == 400);
+  CHECK(deep.error_message().find("deeper than") != std::string::npos);
+
+  CHECK(n.view("a")["last_seq"] == 1);
+}
+
+TEST_CASE("an unknown path answers 404 and a wrong method answers 405") {
+  node_under_test n;
+  n.spawn("a");
+  for (const char* path : {"/", "/v2/agents", "/v1", "/v1/nothing", "/metrics/x"}) {
+    CAPTURE(path);
+    auto r = n.call("GET", path);
+    CHECK(r.status == 404);
+    CHECK(r.error_code() == "not_found");
+  }
+  CHECK(n.call("GET", "/v1/nothing?x=1").error_message().find("/v1/nothing") != std::string::npos);
+
+  for (auto [method, path, allow] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"PUT", "/v1/agents", "GET, POST"},
+           {"POST", "/v1/agents/a", "GET, DELETE"},
+           {"GET", "/v1/agents/a/messages", "POST"},
+           {"GET", "/v1/agents/a/signals/reset", "POST"},
+           {"POST", "/v1/agents/a/ledger", "GET"},
+           {"DELETE", "/metrics", "GET"},
+           {"POST", "/v1/health", "GET"}}) {
+    CAPTURE(method);
+    CAPTURE(path);
+    auto r = n.call(method, path);
+    CHECK(r.status == 405);
+    CHECK(r.error_code() == "method_not_allowed");
+    CHECK(r.error_message().find(allow) != std::string::npos);
+  }
+  CHECK(n.view("a")["last_seq"] == 1);
+}
+
+TEST_CASE("with a token every route but health needs Authorization Bearer TOKEN") {
+  node_under_test n({"--token", "s3cret"});
+  auto none = n.call("GET", "/v1/agents");
+  CHECK(none.status == 401);
+  CHECK(none.error_code() == "unauthorized");
+  CHECK(n.call("GET", "/v1/agents", "", {{"Authorization", "Bearer nope"}}).status == 401);
+  CHECK(n.call("GET", "/v1/agents", "", {{"Authorization", "Basic czNjcmV0"}}).status == 401);
+  CHECK(n.call("GET", "/v1/agents", "", {{"Authorization", "Bearer s3cre"}}).status == 401);
+  CHECK(n.call("GET", "/metrics").status == 401);
+  auto spawn_denied = n.call_json("POST", "/v1/agents", json{{"name", "a"}, {"type", "counter"}});
+  CHECK(spawn_denied.status == 401);
+
+  CHECK(n.call("GET", "/v1/health").status == 200);
+
+  const net::http_client::header_list auth{{"Authorization", "Bearer s3cret"}};
+  CHECK(n.call("GET", "/v1/agents", "", auth).status == 200);
+  CHECK(n.call("GET", "/metrics", "", auth).status == 200);
+  n.client().set_header("Authorization", "Bearer s3cret");
+  CHECK(n.call_json("POST", "/v1/agents", json{{"name", "a"}, {"type", "counter"}}).status == 201);
+  // The denied spawn did not create anything before this one.
+  CHECK(n.metric("keel_spawns_total") == 1.0);
+}
+
+TEST_CASE("a durable timer acknowledged before a SIGKILL fires after the restart") {
+  node_under_test n;
+  n.spawn("timed");
+  auto r = n.send("timed", {{"id", "t-1"}, {"body", {{"add", 3}, {"delay_ms", 300}}}});
+  REQUIRE_MESSAGE(r.status == 202, r.raw);
+  n.kill9();
+  n.start();
+
+  CHECK(test::eventually([&] { return n.view("timed")["state"]["total"] == 3; },
+                         std::chrono::seconds(20)));
+  auto events = n.ledger("timed");
+  CHECK(count_type(events, "timer_set") == 1);
+  CHECK(count_type(events, "timer_fired") == 1);
+  CHECK(events.back()["data"] == json{{"total", 3}});
+}
