@@ -41,7 +41,7 @@ struct inbox_item {
 struct batch {
   persistence::write_set ops;
   std::vector<std::function<void()>> done;  // run in order once durable
-  std::vector<request_ptr> reqs;  // failed if the write fails
+  std::vector<request_ptr> reqs;            // failed if the write fails
 };
 
 struct shell_state {
@@ -62,7 +62,6 @@ struct shell_state {
   bool writing = false;
   batch in_flight;
   bool leaving = false;
-
 };
 
 using shell_actor = caf::stateful_actor<shell_state>;
@@ -118,7 +117,8 @@ status load(shell_state& s) {
     s.snapshot_seq = (*snap)->first;
     if (s.st.last_seq != s.snapshot_seq)
       return error(code::corruption, "snapshot of " + s.name + " at seq " +
-                                         std::to_string(s.snapshot_seq) + " disagrees with its key");
+                                         std::to_string(s.snapshot_seq) +
+                                         " disagrees with its key");
   }
   // Fold the ledger tail in chunks.
   for (;;) {
@@ -126,8 +126,8 @@ status load(shell_state& s) {
     if (!tail) return tail.error();
     for (auto& [seq, rec] : *tail) {
       if (seq != s.st.last_seq + 1)
-        return error(code::corruption, "ledger of " + s.name + " has a gap before seq " +
-                                           std::to_string(seq));
+        return error(code::corruption,
+                     "ledger of " + s.name + " has a gap before seq " + std::to_string(seq));
       std::string what = "ledger of " + s.name + " seq " + std::to_string(seq);
       auto ev = event_from_record(rec, what);
       if (!ev) return ev.error();
@@ -147,7 +147,8 @@ status load(shell_state& s) {
 
 void timer_ops(shell_state& s, const agent::effect& fx, batch& b) {
   if (auto* t = std::get_if<agent::set_timer_effect>(&fx)) {
-    b.ops.push_back({family::timers, false, persistence::timer_key(t->due_ms, s.meta.id, t->timer_id),
+    b.ops.push_back({family::timers, false,
+                     persistence::timer_key(t->due_ms, s.meta.id, t->timer_id),
                      persistence::encode(persistence::timer_entry{s.name, t->payload}, wall_ms())});
     int64_t due = t->due_ms;
     timer_service* ts = s.rt->timers;
@@ -203,8 +204,7 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
     in = agent::message_input{e.arrival, e.id, e.from, e.body};
   auto reply = decide_into(s, in, now, b);
   json rj = reply ? reply_json(*reply) : json{{"ok", true}, {"body", nullptr}};
-  b.ops.push_back(
-      {family::inbox, true, persistence::agent_seq_key(s.meta.id, e.arrival), {}});
+  b.ops.push_back({family::inbox, true, persistence::agent_seq_key(s.meta.id, e.arrival), {}});
   if (e.kind == "message")
     b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, e.id),
                      persistence::encode(persistence::dedupe_entry{e.arrival, true, rj}, now)});
@@ -287,12 +287,14 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   b.reqs.push_back(r);
   if (direct >= s.rt->cfg.max_unacked_per_agent) {
     // Spill: durable in the inbox now, consumed by the next write.
-    persistence::inbox_entry e{s.name, arrival, is_message ? "message" : "signal", id, r->from, r->body};
+    persistence::inbox_entry e{s.name, arrival, is_message ? "message" : "signal",
+                               id,     r->from, r->body};
     b.ops.push_back({family::inbox, false, persistence::agent_seq_key(s.meta.id, arrival),
                      persistence::encode(e, now)});
     if (is_message)
-      b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, id),
-                       persistence::encode(persistence::dedupe_entry{arrival, false, nullptr}, now)});
+      b.ops.push_back(
+          {family::dedupe, false, persistence::dedupe_key(s.meta.id, id),
+           persistence::encode(persistence::dedupe_entry{arrival, false, nullptr}, now)});
     s.inbox.push_back({std::move(e), {}});
     if (r->replied) s.inbox.back().waiters.push_back(r);
     s.rt->metrics.inbox_spills.fetch_add(1, std::memory_order_relaxed);
@@ -384,9 +386,8 @@ void submit(shell_actor* self, batch b) {
   s.in_flight = std::move(b);
   caf::actor me = caf::actor_cast<caf::actor>(self);
   persistence::write_set ops = std::move(s.in_flight.ops);
-  s.rt->journal->submit(std::move(ops), [me](const status& st) {
-    caf::anon_send(me, durable_atom::value, st);
-  });
+  s.rt->journal->submit(std::move(ops),
+                        [me](const status& st) { caf::anon_send(me, durable_atom::value, st); });
 }
 
 // Decides everything pending and writes it as one write set.
@@ -445,8 +446,7 @@ void leave(shell_actor* self) {
   if (s.leaving) return;
   s.leaving = true;
   self->request(s.supervisor, caf::infinite, hibernate_atom::value, s.name)
-      .then([self](bool) { self->quit(); },
-            [self](caf::error&) { self->quit(); });
+      .then([self](bool) { self->quit(); }, [self](caf::error&) { self->quit(); });
 }
 
 void on_idle(shell_actor* self) {

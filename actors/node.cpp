@@ -22,7 +22,8 @@ void fail(request& r, const status& s) {
 }
 
 request::~request() {
-  fail(*this, error(code::unavailable, "request dropped: the agent stopped or the node is shutting down"));
+  fail(*this,
+       error(code::unavailable, "request dropped: the agent stopped or the node is shutting down"));
 }
 
 struct node::impl {
@@ -56,13 +57,17 @@ struct node::impl {
 
 node::node(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
-node::~node() { stop(); }
+node::~node() {
+  stop();
+}
 
 result<std::unique_ptr<node>> node::start(const config::node_config& cfg) {
   KEEL_TRY(config::validate(cfg));
   std::error_code ec;
   std::filesystem::create_directories(cfg.data_dir, ec);
-  if (ec) return error(code::io_error, "cannot create data directory " + cfg.data_dir + ": " + ec.message());
+  if (ec)
+    return error(code::io_error,
+                 "cannot create data directory " + cfg.data_dir + ": " + ec.message());
 
   auto p = std::make_unique<impl>();
   p->rt.cfg = cfg;
@@ -81,8 +86,8 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg) {
   p->supervisor = spawn_supervisor(*p->sys, &p->rt);
 
   impl* raw = p.get();
-  p->timers = std::make_unique<timer_service>(
-      *p->db, [raw](const std::string& agent, uint64_t timer_id) {
+  p->timers =
+      std::make_unique<timer_service>(*p->db, [raw](const std::string& agent, uint64_t timer_id) {
         auto r = std::make_shared<request>();
         r->what = request::kind::timer;
         r->name = agent;
@@ -215,7 +220,8 @@ result<std::vector<ledger_entry>> node::ledger(std::string_view name, uint64_t f
   std::vector<ledger_entry> out;
   out.reserve(recs->size());
   for (auto& [seq, rec] : *recs) {
-    auto ev = event_from_record(rec, "ledger of " + std::string(name) + " seq " + std::to_string(seq));
+    auto ev =
+        event_from_record(rec, "ledger of " + std::string(name) + " seq " + std::to_string(seq));
     if (!ev) return ev.error();
     out.push_back({seq, std::string(agent::to_string(ev->type)), ev->time_ms, std::move(ev->data)});
   }
@@ -236,7 +242,9 @@ result<std::vector<agent_summary>> node::list(std::string_view prefix, std::stri
   return out;
 }
 
-uint64_t node::live_agents() const { return impl_->rt.metrics.live.load(); }
+uint64_t node::live_agents() const {
+  return impl_->rt.metrics.live.load();
+}
 
 namespace {
 
@@ -250,7 +258,8 @@ void summary(std::ostringstream& o, const char* name, const char* help, const hi
              double scale) {
   o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " summary\n";
   for (double q : {0.5, 0.9, 0.99, 0.999})
-    o << name << "{quantile=\"" << q << "\"} " << static_cast<double>(h.quantile(q)) * scale << '\n';
+    o << name << "{quantile=\"" << q << "\"} " << static_cast<double>(h.quantile(q)) * scale
+      << '\n';
   o << name << "_sum " << static_cast<double>(h.sum()) * scale << '\n'
     << name << "_count " << h.count() << '\n';
 }
@@ -266,7 +275,8 @@ std::string node::metrics_text() {
   counter_line(o, "keel_agents_hibernated", "Agents on disk without a live actor (estimate).",
                known > live ? known - live : 0, "gauge");
   counter_line(o, "keel_activations_total", "Agent actors started.", m.activations.load());
-  counter_line(o, "keel_hibernations_total", "Agent actors that hibernated.", m.hibernations.load());
+  counter_line(o, "keel_hibernations_total", "Agent actors that hibernated.",
+               m.hibernations.load());
   counter_line(o, "keel_snapshots_total", "Snapshots written.", m.snapshots.load());
   counter_line(o, "keel_spawns_total", "Agents created.", m.spawns.load());
   counter_line(o, "keel_messages_total", "Messages accepted.", m.messages.load());
@@ -286,11 +296,15 @@ std::string node::metrics_text() {
                  j.batches.load());
     counter_line(o, "keel_journal_appends_total", "Write sets submitted to the journal.",
                  j.submits.load());
-    counter_line(o, "keel_journal_ops_total", "Keys written or erased by the journal.", j.ops.load());
-    counter_line(o, "keel_journal_failures_total", "Journal writes that failed.", j.failures.load());
+    counter_line(o, "keel_journal_ops_total", "Keys written or erased by the journal.",
+                 j.ops.load());
+    counter_line(o, "keel_journal_failures_total", "Journal writes that failed.",
+                 j.failures.load());
     summary(o, "keel_journal_batch_appends", "Write sets per journal batch.", j.batch_submits, 1.0);
-    summary(o, "keel_journal_commit_seconds", "Submit to durable, per write set.", j.commit_ns, 1e-9);
-    summary(o, "keel_journal_write_seconds", "One journal write including fsync.", j.write_ns, 1e-9);
+    summary(o, "keel_journal_commit_seconds", "Submit to durable, per write set.", j.commit_ns,
+            1e-9);
+    summary(o, "keel_journal_write_seconds", "One journal write including fsync.", j.write_ns,
+            1e-9);
   }
   summary(o, "keel_activation_seconds", "Loading an agent (snapshot + ledger tail).",
           m.activation_ns, 1e-9);

@@ -45,8 +45,8 @@ struct agent_view {
 };
 
 struct send_ack {
-  std::string id;  // the message id (generated when the sender gave none)
-  uint64_t seq = 0;  // arrival position in the agent's mailbox
+  std::string id;          // the message id (generated when the sender gave none)
+  uint64_t seq = 0;        // arrival position in the agent's mailbox
   bool duplicate = false;  // the id was accepted before; nothing new happened
 };
 

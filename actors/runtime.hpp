@@ -36,7 +36,7 @@ struct node_metrics {
   std::atomic<uint64_t> timers_fired{0};
   std::atomic<uint64_t> agent_failures{0};
   histogram activation_ns;  // shell spawn -> state loaded
-  histogram accept_ns;  // request received by the node -> durable acknowledgement
+  histogram accept_ns;      // request received by the node -> durable acknowledgement
 };
 
 // Shared by all actors of one node; outlives them (owned by node::impl).
@@ -78,15 +78,15 @@ struct request {
   kind what = kind::get;
   std::string name;
   std::string type;  // spawn
-  std::string id;  // message id; signal name
+  std::string id;    // message id; signal name
   std::string from;  // message sender; terminate: who
-  json body;  // message body, signal payload, spawn input, query
+  json body;         // message body, signal payload, spawn input, query
   uint64_t timer_id = 0;
   int64_t received_ns = 0;
-  callback<agent_view> viewed;  // spawn, get, terminate
-  callback<send_ack> accepted;  // message, signal
+  callback<agent_view> viewed;    // spawn, get, terminate
+  callback<send_ack> accepted;    // message, signal
   callback<agent_reply> replied;  // message, signal (optional)
-  callback<json> answered;  // query
+  callback<json> answered;        // query
 };
 using request_ptr = std::shared_ptr<request>;
 

@@ -15,7 +15,9 @@ constexpr int64_t idle_wait_ms = 60'000;
 timer_service::timer_service(persistence::store& db, fire_fn fire, int64_t refire_ms)
     : db_(db), fire_(std::move(fire)), refire_ms_(refire_ms), thread_([this] { run(); }) {}
 
-timer_service::~timer_service() { stop(); }
+timer_service::~timer_service() {
+  stop();
+}
 
 void timer_service::notify(int64_t due_ms) {
   std::lock_guard lk(mu_);

@@ -4,7 +4,9 @@
 
 namespace keel::agent {
 
-reply_effect reply_ok(json body) { return {true, std::move(body), {}, {}}; }
+reply_effect reply_ok(json body) {
+  return {true, std::move(body), {}, {}};
+}
 reply_effect reply_error(std::string code, std::string message) {
   return {false, nullptr, std::move(code), std::move(message)};
 }
@@ -15,7 +17,9 @@ const agent_type* find_type(std::string_view name) {
   return nullptr;
 }
 
-std::vector<std::string> type_names() { return {"counter"}; }
+std::vector<std::string> type_names() {
+  return {"counter"};
+}
 
 json state_to_json(const agent_state& s) {
   json timers = json::array();

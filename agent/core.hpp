@@ -26,8 +26,8 @@ struct pending_timer {
 struct agent_state {
   std::string type;
   std::string status = "active";  // "active" | "terminated" | "failed"
-  uint64_t last_seq = 0;  // seq of the last applied event (= events applied)
-  uint64_t last_arrival = 0;  // highest mailbox arrival consumed
+  uint64_t last_seq = 0;          // seq of the last applied event (= events applied)
+  uint64_t last_arrival = 0;      // highest mailbox arrival consumed
   uint64_t next_timer_id = 1;
   std::map<uint64_t, pending_timer> timers;
   json data = json::object();  // the type's own fields
@@ -43,7 +43,7 @@ result<agent_state> state_from_json(const json& j, std::string_view what);
 // --- inputs: what can happen to an agent -----------------------------------
 struct message_input {
   uint64_t arrival = 0;  // position in the agent's mailbox
-  std::string id;  // dedupe key
+  std::string id;        // dedupe key
   std::string from;
   json body;
 };
@@ -67,7 +67,7 @@ using input = std::variant<message_input, signal_input, timer_input, spawn_input
 // --- effects: what the shell must do once the events are durable ----------
 struct reply_effect {
   bool ok = true;
-  json body;  // the reply when ok
+  json body;         // the reply when ok
   std::string code;  // error code when !ok ("invalid_message", "conflict")
   std::string message;
 };

@@ -9,15 +9,20 @@ namespace {
 constexpr int64_t max_delay_ms = 366LL * 24 * 3600 * 1000;
 constexpr std::size_t max_label = 64 * 1024;
 
-int64_t total_of(const agent_state& s) { return s.data.value("total", int64_t{0}); }
+int64_t total_of(const agent_state& s) {
+  return s.data.value("total", int64_t{0});
+}
 
 void reject(const message_input& m, int64_t now, std::string reason, decision& out) {
-  out.events.push_back(
-      {event_type::message_rejected, now, {{"id", m.id}, {"code", "invalid_message"}, {"reason", reason}}});
+  out.events.push_back({event_type::message_rejected,
+                        now,
+                        {{"id", m.id}, {"code", "invalid_message"}, {"reason", reason}}});
   out.effects.push_back(reply_error("invalid_message", std::move(reason)));
 }
 
-bool is_integer(const json& v) { return v.is_number_integer(); }
+bool is_integer(const json& v) {
+  return v.is_number_integer();
+}
 
 }  // namespace
 
@@ -31,7 +36,8 @@ result<json> counter_type::initial_data(const json& input) const {
         !(it->is_number_unsigned() &&
           it->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())))
       data["total"] = it->get<int64_t>();
-    else if (it.key() == "label" && it->is_string() && it->get_ref<const std::string&>().size() <= max_label)
+    else if (it.key() == "label" && it->is_string() &&
+             it->get_ref<const std::string&>().size() <= max_label)
       data["label"] = *it;
     else
       return error(code::invalid_argument, std::string(shape) + " (bad field \"" + it.key() +
@@ -57,8 +63,9 @@ void counter_type::on_message(const agent_state& s, const message_input& m, int6
       reject(m, now, "unknown field \"" + it.key() + "\" in counter message", out);
       return;
     }
-  if (!is_integer(b["add"]) || (b["add"].is_number_unsigned() &&
-                                b["add"].get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))) {
+  if (!is_integer(b["add"]) ||
+      (b["add"].is_number_unsigned() &&
+       b["add"].get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))) {
     reject(m, now, "\"add\" must be a 64-bit integer", out);
     return;
   }

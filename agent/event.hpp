@@ -16,14 +16,14 @@ namespace keel::agent {
 using json = nlohmann::json;
 
 enum class event_type : uint16_t {
-  spawned = 1,  // {"type", "input"}: the agent was created
+  spawned = 1,           // {"type", "input"}: the agent was created
   message_received = 2,  // {"arrival", "id", "from", "body"}
-  state_changed = 3,  // type-specific new state fields, e.g. {"total": 5}
-  timer_set = 4,  // {"timer", "due_ms", "payload"}
-  timer_fired = 5,  // {"timer"}
-  signal_received = 6,  // {"arrival", "signal", "payload"}
-  failed = 7,  // {"reason"}: the agent stopped on an internal error
-  terminated = 8,  // {"by"}
+  state_changed = 3,     // type-specific new state fields, e.g. {"total": 5}
+  timer_set = 4,         // {"timer", "due_ms", "payload"}
+  timer_fired = 5,       // {"timer"}
+  signal_received = 6,   // {"arrival", "signal", "payload"}
+  failed = 7,            // {"reason"}: the agent stopped on an internal error
+  terminated = 8,        // {"by"}
   message_rejected = 9,  // {"id", "code", "reason"}: recorded, answered with an error
 };
 

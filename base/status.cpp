@@ -4,18 +4,30 @@ namespace keel {
 
 const char* to_string(code c) {
   switch (c) {
-    case code::ok: return "ok";
-    case code::invalid_argument: return "invalid_argument";
-    case code::not_found: return "not_found";
-    case code::already_exists: return "already_exists";
-    case code::conflict: return "conflict";
-    case code::corruption: return "corruption";
-    case code::io_error: return "io_error";
-    case code::unavailable: return "unavailable";
-    case code::timeout: return "timeout";
-    case code::too_large: return "too_large";
-    case code::unauthorized: return "unauthorized";
-    case code::internal: return "internal";
+    case code::ok:
+      return "ok";
+    case code::invalid_argument:
+      return "invalid_argument";
+    case code::not_found:
+      return "not_found";
+    case code::already_exists:
+      return "already_exists";
+    case code::conflict:
+      return "conflict";
+    case code::corruption:
+      return "corruption";
+    case code::io_error:
+      return "io_error";
+    case code::unavailable:
+      return "unavailable";
+    case code::timeout:
+      return "timeout";
+    case code::too_large:
+      return "too_large";
+    case code::unauthorized:
+      return "unauthorized";
+    case code::internal:
+      return "internal";
   }
   return "internal";
 }

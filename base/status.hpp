@@ -18,7 +18,7 @@ enum class code {
   invalid_argument,  // bad input from outside (HTTP, config, CLI)
   not_found,
   already_exists,
-  conflict,  // the target is in a state that refuses the request
+  conflict,    // the target is in a state that refuses the request
   corruption,  // data on disk or wire failed a check
   io_error,
   unavailable,  // shutting down, overloaded, or a peer is down
@@ -51,7 +51,9 @@ class [[nodiscard]] status {
   std::string message_;
 };
 
-inline status error(code c, std::string message) { return status(c, std::move(message)); }
+inline status error(code c, std::string message) {
+  return status(c, std::move(message));
+}
 
 // A value or a failed status. REQUIRES: never constructed from an ok status.
 template <class T>
@@ -91,8 +93,8 @@ class [[nodiscard]] result {
 }  // namespace keel
 
 // Propagates a failed status out of the enclosing function.
-#define KEEL_TRY(expr)                \
-  do {                                \
-    ::keel::status _keel_s = (expr);  \
+#define KEEL_TRY(expr)                    \
+  do {                                    \
+    ::keel::status _keel_s = (expr);      \
     if (!_keel_s.is_ok()) return _keel_s; \
   } while (0)

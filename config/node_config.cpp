@@ -65,7 +65,8 @@ result<node_config> from_json(const json& j, const std::string& source) {
     const json& v = it.value();
     std::string where = source + ": \"" + k + "\"";
     status s;
-    if (k == "data_dir") s = read_string(v, where, c.data_dir);
+    if (k == "data_dir")
+      s = read_string(v, where, c.data_dir);
     else if (k == "http") {
       std::string hp;
       s = read_string(v, where, hp);
@@ -73,15 +74,23 @@ result<node_config> from_json(const json& j, const std::string& source) {
         s = set_http_address(c, hp);
         if (!s) s = error(code::invalid_argument, where + ": " + s.message());
       }
-    } else if (k == "token") s = read_string(v, where, c.token);
-    else if (k == "idle_ms") s = read_uint(v, where, c.idle_ms);
-    else if (k == "max_body_bytes") s = read_uint(v, where, c.max_body_bytes);
-    else if (k == "max_unacked_per_agent") s = read_uint(v, where, c.max_unacked_per_agent);
-    else if (k == "scheduler_threads") s = read_uint(v, where, c.scheduler_threads);
-    else if (k == "block_cache_bytes") s = read_uint(v, where, c.block_cache_bytes);
+    } else if (k == "token")
+      s = read_string(v, where, c.token);
+    else if (k == "idle_ms")
+      s = read_uint(v, where, c.idle_ms);
+    else if (k == "max_body_bytes")
+      s = read_uint(v, where, c.max_body_bytes);
+    else if (k == "max_unacked_per_agent")
+      s = read_uint(v, where, c.max_unacked_per_agent);
+    else if (k == "scheduler_threads")
+      s = read_uint(v, where, c.scheduler_threads);
+    else if (k == "block_cache_bytes")
+      s = read_uint(v, where, c.block_cache_bytes);
     else if (k == "sync") {
-      if (!v.is_boolean()) s = error(code::invalid_argument, where + ": expected true or false");
-      else c.sync = v.get<bool>();
+      if (!v.is_boolean())
+        s = error(code::invalid_argument, where + ": expected true or false");
+      else
+        c.sync = v.get<bool>();
     } else
       s = error(code::invalid_argument, source + ": unknown key \"" + k + "\"");
     if (!s) return s;
@@ -100,7 +109,8 @@ result<node_config> load_file(const std::string& path) {
 }
 
 status validate(const node_config& c) {
-  if (c.data_dir.empty()) return error(code::invalid_argument, "no data directory: pass --data DIR");
+  if (c.data_dir.empty())
+    return error(code::invalid_argument, "no data directory: pass --data DIR");
   if (c.http_host.empty()) return error(code::invalid_argument, "http host is empty");
   if (!is_loopback_host(c.http_host) && c.token.empty())
     return error(code::invalid_argument,

@@ -7,7 +7,9 @@ namespace keel::persistence {
 journal_writer::journal_writer(store& db, bool sync, std::size_t max_batch_ops)
     : db_(db), sync_(sync), max_batch_ops_(max_batch_ops), thread_([this] { run(); }) {}
 
-journal_writer::~journal_writer() { stop(); }
+journal_writer::~journal_writer() {
+  stop();
+}
 
 void journal_writer::submit(write_set ops, callback done) {
   {
@@ -43,7 +45,8 @@ void journal_writer::run() {
       // Take everything queued while the previous batch was being synced:
       // that is what makes the fsync shared.
       std::size_t ops = 0;
-      while (!queue_.empty() && (group.empty() || ops + queue_.front().ops.size() <= max_batch_ops_)) {
+      while (!queue_.empty() &&
+             (group.empty() || ops + queue_.front().ops.size() <= max_batch_ops_)) {
         ops += queue_.front().ops.size();
         group.push_back(std::move(queue_.front()));
         queue_.pop_front();

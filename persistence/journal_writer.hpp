@@ -24,12 +24,12 @@ namespace keel::persistence {
 
 struct journal_stats {
   std::atomic<uint64_t> submits{0};  // write_sets submitted
-  std::atomic<uint64_t> ops{0};  // keys written or erased
+  std::atomic<uint64_t> ops{0};      // keys written or erased
   std::atomic<uint64_t> batches{0};  // RocksDB writes (= fsyncs when sync)
   std::atomic<uint64_t> failures{0};
   histogram batch_submits;  // write_sets per batch
-  histogram commit_ns;  // submit -> durable, per write_set
-  histogram write_ns;  // time of each RocksDB write (incl. fsync)
+  histogram commit_ns;      // submit -> durable, per write_set
+  histogram write_ns;       // time of each RocksDB write (incl. fsync)
 };
 
 class journal_writer {

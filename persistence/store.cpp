@@ -63,7 +63,9 @@ std::string what_seq(std::string_view family, std::string_view who, uint64_t seq
 
 }  // namespace
 
-const char* family_name(family f) { return family_names[static_cast<int>(f)]; }
+const char* family_name(family f) {
+  return family_names[static_cast<int>(f)];
+}
 
 struct store::impl {
   std::unique_ptr<rocksdb::DB> db;
@@ -123,8 +125,8 @@ result<std::unique_ptr<store>> store::open(const store_options& opts) {
   } else if (!s.ok()) {
     return from_rocks(s, "reading schema version");
   } else if (v.size() != 8 || get_u64_be(v.data()) != schema_version) {
-    return error(code::corruption, "database in " + opts.dir +
-                                       " has a schema version this build does not read");
+    return error(code::corruption,
+                 "database in " + opts.dir + " has a schema version this build does not read");
   }
   s = st->impl_->db->Get(rocksdb::ReadOptions(), meta, next_id_key, &v);
   if (s.ok() && v.size() == 8) {
@@ -186,7 +188,8 @@ result<std::vector<std::pair<uint64_t, record>>> store::read_ledger(uint64_t age
       impl_->db->NewIterator(scan.options(), impl_->cf(family::ledger)));
   for (it->Seek(agent_seq_key(agent_id, from)); scan.valid(*it) && out.size() < limit; it->Next()) {
     auto k = it->key();
-    if (k.size() != 16) return error(code::corruption, "ledger key of " + std::string(who) + " has a bad size");
+    if (k.size() != 16)
+      return error(code::corruption, "ledger key of " + std::string(who) + " has a bad size");
     uint64_t seq = key_seq(std::string_view(k.data(), k.size()));
     auto r = decode_record(std::string_view(it->value().data(), it->value().size()),
                            what_seq("ledger", who, seq));
@@ -212,7 +215,7 @@ result<uint64_t> store::last_ledger_seq(uint64_t agent_id) {
 }
 
 result<std::optional<std::pair<uint64_t, record>>> store::latest_snapshot(uint64_t agent_id,
-                                                                         std::string_view who) {
+                                                                          std::string_view who) {
   using out_t = std::optional<std::pair<uint64_t, record>>;
   rocksdb::ReadOptions ro;
   std::string lower = agent_prefix(agent_id);
@@ -258,8 +261,8 @@ result<std::optional<dedupe_entry>> store::find_message(uint64_t agent_id,
                           dedupe_key(agent_id, message_id), &v);
   if (s.IsNotFound()) return std::optional<dedupe_entry>();
   if (!s.ok()) return from_rocks(s, "reading message id");
-  auto e = decode_dedupe_entry(v, "dedupe of " + std::string(who) + " message " +
-                                      std::string(message_id));
+  auto e = decode_dedupe_entry(
+      v, "dedupe of " + std::string(who) + " message " + std::string(message_id));
   if (!e) return e.error();
   return std::optional<dedupe_entry>(std::move(*e));
 }

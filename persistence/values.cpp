@@ -55,16 +55,20 @@ result<T> extract(std::string_view what, F&& fill) {
 }  // namespace
 
 std::string encode(const agent_meta& v, int64_t time_ms) {
-  return encode_value(value_type::agent_meta,
-                      {{"id", v.id}, {"type", v.type}, {"status", v.status},
-                       {"created_ms", v.created_ms}},
-                      time_ms);
+  return encode_value(
+      value_type::agent_meta,
+      {{"id", v.id}, {"type", v.type}, {"status", v.status}, {"created_ms", v.created_ms}},
+      time_ms);
 }
 
 std::string encode(const inbox_entry& v, int64_t time_ms) {
   return encode_value(value_type::inbox_entry,
-                      {{"agent", v.agent}, {"arrival", v.arrival}, {"kind", v.kind},
-                       {"id", v.id}, {"from", v.from}, {"body", v.body}},
+                      {{"agent", v.agent},
+                       {"arrival", v.arrival},
+                       {"kind", v.kind},
+                       {"id", v.id},
+                       {"from", v.from},
+                       {"body", v.body}},
                       time_ms);
 }
 

@@ -36,7 +36,7 @@ struct inbox_entry {
   std::string agent;  // name, so recovery can route without a directory scan
   uint64_t arrival = 0;
   std::string kind;  // "message" or "signal"
-  std::string id;  // message id (dedupe key) or signal name
+  std::string id;    // message id (dedupe key) or signal name
   std::string from;
   nlohmann::json body;
 };

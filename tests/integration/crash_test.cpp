@@ -28,7 +28,9 @@ constexpr int client_count = 4;
 constexpr int message_count = 5000;
 constexpr int kill_count = 4;
 
-std::string agent_name(int i) { return "crash/agent-" + std::to_string(i); }
+std::string agent_name(int i) {
+  return "crash/agent-" + std::to_string(i);
+}
 
 // The server currently up: clients re-read it after a connection fails.
 struct server_slot {
@@ -193,8 +195,8 @@ TEST_CASE("acknowledged messages survive repeated SIGKILLs and are processed exa
     std::multiset<std::string> seen;
     uint64_t from = 1;
     for (;;) {
-      auto l = c.request("GET", "/v1/agents/" + enc + "/ledger?from=" + std::to_string(from) +
-                                    "&limit=1000");
+      auto l = c.request(
+          "GET", "/v1/agents/" + enc + "/ledger?from=" + std::to_string(from) + "&limit=1000");
       REQUIRE(l.is_ok());
       REQUIRE(l->status == 200);
       auto events = json::parse(l->body)["events"];

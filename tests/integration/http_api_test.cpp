@@ -281,7 +281,7 @@ TEST_CASE("a read after a message woke a hibernated agent reports hibernated fal
   // Only meaningful when the message's activation is the only one since.
   if (n.metric("keel_activations_total").value_or(-1) == before + 1) {
     CHECK_MESSAGE(v["hibernated"] == false,
-                 "GET after a message activated the agent still says hibernated: true");
+                  "GET after a message activated the agent still says hibernated: true");
   }
   CHECK(v["state"]["total"] == 1);
 }

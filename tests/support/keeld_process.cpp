@@ -16,7 +16,9 @@ keeld_process::keeld_process(std::string binary, std::string data_dir,
                              std::vector<std::string> extra_args)
     : binary_(std::move(binary)), data_dir_(std::move(data_dir)), extra_(std::move(extra_args)) {}
 
-keeld_process::~keeld_process() { kill9(); }
+keeld_process::~keeld_process() {
+  kill9();
+}
 
 bool keeld_process::start(std::chrono::milliseconds timeout) {
   int fds[2];

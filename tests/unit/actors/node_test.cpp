@@ -52,9 +52,10 @@ sent send(node& n, const std::string& name, json body, std::string id = {}) {
   // after this function has returned.
   auto a = std::make_shared<future_value<result<send_ack>>>();
   auto r = std::make_shared<future_value<result<agent_reply>>>();
-  n.send(name, {std::move(id), "test", std::move(body)},
-         [a](result<send_ack> x) { a->set(std::move(x)); },
-         [r](result<agent_reply> x) { r->set(std::move(x)); });
+  n.send(
+      name, {std::move(id), "test", std::move(body)},
+      [a](result<send_ack> x) { a->set(std::move(x)); },
+      [r](result<agent_reply> x) { r->set(std::move(x)); });
   sent s;
   auto av = a->wait();
   REQUIRE(av.has_value());
@@ -235,7 +236,7 @@ TEST_CASE("a node started over unconsumed inbox entries processes them") {
     id = (**meta).id;
     persistence::write_set ops;
     for (uint64_t a = 1; a <= 3; ++a) {
-      persistence::inbox_entry e{"rec/1", a, "message", "x" + std::to_string(a), "t",
+      persistence::inbox_entry e{"rec/1",      a, "message", "x" + std::to_string(a), "t",
                                  {{"add", 10}}};
       ops.push_back({persistence::family::inbox, false, persistence::agent_seq_key(id, a),
                      persistence::encode(e, 0)});
@@ -323,8 +324,9 @@ TEST_CASE("concurrent senders to many agents lose nothing and duplicate nothing"
       for (int i = 0; i < per_thread; ++i) {
         std::string name = "c/" + std::to_string((t * per_thread + i) % agents);
         future_value<bool> f;
-        n->send(name, {"t" + std::to_string(t) + "-" + std::to_string(i), "", {{"add", 1}}},
-                [&](result<send_ack> a) { f.set(a.is_ok()); }, nullptr);
+        n->send(
+            name, {"t" + std::to_string(t) + "-" + std::to_string(i), "", {{"add", 1}}},
+            [&](result<send_ack> a) { f.set(a.is_ok()); }, nullptr);
         auto r = f.wait();
         if (r && *r) ++acked;
       }

@@ -52,7 +52,9 @@ a::message_input msg(json body, uint64_t arrival = 1) {
   return {arrival, "m" + std::to_string(arrival), "acct/bob", std::move(body)};
 }
 
-int64_t total(const a::agent_state& s) { return s.data.at("total").get<int64_t>(); }
+int64_t total(const a::agent_state& s) {
+  return s.data.at("total").get<int64_t>();
+}
 
 std::vector<event_type> types(const a::decision& d) {
   std::vector<event_type> out;
@@ -60,7 +62,9 @@ std::vector<event_type> types(const a::decision& d) {
   return out;
 }
 
-bool same_state(const a::agent_state& x, const a::agent_state& y) { return x == y; }
+bool same_state(const a::agent_state& x, const a::agent_state& y) {
+  return x == y;
+}
 
 // The decision as JSON, so two decisions can be compared as a whole.
 json to_json(const a::decision& d) {
@@ -69,7 +73,8 @@ json to_json(const a::decision& d) {
     events.push_back({{"type", static_cast<int>(e.type)}, {"time", e.time_ms}, {"data", e.data}});
   for (const auto& f : d.effects) {
     if (auto* r = std::get_if<a::reply_effect>(&f))
-      effects.push_back({{"reply", r->ok}, {"body", r->body}, {"code", r->code}, {"msg", r->message}});
+      effects.push_back(
+          {{"reply", r->ok}, {"body", r->body}, {"code", r->code}, {"msg", r->message}});
     else if (auto* st = std::get_if<a::set_timer_effect>(&f))
       effects.push_back({{"set", st->timer_id}, {"due", st->due_ms}, {"payload", st->payload}});
     else if (auto* c = std::get_if<a::cancel_timer_effect>(&f))
@@ -122,10 +127,10 @@ TEST_CASE("spawning a counter records its type and initial total") {
     CHECK(s.data.at("label") == "benchmark");
   }
   SUBCASE("bad spawn input is refused without events") {
-    for (const json& bad : {json{{"total", "x"}}, json{{"other", 1}}, json(5),
-                            json{{"total", 1}, {"extra", 2}},
-                            json{{"label", 5}}, json{{"label", std::string(64 * 1024 + 1, 'x')}},
-                            json{{"total", uint64_t(std::numeric_limits<int64_t>::max()) + 1}}}) {
+    for (const json& bad :
+         {json{{"total", "x"}}, json{{"other", 1}}, json(5), json{{"total", 1}, {"extra", 2}},
+          json{{"label", 5}}, json{{"label", std::string(64 * 1024 + 1, 'x')}},
+          json{{"total", uint64_t(std::numeric_limits<int64_t>::max()) + 1}}}) {
       CAPTURE(bad.dump().substr(0, 80));
       a::agent_state s;
       auto d = a::decide(counter(), s, a::spawn_input{"counter", bad}, now);
@@ -140,7 +145,8 @@ TEST_CASE("spawning a counter records its type and initial total") {
 TEST_CASE("adding to a counter records the message and the new total and replies with it") {
   auto s = spawned();
   auto d = step(s, msg({{"add", 5}}, 1));
-  REQUIRE(types(d) == std::vector<event_type>{event_type::message_received, event_type::state_changed});
+  REQUIRE(types(d) ==
+          std::vector<event_type>{event_type::message_received, event_type::state_changed});
   CHECK(d.events[0].time_ms == now);
   CHECK(d.events[0].data.at("arrival") == 1);
   CHECK(d.events[0].data.at("id") == "m1");
@@ -173,18 +179,35 @@ TEST_CASE("get records only the message and replies with the total") {
 
 TEST_CASE("an unknown message body is recorded, rejected and answered with invalid_message") {
   json body;
-  SUBCASE("empty object") { body = json::object(); }
-  SUBCASE("not an object") { body = "add 5"; }
-  SUBCASE("unknown field") { body = {{"add", 1}, {"mul", 2}}; }
-  SUBCASE("add is not an integer") { body = {{"add", "5"}}; }
-  SUBCASE("add is fractional") { body = {{"add", 1.5}}; }
-  SUBCASE("get false") { body = {{"get", false}}; }
-  SUBCASE("negative delay") { body = {{"add", 1}, {"delay_ms", -1}}; }
-  SUBCASE("delay over a year") { body = {{"add", 1}, {"delay_ms", 400ull * 24 * 3600 * 1000}}; }
+  SUBCASE("empty object") {
+    body = json::object();
+  }
+  SUBCASE("not an object") {
+    body = "add 5";
+  }
+  SUBCASE("unknown field") {
+    body = {{"add", 1}, {"mul", 2}};
+  }
+  SUBCASE("add is not an integer") {
+    body = {{"add", "5"}};
+  }
+  SUBCASE("add is fractional") {
+    body = {{"add", 1.5}};
+  }
+  SUBCASE("get false") {
+    body = {{"get", false}};
+  }
+  SUBCASE("negative delay") {
+    body = {{"add", 1}, {"delay_ms", -1}};
+  }
+  SUBCASE("delay over a year") {
+    body = {{"add", 1}, {"delay_ms", 400ull * 24 * 3600 * 1000}};
+  }
   auto s = spawned({{"total", 3}});
   auto d = step(s, msg(body, 2));
   CAPTURE(body.dump());
-  REQUIRE(types(d) == std::vector<event_type>{event_type::message_received, event_type::message_rejected});
+  REQUIRE(types(d) ==
+          std::vector<event_type>{event_type::message_received, event_type::message_rejected});
   CHECK(d.events[1].data.at("code") == "invalid_message");
   CHECK(d.events[1].data.at("id") == "m2");
   auto r = only_reply(d);
@@ -214,7 +237,8 @@ TEST_CASE("an add that would overflow the total is rejected and leaves it unchan
   auto s = spawned(start);
   int64_t before = total(s);
   auto d = step(s, msg(body));
-  CHECK(types(d) == std::vector<event_type>{event_type::message_received, event_type::message_rejected});
+  CHECK(types(d) ==
+        std::vector<event_type>{event_type::message_received, event_type::message_rejected});
   auto r = only_reply(d);
   CHECK_FALSE(r.ok);
   CHECK(r.code == "invalid_message");
@@ -333,7 +357,8 @@ TEST_CASE("signals are recorded; reset sets the total to 0") {
   auto s = spawned({{"total", 99}});
   SUBCASE("reset") {
     auto d = step(s, a::signal_input{5, "reset", nullptr});
-    CHECK(types(d) == std::vector<event_type>{event_type::signal_received, event_type::state_changed});
+    CHECK(types(d) ==
+          std::vector<event_type>{event_type::signal_received, event_type::state_changed});
     CHECK(d.events[0].data.at("signal") == "reset");
     CHECK(d.events[1].data == json{{"total", 0}});
     CHECK(only_reply(d).body == json{{"total", 0}});
@@ -411,7 +436,8 @@ TEST_CASE("folding the events of a long random run reproduces the step-by-step s
         break;
       }
       case 2:
-        CHECK(only_reply(run(msg({{"get", true}}, ++arrival))).body == json{{"total", model_total}});
+        CHECK(only_reply(run(msg({{"get", true}}, ++arrival))).body ==
+              json{{"total", model_total}});
         break;
       case 3:
         run(msg({{"nonsense", static_cast<int>(rng() % 3)}}, ++arrival));
@@ -515,13 +541,27 @@ TEST_CASE("state_to_json and state_from_json round trip the state") {
 
 TEST_CASE("state_from_json on garbage is corruption naming the snapshot") {
   json j = a::state_to_json(spawned());
-  SUBCASE("a string") { j = "garbage"; }
-  SUBCASE("null") { j = nullptr; }
-  SUBCASE("an array") { j = json::array({1, 2}); }
-  SUBCASE("a missing field") { j.erase("last_seq"); }
-  SUBCASE("a wrongly typed field") { j["status"] = 3; }
-  SUBCASE("a timer without an id") { j["timers"] = json::array({{{"due_ms", 1}, {"payload", nullptr}}}); }
-  SUBCASE("timers not a list") { j["timers"] = 5; }
+  SUBCASE("a string") {
+    j = "garbage";
+  }
+  SUBCASE("null") {
+    j = nullptr;
+  }
+  SUBCASE("an array") {
+    j = json::array({1, 2});
+  }
+  SUBCASE("a missing field") {
+    j.erase("last_seq");
+  }
+  SUBCASE("a wrongly typed field") {
+    j["status"] = 3;
+  }
+  SUBCASE("a timer without an id") {
+    j["timers"] = json::array({{{"due_ms", 1}, {"payload", nullptr}}});
+  }
+  SUBCASE("timers not a list") {
+    j["timers"] = 5;
+  }
   auto r = a::state_from_json(j, "snapshot of acct/alice seq 9");
   REQUIRE_FALSE(r.is_ok());
   CHECK(r.error().error_code() == code::corruption);

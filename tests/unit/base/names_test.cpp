@@ -53,9 +53,9 @@ TEST_CASE("a character outside the alphabet is refused and its position reported
     CHECK(s.message().find("position 1") != std::string::npos);
   }
   SUBCASE("other punctuation and bytes") {
-    for (std::string name : {std::string("a:b"), std::string("a@b"), std::string("a\\b"),
-                             std::string("a%2f"), std::string("a\xc3\xa9"),
-                             std::string("a\0b", 3), std::string("a\nb")}) {
+    for (std::string name :
+         {std::string("a:b"), std::string("a@b"), std::string("a\\b"), std::string("a%2f"),
+          std::string("a\xc3\xa9"), std::string("a\0b", 3), std::string("a\nb")}) {
       CAPTURE(name);
       CHECK(validate_agent_name(name).error_code() == code::invalid_argument);
     }

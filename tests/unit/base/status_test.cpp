@@ -12,12 +12,14 @@ using keel::status;
 
 namespace {
 
-const code all_codes[] = {code::ok,          code::invalid_argument, code::not_found,
-                          code::already_exists, code::conflict,      code::corruption,
-                          code::io_error,    code::unavailable,      code::timeout,
-                          code::too_large,   code::unauthorized,     code::internal};
+const code all_codes[] = {
+    code::ok,       code::invalid_argument, code::not_found,    code::already_exists,
+    code::conflict, code::corruption,       code::io_error,     code::unavailable,
+    code::timeout,  code::too_large,        code::unauthorized, code::internal};
 
-status fails_with(code c) { return keel::error(c, "boom"); }
+status fails_with(code c) {
+  return keel::error(c, "boom");
+}
 
 // Uses KEEL_TRY twice; `steps` counts how far it got.
 status two_steps(status first, status second, int& steps) {

@@ -29,7 +29,8 @@ std::unique_ptr<p::store> open_store(const keel::test::temp_dir& dir) {
 // Keys are ledger entries (agent = thread + 1, seq = i) so they can be read
 // back through store::read_ledger.
 std::string value_for(uint64_t agent, uint64_t seq, const std::string& version = "v1") {
-  return p::encode_record({1, 0, std::to_string(agent) + "/" + std::to_string(seq) + "/" + version});
+  return p::encode_record(
+      {1, 0, std::to_string(agent) + "/" + std::to_string(seq) + "/" + version});
 }
 
 p::write_set put(uint64_t agent, uint64_t seq, const std::string& version = "v1") {
@@ -121,7 +122,9 @@ TEST_CASE("group commit: concurrent submits are each durable and called back exa
       }
     }
   };
-  SUBCASE("readable after stop") { check_all_readable(*db); }
+  SUBCASE("readable after stop") {
+    check_all_readable(*db);
+  }
   SUBCASE("readable after reopen") {
     db.reset();
     auto reopened = open_store(dir);

@@ -95,8 +95,12 @@ TEST_CASE("encode_record into a buffer appends and checksums only the new record
 
 TEST_CASE("every single-byte change of an encoded record is detected as corruption") {
   record r;
-  SUBCASE("empty payload") { r = {3, 99, ""}; }
-  SUBCASE("300-byte payload") { r = {0xF002, 1'700'000'000'000, payload_of(300)}; }
+  SUBCASE("empty payload") {
+    r = {3, 99, ""};
+  }
+  SUBCASE("300-byte payload") {
+    r = {0xF002, 1'700'000'000'000, payload_of(300)};
+  }
   const std::string good = encode_record(r);
   for (std::size_t i = 0; i < good.size(); ++i) {
     for (int mask : {0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0xff, 0x5a}) {
@@ -123,7 +127,9 @@ TEST_CASE("a record truncated at any length, or extended, is corruption") {
       check_corrupt(decode_record(std::string_view(good).substr(0, len), what));
     }
   }
-  SUBCASE("a trailing byte") { check_corrupt(decode_record(good + "x", what)); }
+  SUBCASE("a trailing byte") {
+    check_corrupt(decode_record(good + "x", what));
+  }
   SUBCASE("two records back to back") {
     check_corrupt(decode_record(good + good, what));
   }

@@ -51,8 +51,8 @@ p::write_op snapshot_op(uint64_t agent, uint64_t seq) {
 }
 
 p::write_op inbox_op(uint64_t agent_id, const std::string& name, uint64_t arrival) {
-  p::inbox_entry e{name, arrival, "message", "m" + std::to_string(arrival), "acct/bob",
-                   json{{"add", arrival}}};
+  p::inbox_entry e{
+      name, arrival, "message", "m" + std::to_string(arrival), "acct/bob", json{{"add", arrival}}};
   return {p::family::inbox, false, p::agent_seq_key(agent_id, arrival), p::encode(e, 0)};
 }
 
@@ -77,11 +77,10 @@ TEST_CASE("a reopened store returns every written ledger record in seq order") {
   keel::test::temp_dir dir("keel-store");
   // Out of order, over several writes; seqs cross byte boundaries so that a
   // little-endian or textual key encoding would sort them wrongly.
-  const std::vector<std::vector<uint64_t>> writes = {
-      {300, 1, 0x100000000ull},
-      {255, 256, 2},
-      {0xffffffffull, 65536, 257, 3},
-      {0x0100000000000001ull, 65535, 128}};
+  const std::vector<std::vector<uint64_t>> writes = {{300, 1, 0x100000000ull},
+                                                     {255, 256, 2},
+                                                     {0xffffffffull, 65536, 257, 3},
+                                                     {0x0100000000000001ull, 65535, 128}};
   std::vector<uint64_t> all;
   {
     auto db = open_store(dir);
@@ -163,8 +162,7 @@ TEST_CASE("last_ledger_seq is 0 for an empty ledger and neighbours do not bleed"
   auto db = open_store(dir);
   CHECK(*db->last_ledger_seq(1) == 0);
 
-  write(*db, {ledger_op(1, 1), ledger_op(1, 10), ledger_op(1, 300),
-              ledger_op(3, 5),
+  write(*db, {ledger_op(1, 1), ledger_op(1, 10), ledger_op(1, 300), ledger_op(3, 5),
               ledger_op(256, 0x100000000ull), ledger_op(255, 2)});
   CHECK(*db->last_ledger_seq(1) == 300);
   CHECK(*db->last_ledger_seq(2) == 0);  // between two agents with ledgers
@@ -256,7 +254,7 @@ TEST_CASE("find_message finds a dedupe entry by agent and message id") {
   CHECK_FALSE((*pending)->processed);
 
   CHECK_FALSE(db->find_message(2, "msg-2", "a")->has_value());
-  CHECK_FALSE(db->find_message(2, "msg", "a")->has_value());  // a prefix of stored ids
+  CHECK_FALSE(db->find_message(2, "msg", "a")->has_value());    // a prefix of stored ids
   CHECK_FALSE(db->find_message(3, "msg-1", "a")->has_value());  // same id, other agent
 }
 
@@ -331,8 +329,8 @@ TEST_CASE("due_timers returns timers due at or before now, oldest first, up to t
   CHECK_FALSE(next->has_value());
   CHECK(db->due_timers(1'000'000, 10)->empty());
 
-  write(*db, {timer_op(300, 1, 1), timer_op(100, 2, 7), timer_op(200, 1, 2),
-              timer_op(100, 1, 9), timer_op(0x100000000ll, 3, 1), timer_op(256, 4, 1)});
+  write(*db, {timer_op(300, 1, 1), timer_op(100, 2, 7), timer_op(200, 1, 2), timer_op(100, 1, 9),
+              timer_op(0x100000000ll, 3, 1), timer_op(256, 4, 1)});
   CHECK(**db->next_timer_due() == 100);
 
   auto due = [&](int64_t now, std::size_t limit) {
@@ -416,13 +414,19 @@ TEST_CASE("a corrupted ledger value is reported with the agent label and the seq
   keel::test::temp_dir dir("keel-store");
   auto db = open_store(dir);
   std::string bad;
-  SUBCASE("garbage bytes") { bad = "this is not a record at all"; }
+  SUBCASE("garbage bytes") {
+    bad = "this is not a record at all";
+  }
   SUBCASE("a record with one flipped byte") {
     bad = p::encode_record(ledger_record(7, 3));
     bad[5] = static_cast<char>(bad[5] ^ 0x01);
   }
-  SUBCASE("an empty value") { bad = ""; }
-  write(*db, {ledger_op(7, 1), ledger_op(7, 2), {p::family::ledger, false, p::agent_seq_key(7, 3), bad},
+  SUBCASE("an empty value") {
+    bad = "";
+  }
+  write(*db, {ledger_op(7, 1),
+              ledger_op(7, 2),
+              {p::family::ledger, false, p::agent_seq_key(7, 3), bad},
               ledger_op(7, 4)});
   auto r = db->read_ledger(7, 0, 100, "acct/alice");
   REQUIRE_FALSE(r.is_ok());

@@ -28,13 +28,20 @@ void check_corrupt(const keel::result<T>& r, std::string_view why = {}) {
   if (!why.empty()) CHECK(contains(r.error().message(), why));
 }
 
-p::agent_meta sample_meta() { return {42, "counter", "active", 1'700'000'000'123}; }
-p::inbox_entry sample_inbox() {
-  return {"acct/alice", 17,          "message", "msg-1", "acct/bob",
-          json{{"add", 5}, {"nested", {1, "two", nullptr, 3.5, {{"k", false}}}}}};
+p::agent_meta sample_meta() {
+  return {42, "counter", "active", 1'700'000'000'123};
 }
-p::dedupe_entry sample_dedupe() { return {9, true, json{{"total", 5}}}; }
-p::timer_entry sample_timer() { return {"acct/alice", json{{"add", -3}}}; }
+p::inbox_entry sample_inbox() {
+  return {"acct/alice", 17,
+          "message",    "msg-1",
+          "acct/bob",   json{{"add", 5}, {"nested", {1, "two", nullptr, 3.5, {{"k", false}}}}}};
+}
+p::dedupe_entry sample_dedupe() {
+  return {9, true, json{{"total", 5}}};
+}
+p::timer_entry sample_timer() {
+  return {"acct/alice", json{{"add", -3}}};
+}
 
 // A record of the given type whose payload is the given MessagePack bytes.
 std::string raw_value(p::value_type t, std::string payload) {
@@ -94,8 +101,12 @@ TEST_CASE("inbox_entry round trips, body included") {
 
 TEST_CASE("dedupe_entry round trips before and after processing") {
   p::dedupe_entry v;
-  SUBCASE("accepted, not processed") { v = {3, false, nullptr}; }
-  SUBCASE("processed with a reply") { v = sample_dedupe(); }
+  SUBCASE("accepted, not processed") {
+    v = {3, false, nullptr};
+  }
+  SUBCASE("processed with a reply") {
+    v = sample_dedupe();
+  }
   auto d = p::decode_dedupe_entry(p::encode(v, 1), what);
   REQUIRE(d.is_ok());
   CHECK(d->arrival == v.arrival);
@@ -158,7 +169,8 @@ TEST_CASE("a value record with a broken or incomplete payload is corruption") {
   }
   SUBCASE("a field is missing") {
     json j = {{"id", 1}, {"type", "counter"}, {"created_ms", 0}};  // no status
-    check_corrupt(p::decode_agent_meta(raw_value(p::value_type::agent_meta, p::to_msgpack(j)), what));
+    check_corrupt(
+        p::decode_agent_meta(raw_value(p::value_type::agent_meta, p::to_msgpack(j)), what));
   }
   SUBCASE("a field has the wrong type") {
     json j = {{"arrival", "three"}, {"processed", false}, {"reply", nullptr}};
