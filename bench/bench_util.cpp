@@ -1,5 +1,6 @@
 #include "bench/bench_util.hpp"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -97,13 +98,15 @@ void options::parse(int argc, char** argv) {
   }
 }
 
-const std::string& options::str(const std::string& name) const { return entries_.at(name).value; }
+const std::string& options::str(const std::string& name) const {
+  return entries_.at(name).value;
+}
 
 uint64_t options::u64(const std::string& name) const {
   uint64_t v = 0;
   if (!parse_u64(str(name), v)) {
-    std::cerr << program_ << ": --" << name << " must be a non-negative integer, not '"
-              << str(name) << "'\n";
+    std::cerr << program_ << ": --" << name << " must be a non-negative integer, not '" << str(name)
+              << "'\n";
     std::exit(2);
   }
   return v;
@@ -121,7 +124,9 @@ double options::f64(const std::string& name) const {
   return v;
 }
 
-bool options::on(const std::string& name) const { return entries_.at(name).set; }
+bool options::on(const std::string& name) const {
+  return entries_.at(name).set;
+}
 
 std::vector<uint64_t> options::u64_list(const std::string& name) const {
   std::vector<uint64_t> out;
@@ -165,7 +170,9 @@ int64_t now_ns() {
   return duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count();
 }
 
-double round2(double v) { return std::round(v * 100.0) / 100.0; }
+double round2(double v) {
+  return std::round(v * 100.0) / 100.0;
+}
 
 latency summarize(std::vector<int64_t>& ns) {
   latency l;
@@ -211,9 +218,11 @@ uint64_t peak_rss_bytes() {
 
 // --- report -----------------------------------------------------------------------
 
-report::report(std::string bench) : bench_(std::move(bench)) {}
+report::report(std::string bench) : bench_(std::move(bench)), load_at_start_(load_average()) {}
 
-void report::metric(const std::string& name, const ordered_json& value) { metrics_[name] = value; }
+void report::metric(const std::string& name, const ordered_json& value) {
+  metrics_[name] = value;
+}
 
 void report::latency_metrics(const std::string& name, const latency& l, bool with_p999) {
   metrics_[name + "_p50_us"] = round2(l.p50_us);
@@ -223,16 +232,23 @@ void report::latency_metrics(const std::string& name, const latency& l, bool wit
   metrics_[name + "_samples"] = l.count;
 }
 
-void report::note(std::string text) { notes_.push_back(std::move(text)); }
+void report::note(std::string text) {
+  notes_.push_back(std::move(text));
+}
 
 void report::finish(const std::string& json_path) const {
+  ordered_json machine = ordered_json::object();
+  machine["cores"] = std::thread::hardware_concurrency();
+  machine["loadavg_1m_start"] = load_at_start_;
+  machine["loadavg_1m_end"] = load_average();
   std::cout << "== " << bench_ << '\n';
   std::cout << "params:";
   for (auto it = params_.begin(); it != params_.end(); ++it)
     std::cout << ' ' << it.key() << '=' << (it->is_string() ? it->get<std::string>() : it->dump());
   std::cout << '\n';
   std::size_t width = 0;
-  for (auto it = metrics_.begin(); it != metrics_.end(); ++it) width = std::max(width, it.key().size());
+  for (auto it = metrics_.begin(); it != metrics_.end(); ++it)
+    width = std::max(width, it.key().size());
   for (auto it = metrics_.begin(); it != metrics_.end(); ++it) {
     std::cout << "  " << it.key() << std::string(width - it.key().size() + 2, ' ');
     if (it->is_number_float()) {
@@ -244,6 +260,7 @@ void report::finish(const std::string& json_path) const {
     }
   }
   for (const auto& n : notes_) std::cout << "  note: " << n << '\n';
+  std::cout << "  machine: " << machine.dump() << '\n';
   std::cout.flush();
 
   if (json_path.empty()) return;
@@ -251,6 +268,7 @@ void report::finish(const std::string& json_path) const {
   j["bench"] = bench_;
   j["params"] = params_;
   j["metrics"] = metrics_;
+  j["machine"] = machine;
   if (!notes_.empty()) j["notes"] = notes_;
   std::ofstream f(json_path, std::ios::trunc);
   f << j.dump(2) << '\n';
@@ -269,14 +287,41 @@ void die(const std::string& message) {
   std::_Exit(1);
 }
 
-void spin_until(const std::atomic<bool>& flag, const char* what, std::chrono::milliseconds timeout) {
+namespace {
+std::atomic<spin_mode> current_spin_mode{spin_mode::pause};
+}  // namespace
+
+void set_spin_mode(spin_mode m) {
+  current_spin_mode.store(m);
+}
+
+spin_mode parse_spin_mode(const std::string& s) {
+  if (s == "spin") return spin_mode::pause;
+  if (s == "yield") return spin_mode::yield;
+  die("wait mode must be 'spin' or 'yield', not '" + s + "'");
+}
+
+double load_average() {
+  std::ifstream f("/proc/loadavg");
+  double l = -1;
+  f >> l;
+  return l;
+}
+
+void spin_until(const std::atomic<bool>& flag, const char* what,
+                std::chrono::milliseconds timeout) {
   if (flag.load(std::memory_order_acquire)) return;
   const int64_t deadline = now_ns() + static_cast<int64_t>(timeout.count()) * 1'000'000;
+  const bool yield = current_spin_mode.load(std::memory_order_relaxed) == spin_mode::yield;
   for (uint32_t i = 1;; ++i) {
     if (flag.load(std::memory_order_acquire)) return;
+    if (yield) {
+      sched_yield();
+    } else {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
+    }
     // Reading the clock costs ~20 ns; do it rarely.
     if ((i & 0xFFFF) == 0 && now_ns() > deadline)
       die(std::string("no answer within ") + std::to_string(timeout.count()) + " ms: " + what);
@@ -299,13 +344,18 @@ temp_dir::~temp_dir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-uint64_t dir_bytes(const std::string& dir) {
+uint64_t dir_bytes(const std::string& dir, std::string_view suffix) {
   uint64_t total = 0;
   std::error_code ec;
   for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
        !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
     std::error_code e2;
-    if (it->is_regular_file(e2)) total += it->file_size(e2);
+    if (!it->is_regular_file(e2)) continue;
+    std::string name = it->path().filename().string();
+    if (name.size() < suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    total += it->file_size(e2);
   }
   return total;
 }
@@ -318,7 +368,8 @@ double prom_value(std::string_view text, std::string_view name) {
     std::string_view line = text.substr(pos, end - pos);
     pos = end + 1;
     if (line.empty() || line[0] == '#') continue;
-    if (line.size() > name.size() && line.substr(0, name.size()) == name && line[name.size()] == ' ')
+    if (line.size() > name.size() && line.substr(0, name.size()) == name &&
+        line[name.size()] == ' ')
       return std::strtod(std::string(line.substr(name.size() + 1)).c_str(), nullptr);
   }
   return -1;

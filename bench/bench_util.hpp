@@ -110,6 +110,7 @@ class report {
   ordered_json params_ = ordered_json::object();
   ordered_json metrics_ = ordered_json::object();
   std::vector<std::string> notes_;
+  double load_at_start_ = -1;
 };
 
 // --- control ----------------------------------------------------------------
@@ -123,6 +124,17 @@ class report {
 // is not the runtime's. Dies naming `what` after `timeout`.
 void spin_until(const std::atomic<bool>& flag, const char* what,
                 std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// How spin_until waits: `pause` spins on the CPU's pause instruction;
+// `yield` calls sched_yield between checks, which lets a runnable node
+// thread take the core at once when cores are oversubscribed.
+enum class spin_mode { pause, yield };
+void set_spin_mode(spin_mode m);
+// Parses "spin" / "yield"; dies otherwise.
+spin_mode parse_spin_mode(const std::string& s);
+
+// The 1-minute load average (/proc/loadavg), to judge how busy the machine was.
+double load_average();
 
 // Waits (polling every `poll`, not spinning) until `pred()` or `timeout`;
 // returns whether it held.
@@ -146,8 +158,14 @@ class temp_dir {
   bool keep_ = false;
 };
 
-// Total size in bytes of the files under `dir`.
-uint64_t dir_bytes(const std::string& dir);
+// Total size in bytes of the files under `dir` (whose names end with
+// `suffix`, when given).
+uint64_t dir_bytes(const std::string& dir, std::string_view suffix = {});
+// Bytes of RocksDB write-ahead log in `dir` (its *.log files): what the next
+// open replays.
+inline uint64_t wal_bytes(const std::string& dir) {
+  return dir_bytes(dir, ".log");
+}
 
 // The value of the unlabelled sample `name` in Prometheus text, or of the
 // labelled one when `name` includes its labels (e.g.

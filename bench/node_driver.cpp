@@ -67,7 +67,8 @@ int64_t sync_driver::query_total(const std::string& name, int64_t expected) {
   const auto& a = *answer_;
   if (!a) die("query " + name + ": " + a.error().to_string());
   if (!a->is_object() || a->value("total", INT64_MIN) != expected)
-    die("query " + name + " answered " + a->dump() + ", expected total " + std::to_string(expected));
+    die("query " + name + " answered " + a->dump() + ", expected total " +
+        std::to_string(expected));
   return t1 - t0;
 }
 
