@@ -15,7 +15,6 @@
 // they are memtable / block-cache hits of a few microseconds. Nothing here
 // fsyncs on a scheduler thread.
 
-#include <deque>
 #include <unordered_set>
 
 #include "actors/caf_types.hpp"
@@ -56,8 +55,11 @@ struct shell_state {
   agent::agent_state st;
   uint64_t snapshot_seq = 0;
   uint64_t next_arrival = 1;
-  std::deque<request_ptr> queue;
-  std::deque<inbox_item> inbox;
+  // Vectors, not deques: an empty std::deque allocates ~600 B, and every
+  // live agent has these.
+  std::vector<request_ptr> queue;
+  std::vector<inbox_item> inbox;
+  int64_t last_active_ns = 0;                   // for the idle check
   std::unordered_set<std::string> writing_ids;  // message ids in the write in flight
   bool writing = false;
   batch in_flight;
@@ -108,18 +110,31 @@ status load(shell_state& s) {
   s.type = agent::find_type(s.meta.type);
   if (!s.type)
     return error(code::corruption, "agent " + s.name + " has unknown type " + s.meta.type);
-  auto snap = s.rt->db->latest_snapshot(s.meta.id, s.name);
-  if (!snap) return snap.error();
-  if (*snap) {
-    auto st = snapshot_from_record((*snap)->second, "snapshot of " + s.name);
+  auto adopt = [&s](const persistence::record& rec, uint64_t seq) {
+    auto st = snapshot_from_record(rec, "snapshot of " + s.name);
     if (!st) return st.error();
     s.st = std::move(*st);
-    s.snapshot_seq = (*snap)->first;
-    if (s.st.last_seq != s.snapshot_seq)
-      return error(code::corruption, "snapshot of " + s.name + " at seq " +
-                                         std::to_string(s.snapshot_seq) +
+    s.snapshot_seq = seq;
+    if (s.st.last_seq != seq)
+      return error(code::corruption, "snapshot of " + s.name + " at seq " + std::to_string(seq) +
                                          " disagrees with its key");
+    return status::ok();
+  };
+  if (s.meta.clean && s.meta.snapshot_seq > 0) {
+    // Hibernated cleanly: the snapshot is the whole story, so activation is
+    // two point lookups and no scans.
+    auto snap = s.rt->db->read_snapshot(s.meta.id, s.meta.snapshot_seq, s.name);
+    if (!snap) return snap.error();
+    if (!*snap)
+      return error(code::corruption, "snapshot of " + s.name + " at seq " +
+                                         std::to_string(s.meta.snapshot_seq) + " is missing");
+    KEEL_TRY(adopt(**snap, s.meta.snapshot_seq));
+    s.next_arrival = s.st.last_arrival + 1;
+    return status::ok();
   }
+  auto snap = s.rt->db->latest_snapshot(s.meta.id, s.name);
+  if (!snap) return snap.error();
+  if (*snap) KEEL_TRY(adopt((*snap)->second, (*snap)->first));
   // Fold the ledger tail in chunks.
   for (;;) {
     auto tail = s.rt->db->read_ledger(s.meta.id, s.st.last_seq + 1, 1024, s.name);
@@ -402,17 +417,25 @@ void pump(shell_actor* self) {
   }
   batch b;
   int64_t now = wall_ms();
-  if (s.exists) {
-    while (!s.inbox.empty()) {
-      consume_inbox_item(s, s.inbox.front(), now, b);
-      s.inbox.pop_front();
-    }
+  if (s.exists && !s.inbox.empty()) {
+    std::vector<inbox_item> items;
+    items.swap(s.inbox);
+    for (auto& item : items) consume_inbox_item(s, item, now, b);
   }
-  // Items spilled by this pump are consumed by the next one.
+  // Items spilled by this pump land in s.inbox and are consumed by the next.
   uint32_t direct = 0;
-  while (!s.queue.empty()) {
-    if (!handle(s, s.queue.front(), now, b, direct)) break;
-    s.queue.pop_front();
+  std::size_t handled = 0;
+  while (handled < s.queue.size() && handle(s, s.queue[handled], now, b, direct)) ++handled;
+  s.queue.erase(s.queue.begin(), s.queue.begin() + static_cast<std::ptrdiff_t>(handled));
+  // The first write after a clean activation makes the directory entry say
+  // so, in the same batch: from then on activation must scan the tail.
+  if (s.meta.clean) {
+    for (const auto& op : b.ops)
+      if (op.cf == family::ledger || op.cf == family::inbox) {
+        s.meta.clean = false;
+        b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+        break;
+      }
   }
   if (b.ops.empty()) {
     s.writing_ids.clear();
@@ -452,25 +475,55 @@ void leave(shell_actor* self) {
 void on_idle(shell_actor* self) {
   auto& s = self->state;
   if (s.writing || s.leaving || !s.queue.empty() || !s.inbox.empty()) return;
-  if (!s.exists || !s.broken.is_ok() || s.st.last_seq == s.snapshot_seq) {
+  if (!s.exists || !s.broken.is_ok() || (s.meta.clean && s.st.last_seq == s.snapshot_seq)) {
     leave(self);
     return;
   }
-  // Snapshot first, so activation folds only what comes after it.
+  // Snapshot (if the ledger grew) and mark the directory entry clean in one
+  // write, so the next activation is two point lookups.
   int64_t now = wall_ms();
   batch b;
-  b.ops.push_back({family::snapshots, false, persistence::agent_seq_key(s.meta.id, s.st.last_seq),
-                   persistence::encode_record(snapshot_record(s.st, now))});
-  if (s.snapshot_seq > 0)
-    b.ops.push_back(
-        {family::snapshots, true, persistence::agent_seq_key(s.meta.id, s.snapshot_seq), {}});
-  uint64_t seq = s.st.last_seq;
-  b.done.push_back([self, seq] {
-    self->state.snapshot_seq = seq;
-    self->state.rt->metrics.snapshots.fetch_add(1, std::memory_order_relaxed);
-    if (self->state.queue.empty() && self->state.inbox.empty()) leave(self);
+  const uint64_t seq = s.st.last_seq;
+  if (seq > s.snapshot_seq) {
+    b.ops.push_back({family::snapshots, false, persistence::agent_seq_key(s.meta.id, seq),
+                     persistence::encode_record(snapshot_record(s.st, now))});
+    if (s.snapshot_seq > 0)
+      b.ops.push_back(
+          {family::snapshots, true, persistence::agent_seq_key(s.meta.id, s.snapshot_seq), {}});
+  }
+  persistence::agent_meta meta = s.meta;
+  meta.snapshot_seq = seq;
+  meta.clean = true;
+  b.ops.push_back({family::agents, false, s.name, persistence::encode(meta, now)});
+  const bool wrote_snapshot = seq > s.snapshot_seq;
+  b.done.push_back([self, meta, wrote_snapshot] {
+    auto& st = self->state;
+    st.snapshot_seq = meta.snapshot_seq;
+    st.meta = meta;
+    if (wrote_snapshot) st.rt->metrics.snapshots.fetch_add(1, std::memory_order_relaxed);
+    if (st.queue.empty() && st.inbox.empty()) leave(self);
   });
   submit(self, std::move(b));
+}
+
+// One delayed message per idle period, not a timer re-armed on every
+// message: each request only stamps last_active_ns.
+void arm_idle_check(shell_actor* self, int64_t in_ns) {
+  self->delayed_send(self, std::chrono::nanoseconds(std::max<int64_t>(in_ns, 1'000'000)),
+                     idle_atom::value);
+}
+
+void on_idle_check(shell_actor* self) {
+  auto& s = self->state;
+  if (s.leaving) return;
+  const int64_t idle_ns = int64_t{s.rt->cfg.idle_ms} * 1'000'000;
+  int64_t quiet = mono_ns() - s.last_active_ns;
+  if (quiet < idle_ns) {
+    arm_idle_check(self, idle_ns - quiet);
+    return;
+  }
+  on_idle(self);
+  if (!s.leaving) arm_idle_check(self, idle_ns);
 }
 
 caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::string name) {
@@ -482,9 +535,12 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
   s.broken = load(s);
   rt->metrics.activation_ns.record(static_cast<uint64_t>(mono_ns() - t0));
   if (!s.inbox.empty()) pump(self);
+  s.last_active_ns = mono_ns();
+  arm_idle_check(self, int64_t{rt->cfg.idle_ms} * 1'000'000);
   return {
       [self](request_ptr& r) {
         auto& s = self->state;
+        s.last_active_ns = mono_ns();
         if (s.leaving) {
           // The supervisor has (or will have) forgotten us: route it anew.
           self->send(s.supervisor, std::move(r));
@@ -493,8 +549,11 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
         s.queue.push_back(std::move(r));
         pump(self);
       },
-      [self](durable_atom, const status& result) { on_durable(self, result); },
-      caf::after(std::chrono::milliseconds(rt->cfg.idle_ms)) >> [self] { on_idle(self); },
+      [self](durable_atom, const status& result) {
+        self->state.last_active_ns = mono_ns();
+        on_durable(self, result);
+      },
+      [self](idle_atom) { on_idle_check(self); },
   };
 }
 

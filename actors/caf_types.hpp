@@ -11,6 +11,7 @@ namespace keel::actors {
 using durable_atom = caf::atom_constant<caf::atom("durable")>;
 using hibernate_atom = caf::atom_constant<caf::atom("hibernate")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using idle_atom = caf::atom_constant<caf::atom("idle")>;
 
 // Spawns the shell of agent `name`, owned by `supervisor` (see
 // agent_shell.cpp). REQUIRES: rt outlives the actor.

@@ -82,6 +82,14 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg) {
   unsigned threads = cfg.scheduler_threads ? cfg.scheduler_threads
                                            : std::max(1u, std::thread::hardware_concurrency());
   p->caf_cfg->set("scheduler.max-threads", static_cast<size_t>(threads));
+  // An idle CAF worker polls (aggressive), then polls with 50 us sleeps for
+  // ~25 ms (moderate), then waits on a condition variable that an enqueue
+  // signals (relaxed). A request arriving from an HTTP or journal thread in
+  // the moderate phase waited up to one 50 us sleep (live query p50 ~50 us
+  // here); skipping that phase makes the wake-up a signal instead.
+  p->caf_cfg->set("work-stealing.aggressive-poll-attempts",
+                  static_cast<size_t>(cfg.scheduler_poll_attempts));
+  p->caf_cfg->set("work-stealing.moderate-poll-attempts", size_t{0});
   p->sys = std::make_unique<caf::actor_system>(*p->caf_cfg);
   p->supervisor = spawn_supervisor(*p->sys, &p->rt);
 

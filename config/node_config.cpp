@@ -84,6 +84,8 @@ result<node_config> from_json(const json& j, const std::string& source) {
       s = read_uint(v, where, c.max_unacked_per_agent);
     else if (k == "scheduler_threads")
       s = read_uint(v, where, c.scheduler_threads);
+    else if (k == "scheduler_poll_attempts")
+      s = read_uint(v, where, c.scheduler_poll_attempts);
     else if (k == "block_cache_bytes")
       s = read_uint(v, where, c.block_cache_bytes);
     else if (k == "sync") {

@@ -29,6 +29,10 @@ struct node_config {
   uint32_t max_unacked_per_agent = 64;
   // CAF scheduler threads; 0 = one per core. Default 0.
   uint32_t scheduler_threads = 0;
+  // Queue polls an idle scheduler thread spins through before it sleeps
+  // until signalled. More polls: lower wake-up latency, more CPU burnt
+  // after each burst of work. Default 1000 (tens of microseconds).
+  uint32_t scheduler_poll_attempts = 1000;
   // fsync every journal batch. Turning it off loses the last writes on a
   // power failure (not on a process crash). Default true.
   bool sync = true;

@@ -236,6 +236,18 @@ result<std::optional<std::pair<uint64_t, record>>> store::latest_snapshot(uint64
   return out_t(std::pair<uint64_t, record>(seq, std::move(*r)));
 }
 
+result<std::optional<record>> store::read_snapshot(uint64_t agent_id, uint64_t seq,
+                                                   std::string_view who) {
+  std::string v;
+  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(family::snapshots),
+                          agent_seq_key(agent_id, seq), &v);
+  if (s.IsNotFound()) return std::optional<record>();
+  if (!s.ok()) return from_rocks(s, "reading snapshot of " + std::string(who));
+  auto r = decode_record(v, what_seq("snapshot", who, seq));
+  if (!r) return r.error();
+  return std::optional<record>(std::move(*r));
+}
+
 result<std::vector<inbox_entry>> store::read_inbox(uint64_t agent_id, std::string_view who) {
   std::vector<inbox_entry> out;
   agent_scan scan(agent_id);

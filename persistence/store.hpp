@@ -81,6 +81,9 @@ class store {
   // The newest snapshot (seq, record), if any.
   result<std::optional<std::pair<uint64_t, record>>> latest_snapshot(uint64_t agent_id,
                                                                      std::string_view who);
+  // The snapshot at exactly `seq` (a point lookup), if present.
+  result<std::optional<record>> read_snapshot(uint64_t agent_id, uint64_t seq,
+                                              std::string_view who);
   // Every unconsumed inbox entry of one agent, in arrival order.
   result<std::vector<inbox_entry>> read_inbox(uint64_t agent_id, std::string_view who);
   result<std::optional<dedupe_entry>> find_message(uint64_t agent_id, std::string_view message_id,

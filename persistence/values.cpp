@@ -55,10 +55,14 @@ result<T> extract(std::string_view what, F&& fill) {
 }  // namespace
 
 std::string encode(const agent_meta& v, int64_t time_ms) {
-  return encode_value(
-      value_type::agent_meta,
-      {{"id", v.id}, {"type", v.type}, {"status", v.status}, {"created_ms", v.created_ms}},
-      time_ms);
+  return encode_value(value_type::agent_meta,
+                      {{"id", v.id},
+                       {"type", v.type},
+                       {"status", v.status},
+                       {"created_ms", v.created_ms},
+                       {"snapshot_seq", v.snapshot_seq},
+                       {"clean", v.clean}},
+                      time_ms);
 }
 
 std::string encode(const inbox_entry& v, int64_t time_ms) {
@@ -91,6 +95,8 @@ result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view wh
     v.type = j->at("type").get<std::string>();
     v.status = j->at("status").get<std::string>();
     v.created_ms = j->at("created_ms").get<int64_t>();
+    v.snapshot_seq = j->at("snapshot_seq").get<uint64_t>();
+    v.clean = j->at("clean").get<bool>();
   });
 }
 

@@ -28,6 +28,15 @@ struct agent_meta {
   std::string type;
   std::string status;  // "active", "terminated", "failed"
   int64_t created_ms = 0;
+  // The newest snapshot's seq (0: none).
+  uint64_t snapshot_seq = 0;
+  // True when the snapshot at snapshot_seq is the whole story: no ledger
+  // events after it and no inbox entries. Set when an agent hibernates,
+  // cleared by its first write after activation; lets activation skip the
+  // ledger-tail and inbox scans.
+  bool clean = false;
+
+  friend bool operator==(const agent_meta&, const agent_meta&) = default;
 };
 
 // inbox: agent id + arrival -> inbox_entry. A message or signal accepted

@@ -337,3 +337,30 @@ TEST_CASE("concurrent senders to many agents lose nothing and duplicate nothing"
   for (int a = 0; a < agents; ++a) sum += total(*n, "c/" + std::to_string(a));
   CHECK(sum == threads * per_thread);
 }
+
+TEST_CASE("writes after a clean hibernation are not hidden by the clean snapshot") {
+  test::temp_dir dir;
+  {
+    auto n = start(test_config(dir.str(), /*idle_ms=*/20));
+    REQUIRE(spawn(*n, "cl/1").is_ok());
+    REQUIRE(send(*n, "cl/1", {{"add", 5}}).ack.is_ok());
+    REQUIRE(test::eventually([&] { return n->live_agents() == 0; }));  // clean snapshot at 3
+  }
+  {
+    // Wake it, write more, stop before it can hibernate again.
+    auto n = start(test_config(dir.str()));
+    auto s = send(*n, "cl/1", {{"add", 7}});
+    REQUIRE(s.reply.is_ok());
+    CHECK(s.reply->body == json{{"total", 12}});
+    auto m = send(*n, "cl/1", {{"add", 1}, {"delay_ms", 3'600'000}});
+    REQUIRE(m.reply.is_ok());
+  }
+  auto n = start(test_config(dir.str()));
+  auto v = get(*n, "cl/1");
+  REQUIRE(v.is_ok());
+  CHECK(v->state.value("total", 0) == 12);
+  CHECK(v->last_seq == 3 + 2 + 2);
+  auto ledger = n->ledger("cl/1", 1, 100);
+  REQUIRE(ledger.is_ok());
+  CHECK(ledger->size() == v->last_seq);
+}
