@@ -6,6 +6,7 @@
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <rocksdb/write_buffer_manager.h>
 
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
@@ -76,6 +77,8 @@ struct store::impl {
 
   ~impl() {
     if (db) {
+      // Flushing on a clean close leaves no WAL to replay at the next start.
+      db->Flush(rocksdb::FlushOptions(), handles).PermitUncheckedError();
       for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
       if (default_cf) db->DestroyColumnFamilyHandle(default_cf).PermitUncheckedError();
       db->Close().PermitUncheckedError();
@@ -92,10 +95,15 @@ result<std::unique_ptr<store>> store::open(const store_options& opts) {
   o.create_missing_column_families = opts.create;
   o.IncreaseParallelism(2);
   o.max_background_jobs = 2;
-  // Several writers' batches share one WAL fsync.
-  o.enable_pipelined_write = false;
+  // Memtables are charged to the block cache, so the node's RocksDB memory
+  // is bounded by block_cache_bytes however many families are written.
+  auto cache = rocksdb::NewLRUCache(opts.block_cache_bytes);
+  o.write_buffer_manager =
+      std::make_shared<rocksdb::WriteBufferManager>(opts.block_cache_bytes / 2, cache);
+  // Bounds the WAL a restart replays (start-up time after a crash).
+  o.max_total_wal_size = 64ull << 20;
   rocksdb::BlockBasedTableOptions t;
-  t.block_cache = rocksdb::NewLRUCache(opts.block_cache_bytes);
+  t.block_cache = cache;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   rocksdb::ColumnFamilyOptions cfo;
   cfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
