@@ -59,7 +59,8 @@ struct shell_state {
   // live agent has these.
   std::vector<request_ptr> queue;
   std::vector<inbox_item> inbox;
-  int64_t last_active_ns = 0;                   // for the idle check
+  // Stamped on every request and write; the supervisor's idle sweep reads it.
+  std::shared_ptr<std::atomic<int64_t>> last_active;
   std::unordered_set<std::string> writing_ids;  // message ids in the write in flight
   bool writing = false;
   batch in_flight;
@@ -506,41 +507,30 @@ void on_idle(shell_actor* self) {
   submit(self, std::move(b));
 }
 
-// One delayed message per idle period, not a timer re-armed on every
-// message: each request only stamps last_active_ns.
-void arm_idle_check(shell_actor* self, int64_t in_ns) {
-  self->delayed_send(self, std::chrono::nanoseconds(std::max<int64_t>(in_ns, 1'000'000)),
-                     idle_atom::value);
-}
-
+// The supervisor's sweep found us quiet for idle_ms (or thinks so: check).
 void on_idle_check(shell_actor* self) {
   auto& s = self->state;
   if (s.leaving) return;
   const int64_t idle_ns = int64_t{s.rt->cfg.idle_ms} * 1'000'000;
-  int64_t quiet = mono_ns() - s.last_active_ns;
-  if (quiet < idle_ns) {
-    arm_idle_check(self, idle_ns - quiet);
-    return;
-  }
-  on_idle(self);
-  if (!s.leaving) arm_idle_check(self, idle_ns);
+  if (mono_ns() - s.last_active->load(std::memory_order_relaxed) >= idle_ns) on_idle(self);
 }
 
-caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::string name) {
+caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::string name,
+                    std::shared_ptr<std::atomic<int64_t>> last_active) {
   auto& s = self->state;
   s.rt = rt;
+  s.last_active = std::move(last_active);
   s.supervisor = std::move(supervisor);
   s.name = std::move(name);
   int64_t t0 = mono_ns();
   s.broken = load(s);
   rt->metrics.activation_ns.record(static_cast<uint64_t>(mono_ns() - t0));
   if (!s.inbox.empty()) pump(self);
-  s.last_active_ns = mono_ns();
-  arm_idle_check(self, int64_t{rt->cfg.idle_ms} * 1'000'000);
+  s.last_active->store(mono_ns(), std::memory_order_relaxed);
   return {
       [self](request_ptr& r) {
         auto& s = self->state;
-        s.last_active_ns = mono_ns();
+        s.last_active->store(mono_ns(), std::memory_order_relaxed);
         if (s.leaving) {
           // The supervisor has (or will have) forgotten us: route it anew.
           self->send(s.supervisor, std::move(r));
@@ -550,7 +540,7 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
         pump(self);
       },
       [self](durable_atom, const status& result) {
-        self->state.last_active_ns = mono_ns();
+        self->state.last_active->store(mono_ns(), std::memory_order_relaxed);
         on_durable(self, result);
       },
       [self](idle_atom) { on_idle_check(self); },
@@ -560,8 +550,8 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
 }  // namespace
 
 caf::actor spawn_agent_shell(caf::local_actor* parent, runtime* rt, caf::actor supervisor,
-                             std::string name) {
-  return parent->spawn(shell, rt, std::move(supervisor), std::move(name));
+                             std::string name, std::shared_ptr<std::atomic<int64_t>> last_active) {
+  return parent->spawn(shell, rt, std::move(supervisor), std::move(name), std::move(last_active));
 }
 
 }  // namespace keel::actors

@@ -15,8 +15,10 @@ using idle_atom = caf::atom_constant<caf::atom("idle")>;
 
 // Spawns the shell of agent `name`, owned by `supervisor` (see
 // agent_shell.cpp). REQUIRES: rt outlives the actor.
+// `last_active` is stamped by the shell and read by the supervisor's idle
+// sweep.
 caf::actor spawn_agent_shell(caf::local_actor* parent, runtime* rt, caf::actor supervisor,
-                             std::string name);
+                             std::string name, std::shared_ptr<std::atomic<int64_t>> last_active);
 // The node's supervisor: name -> live shell, single-flight activation.
 caf::actor spawn_supervisor(caf::actor_system& sys, runtime* rt);
 

@@ -6,8 +6,16 @@
 // loaded. A shell that wants to hibernate asks first; the supervisor forgets
 // it only if the table still points at that shell, and any request that
 // reached the shell meanwhile is sent back here and activates a new one.
+//
+// Idleness is swept, not timed per agent: each shell stamps an atomic on
+// every request and write, and one periodic tick here tells the shells that
+// have been quiet for idle_ms to check themselves. A per-agent CAF timer
+// would be (re-)registered on the activation and message paths.
 
+#include <algorithm>
 #include <unordered_map>
+
+#include "base/clock.hpp"
 
 #include "actors/caf_types.hpp"
 
@@ -15,8 +23,13 @@ namespace keel::actors {
 
 namespace {
 
+struct live_shell {
+  caf::actor shell;
+  std::shared_ptr<std::atomic<int64_t>> last_active;
+};
+
 struct supervisor_state {
-  std::unordered_map<std::string, caf::actor> live;
+  std::unordered_map<std::string, live_shell> live;
   std::unordered_map<caf::actor_addr, std::string> names;
   static inline const char* name = "keel.supervisor";
 };
@@ -28,12 +41,17 @@ void forget(supervisor_actor* self, runtime* rt, const caf::actor_addr& who) {
   auto n = s.names.find(who);
   if (n == s.names.end()) return;
   auto it = s.live.find(n->second);
-  if (it != s.live.end() && it->second.address() == who) s.live.erase(it);
+  if (it != s.live.end() && it->second.shell.address() == who) s.live.erase(it);
   rt->set_live(n->second, false);
   s.names.erase(n);
 }
 
 caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
+  // A quarter of idle_ms, between 1 ms and 1 s: agents hibernate within
+  // idle_ms plus one tick.
+  const auto tick =
+      std::chrono::milliseconds(std::clamp<int64_t>(int64_t{rt->cfg.idle_ms} / 4, 1, 1000));
+  self->delayed_send(self, tick, idle_atom::value);
   self->set_down_handler([self, rt](caf::down_msg& dm) {
     // A shell died without asking (an escaped exception): forget it.
     if (self->state.names.count(dm.source)) {
@@ -47,23 +65,24 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
         auto& s = self->state;
         auto it = s.live.find(r->name);
         if (it == s.live.end()) {
+          auto stamp = std::make_shared<std::atomic<int64_t>>(mono_ns());
           caf::actor shell =
-              spawn_agent_shell(self, rt, caf::actor_cast<caf::actor>(self), r->name);
+              spawn_agent_shell(self, rt, caf::actor_cast<caf::actor>(self), r->name, stamp);
           self->monitor(shell);
           s.names.emplace(shell.address(), r->name);
-          it = s.live.emplace(r->name, std::move(shell)).first;
+          it = s.live.emplace(r->name, live_shell{std::move(shell), std::move(stamp)}).first;
           rt->metrics.activations.fetch_add(1, std::memory_order_relaxed);
           rt->metrics.live.fetch_add(1, std::memory_order_relaxed);
           rt->set_live(r->name, true);
         }
-        self->send(it->second, std::move(r));
+        self->send(it->second.shell, std::move(r));
       },
       [self, rt](hibernate_atom, const std::string& name) -> bool {
         auto& s = self->state;
         auto it = s.live.find(name);
         auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
-        if (it == s.live.end() || it->second.address() != sender) return false;
-        self->demonitor(it->second);
+        if (it == s.live.end() || it->second.shell.address() != sender) return false;
+        self->demonitor(it->second.shell);
         s.names.erase(sender);
         s.live.erase(it);
         rt->set_live(name, false);
@@ -71,9 +90,17 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
         rt->metrics.live.fetch_sub(1, std::memory_order_relaxed);
         return true;
       },
+      [self, rt, tick](idle_atom) {
+        const int64_t now = mono_ns();
+        const int64_t idle_ns = int64_t{rt->cfg.idle_ms} * 1'000'000;
+        for (auto& [name, entry] : self->state.live)
+          if (now - entry.last_active->load(std::memory_order_relaxed) >= idle_ns)
+            self->send(entry.shell, idle_atom::value);
+        self->delayed_send(self, tick, idle_atom::value);
+      },
       [self](shutdown_atom) {
-        for (auto& [name, shell] : self->state.live)
-          self->send_exit(shell, caf::exit_reason::user_shutdown);
+        for (auto& [name, entry] : self->state.live)
+          self->send_exit(entry.shell, caf::exit_reason::user_shutdown);
         self->state.live.clear();
         self->state.names.clear();
         self->quit();
