@@ -160,12 +160,13 @@ status store::write(const write_set& ops, bool sync) {
 }
 
 result<std::optional<agent_meta>> store::get_agent(std::string_view name) {
-  std::string v;
+  rocksdb::PinnableSlice v;  // no copy out of the block cache / memtable
   auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(family::agents),
                           rocksdb::Slice(name.data(), name.size()), &v);
   if (s.IsNotFound()) return std::optional<agent_meta>();
   if (!s.ok()) return from_rocks(s, "reading agent " + std::string(name));
-  auto m = decode_agent_meta(v, "agents entry of " + std::string(name));
+  auto m = decode_agent_meta(std::string_view(v.data(), v.size()),
+                             "agents entry of " + std::string(name));
   if (!m) return m.error();
   return std::optional<agent_meta>(std::move(*m));
 }
@@ -246,12 +247,12 @@ result<std::optional<std::pair<uint64_t, record>>> store::latest_snapshot(uint64
 
 result<std::optional<record>> store::read_snapshot(uint64_t agent_id, uint64_t seq,
                                                    std::string_view who) {
-  std::string v;
+  rocksdb::PinnableSlice v;
   auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(family::snapshots),
                           agent_seq_key(agent_id, seq), &v);
   if (s.IsNotFound()) return std::optional<record>();
   if (!s.ok()) return from_rocks(s, "reading snapshot of " + std::string(who));
-  auto r = decode_record(v, what_seq("snapshot", who, seq));
+  auto r = decode_record(std::string_view(v.data(), v.size()), what_seq("snapshot", who, seq));
   if (!r) return r.error();
   return std::optional<record>(std::move(*r));
 }

@@ -1,5 +1,6 @@
 #include "persistence/values.hpp"
 
+#include "persistence/msgpack.hpp"
 #include "persistence/record.hpp"
 
 namespace keel::persistence {
@@ -7,17 +8,14 @@ namespace keel::persistence {
 using nlohmann::json;
 
 std::string to_msgpack(const json& j) {
-  std::string out;
-  json::to_msgpack(j, nlohmann::detail::output_adapter<char>(out));
-  return out;
+  return msgpack_encode(j);
 }
 
 result<json> from_msgpack(std::string_view bytes, std::string_view what) {
-  json j = json::from_msgpack(bytes.begin(), bytes.end(), /*strict=*/true,
-                              /*allow_exceptions=*/false);
-  if (j.is_discarded())
+  auto j = msgpack_decode(bytes);
+  if (!j)
     return error(code::corruption, "corrupt record (" + std::string(what) + "): bad MessagePack");
-  return j;
+  return std::move(*j);
 }
 
 namespace {

@@ -201,3 +201,13 @@ TEST_CASE("crc32c changes when any single bit of the input changes") {
       CHECK(keel::crc32c(d) != base);
     }
 }
+
+TEST_CASE("the accelerated crc32c agrees with the table-driven one at every length and offset") {
+  std::string data;
+  for (int i = 0; i < 300; ++i) data.push_back(static_cast<char>((i * 131 + 7) & 0xff));
+  for (std::size_t off = 0; off < 9; ++off)
+    for (std::size_t len = 0; off + len <= data.size(); len += 7) {
+      std::string_view v(data.data() + off, len);
+      REQUIRE(keel::crc32c(v) == keel::crc32c_reference(v));
+    }
+}
