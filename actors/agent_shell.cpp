@@ -221,7 +221,9 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
   auto reply = decide_into(s, in, now, b);
   json rj = reply ? reply_json(*reply) : json{{"ok", true}, {"body", nullptr}};
   b.ops.push_back({family::inbox, true, persistence::agent_seq_key(s.meta.id, e.arrival), {}});
-  if (e.kind == "message")
+  // A retry of this id waits for this write, then finds the reply.
+  if (e.kind == "message") s.writing_ids.insert(e.id);
+  if (e.kind == "message" && !is_generated_id(e.id))
     b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, e.id),
                      persistence::encode(persistence::dedupe_entry{e.arrival, true, rj}, now)});
   for (auto& w : item.waiters) {
@@ -293,8 +295,12 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   }
   uint64_t arrival = s.next_arrival++;
   std::string id = r->id;
-  if (is_message && id.empty()) id = "auto-" + std::to_string(arrival);
-  if (is_message) s.writing_ids.insert(id);
+  // A message without an id gets one for the reply, but no dedupe entry:
+  // nobody can retry it, and the reserved prefix keeps it from colliding
+  // with a client's id.
+  const bool dedupe = is_message && !id.empty();
+  if (is_message && id.empty()) id = std::string(generated_id_prefix) + std::to_string(arrival);
+  if (dedupe) s.writing_ids.insert(id);
   (is_message ? s.rt->metrics.messages : s.rt->metrics.signals)
       .fetch_add(1, std::memory_order_relaxed);
   send_ack ack{is_message ? id : r->id, arrival, false};
@@ -307,7 +313,7 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
                                id,     r->from, r->body};
     b.ops.push_back({family::inbox, false, persistence::agent_seq_key(s.meta.id, arrival),
                      persistence::encode(e, now)});
-    if (is_message)
+    if (dedupe)
       b.ops.push_back(
           {family::dedupe, false, persistence::dedupe_key(s.meta.id, id),
            persistence::encode(persistence::dedupe_entry{arrival, false, nullptr}, now)});
@@ -328,7 +334,7 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
     in = agent::signal_input{arrival, r->id, r->body};
   auto reply = decide_into(s, in, now, b);
   json rj = reply ? reply_json(*reply) : json{{"ok", true}, {"body", nullptr}};
-  if (is_message)
+  if (dedupe)
     b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, id),
                      persistence::encode(persistence::dedupe_entry{arrival, true, rj}, now)});
   b.done.push_back([r, ack, rj, received, rt] {
@@ -356,6 +362,10 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
   using k = request::kind;
   // Only the request that woke the agent reports it as having been dormant.
   if (r->what != k::get && r->what != k::terminate) s.view_pending_hibernated = false;
+  // Messages spilled to the inbox by this pump are consumed by the next one;
+  // anything else queued behind them (a terminate, a timer, a read) must see
+  // them first, so it waits too.
+  if (!s.inbox.empty() && r->what != k::message && r->what != k::signal) return false;
   if (r->what == k::spawn) {
     handle_spawn(s, r, now, b);
     return true;
@@ -371,7 +381,13 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
       return handle_inbound(s, r, now, b, direct);
     case k::query: {
       s.rt->metrics.queries.fetch_add(1, std::memory_order_relaxed);
-      auto answer = s.type->query(s.st, r->body);
+      result<json> answer = error(code::internal, "query failed");
+      try {
+        answer = s.type->query(s.st, r->body);
+      } catch (const std::exception& e) {
+        // A type's bug on odd input must not kill the agent.
+        answer = error(code::invalid_argument, std::string("query failed: ") + e.what());
+      }
       b.done.push_back([r, answer] { call_once(r->answered, answer); });
       return true;
     }

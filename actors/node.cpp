@@ -167,6 +167,12 @@ void node::send(std::string name, inbound_message m, callback<send_ack> accepted
     fail(*r, error(code::invalid_argument, "message id is longer than 256 bytes"));
     return;
   }
+  if (is_generated_id(r->id)) {
+    fail(*r, error(code::invalid_argument, "message ids starting with \"" +
+                                               std::string(generated_id_prefix) +
+                                               "\" are reserved for ids the node generates"));
+    return;
+  }
   impl_->submit(std::move(r));
 }
 

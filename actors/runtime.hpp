@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 
 #include "actors/node.hpp"
@@ -89,6 +90,13 @@ struct request {
   callback<json> answered;        // query
 };
 using request_ptr = std::shared_ptr<request>;
+
+// Ids the node gives messages sent without one; clients may not use the
+// prefix, and such ids are not dedupe keys.
+inline constexpr std::string_view generated_id_prefix = "auto-";
+inline bool is_generated_id(std::string_view id) {
+  return id.starts_with(generated_id_prefix);
+}
 
 // Calls `f` if it is still set and clears it: each callback runs at most once.
 template <class F, class T>

@@ -37,34 +37,37 @@ void timer_service::stop() {
 }
 
 int64_t timer_service::scan(int64_t now) {
-  auto due = db_.due_timers(now, scan_batch);
-  if (!due) {
-    std::fprintf(stderr, "keel: timer scan failed: %s\n", due.error().to_string().c_str());
-    return now + 1000;
-  }
+  // Every due timer is looked at on every scan, in batches, so timers that
+  // were offered but not consumed yet never hide the ones behind them.
   std::map<std::string, int64_t> still_offered;
-  bool waiting_on_offered = false;
-  for (auto& t : *due) {
-    auto it = offered_.find(t.key);
-    if (it != offered_.end() && now - it->second < refire_ms_) {
-      still_offered.emplace(t.key, it->second);
-      waiting_on_offered = true;
-      continue;
+  std::string after;
+  for (;;) {
+    auto due = db_.due_timers(now, scan_batch, after);
+    if (!due) {
+      std::fprintf(stderr, "keel: timer scan failed: %s\n", due.error().to_string().c_str());
+      return now + 1000;
     }
-    still_offered.emplace(t.key, now);
-    waiting_on_offered = true;
-    fired_count_.fetch_add(1, std::memory_order_relaxed);
-    fire_(t.entry.agent, t.timer_id);
+    for (auto& t : *due) {
+      auto it = offered_.find(t.key);
+      if (it != offered_.end() && now - it->second < refire_ms_) {
+        still_offered.emplace(t.key, it->second);
+        continue;
+      }
+      still_offered.emplace(t.key, now);
+      fired_count_.fetch_add(1, std::memory_order_relaxed);
+      fire_(t.entry.agent, t.timer_id);
+    }
+    if (due->size() < scan_batch) break;
+    after = due->back().key;
   }
   // Timers no longer on disk were consumed; forget them.
   offered_.swap(still_offered);
-  if (due->size() == scan_batch) return now;  // more are due right away
   auto next = db_.next_timer_due();
   int64_t wake = now + idle_wait_ms;
   if (next && *next && **next > now) wake = std::min(wake, **next);
-  // Offered timers are still on disk until their agents consume them: look
-  // again soon, so the scan also notices later timers behind them.
-  if (waiting_on_offered) wake = std::min(wake, now + 100);
+  // Offered timers stay on disk until their agents consume them: look again
+  // soon, so later timers (and refires) are not missed behind them.
+  if (!offered_.empty()) wake = std::min(wake, now + 100);
   return wake;
 }
 

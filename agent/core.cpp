@@ -62,22 +62,26 @@ struct decider {
 
   void emit(event_type type, json data) { out.events.push_back({type, now, std::move(data)}); }
 
+  // A message or signal that reaches an agent which is no longer active
+  // was accepted earlier (it waited in the inbox): it is still recorded, and
+  // refused, so no acknowledged message leaves no trace in the ledger.
+  bool refuse_if_inactive(const std::string& id) {
+    if (s.status == "active") return false;
+    emit(event_type::message_rejected,
+         {{"id", id}, {"code", "conflict"}, {"reason", "agent is " + s.status}});
+    out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+    return true;
+  }
   void operator()(const message_input& m) {
-    if (s.status != "active") {
-      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
-      return;
-    }
     emit(event_type::message_received,
          {{"arrival", m.arrival}, {"id", m.id}, {"from", m.from}, {"body", m.body}});
+    if (refuse_if_inactive(m.id)) return;
     t.on_message(s, m, now, out);
   }
   void operator()(const signal_input& sig) {
-    if (s.status != "active") {
-      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
-      return;
-    }
     emit(event_type::signal_received,
          {{"arrival", sig.arrival}, {"signal", sig.name}, {"payload", sig.payload}});
+    if (refuse_if_inactive(sig.name)) return;
     t.on_signal(s, sig, now, out);
   }
   void operator()(const timer_input& ti) {

@@ -117,7 +117,8 @@ void counter_type::apply(agent_state& s, const event& e) const {
 }
 
 result<json> counter_type::query(const agent_state& s, const json& q) const {
-  if (q.is_null() || (q.is_object() && (q.empty() || (q.size() == 1 && q.value("get", false)))))
+  if (q.is_null() ||
+      (q.is_object() && (q.empty() || (q.size() == 1 && q.contains("get") && q["get"] == true))))
     return json{{"total", total_of(s)}};
   return error(code::invalid_argument, "counter answers the query {\"get\": true}");
 }

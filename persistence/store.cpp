@@ -327,15 +327,21 @@ result<std::vector<std::string>> store::agents_with_inbox() {
   return out;
 }
 
-result<std::vector<due_timer>> store::due_timers(int64_t now_ms, std::size_t limit) {
+result<std::vector<due_timer>> store::due_timers(int64_t now_ms, std::size_t limit,
+                                                 std::string_view after) {
   std::vector<due_timer> out;
   std::string upper = timer_key(now_ms + 1, 0, 0);
   rocksdb::Slice ub(upper);
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &ub;
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(family::timers)));
-  for (it->SeekToFirst(); it->Valid() && out.size() < limit; it->Next()) {
+  if (after.empty())
+    it->SeekToFirst();
+  else
+    it->Seek(rocksdb::Slice(after.data(), after.size()));
+  for (; it->Valid() && out.size() < limit; it->Next()) {
     std::string_view k(it->key().data(), it->key().size());
+    if (k == after) continue;
     if (k.size() != 24) return error(code::corruption, "timer key has a bad size");
     auto parts = parse_timer_key(k);
     auto e = decode_timer_entry(std::string_view(it->value().data(), it->value().size()),

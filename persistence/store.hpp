@@ -96,7 +96,9 @@ class store {
   // those agents only, not with all agents on disk.
   result<std::vector<std::string>> agents_with_inbox();
   // Timers due at or before `now_ms`, oldest first, at most `limit`.
-  result<std::vector<due_timer>> due_timers(int64_t now_ms, std::size_t limit);
+  // Resumes after the key `after` when it is not empty.
+  result<std::vector<due_timer>> due_timers(int64_t now_ms, std::size_t limit,
+                                            std::string_view after = {});
   // Due time of the earliest timer, if any.
   result<std::optional<int64_t>> next_timer_due();
 

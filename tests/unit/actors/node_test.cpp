@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -363,4 +364,113 @@ TEST_CASE("writes after a clean hibernation are not hidden by the clean snapshot
   auto ledger = n->ledger("cl/1", 1, 100);
   REQUIRE(ledger.is_ok());
   CHECK(ledger->size() == v->last_seq);
+}
+
+TEST_CASE("messages spilled to the inbox are recorded before a terminate queued behind them") {
+  test::temp_dir dir;
+  auto c = test_config(dir.str());
+  c.max_unacked_per_agent = 1;
+  auto n = start(c);
+  REQUIRE(spawn(*n, "sp/1").is_ok());
+  constexpr int k = 60;
+  std::mutex mu;
+  std::set<std::string> acked;
+  std::atomic<int> answered{0};
+  for (int i = 0; i < k; ++i) {
+    std::string id = "s" + std::to_string(i);
+    n->send(
+        "sp/1", {id, "", {{"add", 1}}},
+        [&, id](result<send_ack> a) {
+          if (a.is_ok()) {
+            std::lock_guard lk(mu);
+            acked.insert(id);
+          }
+          ++answered;
+        },
+        nullptr);
+  }
+  future_value<result<agent_view>> t;
+  n->terminate("sp/1", "test", [&](result<agent_view> v) { t.set(std::move(v)); });
+  REQUIRE(t.wait().has_value());
+  REQUIRE(test::eventually([&] { return answered.load() == k; }));
+  auto ledger = n->ledger("sp/1", 1, 1000);
+  REQUIRE(ledger.is_ok());
+  std::set<std::string> recorded;
+  for (auto& e : *ledger)
+    if (e.type == "message_received") recorded.insert(e.data["id"].get<std::string>());
+  std::lock_guard lk(mu);
+  CHECK(acked.size() == static_cast<std::size_t>(k));  // all were queued before the terminate
+  for (auto& id : acked)
+    CHECK_MESSAGE(recorded.count(id) == 1, "acknowledged but not recorded: " << id);
+}
+
+TEST_CASE("a retry of a spilled message waits for and gets the first reply") {
+  test::temp_dir dir;
+  auto c = test_config(dir.str());
+  c.max_unacked_per_agent = 0;
+  auto n = start(c);
+  REQUIRE(spawn(*n, "rt/1").is_ok());
+  auto first = std::make_shared<future_value<result<agent_reply>>>();
+  auto second = std::make_shared<future_value<result<agent_reply>>>();
+  n->send(
+      "rt/1", {"x", "", {{"add", 4}}}, [](result<send_ack>) {},
+      [first](result<agent_reply> r) { first->set(std::move(r)); });
+  n->send(
+      "rt/1", {"x", "", {{"add", 4}}}, [](result<send_ack>) {},
+      [second](result<agent_reply> r) { second->set(std::move(r)); });
+  auto a = first->wait(), b = second->wait();
+  REQUIRE(a.has_value());
+  REQUIRE(b.has_value());
+  REQUIRE_MESSAGE(a->is_ok(), a->error().to_string());
+  REQUIRE_MESSAGE(b->is_ok(), b->error().to_string());
+  CHECK((*a)->body == json{{"total", 4}});
+  CHECK((*b)->body == json{{"total", 4}});
+  CHECK(total(*n, "rt/1") == 4);
+}
+
+TEST_CASE("a malformed query is refused without stopping the agent") {
+  test::temp_dir dir;
+  auto n = start(test_config(dir.str()));
+  REQUIRE(spawn(*n, "q/1", {{"total", 9}}).is_ok());
+  for (json q : {json{{"get", 1}}, json{{"get", "x"}}, json{{"what", true}}}) {
+    future_value<result<json>> f;
+    n->query("q/1", q, [&](result<json> r) { f.set(std::move(r)); });
+    auto r = f.wait();
+    REQUIRE(r.has_value());
+    REQUIRE_FALSE(r->is_ok());
+    CHECK(r->error().error_code() == code::invalid_argument);
+  }
+  CHECK(total(*n, "q/1") == 9);
+  CHECK(n->metrics_text().find("keel_activations_total 1\n") != std::string::npos);
+  CHECK(n->metrics_text().find("keel_agent_failures_total 0\n") != std::string::npos);
+}
+
+TEST_CASE("client message ids may not use the prefix of generated ids") {
+  test::temp_dir dir;
+  auto n = start(test_config(dir.str()));
+  REQUIRE(spawn(*n, "id/1").is_ok());
+  auto plain = send(*n, "id/1", {{"add", 1}});
+  REQUIRE(plain.ack.is_ok());
+  CHECK(plain.ack->id.rfind("auto-", 0) == 0);
+  auto taken = send(*n, "id/1", {{"add", 100}}, plain.ack->id);
+  REQUIRE_FALSE(taken.ack.is_ok());
+  CHECK(taken.ack.error().error_code() == code::invalid_argument);
+  CHECK(total(*n, "id/1") == 1);
+}
+
+TEST_CASE("a timer fires even behind thousands of due timers nobody consumes") {
+  test::temp_dir dir;
+  {
+    auto db = persistence::store::open({dir.str(), 8 << 20, true});
+    REQUIRE(db.is_ok());
+    persistence::write_set ops;
+    for (uint64_t t = 1; t <= 4200; ++t)
+      ops.push_back({persistence::family::timers, false, persistence::timer_key(1, 999'999, t),
+                     persistence::encode(persistence::timer_entry{"ghost/agent", nullptr}, 0)});
+    REQUIRE((*db)->write(ops, true).is_ok());
+  }
+  auto n = start(test_config(dir.str()));
+  REQUIRE(spawn(*n, "tm/1").is_ok());
+  REQUIRE(send(*n, "tm/1", {{"add", 3}, {"delay_ms", 50}}).reply.is_ok());
+  CHECK(test::eventually([&] { return total(*n, "tm/1") == 3; }));
 }
