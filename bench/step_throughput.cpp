@@ -85,8 +85,10 @@ class closed_loop {
     agent_slot& a = slots_[i];
     a.total += 1;
     a.sent_ns = now_ns();
+    // Every message carries a client id, as an exactly-once sender's would:
+    // each one is looked up and recorded in the agent's dedupe family.
     node_.send(
-        a.name, actors::inbound_message{{}, "bench", json{{"add", 1}}},
+        a.name, actors::inbound_message{"m" + std::to_string(a.total), "bench", json{{"add", 1}}},
         [this, i](result<actors::send_ack> ack) {
           if (!ack) return;  // the reply callback reports it
           int64_t t = now_ns();
