@@ -53,7 +53,6 @@ struct shell_state {
   persistence::agent_meta meta;
   const agent::agent_type* type = nullptr;
   agent::agent_state st;
-  uint64_t snapshot_seq = 0;
   uint64_t next_arrival = 1;
   // Vectors, not deques: an empty std::deque allocates ~600 B, and every
   // live agent has these.
@@ -111,31 +110,26 @@ status load(shell_state& s) {
   s.type = agent::find_type(s.meta.type);
   if (!s.type)
     return error(code::corruption, "agent " + s.name + " has unknown type " + s.meta.type);
-  auto adopt = [&s](const persistence::record& rec, uint64_t seq) {
-    auto st = snapshot_from_record(rec, "snapshot of " + s.name);
+  // The directory entry names the newest snapshot: it is written in the
+  // same batch as the snapshot, so this is a point lookup, never a scan.
+  if (const uint64_t seq = s.meta.snapshot_seq; seq > 0) {
+    auto snap = s.rt->db->read_snapshot(s.meta.id, seq, s.name);
+    if (!snap) return snap.error();
+    if (!*snap)
+      return error(code::corruption,
+                   "snapshot of " + s.name + " at seq " + std::to_string(seq) + " is missing");
+    auto st = snapshot_from_record(**snap, "snapshot of " + s.name);
     if (!st) return st.error();
     s.st = std::move(*st);
-    s.snapshot_seq = seq;
     if (s.st.last_seq != seq)
       return error(code::corruption, "snapshot of " + s.name + " at seq " + std::to_string(seq) +
                                          " disagrees with its key");
-    return status::ok();
-  };
-  if (s.meta.clean && s.meta.snapshot_seq > 0) {
-    // Hibernated cleanly: the snapshot is the whole story, so activation is
-    // two point lookups and no scans.
-    auto snap = s.rt->db->read_snapshot(s.meta.id, s.meta.snapshot_seq, s.name);
-    if (!snap) return snap.error();
-    if (!*snap)
-      return error(code::corruption, "snapshot of " + s.name + " at seq " +
-                                         std::to_string(s.meta.snapshot_seq) + " is missing");
-    KEEL_TRY(adopt(**snap, s.meta.snapshot_seq));
+  }
+  if (s.meta.clean) {
+    // Hibernated cleanly: the snapshot is the whole story; no scans.
     s.next_arrival = s.st.last_arrival + 1;
     return status::ok();
   }
-  auto snap = s.rt->db->latest_snapshot(s.meta.id, s.name);
-  if (!snap) return snap.error();
-  if (*snap) KEEL_TRY(adopt((*snap)->second, (*snap)->first));
   // Fold the ledger tail in chunks.
   for (;;) {
     auto tail = s.rt->db->read_ledger(s.meta.id, s.st.last_seq + 1, 1024, s.name);
@@ -492,7 +486,7 @@ void leave(shell_actor* self) {
 void on_idle(shell_actor* self) {
   auto& s = self->state;
   if (s.writing || s.leaving || !s.queue.empty() || !s.inbox.empty()) return;
-  if (!s.exists || !s.broken.is_ok() || (s.meta.clean && s.st.last_seq == s.snapshot_seq)) {
+  if (!s.exists || !s.broken.is_ok() || (s.meta.clean && s.st.last_seq == s.meta.snapshot_seq)) {
     leave(self);
     return;
   }
@@ -501,21 +495,22 @@ void on_idle(shell_actor* self) {
   int64_t now = wall_ms();
   batch b;
   const uint64_t seq = s.st.last_seq;
-  if (seq > s.snapshot_seq) {
+  if (seq > s.meta.snapshot_seq) {
     b.ops.push_back({family::snapshots, false, persistence::agent_seq_key(s.meta.id, seq),
                      persistence::encode_record(snapshot_record(s.st, now))});
-    if (s.snapshot_seq > 0)
-      b.ops.push_back(
-          {family::snapshots, true, persistence::agent_seq_key(s.meta.id, s.snapshot_seq), {}});
+    if (s.meta.snapshot_seq > 0)
+      b.ops.push_back({family::snapshots,
+                       true,
+                       persistence::agent_seq_key(s.meta.id, s.meta.snapshot_seq),
+                       {}});
   }
   persistence::agent_meta meta = s.meta;
   meta.snapshot_seq = seq;
   meta.clean = true;
   b.ops.push_back({family::agents, false, s.name, persistence::encode(meta, now)});
-  const bool wrote_snapshot = seq > s.snapshot_seq;
+  const bool wrote_snapshot = seq > s.meta.snapshot_seq;
   b.done.push_back([self, meta, wrote_snapshot] {
     auto& st = self->state;
-    st.snapshot_seq = meta.snapshot_seq;
     st.meta = meta;
     if (wrote_snapshot) st.rt->metrics.snapshots.fetch_add(1, std::memory_order_relaxed);
     if (st.queue.empty() && st.inbox.empty()) leave(self);

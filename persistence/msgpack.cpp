@@ -8,7 +8,7 @@ namespace keel::persistence {
 
 using nlohmann::json;
 
-std::string msgpack_encode(const json& j) {
+std::string to_msgpack(const json& j) {
   std::string out;
   json::to_msgpack(j, nlohmann::detail::output_adapter<char>(out));
   return out;

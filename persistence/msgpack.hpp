@@ -13,7 +13,7 @@
 
 namespace keel::persistence {
 
-std::string msgpack_encode(const nlohmann::json& j);
+std::string to_msgpack(const nlohmann::json& j);
 // nullopt when the bytes are not exactly one well-formed value (truncated,
 // trailing bytes, non-string map keys, ext types, nesting deeper than 128).
 std::optional<nlohmann::json> msgpack_decode(std::string_view bytes);

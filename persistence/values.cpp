@@ -7,10 +7,6 @@ namespace keel::persistence {
 
 using nlohmann::json;
 
-std::string to_msgpack(const json& j) {
-  return msgpack_encode(j);
-}
-
 result<json> from_msgpack(std::string_view bytes, std::string_view what) {
   auto j = msgpack_decode(bytes);
   if (!j)

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/status.hpp"
+#include "persistence/msgpack.hpp"
 
 namespace keel::persistence {
 
@@ -76,9 +77,8 @@ result<inbox_entry> decode_inbox_entry(std::string_view bytes, std::string_view 
 result<dedupe_entry> decode_dedupe_entry(std::string_view bytes, std::string_view what);
 result<timer_entry> decode_timer_entry(std::string_view bytes, std::string_view what);
 
-// MessagePack helpers shared with the agent layer; from_msgpack returns a
-// corruption error instead of throwing.
-std::string to_msgpack(const nlohmann::json& j);
+// MessagePack decoding for stored payloads: a corruption error naming
+// `what` instead of nullopt (to_msgpack is in msgpack.hpp).
 result<nlohmann::json> from_msgpack(std::string_view bytes, std::string_view what);
 
 }  // namespace keel::persistence

@@ -5,7 +5,7 @@
 #include "persistence/msgpack.hpp"
 
 using keel::persistence::msgpack_decode;
-using keel::persistence::msgpack_encode;
+using keel::persistence::to_msgpack;
 using nlohmann::json;
 
 namespace {
@@ -53,7 +53,7 @@ TEST_CASE("the MessagePack decoder agrees with nlohmann's on random documents") 
   std::mt19937_64 rng(20261126);
   for (int i = 0; i < 400; ++i) {
     json j = random_json(rng, 0);
-    std::string bytes = msgpack_encode(j);
+    std::string bytes = to_msgpack(j);
     auto ours = msgpack_decode(bytes);
     REQUIRE(ours.has_value());
     json theirs = json::from_msgpack(bytes);
@@ -68,7 +68,7 @@ TEST_CASE("the MessagePack decoder agrees with nlohmann's on random documents") 
 
 TEST_CASE("the MessagePack decoder refuses truncated, padded and unsupported input") {
   json j = {{"total", -5}, {"label", std::string(300, 'z')}, {"list", {1, 2.5, nullptr, "x"}}};
-  std::string bytes = msgpack_encode(j);
+  std::string bytes = to_msgpack(j);
   for (std::size_t len = 0; len < bytes.size(); ++len)
     CHECK_FALSE(msgpack_decode(std::string_view(bytes).substr(0, len)).has_value());
   CHECK_FALSE(msgpack_decode(bytes + '\x00').has_value());
