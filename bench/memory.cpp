@@ -129,22 +129,30 @@ config::node_config node_cfg(const settings& s, const std::string& dir, uint32_t
 
 constexpr uint32_t huge_idle_ms = 24u * 3600 * 1000;
 
+// RSS now against `before`, per agent, once all s.agents are live; stops
+// the node.
+ordered_json live_rss_report(actors::node& node, const settings& s, uint64_t before,
+                             const char* after_what) {
+  uint64_t after = settled_rss();
+  if (node.live_agents() != s.agents)
+    die("expected " + std::to_string(s.agents) + " live agents after " + after_what + ", found " +
+        std::to_string(node.live_agents()));
+  node.stop();
+  ordered_json j;
+  j["rss_before"] = before;
+  j["rss_after"] = after;
+  j["bytes_per_agent"] =
+      round2(static_cast<double>(after - std::min(after, before)) / static_cast<double>(s.agents));
+  return j;
+}
+
 ordered_json spawn_phase(const settings& s, bool label) {
   auto node = start_node(node_cfg(s, s.dir, huge_idle_ms, s.block_cache));
   uint64_t before = settled_rss();
   int64_t ns = spawn_all(*node, s.agents, label ? label_name : empty_name, [&](uint64_t i) {
     return label ? json{{"label", make_label(i, s.label_bytes)}} : json{{"label", ""}};
   });
-  uint64_t after = settled_rss();
-  if (node->live_agents() != s.agents)
-    die("expected " + std::to_string(s.agents) + " live agents after spawning, found " +
-        std::to_string(node->live_agents()));
-  node->stop();
-  ordered_json j;
-  j["rss_before"] = before;
-  j["rss_after"] = after;
-  j["bytes_per_agent"] =
-      round2(static_cast<double>(after - std::min(after, before)) / static_cast<double>(s.agents));
+  ordered_json j = live_rss_report(*node, s, before, "spawning");
   j["spawn_per_s"] = round2(static_cast<double>(s.agents) * 1e9 / static_cast<double>(ns));
   return j;
 }
@@ -153,17 +161,7 @@ ordered_json activate_phase(const settings& s, bool label) {
   auto node = start_node(node_cfg(s, s.dir, huge_idle_ms, s.live_block_cache));
   uint64_t before = settled_rss();
   query_all(*node, s.agents, label ? label_name : empty_name, [](uint64_t) { return 0; });
-  uint64_t after = settled_rss();
-  if (node->live_agents() != s.agents)
-    die("expected " + std::to_string(s.agents) + " live agents after activation, found " +
-        std::to_string(node->live_agents()));
-  node->stop();
-  ordered_json j;
-  j["rss_before"] = before;
-  j["rss_after"] = after;
-  j["bytes_per_agent"] =
-      round2(static_cast<double>(after - std::min(after, before)) / static_cast<double>(s.agents));
-  return j;
+  return live_rss_report(*node, s, before, "activation");
 }
 
 ordered_json hibernate_phase(const settings& s, bool label) {

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "support/corruption.hpp"
+
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -35,18 +37,8 @@ std::string reseal(std::string body_without_crc) {
   return body_without_crc;
 }
 
-// True when `r` failed with a corruption error whose message names the
-// record (`what`) and, if given, `why`; says what it got otherwise.
 bool is_corruption(const keel::result<record>& r, std::string_view why = {}) {
-  if (r.is_ok()) {
-    MESSAGE("expected a corruption error, got a value");
-    return false;
-  }
-  const std::string& m = r.error().message();
-  bool ok = r.error().error_code() == code::corruption && contains(m, what) &&
-            (why.empty() || contains(m, why));
-  if (!ok) MESSAGE("unexpected error: " << r.error().to_string());
-  return ok;
+  return keel::test::is_corruption_naming(r, what, why);
 }
 
 }  // namespace

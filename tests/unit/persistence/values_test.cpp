@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "support/corruption.hpp"
+
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -15,23 +17,9 @@ namespace {
 
 constexpr std::string_view what = "inbox of acct/alice seq 3";
 
-bool contains(const std::string& haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-// True when `r` failed with a corruption error whose message names the
-// record (`what`) and, if given, `why`; says what it got otherwise.
 template <class T>
 bool is_corruption(const keel::result<T>& r, std::string_view why = {}) {
-  if (r.is_ok()) {
-    MESSAGE("expected a corruption error, got a value");
-    return false;
-  }
-  const std::string& m = r.error().message();
-  bool ok = r.error().error_code() == code::corruption && contains(m, what) &&
-            (why.empty() || contains(m, why));
-  if (!ok) MESSAGE("unexpected error: " << r.error().to_string());
-  return ok;
+  return keel::test::is_corruption_naming(r, what, why);
 }
 
 p::agent_meta sample_meta() {
