@@ -15,13 +15,16 @@
 // they are memtable / block-cache hits of a few microseconds. Nothing here
 // fsyncs on a scheduler thread.
 
+#include <set>
 #include <unordered_set>
 
 #include "actors/caf_types.hpp"
 #include "actors/ledger_codec.hpp"
 #include "actors/timer_service.hpp"
 #include "agent/core.hpp"
+#include "agent/loop.hpp"
 #include "base/clock.hpp"
+#include "base/names.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors {
@@ -47,6 +50,12 @@ struct shell_state {
   runtime* rt = nullptr;
   caf::actor supervisor;
   std::string name;
+  // Effects this incarnation handed to the effect pool or another agent and
+  // whose results have not come back: the shell does not hibernate while
+  // there are any. (effect, attempt)
+  std::set<std::pair<uint64_t, uint32_t>> running;
+  bool recover_due = false;  // feed recover_input before anything else
+  int64_t idle_ns = 0;
   status broken;  // a load or write failure: the shell only leaves
   bool exists = false;
   bool view_pending_hibernated = false;  // next view reports "was dormant"
@@ -94,7 +103,12 @@ agent_view make_view(shell_state& s) {
   v.hibernated = s.view_pending_hibernated;
   s.view_pending_hibernated = false;
   v.created_ms = s.meta.created_ms;
-  v.state = s.st.data;
+  if (s.type) {
+    v.state = s.type->view(s.st);
+    v.phase = s.type->phase(s.st);
+  } else {
+    v.state = s.st.data;
+  }
   return v;
 }
 
@@ -107,7 +121,7 @@ status load(shell_state& s) {
   s.exists = true;
   s.view_pending_hibernated = true;
   s.meta = std::move(**meta);
-  s.type = agent::find_type(s.meta.type);
+  s.type = s.rt->types->find(s.meta.type);
   if (!s.type)
     return error(code::corruption, "agent " + s.name + " has unknown type " + s.meta.type);
   // The directory entry names the newest snapshot: it is written in the
@@ -171,6 +185,207 @@ void timer_ops(shell_state& s, const agent::effect& fx, batch& b) {
   }
 }
 
+// --- effects -------------------------------------------------------------------
+
+std::string effect_key(const shell_state& s, uint64_t effect) {
+  return s.name + "#" + std::to_string(effect);
+}
+
+// Hands an effect's outcome back to its agent, through the supervisor: the
+// agent may have left and is then activated again.
+void post_result(runtime* rt, const caf::actor& supervisor, const std::string& agent,
+                 uint64_t effect, uint32_t attempt, const effect_outcome& o,
+                 std::string from = "effect", callback<json> answered = nullptr) {
+  auto r = std::make_shared<request>();
+  r->what = request::kind::effect_result;
+  r->name = agent;
+  r->from = std::move(from);
+  r->received_ns = mono_ns();
+  r->body = {{"effect", effect},   {"attempt", attempt}, {"ok", o.ok},
+             {"result", o.result}, {"error", o.error},   {"retryable", o.retryable}};
+  r->answered = std::move(answered);
+  if (!o.ok) rt->metrics.effect_failures.fetch_add(1, std::memory_order_relaxed);
+  caf::anon_send(supervisor, std::move(r));
+}
+
+const agent::loop_type* loop_of(const shell_state& s) {
+  return dynamic_cast<const agent::loop_type*>(s.type);
+}
+
+void run_on_pool(shell_state& s, uint64_t effect, uint32_t attempt,
+                 std::function<effect_outcome()> call) {
+  runtime* rt = s.rt;
+  caf::actor sup = s.supervisor;
+  std::string name = s.name;
+  s.running.insert({effect, attempt});
+  const bool queued = rt->pool->submit([rt, sup, name, effect, attempt, call = std::move(call)] {
+    effect_outcome o;
+    try {
+      o = call();
+    } catch (const std::exception& e) {
+      o = effect_outcome::failure(std::string("effect threw: ") + e.what(), true);
+    }
+    post_result(rt, sup, name, effect, attempt, o);
+  });
+  if (!queued) s.running.erase({effect, attempt});  // stopping: recovery runs it again
+}
+
+void dispatch_model(shell_state& s, const agent::model_call_effect& m) {
+  const agent::loop_type* loop = loop_of(s);
+  if (!loop) return;
+  const config::agent_spec& spec = loop->spec();
+  s.rt->metrics.model_calls.fetch_add(1, std::memory_order_relaxed);
+  auto it = s.rt->plugins.providers.find(spec.model.provider);
+  if (it == s.rt->plugins.providers.end()) {
+    s.running.insert({m.effect, m.attempt});
+    post_result(s.rt, s.supervisor, s.name, m.effect, m.attempt,
+                effect_outcome::failure(
+                    "no model provider '" + spec.model.provider + "' on this node", false));
+    return;
+  }
+  std::shared_ptr<model_provider> provider = it->second;
+  model_call_context ctx{s.name, m.call_index, effect_key(s, m.effect), m.attempt,
+                         spec.model.retry.timeout_ms};
+  json req = loop->model_request(s.st);
+  run_on_pool(s, m.effect, m.attempt, [provider, &spec, req = std::move(req), ctx] {
+    return provider->complete(spec.model, req, ctx);
+  });
+}
+
+void dispatch_tool(shell_state& s, const agent::tool_call_effect& t) {
+  const agent::loop_type* loop = loop_of(s);
+  if (!loop) return;
+  const config::tool_spec* ts = loop->spec().find_tool(t.tool);
+  if (!ts) return;  // the spec changed under a running effect: recovery decides
+  s.rt->metrics.tool_calls.fetch_add(1, std::memory_order_relaxed);
+  runtime* rt = s.rt;
+  caf::actor sup = s.supervisor;
+  const std::string name = s.name;
+  const std::string key = effect_key(s, t.effect);
+  const uint64_t effect = t.effect;
+  const uint32_t attempt = t.attempt;
+  switch (ts->kind) {
+    case config::tool_kind::worker:
+      rt->tasks.add({task_id(s.meta.id, effect, attempt),
+                     ts->queue,
+                     name,
+                     effect,
+                     attempt,
+                     ts->name,
+                     t.arguments,
+                     ts->lease_ms,
+                     {},
+                     0,
+                     0});
+      return;
+    case config::tool_kind::send_message: {
+      s.running.insert({effect, attempt});
+      auto r = std::make_shared<request>();
+      r->what = request::kind::message;
+      r->name = t.arguments.value("to", "");
+      r->id = key;
+      r->from = name;
+      r->body = t.arguments.value("message", json());
+      r->received_ns = mono_ns();
+      const std::string to = r->name;
+      r->accepted = [rt, sup, name, effect, attempt, to](result<send_ack> a) {
+        effect_outcome o =
+            a ? effect_outcome::success(
+                    {{"delivered", true}, {"to", to}, {"id", a->id}, {"duplicate", a->duplicate}})
+              : effect_outcome::failure("cannot deliver to " + to + ": " + a.error().message(),
+                                        a.error().error_code() == code::unavailable);
+        post_result(rt, sup, name, effect, attempt, o);
+      };
+      if (r->name.empty() || !validate_agent_name(r->name)) {
+        r->accepted(error(code::invalid_argument, "\"to\" must name an agent"));
+        r->accepted = nullptr;
+        return;
+      }
+      caf::anon_send(sup, std::move(r));
+      return;
+    }
+    case config::tool_kind::spawn_agent: {
+      s.running.insert({effect, attempt});
+      auto r = std::make_shared<request>();
+      r->what = request::kind::spawn;
+      r->name = t.arguments.value("name", "");
+      r->type = t.arguments.value("type", "");
+      r->body = t.arguments.value("input", json());
+      r->received_ns = mono_ns();
+      const std::string child = r->name;
+      r->viewed = [rt, sup, name, effect, attempt, child](result<agent_view> v) {
+        effect_outcome o;
+        if (v)
+          o = effect_outcome::success({{"spawned", child}, {"type", v->type}});
+        else if (v.error().error_code() == code::already_exists && attempt > 1)
+          o = effect_outcome::success(
+              {{"spawned", child}, {"existed", true}});  // our own earlier attempt
+        else
+          o = effect_outcome::failure("cannot spawn " + child + ": " + v.error().message(),
+                                      v.error().error_code() == code::unavailable);
+        post_result(rt, sup, name, effect, attempt, o);
+      };
+      if (!validate_agent_name(r->name) || !rt->types->find(r->type)) {
+        r->viewed(error(code::invalid_argument,
+                        "spawn_agent needs a valid \"name\" and a known \"type\""));
+        r->viewed = nullptr;
+        return;
+      }
+      caf::anon_send(sup, std::move(r));
+      return;
+    }
+    case config::tool_kind::http:
+    case config::tool_kind::exec: {
+      auto it = rt->plugins.runners.find(ts->kind);
+      if (it == rt->plugins.runners.end()) {
+        s.running.insert({effect, attempt});
+        post_result(rt, sup, name, effect, attempt,
+                    effect_outcome::failure(std::string("no runner for ") +
+                                                config::to_string(ts->kind) + " tools on this node",
+                                            false));
+        return;
+      }
+      std::shared_ptr<tool_runner> runner = it->second;
+      tool_call_context ctx{name, key, attempt, ts->retry.timeout_ms};
+      run_on_pool(s, effect, attempt,
+                  [runner, ts, args = t.arguments, ctx] { return runner->run(*ts, args, ctx); });
+      return;
+    }
+    case config::tool_kind::sleep:
+    case config::tool_kind::ask_human:
+      return;  // the loop waits for a timer or a signal
+  }
+}
+
+// The write-ahead part of an effect: its marker goes into the batch with the
+// event that starts it; the call itself is made once the batch is durable.
+void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) {
+  shell_state* sp = &s;
+  if (auto* m = std::get_if<agent::model_call_effect>(&fx)) {
+    persistence::effect_marker mk{s.name, "model", "", m->attempt, "", 0, nullptr};
+    b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, m->effect),
+                     persistence::encode(mk, now)});
+    b.done.push_back([sp, m = *m] { dispatch_model(*sp, m); });
+  } else if (auto* t = std::get_if<agent::tool_call_effect>(&fx)) {
+    const agent::loop_type* loop = loop_of(s);
+    const config::tool_spec* ts = loop ? loop->spec().find_tool(t->tool) : nullptr;
+    persistence::effect_marker mk{s.name,
+                                  ts ? config::to_string(ts->kind) : "unknown",
+                                  t->tool,
+                                  t->attempt,
+                                  ts ? ts->queue : "",
+                                  ts ? ts->lease_ms : 0,
+                                  t->arguments};
+    b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, t->effect),
+                     persistence::encode(mk, now)});
+    b.done.push_back([sp, t = *t] { dispatch_tool(*sp, t); });
+  } else if (auto* e = std::get_if<agent::end_effect>(&fx)) {
+    b.ops.push_back({family::effects, true, persistence::agent_seq_key(s.meta.id, e->effect), {}});
+    runtime* rt = s.rt;
+    b.done.push_back([rt, name = s.name, eff = e->effect] { rt->tasks.remove(name, eff); });
+  }
+}
+
 // Runs decide() and appends the events (applied to the state) to the batch.
 // Returns the decision's reply, if it has one.
 std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::input& in, int64_t now,
@@ -195,8 +410,11 @@ std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::inpu
   for (auto& fx : d.effects) {
     if (auto* r = std::get_if<agent::reply_effect>(&fx))
       reply = std::move(*r);
-    else
+    else if (std::holds_alternative<agent::set_timer_effect>(fx) ||
+             std::holds_alternative<agent::cancel_timer_effect>(fx))
       timer_ops(s, fx, b);
+    else
+      effect_ops(s, fx, b, now);
   }
   return reply;
 }
@@ -231,7 +449,7 @@ void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
     fail(*r, error(code::already_exists, "agent " + s.name + " already exists"));
     return;
   }
-  const agent::agent_type* t = agent::find_type(r->type);
+  const agent::agent_type* t = s.rt->types->find(r->type);
   if (!t) {
     fail(*r, error(code::invalid_argument, "unknown agent type '" + r->type + "'"));
     return;
@@ -249,6 +467,8 @@ void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
   }
   s.exists = true;
   s.type = t;
+  if (const auto* loop = loop_of(s); loop && loop->spec().idle_ms)
+    s.idle_ns = int64_t{*loop->spec().idle_ms} * 1'000'000;
   s.meta = {*id, std::string(t->name()), "active", now};
   s.st = agent::agent_state{};
   s.st.type = s.meta.type;
@@ -395,6 +615,23 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
       s.rt->metrics.timers_fired.fetch_add(1, std::memory_order_relaxed);
       decide_into(s, agent::timer_input{r->timer_id}, now, b);
       return true;
+    case k::effect_result: {
+      const json& body = r->body;
+      agent::effect_result_input in{
+          body.value("effect", uint64_t{0}), body.value("attempt", uint32_t{1}),
+          body.value("ok", false),           body.value("result", json()),
+          body.value("error", ""),           body.value("retryable", false)};
+      s.running.erase({in.effect, in.attempt});
+      auto reply = decide_into(s, in, now, b);
+      b.reqs.push_back(r);
+      b.done.push_back([r, reply] {
+        if (reply && !reply->ok)
+          call_once(r->answered, result<json>(error(code::conflict, reply->message)));
+        else
+          call_once(r->answered, result<json>(json{{"recorded", true}}));
+      });
+      return true;
+    }
     case k::wake:
     case k::spawn:
       return true;
@@ -428,6 +665,13 @@ void pump(shell_actor* self) {
   }
   batch b;
   int64_t now = wall_ms();
+  if (s.recover_due) {
+    // Effects the previous incarnation left running: retried or in doubt,
+    // before anything else reaches the agent.
+    s.recover_due = false;
+    s.rt->metrics.recoveries.fetch_add(1, std::memory_order_relaxed);
+    decide_into(s, agent::recover_input{}, now, b);
+  }
   if (s.exists && !s.inbox.empty()) {
     std::vector<inbox_item> items;
     items.swap(s.inbox);
@@ -485,7 +729,7 @@ void leave(shell_actor* self) {
 
 void on_idle(shell_actor* self) {
   auto& s = self->state;
-  if (s.writing || s.leaving || !s.queue.empty() || !s.inbox.empty()) return;
+  if (s.writing || s.leaving || !s.queue.empty() || !s.inbox.empty() || !s.running.empty()) return;
   if (!s.exists || !s.broken.is_ok() || (s.meta.clean && s.st.last_seq == s.meta.snapshot_seq)) {
     leave(self);
     return;
@@ -522,8 +766,7 @@ void on_idle(shell_actor* self) {
 void on_idle_check(shell_actor* self) {
   auto& s = self->state;
   if (s.leaving) return;
-  const int64_t idle_ns = int64_t{s.rt->cfg.idle_ms} * 1'000'000;
-  if (mono_ns() - s.last_active->load(std::memory_order_relaxed) >= idle_ns) on_idle(self);
+  if (mono_ns() - s.last_active->load(std::memory_order_relaxed) >= s.idle_ns) on_idle(self);
 }
 
 caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::string name,
@@ -536,7 +779,11 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
   int64_t t0 = mono_ns();
   s.broken = load(s);
   rt->metrics.activation_ns.record(static_cast<uint64_t>(mono_ns() - t0));
-  if (!s.inbox.empty()) pump(self);
+  s.idle_ns = int64_t{rt->cfg.idle_ms} * 1'000'000;
+  if (const auto* loop = loop_of(s); loop && loop->spec().idle_ms)
+    s.idle_ns = int64_t{*loop->spec().idle_ms} * 1'000'000;
+  if (s.exists && s.broken.is_ok() && s.type->needs_recovery(s.st)) s.recover_due = true;
+  if (!s.inbox.empty() || s.recover_due) pump(self);
   s.last_active->store(mono_ns(), std::memory_order_relaxed);
   return {
       [self](request_ptr& r) {

@@ -6,9 +6,12 @@
 #include <thread>
 
 #include "actors/caf_types.hpp"
+#include "actors/exec_tool.hpp"
 #include "actors/ledger_codec.hpp"
+#include "actors/scripted_model.hpp"
 #include "actors/timer_service.hpp"
 #include "agent/core.hpp"
+#include "agent/registry.hpp"
 #include "base/clock.hpp"
 #include "base/names.hpp"
 
@@ -31,6 +34,8 @@ struct node::impl {
   std::unique_ptr<persistence::store> db;
   std::unique_ptr<persistence::journal_writer> journal;
   std::unique_ptr<timer_service> timers;
+  std::unique_ptr<agent::type_registry> types;
+  std::unique_ptr<effect_pool> pool;
   std::unique_ptr<caf::actor_system_config> caf_cfg;
   std::unique_ptr<caf::actor_system> sys;
   caf::actor supervisor;
@@ -61,8 +66,14 @@ node::~node() {
   stop();
 }
 
-result<std::unique_ptr<node>> node::start(const config::node_config& cfg) {
+result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_options opts) {
   KEEL_TRY(config::validate(cfg));
+  auto types = std::make_unique<agent::type_registry>();
+  uint32_t sweep_idle_ms = cfg.idle_ms;
+  for (auto& spec : opts.agent_types) {
+    if (spec->idle_ms) sweep_idle_ms = std::min(sweep_idle_ms, *spec->idle_ms);
+    KEEL_TRY(types->add(std::move(spec)));
+  }
   std::error_code ec;
   std::filesystem::create_directories(cfg.data_dir, ec);
   if (ec)
@@ -71,6 +82,16 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg) {
 
   auto p = std::make_unique<impl>();
   p->rt.cfg = cfg;
+  p->rt.sweep_idle_ms = std::max<uint32_t>(1, sweep_idle_ms);
+  p->types = std::move(types);
+  p->rt.types = p->types.get();
+  p->rt.plugins = std::move(opts.plugins);
+  if (!p->rt.plugins.providers.count("scripted"))
+    p->rt.plugins.providers["scripted"] = std::make_shared<scripted_model>();
+  if (!p->rt.plugins.runners.count(config::tool_kind::exec))
+    p->rt.plugins.runners[config::tool_kind::exec] = std::make_shared<exec_tool>();
+  p->pool = std::make_unique<effect_pool>(std::max<uint32_t>(1, opts.effect_threads));
+  p->rt.pool = p->pool.get();
   auto db = persistence::store::open({cfg.data_dir, cfg.block_cache_bytes, true});
   if (!db) return db.error();
   p->db = std::move(*db);
@@ -108,6 +129,30 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg) {
   // rest stay on disk. Due timers are found by the timer service's first scan.
   auto pending = p->db->agents_with_inbox();
   if (!pending) return pending.error();
+  // Effects in flight when the node stopped: worker tasks are queued again;
+  // the agents of the others are activated and recover them.
+  auto running = p->db->running_effects();
+  if (!running) return running.error();
+  for (auto& e : *running) {
+    const auto& m = e.marker;
+    if (m.kind == "worker") {
+      p->rt.tasks.add({task_id(e.agent_id, e.effect, m.attempt),
+                       m.queue,
+                       m.agent,
+                       e.effect,
+                       m.attempt,
+                       m.tool,
+                       m.arguments,
+                       m.lease_ms,
+                       {},
+                       0,
+                       0});
+      continue;
+    }
+    pending->push_back(m.agent);
+  }
+  std::sort(pending->begin(), pending->end());
+  pending->erase(std::unique(pending->begin(), pending->end()), pending->end());
   for (auto& name : *pending) {
     auto r = std::make_shared<request>();
     r->what = request::kind::wake;
@@ -124,6 +169,9 @@ void node::stop() {
   caf::anon_send(impl_->supervisor, shutdown_atom::value);
   impl_->supervisor = nullptr;
   impl_->sys->await_all_actors_done();
+  // Calls in progress finish (bounded by their timeouts); their results are
+  // dropped and the agents recover them at the next start.
+  impl_->pool->stop();
   // Writes still queued are applied and their callbacks run; the actors they
   // would notify are gone, but the data is durable.
   impl_->journal->stop();
@@ -142,9 +190,9 @@ void node::spawn(std::string name, std::string type, json input, callback<agent_
   r->body = std::move(input);
   r->viewed = std::move(done);
   if (impl_->reject_bad_name(*r)) return;
-  if (!agent::find_type(r->type)) {
+  if (!impl_->rt.types->find(r->type)) {
     std::string known;
-    for (auto& t : agent::type_names()) known += (known.empty() ? "" : ", ") + t;
+    for (auto& t : impl_->rt.types->names()) known += (known.empty() ? "" : ", ") + t;
     fail(*r, error(code::invalid_argument,
                    "unknown agent type '" + r->type + "' (known: " + known + ")"));
     return;
@@ -220,6 +268,57 @@ void node::terminate(std::string name, std::string by, callback<agent_view> done
   r->viewed = std::move(done);
   if (impl_->reject_bad_name(*r)) return;
   impl_->submit(std::move(r));
+}
+
+void node::cancel(std::string name, std::string by, callback<send_ack> accepted,
+                  callback<agent_reply> replied) {
+  signal(std::move(name), "cancel", json{{"by", std::move(by)}}, std::move(accepted),
+         std::move(replied));
+}
+
+std::optional<task_view> node::poll_task(const std::string& queue, const std::string& worker) {
+  if (impl_->stopped) return std::nullopt;
+  auto t = impl_->rt.tasks.poll(queue, worker, wall_ms());
+  if (!t) return std::nullopt;
+  return task_view{t->id,
+                   t->queue,
+                   t->agent,
+                   t->tool,
+                   t->arguments,
+                   t->attempt,
+                   t->agent + "#" + std::to_string(t->effect),
+                   t->lease_until_ms};
+}
+
+void node::complete_task(const std::string& id, task_outcome outcome, callback<json> done) {
+  auto t = impl_->rt.tasks.find(id);
+  if (!t) {
+    done(t.error());
+    return;
+  }
+  auto r = std::make_shared<request>();
+  r->what = request::kind::effect_result;
+  r->name = t->agent;
+  r->from = "worker";
+  r->body = {{"effect", t->effect},
+             {"attempt", t->attempt},
+             {"ok", outcome.ok},
+             {"result", std::move(outcome.result)},
+             {"error", std::move(outcome.error)},
+             {"retryable", outcome.retryable}};
+  runtime* rt = &impl_->rt;
+  r->answered = [rt, id, done = std::move(done)](result<json> res) {
+    if (res) rt->tasks.finish(id);
+    done(std::move(res));
+  };
+  impl_->submit(std::move(r));
+}
+
+json node::task_stats() {
+  json out = json::object();
+  for (const auto& [queue, st] : impl_->rt.tasks.stats(wall_ms()))
+    out[queue] = {{"ready", st.ready}, {"leased", st.leased}};
+  return {{"queues", std::move(out)}, {"requeued", impl_->rt.tasks.requeued()}};
 }
 
 result<std::vector<ledger_entry>> node::ledger(std::string_view name, uint64_t from,
@@ -304,6 +403,14 @@ std::string node::metrics_text() {
   counter_line(o, "keel_timers_fired_total", "Durable timers delivered.", m.timers_fired.load());
   counter_line(o, "keel_agent_failures_total", "Agents stopped by an internal error.",
                m.agent_failures.load());
+  counter_line(o, "keel_model_calls_total", "Model calls started.", m.model_calls.load());
+  counter_line(o, "keel_tool_calls_total", "Tool calls started.", m.tool_calls.load());
+  counter_line(o, "keel_effect_failures_total", "Effect attempts that failed.",
+               m.effect_failures.load());
+  counter_line(o, "keel_recoveries_total", "Activations that recovered interrupted effects.",
+               m.recoveries.load());
+  counter_line(o, "keel_worker_tasks_requeued_total", "Worker tasks whose lease ran out.",
+               impl_->rt.tasks.requeued());
   if (impl_->journal) {
     const auto& j = impl_->journal->stats();
     counter_line(o, "keel_journal_batches_total", "Journal writes (fsyncs when sync is on).",

@@ -17,13 +17,16 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "actors/effects.hpp"
 #include "base/status.hpp"
+#include "config/agent_spec.hpp"
 #include "config/node_config.hpp"
 
 namespace keel::actors {
@@ -41,6 +44,9 @@ struct agent_view {
   // True when the agent was dormant on disk and this request activated it.
   bool hibernated = false;
   int64_t created_ms = 0;
+  // Where an agent loop stands ("idle", "thinking", "waiting_approval", ...);
+  // empty for types without phases.
+  std::string phase;
   json state;
 };
 
@@ -73,6 +79,37 @@ struct agent_summary {
   bool live = false;
 };
 
+// A worker task handed to an external worker (POST /v1/tasks/poll).
+struct task_view {
+  std::string id;
+  std::string queue;
+  std::string agent;
+  std::string tool;
+  json arguments;
+  uint32_t attempt = 1;
+  std::string idempotency_key;
+  int64_t lease_until_ms = 0;
+};
+
+// What a worker reports for a task.
+struct task_outcome {
+  bool ok = true;
+  json result;
+  std::string error;
+  bool retryable = false;
+};
+
+struct start_options {
+  // Agent types declared in JSON (config/agent_spec.hpp), next to the
+  // built-in ones. Names must be unique.
+  std::vector<std::shared_ptr<const config::agent_spec>> agent_types;
+  // Model providers and tool runners by name/kind; the scripted provider and
+  // the exec runner are added when missing.
+  effect_plugins plugins;
+  // Threads for blocking effect calls. Default 16.
+  uint32_t effect_threads = 16;
+};
+
 struct inbound_message {
   std::string id;  // optional dedupe key
   std::string from;
@@ -84,7 +121,8 @@ class node {
   // Opens the store in cfg.data_dir, starts the actors and recovers: agents
   // with unconsumed inbox entries are activated; due timers fire. Errors:
   // invalid_argument (bad config), io_error / corruption (store).
-  static result<std::unique_ptr<node>> start(const config::node_config& cfg);
+  static result<std::unique_ptr<node>> start(const config::node_config& cfg,
+                                             start_options opts = {});
   ~node();
   node(const node&) = delete;
   node& operator=(const node&) = delete;
@@ -106,6 +144,20 @@ class node {
   // Marks the agent terminated (its ledger is kept). Errors: not_found,
   // conflict (already terminated).
   void terminate(std::string name, std::string by, callback<agent_view> done);
+
+  // Cancels the agent's current turn: compensations of its completed tool
+  // calls run in reverse order, then the turn ends "cancelled". Recorded as
+  // the signal "cancel" with {"by"}. Errors: not_found, conflict (no turn).
+  void cancel(std::string name, std::string by, callback<send_ack> accepted,
+              callback<agent_reply> replied);
+
+  // Worker queues. poll: the oldest ready task of `queue`, leased to
+  // `worker` (nullopt: none). complete: the agent records the outcome, then
+  // `done` runs. Errors: not_found (unknown or finished task), conflict (the
+  // agent no longer waits for it).
+  std::optional<task_view> poll_task(const std::string& queue, const std::string& worker);
+  void complete_task(const std::string& id, task_outcome outcome, callback<json> done);
+  json task_stats();
 
   // Blocking store reads; call from a non-scheduler thread.
   result<std::vector<ledger_entry>> ledger(std::string_view name, uint64_t from, std::size_t limit);

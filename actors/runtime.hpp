@@ -12,7 +12,11 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "actors/effect_pool.hpp"
+#include "actors/effects.hpp"
 #include "actors/node.hpp"
+#include "actors/task_queue.hpp"
+#include "agent/registry.hpp"
 #include "base/histogram.hpp"
 #include "config/node_config.hpp"
 #include "persistence/journal_writer.hpp"
@@ -36,6 +40,10 @@ struct node_metrics {
   std::atomic<uint64_t> inbox_spills{0};
   std::atomic<uint64_t> timers_fired{0};
   std::atomic<uint64_t> agent_failures{0};
+  std::atomic<uint64_t> model_calls{0};
+  std::atomic<uint64_t> tool_calls{0};
+  std::atomic<uint64_t> effect_failures{0};
+  std::atomic<uint64_t> recoveries{0};
   histogram activation_ns;  // shell spawn -> state loaded
   histogram accept_ns;      // request received by the node -> durable acknowledgement
 };
@@ -46,6 +54,12 @@ struct runtime {
   persistence::store* db = nullptr;
   persistence::journal_writer* journal = nullptr;
   timer_service* timers = nullptr;
+  const agent::type_registry* types = nullptr;
+  // The shortest idle time of any agent type: the supervisor's sweep uses it.
+  uint32_t sweep_idle_ms = 30'000;
+  effect_plugins plugins;
+  effect_pool* pool = nullptr;
+  task_queue tasks;
   node_metrics metrics;
 
   // Names with a live shell, for listings (the supervisor's table is only
@@ -75,19 +89,19 @@ struct request {
   request& operator=(const request&) = delete;
   ~request();
 
-  enum class kind { spawn, message, signal, query, get, terminate, timer, wake };
+  enum class kind { spawn, message, signal, query, get, terminate, timer, wake, effect_result };
   kind what = kind::get;
   std::string name;
   std::string type;  // spawn
   std::string id;    // message id; signal name
   std::string from;  // message sender; terminate: who
-  json body;         // message body, signal payload, spawn input, query
+  json body;         // message body, signal payload, spawn input, query, effect result
   uint64_t timer_id = 0;
   int64_t received_ns = 0;
   callback<agent_view> viewed;    // spawn, get, terminate
   callback<send_ack> accepted;    // message, signal
   callback<agent_reply> replied;  // message, signal (optional)
-  callback<json> answered;        // query
+  callback<json> answered;        // query, effect_result
 };
 using request_ptr = std::shared_ptr<request>;
 

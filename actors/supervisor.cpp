@@ -50,7 +50,7 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
   // A quarter of idle_ms, between 1 ms and 1 s: agents hibernate within
   // idle_ms plus one tick.
   const auto tick =
-      std::chrono::milliseconds(std::clamp<int64_t>(int64_t{rt->cfg.idle_ms} / 4, 1, 1000));
+      std::chrono::milliseconds(std::clamp<int64_t>(int64_t{rt->sweep_idle_ms} / 4, 1, 1000));
   self->delayed_send(self, tick, idle_atom::value);
   self->set_down_handler([self, rt](caf::down_msg& dm) {
     // A shell died without asking (an escaped exception): forget it.
@@ -92,7 +92,7 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
       },
       [self, rt, tick](idle_atom) {
         const int64_t now = mono_ns();
-        const int64_t idle_ns = int64_t{rt->cfg.idle_ms} * 1'000'000;
+        const int64_t idle_ns = int64_t{rt->sweep_idle_ms} * 1'000'000;
         for (auto& [name, entry] : self->state.live)
           if (now - entry.last_active->load(std::memory_order_relaxed) >= idle_ns)
             self->send(entry.shell, idle_atom::value);

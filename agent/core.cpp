@@ -11,14 +11,10 @@ reply_effect reply_error(std::string code, std::string message) {
   return {false, nullptr, std::move(code), std::move(message)};
 }
 
-const agent_type* find_type(std::string_view name) {
+const agent_type* find_builtin_type(std::string_view name) {
   static const counter_type counter;
   if (name == counter.name()) return &counter;
   return nullptr;
-}
-
-std::vector<std::string> type_names() {
-  return {"counter"};
 }
 
 json state_to_json(const agent_state& s) {
@@ -100,6 +96,12 @@ struct decider {
     emit(event_type::spawned, {{"type", sp.type}, {"input", sp.input}, {"data", *data}});
     out.effects.push_back(reply_ok(*data));
   }
+  void operator()(const effect_result_input& r) {
+    if (s.status == "active") t.on_effect_result(s, r, now, out);
+  }
+  void operator()(const recover_input&) {
+    if (s.status == "active") t.on_recover(s, now, out);
+  }
   void operator()(const terminate_input& ti) {
     if (s.status == "terminated") {
       out.effects.push_back(reply_error("conflict", "agent is already terminated"));
@@ -147,11 +149,12 @@ void apply(const agent_type& t, agent_state& s, const event& e) {
       s.status = "terminated";
       s.timers.clear();
       break;
-    case event_type::state_changed:
-    case event_type::message_rejected:
-      t.apply(s, e);
+    default:
       break;
   }
+  // Every event reaches the type too: the loop keeps its own view of
+  // messages, signals and timers.
+  if (e.type != event_type::spawned) t.apply(s, e);
 }
 
 }  // namespace keel::agent

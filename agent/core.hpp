@@ -62,7 +62,22 @@ struct spawn_input {
 struct terminate_input {
   std::string by;
 };
-using input = std::variant<message_input, signal_input, timer_input, spawn_input, terminate_input>;
+// What one attempt of an effect (model call, tool call) came to; `attempt`
+// must match the attempt the agent waits for, else the result is stale
+// (an attempt abandoned by a crash) and ignored.
+struct effect_result_input {
+  uint64_t effect = 0;
+  uint32_t attempt = 1;
+  bool ok = false;
+  json result;
+  std::string error;
+  bool retryable = false;
+};
+// Fed once after activation when needs_recovery(): effects the previous
+// incarnation started and never saw finish are retried or put in doubt.
+struct recover_input {};
+using input = std::variant<message_input, signal_input, timer_input, spawn_input, terminate_input,
+                           effect_result_input, recover_input>;
 
 // --- effects: what the shell must do once the events are durable ----------
 struct reply_effect {
@@ -80,7 +95,28 @@ struct cancel_timer_effect {
   uint64_t timer_id = 0;
   int64_t due_ms = 0;
 };
-using effect = std::variant<reply_effect, set_timer_effect, cancel_timer_effect>;
+// Call the model with the request built from the state once the decision's
+// events are applied (agent_type::model_request).
+struct model_call_effect {
+  uint64_t effect = 0;
+  uint32_t attempt = 1;
+  uint64_t call_index = 0;  // model calls the agent made before this one
+};
+// Run one tool of the agent's spec (http, exec, worker, send_message,
+// spawn_agent) with these arguments.
+struct tool_call_effect {
+  uint64_t effect = 0;
+  uint32_t attempt = 1;
+  std::string tool;
+  json arguments;
+};
+// The effect is over (finished, failed, in doubt or abandoned): the shell
+// drops its running marker and any queued worker task.
+struct end_effect {
+  uint64_t effect = 0;
+};
+using effect = std::variant<reply_effect, set_timer_effect, cancel_timer_effect, model_call_effect,
+                            tool_call_effect, end_effect>;
 
 struct decision {
   std::vector<event> events;
@@ -105,11 +141,22 @@ class agent_type {
   virtual void apply(agent_state& s, const event& e) const = 0;
   // Answers a read-only query from state; never changes it.
   virtual result<json> query(const agent_state& s, const json& q) const = 0;
+
+  // The agent loop's hooks; the defaults suit types without effects.
+  virtual void on_effect_result(const agent_state&, const effect_result_input&, int64_t,
+                                decision&) const {}
+  virtual void on_recover(const agent_state&, int64_t, decision&) const {}
+  // True when the state says an effect was running in-process: after an
+  // activation that means its process died, and recover_input is due.
+  virtual bool needs_recovery(const agent_state&) const { return false; }
+  // What GET /v1/agents/{name} shows as "state".
+  virtual json view(const agent_state& s) const { return s.data; }
+  // "" for types without phases; else e.g. "idle", "waiting_approval".
+  virtual std::string phase(const agent_state&) const { return {}; }
 };
 
 // The built-in types by name; nullptr when unknown.
-const agent_type* find_type(std::string_view name);
-std::vector<std::string> type_names();
+const agent_type* find_builtin_type(std::string_view name);
 
 decision decide(const agent_type& t, const agent_state& s, const input& in, int64_t now_ms);
 void apply(const agent_type& t, agent_state& s, const event& e);

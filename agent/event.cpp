@@ -22,12 +22,36 @@ std::string_view to_string(event_type t) {
       return "terminated";
     case event_type::message_rejected:
       return "message_rejected";
+    case event_type::turn_started:
+      return "turn_started";
+    case event_type::model_requested:
+      return "model_requested";
+    case event_type::model_replied:
+      return "model_replied";
+    case event_type::guardrail_decided:
+      return "guardrail_decided";
+    case event_type::approval_requested:
+      return "approval_requested";
+    case event_type::effect_started:
+      return "effect_started";
+    case event_type::effect_completed:
+      return "effect_completed";
+    case event_type::effect_failed:
+      return "effect_failed";
+    case event_type::effect_in_doubt:
+      return "effect_in_doubt";
+    case event_type::compensation_started:
+      return "compensation_started";
+    case event_type::compensation_completed:
+      return "compensation_completed";
+    case event_type::turn_completed:
+      return "turn_completed";
   }
   return "unknown";
 }
 
 std::optional<event_type> event_type_from_code(uint16_t code) {
-  if (code >= 1 && code <= 9) return static_cast<event_type>(code);
+  if (code >= 1 && code <= max_event_code) return static_cast<event_type>(code);
   return std::nullopt;
 }
 

@@ -25,7 +25,21 @@ enum class event_type : uint16_t {
   failed = 7,            // {"reason"}: the agent stopped on an internal error
   terminated = 8,        // {"by"}
   message_rejected = 9,  // {"id", "code", "reason"}: recorded, answered with an error
+  // The agent loop (agent/loop.hpp); payloads in docs/formats.md.
+  turn_started = 10,            // {"turn", "id", "from", "input"}
+  model_requested = 11,         // {"effect", "attempt", "step"}
+  model_replied = 12,           // {"effect", "content", "tool_calls", "usage", "finish_reason"}
+  guardrail_decided = 13,       // {"call", "tool", "verdict", "rule", "reason"}
+  approval_requested = 14,      // {"call", "tool", "arguments", "rule", "reason"}
+  effect_started = 15,          // {"effect", "call", "tool", "kind", "arguments", "attempt"}
+  effect_completed = 16,        // {"effect", "result"}
+  effect_failed = 17,           // {"effect", "attempt", "error", "retryable", "final"}
+  effect_in_doubt = 18,         // {"effect", "tool", "attempt"}
+  compensation_started = 19,    // {"effect", "for", "tool", "arguments", "attempt"}
+  compensation_completed = 20,  // {"effect", "for", "ok", "result" | "error"}
+  turn_completed = 21,          // {"turn", "status", "answer" | "reason"}
 };
+inline constexpr uint16_t max_event_code = 21;
 
 std::string_view to_string(event_type t);
 std::optional<event_type> event_type_from_code(uint16_t code);

@@ -232,7 +232,7 @@ std::optional<json> cli::call(const char* method, const std::string& target,
     auto addr = net::parse_url(inv_.server);
     if (!addr) usage_fail(addr.error().message());
     if (!inv_.token.empty()) client_.set_header("Authorization", "Bearer " + inv_.token);
-    if (auto s = client_.connect(addr->host, addr->port); !s) {
+    if (auto s = client_.connect(*addr); !s) {
       std::fprintf(stderr, "keel: %s\n", s.message().c_str());
       return std::nullopt;
     }

@@ -20,10 +20,14 @@
 #include <string_view>
 #include <vector>
 
+#include "actors/exec_sandbox.hpp"
 #include "actors/node.hpp"
+#include "config/agent_spec.hpp"
 #include "config/node_config.hpp"
 #include "net/api.hpp"
 #include "net/http_server.hpp"
+#include "net/http_tool.hpp"
+#include "net/openai_model.hpp"
 
 namespace {
 
@@ -41,12 +45,15 @@ Runs one Keel node: the durable agent runtime and its HTTP API.
   --token TOKEN      bearer token for the HTTP API (default $KEEL_TOKEN);
                      required unless the address is loopback
   --idle-ms N        idle time before a live agent hibernates (default 30000)
+  --agents DIR       load every *.json agent-type spec in DIR (see
+                     docs/agent-types.md); may be given more than once
   --help             show this text
 )";
 
 struct flags {
   bool help = false;
   std::optional<std::string> data, http, config, token, idle_ms;
+  std::vector<std::string> agents;
 };
 
 int usage_error(const std::string& message) {
@@ -71,7 +78,10 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
       inline_value = true;
     }
     std::optional<std::string>* slot = nullptr;
-    if (name == "--data")
+    std::optional<std::string> agents_dir;
+    if (name == "--agents")
+      slot = &agents_dir;
+    else if (name == "--data")
       slot = &f.data;
     else if (name == "--http")
       slot = &f.http;
@@ -89,6 +99,7 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
       value = args[++i];
     }
     *slot = std::string(value);
+    if (agents_dir) f.agents.push_back(std::move(*agents_dir));
   }
   return f;
 }
@@ -141,7 +152,24 @@ int run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  auto node = actors::node::start(*cfg);
+  actors::start_options opts;
+  for (const auto& dir : f->agents) {
+    auto specs = config::load_agent_specs(dir);
+    if (!specs) return usage_error(specs.error().message());
+    for (auto& spec : *specs) {
+      std::fprintf(stderr, "keeld: agent type %s (%s, %zu tools, model %s)\n", spec->name.c_str(),
+                   spec->source.c_str(), spec->tools.size(), spec->model.provider.c_str());
+      opts.agent_types.push_back(std::move(spec));
+    }
+  }
+  opts.plugins.providers["openai"] = std::make_shared<net::openai_model>();
+  opts.plugins.runners[config::tool_kind::http] = std::make_shared<net::http_tool>();
+  const auto& sandbox = actors::probe_sandbox();
+  std::fprintf(stderr, "keeld: exec sandbox: rlimits %s, network namespace %s%s%s\n",
+               sandbox.rlimits ? "yes" : "no", sandbox.network_namespace ? "yes" : "no",
+               sandbox.detail.empty() ? "" : " - ", sandbox.detail.c_str());
+
+  auto node = actors::node::start(*cfg, std::move(opts));
   if (!node) {
     std::fprintf(stderr, "keeld: cannot start the node: %s\n", node.error().to_string().c_str());
     return 1;

@@ -12,8 +12,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${BUILD_DIR:-build}
 build_type=${BUILD_TYPE:-Release}
 
+# libssl-dev: https for model providers and http tools; ca-certificates: the
+# system trust store that verifies their certificates.
 packages=(g++ cmake ninja-build ccache libcaf-dev librocksdb-dev libboost-dev
-          nlohmann-json3-dev doctest-dev)
+          nlohmann-json3-dev doctest-dev libssl-dev ca-certificates)
 
 missing=()
 for p in "${packages[@]}"; do

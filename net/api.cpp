@@ -12,6 +12,7 @@
 
 #include "base/clock.hpp"
 #include "base/names.hpp"
+#include "net/api_support.hpp"
 
 namespace keel::net {
 
@@ -19,191 +20,7 @@ using json = nlohmann::json;
 
 namespace {
 
-// Deeper documents are refused: rendering them back (dump) recurses.
-constexpr int max_json_depth = 100;
-
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-http_response json_response(unsigned status, const json& j) {
-  return {status, "application/json", dump(j), {}};
-}
-
-http_response fail(unsigned status, std::string_view code, std::string_view message) {
-  return {status, "application/json", error_json(code, message), {}};
-}
-
-http_response bad_request(std::string message) {
-  return error_response(error(code::invalid_argument, std::move(message)));
-}
-
-http_response method_not_allowed(std::string_view method, std::string_view allow) {
-  auto r =
-      fail(405, "method_not_allowed",
-           "method " + std::string(method) + " is not allowed here; use " + std::string(allow));
-  r.headers.emplace_back("Allow", std::string(allow));
-  return r;
-}
-
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-result<std::string> percent_decode(std::string_view s, bool plus_is_space) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (c == '%') {
-      int hi = i + 2 < s.size() ? hex_digit(s[i + 1]) : -1;
-      int lo = hi >= 0 ? hex_digit(s[i + 2]) : -1;
-      if (lo < 0)
-        return error(code::invalid_argument,
-                     "bad percent-encoding in '" + std::string(s) + "': '%' needs two hex digits");
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
-// A request target split into raw (still encoded) path segments and decoded
-// query parameters. Views point into the request's target.
-struct target {
-  std::vector<std::string_view> segments;
-  std::vector<std::pair<std::string, std::string>> query;
-
-  const std::string* param(std::string_view name) const {
-    for (const auto& [k, v] : query)
-      if (k == name) return &v;
-    return nullptr;
-  }
-};
-
-result<target> parse_target(std::string_view t) {
-  t = t.substr(0, t.find('#'));
-  auto q = t.find('?');
-  std::string_view path = t.substr(0, q);
-  std::string_view query = q == std::string_view::npos ? std::string_view{} : t.substr(q + 1);
-  if (path.empty() || path.front() != '/')
-    return error(code::invalid_argument, "request target must start with '/'");
-  target out;
-  path.remove_prefix(1);
-  while (!path.empty()) {
-    auto slash = path.find('/');
-    out.segments.push_back(path.substr(0, slash));
-    if (slash == std::string_view::npos) break;
-    path.remove_prefix(slash + 1);
-    if (path.empty()) out.segments.emplace_back();  // trailing '/'
-  }
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    std::string_view piece = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    if (piece.empty()) continue;
-    auto eq = piece.find('=');
-    auto k = percent_decode(piece.substr(0, eq), true);
-    if (!k) return k.error();
-    auto v = percent_decode(eq == std::string_view::npos ? "" : piece.substr(eq + 1), true);
-    if (!v) return v.error();
-    out.query.emplace_back(std::move(*k), std::move(*v));
-  }
-  return out;
-}
-
-// A missing or empty parameter gives `fallback`.
-result<uint64_t> uint_param(const target& t, std::string_view name, uint64_t fallback) {
-  const std::string* v = t.param(name);
-  if (!v || v->empty()) return fallback;
-  uint64_t n = 0;
-  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-  if (ec != std::errc() || end != v->data() + v->size())
-    return error(code::invalid_argument, "query parameter '" + std::string(name) + "' must be a " +
-                                             "non-negative integer, got '" + *v + "'");
-  return n;
-}
-
-std::string string_param(const target& t, std::string_view name) {
-  const std::string* v = t.param(name);
-  return v ? *v : std::string();
-}
-
-// Counts bracket nesting outside strings, so deep documents are refused
-// before nlohmann builds them.
-bool too_deep(std::string_view s) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : s) {
-    if (in_string) {
-      if (escaped)
-        escaped = false;
-      else if (c == '\\')
-        escaped = true;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_json_depth) return true;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return false;
-}
-
-// An empty body gives null.
-result<json> parse_body(std::string_view body) {
-  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return json();
-  if (too_deep(body))
-    return error(code::invalid_argument, "malformed JSON: nested deeper than " +
-                                             std::to_string(max_json_depth) + " levels");
-  try {
-    return json::parse(body);
-  } catch (const json::exception& e) {
-    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
-    auto close = what.find("] ");
-    if (close != std::string::npos) what.erase(0, close + 2);
-    return error(code::invalid_argument, "malformed JSON: " + what);
-  }
-}
-
-// The body as an object with only the fields in `allowed`.
-result<json> parse_object(std::string_view body, std::initializer_list<std::string_view> allowed,
-                          bool empty_ok) {
-  auto j = parse_body(body);
-  if (!j) return j;
-  if (j->is_null() && empty_ok) return json::object();
-  if (!j->is_object())
-    return error(code::invalid_argument, j->is_null() ? "the request body is empty; expected a "
-                                                        "JSON object"
-                                                      : "the request body must be a JSON object");
-  for (auto it = j->begin(); it != j->end(); ++it)
-    if (std::find(allowed.begin(), allowed.end(), it.key()) == allowed.end())
-      return error(code::invalid_argument, "unknown field \"" + it.key() + "\"");
-  return j;
-}
-
-// A string field; missing gives "" unless `required`.
-result<std::string> string_field(const json& obj, const char* name, bool required) {
-  auto it = obj.find(name);
-  if (it == obj.end() || it->is_null()) {
-    if (required)
-      return error(code::invalid_argument, std::string("missing field \"") + name + "\"");
-    return std::string();
-  }
-  if (!it->is_string())
-    return error(code::invalid_argument, std::string("field \"") + name + "\" must be a string");
-  return it->get<std::string>();
-}
+using namespace api_detail;
 
 json view_json(const actors::agent_view& v) {
   return {{"name", v.name},
@@ -212,6 +29,7 @@ json view_json(const actors::agent_view& v) {
           {"last_seq", v.last_seq},
           {"hibernated", v.hibernated},
           {"created_ms", v.created_ms},
+          {"phase", v.phase},
           {"state", v.state}};
 }
 
@@ -221,21 +39,6 @@ json reply_json(const result<actors::agent_reply>& r) {
         {"error", {{"code", to_string(r.error().error_code())}, {"message", r.error().message()}}}};
   if (r->ok) return r->body;
   return {{"error", {{"code", r->code}, {"message", r->message}}}};
-}
-
-// Runs a node callback's work; an exception becomes a 500 instead of
-// escaping into a node thread.
-template <class F>
-void guarded(const respond_fn& respond, F&& f) noexcept {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    try {
-      respond(error_response(error(code::internal, e.what())));
-    } catch (...) {
-    }
-  } catch (...) {
-  }
 }
 
 // A message or signal on its way: answered when the acknowledgement is in
@@ -337,6 +140,8 @@ struct api::impl {
   void signal(std::string name, std::string sig, const http_request& req, const target& t,
               const respond_fn& respond);
   void query(std::string name, const http_request& req, const respond_fn& respond);
+  void cancel(std::string name, const http_request& req, const target& t,
+              const respond_fn& respond);
   void ledger(const std::string& name, const target& t, const respond_fn& respond);
   void health(const respond_fn& respond);
 
@@ -368,6 +173,8 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
     if (m != "GET") return respond(method_not_allowed(m, "GET"));
     return health(respond);
   }
+  if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "tasks")
+    return task_route(node, defer, req, *t, respond);
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "agents") {
     if (seg.size() == 2) {
       if (m == "GET") return list(*t, respond);
@@ -392,8 +199,8 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
     action = "signals";
     sig = std::move(*s);
     rest.resize(n - 2);
-  } else if (n >= 2 &&
-             (rest[n - 1] == "messages" || rest[n - 1] == "query" || rest[n - 1] == "ledger")) {
+  } else if (n >= 2 && (rest[n - 1] == "messages" || rest[n - 1] == "query" ||
+                        rest[n - 1] == "ledger" || rest[n - 1] == "cancel")) {
     action = std::string(rest[n - 1]);
     rest.resize(n - 1);
   }
@@ -420,6 +227,7 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
   if (m != "POST") return respond(method_not_allowed(m, "POST"));
   if (action == "messages") return message(std::move(name), req, t, respond);
   if (action == "signals") return signal(std::move(name), std::move(sig), req, t, respond);
+  if (action == "cancel") return cancel(std::move(name), req, t, respond);
   return query(std::move(name), req, respond);
 }
 
@@ -531,6 +339,27 @@ void api::impl::signal(std::string name, std::string sig, const http_request& re
     };
   node.signal(
       std::move(name), std::move(sig), std::move(payload),
+      [w = *w](result<actors::send_ack> r) {
+        guarded(w->respond, [&] { on_accepted(w, std::move(r)); });
+      },
+      std::move(replied));
+}
+
+void api::impl::cancel(std::string name, const http_request& req, const target& t,
+                       const respond_fn& respond) {
+  auto body = parse_object(req.body, {"by"}, true);
+  if (!body) return respond(error_response(body.error()));
+  auto by = string_field(*body, "by", false);
+  if (!by) return respond(error_response(by.error()));
+  auto w = make_waiter(t, respond);
+  if (!w) return respond(error_response(w.error()));
+  actors::callback<actors::agent_reply> replied;
+  if ((*w)->wait_ms > 0)
+    replied = [w = *w](result<actors::agent_reply> r) {
+      guarded(w->respond, [&] { on_replied(w, r); });
+    };
+  node.cancel(
+      std::move(name), by->empty() ? "api" : std::move(*by),
       [w = *w](result<actors::send_ack> r) {
         guarded(w->respond, [&] { on_accepted(w, std::move(r)); });
       },

@@ -1,18 +1,26 @@
 #include "net/http_client.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <optional>
+
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 namespace keel::net {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace asio = boost::asio;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
 namespace {
@@ -27,42 +35,46 @@ bool unreserved(unsigned char c) {
 bool closed_by_peer(const beast::error_code& ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof ||
          ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
-         ec == asio::error::connection_aborted || ec == asio::error::not_connected;
+         ec == asio::error::connection_aborted || ec == asio::error::not_connected ||
+         ec == ssl::error::stream_truncated;
 }
 
 }  // namespace
 
-result<server_address> parse_url(std::string_view url) {
+result<url_target> parse_url_target(std::string_view url) {
   std::string_view s = url;
+  url_target out;
   if (s.rfind("http://", 0) == 0) {
     s.remove_prefix(7);
+  } else if (s.rfind("https://", 0) == 0) {
+    s.remove_prefix(8);
+    out.server.scheme = "https";
+    out.server.port = 443;
   } else if (auto scheme = s.find("://"); scheme != std::string_view::npos) {
     return error(code::invalid_argument,
-                 "server URL '" + std::string(url) + "': only http:// " + "is supported");
+                 "server URL '" + std::string(url) + "': only http:// and https:// are supported");
   }
   if (auto slash = s.find('/'); slash != std::string_view::npos) {
-    if (s.substr(slash) != "/")
-      return error(code::invalid_argument,
-                   "server URL '" + std::string(url) + "' must not have a path");
+    out.target = std::string(s.substr(slash));
     s = s.substr(0, slash);
   }
-  server_address out;
+  auto& server = out.server;
   std::string_view port;
   if (!s.empty() && s.front() == '[') {
     auto close = s.find(']');
     if (close == std::string_view::npos)
       return error(code::invalid_argument, "server URL '" + std::string(url) + "': missing ']'");
-    out.host = std::string(s.substr(1, close - 1));
+    server.host = std::string(s.substr(1, close - 1));
     s.remove_prefix(close + 1);
     if (!s.empty() && s.front() != ':')
       return error(code::invalid_argument, "server URL '" + std::string(url) + "': bad port");
     if (!s.empty()) port = s.substr(1);
   } else {
     auto colon = s.rfind(':');
-    out.host = std::string(s.substr(0, colon));
+    server.host = std::string(s.substr(0, colon));
     if (colon != std::string_view::npos) port = s.substr(colon + 1);
   }
-  if (out.host.empty())
+  if (server.host.empty())
     return error(code::invalid_argument, "server URL '" + std::string(url) + "' has no host");
   if (s.find(':') != std::string_view::npos || !port.empty()) {
     unsigned p = 0;
@@ -71,9 +83,18 @@ result<server_address> parse_url(std::string_view url) {
         p > 65535)
       return error(code::invalid_argument, "server URL '" + std::string(url) +
                                                "' has a bad port '" + std::string(port) + "'");
-    out.port = static_cast<uint16_t>(p);
+    server.port = static_cast<uint16_t>(p);
   }
   return out;
+}
+
+result<server_address> parse_url(std::string_view url) {
+  auto parsed = parse_url_target(url);
+  if (!parsed) return parsed.error();
+  if (parsed->target != "/")
+    return error(code::invalid_argument,
+                 "server URL '" + std::string(url) + "' must not have a path");
+  return std::move(parsed->server);
 }
 
 std::string percent_encode(std::string_view s) {
@@ -92,20 +113,64 @@ std::string percent_encode(std::string_view s) {
   return out;
 }
 
+namespace {
+
+// Made once per CA file: loading a trust store costs milliseconds, and an
+// SSL_CTX, once set up, may be shared by clients on any thread.
+result<std::shared_ptr<ssl::context>> make_tls_context(const std::string& ca_file) {
+  try {
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+    beast::error_code ec;
+    if (ca_file.empty())
+      ctx->set_default_verify_paths(ec);
+    else
+      ctx->load_verify_file(ca_file, ec);
+    if (ec)
+      return error(code::invalid_argument,
+                   (ca_file.empty() ? std::string("cannot load the system's trusted certificates")
+                                    : "cannot load CA file '" + ca_file + "'") +
+                       ": " + ec.message());
+    ctx->set_verify_mode(ssl::verify_peer);
+    return ctx;
+  } catch (const std::exception& e) {
+    return error(code::internal, std::string("cannot set up TLS: ") + e.what());
+  }
+}
+
+const result<std::shared_ptr<ssl::context>>& system_tls_context() {
+  static const result<std::shared_ptr<ssl::context>> ctx = make_tls_context("");
+  return ctx;
+}
+
+bool is_ip_literal(const std::string& host) {
+  beast::error_code ec;
+  asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+}  // namespace
+
 struct http_client::impl {
   asio::io_context ioc{1};
-  beast::tcp_stream stream{ioc};
+  // Exactly one of the two while a connection is open: a TLS stream cannot
+  // be reused once closed, so each connection gets a fresh one.
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
   beast::flat_buffer buffer;
-  std::string host;
-  uint16_t port = 0;
+  server_address server;
   std::string host_header;
   tcp::resolver::results_type endpoints;
+  std::string ca_file;                    // empty: the system store
+  std::shared_ptr<ssl::context> tls_ctx;  // made at the first https connection
   bool connected = false;
   bool used = false;  // a response came back on this connection
   std::chrono::milliseconds timeout{30'000};
   header_list fixed_headers;
 
-  std::string where() const { return host + ":" + std::to_string(port); }
+  std::string where() const { return server.host + ":" + std::to_string(server.port); }
+
+  beast::tcp_stream& transport() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
 
   // Starts one asynchronous operation and runs the private io_context until
   // it (and its deadline timer) are done: synchronous I/O with a timeout.
@@ -118,13 +183,61 @@ struct http_client::impl {
     return result;
   }
 
+  // No TLS close_notify: the connection is never used again, a response we
+  // already read in full cannot be truncated, and the alert would cost a
+  // round trip under a deadline.
   void drop() {
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream.close();
+    if (plain || secure) {
+      beast::error_code ignored;
+      transport().socket().shutdown(tcp::socket::shutdown_both, ignored);
+      transport().close();
+    }
+    secure.reset();
+    plain.reset();
     buffer.clear();
     connected = false;
     used = false;
+  }
+
+  status prepare_tls() {
+    if (!tls_ctx) {
+      auto ctx = ca_file.empty() ? system_tls_context() : make_tls_context(ca_file);
+      if (!ctx) return ctx.error();
+      tls_ctx = *ctx;
+    }
+    secure.emplace(ioc, *tls_ctx);
+    SSL* ssl = secure->native_handle();
+    // OpenSSL checks the name while it verifies the chain, so a mismatch
+    // shows up in SSL_get_verify_result like any other verification failure.
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    bool named = true;
+    if (is_ip_literal(server.host)) {
+      named = false;
+      if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), server.host.c_str()))
+        return error(code::internal, "TLS: cannot verify IP address " + server.host);
+    } else if (!SSL_set1_host(ssl, server.host.c_str())) {
+      return error(code::internal, "TLS: cannot verify host name " + server.host);
+    }
+    // SNI: many servers pick the certificate by it; RFC 6066 forbids IPs.
+    if (named && !SSL_set_tlsext_host_name(ssl, server.host.c_str()))
+      return error(code::internal, "TLS: cannot set the server name " + server.host);
+    return status::ok();
+  }
+
+  status handshake() {
+    auto ec = await([&](auto handler) {
+      secure->async_handshake(ssl::stream_base::client, std::move(handler));
+    });
+    if (!ec) return status::ok();
+    long verify = SSL_get_verify_result(secure->native_handle());
+    drop();
+    if (ec == beast::error::timeout)
+      return error(code::timeout, "TLS handshake with " + where() + " timed out");
+    if (verify != X509_V_OK)
+      return error(code::unauthorized,
+                   "TLS: the certificate of " + where() +
+                       " failed verification: " + X509_verify_cert_error_string(verify));
+    return error(code::unavailable, "TLS handshake with " + where() + " failed: " + ec.message());
   }
 
   status open() {
@@ -132,15 +245,30 @@ struct http_client::impl {
     if (endpoints.empty()) {
       beast::error_code ec;
       tcp::resolver resolver(ioc);
-      endpoints = resolver.resolve(host, std::to_string(port), ec);
-      if (ec) return error(code::unavailable, "cannot resolve " + host + ": " + ec.message());
+      endpoints = resolver.resolve(server.host, std::to_string(server.port), ec);
+      if (ec)
+        return error(code::unavailable, "cannot resolve " + server.host + ": " + ec.message());
     }
-    stream.expires_after(timeout);
-    auto ec = await([&](auto handler) { stream.async_connect(endpoints, std::move(handler)); });
-    if (ec == beast::error::timeout)
-      return error(code::timeout, "connecting to " + where() + " timed out");
-    if (ec) return error(code::unavailable, "cannot connect to " + where() + ": " + ec.message());
-    stream.socket().set_option(tcp::no_delay(true), ec);
+    if (server.tls()) {
+      if (auto s = prepare_tls(); !s) {
+        drop();
+        return s;
+      }
+    } else {
+      plain.emplace(ioc);
+    }
+    // One deadline for connecting and the TLS handshake.
+    transport().expires_after(timeout);
+    auto ec =
+        await([&](auto handler) { transport().async_connect(endpoints, std::move(handler)); });
+    if (ec) {
+      drop();
+      if (ec == beast::error::timeout)
+        return error(code::timeout, "connecting to " + where() + " timed out");
+      return error(code::unavailable, "cannot connect to " + where() + ": " + ec.message());
+    }
+    transport().socket().set_option(tcp::no_delay(true), ec);
+    if (secure) KEEL_TRY(handshake());
     connected = true;
     return status::ok();
   }
@@ -152,10 +280,9 @@ struct http_client::impl {
     bool keep_alive = true;
   };
 
-  attempt exchange(http::request<http::string_body>& req) {
+  template <class Stream>
+  attempt exchange_on(Stream& stream, http::request<http::string_body>& req) {
     attempt a;
-    // One deadline for writing the request and reading the response.
-    stream.expires_after(timeout);
     a.ec = await([&](auto handler) { http::async_write(stream, req, std::move(handler)); });
     if (a.ec) return a;
     http::response_parser<http::string_body> parser;
@@ -171,6 +298,12 @@ struct http_client::impl {
     a.keep_alive = res.keep_alive();
     return a;
   }
+
+  attempt exchange(http::request<http::string_body>& req) {
+    // One deadline for writing the request and reading the response.
+    transport().expires_after(timeout);
+    return secure ? exchange_on(*secure, req) : exchange_on(*plain, req);
+  }
 };
 
 http_client::http_client() : impl_(std::make_unique<impl>()) {}
@@ -179,13 +312,24 @@ http_client::http_client(http_client&&) noexcept = default;
 http_client& http_client::operator=(http_client&&) noexcept = default;
 
 status http_client::connect(std::string host, uint16_t port) {
+  return connect(server_address{"http", std::move(host), port});
+}
+
+status http_client::connect(const server_address& server) {
   auto& m = *impl_;
-  m.host = std::move(host);
-  m.port = port;
+  m.drop();
+  m.server = server;
   m.endpoints = {};
-  bool v6 = m.host.find(':') != std::string::npos;
-  m.host_header = (v6 ? "[" + m.host + "]" : m.host) + ":" + std::to_string(port);
+  bool v6 = m.server.host.find(':') != std::string::npos;
+  std::string host = v6 ? "[" + m.server.host + "]" : m.server.host;
+  bool default_port = m.server.port == (m.server.tls() ? 443 : 80);
+  m.host_header = default_port ? host : host + ":" + std::to_string(m.server.port);
   return m.open();
+}
+
+void http_client::set_ca_file(std::string pem_path) {
+  impl_->ca_file = std::move(pem_path);
+  impl_->tls_ctx.reset();
 }
 
 void http_client::set_timeout(std::chrono::milliseconds timeout) {
@@ -205,7 +349,7 @@ result<http_client::response> http_client::request(std::string_view method, std:
                                                    std::string_view body,
                                                    const header_list& headers) {
   auto& m = *impl_;
-  if (m.host.empty()) return error(code::invalid_argument, "http client: connect() first");
+  if (m.server.host.empty()) return error(code::invalid_argument, "http client: connect() first");
 
   http::request<http::string_body> req;
   beast::string_view method_sv(method.data(), method.size());
@@ -249,6 +393,44 @@ result<http_client::response> http_client::request(std::string_view method, std:
 
 void http_client::close() {
   impl_->drop();
+}
+
+http_client_pool::http_client_pool(std::size_t max_idle_per_server)
+    : max_idle_(max_idle_per_server) {}
+
+http_client_pool::~http_client_pool() = default;
+
+result<http_client::response> http_client_pool::request(const server_address& server,
+                                                        std::string_view method,
+                                                        std::string_view target,
+                                                        std::string_view body,
+                                                        const http_client::header_list& headers,
+                                                        std::chrono::milliseconds timeout) {
+  using clock = std::chrono::steady_clock;
+  auto deadline = clock::now() + timeout;
+  std::string key = server.scheme + "://" + server.host + ":" + std::to_string(server.port);
+  std::unique_ptr<http_client> client;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = idle_.find(key); it != idle_.end() && !it->second.empty()) {
+      client = std::move(it->second.back());
+      it->second.pop_back();
+    }
+  }
+  if (!client) {
+    client = std::make_unique<http_client>();
+    client->set_timeout(timeout);
+    KEEL_TRY(client->connect(server));
+  }
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+  client->set_timeout(std::max(left, std::chrono::milliseconds(1)));
+  auto res = client->request(method, target, body, headers);
+  if (res) {
+    std::lock_guard lock(mu_);
+    auto& idle = idle_[key];
+    if (idle.size() < max_idle_) idle.push_back(std::move(client));
+  }
+  return res;
 }
 
 }  // namespace keel::net

@@ -1,17 +1,29 @@
 #pragma once
 // A small synchronous HTTP/1.1 client over one keep-alive connection, for
-// the CLI, integration tests and benchmarks. A request on a connection the
-// server has meanwhile closed (idle timeout, restart) is sent once more on a
-// fresh connection; every request has a deadline.
+// the CLI, integration tests, benchmarks and the effects that call out (model
+// providers, http tools). A request on a connection the server has meanwhile
+// closed (idle timeout, restart) is sent once more on a fresh connection;
+// every request has a deadline.
+//
+// https:// uses TLS (OpenSSL, TLS 1.2 or newer) and verifies the server: its
+// certificate chain against the system trust store (OpenSSL's default
+// paths; SSL_CERT_FILE / SSL_CERT_DIR override them) or against
+// set_ca_file(), and its name against the host connected to. SNI is sent
+// for host names (not for IP literals).
 //
 // Thread-safety: one http_client per thread; distinct clients are
-// independent. Errors: unavailable (cannot connect, connection lost),
-// timeout (the deadline passed; the connection is dropped), invalid_argument
-// (no connect() yet). An HTTP error status is a response, not an error.
+// independent. Errors: unavailable (cannot connect, connection lost, TLS
+// handshake failed), unauthorized (the server's TLS certificate failed
+// verification), timeout (the deadline passed; the connection is dropped),
+// invalid_argument (no connect() yet, an unreadable CA file). An HTTP error
+// status is a response, not an error.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -22,13 +34,27 @@
 namespace keel::net {
 
 struct server_address {
+  std::string scheme = "http";  // "http" or "https"
   std::string host;
   uint16_t port = 80;
+
+  bool tls() const { return scheme == "https"; }
 };
 
-// "http://127.0.0.1:7070", "127.0.0.1:7070", "http://[::1]:7070/", "http://h"
-// (port 80). Errors: invalid_argument (other schemes, a path, a bad port).
+// "http://127.0.0.1:7070", "127.0.0.1:7070" (http), "http://[::1]:7070/",
+// "http://h" (port 80), "https://h" (port 443). Errors: invalid_argument
+// (other schemes, a path, a bad port).
 result<server_address> parse_url(std::string_view url);
+
+// A URL split into the server and the request target (path and query):
+// "https://api.openai.com/v1" -> {{"https", "api.openai.com", 443}, "/v1"}.
+// The target is "/" when the URL has none. Errors: as parse_url, but a path
+// is allowed.
+struct url_target {
+  server_address server;
+  std::string target = "/";
+};
+result<url_target> parse_url_target(std::string_view url);
 
 // Encodes every byte but A-Z a-z 0-9 - . _ ~ as %XX, so an agent name such as
 // "acct/alice" becomes one path segment, "acct%2Falice".
@@ -48,8 +74,14 @@ class http_client {
   http_client(http_client&&) noexcept;
   http_client& operator=(http_client&&) noexcept;
 
-  // Remembers the server and connects to it now.
+  // Remembers the server and connects to it now, over plain TCP.
   status connect(std::string host, uint16_t port);
+  // The same for an address from parse_url: TLS when its scheme is https.
+  status connect(const server_address& server);
+
+  // Trusts only the certificates in this PEM file, instead of the system
+  // store, for https connections opened afterwards (tests, private CAs).
+  void set_ca_file(std::string pem_path);
 
   // Deadline of each request (write and read together) and of connecting.
   // Default 30 s.
@@ -68,6 +100,34 @@ class http_client {
 
  private:
   std::unique_ptr<impl> impl_;
+};
+
+// Kept-alive clients shared by threads, for callers on many threads that
+// talk to a few servers (model providers, http tools). Each request borrows
+// an idle connection to its server (or opens a new one) and gives it back
+// when the exchange succeeded; at most `max_idle_per_server` idle
+// connections are kept per scheme://host:port.
+//
+// Thread-safety: request() may be called concurrently. Errors: as
+// http_client::connect and http_client::request.
+class http_client_pool {
+ public:
+  explicit http_client_pool(std::size_t max_idle_per_server = 8);
+  ~http_client_pool();
+  http_client_pool(const http_client_pool&) = delete;
+  http_client_pool& operator=(const http_client_pool&) = delete;
+
+  // One deadline, `timeout`, covers connecting (when needed), sending and
+  // receiving.
+  result<http_client::response> request(const server_address& server, std::string_view method,
+                                        std::string_view target, std::string_view body,
+                                        const http_client::header_list& headers,
+                                        std::chrono::milliseconds timeout);
+
+ private:
+  const std::size_t max_idle_;
+  std::mutex mu_;
+  std::map<std::string, std::vector<std::unique_ptr<http_client>>> idle_;  // guarded by mu_
 };
 
 }  // namespace keel::net

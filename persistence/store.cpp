@@ -22,8 +22,8 @@ constexpr uint64_t schema_version = 1;
 // Ids reserved per durable write; a crash skips at most this many.
 constexpr uint64_t id_block = 4096;
 
-const char* const family_names[family_count] = {"agents", "ledger", "snapshots", "inbox",
-                                                "dedupe", "timers", "meta"};
+const char* const family_names[family_count] = {"agents", "ledger", "snapshots", "inbox", "dedupe",
+                                                "timers", "meta",   "effects",   "blobs"};
 
 status from_rocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return status::ok();
@@ -362,6 +362,33 @@ result<std::optional<int64_t>> store::next_timer_due() {
     return std::optional<int64_t>(parse_timer_key(std::string_view(it->key().data(), 24)).due_ms);
   KEEL_TRY(from_rocks(it->status(), "scanning timers"));
   return std::optional<int64_t>();
+}
+
+result<std::vector<running_effect>> store::running_effects() {
+  std::vector<running_effect> out;
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(family::effects)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view k(it->key().data(), it->key().size());
+    if (k.size() != 16) return error(code::corruption, "effect key has a bad size");
+    uint64_t id = key_agent_id(k), effect = key_seq(k);
+    auto m = decode_effect_marker(
+        std::string_view(it->value().data(), it->value().size()),
+        "effect " + std::to_string(effect) + " of agent id " + std::to_string(id));
+    if (!m) return m.error();
+    out.push_back({id, effect, std::move(*m)});
+  }
+  KEEL_TRY(from_rocks(it->status(), "scanning effects"));
+  return out;
+}
+
+result<std::optional<std::string>> store::get_blob(std::string_view key) {
+  std::string v;
+  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(family::blobs),
+                          rocksdb::Slice(key.data(), key.size()), &v);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  KEEL_TRY(from_rocks(s, "reading a blob"));
+  return std::optional<std::string>(std::move(v));
 }
 
 uint64_t store::estimate_keys(family f) {

@@ -20,8 +20,18 @@
 
 namespace keel::persistence {
 
-enum class family : uint8_t { agents, ledger, snapshots, inbox, dedupe, timers, meta };
-inline constexpr int family_count = 7;
+enum class family : uint8_t {
+  agents,
+  ledger,
+  snapshots,
+  inbox,
+  dedupe,
+  timers,
+  meta,
+  effects,
+  blobs
+};
+inline constexpr int family_count = 9;
 const char* family_name(family f);
 
 struct write_op {
@@ -42,6 +52,12 @@ struct store_options {
 struct agent_listing {
   std::string name;
   agent_meta meta;
+};
+
+struct running_effect {
+  uint64_t agent_id;
+  uint64_t effect;
+  effect_marker marker;
 };
 
 struct due_timer {
@@ -101,6 +117,13 @@ class store {
                                             std::string_view after = {});
   // Due time of the earliest timer, if any.
   result<std::optional<int64_t>> next_timer_due();
+
+  // Every effect marker (effects family), in key order: the effects that
+  // were running or queued when the node stopped.
+  result<std::vector<running_effect>> running_effects();
+
+  // A blob by its key (content hash), if present.
+  result<std::optional<std::string>> get_blob(std::string_view key);
 
   // Number of keys RocksDB estimates in a family (for metrics).
   uint64_t estimate_keys(family f);

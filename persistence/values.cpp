@@ -81,6 +81,32 @@ std::string encode(const timer_entry& v, int64_t time_ms) {
                       time_ms);
 }
 
+std::string encode(const effect_marker& v, int64_t time_ms) {
+  return encode_value(value_type::effect_marker,
+                      {{"agent", v.agent},
+                       {"kind", v.kind},
+                       {"tool", v.tool},
+                       {"attempt", v.attempt},
+                       {"queue", v.queue},
+                       {"lease_ms", v.lease_ms},
+                       {"arguments", v.arguments}},
+                      time_ms);
+}
+
+result<effect_marker> decode_effect_marker(std::string_view bytes, std::string_view what) {
+  auto j = decode_value(value_type::effect_marker, bytes, what);
+  if (!j) return j.error();
+  return extract<effect_marker>(what, [&](effect_marker& v) {
+    v.agent = j->at("agent").get<std::string>();
+    v.kind = j->at("kind").get<std::string>();
+    v.tool = j->at("tool").get<std::string>();
+    v.attempt = j->at("attempt").get<uint32_t>();
+    v.queue = j->at("queue").get<std::string>();
+    v.lease_ms = j->at("lease_ms").get<uint32_t>();
+    v.arguments = j->at("arguments");
+  });
+}
+
 result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view what) {
   auto j = decode_value(value_type::agent_meta, bytes, what);
   if (!j) return j.error();

@@ -21,6 +21,7 @@ enum class value_type : uint16_t {
   inbox_entry = 0xF002,
   dedupe_entry = 0xF003,
   timer_entry = 0xF004,
+  effect_marker = 0xF005,
 };
 
 // agents: name -> agent_meta.
@@ -65,7 +66,22 @@ struct timer_entry {
   nlohmann::json payload;
 };
 
+// effects: agent id + effect id -> effect_marker. Written with the event
+// that starts an effect, deleted with the one that ends it, so a restart
+// finds what was in flight: in-process calls to recover, worker tasks to
+// queue again, messages to deliver.
+struct effect_marker {
+  std::string agent;
+  std::string kind;  // "model", or the tool kind ("http", "worker", ...)
+  std::string tool;
+  uint32_t attempt = 1;
+  std::string queue;  // worker
+  uint32_t lease_ms = 0;
+  nlohmann::json arguments;
+};
+
 std::string encode(const agent_meta& v, int64_t time_ms);
+std::string encode(const effect_marker& v, int64_t time_ms);
 std::string encode(const inbox_entry& v, int64_t time_ms);
 std::string encode(const dedupe_entry& v, int64_t time_ms);
 std::string encode(const timer_entry& v, int64_t time_ms);
@@ -76,6 +92,7 @@ result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view wh
 result<inbox_entry> decode_inbox_entry(std::string_view bytes, std::string_view what);
 result<dedupe_entry> decode_dedupe_entry(std::string_view bytes, std::string_view what);
 result<timer_entry> decode_timer_entry(std::string_view bytes, std::string_view what);
+result<effect_marker> decode_effect_marker(std::string_view bytes, std::string_view what);
 
 // MessagePack decoding for stored payloads: a corruption error naming
 // `what` instead of nullopt (to_msgpack is in msgpack.hpp).

@@ -315,9 +315,9 @@ TEST_CASE("keel exits 2 on a usage error without calling the server") {
     CHECK(has(r.err, c.says));
     CHECK(has(r.err, "keel --help"));
   }
-  auto scheme = run_keel({"--server", "https://127.0.0.1:1", "health"});
+  auto scheme = run_keel({"--server", "ftp://127.0.0.1:1", "health"});
   CHECK(scheme.exit_code == 2);
-  CHECK(has(scheme.err, "only http://"));
+  CHECK(has(scheme.err, "only http:// and https://"));
 
   auto help = run_keel({"--help"});
   CHECK(help.exit_code == 0);

@@ -28,7 +28,9 @@ TEST_CASE("parse_url reads host and port with or without the http scheme") {
                                              {"http://h:1", "h", 1},
                                              {"http://h:65535", "h", 65535},
                                              {"http://[::1]:7070/", "::1", 7070},
-                                             {"[::1]", "::1", 80}}) {
+                                             {"[::1]", "::1", 80},
+                                             {"https://127.0.0.1:7070", "127.0.0.1", 7070},
+                                             {"https://h", "h", 443}}) {
     CAPTURE(c.url);
     auto a = net::parse_url(c.url);
     REQUIRE_MESSAGE(a.is_ok(), a.error().to_string());
@@ -42,8 +44,8 @@ TEST_CASE("parse_url refuses other schemes and paths and bad ports and a missing
     const char* url;
     const char* says;
   };
-  for (const auto& c : std::vector<bad_case>{{"https://127.0.0.1:7070", "only http://"},
-                                             {"ftp://h", "only http://"},
+  for (const auto& c : std::vector<bad_case>{{"ftp://h", "only http:// and https://"},
+                                             {"https://h:7070/v1", "must not have a path"},
                                              {"http://h:7070/v1", "must not have a path"},
                                              {"http://h:0", "bad port"},
                                              {"http://h:65536", "bad port"},

@@ -11,6 +11,7 @@
 
 #include "agent/core.hpp"
 #include "agent/counter.hpp"
+#include "agent/registry.hpp"
 #include "persistence/values.hpp"
 
 using keel::code;
@@ -23,7 +24,7 @@ namespace {
 constexpr int64_t now = 1'700'000'000'000;
 
 const a::agent_type& counter() {
-  const a::agent_type* t = a::find_type("counter");
+  const a::agent_type* t = a::find_builtin_type("counter");
   REQUIRE(t != nullptr);
   return *t;
 }
@@ -100,10 +101,11 @@ a::reply_effect only_reply(const a::decision& d) {
 }  // namespace
 
 TEST_CASE("the counter type is registered under its name") {
-  CHECK(a::find_type("counter") != nullptr);
-  CHECK(a::find_type("counter")->name() == "counter");
-  CHECK(a::find_type("nope") == nullptr);
-  auto names = a::type_names();
+  a::type_registry types;
+  REQUIRE(types.find("counter") != nullptr);
+  CHECK(types.find("counter")->name() == "counter");
+  CHECK(types.find("nope") == nullptr);
+  auto names = types.names();
   CHECK(std::find(names.begin(), names.end(), "counter") != names.end());
 }
 

@@ -1,0 +1,47 @@
+#pragma once
+// Runs one exec tool call in a sandbox: a child process with a clean
+// environment, rlimits on CPU time, address space, open files and
+// processes, a wall-clock timeout that kills its whole process group, and
+// (unless allowed) no network through a new network namespace where the
+// kernel permits unprivileged ones. The arguments go to stdin as JSON; the
+// tool answers with one JSON document on stdout.
+//
+// Blocking: call from an effect thread, never a scheduler thread.
+// Thread-safe: concurrent calls are independent.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.hpp"
+#include "config/agent_spec.hpp"
+
+namespace keel::actors {
+
+// What the sandbox can enforce on this machine, probed once at start-up and
+// logged by keeld ("exec sandbox: rlimits yes, network namespace no (...)").
+struct sandbox_capabilities {
+  bool rlimits = true;
+  bool network_namespace = false;
+  std::string detail;  // why a protection is missing, for the log
+};
+const sandbox_capabilities& probe_sandbox();
+
+struct exec_outcome {
+  int exit_code = -1;        // -1 when killed by a signal
+  int signal = 0;            // the killing signal, 0 when it exited
+  bool timed_out = false;    // killed by the wall timeout
+  bool output_truncated = false;
+  std::string stdout_text;   // at most limits.max_output_bytes
+  std::string stderr_text;   // at most 64 KiB
+};
+
+// Runs argv with `input` (serialized JSON) on stdin. Errors: invalid_argument
+// (empty argv), io_error (fork/exec/pipe failed; a missing program is a
+// child exit code 127 instead).
+result<exec_outcome> run_sandboxed(const std::vector<std::string>& argv, const std::string& input,
+                                   const config::exec_limits& limits, uint32_t timeout_ms);
+
+}  // namespace keel::actors

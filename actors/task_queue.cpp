@@ -1,0 +1,86 @@
+#include "actors/task_queue.hpp"
+
+#include <algorithm>
+
+namespace keel::actors {
+
+std::string task_id(uint64_t agent_id, uint64_t effect, uint32_t attempt) {
+  return std::to_string(agent_id) + "." + std::to_string(effect) + "." + std::to_string(attempt);
+}
+
+void task_queue::add(worker_task t) {
+  std::lock_guard lk(mu_);
+  t.worker.clear();
+  t.lease_until_ms = 0;
+  auto& order = order_[t.queue];
+  if (!tasks_.count(t.id)) order.push_back(t.id);
+  tasks_[t.id] = std::move(t);
+}
+
+void task_queue::remove(const std::string& agent, uint64_t effect) {
+  std::lock_guard lk(mu_);
+  for (auto it = tasks_.begin(); it != tasks_.end();) {
+    if (it->second.agent == agent && it->second.effect == effect) {
+      auto& order = order_[it->second.queue];
+      order.erase(std::remove(order.begin(), order.end(), it->first), order.end());
+      it = tasks_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::optional<worker_task> task_queue::poll(const std::string& queue, const std::string& worker,
+                                            int64_t now_ms) {
+  std::lock_guard lk(mu_);
+  auto q = order_.find(queue);
+  if (q == order_.end()) return std::nullopt;
+  // Oldest first; a lease that ran out makes its task ready where it stands.
+  for (const auto& id : q->second) {
+    auto& t = tasks_.at(id);
+    if (!t.worker.empty() && t.lease_until_ms > now_ms) continue;
+    if (!t.worker.empty()) ++requeued_;
+    t.worker = worker;
+    t.lease_until_ms = now_ms + t.lease_ms;
+    ++t.deliveries;
+    return t;
+  }
+  return std::nullopt;
+}
+
+result<worker_task> task_queue::find(const std::string& id) {
+  std::lock_guard lk(mu_);
+  auto it = tasks_.find(id);
+  if (it == tasks_.end())
+    return error(code::not_found, "task " + id + " is unknown or already finished");
+  return it->second;
+}
+
+void task_queue::finish(const std::string& id) {
+  std::lock_guard lk(mu_);
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  auto& order = order_[it->second.queue];
+  order.erase(std::remove(order.begin(), order.end(), id), order.end());
+  tasks_.erase(it);
+}
+
+std::map<std::string, task_queue::queue_stats> task_queue::stats(int64_t now_ms) {
+  std::lock_guard lk(mu_);
+  std::map<std::string, queue_stats> out;
+  for (const auto& [id, t] : tasks_) {
+    auto& s = out[t.queue];
+    if (!t.worker.empty() && t.lease_until_ms > now_ms)
+      ++s.leased;
+    else
+      ++s.ready;
+  }
+  return out;
+}
+
+uint64_t task_queue::requeued() const {
+  std::lock_guard lk(mu_);
+  return requeued_;
+}
+
+}  // namespace keel::actors

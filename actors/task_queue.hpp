@@ -1,0 +1,72 @@
+#pragma once
+// Worker queues: tasks of `worker` tools wait here until an external worker
+// polls them (POST /v1/tasks/poll), then stay leased until the worker
+// completes or fails them, or the lease runs out and they are ready again.
+//
+// The queue is memory only; it is rebuilt at start-up from the durable
+// effect markers (a task is durable from the write that started its
+// effect). A completed task is recorded by its agent exactly once: results
+// for a task that is no longer here answer not_found.
+//
+// Thread-safety: every method may be called from any thread.
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.hpp"
+
+namespace keel::actors {
+
+struct worker_task {
+  std::string id;  // "<agent id>.<effect>.<attempt>"
+  std::string queue;
+  std::string agent;  // name
+  uint64_t effect = 0;
+  uint32_t attempt = 1;
+  std::string tool;
+  nlohmann::json arguments;
+  uint32_t lease_ms = 30'000;
+  // Filled in by poll():
+  std::string worker;
+  int64_t lease_until_ms = 0;
+  uint32_t deliveries = 0;  // times it was handed to a worker
+};
+
+std::string task_id(uint64_t agent_id, uint64_t effect, uint32_t attempt);
+
+class task_queue {
+ public:
+  // Adds a ready task; a task with the same id is replaced.
+  void add(worker_task t);
+  // Forgets the task of (agent, effect), whatever its attempt.
+  void remove(const std::string& agent, uint64_t effect);
+  // The oldest ready task of `queue` (expired leases are ready again), now
+  // leased to `worker`; nullopt when none.
+  std::optional<worker_task> poll(const std::string& queue, const std::string& worker,
+                                  int64_t now_ms);
+  // The task `id` while it is known. Errors: not_found.
+  result<worker_task> find(const std::string& id);
+  // Drops `id` once its agent has recorded the result.
+  void finish(const std::string& id);
+
+  struct queue_stats {
+    uint64_t ready = 0;
+    uint64_t leased = 0;
+  };
+  std::map<std::string, queue_stats> stats(int64_t now_ms);
+  uint64_t requeued() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, worker_task> tasks_;              // by id
+  std::map<std::string, std::deque<std::string>> order_;  // queue -> ids, oldest first
+  uint64_t requeued_ = 0;
+};
+
+}  // namespace keel::actors

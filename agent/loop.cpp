@@ -1,0 +1,914 @@
+#include "agent/loop.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "agent/guardrails.hpp"
+
+namespace keel::agent {
+
+namespace {
+
+using config::tool_kind;
+
+// Signals the loop interprets itself; any other signal starts a turn.
+bool is_control_signal(const std::string& name) {
+  return name == "approve" || name == "reject" || name == "resolve" || name == "answer" ||
+         name == "cancel";
+}
+
+std::string content_of(const json& body) {
+  if (body.is_string()) return body.get<std::string>();
+  if (body.is_object() && body.size() == 1 && body.contains("text") && body["text"].is_string())
+    return body["text"].get<std::string>();
+  return body.dump();
+}
+
+uint64_t u64(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+}
+
+const char* wait_on_for(tool_kind k) {
+  switch (k) {
+    case tool_kind::worker:
+      return "worker";
+    case tool_kind::sleep:
+      return "sleep";
+    case tool_kind::ask_human:
+      return "human";
+    default:
+      return "tool";
+  }
+}
+
+bool is_builtin_idempotent(tool_kind k) {
+  return k == tool_kind::send_message || k == tool_kind::spawn_agent || k == tool_kind::sleep ||
+         k == tool_kind::ask_human;
+}
+
+// Waits that nothing in this process is working on: a cancel may drop them.
+bool is_passive_wait(const std::string& on) {
+  return on == "approval" || on == "human" || on == "in_doubt" || on == "retry" || on == "sleep" ||
+         on == "worker";
+}
+
+json& turn_of(json& ctl) {
+  return ctl["turn"];
+}
+
+// --- apply: the loop's view of every event ---------------------------------
+
+// The effect an outcome event settles: the one waited for, or the one a
+// retry or a doubt is about.
+json settled_wait(const json& turn) {
+  const json& w = turn["wait"];
+  if (!w.is_object()) return json::object();
+  const std::string on = w.value("on", "");
+  if (on == "in_doubt" || on == "retry") return w.value("prev", json::object());
+  return w;
+}
+
+void apply_ctl(const config::agent_spec& spec, json& ctl, const event& e) {
+  const json& d = e.data;
+  json& turn = turn_of(ctl);
+  json& usage = ctl["usage"];
+  switch (e.type) {
+    case event_type::message_received:
+      ctl["queue"].push_back({{"id", d.value("id", "")},
+                              {"from", d.value("from", "")},
+                              {"input", content_of(d.value("body", json()))}});
+      break;
+    case event_type::signal_received: {
+      const std::string name = d.value("signal", "");
+      if (!is_control_signal(name)) {
+        ctl["queue"].push_back(
+            {{"id", "signal:" + name},
+             {"from", ""},
+             {"input", "[signal " + name + "] " + d.value("payload", json()).dump()}});
+      } else if (name == "cancel" && turn.is_object() && turn["failing"].is_null()) {
+        const json& p = d.value("payload", json());
+        std::string by = p.is_object() ? p.value("by", "") : "";
+        turn["failing"] = {{"status", "cancelled"},
+                           {"reason", by.empty() ? "cancelled" : "cancelled by " + by}};
+        if (turn["wait"].is_object() && is_passive_wait(turn["wait"].value("on", "")))
+          turn["wait"] = nullptr;
+      }
+      break;
+    }
+    case event_type::turn_started: {
+      ctl["queue"].erase(ctl["queue"].begin());
+      turn = {{"n", d.value("turn", uint64_t{0})},
+              {"id", d.value("id", "")},
+              {"from", d.value("from", "")},
+              {"started_ms", e.time_ms},
+              {"steps", 0},
+              {"model_calls", 0},
+              {"tool_calls", 0},
+              {"tokens", 0},
+              {"calls", json::array()},
+              {"next", 0},
+              {"wait", nullptr},
+              {"done", json::array()},
+              {"failing", nullptr},
+              {"final", false},
+              {"answer", nullptr}};
+      break;
+    }
+    case event_type::model_requested:
+      turn["wait"] = {
+          {"on", "model"}, {"effect", u64(d, "effect")}, {"attempt", u64(d, "attempt")}};
+      if (u64(d, "attempt") == 1) turn["steps"] = u64(turn, "steps") + 1;
+      turn["model_calls"] = u64(turn, "model_calls") + 1;
+      usage["model_calls"] = u64(usage, "model_calls") + 1;
+      break;
+    case event_type::model_replied: {
+      turn["wait"] = nullptr;
+      const json& u = d.value("usage", json::object());
+      uint64_t tokens = u64(u, "prompt_tokens") + u64(u, "completion_tokens");
+      turn["tokens"] = u64(turn, "tokens") + tokens;
+      usage["tokens"] = u64(usage, "tokens") + tokens;
+      json calls = json::array();
+      for (const auto& c : d.value("tool_calls", json::array()))
+        calls.push_back({{"id", c.value("id", "")},
+                         {"name", c.value("name", "")},
+                         {"arguments", c.value("arguments", json())},
+                         {"state", "proposed"}});
+      turn["final"] = calls.empty();
+      turn["calls"] = std::move(calls);
+      turn["next"] = 0;
+      turn["answer"] = d.value("content", json());
+      break;
+    }
+    case event_type::guardrail_decided: {
+      const std::string v = d.value("verdict", "");
+      if (v == "deny" || v == "invalid" || v == "rejected") {
+        uint64_t i = u64(d, "call");
+        turn["calls"][i]["state"] = "refused";
+        turn["next"] = i + 1;
+        turn["wait"] = nullptr;
+      } else if (v == "approved") {
+        turn["wait"] = nullptr;
+      }
+      break;
+    }
+    case event_type::approval_requested:
+      turn["wait"] = {{"on", "approval"}, {"call", u64(d, "call")}};
+      break;
+    case event_type::effect_started: {
+      uint64_t i = u64(d, "call");
+      const std::string tool = d.value("tool", "");
+      const config::tool_spec* ts = spec.find_tool(tool);
+      turn["wait"] = {{"on", ts ? wait_on_for(ts->kind) : "tool"},
+                      {"effect", u64(d, "effect")},
+                      {"attempt", u64(d, "attempt")},
+                      {"call", i},
+                      {"tool", tool}};
+      turn["calls"][i]["state"] = "running";
+      if (u64(d, "attempt") == 1) {
+        turn["tool_calls"] = u64(turn, "tool_calls") + 1;
+        usage["tool_calls"] = u64(usage, "tool_calls") + 1;
+      }
+      break;
+    }
+    case event_type::effect_completed: {
+      const json w = settled_wait(turn);
+      uint64_t i = u64(w, "call");
+      turn["calls"][i]["state"] = "done";
+      turn["next"] = i + 1;
+      turn["wait"] = nullptr;
+      const config::tool_spec* ts = spec.find_tool(w.value("tool", ""));
+      if (ts && !ts->compensate.empty())
+        turn["done"].push_back({{"effect", u64(d, "effect")},
+                                {"tool", ts->name},
+                                {"arguments", turn["calls"][i]["arguments"]},
+                                {"result", d.value("result", json())}});
+      break;
+    }
+    case event_type::effect_failed: {
+      json w = settled_wait(turn);
+      if (d.value("final", false)) {
+        turn["wait"] = nullptr;
+        if (w.contains("call")) turn["calls"][u64(w, "call")]["state"] = "failed";
+        if (turn["failing"].is_null())
+          turn["failing"] = {
+              {"status", "failed"},
+              {"reason", (w.value("on", "") == "model" ? std::string("model call")
+                                                       : "tool " + w.value("tool", "")) +
+                             " failed: " + d.value("error", "")}};
+      } else {
+        turn["wait"] = {{"on", "retry"}, {"prev", std::move(w)}, {"timer", u64(d, "timer")}};
+      }
+      break;
+    }
+    case event_type::effect_in_doubt: {
+      json w = turn["wait"];
+      turn["wait"] = {{"on", "in_doubt"}, {"prev", std::move(w)}};
+      break;
+    }
+    case event_type::compensation_started:
+      turn["wait"] = {{"on", "compensation"},
+                      {"effect", u64(d, "effect")},
+                      {"attempt", u64(d, "attempt")},
+                      {"for", u64(d, "for")},
+                      {"tool", d.value("tool", "")}};
+      break;
+    case event_type::compensation_completed:
+      turn["wait"] = nullptr;
+      if (!turn["done"].empty()) turn["done"].erase(turn["done"].end() - 1);
+      break;
+    case event_type::turn_completed: {
+      int64_t started = turn.value("started_ms", e.time_ms);
+      usage["wall_ms"] =
+          u64(usage, "wall_ms") + static_cast<uint64_t>(std::max<int64_t>(0, e.time_ms - started));
+      ctl["turns"] = u64(ctl, "turns") + 1;
+      json last = {{"turn", u64(d, "turn")}, {"status", d.value("status", "")}};
+      if (d.contains("answer")) last["answer"] = d["answer"];
+      if (d.contains("reason")) last["reason"] = d["reason"];
+      ctl["last"] = std::move(last);
+      turn = nullptr;
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+json tool_message(const std::string& call_id, const json& content) {
+  return {{"role", "tool"},
+          {"tool_call_id", call_id},
+          {"content", content.is_string() ? content.get<std::string>() : content.dump()}};
+}
+
+// The conversation the model sees; updated before apply_ctl (it reads the
+// turn as it was before the event).
+void apply_conversation(json& conv, const json& ctl, const event& e) {
+  const json& d = e.data;
+  switch (e.type) {
+    case event_type::turn_started:
+      conv.push_back({{"role", "user"}, {"content", d.value("input", "")}});
+      break;
+    case event_type::model_replied: {
+      json m = {{"role", "assistant"}, {"content", d.value("content", json())}};
+      json calls = json::array();
+      for (const auto& c : d.value("tool_calls", json::array()))
+        calls.push_back({{"id", c.value("id", "")},
+                         {"type", "function"},
+                         {"function",
+                          {{"name", c.value("name", "")},
+                           {"arguments", c.value("arguments", json()).dump()}}}});
+      if (!calls.empty()) m["tool_calls"] = std::move(calls);
+      conv.push_back(std::move(m));
+      break;
+    }
+    case event_type::guardrail_decided: {
+      const std::string v = d.value("verdict", "");
+      if (v == "deny" || v == "invalid" || v == "rejected")
+        conv.push_back(
+            tool_message(d.value("call_id", ""), json{{"error", "refused"},
+                                                      {"verdict", v},
+                                                      {"rule", d.value("rule", "")},
+                                                      {"reason", d.value("reason", "")}}));
+      break;
+    }
+    case event_type::effect_completed:
+      conv.push_back(tool_message(d.value("call_id", ""), d.value("result", json())));
+      break;
+    case event_type::turn_completed: {
+      // Every proposed call must be answered before the next user message.
+      const json& turn = ctl["turn"];
+      if (!turn.is_object()) break;
+      for (const auto& c : turn["calls"]) {
+        const std::string st = c.value("state", "");
+        if (st == "done" || st == "refused") continue;
+        conv.push_back(tool_message(
+            c.value("id", ""),
+            json{{"error", "not run"},
+                 {"reason", "turn " + d.value("status", "") + ": " + d.value("reason", "")}}));
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+// --- decide ------------------------------------------------------------------
+
+struct loop_decider {
+  const loop_type& type;
+  const config::agent_spec& spec;
+  const agent_state& s;
+  int64_t now;
+  decision& out;
+  json ctl;  // s.data["ctl"] with every event of `out` applied
+  uint64_t next_timer;
+
+  loop_decider(const loop_type& t, const agent_state& st, int64_t n, decision& o)
+      : type(t),
+        spec(t.spec()),
+        s(st),
+        now(n),
+        out(o),
+        ctl(st.data.value("ctl", json::object())),
+        next_timer(st.next_timer_id) {
+    // The generic event (message_received, signal_received, timer_fired) is
+    // already in `out`; the loop's view must include it.
+    for (const auto& e : out.events) apply_ctl(spec, ctl, e);
+  }
+
+  uint64_t next_seq() const { return s.last_seq + out.events.size() + 1; }
+  json& turn() { return ctl["turn"]; }
+  bool in_turn() { return turn().is_object(); }
+  json& wait() { return turn()["wait"]; }
+  std::string wait_on() {
+    return in_turn() && wait().is_object() ? wait().value("on", "") : std::string();
+  }
+
+  void emit(event_type t, json data) {
+    event e{t, now, std::move(data)};
+    apply_ctl(spec, ctl, e);
+    out.events.push_back(std::move(e));
+  }
+  void effect(agent::effect fx) { out.effects.push_back(std::move(fx)); }
+
+  // --- budgets ---------------------------------------------------------------
+  // The reason the turn must stop before another model call (model=true) or
+  // tool call, or "" when it may go on.
+  std::string over_budget(bool model) {
+    const auto& b = spec.budgets;
+    json& t = turn();
+    const json& u = ctl["usage"];
+    const uint64_t turn_wall =
+        static_cast<uint64_t>(std::max<int64_t>(0, now - t.value("started_ms", now)));
+    auto hit = [](uint64_t used, uint64_t limit) { return limit != 0 && used >= limit; };
+    auto say = [](const char* scope, const char* what, uint64_t limit) {
+      return std::string("budget exhausted: ") + scope + " " + what + " (" + std::to_string(limit) +
+             ")";
+    };
+    if (model && t.value("steps", uint64_t{0}) >= spec.max_steps_per_turn)
+      return "max_steps_per_turn (" + std::to_string(spec.max_steps_per_turn) + ") reached";
+    if (model && hit(u64(t, "model_calls"), b.per_turn.model_calls))
+      return say("per-turn", "model_calls", b.per_turn.model_calls);
+    if (model && hit(u64(u, "model_calls"), b.lifetime.model_calls))
+      return say("lifetime", "model_calls", b.lifetime.model_calls);
+    if (!model && hit(u64(t, "tool_calls"), b.per_turn.tool_calls))
+      return say("per-turn", "tool_calls", b.per_turn.tool_calls);
+    if (!model && hit(u64(u, "tool_calls"), b.lifetime.tool_calls))
+      return say("lifetime", "tool_calls", b.lifetime.tool_calls);
+    if (hit(u64(t, "tokens"), b.per_turn.tokens))
+      return say("per-turn", "tokens", b.per_turn.tokens);
+    if (hit(u64(u, "tokens"), b.lifetime.tokens))
+      return say("lifetime", "tokens", b.lifetime.tokens);
+    if (hit(turn_wall, b.per_turn.wall_ms)) return say("per-turn", "wall_ms", b.per_turn.wall_ms);
+    if (hit(u64(u, "wall_ms") + turn_wall, b.lifetime.wall_ms))
+      return say("lifetime", "wall_ms", b.lifetime.wall_ms);
+    return {};
+  }
+
+  void complete_turn(const std::string& status, const std::string& reason) {
+    json d = {{"turn", u64(turn(), "n")}, {"status", status}};
+    if (status == "completed")
+      d["answer"] = turn().value("answer", json());
+    else
+      d["reason"] = reason;
+    emit(event_type::turn_completed, std::move(d));
+  }
+
+  // --- steps -----------------------------------------------------------------
+  void request_model(uint64_t effect_id, uint32_t attempt, bool recovered) {
+    uint64_t call_index = u64(ctl["usage"], "model_calls");
+    json d = {{"effect", effect_id},
+              {"attempt", attempt},
+              {"step", u64(turn(), "steps") + (attempt == 1)}};
+    if (recovered) d["recovered"] = true;
+    emit(event_type::model_requested, std::move(d));
+    effect(model_call_effect{effect_id, attempt, call_index});
+  }
+
+  // Starts attempt `attempt` of call `i` as effect `effect_id`.
+  void start_tool(uint64_t i, uint64_t effect_id, uint32_t attempt, bool recovered) {
+    const json& c = turn()["calls"][i];
+    const std::string name = c.value("name", "");
+    const config::tool_spec& ts = *spec.find_tool(name);
+    const json& args = c["arguments"];
+    json d = {{"effect", effect_id},
+              {"call", i},
+              {"call_id", c.value("id", "")},
+              {"tool", name},
+              {"kind", config::to_string(ts.kind)},
+              {"arguments", args},
+              {"attempt", attempt}};
+    if (recovered) d["recovered"] = true;
+    emit(event_type::effect_started, std::move(d));
+    switch (ts.kind) {
+      case tool_kind::sleep: {
+        int64_t ms = 0;
+        if (args.is_object() && args.contains("ms") && args["ms"].is_number())
+          ms = args["ms"].get<int64_t>();
+        else if (args.is_object() && args.contains("seconds") && args["seconds"].is_number())
+          ms = static_cast<int64_t>(args["seconds"].get<double>() * 1000);
+        ms = std::clamp<int64_t>(ms, 0, int64_t{366} * 24 * 3600 * 1000);
+        set_timer(now + ms, {{"sleep", effect_id}, {"ms", ms}});
+        break;
+      }
+      case tool_kind::ask_human:
+        break;  // waits for the "answer" signal
+      default:
+        effect(tool_call_effect{effect_id, attempt, name, args});
+    }
+  }
+
+  void start_compensation(uint64_t effect_id, uint32_t attempt, const json& done, bool recovered) {
+    const config::tool_spec& orig = *spec.find_tool(done.value("tool", ""));
+    json args = {{"tool", orig.name},
+                 {"arguments", done.value("arguments", json())},
+                 {"result", done.value("result", json())},
+                 {"effect", u64(done, "effect")}};
+    json d = {{"effect", effect_id},
+              {"for", u64(done, "effect")},
+              {"tool", orig.compensate},
+              {"arguments", args},
+              {"attempt", attempt}};
+    if (recovered) d["recovered"] = true;
+    emit(event_type::compensation_started, std::move(d));
+    effect(tool_call_effect{effect_id, attempt, orig.compensate, std::move(args)});
+  }
+
+  void set_timer(int64_t due, json payload) {
+    uint64_t id = next_timer++;
+    emit(event_type::timer_set, {{"timer", id}, {"due_ms", due}, {"payload", payload}});
+    effect(set_timer_effect{id, due, std::move(payload)});
+  }
+
+  // Decides the proposed call at turn.next.
+  void decide_call(uint64_t i) {
+    const json& c = turn()["calls"][i];
+    const std::string name = c.value("name", "");
+    const json& args = c["arguments"];
+    guardrail_verdict v;
+    if (args.is_object() && args.contains("$unparsed"))
+      v = {guardrail_verdict::kind::invalid, "arguments", "the arguments are not valid JSON"};
+    else
+      v = check_tool_call(spec, name, args);
+    emit(event_type::guardrail_decided, {{"call", i},
+                                         {"call_id", c.value("id", "")},
+                                         {"tool", name},
+                                         {"verdict", to_string(v.verdict)},
+                                         {"rule", v.rule},
+                                         {"reason", v.reason}});
+    switch (v.verdict) {
+      case guardrail_verdict::kind::deny:
+      case guardrail_verdict::kind::invalid:
+        return;
+      case guardrail_verdict::kind::require_approval:
+        emit(event_type::approval_requested, {{"call", i},
+                                              {"tool", name},
+                                              {"arguments", args},
+                                              {"rule", v.rule},
+                                              {"reason", v.reason}});
+        return;
+      case guardrail_verdict::kind::allow:
+        if (auto why = over_budget(false); !why.empty()) return complete_turn("stopped", why);
+        start_tool(i, next_seq(), 1, false);
+        return;
+    }
+  }
+
+  // Takes the turn as far as it goes without waiting.
+  void advance() {
+    for (;;) {
+      if (!in_turn()) {
+        if (ctl["queue"].empty()) return;
+        const json q = ctl["queue"][0];
+        emit(event_type::turn_started, {{"turn", u64(ctl, "turns") + 1},
+                                        {"id", q.value("id", "")},
+                                        {"from", q.value("from", "")},
+                                        {"input", q.value("input", "")}});
+        continue;
+      }
+      if (wait().is_object()) return;
+      json& t = turn();
+      if (!t["failing"].is_null()) {
+        if (!t["done"].empty()) {
+          const json done = t["done"].back();
+          start_compensation(next_seq(), 1, done, false);
+          return;
+        }
+        const json f = t["failing"];
+        complete_turn(f.value("status", "failed"), f.value("reason", ""));
+        continue;
+      }
+      uint64_t next = u64(t, "next");
+      if (next < t["calls"].size()) {
+        decide_call(next);
+        continue;
+      }
+      if (t.value("final", false)) {
+        complete_turn("completed", "");
+        continue;
+      }
+      if (auto why = over_budget(true); !why.empty()) {
+        complete_turn("stopped", why);
+        continue;
+      }
+      request_model(next_seq(), 1, false);
+      return;
+    }
+  }
+
+  // A failed attempt: retry after a durable backoff, or give up.
+  void attempt_failed(const config::retry_policy& p, const effect_result_input& r,
+                      bool compensation) {
+    const json w = wait();
+    const uint64_t eff = u64(w, "effect");
+    effect(end_effect{eff});
+    if (r.retryable && r.attempt < p.attempts) {
+      int64_t delay = retry_delay_ms(p, eff, r.attempt);
+      emit(event_type::effect_failed, {{"effect", eff},
+                                       {"attempt", r.attempt},
+                                       {"error", r.error},
+                                       {"retryable", true},
+                                       {"final", false},
+                                       {"retry_in_ms", delay},
+                                       {"timer", next_timer}});
+      set_timer(now + delay, {{"retry", eff}, {"attempt", r.attempt + 1}});
+      return;
+    }
+    if (compensation) {
+      emit(event_type::compensation_completed,
+           {{"effect", eff}, {"for", u64(w, "for")}, {"ok", false}, {"error", r.error}});
+    } else {
+      emit(event_type::effect_failed, {{"effect", eff},
+                                       {"attempt", r.attempt},
+                                       {"error", r.error},
+                                       {"retryable", r.retryable},
+                                       {"final", true}});
+    }
+    advance();
+  }
+
+  const json* find_done(uint64_t effect_id) {
+    for (const auto& d : turn()["done"])
+      if (u64(d, "effect") == effect_id) return &d;
+    return nullptr;
+  }
+
+  // Starts attempt `attempt` of what `w` waited for (a retry or a recovery).
+  void restart(const json& w, uint32_t attempt, bool recovered) {
+    const std::string on = w.value("on", "");
+    const uint64_t eff = u64(w, "effect");
+    if (on == "model") {
+      if (auto why = over_budget(true); !why.empty()) return complete_turn("stopped", why);
+      return request_model(eff, attempt, recovered);
+    }
+    if (on == "compensation") {
+      const json* done = find_done(u64(w, "for"));
+      if (!done) {
+        // Cannot happen: a done entry leaves only with its compensation.
+        emit(event_type::compensation_completed, {{"effect", eff},
+                                                  {"for", u64(w, "for")},
+                                                  {"ok", false},
+                                                  {"error", "nothing to compensate"}});
+        return advance();
+      }
+      const json copy = *done;
+      return start_compensation(eff, attempt, copy, recovered);
+    }
+    start_tool(u64(w, "call"), eff, attempt, recovered);
+  }
+};
+
+void reply_to(decision& out, json body) {
+  out.effects.push_back(reply_ok(std::move(body)));
+}
+
+}  // namespace
+
+int64_t retry_delay_ms(const config::retry_policy& p, uint64_t effect, uint32_t attempt) {
+  double base =
+      p.backoff_ms * std::pow(p.multiplier, static_cast<double>(attempt > 0 ? attempt - 1 : 0));
+  base = std::min(base, static_cast<double>(p.max_backoff_ms));
+  // splitmix64 of (effect, attempt): a fixed "random" spread per attempt.
+  uint64_t x = effect * 0x9E3779B97F4A7C15ull + attempt;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  double unit = static_cast<double>(x >> 11) / static_cast<double>(1ull << 53);  // [0, 1)
+  double spread = 1.0 + p.jitter * (2.0 * unit - 1.0);
+  return std::max<int64_t>(0, std::llround(base * spread));
+}
+
+loop_type::loop_type(std::shared_ptr<const config::agent_spec> spec) : spec_(std::move(spec)) {}
+
+result<json> loop_type::initial_data(const json& input) const {
+  if (!input.is_null() && !input.is_object())
+    return error(code::invalid_argument,
+                 "the spawn input of an agent loop must be null or an object");
+  json ctl = {{"queue", json::array()},
+              {"turn", nullptr},
+              {"turns", 0},
+              {"usage", {{"model_calls", 0}, {"tokens", 0}, {"tool_calls", 0}, {"wall_ms", 0}}},
+              {"last", nullptr},
+              {"spec_hash", spec_->hash}};
+  return json{{"ctl", std::move(ctl)}, {"conversation", json::array()}};
+}
+
+void loop_type::on_message(const agent_state& s, const message_input&, int64_t now,
+                           decision& out) const {
+  loop_decider d(*this, s, now, out);
+  const bool queued = d.in_turn();
+  d.advance();
+  reply_to(out, {{"status", queued ? "queued" : "started"},
+                 {"turns_waiting", d.ctl["queue"].size()},
+                 {"phase", d.in_turn() ? "running" : "idle"}});
+}
+
+void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t now,
+                          decision& out) const {
+  // The pre-signal wait: a cancel drops passive waits in apply_ctl.
+  const json before = s.data.value("ctl", json::object()).value("turn", json());
+  loop_decider d(*this, s, now, out);
+  const json& p = sig.payload;
+  const std::string by = p.is_object() ? p.value("by", "") : "";
+  const std::string on = d.wait_on();
+  auto conflict = [&](std::string why) {
+    out.effects.push_back(reply_error("conflict", std::move(why)));
+  };
+
+  if (sig.name == "approve" || sig.name == "reject") {
+    if (on != "approval") return conflict("nothing awaits approval");
+    const uint64_t i = u64(d.wait(), "call");
+    const json c = d.turn()["calls"][i];
+    const bool ok = sig.name == "approve";
+    json ev = {{"call", i},
+               {"call_id", c.value("id", "")},
+               {"tool", c.value("name", "")},
+               {"verdict", ok ? "approved" : "rejected"},
+               {"rule", "human"},
+               {"by", by},
+               {"reason", p.is_object() ? p.value("reason", "") : ""}};
+    if (!ok && ev["reason"] == "")
+      ev["reason"] = "rejected" + (by.empty() ? std::string() : " by " + by);
+    d.emit(event_type::guardrail_decided, std::move(ev));
+    if (ok) {
+      if (auto why = d.over_budget(false); !why.empty())
+        d.complete_turn("stopped", why);
+      else
+        d.start_tool(i, d.next_seq(), 1, false);
+    }
+    d.advance();
+    return reply_to(out, {{"call", c.value("name", "")}, {ok ? "approved" : "rejected", true}});
+  }
+  if (sig.name == "resolve") {
+    if (on != "in_doubt") return conflict("no effect is in doubt");
+    const std::string outcome = p.is_object() ? p.value("outcome", "") : "";
+    const json prev = d.wait()["prev"];
+    const uint64_t eff = u64(prev, "effect");
+    const bool comp = prev.value("on", "") == "compensation";
+    if (outcome == "succeeded") {
+      json result = p.value("result", json());
+      if (comp)
+        d.emit(event_type::compensation_completed, {{"effect", eff},
+                                                    {"for", u64(prev, "for")},
+                                                    {"ok", true},
+                                                    {"result", result},
+                                                    {"resolved_by", by}});
+      else {
+        const json c = d.turn()["calls"][u64(prev, "call")];
+        d.emit(event_type::effect_completed, {{"effect", eff},
+                                              {"call_id", c.value("id", "")},
+                                              {"tool", prev.value("tool", "")},
+                                              {"result", result},
+                                              {"resolved_by", by}});
+      }
+    } else if (outcome == "failed") {
+      if (comp) {
+        d.emit(event_type::compensation_completed, {{"effect", eff},
+                                                    {"for", u64(prev, "for")},
+                                                    {"ok", false},
+                                                    {"error", "resolved as failed"},
+                                                    {"resolved_by", by}});
+      } else {
+        d.emit(event_type::effect_failed,
+               {{"effect", eff},
+                {"attempt", u64(prev, "attempt")},
+                {"error", "resolved as failed" + (by.empty() ? "" : " by " + by)},
+                {"retryable", false},
+                {"final", true},
+                {"resolved_by", by}});
+      }
+    } else if (outcome == "retry") {
+      d.restart(prev, static_cast<uint32_t>(u64(prev, "attempt") + 1), false);
+    } else {
+      out.effects.push_back(reply_error(
+          "invalid_argument",
+          "resolve needs {\"outcome\": \"succeeded\"|\"failed\"|\"retry\", \"result\"?}"));
+      return;
+    }
+    d.advance();
+    return reply_to(out, {{"resolved", outcome}, {"effect", eff}});
+  }
+  if (sig.name == "answer") {
+    if (on != "human") return conflict("nobody asked a human");
+    const json w = d.wait();
+    const json c = d.turn()["calls"][u64(w, "call")];
+    d.emit(event_type::effect_completed, {{"effect", u64(w, "effect")},
+                                          {"call_id", c.value("id", "")},
+                                          {"tool", w.value("tool", "")},
+                                          {"result", p},
+                                          {"answered_by", by}});
+    d.advance();
+    return reply_to(out, {{"answered", true}});
+  }
+  if (sig.name == "cancel") {
+    if (!before.is_object()) return conflict("no turn is in progress");
+    if (before["wait"].is_object() && before["wait"].value("on", "") == "worker")
+      d.effect(end_effect{u64(before["wait"], "effect")});
+    d.advance();
+    return reply_to(out, {{"cancelled", true}});
+  }
+  const bool queued = before.is_object();
+  d.advance();
+  reply_to(out, {{"status", queued ? "queued" : "started"}});
+}
+
+void loop_type::on_timer(const agent_state& s, const pending_timer& t, int64_t now,
+                         decision& out) const {
+  loop_decider d(*this, s, now, out);
+  const json& p = t.payload;
+  const std::string on = d.wait_on();
+  if (p.contains("sleep")) {
+    if (on != "sleep" || u64(d.wait(), "effect") != u64(p, "sleep")) return;
+    const json w = d.wait();
+    const json c = d.turn()["calls"][u64(w, "call")];
+    d.emit(event_type::effect_completed, {{"effect", u64(w, "effect")},
+                                          {"call_id", c.value("id", "")},
+                                          {"tool", w.value("tool", "")},
+                                          {"result", {{"slept_ms", p.value("ms", int64_t{0})}}}});
+    return d.advance();
+  }
+  if (p.contains("retry")) {
+    if (on != "retry") return;
+    const json prev = d.wait()["prev"];
+    if (u64(prev, "effect") != u64(p, "retry")) return;
+    d.restart(prev, static_cast<uint32_t>(u64(p, "attempt")), false);
+    return d.advance();
+  }
+}
+
+void loop_type::on_effect_result(const agent_state& s, const effect_result_input& r, int64_t now,
+                                 decision& out) const {
+  loop_decider d(*this, s, now, out);
+  const std::string on = d.wait_on();
+  if ((on != "model" && on != "tool" && on != "worker" && on != "compensation") ||
+      u64(d.wait(), "effect") != r.effect || u64(d.wait(), "attempt") != r.attempt) {
+    out.effects.push_back(reply_error("conflict", "stale effect result"));
+    return;
+  }
+  const json w = d.wait();
+  if (on == "model") {
+    if (!r.ok) return d.attempt_failed(spec_->model.retry, r, false);
+    d.effect(end_effect{r.effect});
+    json tool_calls = json::array();
+    for (const auto& c : r.result.value("tool_calls", json::array()))
+      if (c.is_object())
+        tool_calls.push_back({{"id", c.value("id", "")},
+                              {"name", c.value("name", "")},
+                              {"arguments", c.value("arguments", json())}});
+    const json& content = r.result.value("content", json());
+    d.emit(event_type::model_replied, {{"effect", r.effect},
+                                       {"content", content.is_string() ? content : json()},
+                                       {"tool_calls", std::move(tool_calls)},
+                                       {"usage", r.result.value("usage", json::object())},
+                                       {"finish_reason", r.result.value("finish_reason", "")}});
+    d.advance();
+    return reply_to(out, {{"recorded", true}});
+  }
+  const config::tool_spec* ts = spec_->find_tool(w.value("tool", ""));
+  const config::retry_policy policy = ts ? ts->retry : config::retry_policy{};
+  if (on == "compensation") {
+    if (!r.ok) return d.attempt_failed(policy, r, true);
+    d.effect(end_effect{r.effect});
+    d.emit(event_type::compensation_completed,
+           {{"effect", r.effect}, {"for", u64(w, "for")}, {"ok", true}, {"result", r.result}});
+    d.advance();
+    return reply_to(out, {{"recorded", true}});
+  }
+  if (!r.ok) return d.attempt_failed(policy, r, false);
+  d.effect(end_effect{r.effect});
+  const json c = d.turn()["calls"][u64(w, "call")];
+  d.emit(event_type::effect_completed, {{"effect", r.effect},
+                                        {"call_id", c.value("id", "")},
+                                        {"tool", w.value("tool", "")},
+                                        {"result", r.result}});
+  d.advance();
+  reply_to(out, {{"recorded", true}});
+}
+
+bool loop_type::needs_recovery(const agent_state& s) const {
+  const json& turn = s.data.value("ctl", json::object()).value("turn", json());
+  if (!turn.is_object() || !turn["wait"].is_object()) return false;
+  const std::string on = turn["wait"].value("on", "");
+  return on == "model" || on == "tool" || on == "compensation";
+}
+
+void loop_type::on_recover(const agent_state& s, int64_t now, decision& out) const {
+  if (!needs_recovery(s)) return;
+  loop_decider d(*this, s, now, out);
+  const json w = d.wait();
+  const std::string on = w.value("on", "");
+  const uint64_t eff = u64(w, "effect");
+  const uint32_t next = static_cast<uint32_t>(u64(w, "attempt") + 1);
+  if (on == "model") return d.restart(w, next, true);
+  const config::tool_spec* ts = spec_->find_tool(w.value("tool", ""));
+  const bool idempotent = ts && (ts->idempotent || is_builtin_idempotent(ts->kind));
+  if (idempotent) return d.restart(w, next, true);
+  d.effect(end_effect{eff});
+  d.emit(event_type::effect_in_doubt,
+         {{"effect", eff}, {"tool", w.value("tool", "")}, {"attempt", u64(w, "attempt")}});
+}
+
+void loop_type::apply(agent_state& s, const event& e) const {
+  json& ctl = s.data["ctl"];
+  apply_conversation(s.data["conversation"], ctl, e);
+  apply_ctl(*spec_, ctl, e);
+}
+
+std::string loop_type::phase(const agent_state& s) const {
+  const json& ctl = s.data.value("ctl", json::object());
+  const json& turn = ctl.value("turn", json());
+  if (s.status != "active") return s.status;
+  if (!turn.is_object()) return "idle";
+  if (!turn["wait"].is_object()) return "running";
+  const std::string on = turn["wait"].value("on", "");
+  if (on == "model") return "thinking";
+  if (on == "tool") return "running_tool";
+  if (on == "worker") return "waiting_worker";
+  if (on == "approval") return "waiting_approval";
+  if (on == "human") return "waiting_human";
+  if (on == "sleep") return "sleeping";
+  if (on == "in_doubt") return "in_doubt";
+  if (on == "retry") return "retrying";
+  if (on == "compensation") return "compensating";
+  return on;
+}
+
+json loop_type::view(const agent_state& s) const {
+  const json& ctl = s.data.value("ctl", json::object());
+  const json& turn = ctl.value("turn", json());
+  json v = {{"phase", phase(s)},
+            {"turns", ctl.value("turns", 0)},
+            {"queued", ctl.value("queue", json::array()).size()},
+            {"usage", ctl.value("usage", json::object())},
+            {"last", ctl.value("last", json())}};
+  if (turn.is_object()) {
+    json t = {{"turn", turn.value("n", 0)},
+              {"steps", turn.value("steps", 0)},
+              {"tool_calls", turn.value("tool_calls", 0)}};
+    const json& w = turn["wait"];
+    if (w.is_object()) {
+      json wait = w;
+      if (w.contains("call") && u64(w, "call") < turn["calls"].size()) {
+        const json& c = turn["calls"][u64(w, "call")];
+        wait["tool"] = c.value("name", "");
+        wait["arguments"] = c.value("arguments", json());
+      }
+      if (w.value("on", "") == "in_doubt") {
+        const json& prev = w["prev"];
+        wait["effect"] = u64(prev, "effect");
+        wait["tool"] = prev.value("tool", "");
+      }
+      t["wait"] = std::move(wait);
+    }
+    if (!turn["failing"].is_null()) t["failing"] = turn["failing"];
+    v["turn"] = std::move(t);
+  }
+  return v;
+}
+
+result<json> loop_type::query(const agent_state& s, const json& q) const {
+  if (q.is_null() || (q.is_object() && q.empty())) return view(s);
+  if (q.is_object() && q.size() == 1 && q.value("conversation", false) == true)
+    return json{{"conversation", s.data.value("conversation", json::array())}};
+  return error(code::invalid_argument,
+               "an agent loop answers the queries {} and {\"conversation\": true}");
+}
+
+json loop_type::model_request(const agent_state& s) const {
+  json messages = json::array();
+  if (!spec_->instructions.empty())
+    messages.push_back({{"role", "system"}, {"content", spec_->instructions}});
+  for (const auto& m : s.data.value("conversation", json::array())) messages.push_back(m);
+  json tools = json::array();
+  for (const auto& t : spec_->tools)
+    tools.push_back(
+        {{"type", "function"},
+         {"function",
+          {{"name", t.name}, {"description", t.description}, {"parameters", t.parameters}}}});
+  json req = {{"messages", std::move(messages)}};
+  if (!tools.empty()) req["tools"] = std::move(tools);
+  return req;
+}
+
+}  // namespace keel::agent

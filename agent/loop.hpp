@@ -1,0 +1,66 @@
+#pragma once
+// The agent loop: an agent type declared by a spec (config/agent_spec.hpp).
+// The model proposes, the runtime decides and executes, one recorded step at
+// a time:
+//
+//   message/signal -> turn_started -> model_requested -> model_replied
+//     -> per proposed tool call: guardrail_decided
+//          -> refused (deny, invalid, rejected): a refusal goes to the model
+//          -> approval_requested ... signal approve|reject
+//          -> effect_started -> effect_completed | effect_failed (retry via a
+//             durable timer) | effect_in_doubt (after a crash) ... resolve
+//     -> model_requested ... until a reply without tool calls
+//   -> turn_completed {status: completed | failed | cancelled | stopped}
+//
+// A failed or cancelled turn first runs the compensations of its completed
+// tool calls in reverse order (compensation_started/_completed). Budgets and
+// max_steps_per_turn stop a turn with the limit named in the reason.
+//
+// All decisions are pure functions of the state, the input and the time in
+// the input, so recovery and replay fold the same ledger to the same state.
+// The state's data is {"ctl": {...}, "conversation": [...]}; the model
+// request is rebuilt from it for every call and never stored.
+
+#include <memory>
+
+#include "agent/core.hpp"
+#include "config/agent_spec.hpp"
+
+namespace keel::agent {
+
+class loop_type final : public agent_type {
+ public:
+  explicit loop_type(std::shared_ptr<const config::agent_spec> spec);
+
+  const config::agent_spec& spec() const { return *spec_; }
+
+  std::string_view name() const override { return spec_->name; }
+  result<json> initial_data(const json& input) const override;
+  void on_message(const agent_state& s, const message_input& m, int64_t now_ms,
+                  decision& out) const override;
+  void on_signal(const agent_state& s, const signal_input& sig, int64_t now_ms,
+                 decision& out) const override;
+  void on_timer(const agent_state& s, const pending_timer& t, int64_t now_ms,
+                decision& out) const override;
+  void on_effect_result(const agent_state& s, const effect_result_input& r, int64_t now_ms,
+                        decision& out) const override;
+  void on_recover(const agent_state& s, int64_t now_ms, decision& out) const override;
+  bool needs_recovery(const agent_state& s) const override;
+  void apply(agent_state& s, const event& e) const override;
+  result<json> query(const agent_state& s, const json& q) const override;
+  json view(const agent_state& s) const override;
+  std::string phase(const agent_state& s) const override;
+
+  // The chat-completions request for the model call the state waits for:
+  // the instructions as the system message, the conversation, the tools.
+  json model_request(const agent_state& s) const;
+
+ private:
+  std::shared_ptr<const config::agent_spec> spec_;
+};
+
+// The wait before attempt `attempt + 1` of an effect: exponential backoff
+// with jitter derived from (effect, attempt), so replay computes the same.
+int64_t retry_delay_ms(const config::retry_policy& p, uint64_t effect, uint32_t attempt);
+
+}  // namespace keel::agent

@@ -1,0 +1,146 @@
+#pragma once
+// Agent types declared in JSON: model, instructions, tools, guardrails,
+// budgets. Parsed and validated once at load; internals receive the
+// immutable result. Every error names the file, the JSON pointer of the
+// offending value and what is wrong, e.g.
+//   "examples/agents/refund.json: /tools/0/retry/attempts: must be an integer >= 1".
+//
+// The full format is documented in docs/agent-types.md.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.hpp"
+
+namespace keel::config {
+
+using json = nlohmann::json;
+
+// How one effect (model call, tool call) is retried. Attempt n (1-based)
+// that fails retryably waits min(backoff_ms * multiplier^(n-1),
+// max_backoff_ms), spread by +-jitter (a fraction), before attempt n+1.
+struct retry_policy {
+  uint32_t attempts = 3;          // total attempts, >= 1
+  uint32_t backoff_ms = 200;      // first wait
+  double multiplier = 2.0;        // >= 1
+  uint32_t max_backoff_ms = 30'000;
+  double jitter = 0.2;            // 0..1
+  uint32_t timeout_ms = 30'000;   // per attempt, >= 1
+};
+
+struct model_spec {
+  std::string provider;  // "openai" | "scripted"
+  std::string model;     // sent as "model" (openai); free text (scripted)
+  std::string base_url;  // openai: e.g. "http://127.0.0.1:8000/v1" (required)
+  std::string api_key_env;  // openai: environment variable with the key (optional)
+  std::optional<double> temperature;
+  std::optional<uint32_t> max_tokens;
+  // scripted: path of the replies file, resolved against the spec file's
+  // folder at load (required for "scripted").
+  std::string script;
+  retry_policy retry;  // retry.timeout_ms is the per-call timeout ("timeout_ms" in JSON)
+};
+
+enum class tool_kind { http, exec, worker, send_message, spawn_agent, sleep, ask_human };
+const char* to_string(tool_kind k);
+
+// Sandbox limits of an exec tool. 0 = no limit of that kind.
+struct exec_limits {
+  uint32_t cpu_seconds = 10;
+  uint64_t memory_bytes = 512ull << 20;
+  uint32_t max_open_files = 64;
+  uint32_t max_processes = 16;
+  uint64_t max_output_bytes = 1 << 20;
+  bool allow_network = false;  // false: a new network namespace where the kernel allows
+};
+
+struct tool_spec {
+  std::string name;  // [A-Za-z0-9_-]{1,64} (what OpenAI accepts), unique in the spec
+  std::string description;
+  json parameters = json::object();  // JSON schema of the arguments (config/json_schema.hpp)
+  tool_kind kind = tool_kind::http;
+  // http: POST the arguments as JSON to url, with these extra headers.
+  std::string url;
+  std::map<std::string, std::string> headers;
+  // exec: argv[0] is an absolute path or found on the node's PATH at load.
+  std::vector<std::string> argv;
+  exec_limits limits;
+  // worker: the queue external workers poll; a task leased for lease_ms is
+  // requeued when not completed in time.
+  std::string queue;
+  uint32_t lease_ms = 30'000;
+  bool idempotent = false;
+  // Tool-level approval: every call needs a human's approve signal.
+  bool require_approval = false;
+  retry_policy retry;
+  std::string compensate;  // name of another tool of this spec, or empty
+};
+
+// An argument rule: when `tool` (or "*") is called and the value at
+// `pointer` in its arguments matches (regex search on strings; numbers
+// compared with above/below; numeric strings count as numbers), `action`
+// applies. Regexes are ECMAScript; a leading "(?i)" makes one case-insensitive.
+struct arg_rule {
+  std::string name;     // shown in guardrail_decided events
+  std::string tool;     // tool name or "*"
+  std::string pointer;  // JSON pointer into the arguments, e.g. "/amount"
+  std::optional<std::string> pattern;
+  std::optional<double> above;  // matches when value > above
+  std::optional<double> below;  // matches when value < below
+  enum class action_kind { deny, require_approval } action = action_kind::deny;
+  std::string reason;  // told to the model / the approver
+};
+
+struct guardrails_spec {
+  std::vector<std::string> allow_tools;  // empty: every declared tool is allowed
+  std::vector<std::string> deny_tools;
+  std::vector<arg_rule> rules;
+};
+
+// Limits per turn and per agent lifetime; 0 = unlimited.
+struct budget_limits {
+  uint64_t model_calls = 0;
+  uint64_t tokens = 0;
+  uint64_t tool_calls = 0;
+  uint64_t wall_ms = 0;
+};
+struct budgets_spec {
+  budget_limits per_turn;
+  budget_limits lifetime;
+};
+
+struct agent_spec {
+  std::string name;  // the agent type's name: [a-z0-9][a-z0-9_.-]{0,63}
+  std::string description;
+  std::string instructions;  // the system prompt
+  model_spec model;
+  std::vector<tool_spec> tools;
+  guardrails_spec guardrails;
+  budgets_spec budgets;
+  std::optional<uint32_t> idle_ms;  // overrides the node's idle_ms
+  uint32_t max_steps_per_turn = 16;  // model calls per turn, >= 1
+  std::string source;                // the file it came from
+  std::string hash;                  // hex digest of the canonical JSON, recorded at spawn
+
+  const tool_spec* find_tool(const std::string& name) const;
+};
+
+// Parses one spec. `source` names it in errors; relative paths (the
+// scripted model's file) resolve against `base_dir`. Errors:
+// invalid_argument with "<source>: <pointer>: <what>".
+result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j,
+                                                           const std::string& source,
+                                                           const std::string& base_dir);
+// Reads and parses a file. Errors: io_error (unreadable), invalid_argument.
+result<std::shared_ptr<const agent_spec>> load_agent_spec(const std::string& path);
+// Loads every *.json file of a folder (not recursive), sorted by file name.
+// Two specs with one name are an error naming both files.
+result<std::vector<std::shared_ptr<const agent_spec>>> load_agent_specs(const std::string& dir);
+
+}  // namespace keel::config

@@ -1,0 +1,37 @@
+#pragma once
+// The subset of JSON Schema that tool parameters use, checked without any
+// network or $ref resolution:
+//   type (string or array of: object, array, string, number, integer,
+//   boolean, null), properties, required, additionalProperties (bool or
+//   schema), items, enum, const, minimum, maximum, exclusiveMinimum,
+//   exclusiveMaximum, minLength, maxLength, pattern, minItems, maxItems,
+//   description/title/default/examples (ignored).
+// Any other keyword is rejected when the schema is loaded, so a spec never
+// silently relies on a rule that is not enforced.
+
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.hpp"
+
+namespace keel::config {
+
+// Checks that `schema` only uses the supported keywords with values of the
+// right shape, and that every pattern compiles. Errors: invalid_argument
+// "<pointer>: <what>" naming the JSON pointer inside the schema (root shown
+// as "/"), e.g. "/properties/amount/minimum: must be a number".
+status check_schema(const nlohmann::json& schema);
+
+// The first violation of `schema` by `value` as "<pointer>: <what>" (e.g.
+// "/amount: must be <= 1000"), or nullopt when it conforms. The pointer is
+// into `value`; the root is shown as "/"; a missing required property is
+// reported at its own pointer ("/amount: is required"). "integer" accepts
+// any number without a fractional part, "number" accepts integers, and
+// booleans are never numbers. `pattern` is an unanchored ECMAScript search.
+// Thread-safe. REQUIRES: check_schema(schema) succeeded.
+std::optional<std::string> schema_violation(const nlohmann::json& schema,
+                                            const nlohmann::json& value);
+
+}  // namespace keel::config

@@ -1,0 +1,80 @@
+#pragma once
+// Internal to net/: request parsing and response helpers shared by the API
+// route files (api.cpp: agents; api_tasks.cpp: worker tasks). Beast-free.
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.hpp"
+#include "net/api.hpp"
+
+namespace keel::net::api_detail {
+
+using json = nlohmann::json;
+
+// Renders `j`; invalid UTF-8 is replaced, never thrown on.
+std::string dump(const json& j);
+http_response json_response(unsigned status, const json& j);
+http_response fail(unsigned status, std::string_view code, std::string_view message);
+http_response bad_request(std::string message);
+http_response method_not_allowed(std::string_view method, std::string_view allow);
+
+result<std::string> percent_decode(std::string_view s, bool plus_is_space);
+
+// A request target split into raw (still encoded) path segments and decoded
+// query parameters. Views point into the request's target.
+struct target {
+  std::vector<std::string_view> segments;
+  std::vector<std::pair<std::string, std::string>> query;
+
+  const std::string* param(std::string_view name) const {
+    for (const auto& [k, v] : query)
+      if (k == name) return &v;
+    return nullptr;
+  }
+};
+result<target> parse_target(std::string_view t);
+
+// A missing or empty parameter gives `fallback`.
+result<uint64_t> uint_param(const target& t, std::string_view name, uint64_t fallback);
+std::string string_param(const target& t, std::string_view name);
+
+// An empty body gives null; documents nested deeper than 100 levels are
+// refused before they are built.
+result<json> parse_body(std::string_view body);
+// The body as an object with only the fields in `allowed`.
+result<json> parse_object(std::string_view body, std::initializer_list<std::string_view> allowed,
+                          bool empty_ok);
+// A string field; missing gives "" unless `required`.
+result<std::string> string_field(const json& obj, const char* name, bool required);
+
+// Runs a node callback's work; an exception becomes a 500 instead of
+// escaping into a node thread.
+template <class F>
+void guarded(const respond_fn& respond, F&& f) noexcept {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    try {
+      respond(error_response(error(code::internal, e.what())));
+    } catch (...) {
+    }
+  } catch (...) {
+  }
+}
+
+}  // namespace keel::net::api_detail
+
+namespace keel::net::api_detail {
+
+// /v1/tasks[...]: the worker queues (api_tasks.cpp).
+void task_route(actors::node& node, const std::shared_ptr<const defer_fn>& defer,
+                const http_request& req, const target& t, const respond_fn& respond);
+
+}  // namespace keel::net::api_detail

@@ -1,0 +1,505 @@
+// The agent loop as a pure state machine: every case drives decide() and
+// apply() by hand (no actors, no store, no sockets) and checks both what the
+// loop decided and that folding its recorded events alone reproduces the
+// same state, as recovery and replay do.
+
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/core.hpp"
+#include "agent/loop.hpp"
+
+namespace a = keel::agent;
+namespace c = keel::config;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int64_t t0 = 1'700'000'000'000;
+
+c::tool_spec tool(std::string name, c::tool_kind kind, bool idempotent = false,
+                  std::string compensate = {}) {
+  c::tool_spec t;
+  t.name = std::move(name);
+  t.kind = kind;
+  t.url = "http://127.0.0.1:1/" + t.name;
+  t.idempotent = idempotent;
+  t.compensate = std::move(compensate);
+  t.retry.attempts = 3;
+  t.retry.backoff_ms = 100;
+  return t;
+}
+
+std::shared_ptr<c::agent_spec> refund_desk() {
+  auto s = std::make_shared<c::agent_spec>();
+  s->name = "refund-desk";
+  s->instructions = "You handle refunds.";
+  s->model.provider = "scripted";
+  s->tools.push_back(tool("lookup", c::tool_kind::http, true));
+  s->tools.push_back(tool("refund", c::tool_kind::http, false, "refund_undo"));
+  s->tools.push_back(tool("refund_undo", c::tool_kind::http, true));
+  s->tools.push_back(tool("reserve", c::tool_kind::http, true, "release"));
+  s->tools.push_back(tool("release", c::tool_kind::http, true));
+  s->tools.push_back(tool("sql", c::tool_kind::http, true));
+  s->tools.push_back(tool("nap", c::tool_kind::sleep));
+  s->tools.push_back(tool("ask", c::tool_kind::ask_human));
+  c::arg_rule no_drop;
+  no_drop.name = "no-drop";
+  no_drop.tool = "sql";
+  no_drop.pointer = "/query";
+  no_drop.pattern = "(?i)\\b(drop|truncate)\\b";
+  no_drop.reason = "destructive SQL is not allowed";
+  s->guardrails.rules.push_back(no_drop);
+  c::arg_rule big;
+  big.name = "big-refund";
+  big.tool = "refund";
+  big.pointer = "/amount";
+  big.above = 100;
+  big.action = c::arg_rule::action_kind::require_approval;
+  big.reason = "refunds over 100 need a human";
+  s->guardrails.rules.push_back(big);
+  s->max_steps_per_turn = 8;
+  return s;
+}
+
+json reply(std::string content) {
+  return {{"content", std::move(content)},
+          {"tool_calls", json::array()},
+          {"usage", {{"prompt_tokens", 10}, {"completion_tokens", 5}}}};
+}
+
+json calls(std::vector<std::pair<std::string, json>> cs) {
+  json tc = json::array();
+  int i = 0;
+  for (auto& [name, args] : cs)
+    tc.push_back({{"id", "c" + std::to_string(i++)}, {"name", name}, {"arguments", args}});
+  return {{"content", nullptr},
+          {"tool_calls", tc},
+          {"usage", {{"prompt_tokens", 10}, {"completion_tokens", 5}}}};
+}
+
+// Drives one agent: every decision's events are applied to `s` and kept in
+// `ledger`, exactly as the shell does.
+struct driver {
+  std::shared_ptr<c::agent_spec> spec = refund_desk();
+  a::loop_type type{spec};
+  a::agent_state s;
+  std::vector<a::event> ledger;
+  int64_t now = t0;
+  uint64_t arrival = 0;
+
+  driver() {
+    s.type = spec->name;
+    step(a::spawn_input{spec->name, nullptr});
+  }
+
+  a::decision step(const a::input& in) {
+    auto d = a::decide(type, s, in, now);
+    for (auto& e : d.events) {
+      a::apply(type, s, e);
+      ledger.push_back(e);
+    }
+    return d;
+  }
+  a::decision message(std::string text) {
+    ++arrival;
+    return step(a::message_input{arrival, "m" + std::to_string(arrival), "client", json(text)});
+  }
+  a::decision signal(std::string name, json payload = nullptr) {
+    ++arrival;
+    return step(a::signal_input{arrival, std::move(name), std::move(payload)});
+  }
+  a::decision result(uint64_t effect, uint32_t attempt, json r) {
+    return step(a::effect_result_input{effect, attempt, true, std::move(r), {}, false});
+  }
+  a::decision failure(uint64_t effect, uint32_t attempt, bool retryable) {
+    return step(a::effect_result_input{effect, attempt, false, nullptr, "boom", retryable});
+  }
+
+  std::string phase() const { return type.phase(s); }
+  json wait() const { return s.data["ctl"]["turn"]["wait"]; }
+
+  // Folding the ledger alone (recovery, replay) must reach the same state.
+  void check_fold() const {
+    a::agent_state r;
+    r.type = spec->name;
+    for (const auto& e : ledger) a::apply(type, r, e);
+    CHECK(r == s);
+  }
+};
+
+template <class T>
+std::vector<T> effects_of(const a::decision& d) {
+  std::vector<T> out;
+  for (const auto& fx : d.effects)
+    if (auto* x = std::get_if<T>(&fx)) out.push_back(*x);
+  return out;
+}
+
+std::vector<std::string> kinds(const a::decision& d) {
+  std::vector<std::string> out;
+  for (const auto& e : d.events) out.emplace_back(a::to_string(e.type));
+  return out;
+}
+
+const a::event* find_event(const std::vector<a::event>& es, a::event_type t) {
+  for (const auto& e : es)
+    if (e.type == t) return &e;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("a message starts a turn that asks the model, and a plain reply completes it") {
+  driver d;
+  auto dec = d.message("hello");
+  CHECK(kinds(dec) ==
+        std::vector<std::string>{"message_received", "turn_started", "model_requested"});
+  auto calls_ = effects_of<a::model_call_effect>(dec);
+  REQUIRE(calls_.size() == 1);
+  CHECK(calls_[0].call_index == 0);
+  CHECK(d.phase() == "thinking");
+
+  // The request is rebuilt from state: instructions, then the user message.
+  json req = d.type.model_request(d.s);
+  REQUIRE(req["messages"].size() == 2);
+  CHECK(req["messages"][0]["role"] == "system");
+  CHECK(req["messages"][1]["content"] == "hello");
+  CHECK(req["tools"].size() == d.spec->tools.size());
+
+  dec = d.result(calls_[0].effect, 1, reply("hi there"));
+  CHECK(kinds(dec) == std::vector<std::string>{"model_replied", "turn_completed"});
+  CHECK(dec.events.back().data["answer"] == "hi there");
+  CHECK(dec.events.back().data["status"] == "completed");
+  CHECK(d.phase() == "idle");
+  CHECK(d.s.data["ctl"]["last"]["answer"] == "hi there");
+  d.check_fold();
+}
+
+TEST_CASE("an allowed tool call runs as an effect and its result goes back to the model") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("order 9?"))[0];
+  auto dec = d.result(m.effect, 1, calls({{"lookup", {{"order", 9}}}}));
+  CHECK(kinds(dec) ==
+        std::vector<std::string>{"model_replied", "guardrail_decided", "effect_started"});
+  CHECK(find_event(dec.events, a::event_type::guardrail_decided)->data["verdict"] == "allow");
+  auto tc = effects_of<a::tool_call_effect>(dec);
+  REQUIRE(tc.size() == 1);
+  CHECK(tc[0].tool == "lookup");
+  CHECK(tc[0].arguments == json{{"order", 9}});
+  // The effect id is the seq of its effect_started event.
+  CHECK(tc[0].effect == d.s.last_seq);
+  CHECK(d.phase() == "running_tool");
+
+  dec = d.result(tc[0].effect, 1, {{"status", "shipped"}});
+  CHECK(kinds(dec) == std::vector<std::string>{"effect_completed", "model_requested"});
+  json req = d.type.model_request(d.s);
+  const json& last = req["messages"].back();
+  CHECK(last["role"] == "tool");
+  CHECK(last["tool_call_id"] == "c0");
+  CHECK(json::parse(last["content"].get<std::string>())["status"] == "shipped");
+  // Only what is new is recorded: no event carries the conversation.
+  for (const auto& e : d.ledger) CHECK_FALSE(e.data.contains("messages"));
+  d.check_fold();
+}
+
+TEST_CASE("a call over the approval threshold waits for a human, across any number of signals") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("refund order 9"))[0];
+  auto dec = d.result(m.effect, 1, calls({{"refund", {{"order", 9}, {"amount", 120}}}}));
+  CHECK(kinds(dec) ==
+        std::vector<std::string>{"model_replied", "guardrail_decided", "approval_requested"});
+  CHECK(find_event(dec.events, a::event_type::guardrail_decided)->data["rule"] == "big-refund");
+  CHECK(effects_of<a::tool_call_effect>(dec).empty());
+  CHECK(d.phase() == "waiting_approval");
+  CHECK(d.type.view(d.s)["turn"]["wait"]["arguments"]["amount"] == 120);
+
+  SUBCASE("approve runs the tool and records who approved") {
+    dec = d.signal("approve", {{"by", "maria"}});
+    auto g = find_event(dec.events, a::event_type::guardrail_decided);
+    REQUIRE(g);
+    CHECK(g->data["verdict"] == "approved");
+    CHECK(g->data["by"] == "maria");
+    auto tc = effects_of<a::tool_call_effect>(dec);
+    REQUIRE(tc.size() == 1);
+    CHECK(tc[0].tool == "refund");
+    CHECK(d.phase() == "running_tool");
+  }
+  SUBCASE("reject answers the model with the refusal") {
+    dec = d.signal("reject", {{"by", "maria"}, {"reason", "not eligible"}});
+    CHECK(effects_of<a::tool_call_effect>(dec).empty());
+    CHECK(d.phase() == "thinking");
+    json last = d.type.model_request(d.s)["messages"].back();
+    CHECK(last["role"] == "tool");
+    CHECK(last["content"].get<std::string>().find("not eligible") != std::string::npos);
+  }
+  SUBCASE("an approval nobody asked for is refused") {
+    d.signal("approve");
+    auto again = d.signal("approve");
+    REQUIRE(effects_of<a::reply_effect>(again).size() == 1);
+    CHECK_FALSE(effects_of<a::reply_effect>(again)[0].ok);
+  }
+  d.check_fold();
+}
+
+TEST_CASE("a model that rephrases a denied call is denied every time") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("clean up"))[0];
+  const std::vector<std::string> attempts = {"DROP TABLE users", "drop table users",
+                                             "DrOp\ttable users", "x; truncate t --"};
+  uint64_t effect = m.effect;
+  for (const auto& q : attempts) {
+    auto dec = d.result(effect, 1, calls({{"sql", {{"query", q}}}}));
+    auto g = find_event(dec.events, a::event_type::guardrail_decided);
+    REQUIRE(g);
+    CHECK(g->data["verdict"] == "deny");
+    CHECK(g->data["rule"] == "no-drop");
+    CHECK(effects_of<a::tool_call_effect>(dec).empty());
+    // The refusal is answered to the model, which is asked again.
+    auto next = effects_of<a::model_call_effect>(dec);
+    REQUIRE(next.size() == 1);
+    effect = next[0].effect;
+  }
+  // A harmless query is allowed.
+  auto dec = d.result(effect, 1, calls({{"sql", {{"query", "select 1"}}}}));
+  CHECK(effects_of<a::tool_call_effect>(dec).size() == 1);
+  d.check_fold();
+}
+
+TEST_CASE("unknown tools and arguments that are not JSON never reach a tool") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto dec = d.result(m.effect, 1,
+                      calls({{"rm_rf", json::object()}, {"lookup", {{"$unparsed", "{oops"}}}}));
+  int invalid = 0;
+  for (const auto& e : dec.events)
+    if (e.type == a::event_type::guardrail_decided && e.data["verdict"] == "invalid") ++invalid;
+  CHECK(invalid == 2);
+  CHECK(effects_of<a::tool_call_effect>(dec).empty());
+  CHECK(effects_of<a::model_call_effect>(dec).size() == 1);
+  d.check_fold();
+}
+
+TEST_CASE("a retryable failure is retried after a durable backoff with the same effect id") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto tc = effects_of<a::tool_call_effect>(
+      d.result(m.effect, 1, calls({{"lookup", {{"order", 1}}}})))[0];
+  auto dec = d.failure(tc.effect, 1, true);
+  CHECK(kinds(dec) == std::vector<std::string>{"effect_failed", "timer_set"});
+  CHECK(dec.events[0].data["final"] == false);
+  auto timers = effects_of<a::set_timer_effect>(dec);
+  REQUIRE(timers.size() == 1);
+  CHECK(timers[0].due_ms >= d.now + 80);  // 100 ms +- 20 % jitter
+  CHECK(timers[0].due_ms <= d.now + 120);
+  CHECK(d.phase() == "retrying");
+  CHECK(effects_of<a::end_effect>(dec).size() == 1);
+
+  // A late result of the failed attempt is stale.
+  auto stale = d.result(tc.effect, 1, {{"late", true}});
+  CHECK(stale.events.empty());
+
+  d.now = timers[0].due_ms;
+  dec = d.step(a::timer_input{timers[0].timer_id});
+  auto again = effects_of<a::tool_call_effect>(dec);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].effect == tc.effect);
+  CHECK(again[0].attempt == 2);
+  dec = d.result(tc.effect, 2, {{"ok", true}});
+  CHECK(find_event(dec.events, a::event_type::effect_completed));
+  d.check_fold();
+}
+
+TEST_CASE("a turn that fails past its retries compensates completed calls in reverse order") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("book"))[0];
+  auto dec = d.result(
+      m.effect, 1,
+      calls({{"reserve", {{"seat", 1}}}, {"reserve", {{"seat", 2}}}, {"refund", {{"amount", 5}}}}));
+  auto r1 = effects_of<a::tool_call_effect>(dec)[0];
+  auto r2 = effects_of<a::tool_call_effect>(d.result(r1.effect, 1, {{"held", 1}}))[0];
+  auto rf = effects_of<a::tool_call_effect>(d.result(r2.effect, 1, {{"held", 2}}))[0];
+  CHECK(rf.tool == "refund");
+  dec = d.failure(rf.effect, 1, false);  // permanent
+  auto comp = effects_of<a::tool_call_effect>(dec);
+  REQUIRE(comp.size() == 1);
+  CHECK(comp[0].tool == "release");
+  CHECK(comp[0].arguments["arguments"]["seat"] == 2);  // the last completed call first
+  CHECK(d.phase() == "compensating");
+  dec = d.result(comp[0].effect, 1, {{"released", 2}});
+  comp = effects_of<a::tool_call_effect>(dec);
+  REQUIRE(comp.size() == 1);
+  CHECK(comp[0].arguments["arguments"]["seat"] == 1);
+  dec = d.result(comp[0].effect, 1, {{"released", 1}});
+  auto done = find_event(dec.events, a::event_type::turn_completed);
+  REQUIRE(done);
+  CHECK(done->data["status"] == "failed");
+  CHECK(done->data["reason"].get<std::string>().find("refund") != std::string::npos);
+  CHECK(d.phase() == "idle");
+  // The next turn's request is well formed: every proposed call is answered.
+  d.message("again");
+  json msgs = d.type.model_request(d.s)["messages"];
+  int tool_msgs = 0;
+  for (const auto& msg : msgs) tool_msgs += msg["role"] == "tool";
+  CHECK(tool_msgs == 3);
+  d.check_fold();
+}
+
+TEST_CASE("after a crash an idempotent call is retried and any other is put in doubt") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  SUBCASE("idempotent: a new attempt of the same effect") {
+    auto tc = effects_of<a::tool_call_effect>(
+        d.result(m.effect, 1, calls({{"lookup", {{"order", 1}}}})))[0];
+    CHECK(d.type.needs_recovery(d.s));
+    auto dec = d.step(a::recover_input{});
+    auto again = effects_of<a::tool_call_effect>(dec);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].effect == tc.effect);
+    CHECK(again[0].attempt == 2);
+    CHECK(dec.events[0].data["recovered"] == true);
+  }
+  SUBCASE("not idempotent: in doubt until resolved") {
+    auto tc = effects_of<a::tool_call_effect>(
+        d.result(m.effect, 1, calls({{"refund", {{"amount", 5}}}})))[0];
+    auto dec = d.step(a::recover_input{});
+    CHECK(kinds(dec) == std::vector<std::string>{"effect_in_doubt"});
+    CHECK(effects_of<a::tool_call_effect>(dec).empty());
+    CHECK(d.phase() == "in_doubt");
+    CHECK_FALSE(d.type.needs_recovery(d.s));
+    SUBCASE("resolved as succeeded: recorded with its result, the turn goes on") {
+      dec = d.signal("resolve",
+                     {{"outcome", "succeeded"}, {"result", {{"refunded", 5}}}, {"by", "ops"}});
+      auto done = find_event(dec.events, a::event_type::effect_completed);
+      REQUIRE(done);
+      CHECK(done->data["effect"] == tc.effect);
+      CHECK(done->data["resolved_by"] == "ops");
+      CHECK(d.phase() == "thinking");
+    }
+    SUBCASE("resolved as retry: a new attempt") {
+      dec = d.signal("resolve", {{"outcome", "retry"}});
+      auto again = effects_of<a::tool_call_effect>(dec);
+      REQUIRE(again.size() == 1);
+      CHECK(again[0].attempt == 2);
+    }
+    SUBCASE("a bad resolve is refused and changes nothing") {
+      dec = d.signal("resolve", {{"outcome", "maybe"}});
+      CHECK_FALSE(effects_of<a::reply_effect>(dec)[0].ok);
+      CHECK(d.phase() == "in_doubt");
+    }
+  }
+  SUBCASE("a model call is simply asked again") {
+    auto dec = d.step(a::recover_input{});
+    auto again = effects_of<a::model_call_effect>(dec);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].effect == m.effect);
+    CHECK(again[0].attempt == 2);
+  }
+  d.check_fold();
+}
+
+TEST_CASE("budgets stop a turn with the limit named in the reason") {
+  driver d;
+  d.spec->budgets.per_turn.tool_calls = 1;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto dec = d.result(m.effect, 1, calls({{"lookup", {{"order", 1}}}, {"lookup", {{"order", 2}}}}));
+  auto tc = effects_of<a::tool_call_effect>(dec);
+  REQUIRE(tc.size() == 1);
+  dec = d.result(tc[0].effect, 1, {{"ok", 1}});
+  auto done = find_event(dec.events, a::event_type::turn_completed);
+  REQUIRE(done);
+  CHECK(done->data["status"] == "stopped");
+  CHECK(done->data["reason"].get<std::string>().find("per-turn tool_calls (1)") !=
+        std::string::npos);
+  CHECK(effects_of<a::tool_call_effect>(dec).empty());
+  d.check_fold();
+}
+
+TEST_CASE("max_steps_per_turn bounds the model calls of one turn") {
+  driver d;
+  d.spec->max_steps_per_turn = 2;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto dec = d.result(m.effect, 1, calls({{"sql", {{"query", "drop t"}}}}));  // denied, asks again
+  auto m2 = effects_of<a::model_call_effect>(dec);
+  REQUIRE(m2.size() == 1);
+  dec = d.result(m2[0].effect, 1, calls({{"sql", {{"query", "drop t"}}}}));
+  auto done = find_event(dec.events, a::event_type::turn_completed);
+  REQUIRE(done);
+  CHECK(done->data["reason"].get<std::string>().find("max_steps_per_turn") != std::string::npos);
+  d.check_fold();
+}
+
+TEST_CASE("cancel compensates what the turn completed and ends it cancelled") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto dec =
+      d.result(m.effect, 1, calls({{"reserve", {{"seat", 7}}}, {"refund", {{"amount", 500}}}}));
+  auto r = effects_of<a::tool_call_effect>(dec)[0];
+  d.result(r.effect, 1, {{"held", 7}});
+  CHECK(d.phase() == "waiting_approval");
+  dec = d.signal("cancel", {{"by", "ops"}});
+  auto comp = effects_of<a::tool_call_effect>(dec);
+  REQUIRE(comp.size() == 1);
+  CHECK(comp[0].tool == "release");
+  dec = d.result(comp[0].effect, 1, {{"released", 7}});
+  auto done = find_event(dec.events, a::event_type::turn_completed);
+  REQUIRE(done);
+  CHECK(done->data["status"] == "cancelled");
+  CHECK(done->data["reason"] == "cancelled by ops");
+  CHECK(d.phase() == "idle");
+  auto again = d.signal("cancel");
+  CHECK_FALSE(effects_of<a::reply_effect>(again)[0].ok);
+  d.check_fold();
+}
+
+TEST_CASE("messages that arrive during a turn wait and start the next turns in order") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("first"))[0];
+  auto q = d.message("second");
+  CHECK(effects_of<a::model_call_effect>(q).empty());
+  CHECK(effects_of<a::reply_effect>(q)[0].body["status"] == "queued");
+  CHECK(d.type.view(d.s)["queued"] == 1);
+  auto dec = d.result(m.effect, 1, reply("one"));
+  CHECK(kinds(dec) == std::vector<std::string>{"model_replied", "turn_completed", "turn_started",
+                                               "model_requested"});
+  CHECK(d.type.model_request(d.s)["messages"].back()["content"] == "second");
+  d.check_fold();
+}
+
+TEST_CASE("sleep is a durable timer and ask_human waits for the answer signal") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto dec =
+      d.result(m.effect, 1, calls({{"nap", {{"ms", 5000}}}, {"ask", {{"question", "ok?"}}}}));
+  auto timers = effects_of<a::set_timer_effect>(dec);
+  REQUIRE(timers.size() == 1);
+  CHECK(timers[0].due_ms == d.now + 5000);
+  CHECK(d.phase() == "sleeping");
+  CHECK_FALSE(d.type.needs_recovery(d.s));  // nothing runs in-process
+  d.now += 5000;
+  dec = d.step(a::timer_input{timers[0].timer_id});
+  CHECK(find_event(dec.events, a::event_type::effect_completed));
+  CHECK(d.phase() == "waiting_human");
+  dec = d.signal("answer", {{"text", "yes"}, {"by", "bob"}});
+  CHECK(find_event(dec.events, a::event_type::effect_completed)->data["result"]["text"] == "yes");
+  CHECK(d.phase() == "thinking");
+  d.check_fold();
+}
+
+TEST_CASE("retry delays grow, stay within the jitter and are the same on every run") {
+  c::retry_policy p;
+  p.backoff_ms = 100;
+  p.multiplier = 2;
+  p.jitter = 0.2;
+  p.max_backoff_ms = 1000;
+  CHECK(a::retry_delay_ms(p, 7, 1) == a::retry_delay_ms(p, 7, 1));
+  for (uint32_t attempt = 1; attempt <= 6; ++attempt) {
+    double base = std::min(100.0 * (1 << (attempt - 1)), 1000.0);
+    int64_t d = a::retry_delay_ms(p, 42, attempt);
+    CHECK(d >= static_cast<int64_t>(base * 0.8) - 1);
+    CHECK(d <= static_cast<int64_t>(base * 1.2) + 1);
+  }
+}
