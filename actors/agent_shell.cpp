@@ -132,7 +132,7 @@ status load(shell_state& s) {
     if (!*snap)
       return error(code::corruption,
                    "snapshot of " + s.name + " at seq " + std::to_string(seq) + " is missing");
-    auto st = snapshot_from_record(**snap, "snapshot of " + s.name);
+    auto st = snapshot_from_record(**snap, "snapshot of " + s.name, store_blobs(*s.rt->db));
     if (!st) return st.error();
     s.st = std::move(*st);
     if (s.st.last_seq != seq)
@@ -153,7 +153,7 @@ status load(shell_state& s) {
         return error(code::corruption,
                      "ledger of " + s.name + " has a gap before seq " + std::to_string(seq));
       std::string what = "ledger of " + s.name + " seq " + std::to_string(seq);
-      auto ev = event_from_record(rec, what);
+      auto ev = event_from_record(rec, what, store_blobs(*s.rt->db));
       if (!ev) return ev.error();
       agent::apply(*s.type, s.st, *ev);
     }
@@ -400,11 +400,13 @@ std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::inpu
     d.effects.push_back(agent::reply_error("internal", std::string("agent failed: ") + e.what()));
     s.rt->metrics.agent_failures.fetch_add(1, std::memory_order_relaxed);
   }
+  blob_list blobs;
   for (auto& e : d.events) {
     agent::apply(*s.type, s.st, e);
     b.ops.push_back({family::ledger, false, persistence::agent_seq_key(s.meta.id, s.st.last_seq),
-                     persistence::encode_record(to_record(e))});
+                     persistence::encode_record(to_record(e, &blobs))});
   }
+  blob_ops(blobs, b.ops);
   s.rt->metrics.events.fetch_add(d.events.size(), std::memory_order_relaxed);
   std::optional<agent::reply_effect> reply;
   for (auto& fx : d.effects) {
@@ -740,8 +742,10 @@ void on_idle(shell_actor* self) {
   batch b;
   const uint64_t seq = s.st.last_seq;
   if (seq > s.meta.snapshot_seq) {
+    blob_list blobs;
     b.ops.push_back({family::snapshots, false, persistence::agent_seq_key(s.meta.id, seq),
-                     persistence::encode_record(snapshot_record(s.st, now))});
+                     persistence::encode_record(snapshot_record(s.st, now, &blobs))});
+    blob_ops(blobs, b.ops);
     if (s.meta.snapshot_seq > 0)
       b.ops.push_back({family::snapshots,
                        true,

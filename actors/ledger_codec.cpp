@@ -1,28 +1,102 @@
 #include "actors/ledger_codec.hpp"
 
 #include "base/bytes.hpp"
+#include "base/sha256.hpp"
 #include "persistence/values.hpp"
 
 namespace keel::actors {
 
-persistence::record to_record(const agent::event& e) {
-  return {static_cast<uint16_t>(e.type), e.time_ms, persistence::to_msgpack(e.data)};
+namespace {
+
+using json = nlohmann::json;
+
+bool has_large_string(const json& j) {
+  if (j.is_string()) return j.get_ref<const std::string&>().size() >= blob_threshold;
+  if (j.is_structured())
+    for (const auto& v : j)
+      if (has_large_string(v)) return true;
+  return false;
 }
 
-result<agent::event> event_from_record(const persistence::record& r, std::string_view what) {
-  auto t = agent::event_type_from_code(r.type);
+// Replaces large strings by references and collects their content.
+void externalize(json& j, blob_list& blobs) {
+  if (j.is_string()) {
+    const auto& s = j.get_ref<const std::string&>();
+    if (s.size() < blob_threshold) return;
+    auto h = sha256(s);
+    std::string key(reinterpret_cast<const char*>(h.data()), h.size());
+    blobs.emplace_back(key, s);
+    j = json::binary(std::vector<uint8_t>(h.begin(), h.end()));
+    return;
+  }
+  if (j.is_structured())
+    for (auto& v : j) externalize(v, blobs);
+}
+
+status resolve(json& j, const blob_reader& blobs, std::string_view what) {
+  if (j.is_binary()) {
+    const auto& b = j.get_binary();
+    if (b.size() != 32 || !blobs)
+      return error(code::corruption,
+                   "corrupt record (" + std::string(what) + "): bad blob reference");
+    auto content = blobs(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
+    if (!content) return content.error();
+    if (!*content)
+      return error(code::corruption,
+                   "corrupt record (" + std::string(what) + "): blob " + to_hex(b) + " is missing");
+    j = std::move(**content);
+    return status::ok();
+  }
+  if (j.is_structured())
+    for (auto& v : j) KEEL_TRY(resolve(v, blobs, what));
+  return status::ok();
+}
+
+// The payload of `data`, with large strings moved to `blobs` when given.
+std::string encode_data(const json& data, blob_list* blobs, bool& has_refs) {
+  has_refs = blobs && has_large_string(data);
+  if (!has_refs) return persistence::to_msgpack(data);
+  json copy = data;
+  externalize(copy, *blobs);
+  return persistence::to_msgpack(copy);
+}
+
+}  // namespace
+
+blob_reader store_blobs(persistence::store& db) {
+  return [&db](std::string_view key) { return db.get_blob(key); };
+}
+
+void blob_ops(const blob_list& blobs, persistence::write_set& ops) {
+  for (const auto& [key, content] : blobs)
+    ops.push_back({persistence::family::blobs, false, key, content});
+}
+
+persistence::record to_record(const agent::event& e, blob_list* blobs) {
+  bool refs = false;
+  std::string payload = encode_data(e.data, blobs, refs);
+  uint16_t type = static_cast<uint16_t>(e.type) | (refs ? blob_ref_flag : 0);
+  return {type, e.time_ms, std::move(payload)};
+}
+
+result<agent::event> event_from_record(const persistence::record& r, std::string_view what,
+                                       const blob_reader& blobs) {
+  const bool refs = (r.type & blob_ref_flag) != 0;
+  auto t = agent::event_type_from_code(static_cast<uint16_t>(r.type & ~blob_ref_flag));
   if (!t)
     return error(code::corruption, "corrupt record (" + std::string(what) +
                                        "): unknown event type " + std::to_string(r.type));
   auto data = persistence::from_msgpack(r.payload, what);
   if (!data) return data.error();
+  if (refs) KEEL_TRY(resolve(*data, blobs, what));
   return agent::event{*t, r.time_ms, std::move(*data)};
 }
 
 // Snapshot payload: the fixed fields in binary, then the type's data as
 // MessagePack (see docs/formats.md). Activation decodes one per wake-up, so
 // it avoids building a JSON object for the whole state.
-persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms) {
+persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms,
+                                    blob_list* blobs) {
   std::string out;
   put_varint(out, s.last_seq);
   put_varint(out, s.last_arrival);
@@ -39,16 +113,18 @@ persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms
     put_varint(out, p.size());
     out.append(p);
   }
-  out.append(persistence::to_msgpack(s.data));
-  return {agent::snapshot_record_type, time_ms, std::move(out)};
+  bool refs = false;
+  out.append(encode_data(s.data, blobs, refs));
+  return {refs ? snapshot_with_blobs_type : agent::snapshot_record_type, time_ms, std::move(out)};
 }
 
-result<agent::agent_state> snapshot_from_record(const persistence::record& r,
-                                                std::string_view what) {
+result<agent::agent_state> snapshot_from_record(const persistence::record& r, std::string_view what,
+                                                const blob_reader& blobs) {
   auto corrupt = [&](const char* why) {
     return error(code::corruption, "corrupt record (" + std::string(what) + "): " + why);
   };
-  if (r.type != agent::snapshot_record_type) return corrupt("not a snapshot");
+  const bool refs = r.type == snapshot_with_blobs_type;
+  if (r.type != agent::snapshot_record_type && !refs) return corrupt("not a snapshot");
   std::string_view in = r.payload;
   auto str = [&in](std::string& out) {
     auto n = get_varint(in);
@@ -79,6 +155,7 @@ result<agent::agent_state> snapshot_from_record(const persistence::record& r,
   }
   auto data = persistence::from_msgpack(in, what);
   if (!data) return data.error();
+  if (refs) KEEL_TRY(resolve(*data, blobs, what));
   s.data = std::move(*data);
   return s;
 }

@@ -334,7 +334,8 @@ result<std::vector<ledger_entry>> node::ledger(std::string_view name, uint64_t f
   out.reserve(recs->size());
   for (auto& [seq, rec] : *recs) {
     auto ev =
-        event_from_record(rec, "ledger of " + std::string(name) + " seq " + std::to_string(seq));
+        event_from_record(rec, "ledger of " + std::string(name) + " seq " + std::to_string(seq),
+                          store_blobs(*impl_->db));
     if (!ev) return ev.error();
     out.push_back({seq, std::string(agent::to_string(ev->type)), ev->time_ms, std::move(ev->data)});
   }

@@ -42,7 +42,19 @@ commands:
   ledger NAME [--from SEQ] [--limit N]    the agent's events, in order
   rm NAME                                 terminate an agent (its ledger stays)
   query NAME [JSON]                       ask the agent's state (read-only)
+  cancel NAME [--by WHO] [--wait MS]      cancel the agent's turn; completed tool
+                                          calls are compensated in reverse order
+  tasks                                   worker queues: ready and leased tasks
+  tasks poll QUEUE --worker W [--wait MS] lease the oldest ready task of QUEUE
+  tasks complete ID [--result JSON]       report a leased task done
+  tasks fail ID --error TEXT [--retryable true|false]
+                                          report a leased task failed
   health                                  is the node up?
+
+approvals, doubts and human answers are signals, e.g.
+  keel signal ticket/4711 approve --payload '{"by": "maria"}'
+  keel signal ticket/4711 reject --payload '{"by": "maria", "reason": "duplicate"}'
+  keel signal ticket/4711 resolve --payload '{"outcome": "succeeded", "result": {}}')
 
 global flags:
   --server URL     node to talk to (default $KEEL_SERVER or http://127.0.0.1:7070)
@@ -215,6 +227,8 @@ class cli {
   int rm();
   int query();
   int health();
+  int cancel();
+  int tasks();
   int print_ack(const json& j);
 
   std::string agent_path(const std::string& name) const {
@@ -275,6 +289,24 @@ void print_view(const json& v) {
   std::printf("hibernated  %s\n", text_of(v.value("hibernated", json())).c_str());
   if (v.contains("created_ms") && v["created_ms"].is_number_integer())
     std::printf("created     %s\n", iso_time(v["created_ms"].get<int64_t>()).c_str());
+  // Agent loops: where the turn stands, and what it waits for.
+  const std::string phase = v.value("phase", "");
+  if (!phase.empty()) {
+    std::string detail;
+    const json& st = v.value("state", json());
+    const json& wait = st.is_object() && st.contains("turn") && st["turn"].is_object()
+                           ? st["turn"].value("wait", json())
+                           : json();
+    if (wait.is_object() && wait.contains("tool"))
+      detail = ": " + text_of(wait["tool"]) + "(" + dump(wait.value("arguments", json())) + ")";
+    std::printf("phase       %s%s\n", phase.c_str(), detail.c_str());
+    if (st.is_object() && st.contains("last") && st["last"].is_object()) {
+      const json& last = st["last"];
+      std::printf(
+          "last turn   %s: %s\n", text_of(last.value("status", json())).c_str(),
+          text_of(last.contains("answer") ? last["answer"] : last.value("reason", json())).c_str());
+    }
+  }
   std::printf("state       %s\n", text_of(v.value("state", json())).c_str());
 }
 
@@ -419,6 +451,67 @@ int cli::query() {
   return done(*j);
 }
 
+int cli::cancel() {
+  expect_args(inv_, 1, 1, "cancel NAME [--by WHO] [--wait MS]", {"by", "wait"});
+  json req = json::object();
+  if (auto by = opt(inv_, "by")) req["by"] = *by;
+  auto j = call("POST", agent_path(inv_.args[0]) + "/cancel" + wait_query(inv_), dump(req));
+  return j ? print_ack(*j) : exit_server;
+}
+
+int cli::tasks() {
+  const std::string sub = inv_.args.empty() ? "" : inv_.args[0];
+  if (sub.empty()) {
+    expect_args(inv_, 0, 0, "tasks", {});
+    auto j = call("GET", "/v1/tasks");
+    if (!j) return exit_server;
+    if (inv_.json_out) return done(*j);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& [queue, st] : j->value("queues", json::object()).items())
+      rows.push_back(
+          {queue, text_of(st.value("ready", json())), text_of(st.value("leased", json()))});
+    print_table({"QUEUE", "READY", "LEASED"}, rows);
+    std::printf("requeued after a lease ran out: %s\n",
+                text_of(j->value("requeued", json())).c_str());
+    return exit_ok;
+  }
+  if (sub == "poll") {
+    expect_args(inv_, 2, 2, "tasks poll QUEUE --worker W [--wait MS]", {"worker", "wait"});
+    const std::string* worker = opt(inv_, "worker");
+    if (!worker) usage_fail("usage: keel tasks poll QUEUE --worker W [--wait MS]");
+    json req{{"queue", inv_.args[1]}, {"worker", *worker}};
+    if (auto w = number_opt(inv_, "wait"); !w.empty()) req["wait_ms"] = std::stoull(w);
+    auto j = call("POST", "/v1/tasks/poll", dump(req));
+    if (!j) return exit_server;
+    return done(*j);
+  }
+  if (sub == "complete" || sub == "fail") {
+    const bool ok = sub == "complete";
+    expect_args(inv_, 2, 2,
+                ok ? "tasks complete ID [--result JSON]"
+                   : "tasks fail ID --error TEXT [--retryable true|false]",
+                ok ? std::set<std::string>{"result"} : std::set<std::string>{"error", "retryable"});
+    json req = json::object();
+    if (ok) {
+      if (auto r = opt(inv_, "result")) req["result"] = parse_json_arg(*r, "--result");
+    } else {
+      const std::string* e = opt(inv_, "error");
+      if (!e) usage_fail("usage: keel tasks fail ID --error TEXT [--retryable true|false]");
+      req["error"] = *e;
+      if (auto r = opt(inv_, "retryable")) {
+        if (*r != "true" && *r != "false") usage_fail("--retryable must be true or false");
+        req["retryable"] = *r == "true";
+      }
+    }
+    auto j = call("POST", "/v1/tasks/" + net::percent_encode(inv_.args[1]) + "/" + sub, dump(req));
+    if (!j) return exit_server;
+    if (inv_.json_out) return done(*j);
+    std::printf("recorded %s\n", inv_.args[1].c_str());
+    return exit_ok;
+  }
+  usage_fail("unknown tasks command '" + sub + "' (poll, complete, fail)");
+}
+
 int cli::health() {
   expect_args(inv_, 0, 0, "health", {});
   auto j = call("GET", "/v1/health");
@@ -447,6 +540,8 @@ int cli::run() {
   if (c == "rm") return rm();
   if (c == "query") return query();
   if (c == "health") return health();
+  if (c == "cancel") return cancel();
+  if (c == "tasks") return tasks();
   usage_fail(c.empty() ? "no command given" : "unknown command '" + c + "'");
 }
 
