@@ -390,7 +390,20 @@ struct loop_decider {
   void start_tool(uint64_t i, uint64_t effect_id, uint32_t attempt, bool recovered) {
     const json& c = turn()["calls"][i];
     const std::string name = c.value("name", "");
-    const config::tool_spec& ts = *spec.find_tool(name);
+    const config::tool_spec* found = spec.find_tool(name);
+    if (!found) {
+      // The spec changed under a waiting call (a restart with a new spec):
+      // the call is refused like any unknown tool.
+      emit(event_type::guardrail_decided,
+           {{"call", i},
+            {"call_id", c.value("id", "")},
+            {"tool", name},
+            {"verdict", "invalid"},
+            {"rule", "unknown_tool"},
+            {"reason", "tool " + name + " is no longer declared by agent type " + spec.name}});
+      return;
+    }
+    const config::tool_spec& ts = *found;
     const json& args = c["arguments"];
     json d = {{"effect", effect_id},
               {"call", i},
@@ -420,7 +433,21 @@ struct loop_decider {
   }
 
   void start_compensation(uint64_t effect_id, uint32_t attempt, const json& done, bool recovered) {
-    const config::tool_spec& orig = *spec.find_tool(done.value("tool", ""));
+    const config::tool_spec* found = spec.find_tool(done.value("tool", ""));
+    if (!found || !spec.find_tool(found->compensate)) {
+      emit(event_type::compensation_started, {{"effect", effect_id},
+                                              {"for", u64(done, "effect")},
+                                              {"tool", found ? found->compensate : ""},
+                                              {"arguments", nullptr},
+                                              {"attempt", attempt}});
+      emit(event_type::compensation_completed,
+           {{"effect", effect_id},
+            {"for", u64(done, "effect")},
+            {"ok", false},
+            {"error", "the compensating tool is no longer declared by agent type " + spec.name}});
+      return advance();
+    }
+    const config::tool_spec& orig = *found;
     json args = {{"tool", orig.name},
                  {"arguments", done.value("arguments", json())},
                  {"result", done.value("result", json())},
@@ -768,6 +795,14 @@ void loop_type::on_effect_result(const agent_state& s, const effect_result_input
   }
   const json w = d.wait();
   if (on == "model") {
+    if (r.ok &&
+        (!r.result.is_object() || !r.result.value("tool_calls", json::array()).is_array())) {
+      effect_result_input bad = r;
+      bad.ok = false;
+      bad.retryable = false;
+      bad.error = "the model's reply is malformed: " + r.result.dump().substr(0, 200);
+      return d.attempt_failed(spec_->model.retry, bad, false);
+    }
     if (!r.ok) return d.attempt_failed(spec_->model.retry, r, false);
     d.effect(end_effect{r.effect});
     json tool_calls = json::array();

@@ -503,3 +503,32 @@ TEST_CASE("retry delays grow, stay within the jitter and are the same on every r
     CHECK(d <= static_cast<int64_t>(base * 1.2) + 1);
   }
 }
+
+TEST_CASE("a spec that lost a tool refuses its waiting call instead of running it") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("refund"))[0];
+  d.result(m.effect, 1, calls({{"refund", {{"amount", 500}}}}));
+  REQUIRE(d.phase() == "waiting_approval");
+  // keeld restarted with a spec without "refund": the agent keeps its state.
+  auto smaller = std::make_shared<c::agent_spec>(*d.spec);
+  std::erase_if(smaller->tools, [](const c::tool_spec& t) { return t.name == "refund"; });
+  a::loop_type changed(smaller);
+  auto dec = a::decide(changed, d.s, a::signal_input{99, "approve", {{"by", "maria"}}}, d.now);
+  CHECK(effects_of<a::tool_call_effect>(dec).empty());
+  bool refused = false;
+  for (const auto& e : dec.events)
+    refused |= e.type == a::event_type::guardrail_decided && e.data["verdict"] == "invalid";
+  CHECK(refused);
+  CHECK(effects_of<a::model_call_effect>(dec).size() == 1);
+}
+
+TEST_CASE("a malformed model reply fails the turn instead of the agent") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto dec = d.result(m.effect, 1, json("not an object"));
+  auto done = find_event(dec.events, a::event_type::turn_completed);
+  REQUIRE(done);
+  CHECK(done->data["status"] == "failed");
+  CHECK(d.s.status == "active");
+  d.check_fold();
+}
