@@ -55,6 +55,9 @@ struct shell_state {
   // there are any. (effect, attempt)
   std::set<std::pair<uint64_t, uint32_t>> running;
   bool recover_due = false;  // feed recover_input before anything else
+  // Requests waiting for the answer of a message whose turn has not ended
+  // (agent loops answer when the turn does), by message id.
+  std::unordered_map<std::string, std::vector<request_ptr>> answer_waiters;
   int64_t idle_ns = 0;
   status broken;  // a load or write failure: the shell only leaves
   bool exists = false;
@@ -77,6 +80,10 @@ struct shell_state {
 
 using shell_actor = caf::stateful_actor<shell_state>;
 
+// What a message the agent answers later is told until then (and what a
+// retry of its id hears).
+const json accepted_reply = {{"ok", true}, {"body", {{"accepted", true}}}};
+
 json reply_json(const agent::reply_effect& r) {
   if (r.ok) return {{"ok", true}, {"body", r.body}};
   return {{"ok", false}, {"code", r.code}, {"message", r.message}};
@@ -93,6 +100,11 @@ agent_reply reply_from_json(const json& j) {
   }
   return r;
 }
+
+void deliver_reply(const request_ptr& r, const json& reply) {
+  call_once(r->replied, reply_from_json(reply));
+}
+
 
 agent_view make_view(shell_state& s) {
   agent_view v;
@@ -410,19 +422,24 @@ std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::inpu
   s.rt->metrics.events.fetch_add(d.events.size(), std::memory_order_relaxed);
   std::optional<agent::reply_effect> reply;
   for (auto& fx : d.effects) {
-    if (auto* r = std::get_if<agent::reply_effect>(&fx))
+    if (auto* r = std::get_if<agent::reply_effect>(&fx); r && !r->to.empty()) {
+      // The answer to an earlier message: its waiters hear it once durable.
+      shell_state* sp = &s;
+      b.done.push_back([sp, to = r->to, rj = reply_json(*r)] {
+        auto it = sp->answer_waiters.find(to);
+        if (it == sp->answer_waiters.end()) return;
+        for (auto& w : it->second) deliver_reply(w, rj);
+        sp->answer_waiters.erase(it);
+      });
+    } else if (r) {
       reply = std::move(*r);
-    else if (std::holds_alternative<agent::set_timer_effect>(fx) ||
-             std::holds_alternative<agent::cancel_timer_effect>(fx))
+    } else if (std::holds_alternative<agent::set_timer_effect>(fx) ||
+               std::holds_alternative<agent::cancel_timer_effect>(fx))
       timer_ops(s, fx, b);
     else
       effect_ops(s, fx, b, now);
   }
   return reply;
-}
-
-void deliver_reply(const request_ptr& r, const json& reply) {
-  call_once(r->replied, reply_from_json(reply));
 }
 
 void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b) {
@@ -433,7 +450,10 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
   else
     in = agent::message_input{e.arrival, e.id, e.from, e.body};
   auto reply = decide_into(s, in, now, b);
-  json rj = reply ? reply_json(*reply) : json{{"ok", true}, {"body", nullptr}};
+  const bool later = !reply && e.kind == "message" && loop_of(s);
+  json rj = reply   ? reply_json(*reply)
+            : later ? accepted_reply
+                    : json{{"ok", true}, {"body", nullptr}};
   b.ops.push_back({family::inbox, true, persistence::agent_seq_key(s.meta.id, e.arrival), {}});
   // A retry of this id waits for this write, then finds the reply.
   if (e.kind == "message") s.writing_ids.insert(e.id);
@@ -441,6 +461,10 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
     b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, e.id),
                      persistence::encode(persistence::dedupe_entry{e.arrival, true, rj}, now)});
   for (auto& w : item.waiters) {
+    if (later) {
+      s.answer_waiters[e.id].push_back(w);
+      continue;
+    }
     b.reqs.push_back(w);
     b.done.push_back([w, rj] { deliver_reply(w, rj); });
   }
@@ -549,14 +573,18 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   else
     in = agent::signal_input{arrival, r->id, r->body};
   auto reply = decide_into(s, in, now, b);
-  json rj = reply ? reply_json(*reply) : json{{"ok", true}, {"body", nullptr}};
+  const bool later = !reply && is_message && loop_of(s);
+  json rj = reply   ? reply_json(*reply)
+            : later ? accepted_reply
+                    : json{{"ok", true}, {"body", nullptr}};
+  if (later && r->replied) s.answer_waiters[id].push_back(r);
   if (dedupe)
     b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, id),
                      persistence::encode(persistence::dedupe_entry{arrival, true, rj}, now)});
-  b.done.push_back([r, ack, rj, received, rt] {
+  b.done.push_back([r, ack, rj, received, rt, later] {
     rt->metrics.accept_ns.record(static_cast<uint64_t>(mono_ns() - received));
     call_once(r->accepted, ack);
-    deliver_reply(r, rj);
+    if (!later) deliver_reply(r, rj);
   });
   return true;
 }
@@ -725,6 +753,16 @@ void leave(shell_actor* self) {
   auto& s = self->state;
   if (s.leaving) return;
   s.leaving = true;
+  // The agent goes to disk while a turn waits (an approval, a worker): those
+  // still waiting for its answer hear where it stands instead.
+  if (!s.answer_waiters.empty()) {
+    json waiting = {
+        {"ok", true},
+        {"body", {{"status", "waiting"}, {"phase", s.type ? s.type->phase(s.st) : ""}}}};
+    for (auto& [id, ws] : s.answer_waiters)
+      for (auto& w : ws) deliver_reply(w, waiting);
+    s.answer_waiters.clear();
+  }
   self->request(s.supervisor, caf::infinite, hibernate_atom::value, s.name)
       .then([self](bool) { self->quit(); }, [self](caf::error&) { self->quit(); });
 }

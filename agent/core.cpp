@@ -5,10 +5,10 @@
 namespace keel::agent {
 
 reply_effect reply_ok(json body) {
-  return {true, std::move(body), {}, {}};
+  return {true, std::move(body), {}, {}, {}};
 }
 reply_effect reply_error(std::string code, std::string message) {
-  return {false, nullptr, std::move(code), std::move(message)};
+  return {false, nullptr, std::move(code), std::move(message), {}};
 }
 
 const agent_type* find_builtin_type(std::string_view name) {

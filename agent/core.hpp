@@ -85,6 +85,10 @@ struct reply_effect {
   json body;         // the reply when ok
   std::string code;  // error code when !ok ("invalid_message", "conflict")
   std::string message;
+  // Empty: the reply to the input being decided. Else the id of an earlier
+  // message whose answer this is (an agent loop answers when its turn ends);
+  // such a message got no reply of its own.
+  std::string to;
 };
 struct set_timer_effect {
   uint64_t timer_id = 0;

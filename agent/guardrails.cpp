@@ -33,6 +33,17 @@ const char* to_string(guardrail_verdict::kind k) {
 
 namespace {
 
+// As in config/json_schema.cpp: libstdc++'s default matcher recurses once
+// per input character, so a quantified pattern over a ~10 KB argument
+// (which a model can send) overflows the stack and kills the node. The
+// polynomial mode walks the automaton breadth-first with a stack bounded by
+// the pattern; back-references, which it cannot run, are refused at load.
+constexpr auto regex_syntax = std::regex::ECMAScript
+#ifdef __GLIBCXX__
+                              | std::regex_constants::__polynomial
+#endif
+    ;
+
 // Keyed by the pattern text (not by spec address, which a later spec may
 // reuse). Patterns come only from loaded specs, so the cache stays small;
 // entries are never removed, so returned references stay valid.
@@ -45,7 +56,7 @@ const std::regex& compiled(const std::string& pattern) {
     // "(?i)" is not ECMAScript; config/agent_spec.cpp accepts it at load
     // with the same translation.
     std::string body = pattern;
-    auto flags = std::regex::ECMAScript;
+    auto flags = regex_syntax;
     if (body.rfind("(?i)", 0) == 0) {
       body.erase(0, 4);
       flags |= std::regex::icase;
@@ -87,7 +98,9 @@ bool search(const std::string& text, const std::regex& re) {
 // for the raw text would miss.
 bool pattern_matches(const json& v, const std::regex& re) {
   if (v.is_string()) return search(v.get_ref<const std::string&>(), re);
-  if (search(v.dump(), re)) return true;
+  // Arguments decoded from MessagePack may hold invalid UTF-8, on which a
+  // strict dump() throws.
+  if (search(v.dump(-1, ' ', false, json::error_handler_t::replace), re)) return true;
   if (v.is_object()) {
     for (auto it = v.begin(); it != v.end(); ++it)
       if (search(it.key(), re) || pattern_matches(it.value(), re)) return true;

@@ -366,13 +366,17 @@ struct loop_decider {
     return {};
   }
 
+  // Ends the turn and answers the message that started it.
   void complete_turn(const std::string& status, const std::string& reason) {
     json d = {{"turn", u64(turn(), "n")}, {"status", status}};
     if (status == "completed")
       d["answer"] = turn().value("answer", json());
     else
       d["reason"] = reason;
+    reply_effect answer = reply_ok(d);
+    answer.to = turn().value("id", "");
     emit(event_type::turn_completed, std::move(d));
+    if (!answer.to.empty()) effect(std::move(answer));
   }
 
   // --- steps -----------------------------------------------------------------
@@ -643,12 +647,9 @@ result<json> loop_type::initial_data(const json& input) const {
 
 void loop_type::on_message(const agent_state& s, const message_input&, int64_t now,
                            decision& out) const {
+  // No reply now: the turn_completed of this message's turn answers it.
   loop_decider d(*this, s, now, out);
-  const bool queued = d.in_turn();
   d.advance();
-  reply_to(out, {{"status", queued ? "queued" : "started"},
-                 {"turns_waiting", d.ctl["queue"].size()},
-                 {"phase", d.in_turn() ? "running" : "idle"}});
 }
 
 void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t now,

@@ -14,6 +14,8 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <system_error>
+#include <utility>
 
 #include "base/sha256.hpp"
 #include "config/json_schema.hpp"
@@ -22,23 +24,23 @@ namespace keel::config {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+constexpr std::pair<tool_kind, const char*> tool_kind_names[] = {
+    {tool_kind::http, "http"},
+    {tool_kind::exec, "exec"},
+    {tool_kind::worker, "worker"},
+    {tool_kind::send_message, "send_message"},
+    {tool_kind::spawn_agent, "spawn_agent"},
+    {tool_kind::sleep, "sleep"},
+    {tool_kind::ask_human, "ask_human"},
+};
+
+}  // namespace
+
 const char* to_string(tool_kind k) {
-  switch (k) {
-    case tool_kind::http:
-      return "http";
-    case tool_kind::exec:
-      return "exec";
-    case tool_kind::worker:
-      return "worker";
-    case tool_kind::send_message:
-      return "send_message";
-    case tool_kind::spawn_agent:
-      return "spawn_agent";
-    case tool_kind::sleep:
-      return "sleep";
-    case tool_kind::ask_human:
-      return "ask_human";
-  }
+  for (const auto& [kind, name] : tool_kind_names)
+    if (kind == k) return name;
   return "unknown";
 }
 
@@ -178,22 +180,32 @@ class fields {
   std::string ptr_;
 };
 
-bool is_agent_type_name(const std::string& s) {
-  static const std::regex re("[a-z0-9][a-z0-9_.-]{0,63}");
-  return std::regex_match(s, re);
+bool is_lower_alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
 
+bool is_alnum(char c) {
+  return is_lower_alnum(c) || (c >= 'A' && c <= 'Z');
+}
+
+// [a-z0-9][a-z0-9_.-]{0,63}
+bool is_agent_type_name(const std::string& s) {
+  if (s.empty() || s.size() > 64 || !is_lower_alnum(s[0])) return false;
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return is_lower_alnum(c) || c == '_' || c == '.' || c == '-'; });
+}
+
+// [A-Za-z0-9_-]{1,64}, what OpenAI accepts as a function name.
 bool is_tool_name(const std::string& s) {
   if (s.empty() || s.size() > 64) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '-';
-  });
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return is_alnum(c) || c == '_' || c == '-'; });
 }
 
+// [A-Za-z_][A-Za-z0-9_]*
 bool is_env_name(const std::string& s) {
-  static const std::regex re("[A-Za-z_][A-Za-z0-9_]*");
-  return std::regex_match(s, re);
+  if (s.empty() || (s[0] >= '0' && s[0] <= '9')) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return is_alnum(c) || c == '_'; });
 }
 
 bool is_http_url(const std::string& s) {
@@ -222,11 +234,15 @@ std::string find_on_path(const std::string& program) {
   return {};
 }
 
-// Same handling as agent/guardrails.cpp: a leading "(?i)" is not ECMAScript,
-// so it becomes the icase flag.
+// Compiled exactly as agent/guardrails.cpp does, so that what loads also
+// runs: a leading "(?i)" (not ECMAScript) becomes the icase flag, and the
+// polynomial mode (see config/json_schema.cpp) refuses back-references.
 status compile_rule_pattern(const fields& f, const std::string& pattern) {
   std::string body = pattern;
   auto flags = std::regex::ECMAScript;
+#ifdef __GLIBCXX__
+  flags |= std::regex_constants::__polynomial;
+#endif
   if (body.rfind("(?i)", 0) == 0) {
     body.erase(0, 4);
     flags |= std::regex::icase;
@@ -301,17 +317,15 @@ status parse_kind(const fields& f, tool_kind& kind) {
   KEEL_TRY(f.required("kind"));
   std::string k;
   KEEL_TRY(f.string("kind", k));
-  for (auto candidate :
-       {tool_kind::http, tool_kind::exec, tool_kind::worker, tool_kind::send_message,
-        tool_kind::spawn_agent, tool_kind::sleep, tool_kind::ask_human}) {
-    if (k == to_string(candidate)) {
+  std::string known;
+  for (const auto& [candidate, name] : tool_kind_names) {
+    if (k == name) {
       kind = candidate;
       return status::ok();
     }
+    known += (known.empty() ? "" : ", ") + std::string(name);
   }
-  return f.fail_key("kind",
-                    "must be one of http, exec, worker, send_message, spawn_agent, sleep, "
-                    "ask_human");
+  return f.fail_key("kind", "must be one of " + known);
 }
 
 status parse_limits(const fields& f, exec_limits& l) {
@@ -419,17 +433,9 @@ status parse_tool(const fields& f, tool_spec& t) {
   }
 
   KEEL_TRY(f.boolean("idempotent", t.idempotent));
-  switch (t.kind) {
-    case tool_kind::send_message:
-    case tool_kind::spawn_agent:
-    case tool_kind::sleep:
-    case tool_kind::ask_human:
-      // The runtime performs these itself, keyed by the effect id.
-      t.idempotent = true;
-      break;
-    default:
-      break;
-  }
+  // The runtime performs the built-in kinds itself, keyed by the effect id.
+  if (t.kind != tool_kind::http && t.kind != tool_kind::exec && t.kind != tool_kind::worker)
+    t.idempotent = true;
   KEEL_TRY(f.boolean("require_approval", t.require_approval));
   if (f.find("retry")) KEEL_TRY(parse_retry(f.sub("retry"), t.retry, true));
   KEEL_TRY(f.string("compensate", t.compensate));
@@ -461,6 +467,11 @@ status parse_tools(const fields& top, std::vector<tool_spec>& tools) {
   return status::ok();
 }
 
+bool declares(const std::vector<tool_spec>& tools, const std::string& name) {
+  return std::any_of(tools.begin(), tools.end(),
+                     [&](const tool_spec& t) { return t.name == name; });
+}
+
 status parse_tool_names(const fields& f, const char* key, const std::vector<tool_spec>& tools,
                         std::vector<std::string>& out) {
   const json* arr = f.find(key);
@@ -471,9 +482,7 @@ status parse_tool_names(const fields& f, const char* key, const std::vector<tool
     std::string where = child(f.at(key), i);
     if (!n.is_string()) return f.fail(where, "must be a string");
     std::string name = n.get<std::string>();
-    bool declared =
-        std::any_of(tools.begin(), tools.end(), [&](const tool_spec& t) { return t.name == name; });
-    if (!declared) return f.fail(where, "\"" + name + "\" is not a declared tool");
+    if (!declares(tools, name)) return f.fail(where, "\"" + name + "\" is not a declared tool");
     out.push_back(std::move(name));
   }
   return status::ok();
@@ -488,8 +497,7 @@ status parse_rule(const fields& f, const std::vector<tool_spec>& tools, arg_rule
 
   r.tool = "*";
   KEEL_TRY(f.string("tool", r.tool));
-  if (r.tool != "*" && !std::any_of(tools.begin(), tools.end(),
-                                    [&](const tool_spec& t) { return t.name == r.tool; }))
+  if (r.tool != "*" && !declares(tools, r.tool))
     return f.fail_key("tool", "\"" + r.tool + "\" is neither \"*\" nor a declared tool");
 
   KEEL_TRY(f.required("pointer"));
@@ -656,7 +664,7 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const 
   spec->source = source;
   // j.dump() is canonical: nlohmann's objects keep keys sorted and the
   // dump has no whitespace, so reformatting a file keeps its hash.
-  spec->hash = to_hex(sha256(j.dump()));
+  spec->hash = to_hex(sha256(j.dump(-1, ' ', false, json::error_handler_t::replace)));
   return std::shared_ptr<const agent_spec>(std::move(spec));
 }
 
@@ -693,6 +701,8 @@ result<std::shared_ptr<const agent_spec>> load_agent_spec(const std::string& pat
 result<std::vector<std::shared_ptr<const agent_spec>>> load_agent_specs(const std::string& dir) {
   std::error_code ec;
   auto st = fs::status(dir, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    return error(code::io_error, "cannot open agent spec folder " + dir + ": " + ec.message());
   if (!fs::exists(st)) return error(code::io_error, "agent spec folder " + dir + " does not exist");
   if (!fs::is_directory(st))
     return error(code::io_error, "agent spec folder " + dir + " is not a folder");
@@ -700,7 +710,7 @@ result<std::vector<std::shared_ptr<const agent_spec>>> load_agent_specs(const st
   fs::directory_iterator it(dir, ec), end;
   if (ec)
     return error(code::io_error, "cannot list agent spec folder " + dir + ": " + ec.message());
-  for (; it != end; it.increment(ec)) {
+  for (; !ec && it != end; it.increment(ec)) {
     if (it->path().extension() != ".json") continue;
     std::error_code fec;
     if (fs::is_regular_file(it->path(), fec)) files.push_back(it->path());

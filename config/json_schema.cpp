@@ -58,6 +58,17 @@ const std::set<std::string>& type_names() {
   return names;
 }
 
+// libstdc++'s default matcher recurses once per input character: a
+// quantified pattern over a ~10 KB argument (which a model can send)
+// overflows the stack and kills the node. Its polynomial mode walks the
+// automaton breadth-first with a stack bounded by the pattern, at the price
+// of back-references, which are then refused when the pattern compiles.
+constexpr auto regex_syntax = std::regex::ECMAScript
+#ifdef __GLIBCXX__
+                              | std::regex_constants::__polynomial
+#endif
+    ;
+
 // Patterns come only from loaded specs, so the cache is bounded by what the
 // operator wrote; compiling std::regex on every tool call would dominate
 // schema checking. Entries are never removed, so references stay valid.
@@ -66,7 +77,7 @@ const std::regex& compiled(const std::string& pattern) {
   static std::map<std::string, std::unique_ptr<const std::regex>> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto& slot = cache[pattern];
-  if (!slot) slot = std::make_unique<const std::regex>(pattern, std::regex::ECMAScript);
+  if (!slot) slot = std::make_unique<const std::regex>(pattern, regex_syntax);
   return *slot;
 }
 
@@ -258,29 +269,23 @@ violation check_object(const json& schema, const json& value, const std::string&
 
 violation violation_at(const json& schema, const json& value, const std::string& ptr) {
   if (auto it = schema.find("type"); it != schema.end()) {
+    const json types = it->is_string() ? json::array({*it}) : *it;
     bool ok = false;
-    if (it->is_string()) {
-      ok = has_type(value, it->get<std::string>());
-    } else {
-      for (const auto& t : *it) ok = ok || has_type(value, t.get<std::string>());
+    std::string names;
+    for (const auto& t : types) {
+      ok = ok || has_type(value, t.get<std::string>());
+      names += (names.empty() ? "" : " or ") + t.get<std::string>();
     }
-    if (!ok) {
-      std::string names;
-      if (it->is_string()) {
-        names = it->get<std::string>();
-      } else {
-        for (const auto& t : *it) names += (names.empty() ? "" : " or ") + t.get<std::string>();
-      }
-      return at(ptr, "must be of type " + names);
-    }
+    if (!ok) return at(ptr, "must be of type " + names);
   }
   if (auto it = schema.find("enum"); it != schema.end()) {
     bool found = false;
     for (const auto& e : *it) found = found || e == value;
-    if (!found) return at(ptr, "must be one of " + it->dump());
+    if (!found)
+      return at(ptr, "must be one of " + it->dump(-1, ' ', false, json::error_handler_t::replace));
   }
   if (auto it = schema.find("const"); it != schema.end() && *it != value)
-    return at(ptr, "must equal " + it->dump());
+    return at(ptr, "must equal " + it->dump(-1, ' ', false, json::error_handler_t::replace));
   if (value.is_number()) return check_numeric(schema, value, ptr);
   if (value.is_string()) return check_string(schema, value.get_ref<const std::string&>(), ptr);
   if (value.is_array()) return check_array(schema, value, ptr);

@@ -260,3 +260,21 @@ TEST_CASE("sleep waits on a durable timer and the turn goes on after it") {
   CHECK(n.view("t/z").state["last"]["answer"] == "rested");
   CHECK(n.count("t/z", "timer_fired") == 1);
 }
+
+TEST_CASE("whoever waits on a message hears the answer of the turn it started") {
+  loop_node n(spec_with({tool("lookup", config::tool_kind::http)}));
+  n.model->reply = [](const json&, uint64_t i) {
+    return i == 0 ? tool_call("lookup", {{"order", 1}}) : text("order 1 shipped");
+  };
+  n.spawn("t/a");
+  future_value<result<actors::agent_reply>> answer;
+  n.node->send(
+      "t/a", {"q-1", "client", "where is order 1?"}, [](result<actors::send_ack>) {},
+      [&answer](result<actors::agent_reply> r) { answer.set(std::move(r)); });
+  auto r = answer.wait();
+  REQUIRE(r);
+  REQUIRE(*r);
+  CHECK((*r)->ok);
+  CHECK((*r)->body["status"] == "completed");
+  CHECK((*r)->body["answer"] == "order 1 shipped");
+}

@@ -207,3 +207,13 @@ TEST_CASE("the tool's require_approval flag applies when no rule decided") {
   CHECK(contains(v.reason, "wire"));
   CHECK(check_tool_call(*s, "wire", {{"to", "KY12"}}).verdict == kind::deny);
 }
+
+TEST_CASE("a long argument is checked against a pattern rule without crashing") {
+  auto s = spec({tool("query")}, R"({"rules": [
+    {"name": "no-drop", "pointer": "/sql", "pattern": "(?i)\\bdrop\\b"},
+    {"name": "only-letters", "pointer": "/word", "pattern": "^[a-z]+$"}]})");
+  std::string padding(50'000, 'a');
+  CHECK(check_tool_call(*s, "query", {{"sql", padding + " drop x"}}).verdict == kind::deny);
+  CHECK(check_tool_call(*s, "query", {{"sql", padding}}).verdict == kind::allow);
+  CHECK(check_tool_call(*s, "query", {{"word", padding}}).verdict == kind::deny);
+}

@@ -174,6 +174,12 @@ TEST_CASE("a message starts a turn that asks the model, and a plain reply comple
   CHECK(kinds(dec) == std::vector<std::string>{"model_replied", "turn_completed"});
   CHECK(dec.events.back().data["answer"] == "hi there");
   CHECK(dec.events.back().data["status"] == "completed");
+  // The message that started the turn gets the answer.
+  auto answers = effects_of<a::reply_effect>(dec);
+  std::erase_if(answers, [](const a::reply_effect& r) { return r.to.empty(); });
+  REQUIRE(answers.size() == 1);
+  CHECK(answers[0].to == "m1");
+  CHECK(answers[0].body["answer"] == "hi there");
   CHECK(d.phase() == "idle");
   CHECK(d.s.data["ctl"]["last"]["answer"] == "hi there");
   d.check_fold();
@@ -460,7 +466,7 @@ TEST_CASE("messages that arrive during a turn wait and start the next turns in o
   auto m = effects_of<a::model_call_effect>(d.message("first"))[0];
   auto q = d.message("second");
   CHECK(effects_of<a::model_call_effect>(q).empty());
-  CHECK(effects_of<a::reply_effect>(q)[0].body["status"] == "queued");
+  CHECK(effects_of<a::reply_effect>(q).empty());  // answered when its turn ends
   CHECK(d.type.view(d.s)["queued"] == 1);
   auto dec = d.result(m.effect, 1, reply("one"));
   CHECK(kinds(dec) == std::vector<std::string>{"model_replied", "turn_completed", "turn_started",

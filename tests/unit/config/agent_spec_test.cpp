@@ -504,6 +504,8 @@ TEST_CASE("argument rules are validated when the spec loads") {
                  "/guardrails/rules/0: needs at least one of pattern, above, below"));
   CHECK(contains(rule_error({{"name", "r"}, {"pointer", "/a"}, {"pattern", "(?i)(drop"}}),
                  "/guardrails/rules/0/pattern: is not a valid ECMAScript regex"));
+  CHECK(contains(rule_error({{"name", "r"}, {"pointer", "/a"}, {"pattern", "(a)\\1"}}),
+                 "/guardrails/rules/0/pattern: is not a valid ECMAScript regex"));
   CHECK(contains(rule_error({{"name", "r"}, {"pointer", "/a"}, {"above", "100"}}),
                  "/guardrails/rules/0/above: must be a number"));
   CHECK(contains(rule_error({{"name", "r"}, {"pointer", "/a"}, {"above", 10}, {"below", 5}}),

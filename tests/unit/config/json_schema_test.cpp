@@ -202,3 +202,17 @@ TEST_CASE("additionalProperties refuses or checks properties that are not declar
   CHECK(violation(typed, R"({"a": 1, "b": "x"})") == "");
   CHECK(violation(typed, R"({"a": 1, "b": 2})") == "/b: must be of type string");
 }
+
+TEST_CASE("a pattern checks a long string without exhausting the stack") {
+  // libstdc++'s default regex matcher recursed once per character and
+  // crashed at ~10 KB (less in debug builds); a model can send more than that.
+  json schema = json::parse(R"({"pattern": "^[a-z]+$"})");
+  REQUIRE(cfg::check_schema(schema).is_ok());
+  std::string long_text(50'000, 'a');
+  CHECK_FALSE(cfg::schema_violation(schema, long_text));
+  CHECK(cfg::schema_violation(schema, long_text + "1") == "/: must match the pattern ^[a-z]+$");
+}
+
+TEST_CASE("a pattern with a back-reference is refused at load") {
+  CHECK(contains(schema_error(R"({"pattern": "(a)\\1"})"), "/pattern: is not a valid"));
+}
