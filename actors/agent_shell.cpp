@@ -105,7 +105,6 @@ void deliver_reply(const request_ptr& r, const json& reply) {
   call_once(r->replied, reply_from_json(reply));
 }
 
-
 agent_view make_view(shell_state& s) {
   agent_view v;
   v.name = s.name;
@@ -410,6 +409,8 @@ std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::inpu
     d = {};
     d.events.push_back({agent::event_type::failed, now, {{"reason", e.what()}}});
     d.effects.push_back(agent::reply_error("internal", std::string("agent failed: ") + e.what()));
+    // A failed agent abandons what it waited on: no marker may outlive it.
+    for (uint64_t eff : s.type->open_effects(s.st)) d.effects.push_back(agent::end_effect{eff});
     s.rt->metrics.agent_failures.fetch_add(1, std::memory_order_relaxed);
   }
   blob_list blobs;

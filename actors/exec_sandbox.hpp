@@ -30,12 +30,12 @@ struct sandbox_capabilities {
 const sandbox_capabilities& probe_sandbox();
 
 struct exec_outcome {
-  int exit_code = -1;        // -1 when killed by a signal
-  int signal = 0;            // the killing signal, 0 when it exited
-  bool timed_out = false;    // killed by the wall timeout
+  int exit_code = -1;      // -1 when killed by a signal
+  int signal = 0;          // the killing signal, 0 when it exited
+  bool timed_out = false;  // killed by the wall timeout
   bool output_truncated = false;
-  std::string stdout_text;   // at most limits.max_output_bytes
-  std::string stderr_text;   // at most 64 KiB
+  std::string stdout_text;  // at most limits.max_output_bytes
+  std::string stderr_text;  // at most 64 KiB
 };
 
 // Runs argv with `input` (serialized JSON) on stdin. Errors: invalid_argument

@@ -146,7 +146,8 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
                        m.lease_ms,
                        {},
                        0,
-                       0});
+                       0},
+                      wall_ms() + m.lease_ms);
       continue;
     }
     pending->push_back(m.agent);
@@ -290,8 +291,9 @@ std::optional<task_view> node::poll_task(const std::string& queue, const std::st
                    t->lease_until_ms};
 }
 
-void node::complete_task(const std::string& id, task_outcome outcome, callback<json> done) {
-  auto t = impl_->rt.tasks.find(id);
+void node::complete_task(const std::string& id, const std::string& worker, task_outcome outcome,
+                         callback<json> done) {
+  auto t = impl_->rt.tasks.find(id, worker, wall_ms());
   if (!t) {
     done(t.error());
     return;

@@ -153,10 +153,12 @@ class node {
 
   // Worker queues. poll: the oldest ready task of `queue`, leased to
   // `worker` (nullopt: none). complete: the agent records the outcome, then
-  // `done` runs. Errors: not_found (unknown or finished task), conflict (the
-  // agent no longer waits for it).
+  // `done` runs; `worker` (may be empty) must hold the lease if one is held.
+  // Errors: not_found (unknown or finished task), conflict (another worker
+  // holds it, or the agent no longer waits for it).
   std::optional<task_view> poll_task(const std::string& queue, const std::string& worker);
-  void complete_task(const std::string& id, task_outcome outcome, callback<json> done);
+  void complete_task(const std::string& id, const std::string& worker, task_outcome outcome,
+                     callback<json> done);
   json task_stats();
 
   // Blocking store reads; call from a non-scheduler thread.

@@ -4,14 +4,19 @@
 
 namespace keel::actors {
 
+namespace {
+// The holder of tasks rebuilt at start-up until their first lease runs out.
+constexpr std::string_view restart_holder = "(before restart)";
+}  // namespace
+
 std::string task_id(uint64_t agent_id, uint64_t effect, uint32_t attempt) {
   return std::to_string(agent_id) + "." + std::to_string(effect) + "." + std::to_string(attempt);
 }
 
-void task_queue::add(worker_task t) {
+void task_queue::add(worker_task t, int64_t leased_until_ms) {
   std::lock_guard lk(mu_);
-  t.worker.clear();
-  t.lease_until_ms = 0;
+  t.worker = leased_until_ms > 0 ? std::string(restart_holder) : std::string();
+  t.lease_until_ms = leased_until_ms;
   auto& order = order_[t.queue];
   if (!tasks_.count(t.id)) order.push_back(t.id);
   tasks_[t.id] = std::move(t);
@@ -48,12 +53,17 @@ std::optional<worker_task> task_queue::poll(const std::string& queue, const std:
   return std::nullopt;
 }
 
-result<worker_task> task_queue::find(const std::string& id) {
+result<worker_task> task_queue::find(const std::string& id, const std::string& worker,
+                                     int64_t now_ms) {
   std::lock_guard lk(mu_);
   auto it = tasks_.find(id);
   if (it == tasks_.end())
     return error(code::not_found, "task " + id + " is unknown or already finished");
-  return it->second;
+  const worker_task& t = it->second;
+  if (!worker.empty() && !t.worker.empty() && t.worker != worker && t.worker != restart_holder &&
+      t.lease_until_ms > now_ms)
+    return error(code::conflict, "task " + id + " is leased to worker " + t.worker);
+  return t;
 }
 
 void task_queue::finish(const std::string& id) {

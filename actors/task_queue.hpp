@@ -42,16 +42,21 @@ std::string task_id(uint64_t agent_id, uint64_t effect, uint32_t attempt);
 
 class task_queue {
  public:
-  // Adds a ready task; a task with the same id is replaced.
-  void add(worker_task t);
+  // Adds a task, ready unless `leased_until_ms` is in the future; a task with
+  // the same id is replaced. At start-up tasks come back leased for one
+  // lease: a worker that held one before the restart may still finish it,
+  // and no second worker gets it meanwhile.
+  void add(worker_task t, int64_t leased_until_ms = 0);
   // Forgets the task of (agent, effect), whatever its attempt.
   void remove(const std::string& agent, uint64_t effect);
   // The oldest ready task of `queue` (expired leases are ready again), now
   // leased to `worker`; nullopt when none.
   std::optional<worker_task> poll(const std::string& queue, const std::string& worker,
                                   int64_t now_ms);
-  // The task `id` while it is known. Errors: not_found.
-  result<worker_task> find(const std::string& id);
+  // The task `id` while it is known, for `worker` (empty: any). Errors:
+  // not_found; conflict when another worker holds a lease that has not run
+  // out.
+  result<worker_task> find(const std::string& id, const std::string& worker, int64_t now_ms);
   // Drops `id` once its agent has recorded the result.
   void finish(const std::string& id);
 

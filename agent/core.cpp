@@ -97,7 +97,10 @@ struct decider {
     out.effects.push_back(reply_ok(*data));
   }
   void operator()(const effect_result_input& r) {
-    if (s.status == "active") t.on_effect_result(s, r, now, out);
+    if (s.status == "active")
+      t.on_effect_result(s, r, now, out);
+    else
+      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
   }
   void operator()(const recover_input&) {
     if (s.status == "active") t.on_recover(s, now, out);
@@ -108,6 +111,7 @@ struct decider {
       return;
     }
     emit(event_type::terminated, {{"by", ti.by}});
+    for (uint64_t e : t.open_effects(s)) out.effects.push_back(end_effect{e});
     for (const auto& [id, timer] : s.timers)
       out.effects.push_back(cancel_timer_effect{id, timer.due_ms});
     out.effects.push_back(reply_ok({{"status", "terminated"}}));

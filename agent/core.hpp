@@ -157,6 +157,9 @@ class agent_type {
   virtual json view(const agent_state& s) const { return s.data; }
   // "" for types without phases; else e.g. "idle", "waiting_approval".
   virtual std::string phase(const agent_state&) const { return {}; }
+  // Effects with a marker (running or queued) that the state waits on; a
+  // terminated or failed agent abandons them.
+  virtual std::vector<uint64_t> open_effects(const agent_state&) const { return {}; }
 };
 
 // The built-in types by name; nullptr when unknown.

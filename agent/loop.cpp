@@ -24,27 +24,36 @@ std::string content_of(const json& body) {
   return body.dump();
 }
 
+// A string field of a JSON object from outside; "" when absent, not a
+// string, or `j` is no object (payloads are never trusted to have a shape).
+std::string str(const json& j, const char* key) {
+  if (!j.is_object()) return {};
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 uint64_t u64(const json& j, const char* key) {
   auto it = j.find(key);
   return it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
 }
 
-const char* wait_on_for(tool_kind k) {
-  switch (k) {
-    case tool_kind::worker:
-      return "worker";
-    case tool_kind::sleep:
-      return "sleep";
-    case tool_kind::ask_human:
-      return "human";
-    default:
-      return "tool";
-  }
+// What a turn waits on while a tool of this kind (as recorded in its
+// effect_started event) runs.
+const char* wait_on_for(const std::string& kind) {
+  if (kind == "worker") return "worker";
+  if (kind == "sleep") return "sleep";
+  if (kind == "ask_human") return "human";
+  return "tool";
 }
 
 bool is_builtin_idempotent(tool_kind k) {
   return k == tool_kind::send_message || k == tool_kind::spawn_agent || k == tool_kind::sleep ||
          k == tool_kind::ask_human;
+}
+
+// Waits with an effect marker: something runs or is queued for them.
+bool is_running_wait(const std::string& on) {
+  return on == "model" || on == "tool" || on == "worker" || on == "compensation";
 }
 
 // Waits that nothing in this process is working on: a cancel may drop them.
@@ -69,10 +78,21 @@ json settled_wait(const json& turn) {
   return w;
 }
 
-void apply_ctl(const config::agent_spec& spec, json& ctl, const event& e) {
+// Time a turn has been running, not counting waits for people (approval,
+// ask_human, a doubt to resolve): a human may answer months later.
+uint64_t busy_ms(const json& turn, int64_t now) {
+  int64_t waited = static_cast<int64_t>(u64(turn, "waited_ms"));
+  const json& w = turn.value("wait", json());
+  if (w.is_object() && w.contains("since")) waited += now - w.value("since", now);
+  return static_cast<uint64_t>(std::max<int64_t>(0, now - turn.value("started_ms", now) - waited));
+}
+
+void apply_ctl(json& ctl, const event& e) {
   const json& d = e.data;
   json& turn = turn_of(ctl);
   json& usage = ctl["usage"];
+  // A wait for people that this event ends adds to the turn's waited time.
+  const json prev_wait = turn.is_object() ? turn.value("wait", json()) : json();
   switch (e.type) {
     case event_type::message_received:
       ctl["queue"].push_back({{"id", d.value("id", "")},
@@ -83,12 +103,14 @@ void apply_ctl(const config::agent_spec& spec, json& ctl, const event& e) {
       const std::string name = d.value("signal", "");
       if (!is_control_signal(name)) {
         ctl["queue"].push_back(
-            {{"id", "signal:" + name},
+            // "auto-" ids are the node's own: no client message shares one.
+            {{"id", "auto-signal-" + std::to_string(u64(d, "arrival"))},
              {"from", ""},
              {"input", "[signal " + name + "] " + d.value("payload", json()).dump()}});
-      } else if (name == "cancel" && turn.is_object() && turn["failing"].is_null()) {
+      } else if (name == "cancel" && turn.is_object() && turn["failing"].is_null() &&
+                 !(turn["wait"].is_object() && turn["wait"].value("on", "") == "in_doubt")) {
         const json& p = d.value("payload", json());
-        std::string by = p.is_object() ? p.value("by", "") : "";
+        std::string by = str(p, "by");
         turn["failing"] = {{"status", "cancelled"},
                            {"reason", by.empty() ? "cancelled" : "cancelled by " + by}};
         if (turn["wait"].is_object() && is_passive_wait(turn["wait"].value("on", "")))
@@ -116,9 +138,14 @@ void apply_ctl(const config::agent_spec& spec, json& ctl, const event& e) {
       break;
     }
     case event_type::model_requested:
-      turn["wait"] = {
-          {"on", "model"}, {"effect", u64(d, "effect")}, {"attempt", u64(d, "attempt")}};
-      if (u64(d, "attempt") == 1) turn["steps"] = u64(turn, "steps") + 1;
+      turn["wait"] = {{"on", "model"},
+                      {"effect", u64(d, "effect")},
+                      {"attempt", u64(d, "attempt")},
+                      {"call_index", u64(d, "call_index")}};
+      if (u64(d, "attempt") == 1) {
+        turn["steps"] = u64(turn, "steps") + 1;
+        usage["model_requests"] = u64(usage, "model_requests") + 1;
+      }
       turn["model_calls"] = u64(turn, "model_calls") + 1;
       usage["model_calls"] = u64(usage, "model_calls") + 1;
       break;
@@ -153,17 +180,19 @@ void apply_ctl(const config::agent_spec& spec, json& ctl, const event& e) {
       break;
     }
     case event_type::approval_requested:
-      turn["wait"] = {{"on", "approval"}, {"call", u64(d, "call")}};
+      turn["wait"] = {{"on", "approval"}, {"call", u64(d, "call")}, {"since", e.time_ms}};
       break;
     case event_type::effect_started: {
       uint64_t i = u64(d, "call");
       const std::string tool = d.value("tool", "");
-      const config::tool_spec* ts = spec.find_tool(tool);
-      turn["wait"] = {{"on", ts ? wait_on_for(ts->kind) : "tool"},
+      const std::string kind = d.value("kind", "");
+      turn["wait"] = {{"on", wait_on_for(kind)},
                       {"effect", u64(d, "effect")},
                       {"attempt", u64(d, "attempt")},
                       {"call", i},
-                      {"tool", tool}};
+                      {"tool", tool},
+                      {"kind", kind}};
+      if (kind == "ask_human") turn["wait"]["since"] = e.time_ms;
       turn["calls"][i]["state"] = "running";
       if (u64(d, "attempt") == 1) {
         turn["tool_calls"] = u64(turn, "tool_calls") + 1;
@@ -177,10 +206,10 @@ void apply_ctl(const config::agent_spec& spec, json& ctl, const event& e) {
       turn["calls"][i]["state"] = "done";
       turn["next"] = i + 1;
       turn["wait"] = nullptr;
-      const config::tool_spec* ts = spec.find_tool(w.value("tool", ""));
-      if (ts && !ts->compensate.empty())
+      if (const std::string comp = str(d, "compensate"); !comp.empty())
         turn["done"].push_back({{"effect", u64(d, "effect")},
-                                {"tool", ts->name},
+                                {"tool", w.value("tool", "")},
+                                {"compensate", comp},
                                 {"arguments", turn["calls"][i]["arguments"]},
                                 {"result", d.value("result", json())}});
       break;
@@ -203,24 +232,20 @@ void apply_ctl(const config::agent_spec& spec, json& ctl, const event& e) {
     }
     case event_type::effect_in_doubt: {
       json w = turn["wait"];
-      turn["wait"] = {{"on", "in_doubt"}, {"prev", std::move(w)}};
+      turn["wait"] = {{"on", "in_doubt"}, {"prev", std::move(w)}, {"since", e.time_ms}};
       break;
     }
     case event_type::compensation_started:
-      turn["wait"] = {{"on", "compensation"},
-                      {"effect", u64(d, "effect")},
-                      {"attempt", u64(d, "attempt")},
-                      {"for", u64(d, "for")},
-                      {"tool", d.value("tool", "")}};
+      turn["wait"] = {{"on", "compensation"},         {"effect", u64(d, "effect")},
+                      {"attempt", u64(d, "attempt")}, {"for", u64(d, "for")},
+                      {"tool", d.value("tool", "")},  {"kind", d.value("kind", "")}};
       break;
     case event_type::compensation_completed:
       turn["wait"] = nullptr;
       if (!turn["done"].empty()) turn["done"].erase(turn["done"].end() - 1);
       break;
     case event_type::turn_completed: {
-      int64_t started = turn.value("started_ms", e.time_ms);
-      usage["wall_ms"] =
-          u64(usage, "wall_ms") + static_cast<uint64_t>(std::max<int64_t>(0, e.time_ms - started));
+      usage["wall_ms"] = u64(usage, "wall_ms") + busy_ms(turn, e.time_ms);
       ctl["turns"] = u64(ctl, "turns") + 1;
       json last = {{"turn", u64(d, "turn")}, {"status", d.value("status", "")}};
       if (d.contains("answer")) last["answer"] = d["answer"];
@@ -232,6 +257,11 @@ void apply_ctl(const config::agent_spec& spec, json& ctl, const event& e) {
     default:
       break;
   }
+  if (prev_wait.is_object() && prev_wait.contains("since") && turn.is_object() &&
+      turn.value("wait", json()) != prev_wait)
+    turn["waited_ms"] =
+        u64(turn, "waited_ms") + static_cast<uint64_t>(std::max<int64_t>(
+                                     0, e.time_ms - prev_wait.value("since", e.time_ms)));
 }
 
 json tool_message(const std::string& call_id, const json& content) {
@@ -314,7 +344,7 @@ struct loop_decider {
         next_timer(st.next_timer_id) {
     // The generic event (message_received, signal_received, timer_fired) is
     // already in `out`; the loop's view must include it.
-    for (const auto& e : out.events) apply_ctl(spec, ctl, e);
+    for (const auto& e : out.events) apply_ctl(ctl, e);
   }
 
   uint64_t next_seq() const { return s.last_seq + out.events.size() + 1; }
@@ -327,26 +357,41 @@ struct loop_decider {
 
   void emit(event_type t, json data) {
     event e{t, now, std::move(data)};
-    apply_ctl(spec, ctl, e);
+    apply_ctl(ctl, e);
     out.events.push_back(std::move(e));
   }
   void effect(agent::effect fx) { out.effects.push_back(std::move(fx)); }
 
+  // effect_completed for the call `w` waited on. The compensating tool is
+  // recorded with it, so folding never depends on the spec of the day.
+  void complete_call(const json& w, json result, const char* who_key = nullptr,
+                     const std::string& who = {}) {
+    const json& c = turn()["calls"][u64(w, "call")];
+    const std::string tool = w.value("tool", "");
+    json d = {{"effect", u64(w, "effect")},
+              {"call_id", c.value("id", "")},
+              {"tool", tool},
+              {"result", std::move(result)}};
+    if (const config::tool_spec* ts = spec.find_tool(tool); ts && !ts->compensate.empty())
+      d["compensate"] = ts->compensate;
+    if (who_key) d[who_key] = who;
+    emit(event_type::effect_completed, std::move(d));
+  }
+
   // --- budgets ---------------------------------------------------------------
   // The reason the turn must stop before another model call (model=true) or
   // tool call, or "" when it may go on.
-  std::string over_budget(bool model) {
+  std::string over_budget(bool model, uint32_t attempt = 1) {
     const auto& b = spec.budgets;
     json& t = turn();
     const json& u = ctl["usage"];
-    const uint64_t turn_wall =
-        static_cast<uint64_t>(std::max<int64_t>(0, now - t.value("started_ms", now)));
+    const uint64_t turn_wall = busy_ms(t, now);
     auto hit = [](uint64_t used, uint64_t limit) { return limit != 0 && used >= limit; };
     auto say = [](const char* scope, const char* what, uint64_t limit) {
       return std::string("budget exhausted: ") + scope + " " + what + " (" + std::to_string(limit) +
              ")";
     };
-    if (model && t.value("steps", uint64_t{0}) >= spec.max_steps_per_turn)
+    if (model && attempt == 1 && t.value("steps", uint64_t{0}) >= spec.max_steps_per_turn)
       return "max_steps_per_turn (" + std::to_string(spec.max_steps_per_turn) + ") reached";
     if (model && hit(u64(t, "model_calls"), b.per_turn.model_calls))
       return say("per-turn", "model_calls", b.per_turn.model_calls);
@@ -366,8 +411,11 @@ struct loop_decider {
     return {};
   }
 
-  // Ends the turn and answers the message that started it.
+  // Ends the turn and answers the message that started it. An effect the
+  // turn still waits on (a recovery that hit a budget) is abandoned.
   void complete_turn(const std::string& status, const std::string& reason) {
+    if (const std::string on = wait_on(); !on.empty() && is_running_wait(on))
+      effect(end_effect{u64(wait(), "effect")});
     json d = {{"turn", u64(turn(), "n")}, {"status", status}};
     if (status == "completed")
       d["answer"] = turn().value("answer", json());
@@ -380,10 +428,13 @@ struct loop_decider {
   }
 
   // --- steps -----------------------------------------------------------------
-  void request_model(uint64_t effect_id, uint32_t attempt, bool recovered) {
-    uint64_t call_index = u64(ctl["usage"], "model_calls");
+  // `call_index` numbers the agent's model calls (not attempts): every
+  // attempt of one call carries the same, so a scripted model answers a
+  // retry as it would have answered the first attempt.
+  void request_model(uint64_t effect_id, uint32_t attempt, bool recovered, uint64_t call_index) {
     json d = {{"effect", effect_id},
               {"attempt", attempt},
+              {"call_index", call_index},
               {"step", u64(turn(), "steps") + (attempt == 1)}};
     if (recovered) d["recovered"] = true;
     emit(event_type::model_requested, std::move(d));
@@ -437,11 +488,13 @@ struct loop_decider {
   }
 
   void start_compensation(uint64_t effect_id, uint32_t attempt, const json& done, bool recovered) {
-    const config::tool_spec* found = spec.find_tool(done.value("tool", ""));
-    if (!found || !spec.find_tool(found->compensate)) {
+    const std::string comp = str(done, "compensate");
+    const config::tool_spec* undo = spec.find_tool(comp);
+    if (!undo) {
       emit(event_type::compensation_started, {{"effect", effect_id},
                                               {"for", u64(done, "effect")},
-                                              {"tool", found ? found->compensate : ""},
+                                              {"tool", comp},
+                                              {"kind", ""},
                                               {"arguments", nullptr},
                                               {"attempt", attempt}});
       emit(event_type::compensation_completed,
@@ -451,19 +504,16 @@ struct loop_decider {
             {"error", "the compensating tool is no longer declared by agent type " + spec.name}});
       return advance();
     }
-    const config::tool_spec& orig = *found;
-    json args = {{"tool", orig.name},
+    json args = {{"tool", str(done, "tool")},
                  {"arguments", done.value("arguments", json())},
                  {"result", done.value("result", json())},
                  {"effect", u64(done, "effect")}};
-    json d = {{"effect", effect_id},
-              {"for", u64(done, "effect")},
-              {"tool", orig.compensate},
-              {"arguments", args},
-              {"attempt", attempt}};
+    json d = {{"effect", effect_id}, {"for", u64(done, "effect")},
+              {"tool", comp},        {"kind", config::to_string(undo->kind)},
+              {"arguments", args},   {"attempt", attempt}};
     if (recovered) d["recovered"] = true;
     emit(event_type::compensation_started, std::move(d));
-    effect(tool_call_effect{effect_id, attempt, orig.compensate, std::move(args)});
+    effect(tool_call_effect{effect_id, attempt, comp, std::move(args)});
   }
 
   void set_timer(int64_t due, json payload) {
@@ -543,7 +593,7 @@ struct loop_decider {
         complete_turn("stopped", why);
         continue;
       }
-      request_model(next_seq(), 1, false);
+      request_model(next_seq(), 1, false, u64(ctl["usage"], "model_requests"));
       return;
     }
   }
@@ -554,7 +604,9 @@ struct loop_decider {
     const json w = wait();
     const uint64_t eff = u64(w, "effect");
     effect(end_effect{eff});
-    if (r.retryable && r.attempt < p.attempts) {
+    // A turn being cancelled or failing starts nothing new, retries included.
+    const bool stopping = !turn()["failing"].is_null();
+    if (r.retryable && r.attempt < p.attempts && !stopping) {
       int64_t delay = retry_delay_ms(p, eff, r.attempt);
       emit(event_type::effect_failed, {{"effect", eff},
                                        {"attempt", r.attempt},
@@ -590,8 +642,8 @@ struct loop_decider {
     const std::string on = w.value("on", "");
     const uint64_t eff = u64(w, "effect");
     if (on == "model") {
-      if (auto why = over_budget(true); !why.empty()) return complete_turn("stopped", why);
-      return request_model(eff, attempt, recovered);
+      if (auto why = over_budget(true, attempt); !why.empty()) return complete_turn("stopped", why);
+      return request_model(eff, attempt, recovered, u64(w, "call_index"));
     }
     if (on == "compensation") {
       const json* done = find_done(u64(w, "for"));
@@ -658,7 +710,7 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
   const json before = s.data.value("ctl", json::object()).value("turn", json());
   loop_decider d(*this, s, now, out);
   const json& p = sig.payload;
-  const std::string by = p.is_object() ? p.value("by", "") : "";
+  const std::string by = str(p, "by");
   const std::string on = d.wait_on();
   auto conflict = [&](std::string why) {
     out.effects.push_back(reply_error("conflict", std::move(why)));
@@ -675,7 +727,7 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
                {"verdict", ok ? "approved" : "rejected"},
                {"rule", "human"},
                {"by", by},
-               {"reason", p.is_object() ? p.value("reason", "") : ""}};
+               {"reason", str(p, "reason")}};
     if (!ok && ev["reason"] == "")
       ev["reason"] = "rejected" + (by.empty() ? std::string() : " by " + by);
     d.emit(event_type::guardrail_decided, std::move(ev));
@@ -690,12 +742,12 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
   }
   if (sig.name == "resolve") {
     if (on != "in_doubt") return conflict("no effect is in doubt");
-    const std::string outcome = p.is_object() ? p.value("outcome", "") : "";
+    const std::string outcome = str(p, "outcome");
     const json prev = d.wait()["prev"];
     const uint64_t eff = u64(prev, "effect");
     const bool comp = prev.value("on", "") == "compensation";
     if (outcome == "succeeded") {
-      json result = p.value("result", json());
+      json result = p.is_object() ? p.value("result", json()) : json();
       if (comp)
         d.emit(event_type::compensation_completed, {{"effect", eff},
                                                     {"for", u64(prev, "for")},
@@ -703,12 +755,7 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
                                                     {"result", result},
                                                     {"resolved_by", by}});
       else {
-        const json c = d.turn()["calls"][u64(prev, "call")];
-        d.emit(event_type::effect_completed, {{"effect", eff},
-                                              {"call_id", c.value("id", "")},
-                                              {"tool", prev.value("tool", "")},
-                                              {"result", result},
-                                              {"resolved_by", by}});
+        d.complete_call(prev, result, "resolved_by", by);
       }
     } else if (outcome == "failed") {
       if (comp) {
@@ -740,17 +787,14 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
   if (sig.name == "answer") {
     if (on != "human") return conflict("nobody asked a human");
     const json w = d.wait();
-    const json c = d.turn()["calls"][u64(w, "call")];
-    d.emit(event_type::effect_completed, {{"effect", u64(w, "effect")},
-                                          {"call_id", c.value("id", "")},
-                                          {"tool", w.value("tool", "")},
-                                          {"result", p},
-                                          {"answered_by", by}});
+    d.complete_call(w, p, "answered_by", by);
     d.advance();
     return reply_to(out, {{"answered", true}});
   }
   if (sig.name == "cancel") {
     if (!before.is_object()) return conflict("no turn is in progress");
+    if (before["wait"].is_object() && before["wait"].value("on", "") == "in_doubt")
+      return conflict("an effect is in doubt: resolve it first, then cancel");
     if (before["wait"].is_object() && before["wait"].value("on", "") == "worker")
       d.effect(end_effect{u64(before["wait"], "effect")});
     d.advance();
@@ -769,11 +813,7 @@ void loop_type::on_timer(const agent_state& s, const pending_timer& t, int64_t n
   if (p.contains("sleep")) {
     if (on != "sleep" || u64(d.wait(), "effect") != u64(p, "sleep")) return;
     const json w = d.wait();
-    const json c = d.turn()["calls"][u64(w, "call")];
-    d.emit(event_type::effect_completed, {{"effect", u64(w, "effect")},
-                                          {"call_id", c.value("id", "")},
-                                          {"tool", w.value("tool", "")},
-                                          {"result", {{"slept_ms", p.value("ms", int64_t{0})}}}});
+    d.complete_call(w, {{"slept_ms", p.value("ms", int64_t{0})}});
     return d.advance();
   }
   if (p.contains("retry")) {
@@ -833,11 +873,7 @@ void loop_type::on_effect_result(const agent_state& s, const effect_result_input
   }
   if (!r.ok) return d.attempt_failed(policy, r, false);
   d.effect(end_effect{r.effect});
-  const json c = d.turn()["calls"][u64(w, "call")];
-  d.emit(event_type::effect_completed, {{"effect", r.effect},
-                                        {"call_id", c.value("id", "")},
-                                        {"tool", w.value("tool", "")},
-                                        {"result", r.result}});
+  d.complete_call(w, r.result);
   d.advance();
   reply_to(out, {{"recorded", true}});
 }
@@ -846,7 +882,8 @@ bool loop_type::needs_recovery(const agent_state& s) const {
   const json& turn = s.data.value("ctl", json::object()).value("turn", json());
   if (!turn.is_object() || !turn["wait"].is_object()) return false;
   const std::string on = turn["wait"].value("on", "");
-  return on == "model" || on == "tool" || on == "compensation";
+  return on == "model" || on == "tool" ||
+         (on == "compensation" && turn["wait"].value("kind", "") != "worker");
 }
 
 void loop_type::on_recover(const agent_state& s, int64_t now, decision& out) const {
@@ -868,7 +905,15 @@ void loop_type::on_recover(const agent_state& s, int64_t now, decision& out) con
 void loop_type::apply(agent_state& s, const event& e) const {
   json& ctl = s.data["ctl"];
   apply_conversation(s.data["conversation"], ctl, e);
-  apply_ctl(*spec_, ctl, e);
+  apply_ctl(ctl, e);
+}
+
+std::vector<uint64_t> loop_type::open_effects(const agent_state& s) const {
+  const json& turn = s.data.value("ctl", json::object()).value("turn", json());
+  if (!turn.is_object() || !turn["wait"].is_object()) return {};
+  const json& w = turn["wait"];
+  if (!is_running_wait(w.value("on", ""))) return {};
+  return {u64(w, "effect")};
 }
 
 std::string loop_type::phase(const agent_state& s) const {

@@ -50,6 +50,7 @@ class loop_type final : public agent_type {
   result<json> query(const agent_state& s, const json& q) const override;
   json view(const agent_state& s) const override;
   std::string phase(const agent_state& s) const override;
+  std::vector<uint64_t> open_effects(const agent_state& s) const override;
 
   // The chat-completions request for the model call the state waits for:
   // the instructions as the system message, the conversation, the tools.

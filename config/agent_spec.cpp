@@ -463,6 +463,11 @@ status parse_tools(const fields& top, std::vector<tool_spec>& tools) {
     std::string where = child(child(top.at("tools"), i), "compensate");
     if (c == tools[i].name) return top.fail(where, "a tool cannot compensate itself");
     if (!index.count(c)) return top.fail(where, "\"" + c + "\" is not a tool of this spec");
+    const tool_kind k = tools[index.at(c)].kind;
+    if (k == tool_kind::sleep || k == tool_kind::ask_human)
+      return top.fail(where, "\"" + c + "\" is a " + to_string(k) +
+                                 " tool, which cannot undo anything; compensate with an http, "
+                                 "exec, worker, send_message or spawn_agent tool");
   }
   return status::ok();
 }

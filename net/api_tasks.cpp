@@ -75,13 +75,20 @@ void finish(actors::node& node, const std::string& id, bool ok, const http_reque
             const respond_fn& respond) {
   actors::task_outcome o;
   o.ok = ok;
+  std::string worker;
   if (ok) {
     auto body = parse_object(req.body, {"result", "worker"}, true);
     if (!body) return respond(error_response(body.error()));
+    auto w = string_field(*body, "worker", false);
+    if (!w) return respond(error_response(w.error()));
+    worker = std::move(*w);
     o.result = body->value("result", json());
   } else {
     auto body = parse_object(req.body, {"error", "retryable", "worker"}, false);
     if (!body) return respond(error_response(body.error()));
+    auto w = string_field(*body, "worker", false);
+    if (!w) return respond(error_response(w.error()));
+    worker = std::move(*w);
     auto err = string_field(*body, "error", true);
     if (!err) return respond(error_response(err.error()));
     o.error = std::move(*err);
@@ -91,7 +98,7 @@ void finish(actors::node& node, const std::string& id, bool ok, const http_reque
       o.retryable = (*body)["retryable"].get<bool>();
     }
   }
-  node.complete_task(id, std::move(o), [respond](result<json> r) {
+  node.complete_task(id, worker, std::move(o), [respond](result<json> r) {
     guarded(respond, [&] { respond(r ? json_response(200, *r) : error_response(r.error())); });
   });
 }

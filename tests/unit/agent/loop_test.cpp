@@ -538,3 +538,106 @@ TEST_CASE("a malformed model reply fails the turn instead of the agent") {
   CHECK(d.s.status == "active");
   d.check_fold();
 }
+
+TEST_CASE("payload fields of the wrong type are ignored, never fatal") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("refund"))[0];
+  d.result(m.effect, 1, calls({{"refund", {{"amount", 500}}}}));
+  auto dec = d.signal("approve", {{"by", 5}, {"reason", json::array()}});
+  CHECK(d.s.status == "active");
+  CHECK(effects_of<a::tool_call_effect>(dec).size() == 1);
+  d.signal("poke", "not an object");
+  d.signal("cancel", {{"by", false}});
+  CHECK(d.s.status == "active");
+  d.check_fold();
+}
+
+TEST_CASE("a cancelled turn does not retry the call it was running") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto tc =
+      effects_of<a::tool_call_effect>(d.result(m.effect, 1, calls({{"lookup", {{"o", 1}}}})))[0];
+  d.signal("cancel", {{"by", "ops"}});
+  auto dec = d.failure(tc.effect, 1, true);  // retryable, but the turn is being cancelled
+  CHECK(effects_of<a::set_timer_effect>(dec).empty());
+  auto done = find_event(dec.events, a::event_type::turn_completed);
+  REQUIRE(done);
+  CHECK(done->data["status"] == "cancelled");
+  d.check_fold();
+}
+
+TEST_CASE("a retry of a model call keeps its call index, even on the last allowed step") {
+  driver d;
+  d.spec->max_steps_per_turn = 1;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  CHECK(m.call_index == 0);
+  auto dec = d.failure(m.effect, 1, true);
+  auto timers = effects_of<a::set_timer_effect>(dec);
+  REQUIRE(timers.size() == 1);
+  d.now = timers[0].due_ms;
+  dec = d.step(a::timer_input{timers[0].timer_id});
+  auto again = effects_of<a::model_call_effect>(dec);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].attempt == 2);
+  CHECK(again[0].call_index == 0);
+  d.result(m.effect, 2, reply("ok"));
+  // The next turn's first call is the agent's second call, not its third.
+  auto next = effects_of<a::model_call_effect>(d.message("y"));
+  REQUIRE(next.size() == 1);
+  CHECK(next[0].call_index == 1);
+  d.check_fold();
+}
+
+TEST_CASE("terminating an agent abandons the effect it waits on") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto tc =
+      effects_of<a::tool_call_effect>(d.result(m.effect, 1, calls({{"lookup", {{"o", 1}}}})))[0];
+  auto dec = d.step(a::terminate_input{"ops"});
+  auto ends = effects_of<a::end_effect>(dec);
+  REQUIRE(ends.size() == 1);
+  CHECK(ends[0].effect == tc.effect);
+  auto late = d.result(tc.effect, 1, {{"ok", 1}});
+  CHECK(late.events.empty());
+  REQUIRE(effects_of<a::reply_effect>(late).size() == 1);
+  CHECK_FALSE(effects_of<a::reply_effect>(late)[0].ok);
+}
+
+TEST_CASE("time spent waiting for a human does not count against the turn's wall budget") {
+  driver d;
+  d.spec->budgets.per_turn.wall_ms = 60'000;
+  auto m = effects_of<a::model_call_effect>(d.message("refund"))[0];
+  d.result(m.effect, 1, calls({{"refund", {{"amount", 500}}}}));
+  d.now += int64_t{30} * 24 * 3600 * 1000;  // approved a month later
+  auto dec = d.signal("approve", {{"by", "maria"}});
+  CHECK(effects_of<a::tool_call_effect>(dec).size() == 1);
+  CHECK(find_event(dec.events, a::event_type::turn_completed) == nullptr);
+  d.check_fold();
+}
+
+TEST_CASE("a turn started by a signal answers under an id no client can use") {
+  driver d;
+  auto dec = d.signal("poke", {{"x", 1}});
+  auto started = find_event(dec.events, a::event_type::turn_started);
+  REQUIRE(started);
+  CHECK(started->data["id"].get<std::string>().rfind("auto-", 0) == 0);
+}
+
+TEST_CASE("a worker compensation waits passively and needs no recovery") {
+  driver d;
+  auto undo = tool("undo_by_worker", c::tool_kind::worker, true);
+  undo.queue = "ops";
+  d.spec->tools.push_back(undo);
+  for (auto& t : d.spec->tools)
+    if (t.name == "reserve") t.compensate = "undo_by_worker";
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto dec =
+      d.result(m.effect, 1, calls({{"reserve", {{"seat", 1}}}, {"refund", {{"amount", 1}}}}));
+  auto r = effects_of<a::tool_call_effect>(dec)[0];
+  auto rf = effects_of<a::tool_call_effect>(d.result(r.effect, 1, {{"held", 1}}))[0];
+  dec = d.failure(rf.effect, 1, false);
+  REQUIRE(effects_of<a::tool_call_effect>(dec).size() == 1);
+  CHECK(d.phase() == "compensating");
+  CHECK_FALSE(d.type.needs_recovery(d.s));
+  d.check_fold();
+}

@@ -1,0 +1,75 @@
+#include <doctest/doctest.h>
+
+#include "actors/task_queue.hpp"
+
+using namespace keel;
+using actors::worker_task;
+
+namespace {
+
+worker_task task(std::string id, std::string queue, uint32_t lease_ms = 1000) {
+  worker_task t;
+  t.id = std::move(id);
+  t.queue = std::move(queue);
+  t.agent = "a/1";
+  t.effect = 7;
+  t.lease_ms = lease_ms;
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("tasks are handed out oldest first, one worker at a time per lease") {
+  actors::task_queue q;
+  q.add(task("1.7.1", "billing"));
+  q.add(task("1.8.1", "billing"));
+  q.add(task("2.3.1", "mail"));
+  auto a = q.poll("billing", "w1", 0);
+  REQUIRE(a);
+  CHECK(a->id == "1.7.1");
+  CHECK(a->lease_until_ms == 1000);
+  auto b = q.poll("billing", "w2", 10);
+  REQUIRE(b);
+  CHECK(b->id == "1.8.1");
+  CHECK_FALSE(q.poll("billing", "w3", 20));
+  CHECK_FALSE(q.poll("nothing", "w3", 20));
+  auto stats = q.stats(20);
+  CHECK(stats["billing"].leased == 2);
+  CHECK(stats["mail"].ready == 1);
+}
+
+TEST_CASE(
+    "a lease that runs out makes the task ready again, and only its holder may report it before") {
+  actors::task_queue q;
+  q.add(task("1.7.1", "billing"));
+  REQUIRE(q.poll("billing", "w1", 0));
+  auto other = q.find("1.7.1", "w2", 500);
+  REQUIRE_FALSE(other);
+  CHECK(other.error().error_code() == code::conflict);
+  CHECK(q.find("1.7.1", "w1", 500));
+  CHECK(q.find("1.7.1", "", 500));  // a report without a worker name is taken
+  auto again = q.poll("billing", "w2", 1500);
+  REQUIRE(again);
+  CHECK(again->deliveries == 2);
+  CHECK(q.requeued() == 1);
+  CHECK(q.find("1.7.1", "w1", 1600).error().error_code() == code::conflict);
+  q.finish("1.7.1");
+  CHECK(q.find("1.7.1", "w2", 1600).error().error_code() == code::not_found);
+}
+
+TEST_CASE("tasks rebuilt at start-up stay leased for one lease") {
+  actors::task_queue q;
+  q.add(task("1.7.1", "billing"), 1000);
+  CHECK_FALSE(q.poll("billing", "w2", 500));
+  CHECK(q.find("1.7.1", "w1", 500));  // its old worker may still finish it
+  CHECK(q.poll("billing", "w2", 1001));
+}
+
+TEST_CASE("removing an agent's effect drops its task whatever the attempt") {
+  actors::task_queue q;
+  q.add(task("1.7.1", "billing"));
+  q.add(task("1.7.2", "billing"));
+  q.remove("a/1", 7);
+  CHECK_FALSE(q.poll("billing", "w", 0));
+  CHECK(q.stats(0).empty());
+}
