@@ -19,7 +19,7 @@ bool is_corruption_naming(const keel::result<T>& r, std::string_view what,
     MESSAGE("expected a corruption error, got a value");
     return false;
   }
-  const std::string& m = r.error().message();
+  const std::string m = r.error().message();  // error() is a temporary
   bool ok = r.error().error_code() == keel::code::corruption && m.find(what) != std::string::npos &&
             (why.empty() || m.find(why) != std::string::npos);
   if (!ok) MESSAGE("unexpected error: " << r.error().to_string());
