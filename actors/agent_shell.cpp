@@ -784,6 +784,10 @@ void on_idle(shell_actor* self) {
     blob_list blobs;
     b.ops.push_back({family::snapshots, false, persistence::agent_seq_key(s.meta.id, seq),
                      persistence::encode_record(snapshot_record(s.st, now, &blobs))});
+    // The conversation's long texts came with events whose blobs are stored
+    // already: writing them again on every hibernation would rewrite the
+    // whole conversation each time.
+    std::erase_if(blobs, [&s](const auto& b) { return s.rt->db->has_blob(b.first); });
     blob_ops(blobs, b.ops);
     if (s.meta.snapshot_seq > 0)
       b.ops.push_back({family::snapshots,

@@ -682,7 +682,14 @@ int64_t retry_delay_ms(const config::retry_policy& p, uint64_t effect, uint32_t 
   return std::max<int64_t>(0, std::llround(base * spread));
 }
 
-loop_type::loop_type(std::shared_ptr<const config::agent_spec> spec) : spec_(std::move(spec)) {}
+loop_type::loop_type(std::shared_ptr<const config::agent_spec> spec)
+    : spec_(std::move(spec)), tools_(json::array()) {
+  for (const auto& t : spec_->tools)
+    tools_.push_back(
+        {{"type", "function"},
+         {"function",
+          {{"name", t.name}, {"description", t.description}, {"parameters", t.parameters}}}});
+}
 
 result<json> loop_type::initial_data(const json& input) const {
   if (!input.is_null() && !input.is_object())
@@ -977,18 +984,19 @@ result<json> loop_type::query(const agent_state& s, const json& q) const {
 }
 
 json loop_type::model_request(const agent_state& s) const {
+  // One copy of the conversation, which the request must own (it goes to
+  // an effect thread); value() would copy it once more.
   json messages = json::array();
+  auto conv = s.data.find("conversation");
+  const std::size_t n = conv != s.data.end() && conv->is_array() ? conv->size() : 0;
+  messages.get_ref<json::array_t&>().reserve(n + 1);
   if (!spec_->instructions.empty())
     messages.push_back({{"role", "system"}, {"content", spec_->instructions}});
-  for (const auto& m : s.data.value("conversation", json::array())) messages.push_back(m);
-  json tools = json::array();
-  for (const auto& t : spec_->tools)
-    tools.push_back(
-        {{"type", "function"},
-         {"function",
-          {{"name", t.name}, {"description", t.description}, {"parameters", t.parameters}}}});
-  json req = {{"messages", std::move(messages)}};
-  if (!tools.empty()) req["tools"] = std::move(tools);
+  if (n > 0)
+    for (const auto& m : *conv) messages.push_back(m);
+  json req = json::object();
+  req["messages"] = std::move(messages);
+  if (!tools_.empty()) req["tools"] = tools_;
   return req;
 }
 

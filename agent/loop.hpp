@@ -58,6 +58,7 @@ class loop_type final : public agent_type {
 
  private:
   std::shared_ptr<const config::agent_spec> spec_;
+  json tools_;  // the request's "tools", built once from the spec
 };
 
 // The wait before attempt `attempt + 1` of an effect: exponential backoff

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark and writes bench/results/<name>.json.
 #
-#   bench/run.sh            full scale (several minutes)
+#   bench/run.sh            full scale (~12 min, 7 of them turn_overhead)
 #   bench/run.sh --quick    scaled down, a smoke run (well under a minute)
 #
 # BUILD_DIR (default: build, a Release build) must hold bench/<name>;
@@ -26,7 +26,7 @@ for arg in "$@"; do
   esac
 done
 
-benches=(hibernate_resume step_throughput memory)
+benches=(hibernate_resume step_throughput memory turn_overhead ledger_growth)
 
 missing=()
 for b in "${benches[@]}"; do
@@ -52,10 +52,14 @@ if ((quick)); then
   hibernate_args=(--agents 1000)
   step_args=(--levels 1,10,100,1000 --duration-s 1 --warmup-s 0.2 --fsync-samples 300)
   memory_args=(--agents 5000 --startup-agents 50000 --startup-runs 1)
+  turn_args=(--turns 200 --warmup-turns 20 --levels 1,10,100 --duration-s 1 --warmup-s 0.2)
+  ledger_args=(--checkpoints 10,100)
 else
   hibernate_args=()
   step_args=()
   memory_args=()
+  turn_args=()
+  ledger_args=()
 fi
 
 run_one() {
@@ -71,3 +75,5 @@ run_one() {
 run_one hibernate_resume "${hibernate_args[@]}"
 run_one step_throughput "${step_args[@]}"
 run_one memory "${memory_args[@]}"
+run_one turn_overhead "${turn_args[@]}"
+run_one ledger_growth "${ledger_args[@]}"

@@ -102,6 +102,8 @@ result<std::unique_ptr<store>> store::open(const store_options& opts) {
       std::make_shared<rocksdb::WriteBufferManager>(opts.block_cache_bytes / 2, cache);
   // Bounds the WAL a restart replays (start-up time after a crash).
   o.max_total_wal_size = 64ull << 20;
+  // RocksDB starts a new info log at every open and keeps 1000 by default.
+  o.keep_log_file_num = 4;
   rocksdb::BlockBasedTableOptions t;
   t.block_cache = cache;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
@@ -380,6 +382,16 @@ result<std::vector<running_effect>> store::running_effects() {
   }
   KEEL_TRY(from_rocks(it->status(), "scanning effects"));
   return out;
+}
+
+bool store::has_blob(std::string_view key) {
+  rocksdb::Slice k(key.data(), key.size());
+  std::string v;
+  bool found = false;
+  if (!impl_->db->KeyMayExist(rocksdb::ReadOptions(), impl_->cf(family::blobs), k, &v, &found))
+    return false;
+  if (found) return true;
+  return impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(family::blobs), k, &v).ok();
 }
 
 result<std::optional<std::string>> store::get_blob(std::string_view key) {

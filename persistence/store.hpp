@@ -124,6 +124,9 @@ class store {
 
   // A blob by its key (content hash), if present.
   result<std::optional<std::string>> get_blob(std::string_view key);
+  // Whether a blob is stored (a bloom-filter check first; a read only when
+  // the filter cannot rule it out).
+  bool has_blob(std::string_view key);
 
   // Number of keys RocksDB estimates in a family (for metrics).
   uint64_t estimate_keys(family f);
