@@ -26,18 +26,18 @@ using json = nlohmann::json;
 // that fails retryably waits min(backoff_ms * multiplier^(n-1),
 // max_backoff_ms), spread by +-jitter (a fraction), before attempt n+1.
 struct retry_policy {
-  uint32_t attempts = 3;          // total attempts, >= 1
-  uint32_t backoff_ms = 200;      // first wait
-  double multiplier = 2.0;        // >= 1
+  uint32_t attempts = 3;      // total attempts, >= 1
+  uint32_t backoff_ms = 200;  // first wait
+  double multiplier = 2.0;    // >= 1
   uint32_t max_backoff_ms = 30'000;
-  double jitter = 0.2;            // 0..1
-  uint32_t timeout_ms = 30'000;   // per attempt, >= 1
+  double jitter = 0.2;           // 0..1
+  uint32_t timeout_ms = 30'000;  // per attempt, >= 1
 };
 
 struct model_spec {
-  std::string provider;  // "openai" | "scripted"
-  std::string model;     // sent as "model" (openai); free text (scripted)
-  std::string base_url;  // openai: e.g. "http://127.0.0.1:8000/v1" (required)
+  std::string provider;     // "openai" | "scripted"
+  std::string model;        // sent as "model" (openai); free text (scripted)
+  std::string base_url;     // openai: e.g. "http://127.0.0.1:8000/v1" (required)
   std::string api_key_env;  // openai: environment variable with the key (optional)
   std::optional<double> temperature;
   std::optional<uint32_t> max_tokens;
@@ -123,7 +123,7 @@ struct agent_spec {
   std::vector<tool_spec> tools;
   guardrails_spec guardrails;
   budgets_spec budgets;
-  std::optional<uint32_t> idle_ms;  // overrides the node's idle_ms
+  std::optional<uint32_t> idle_ms;   // overrides the node's idle_ms
   uint32_t max_steps_per_turn = 16;  // model calls per turn, >= 1
   std::string source;                // the file it came from
   std::string hash;                  // hex digest of the canonical JSON, recorded at spawn
@@ -134,8 +134,7 @@ struct agent_spec {
 // Parses one spec. `source` names it in errors; relative paths (the
 // scripted model's file) resolve against `base_dir`. Errors:
 // invalid_argument with "<source>: <pointer>: <what>".
-result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j,
-                                                           const std::string& source,
+result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const std::string& source,
                                                            const std::string& base_dir);
 // Reads and parses a file. Errors: io_error (unreadable), invalid_argument.
 result<std::shared_ptr<const agent_spec>> load_agent_spec(const std::string& path);
