@@ -1,11 +1,10 @@
 #include "agent/guardrails.hpp"
 
+#include "config/patterns.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <optional>
 #include <regex>
 #include <utility>
@@ -32,39 +31,6 @@ const char* to_string(guardrail_verdict::kind k) {
 }
 
 namespace {
-
-// As in config/json_schema.cpp: libstdc++'s default matcher recurses once
-// per input character, so a quantified pattern over a ~10 KB argument
-// (which a model can send) overflows the stack and kills the node. The
-// polynomial mode walks the automaton breadth-first with a stack bounded by
-// the pattern; back-references, which it cannot run, are refused at load.
-constexpr auto regex_syntax = std::regex::ECMAScript
-#ifdef __GLIBCXX__
-                              | std::regex_constants::__polynomial
-#endif
-    ;
-
-// Keyed by the pattern text (not by spec address, which a later spec may
-// reuse). Patterns come only from loaded specs, so the cache stays small;
-// entries are never removed, so returned references stay valid.
-const std::regex& compiled(const std::string& pattern) {
-  static std::mutex mu;
-  static std::map<std::string, std::unique_ptr<const std::regex>> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto& slot = cache[pattern];
-  if (!slot) {
-    // "(?i)" is not ECMAScript; config/agent_spec.cpp accepts it at load
-    // with the same translation.
-    std::string body = pattern;
-    auto flags = regex_syntax;
-    if (body.rfind("(?i)", 0) == 0) {
-      body.erase(0, 4);
-      flags |= std::regex::icase;
-    }
-    slot = std::make_unique<const std::regex>(body, flags);
-  }
-  return *slot;
-}
 
 // "120", " 1.2e2 " count as numbers so that quoting an amount does not
 // dodge an above/below rule. Anything strtod reads completely counts,
@@ -131,7 +97,7 @@ bool rule_matches(const arg_rule& rule, const json& arguments) {
   if (rule.pattern) {
     const std::regex* re = nullptr;
     try {
-      re = &compiled(*rule.pattern);
+      re = &config::pattern(*rule.pattern);
     } catch (const std::regex_error&) {
       // Specs are checked at load, so only a hand-built rule gets here:
       // fail closed.

@@ -1,4 +1,5 @@
 #include "config/agent_spec.hpp"
+#include "config/patterns.hpp"
 
 #include <unistd.h>
 
@@ -52,23 +53,6 @@ const tool_spec* agent_spec::find_tool(const std::string& tool_name) const {
 
 namespace {
 
-std::string child(const std::string& pointer, const std::string& key) {
-  std::string out = pointer + "/";
-  for (char c : key) {
-    if (c == '~')
-      out += "~0";
-    else if (c == '/')
-      out += "~1";
-    else
-      out += c;
-  }
-  return out;
-}
-
-std::string child(const std::string& pointer, std::size_t index) {
-  return pointer + "/" + std::to_string(index);
-}
-
 std::string format_number(double d) {
   std::ostringstream os;
   os << d;
@@ -87,7 +71,7 @@ class fields {
   }
   status fail_key(const char* key, const std::string& what) const { return fail(at(key), what); }
 
-  std::string at(const char* key) const { return child(ptr_, key); }
+  std::string at(const char* key) const { return pointer_child(ptr_, key); }
   const std::string& pointer() const { return ptr_; }
   const json* find(const char* key) const {
     auto it = obj_.find(key);
@@ -104,7 +88,7 @@ class fields {
         continue;
       std::string list;
       for (const char* k : known) list += (list.empty() ? "" : ", ") + std::string(k);
-      return fail(child(ptr_, it.key()), "unknown key; expected one of " + list);
+      return fail(pointer_child(ptr_, it.key()), "unknown key; expected one of " + list);
     }
     return status::ok();
   }
@@ -234,24 +218,10 @@ std::string find_on_path(const std::string& program) {
   return {};
 }
 
-// Compiled exactly as agent/guardrails.cpp does, so that what loads also
-// runs: a leading "(?i)" (not ECMAScript) becomes the icase flag, and the
-// polynomial mode (see config/json_schema.cpp) refuses back-references.
+// Compiled as agent/guardrails.cpp runs it (config/patterns.hpp), so that
+// what loads also runs.
 status compile_rule_pattern(const fields& f, const std::string& pattern) {
-  std::string body = pattern;
-  auto flags = std::regex::ECMAScript;
-#ifdef __GLIBCXX__
-  flags |= std::regex_constants::__polynomial;
-#endif
-  if (body.rfind("(?i)", 0) == 0) {
-    body.erase(0, 4);
-    flags |= std::regex::icase;
-  }
-  try {
-    std::regex re(body, flags);
-  } catch (const std::regex_error& e) {
-    return f.fail_key("pattern", std::string("is not a valid ECMAScript regex: ") + e.what());
-  }
+  if (auto re = compile_pattern(pattern); !re) return f.fail_key("pattern", re.error().message());
   return status::ok();
 }
 
@@ -353,7 +323,7 @@ status parse_parameters(const fields& f, json& parameters) {
     return f.fail(f.at("parameters") + (ptr == "/" ? "" : ptr), what);
   }
   if (auto t = p.find("type"); t != p.end() && *t != "object")
-    return f.fail(child(f.at("parameters"), "type"),
+    return f.fail(pointer_child(f.at("parameters"), "type"),
                   "must be \"object\": tool arguments are a JSON object");
   parameters = p;
   return status::ok();
@@ -363,11 +333,11 @@ status parse_argv(const fields& f, std::vector<std::string>& argv) {
   const json& a = *f.find("argv");
   if (!a.is_array() || a.empty()) return f.fail_key("argv", "must be a non-empty array of strings");
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if (!a[i].is_string()) return f.fail(child(f.at("argv"), i), "must be a string");
+    if (!a[i].is_string()) return f.fail(pointer_child(f.at("argv"), i), "must be a string");
     argv.push_back(a[i].get<std::string>());
   }
   const std::string program = argv[0];
-  const std::string where = child(f.at("argv"), 0);
+  const std::string where = pointer_child(f.at("argv"), 0);
   if (program.empty()) return f.fail(where, "must not be empty");
   if (program.front() == '/') {
     if (!is_executable_file(program)) return f.fail(where, program + " is not an executable file");
@@ -417,7 +387,7 @@ status parse_tool(const fields& f, tool_spec& t) {
       if (!h->is_object()) return f.fail_key("headers", "must be an object of strings");
       for (auto it = h->begin(); it != h->end(); ++it) {
         if (!it.value().is_string())
-          return f.fail(child(f.at("headers"), it.key()), "must be a string");
+          return f.fail(pointer_child(f.at("headers"), it.key()), "must be a string");
         t.headers[it.key()] = it.value().get<std::string>();
       }
     }
@@ -448,7 +418,7 @@ status parse_tools(const fields& top, std::vector<tool_spec>& tools) {
   if (!arr->is_array()) return top.fail_key("tools", "must be an array of tools");
   std::map<std::string, std::size_t> index;
   for (std::size_t i = 0; i < arr->size(); ++i) {
-    fields f = top.sub((*arr)[i], child(top.at("tools"), i));
+    fields f = top.sub((*arr)[i], pointer_child(top.at("tools"), i));
     tool_spec t;
     KEEL_TRY(parse_tool(f, t));
     auto [it, fresh] = index.emplace(t.name, i);
@@ -460,7 +430,7 @@ status parse_tools(const fields& top, std::vector<tool_spec>& tools) {
   for (std::size_t i = 0; i < tools.size(); ++i) {
     const std::string& c = tools[i].compensate;
     if (c.empty()) continue;
-    std::string where = child(child(top.at("tools"), i), "compensate");
+    std::string where = pointer_child(pointer_child(top.at("tools"), i), "compensate");
     if (c == tools[i].name) return top.fail(where, "a tool cannot compensate itself");
     if (!index.count(c)) return top.fail(where, "\"" + c + "\" is not a tool of this spec");
     const tool_kind k = tools[index.at(c)].kind;
@@ -484,7 +454,7 @@ status parse_tool_names(const fields& f, const char* key, const std::vector<tool
   if (!arr->is_array()) return f.fail_key(key, "must be an array of tool names");
   for (std::size_t i = 0; i < arr->size(); ++i) {
     const json& n = (*arr)[i];
-    std::string where = child(f.at(key), i);
+    std::string where = pointer_child(f.at(key), i);
     if (!n.is_string()) return f.fail(where, "must be a string");
     std::string name = n.get<std::string>();
     if (!declares(tools, name)) return f.fail(where, "\"" + name + "\" is not a declared tool");
@@ -559,13 +529,13 @@ status parse_guardrails(const fields& f, const std::vector<tool_spec>& tools, gu
   if (!rules->is_array()) return f.fail_key("rules", "must be an array of rules");
   std::map<std::string, std::size_t> names;
   for (std::size_t i = 0; i < rules->size(); ++i) {
-    fields rf = f.sub((*rules)[i], child(f.at("rules"), i));
+    fields rf = f.sub((*rules)[i], pointer_child(f.at("rules"), i));
     arg_rule r;
     KEEL_TRY(parse_rule(rf, tools, r));
     auto [it, fresh] = names.emplace(r.name, i);
     if (!fresh)
       return rf.fail_key("name", "duplicate rule name \"" + r.name + "\" (also " +
-                                     child(f.at("rules"), it->second) + ")");
+                                     pointer_child(f.at("rules"), it->second) + ")");
     g.rules.push_back(std::move(r));
   }
   return status::ok();
@@ -634,7 +604,8 @@ class duplicate_key_finder {
   }
   std::string pointer() const {
     std::string p;
-    for (const frame& f : frames_) p = f.object ? child(p, f.key) : child(p, f.index);
+    for (const frame& f : frames_)
+      p = f.object ? pointer_child(p, f.key) : pointer_child(p, f.index);
     return p;
   }
   std::vector<frame> frames_;

@@ -1,9 +1,7 @@
 #include "config/json_schema.hpp"
+#include "config/patterns.hpp"
 
 #include <cmath>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <regex>
 #include <set>
 #include <utility>
@@ -18,23 +16,6 @@ namespace {
 // "<pointer>: <what>" never starts with ": ".
 std::string shown(const std::string& pointer) {
   return pointer.empty() ? "/" : pointer;
-}
-
-std::string child(const std::string& pointer, const std::string& key) {
-  std::string out = pointer + "/";
-  for (char c : key) {
-    if (c == '~')
-      out += "~0";
-    else if (c == '/')
-      out += "~1";
-    else
-      out += c;
-  }
-  return out;
-}
-
-std::string child(const std::string& pointer, std::size_t index) {
-  return pointer + "/" + std::to_string(index);
 }
 
 status bad(const std::string& pointer, const std::string& what) {
@@ -58,29 +39,6 @@ const std::set<std::string>& type_names() {
   return names;
 }
 
-// libstdc++'s default matcher recurses once per input character: a
-// quantified pattern over a ~10 KB argument (which a model can send)
-// overflows the stack and kills the node. Its polynomial mode walks the
-// automaton breadth-first with a stack bounded by the pattern, at the price
-// of back-references, which are then refused when the pattern compiles.
-constexpr auto regex_syntax = std::regex::ECMAScript
-#ifdef __GLIBCXX__
-                              | std::regex_constants::__polynomial
-#endif
-    ;
-
-// Patterns come only from loaded specs, so the cache is bounded by what the
-// operator wrote; compiling std::regex on every tool call would dominate
-// schema checking. Entries are never removed, so references stay valid.
-const std::regex& compiled(const std::string& pattern) {
-  static std::mutex mu;
-  static std::map<std::string, std::unique_ptr<const std::regex>> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto& slot = cache[pattern];
-  if (!slot) slot = std::make_unique<const std::regex>(pattern, regex_syntax);
-  return *slot;
-}
-
 status check_at(const json& schema, const std::string& ptr);
 
 status check_type(const json& t, const std::string& ptr) {
@@ -94,29 +52,29 @@ status check_type(const json& t, const std::string& ptr) {
     return bad(ptr, "must be a type name or a non-empty array of type names");
   std::set<std::string> seen;
   for (std::size_t i = 0; i < t.size(); ++i) {
-    KEEL_TRY(known(t[i], child(ptr, i)));
+    KEEL_TRY(known(t[i], pointer_child(ptr, i)));
     if (!seen.insert(t[i].get<std::string>()).second)
-      return bad(child(ptr, i), "repeats type " + t[i].get<std::string>());
+      return bad(pointer_child(ptr, i), "repeats type " + t[i].get<std::string>());
   }
   return status::ok();
 }
 
 status check_keyword(const std::string& key, const json& v, const std::string& schema_ptr) {
-  const std::string ptr = child(schema_ptr, key);
+  const std::string ptr = pointer_child(schema_ptr, key);
   if (key == "type") return check_type(v, ptr);
   if (key == "properties") {
     if (!v.is_object()) return bad(ptr, "must be an object of schemas");
     for (auto it = v.begin(); it != v.end(); ++it)
-      KEEL_TRY(check_at(it.value(), child(ptr, it.key())));
+      KEEL_TRY(check_at(it.value(), pointer_child(ptr, it.key())));
     return status::ok();
   }
   if (key == "required") {
     if (!v.is_array()) return bad(ptr, "must be an array of property names");
     std::set<std::string> seen;
     for (std::size_t i = 0; i < v.size(); ++i) {
-      if (!v[i].is_string()) return bad(child(ptr, i), "must be a string");
+      if (!v[i].is_string()) return bad(pointer_child(ptr, i), "must be a string");
       if (!seen.insert(v[i].get<std::string>()).second)
-        return bad(child(ptr, i), "repeats \"" + v[i].get<std::string>() + "\"");
+        return bad(pointer_child(ptr, i), "repeats \"" + v[i].get<std::string>() + "\"");
     }
     return status::ok();
   }
@@ -141,11 +99,7 @@ status check_keyword(const std::string& key, const json& v, const std::string& s
   }
   if (key == "pattern") {
     if (!v.is_string()) return bad(ptr, "must be a string");
-    try {
-      (void)compiled(v.get<std::string>());
-    } catch (const std::regex_error& e) {
-      return bad(ptr, std::string("is not a valid ECMAScript regex: ") + e.what());
-    }
+    if (auto re = compile_pattern(v.get<std::string>()); !re) return bad(ptr, re.error().message());
     return status::ok();
   }
   if (key == "description" || key == "title") {
@@ -166,7 +120,8 @@ status check_at(const json& schema, const std::string& ptr) {
   auto bound = [&](const char* lo, const char* hi) -> status {
     if (schema.contains(lo) && schema.contains(hi) &&
         schema[lo].get<double>() > schema[hi].get<double>())
-      return bad(child(ptr, lo), std::string("is greater than ") + hi + ", nothing can match");
+      return bad(pointer_child(ptr, lo),
+                 std::string("is greater than ") + hi + ", nothing can match");
     return status::ok();
   };
   KEEL_TRY(bound("minimum", "maximum"));
@@ -223,7 +178,7 @@ violation check_string(const json& schema, const std::string& s, const std::stri
   if (auto it = schema.find("pattern"); it != schema.end()) {
     const auto& pattern = it->get_ref<const std::string&>();
     try {
-      if (!std::regex_search(s, compiled(pattern)))
+      if (!std::regex_search(s, config::pattern(pattern)))
         return at(ptr, "must match the pattern " + pattern);
     } catch (const std::regex_error&) {
       // Only a pathological input gets here (the pattern compiled at load):
@@ -241,7 +196,7 @@ violation check_array(const json& schema, const json& value, const std::string& 
     return at(ptr, "must have at most " + it->dump() + " items");
   if (auto it = schema.find("items"); it != schema.end())
     for (std::size_t i = 0; i < value.size(); ++i)
-      if (auto v = violation_at(*it, value[i], child(ptr, i))) return v;
+      if (auto v = violation_at(*it, value[i], pointer_child(ptr, i))) return v;
   return std::nullopt;
 }
 
@@ -249,11 +204,11 @@ violation check_object(const json& schema, const json& value, const std::string&
   if (auto it = schema.find("required"); it != schema.end())
     for (const auto& name : *it)
       if (!value.contains(name.get<std::string>()))
-        return at(child(ptr, name.get<std::string>()), "is required");
+        return at(pointer_child(ptr, name.get<std::string>()), "is required");
   auto props = schema.find("properties");
   auto extra = schema.find("additionalProperties");
   for (auto it = value.begin(); it != value.end(); ++it) {
-    const std::string p = child(ptr, it.key());
+    const std::string p = pointer_child(ptr, it.key());
     if (props != schema.end() && props->contains(it.key())) {
       if (auto v = violation_at((*props)[it.key()], it.value(), p)) return v;
     } else if (extra != schema.end()) {
