@@ -1,0 +1,38 @@
+#pragma once
+// Internal to agent/: how the agent loop folds events into its state
+// (loop_fold.cpp) and the small readers decide() shares with it. The state's
+// data is {"ctl": {...}, "conversation": [...]}; see agent/loop.hpp.
+
+#include <cstdint>
+#include <string>
+
+#include "agent/event.hpp"
+#include "config/agent_spec.hpp"
+
+namespace keel::agent::loop_detail {
+
+// Signals the loop interprets itself (approve, reject, resolve, answer,
+// cancel); any other signal starts a turn.
+bool is_control_signal(const std::string& name);
+
+// Fields of JSON from outside, never trusted to have a shape: "" / 0 when
+// absent, of another type, or `j` is no object.
+std::string str(const json& j, const char* key);
+uint64_t u64(const json& j, const char* key);
+
+bool is_builtin_idempotent(config::tool_kind k);
+// Waits with an effect marker: something runs or is queued for them.
+bool is_running_wait(const std::string& on);
+// Waits nothing in this process works on: a cancel may drop them.
+bool is_passive_wait(const std::string& on);
+
+// Time `turn` has been busy at `now`, not counting waits for people.
+uint64_t busy_ms(const json& turn, int64_t now);
+
+// Folds `e` into the control state.
+void apply_ctl(json& ctl, const event& e);
+// Folds `e` into the conversation; call before apply_ctl (it reads the turn
+// as it was before the event).
+void apply_conversation(json& conv, const json& ctl, const event& e);
+
+}  // namespace keel::agent::loop_detail
