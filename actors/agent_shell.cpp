@@ -19,12 +19,12 @@
 #include <unordered_set>
 
 #include "actors/caf_types.hpp"
+#include "actors/effect_dispatch.hpp"
 #include "actors/ledger_codec.hpp"
 #include "actors/timer_service.hpp"
 #include "agent/core.hpp"
 #include "agent/loop.hpp"
 #include "base/clock.hpp"
-#include "base/names.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors {
@@ -198,174 +198,12 @@ void timer_ops(shell_state& s, const agent::effect& fx, batch& b) {
 
 // --- effects -------------------------------------------------------------------
 
-std::string effect_key(const shell_state& s, uint64_t effect) {
-  return s.name + "#" + std::to_string(effect);
-}
-
-// Hands an effect's outcome back to its agent, through the supervisor: the
-// agent may have left and is then activated again.
-void post_result(runtime* rt, const caf::actor& supervisor, const std::string& agent,
-                 uint64_t effect, uint32_t attempt, const effect_outcome& o,
-                 std::string from = "effect", callback<json> answered = nullptr) {
-  auto r = std::make_shared<request>();
-  r->what = request::kind::effect_result;
-  r->name = agent;
-  r->from = std::move(from);
-  r->received_ns = mono_ns();
-  r->body = {{"effect", effect},   {"attempt", attempt}, {"ok", o.ok},
-             {"result", o.result}, {"error", o.error},   {"retryable", o.retryable}};
-  r->answered = std::move(answered);
-  if (!o.ok) rt->metrics.effect_failures.fetch_add(1, std::memory_order_relaxed);
-  caf::anon_send(supervisor, std::move(r));
-}
-
 const agent::loop_type* loop_of(const shell_state& s) {
   return dynamic_cast<const agent::loop_type*>(s.type);
 }
 
-void run_on_pool(shell_state& s, uint64_t effect, uint32_t attempt,
-                 std::function<effect_outcome()> call) {
-  runtime* rt = s.rt;
-  caf::actor sup = s.supervisor;
-  std::string name = s.name;
-  s.running.insert({effect, attempt});
-  const bool queued = rt->pool->submit([rt, sup, name, effect, attempt, call = std::move(call)] {
-    effect_outcome o;
-    try {
-      o = call();
-    } catch (const std::exception& e) {
-      o = effect_outcome::failure(std::string("effect threw: ") + e.what(), true);
-    }
-    post_result(rt, sup, name, effect, attempt, o);
-  });
-  if (!queued) s.running.erase({effect, attempt});  // stopping: recovery runs it again
-}
-
-void dispatch_model(shell_state& s, const agent::model_call_effect& m) {
-  const agent::loop_type* loop = loop_of(s);
-  if (!loop) return;
-  const config::agent_spec& spec = loop->spec();
-  s.rt->metrics.model_calls.fetch_add(1, std::memory_order_relaxed);
-  auto it = s.rt->plugins.providers.find(spec.model.provider);
-  if (it == s.rt->plugins.providers.end()) {
-    s.running.insert({m.effect, m.attempt});
-    post_result(s.rt, s.supervisor, s.name, m.effect, m.attempt,
-                effect_outcome::failure(
-                    "no model provider '" + spec.model.provider + "' on this node", false));
-    return;
-  }
-  std::shared_ptr<model_provider> provider = it->second;
-  model_call_context ctx{s.name, m.call_index, effect_key(s, m.effect), m.attempt,
-                         spec.model.retry.timeout_ms};
-  json req = loop->model_request(s.st);
-  run_on_pool(s, m.effect, m.attempt, [provider, &spec, req = std::move(req), ctx] {
-    return provider->complete(spec.model, req, ctx);
-  });
-}
-
-void dispatch_tool(shell_state& s, const agent::tool_call_effect& t) {
-  const agent::loop_type* loop = loop_of(s);
-  if (!loop) return;
-  const config::tool_spec* ts = loop->spec().find_tool(t.tool);
-  if (!ts) return;  // the spec changed under a running effect: recovery decides
-  s.rt->metrics.tool_calls.fetch_add(1, std::memory_order_relaxed);
-  runtime* rt = s.rt;
-  caf::actor sup = s.supervisor;
-  const std::string name = s.name;
-  const std::string key = effect_key(s, t.effect);
-  const uint64_t effect = t.effect;
-  const uint32_t attempt = t.attempt;
-  switch (ts->kind) {
-    case config::tool_kind::worker:
-      rt->tasks.add({task_id(s.meta.id, effect, attempt),
-                     ts->queue,
-                     name,
-                     effect,
-                     attempt,
-                     ts->name,
-                     t.arguments,
-                     ts->lease_ms,
-                     {},
-                     0,
-                     0});
-      return;
-    case config::tool_kind::send_message: {
-      s.running.insert({effect, attempt});
-      auto r = std::make_shared<request>();
-      r->what = request::kind::message;
-      r->name = t.arguments.value("to", "");
-      r->id = key;
-      r->from = name;
-      r->body = t.arguments.value("message", json());
-      r->received_ns = mono_ns();
-      const std::string to = r->name;
-      r->accepted = [rt, sup, name, effect, attempt, to](result<send_ack> a) {
-        effect_outcome o =
-            a ? effect_outcome::success(
-                    {{"delivered", true}, {"to", to}, {"id", a->id}, {"duplicate", a->duplicate}})
-              : effect_outcome::failure("cannot deliver to " + to + ": " + a.error().message(),
-                                        a.error().error_code() == code::unavailable);
-        post_result(rt, sup, name, effect, attempt, o);
-      };
-      if (r->name.empty() || !validate_agent_name(r->name)) {
-        r->accepted(error(code::invalid_argument, "\"to\" must name an agent"));
-        r->accepted = nullptr;
-        return;
-      }
-      caf::anon_send(sup, std::move(r));
-      return;
-    }
-    case config::tool_kind::spawn_agent: {
-      s.running.insert({effect, attempt});
-      auto r = std::make_shared<request>();
-      r->what = request::kind::spawn;
-      r->name = t.arguments.value("name", "");
-      r->type = t.arguments.value("type", "");
-      r->body = t.arguments.value("input", json());
-      r->received_ns = mono_ns();
-      const std::string child = r->name;
-      r->viewed = [rt, sup, name, effect, attempt, child](result<agent_view> v) {
-        effect_outcome o;
-        if (v)
-          o = effect_outcome::success({{"spawned", child}, {"type", v->type}});
-        else if (v.error().error_code() == code::already_exists && attempt > 1)
-          o = effect_outcome::success(
-              {{"spawned", child}, {"existed", true}});  // our own earlier attempt
-        else
-          o = effect_outcome::failure("cannot spawn " + child + ": " + v.error().message(),
-                                      v.error().error_code() == code::unavailable);
-        post_result(rt, sup, name, effect, attempt, o);
-      };
-      if (!validate_agent_name(r->name) || !rt->types->find(r->type)) {
-        r->viewed(error(code::invalid_argument,
-                        "spawn_agent needs a valid \"name\" and a known \"type\""));
-        r->viewed = nullptr;
-        return;
-      }
-      caf::anon_send(sup, std::move(r));
-      return;
-    }
-    case config::tool_kind::http:
-    case config::tool_kind::exec: {
-      auto it = rt->plugins.runners.find(ts->kind);
-      if (it == rt->plugins.runners.end()) {
-        s.running.insert({effect, attempt});
-        post_result(rt, sup, name, effect, attempt,
-                    effect_outcome::failure(std::string("no runner for ") +
-                                                config::to_string(ts->kind) + " tools on this node",
-                                            false));
-        return;
-      }
-      std::shared_ptr<tool_runner> runner = it->second;
-      tool_call_context ctx{name, key, attempt, ts->retry.timeout_ms};
-      run_on_pool(s, effect, attempt,
-                  [runner, ts, args = t.arguments, ctx] { return runner->run(*ts, args, ctx); });
-      return;
-    }
-    case config::tool_kind::sleep:
-    case config::tool_kind::ask_human:
-      return;  // the loop waits for a timer or a signal
-  }
+effect_target target_of(const shell_state& s) {
+  return {s.rt, s.name, s.meta.id, loop_of(s)};
 }
 
 // The write-ahead part of an effect: its marker goes into the batch with the
@@ -376,7 +214,9 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
     persistence::effect_marker mk{s.name, "model", "", m->attempt, "", 0, nullptr};
     b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, m->effect),
                      persistence::encode(mk, now)});
-    b.done.push_back([sp, m = *m] { dispatch_model(*sp, m); });
+    b.done.push_back([sp, m = *m] {
+      if (dispatch_model(target_of(*sp), sp->st, m)) sp->running.insert({m.effect, m.attempt});
+    });
   } else if (auto* t = std::get_if<agent::tool_call_effect>(&fx)) {
     const agent::loop_type* loop = loop_of(s);
     const config::tool_spec* ts = loop ? loop->spec().find_tool(t->tool) : nullptr;
@@ -389,7 +229,9 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
                                   t->arguments};
     b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, t->effect),
                      persistence::encode(mk, now)});
-    b.done.push_back([sp, t = *t] { dispatch_tool(*sp, t); });
+    b.done.push_back([sp, t = *t] {
+      if (dispatch_tool(target_of(*sp), t)) sp->running.insert({t.effect, t.attempt});
+    });
   } else if (auto* e = std::get_if<agent::end_effect>(&fx)) {
     b.ops.push_back({family::effects, true, persistence::agent_seq_key(s.meta.id, e->effect), {}});
     runtime* rt = s.rt;

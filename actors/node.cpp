@@ -92,6 +92,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
     p->rt.plugins.runners[config::tool_kind::exec] = std::make_shared<exec_tool>();
   p->pool = std::make_unique<effect_pool>(std::max<uint32_t>(1, opts.effect_threads));
   p->rt.pool = p->pool.get();
+  p->rt.route = [raw = p.get()](request_ptr r) { raw->submit(std::move(r)); };
   auto db = persistence::store::open({cfg.data_dir, cfg.block_cache_bytes, true});
   if (!db) return db.error();
   p->db = std::move(*db);

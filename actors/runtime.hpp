@@ -25,6 +25,7 @@
 namespace keel::actors {
 
 class timer_service;
+struct request;
 
 struct node_metrics {
   std::atomic<uint64_t> live{0};
@@ -61,6 +62,9 @@ struct runtime {
   effect_pool* pool = nullptr;
   task_queue tasks;
   node_metrics metrics;
+  // Hands a request to the supervisor (from any thread); after stop() it
+  // fails the request with unavailable. Set by the node.
+  std::function<void(std::shared_ptr<request>)> route;
 
   // Names with a live shell, for listings (the supervisor's table is only
   // readable from inside the supervisor).

@@ -1,0 +1,171 @@
+#include "actors/effect_dispatch.hpp"
+
+#include "base/clock.hpp"
+#include "base/names.hpp"
+
+namespace keel::actors {
+
+namespace {
+
+// Hands an effect's outcome back to its agent, through the supervisor: the
+// agent may have left and is then activated again.
+void post_result(runtime* rt, const std::string& agent, uint64_t effect, uint32_t attempt,
+                 const effect_outcome& o) {
+  auto r = std::make_shared<request>();
+  r->what = request::kind::effect_result;
+  r->name = agent;
+  r->from = "effect";
+  r->received_ns = mono_ns();
+  r->body = {{"effect", effect},   {"attempt", attempt}, {"ok", o.ok},
+             {"result", o.result}, {"error", o.error},   {"retryable", o.retryable}};
+  if (!o.ok) rt->metrics.effect_failures.fetch_add(1, std::memory_order_relaxed);
+  rt->route(std::move(r));
+}
+
+// False when the pool is stopping: the effect is left to recovery.
+bool run_on_pool(const effect_target& t, uint64_t effect, uint32_t attempt,
+                 std::function<effect_outcome()> call) {
+  runtime* rt = t.rt;
+  std::string name = t.agent;
+  return rt->pool->submit([rt, name, effect, attempt, call = std::move(call)] {
+    effect_outcome o;
+    try {
+      o = call();
+    } catch (const std::exception& e) {
+      o = effect_outcome::failure(std::string("effect threw: ") + e.what(), true);
+    }
+    post_result(rt, name, effect, attempt, o);
+  });
+}
+
+}  // namespace
+
+std::string effect_key(const std::string& agent, uint64_t effect) {
+  return agent + "#" + std::to_string(effect);
+}
+
+bool dispatch_model(const effect_target& s, const agent::agent_state& st,
+                    const agent::model_call_effect& m) {
+  const agent::loop_type* loop = s.loop;
+  if (!loop) return false;
+  const config::agent_spec& spec = loop->spec();
+  s.rt->metrics.model_calls.fetch_add(1, std::memory_order_relaxed);
+  auto it = s.rt->plugins.providers.find(spec.model.provider);
+  if (it == s.rt->plugins.providers.end()) {
+    post_result(s.rt, s.agent, m.effect, m.attempt,
+                effect_outcome::failure(
+                    "no model provider '" + spec.model.provider + "' on this node", false));
+    return true;
+  }
+  std::shared_ptr<model_provider> provider = it->second;
+  model_call_context ctx{s.agent, m.call_index, effect_key(s.agent, m.effect), m.attempt,
+                         spec.model.retry.timeout_ms};
+  json req = loop->model_request(st);
+  return run_on_pool(s, m.effect, m.attempt, [provider, &spec, req = std::move(req), ctx] {
+    return provider->complete(spec.model, req, ctx);
+  });
+}
+
+bool dispatch_tool(const effect_target& s, const agent::tool_call_effect& t) {
+  const agent::loop_type* loop = s.loop;
+  if (!loop) return false;
+  const config::tool_spec* ts = loop->spec().find_tool(t.tool);
+  if (!ts) return false;  // the spec changed under a running effect: recovery decides
+  s.rt->metrics.tool_calls.fetch_add(1, std::memory_order_relaxed);
+  runtime* rt = s.rt;
+  const std::string name = s.agent;
+  const std::string key = effect_key(name, t.effect);
+  const uint64_t effect = t.effect;
+  const uint32_t attempt = t.attempt;
+  switch (ts->kind) {
+    case config::tool_kind::worker:
+      rt->tasks.add({task_id(s.agent_id, effect, attempt),
+                     ts->queue,
+                     name,
+                     effect,
+                     attempt,
+                     ts->name,
+                     t.arguments,
+                     ts->lease_ms,
+                     {},
+                     0,
+                     0});
+      return false;
+    case config::tool_kind::send_message: {
+      auto r = std::make_shared<request>();
+      r->what = request::kind::message;
+      r->name = t.arguments.value("to", "");
+      r->id = key;
+      r->from = name;
+      r->body = t.arguments.value("message", json());
+      r->received_ns = mono_ns();
+      const std::string to = r->name;
+      r->accepted = [rt, name, effect, attempt, to](result<send_ack> a) {
+        effect_outcome o =
+            a ? effect_outcome::success(
+                    {{"delivered", true}, {"to", to}, {"id", a->id}, {"duplicate", a->duplicate}})
+              : effect_outcome::failure("cannot deliver to " + to + ": " + a.error().message(),
+                                        a.error().error_code() == code::unavailable);
+        post_result(rt, name, effect, attempt, o);
+      };
+      if (r->name.empty() || !validate_agent_name(r->name)) {
+        call_once(r->accepted,
+                  result<send_ack>(error(code::invalid_argument, "\"to\" must name an agent")));
+        return true;
+      }
+      rt->route(std::move(r));
+      return true;
+    }
+    case config::tool_kind::spawn_agent: {
+      auto r = std::make_shared<request>();
+      r->what = request::kind::spawn;
+      r->name = t.arguments.value("name", "");
+      r->type = t.arguments.value("type", "");
+      r->body = t.arguments.value("input", json());
+      r->received_ns = mono_ns();
+      const std::string child = r->name;
+      r->viewed = [rt, name, effect, attempt, child](result<agent_view> v) {
+        effect_outcome o;
+        if (v)
+          o = effect_outcome::success({{"spawned", child}, {"type", v->type}});
+        else if (v.error().error_code() == code::already_exists && attempt > 1)
+          o = effect_outcome::success(
+              {{"spawned", child}, {"existed", true}});  // our own earlier attempt
+        else
+          o = effect_outcome::failure("cannot spawn " + child + ": " + v.error().message(),
+                                      v.error().error_code() == code::unavailable);
+        post_result(rt, name, effect, attempt, o);
+      };
+      if (!validate_agent_name(r->name) || !rt->types->find(r->type)) {
+        call_once(r->viewed, result<agent_view>(
+                                 error(code::invalid_argument,
+                                       "spawn_agent needs a valid \"name\" and a known \"type\"")));
+        return true;
+      }
+      rt->route(std::move(r));
+      return true;
+    }
+    case config::tool_kind::http:
+    case config::tool_kind::exec: {
+      auto it = rt->plugins.runners.find(ts->kind);
+      if (it == rt->plugins.runners.end()) {
+        post_result(rt, name, effect, attempt,
+                    effect_outcome::failure(std::string("no runner for ") +
+                                                config::to_string(ts->kind) + " tools on this node",
+                                            false));
+        return true;
+      }
+      std::shared_ptr<tool_runner> runner = it->second;
+      tool_call_context ctx{name, key, attempt, ts->retry.timeout_ms};
+      return run_on_pool(s, effect, attempt, [runner, ts, args = t.arguments, ctx] {
+        return runner->run(*ts, args, ctx);
+      });
+    }
+    case config::tool_kind::sleep:
+    case config::tool_kind::ask_human:
+      return false;  // the loop waits for a timer or a signal
+  }
+  return false;
+}
+
+}  // namespace keel::actors
