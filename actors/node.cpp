@@ -90,7 +90,8 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
     p->rt.plugins.providers["scripted"] = std::make_shared<scripted_model>();
   if (!p->rt.plugins.runners.count(config::tool_kind::exec))
     p->rt.plugins.runners[config::tool_kind::exec] = std::make_shared<exec_tool>();
-  p->pool = std::make_unique<effect_pool>(std::max<uint32_t>(1, opts.effect_threads));
+  p->pool =
+      std::make_unique<effect_pool>(opts.effect_threads ? opts.effect_threads : cfg.effect_threads);
   p->rt.pool = p->pool.get();
   p->rt.route = [raw = p.get()](request_ptr r) { raw->submit(std::move(r)); };
   auto db = persistence::store::open({cfg.data_dir, cfg.block_cache_bytes, true});

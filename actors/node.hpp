@@ -106,8 +106,8 @@ struct start_options {
   // Model providers and tool runners by name/kind; the scripted provider and
   // the exec runner are added when missing.
   effect_plugins plugins;
-  // Threads for blocking effect calls. Default 16.
-  uint32_t effect_threads = 16;
+  // Threads for blocking effect calls; 0 = the config's effect_threads.
+  uint32_t effect_threads = 0;
 };
 
 struct inbound_message {

@@ -88,6 +88,8 @@ result<node_config> from_json(const json& j, const std::string& source) {
       s = read_uint(v, where, c.scheduler_poll_attempts);
     else if (k == "block_cache_bytes")
       s = read_uint(v, where, c.block_cache_bytes);
+    else if (k == "effect_threads")
+      s = read_uint(v, where, c.effect_threads);
     else if (k == "sync") {
       if (!v.is_boolean())
         s = error(code::invalid_argument, where + ": expected true or false");
@@ -121,6 +123,8 @@ status validate(const node_config& c) {
   if (c.max_body_bytes < 1024)
     return error(code::invalid_argument, "max_body_bytes must be at least 1024");
   if (c.idle_ms == 0) return error(code::invalid_argument, "idle_ms must be at least 1");
+  if (c.effect_threads == 0 || c.effect_threads > 1024)
+    return error(code::invalid_argument, "effect_threads must be from 1 to 1024");
   return status::ok();
 }
 

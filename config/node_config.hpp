@@ -38,6 +38,9 @@ struct node_config {
   bool sync = true;
   // RocksDB block cache size. Default 64 MiB.
   uint64_t block_cache_bytes = 64ull << 20;
+  // Threads for blocking effect calls (model providers, http and exec
+  // tools): how many such calls run at once. Default 16, 1 to 1024.
+  uint32_t effect_threads = 16;
 };
 
 // Reads the JSON object `j` (keys as in node_config, plus "http":

@@ -35,7 +35,8 @@ node_config valid_config() {
 TEST_CASE("from_json reads every documented key") {
   json j = json::parse(R"({"data_dir": "/data", "http": "0.0.0.0:8080", "token": "s3cret",
                            "idle_ms": 5000, "max_body_bytes": 4096, "max_unacked_per_agent": 8,
-                           "scheduler_threads": 3, "sync": false, "block_cache_bytes": 16777216})");
+                           "scheduler_threads": 3, "sync": false, "block_cache_bytes": 16777216,
+                           "effect_threads": 4})");
   auto r = cfg::from_json(j, "node.json");
   REQUIRE(r.is_ok());
   CHECK(r->data_dir == "/data");
@@ -48,6 +49,7 @@ TEST_CASE("from_json reads every documented key") {
   CHECK(r->scheduler_threads == 3);
   CHECK(r->sync == false);
   CHECK(r->block_cache_bytes == 16777216u);
+  CHECK(r->effect_threads == 4);
 }
 
 TEST_CASE("from_json accepts non-negative integers built in C++ as signed values") {
@@ -75,6 +77,7 @@ TEST_CASE("from_json on an empty object gives the documented defaults") {
   CHECK(r->scheduler_threads == 0);
   CHECK(r->sync == true);
   CHECK(r->block_cache_bytes == (64ull << 20));
+  CHECK(r->effect_threads == 16);
   CHECK(d.http_port == r->http_port);
 }
 
@@ -232,6 +235,14 @@ TEST_CASE("validate refuses configs that break a rule and names the rule") {
     c.idle_ms = 0;
     needle = "idle_ms";
   }
+  SUBCASE("no effect threads") {
+    c.effect_threads = 0;
+    needle = "effect_threads";
+  }
+  SUBCASE("too many effect threads") {
+    c.effect_threads = 1025;
+    needle = "effect_threads";
+  }
   auto s = cfg::validate(c);
   CHECK(s.error_code() == code::invalid_argument);
   CHECK(contains(s.message(), needle));
@@ -241,6 +252,7 @@ TEST_CASE("validate accepts the smallest allowed limits") {
   node_config c = valid_config();
   c.max_body_bytes = 1024;
   c.idle_ms = 1;
+  c.effect_threads = 1;
   CHECK(cfg::validate(c).is_ok());
 }
 
