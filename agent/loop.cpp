@@ -254,8 +254,7 @@ struct loop_decider {
         const json q = ctl["queue"][0];
         emit(event_type::turn_started, {{"turn", u64(ctl, "turns") + 1},
                                         {"id", q.value("id", "")},
-                                        {"from", q.value("from", "")},
-                                        {"input", q.value("input", "")}});
+                                        {"from", q.value("from", "")}});
         continue;
       }
       if (wait().is_object()) return;

@@ -295,9 +295,14 @@ json tool_message(const std::string& call_id, const json& content) {
 void apply_conversation(json& conv, const json& ctl, const event& e) {
   const json& d = e.data;
   switch (e.type) {
-    case event_type::turn_started:
-      conv.push_back({{"role", "user"}, {"content", d.value("input", "")}});
+    case event_type::turn_started: {
+      // The text is the queued input's (from its message_received or
+      // signal_received): the ledger holds it once.
+      auto q = ctl.find("queue");
+      const bool queued = q != ctl.end() && q->is_array() && !q->empty();
+      conv.push_back({{"role", "user"}, {"content", queued ? str((*q)[0], "input") : ""}});
       break;
+    }
     case event_type::model_replied: {
       json m = {{"role", "assistant"}, {"content", d.value("content", json())}};
       json calls = json::array();
