@@ -7,26 +7,14 @@
 #include <sstream>
 #include <utility>
 
+#include "config/patterns.hpp"
+
 namespace keel::actors {
 
 namespace {
 
 status bad(const std::string& path, const std::string& pointer, const std::string& what) {
   return error(code::invalid_argument, path + ": " + pointer + ": " + what);
-}
-
-// RFC 6901: "~" and "/" in a key are written "~0" and "~1".
-std::string pointer_token(const std::string& key) {
-  std::string out;
-  for (char c : key) {
-    if (c == '~')
-      out += "~0";
-    else if (c == '/')
-      out += "~1";
-    else
-      out += c;
-  }
-  return out;
 }
 
 // Unknown keys are refused: "tool_call" for "tool_calls" would otherwise
@@ -39,7 +27,7 @@ status only_keys(const json& obj, std::initializer_list<const char*> allowed,
     if (known) continue;
     std::string list;
     for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
-    return bad(path, pointer + "/" + pointer_token(key),
+    return bad(path, config::pointer_child(pointer, key),
                "unknown key (expected one of: " + list + ")");
   }
   return status::ok();
