@@ -2,26 +2,13 @@
 
 #include <stdexcept>
 
-#include "config/node_config.hpp"
+#include "support/fake_http.hpp"
 
 namespace keel::test {
 
 using json = nlohmann::json;
 
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; };
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
-net::http_response json_response(unsigned status, const json& body) {
-  return {status, "application/json", body.dump(), {}};
-}
 
 // OpenAI's error shape, which the provider quotes.
 net::http_response openai_error(unsigned status, const std::string& message) {
@@ -106,26 +93,15 @@ scripted_reply scripted_reply::from_json(const json& j) {
 }
 
 std::string recorded_request::header(std::string_view name) const {
-  for (const auto& [k, v] : headers)
-    if (iequals(k, name)) return v;
-  return {};
+  return find_header(headers, name);
 }
 
 fake_openai_server::fake_openai_server(uint16_t port) {
-  config::node_config cfg;
-  cfg.http_host = "127.0.0.1";
-  cfg.http_port = port;
-  cfg.max_body_bytes = 64 << 20;
-  net::server_options opts;
-  opts.threads = 2;
-  // Answers held by delay_next are dropped at stop rather than waited for.
-  opts.stop_grace = std::chrono::milliseconds(500);
-  auto server = net::http_server::open(cfg, opts);
-  if (!server) throw std::runtime_error("fake openai server: " + server.error().to_string());
-  server_ = std::move(*server);
-  server_->start([this](net::http_request req, net::respond_fn respond) {
-    on_request(std::move(req), std::move(respond));
-  });
+  // Started in the body: every member the handler touches exists by now.
+  server_ = open_fake_server("fake openai server", port,
+                             [this](net::http_request req, net::respond_fn respond) {
+                               on_request(std::move(req), std::move(respond));
+                             });
 }
 
 fake_openai_server::~fake_openai_server() {
