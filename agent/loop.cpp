@@ -403,7 +403,7 @@ void loop_type::on_message(const agent_state& s, const message_input&, int64_t n
 void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t now,
                           decision& out) const {
   // The pre-signal wait: a cancel drops passive waits in apply_ctl.
-  const json before = s.data.value("ctl", json::object()).value("turn", json());
+  const json before = member(member(s.data, "ctl"), "turn");
   loop_decider d(*this, s, now, out);
   const json& p = sig.payload;
   const std::string by = str(p, "by");
@@ -575,7 +575,7 @@ void loop_type::on_effect_result(const agent_state& s, const effect_result_input
 }
 
 bool loop_type::needs_recovery(const agent_state& s) const {
-  const json& turn = s.data.value("ctl", json::object()).value("turn", json());
+  const json& turn = member(member(s.data, "ctl"), "turn");
   if (!turn.is_object() || !turn["wait"].is_object()) return false;
   const std::string on = turn["wait"].value("on", "");
   return on == "model" || on == "tool" ||
@@ -605,7 +605,7 @@ void loop_type::apply(agent_state& s, const event& e) const {
 }
 
 std::vector<uint64_t> loop_type::open_effects(const agent_state& s) const {
-  const json& turn = s.data.value("ctl", json::object()).value("turn", json());
+  const json& turn = member(member(s.data, "ctl"), "turn");
   if (!turn.is_object() || !turn["wait"].is_object()) return {};
   const json& w = turn["wait"];
   if (!is_running_wait(w.value("on", ""))) return {};
@@ -613,8 +613,8 @@ std::vector<uint64_t> loop_type::open_effects(const agent_state& s) const {
 }
 
 std::string loop_type::phase(const agent_state& s) const {
-  const json& ctl = s.data.value("ctl", json::object());
-  const json& turn = ctl.value("turn", json());
+  const json& ctl = member(s.data, "ctl");
+  const json& turn = member(ctl, "turn");
   if (s.status != "active") return s.status;
   if (!turn.is_object()) return "idle";
   if (!turn["wait"].is_object()) return "running";
@@ -632,11 +632,11 @@ std::string loop_type::phase(const agent_state& s) const {
 }
 
 json loop_type::view(const agent_state& s) const {
-  const json& ctl = s.data.value("ctl", json::object());
-  const json& turn = ctl.value("turn", json());
+  const json& ctl = member(s.data, "ctl");
+  const json& turn = member(ctl, "turn");
   json v = {{"phase", phase(s)},
             {"turns", ctl.value("turns", 0)},
-            {"queued", ctl.value("queue", json::array()).size()},
+            {"queued", member(ctl, "queue").size()},
             {"usage", ctl.value("usage", json::object())},
             {"last", ctl.value("last", json())}};
   if (turn.is_object()) {

@@ -36,6 +36,13 @@ std::string str(const json& j, const char* key) {
   return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+const json& member(const json& j, const char* key) {
+  static const json absent;
+  if (!j.is_object()) return absent;
+  auto it = j.find(key);
+  return it == j.end() ? absent : *it;
+}
+
 uint64_t u64(const json& j, const char* key) {
   auto it = j.find(key);
   return it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;

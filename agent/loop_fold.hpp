@@ -20,6 +20,10 @@ bool is_control_signal(const std::string& name);
 std::string str(const json& j, const char* key);
 uint64_t u64(const json& j, const char* key);
 
+// The member `key` of `j` by reference (a shared null when absent): reads
+// of the state without copying it.
+const json& member(const json& j, const char* key);
+
 bool is_builtin_idempotent(config::tool_kind k);
 // Waits with an effect marker: something runs or is queued for them.
 bool is_running_wait(const std::string& on);
