@@ -135,6 +135,31 @@ sha256_digest sha256(std::string_view data) {
   return h.finish();
 }
 
+sha256_digest hmac_sha256(std::string_view key, std::string_view message) {
+  // Keys longer than the block are hashed first; shorter ones are padded
+  // with zeros to the 64-byte block.
+  std::array<uint8_t, 64> block{};
+  if (key.size() > block.size()) {
+    auto d = sha256(key);
+    std::copy(d.begin(), d.end(), block.begin());
+  } else {
+    std::copy(key.begin(), key.end(), block.begin());
+  }
+  std::string ipad(64, '\0'), opad(64, '\0');
+  for (std::size_t i = 0; i < 64; ++i) {
+    ipad[i] = static_cast<char>(block[i] ^ 0x36);
+    opad[i] = static_cast<char>(block[i] ^ 0x5c);
+  }
+  sha256_hasher inner;
+  inner.update(ipad);
+  inner.update(message);
+  auto ih = inner.finish();
+  sha256_hasher outer;
+  outer.update(opad);
+  outer.update(std::string_view(reinterpret_cast<const char*>(ih.data()), ih.size()));
+  return outer.finish();
+}
+
 std::string to_hex(std::span<const uint8_t> bytes) {
   static constexpr char digits[] = "0123456789abcdef";
   std::string out;

@@ -1,7 +1,8 @@
 #pragma once
 // SHA-256 (FIPS 180-4), for content digests: the hash of an agent spec's
 // canonical JSON recorded at spawn, script and artifact fingerprints. Not a
-// MAC and not for passwords.
+// password hash. hmac_sha256 (RFC 2104) is the MAC, for proving a shared
+// secret without sending it.
 
 #include <array>
 #include <cstdint>
@@ -35,6 +36,9 @@ class sha256_hasher {
   uint64_t length_ = 0;       // message bytes so far
   bool finished_ = false;
 };
+
+// HMAC-SHA256 of `message` under `key` (any length).
+sha256_digest hmac_sha256(std::string_view key, std::string_view message);
 
 // Lowercase hexadecimal, two digits per byte.
 std::string to_hex(std::span<const uint8_t> bytes);

@@ -32,6 +32,12 @@ const char* to_string(code c) {
   return "internal";
 }
 
+code code_from_string(std::string_view name) {
+  for (int i = 0; i <= static_cast<int>(code::internal); ++i)
+    if (name == to_string(static_cast<code>(i))) return static_cast<code>(i);
+  return code::internal;
+}
+
 std::string status::to_string() const {
   if (is_ok()) return "ok";
   return std::string(keel::to_string(code_)) + ": " + message_;

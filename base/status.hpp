@@ -8,6 +8,7 @@
 #include <cassert>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 
@@ -29,6 +30,8 @@ enum class code {
 };
 
 const char* to_string(code c);
+// The code named by to_string(c); code::internal for names it never gives.
+code code_from_string(std::string_view name);
 
 class [[nodiscard]] status {
  public:

@@ -62,3 +62,16 @@ TEST_CASE("to_hex writes two lowercase digits per byte") {
   CHECK(keel::to_hex(bytes) == "000fa0ff");
   CHECK(keel::to_hex({}) == "");
 }
+
+TEST_CASE("hmac_sha256 matches the RFC 4231 test vectors") {
+  // Case 2: a short key.
+  CHECK(keel::to_hex(keel::hmac_sha256("Jefe", "what do ya want for nothing?")) ==
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  // Case 6: a key longer than the block is hashed first.
+  std::string long_key(131, '\xaa');
+  CHECK(keel::to_hex(keel::hmac_sha256(
+            long_key, "Test Using Larger Than Block-Size Key - Hash Key First")) ==
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+  // A different key gives a different MAC.
+  CHECK(keel::hmac_sha256("Jefe", "x") != keel::hmac_sha256("Jeff", "x"));
+}
