@@ -23,7 +23,7 @@ constexpr uint64_t schema_version = 1;
 constexpr uint64_t id_block = 4096;
 
 const char* const family_names[family_count] = {"agents", "ledger", "snapshots", "inbox", "dedupe",
-                                                "timers", "meta",   "effects",   "blobs"};
+                                                "timers", "meta",   "effects",   "blobs", "outbox"};
 
 status from_rocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return status::ok();
@@ -401,6 +401,33 @@ result<std::optional<std::string>> store::get_blob(std::string_view key) {
   if (s.IsNotFound()) return std::optional<std::string>();
   KEEL_TRY(from_rocks(s, "reading a blob"));
   return std::optional<std::string>(std::move(v));
+}
+
+result<std::optional<std::string>> store::get(family f, std::string_view key) {
+  std::string v;
+  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(f),
+                          rocksdb::Slice(key.data(), key.size()), &v);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  KEEL_TRY(from_rocks(s, std::string("reading ") + family_name(f)));
+  return std::optional<std::string>(std::move(v));
+}
+
+result<std::vector<std::pair<std::string, std::string>>> store::scan(family f,
+                                                                     std::string_view prefix,
+                                                                     std::string_view from,
+                                                                     std::size_t limit) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(f)));
+  std::string_view start = from.empty() ? prefix : from;
+  for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid() && out.size() < limit;
+       it->Next()) {
+    std::string_view k(it->key().data(), it->key().size());
+    if (!k.starts_with(prefix)) break;
+    out.emplace_back(std::string(k), std::string(it->value().data(), it->value().size()));
+  }
+  KEEL_TRY(from_rocks(it->status(), std::string("scanning ") + family_name(f)));
+  return out;
 }
 
 uint64_t store::estimate_keys(family f) {

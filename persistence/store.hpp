@@ -29,9 +29,10 @@ enum class family : uint8_t {
   timers,
   meta,
   effects,
-  blobs
+  blobs,
+  outbox
 };
-inline constexpr int family_count = 9;
+inline constexpr int family_count = 10;
 const char* family_name(family f);
 
 struct write_op {
@@ -127,6 +128,15 @@ class store {
   // Whether a blob is stored (a bloom-filter check first; a read only when
   // the filter cannot rule it out).
   bool has_blob(std::string_view key);
+
+  // Generic access for layers that keep their own keys (the cluster's outbox
+  // and shard state in `outbox` and `meta`): one value, or the pairs whose
+  // key starts with `prefix` from `from` on (from >= prefix), at most
+  // `limit`, in key order.
+  result<std::optional<std::string>> get(family f, std::string_view key);
+  result<std::vector<std::pair<std::string, std::string>>> scan(family f, std::string_view prefix,
+                                                                std::string_view from,
+                                                                std::size_t limit);
 
   // Number of keys RocksDB estimates in a family (for metrics).
   uint64_t estimate_keys(family f);

@@ -48,6 +48,14 @@ result<T> extract(std::string_view what, F&& fill) {
 
 }  // namespace
 
+std::string encode_object(value_type t, const json& object, int64_t time_ms) {
+  return encode_value(t, object, time_ms);
+}
+
+result<json> decode_object(value_type t, std::string_view bytes, std::string_view what) {
+  return decode_value(t, bytes, what);
+}
+
 std::string encode(const agent_meta& v, int64_t time_ms) {
   return encode_value(value_type::agent_meta,
                       {{"id", v.id},

@@ -22,6 +22,8 @@ enum class value_type : uint16_t {
   dedupe_entry = 0xF003,
   timer_entry = 0xF004,
   effect_marker = 0xF005,
+  outbox_entry = 0xF006,
+  cluster_state = 0xF007,
 };
 
 // agents: name -> agent_meta.
@@ -85,6 +87,12 @@ std::string encode(const effect_marker& v, int64_t time_ms);
 std::string encode(const inbox_entry& v, int64_t time_ms);
 std::string encode(const dedupe_entry& v, int64_t time_ms);
 std::string encode(const timer_entry& v, int64_t time_ms);
+
+// Values the cluster layer owns, stored as JSON objects: outbox entries
+// (outbox family) and cluster state (the shard map and shard handoffs, meta
+// family). The layer above defines and checks their fields.
+std::string encode_object(value_type t, const nlohmann::json& object, int64_t time_ms);
+result<nlohmann::json> decode_object(value_type t, std::string_view bytes, std::string_view what);
 
 // `what` names the value in errors; a record of another type, or a payload
 // missing fields, is a corruption error.
