@@ -12,6 +12,7 @@ using durable_atom = caf::atom_constant<caf::atom("durable")>;
 using hibernate_atom = caf::atom_constant<caf::atom("hibernate")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
+using evict_atom = caf::atom_constant<caf::atom("evict")>;
 
 // Spawns the shell of agent `name`, owned by `supervisor` (see
 // agent_shell.cpp). REQUIRES: rt outlives the actor.
@@ -26,4 +27,5 @@ caf::actor spawn_supervisor(caf::actor_system& sys, runtime* rt);
 
 // Requests carry callbacks and never cross the network.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::actors::request_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::actors::evict_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::status)

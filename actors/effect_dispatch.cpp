@@ -101,9 +101,14 @@ bool dispatch_tool(const effect_target& s, const agent::tool_call_effect& t) {
       r->received_ns = mono_ns();
       const std::string to = r->name;
       r->accepted = [rt, name, effect, attempt, to](result<send_ack> a) {
+        // queued: durable in this node's outbox; the receiver's node is down
+        // and gets it (once) when it returns.
         effect_outcome o =
-            a ? effect_outcome::success(
-                    {{"delivered", true}, {"to", to}, {"id", a->id}, {"duplicate", a->duplicate}})
+            a ? effect_outcome::success({{"delivered", !a->queued},
+                                         {"queued", a->queued},
+                                         {"to", to},
+                                         {"id", a->id},
+                                         {"duplicate", a->duplicate}})
               : effect_outcome::failure("cannot deliver to " + to + ": " + a.error().message(),
                                         a.error().error_code() == code::unavailable);
         post_result(rt, name, effect, attempt, o);

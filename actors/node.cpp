@@ -1,6 +1,7 @@
 #include "actors/node.hpp"
 
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "agent/registry.hpp"
 #include "base/clock.hpp"
 #include "base/names.hpp"
+#include "persistence/keys.hpp"
 
 namespace keel::actors {
 
@@ -41,14 +43,35 @@ struct node::impl {
   caf::actor supervisor;
   std::mutex stop_mu;
   std::atomic<bool> stopped{false};
+  std::atomic<std::shared_ptr<remote_router>> router;
 
   void submit(request_ptr r) {
     if (stopped.load(std::memory_order_acquire)) {
       fail(*r, error(code::unavailable, "node is shutting down"));
       return;
     }
+    if (auto rr = router.load(std::memory_order_acquire); rr && !rr->is_local(r->name))
+      return to_remote(*rr, std::move(r));
     r->received_ns = mono_ns();
     caf::anon_send(supervisor, std::move(r));
+  }
+
+  // Messages and spawns an agent here addressed to an agent elsewhere go to
+  // the cluster; anything else for a name not served here is refused (the
+  // HTTP API forwards calls to the owner before they reach the node).
+  static void to_remote(remote_router& rr, request_ptr r) {
+    switch (r->what) {
+      case request::kind::message:
+        rr.send(std::move(r->name),
+                inbound_message{std::move(r->id), std::move(r->from), std::move(r->body)},
+                std::move(r->accepted));
+        return;
+      case request::kind::spawn:
+        rr.spawn(std::move(r->name), std::move(r->type), std::move(r->body), std::move(r->viewed));
+        return;
+      default:
+        fail(*r, error(code::unavailable, rr.elsewhere(r->name)));
+    }
   }
 
   // Requests naming an agent validate the name before anything else.
@@ -168,6 +191,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
 void node::stop() {
   std::lock_guard lk(impl_->stop_mu);
   if (impl_->stopped.exchange(true)) return;
+  impl_->router.store(nullptr, std::memory_order_release);
   impl_->timers->stop();
   caf::anon_send(impl_->supervisor, shutdown_atom::value);
   impl_->supervisor = nullptr;
@@ -183,6 +207,75 @@ void node::stop() {
   impl_->timers.reset();
   impl_->journal.reset();
   impl_->db.reset();
+}
+
+void node::set_router(std::shared_ptr<remote_router> r) {
+  impl_->router.store(std::move(r), std::memory_order_release);
+}
+
+persistence::store& node::storage() {
+  return *impl_->db;
+}
+
+void node::commit(persistence::write_set ops, std::function<void(const status&)> done) {
+  impl_->journal->submit(std::move(ops), std::move(done));
+}
+
+void node::evict(std::function<bool(std::string_view)> pick, std::function<void()> done) {
+  auto e = std::make_shared<evict_order>();
+  e->pick = std::move(pick);
+  persistence::journal_writer* journal = impl_->journal.get();
+  // Writes are applied in submission order: once an empty write submitted
+  // after the shells stopped is durable, so is everything they submitted.
+  e->done = [journal, done = std::move(done)](std::size_t) {
+    journal->submit({}, [done](const status&) { done(); });
+  };
+  if (impl_->stopped.load(std::memory_order_acquire)) return;
+  caf::anon_send(impl_->supervisor, evict_atom::value, std::move(e));
+}
+
+status node::adopt(const std::vector<std::string>& names) {
+  auto& db = *impl_->db;
+  for (const auto& name : names) {
+    auto meta = db.get_agent(name);
+    if (!meta) return meta.error();
+    if (!*meta) continue;
+    auto effects = db.scan(persistence::family::effects, persistence::agent_prefix((*meta)->id), {},
+                           std::numeric_limits<std::size_t>::max());
+    if (!effects) return effects.error();
+    bool wake = false;
+    for (auto& [k, v] : *effects) {
+      auto m = persistence::decode_effect_marker(v, name);
+      if (!m) return m.error();
+      if (m->kind != "worker") {
+        wake = true;
+        continue;
+      }
+      uint64_t effect = persistence::key_seq(k);
+      impl_->rt.tasks.add({task_id((*meta)->id, effect, m->attempt),
+                           m->queue,
+                           m->agent,
+                           effect,
+                           m->attempt,
+                           m->tool,
+                           m->arguments,
+                           m->lease_ms,
+                           {},
+                           0,
+                           0},
+                          wall_ms() + m->lease_ms);
+    }
+    auto inbox = db.read_inbox((*meta)->id, name);
+    if (!inbox) return inbox.error();
+    if (wake || !inbox->empty()) {
+      auto r = std::make_shared<request>();
+      r->what = request::kind::wake;
+      r->name = name;
+      impl_->submit(std::move(r));
+    }
+  }
+  impl_->timers->notify(0);
+  return status::ok();
 }
 
 void node::spawn(std::string name, std::string type, json input, callback<agent_view> done) {

@@ -28,6 +28,7 @@
 #include "base/status.hpp"
 #include "config/agent_spec.hpp"
 #include "config/node_config.hpp"
+#include "persistence/store.hpp"
 
 namespace keel::actors {
 
@@ -54,6 +55,9 @@ struct send_ack {
   std::string id;          // the message id (generated when the sender gave none)
   uint64_t seq = 0;        // arrival position in the agent's mailbox
   bool duplicate = false;  // the id was accepted before; nothing new happened
+  // Accepted into this node's durable outbox because the agent's node is
+  // down; delivered (exactly once) when it returns. seq is 0 then.
+  bool queued = false;
 };
 
 // What an agent answered to a message or signal.
@@ -116,6 +120,23 @@ struct inbound_message {
   json body;
 };
 
+// Where a node sends requests for agents it does not serve: the cluster
+// layer (net/cluster_node.hpp) implements it. Without one, every agent is
+// local. Methods are called from node threads and must not block.
+class remote_router {
+ public:
+  virtual ~remote_router() = default;
+  // Whether this node serves `name` now (owns its shard, not moving).
+  virtual bool is_local(std::string_view name) const = 0;
+  // A message from an agent here (send_message) to a remote agent; `accepted`
+  // runs once it is durable (here in the outbox, or at the owner).
+  virtual void send(std::string name, inbound_message m, callback<send_ack> accepted) = 0;
+  // spawn_agent of a name that lives elsewhere.
+  virtual void spawn(std::string name, std::string type, json input, callback<agent_view> done) = 0;
+  // Why `name` cannot be served here ("agent x lives on node n2").
+  virtual std::string elsewhere(std::string_view name) const = 0;
+};
+
 class node {
  public:
   // Opens the store in cfg.data_dir, starts the actors and recovers: agents
@@ -169,6 +190,25 @@ class node {
   // Prometheus text exposition of the node's counters and latencies.
   std::string metrics_text();
   uint64_t live_agents() const;
+
+  // Hands requests for agents this node does not serve to `r` (null: serve
+  // all). Safe to call at any time; requests already routed are not moved.
+  void set_router(std::shared_ptr<remote_router> r);
+
+  // For layers above that keep their own data in the node's store (the
+  // cluster's outbox and shard state): reads go to storage(); commit()
+  // applies `ops` through the node's group-committing journal and runs
+  // `done` once they are durable (on the journal thread: be quick).
+  persistence::store& storage();
+  void commit(persistence::write_set ops, std::function<void(const status&)> done);
+
+  // Shard handoff. evict(): stops the live agents `pick` selects (their
+  // requests fail with unavailable) and runs `done` once every write they
+  // had submitted is durable. adopt(): agents whose data was just written
+  // here by another node resume what they were doing (queued messages,
+  // effects in flight, worker tasks, timers).
+  void evict(std::function<bool(std::string_view)> pick, std::function<void()> done);
+  status adopt(const std::vector<std::string>& names);
 
   // Stops intake, drains in-flight writes, closes the store. Idempotent.
   void stop();

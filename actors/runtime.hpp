@@ -109,6 +109,14 @@ struct request {
 };
 using request_ptr = std::shared_ptr<request>;
 
+// Stops the live shells whose names `pick` selects (a shard handed to
+// another node); `done` gets how many were stopped.
+struct evict_order {
+  std::function<bool(std::string_view)> pick;
+  std::function<void(std::size_t)> done;
+};
+using evict_ptr = std::shared_ptr<evict_order>;
+
 // Ids the node gives messages sent without one; clients may not use the
 // prefix, and such ids are not dedupe keys.
 inline constexpr std::string_view generated_id_prefix = "auto-";

@@ -98,6 +98,24 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
             self->send(entry.shell, idle_atom::value);
         self->delayed_send(self, tick, idle_atom::value);
       },
+      [self, rt](evict_atom, evict_ptr& e) {
+        auto& s = self->state;
+        std::size_t n = 0;
+        for (auto it = s.live.begin(); it != s.live.end();) {
+          if (!e->pick(it->first)) {
+            ++it;
+            continue;
+          }
+          self->demonitor(it->second.shell);
+          self->send_exit(it->second.shell, caf::exit_reason::user_shutdown);
+          s.names.erase(it->second.shell.address());
+          rt->set_live(it->first, false);
+          rt->metrics.live.fetch_sub(1, std::memory_order_relaxed);
+          it = s.live.erase(it);
+          ++n;
+        }
+        e->done(n);
+      },
       [self](shutdown_atom) {
         for (auto& [name, entry] : self->state.live)
           self->send_exit(entry.shell, caf::exit_reason::user_shutdown);
