@@ -50,6 +50,11 @@ commands:
   tasks fail ID --error TEXT [--retryable true|false]
                                           report a leased task failed
   health                                  is the node up?
+  cluster status                          members, up/down, shards, epoch, outbox
+  cluster add-node ID --cluster HOST:PORT --http HOST:PORT
+                                          add a member (started with --join);
+                                          moves its shards to it
+  cluster remove-node ID                  move a member's shards away, drop it
 
 approvals, doubts and human answers are signals, e.g.
   keel signal ticket/4711 approve --payload '{"by": "maria"}'
@@ -229,6 +234,7 @@ class cli {
   int health();
   int cancel();
   int tasks();
+  int cluster();
   int print_ack(const json& j);
 
   std::string agent_path(const std::string& name) const {
@@ -326,6 +332,9 @@ int cli::spawn() {
 int cli::print_ack(const json& j) {
   if (inv_.json_out)
     done(j);
+  else if (j.value("queued", false))
+    std::printf("queued id=%s (the agent's node is down; delivered when it returns)\n",
+                text_of(j.value("id", json())).c_str());
   else
     std::printf("accepted id=%s seq=%s%s\n", text_of(j.value("id", json())).c_str(),
                 text_of(j.value("seq", json())).c_str(),
@@ -467,7 +476,8 @@ int cli::tasks() {
     if (!j) return exit_server;
     if (inv_.json_out) return done(*j);
     std::vector<std::vector<std::string>> rows;
-    for (const auto& [queue, st] : j->value("queues", json::object()).items())
+    const json queues = j->value("queues", json::object());
+    for (const auto& [queue, st] : queues.items())
       rows.push_back(
           {queue, text_of(st.value("ready", json())), text_of(st.value("leased", json()))});
     print_table({"QUEUE", "READY", "LEASED"}, rows);
@@ -524,6 +534,86 @@ int cli::health() {
   return exit_ok;
 }
 
+// "HOST:PORT" -> (host, port); a usage error otherwise.
+std::pair<std::string, uint16_t> host_port(const std::string& s, const char* flag) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size() || s.size() - colon > 6 ||
+      !std::all_of(s.begin() + colon + 1, s.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      std::stoul(s.substr(colon + 1)) == 0 || std::stoul(s.substr(colon + 1)) > 65535)
+    usage_fail(std::string("--") + flag + " must be HOST:PORT, got '" + s + "'");
+  return {s.substr(0, colon), static_cast<uint16_t>(std::stoul(s.substr(colon + 1)))};
+}
+
+int cli::cluster() {
+  const std::string sub = inv_.args.empty() ? "status" : inv_.args[0];
+  if (sub == "status") {
+    expect_args(inv_, 0, 1, "cluster status", {});
+    auto j = call("GET", "/v1/cluster");
+    if (!j) return exit_server;
+    if (inv_.json_out) return done(*j);
+    std::printf(
+        "cluster %s  epoch %s  shards %s  (asked %s)\n",
+        text_of(j->value("cluster_id", json())).c_str(), text_of(j->value("epoch", json())).c_str(),
+        text_of(j->value("shards", json())).c_str(), text_of(j->value("self", json())).c_str());
+    std::printf("%-10s %-5s %-7s %-22s %-22s %s\n", "MEMBER", "UP", "SHARDS", "CLUSTER", "HTTP",
+                "DETAIL");
+    for (const auto& m : j->value("members", json::array())) {
+      std::string cl =
+          text_of(m.value("host", json())) + ":" + text_of(m.value("cluster_port", json()));
+      std::string ht =
+          text_of(m.value("http_host", json())) + ":" + text_of(m.value("http_port", json()));
+      std::printf(
+          "%-10s %-5s %-7s %-22s %-22s %s\n", text_of(m.value("id", json())).c_str(),
+          m.value("up", false) ? "up" : "DOWN", text_of(m.value("shards", json())).c_str(),
+          cl.c_str(), ht.c_str(),
+          m.value("self", false) ? "(this node)" : text_of(m.value("detail", json(""))).c_str());
+    }
+    const json ob = j->value("outbox", json::object());
+    std::printf("outbox: %s queued", text_of(ob.value("queued", json(0))).c_str());
+    const json by_node = ob.value("by_node", json::object());
+    for (const auto& [node, n] : by_node.items())
+      std::printf("  %s=%s", node.c_str(), text_of(n).c_str());
+    std::printf("  (delivered %s, dropped %s)\n", text_of(ob.value("delivered", json(0))).c_str(),
+                text_of(ob.value("dropped", json(0))).c_str());
+    if (j->contains("change"))
+      std::printf("change in progress: %s\n", j->at("change").dump().c_str());
+    return exit_ok;
+  }
+  if (sub == "add-node") {
+    expect_args(inv_, 2, 2, "cluster add-node ID --cluster HOST:PORT --http HOST:PORT",
+                {"cluster", "http"});
+    const std::string* cl = opt(inv_, "cluster");
+    const std::string* ht = opt(inv_, "http");
+    if (!cl || !ht)
+      usage_fail("usage: keel cluster add-node ID --cluster HOST:PORT --http HOST:PORT");
+    auto [ch, cp] = host_port(*cl, "cluster");
+    auto [hh, hp] = host_port(*ht, "http");
+    json member{{"id", inv_.args[1]},
+                {"host", ch},
+                {"cluster_port", cp},
+                {"http_host", hh},
+                {"http_port", hp}};
+    auto j = call("POST", "/v1/cluster/members", dump(member));
+    if (!j) return exit_server;
+    if (inv_.json_out) return done(*j);
+    std::printf("added %s: epoch %s, %s shards moved\n", inv_.args[1].c_str(),
+                text_of(j->value("epoch", json())).c_str(),
+                text_of(j->value("moved", json())).c_str());
+    return exit_ok;
+  }
+  if (sub == "remove-node") {
+    expect_args(inv_, 2, 2, "cluster remove-node ID", {});
+    auto j = call("DELETE", "/v1/cluster/members/" + net::percent_encode(inv_.args[1]));
+    if (!j) return exit_server;
+    if (inv_.json_out) return done(*j);
+    std::printf("removed %s: epoch %s, %s shards moved\n", inv_.args[1].c_str(),
+                text_of(j->value("epoch", json())).c_str(),
+                text_of(j->value("moved", json())).c_str());
+    return exit_ok;
+  }
+  usage_fail("unknown cluster command '" + sub + "' (status, add-node, remove-node)");
+}
+
 int cli::run() {
   const std::string& c = inv_.command;
   // The request deadline must outlast the server's wait for a reply.
@@ -542,6 +632,7 @@ int cli::run() {
   if (c == "health") return health();
   if (c == "cancel") return cancel();
   if (c == "tasks") return tasks();
+  if (c == "cluster") return cluster();
   usage_fail(c.empty() ? "no command given" : "unknown command '" + c + "'");
 }
 

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -23,8 +24,10 @@
 #include "actors/exec_sandbox.hpp"
 #include "actors/node.hpp"
 #include "config/agent_spec.hpp"
+#include "config/cluster_config.hpp"
 #include "config/node_config.hpp"
 #include "net/api.hpp"
+#include "net/cluster_node.hpp"
 #include "net/http_server.hpp"
 #include "net/http_tool.hpp"
 #include "net/openai_model.hpp"
@@ -47,12 +50,20 @@ Runs one Keel node: the durable agent runtime and its HTTP API.
   --idle-ms N        idle time before a live agent hibernates (default 30000)
   --agents DIR       load every *.json agent-type spec in DIR (see
                      docs/agent-types.md); may be given more than once
+  --cluster FILE     cluster config (JSON, docs/operations.md): run as a
+                     member of that cluster; needs --node-id
+  --node-id ID       this node's member id in the cluster config; its
+                     HTTP address is the default for --http
+  --join             join a running cluster: serve nothing until a member
+                     adds this node (keel cluster add-node) and hands it its
+                     shards
   --help             show this text
 )";
 
 struct flags {
   bool help = false;
-  std::optional<std::string> data, http, config, token, idle_ms;
+  bool join = false;
+  std::optional<std::string> data, http, config, token, idle_ms, cluster, node_id;
   std::vector<std::string> agents;
 };
 
@@ -68,6 +79,10 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
     std::string_view a = args[i];
     if (a == "--help" || a == "-h") {
       f.help = true;
+      continue;
+    }
+    if (a == "--join") {
+      f.join = true;
       continue;
     }
     std::string_view name = a, value;
@@ -91,6 +106,10 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
       slot = &f.token;
     else if (name == "--idle-ms")
       slot = &f.idle_ms;
+    else if (name == "--cluster")
+      slot = &f.cluster;
+    else if (name == "--node-id")
+      slot = &f.node_id;
     else
       return error(code::invalid_argument, "unknown argument '" + std::string(a) + "'");
     if (!inline_value) {
@@ -140,6 +159,21 @@ int run(int argc, char** argv) {
     std::fputs(usage_text, stdout);
     return 0;
   }
+  std::optional<config::cluster_config> cluster;
+  if (f->cluster) {
+    auto c = config::load_cluster_file(*f->cluster);
+    if (!c) return usage_error(c.error().message());
+    if (!f->node_id) return usage_error("--cluster needs --node-id");
+    auto self = std::find_if(c->members.begin(), c->members.end(),
+                             [&](const auto& m) { return m.id == *f->node_id; });
+    if (self == c->members.end())
+      return usage_error("node id '" + *f->node_id + "' is not a member in " + *f->cluster);
+    // The member entry says where this node's API listens, unless --http does.
+    if (!f->http) f->http = self->http_host + ":" + std::to_string(self->http_port);
+    cluster = std::move(*c);
+  } else if (f->node_id || f->join) {
+    return usage_error("--node-id and --join need --cluster");
+  }
   auto cfg = build_config(*f);
   if (!cfg) return usage_error(cfg.error().message());
 
@@ -181,9 +215,32 @@ int run(int argc, char** argv) {
     return 1;
   }
   net::http_server* server = http->get();
-  net::api api(**node, [server](std::chrono::milliseconds delay, std::function<void()> fn) {
-    server->run_after(delay, std::move(fn));
-  });
+  std::shared_ptr<net::cluster_node> member;
+  if (cluster) {
+    auto started = net::cluster_node::start(**node, {*cluster, *f->node_id, f->join, {}});
+    if (!started) {
+      std::fprintf(stderr, "keeld: cannot join cluster '%s': %s\n", cluster->cluster_id.c_str(),
+                   started.error().to_string().c_str());
+      (*node)->stop();
+      return 1;
+    }
+    member = std::move(*started);
+  }
+  net::api_options api_opts;
+  api_opts.cluster = member.get();
+  net::api api(
+      **node,
+      [server](std::chrono::milliseconds delay, std::function<void()> fn) {
+        server->run_after(delay, std::move(fn));
+      },
+      api_opts);
+  if (member) {
+    member->attach(api);
+    (*node)->set_router(member);
+    std::fprintf(stderr, "keeld: member %s of cluster %s, cluster port %u%s\n", f->node_id->c_str(),
+                 cluster->cluster_id.c_str(), static_cast<unsigned>(member->cluster_port()),
+                 f->join ? " (joining)" : "");
+  }
   server->start([&api](net::http_request req, net::respond_fn respond) {
     api.handle(std::move(req), std::move(respond));
   });
@@ -197,6 +254,10 @@ int run(int argc, char** argv) {
   }
   std::fprintf(stderr, "keeld: %s received, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   server->stop();
+  if (member) {
+    (*node)->set_router(nullptr);
+    member->stop();
+  }
   (*node)->stop();
   std::fprintf(stderr, "keeld: stopped\n");
   return 0;

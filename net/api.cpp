@@ -58,6 +58,7 @@ void finish(const waiter_ptr& w, std::unique_lock<std::mutex>& lock) {
   w->done = true;
   json j{{"id", w->ack->id}, {"seq", w->ack->seq}};
   if (w->ack->duplicate) j["duplicate"] = true;
+  if (w->ack->queued) j["queued"] = true;
   if (w->reply) j["reply"] = std::move(*w->reply);
   lock.unlock();
   w->respond(json_response(202, j));
@@ -89,6 +90,21 @@ void on_replied(const waiter_ptr& w, const result<actors::agent_reply>& r) {
   if (w->done) return;
   w->reply = reply_json(r);
   if (w->ack) finish(w, lock);
+}
+
+// The node callbacks that feed a waiter: acceptance always, the reply only
+// when the caller waits for it.
+std::pair<actors::callback<actors::send_ack>, actors::callback<actors::agent_reply>>
+waiter_callbacks(const waiter_ptr& w) {
+  actors::callback<actors::agent_reply> replied;
+  if (w->wait_ms > 0)
+    replied = [w](result<actors::agent_reply> r) {
+      guarded(w->respond, [&] { on_replied(w, r); });
+    };
+  return {[w](result<actors::send_ack> r) {
+            guarded(w->respond, [&] { on_accepted(w, std::move(r)); });
+          },
+          std::move(replied)};
 }
 
 }  // namespace
@@ -145,6 +161,16 @@ struct api::impl {
   void ledger(const std::string& name, const target& t, const respond_fn& respond);
   void health(const respond_fn& respond);
 
+  // "" when this node serves `name`; else the owner's id. A forwarded
+  // request for a name not served here is a conflict of maps: the sender
+  // must retry, never forward again (no loops).
+  std::string owner_elsewhere(const std::string& name, const http_request& req) const {
+    if (!opts.cluster) return {};
+    std::string owner = opts.cluster->owner_elsewhere(name);
+    if (!owner.empty() && !req.header(forwarded_header).empty()) return {};
+    return owner;
+  }
+
   // A waiter for ?wait=MS, or the error for a bad one.
   result<waiter_ptr> make_waiter(const target& t, const respond_fn& respond) const;
 };
@@ -175,9 +201,19 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
   }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "tasks")
     return task_route(node, defer, req, *t, respond);
+  if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "cluster") {
+    if (!opts.cluster) return respond(fail(404, "not_found", "this node is not part of a cluster"));
+    return opts.cluster->cluster_route(req, std::vector<std::string>(seg.begin(), seg.end()),
+                                       respond);
+  }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "agents") {
     if (seg.size() == 2) {
-      if (m == "GET") return list(*t, respond);
+      if (m == "GET") {
+        if (opts.cluster && req.header(forwarded_header).empty() &&
+            string_param(*t, "local") != "1")
+          return opts.cluster->list_all(req, respond);
+        return list(*t, respond);
+      }
       if (m == "POST") return spawn(req, respond);
       return respond(method_not_allowed(m, "GET, POST"));
     }
@@ -215,6 +251,12 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
     return respond(fail(404, "not_found", "no such path: " + std::string(req.target)));
 
   const std::string& m = req.method;
+  if (auto owner = owner_elsewhere(name, req); !owner.empty()) {
+    // Messages and signals only need acceptance: the outbox takes them even
+    // while the owner is down. Everything else is the owner's to answer.
+    bool deliverable = m == "POST" && (action == "messages" || action == "signals");
+    if (!deliverable) return opts.cluster->forward(owner, req, respond);
+  }
   if (action.empty()) {
     if (m == "GET") return get(std::move(name), respond);
     if (m == "DELETE") return terminate(std::move(name), t, respond);
@@ -239,6 +281,8 @@ void api::impl::spawn(const http_request& req, const respond_fn& respond) {
   auto type = string_field(*body, "type", true);
   if (!type) return respond(error_response(type.error()));
   if (auto s = validate_agent_name(*name); !s) return respond(error_response(s));
+  if (auto owner = owner_elsewhere(*name, req); !owner.empty())
+    return opts.cluster->forward(owner, req, respond);
   json input = body->contains("input") ? (*body)["input"] : json();
   node.spawn(std::move(*name), std::move(*type), std::move(input),
              [respond](result<actors::agent_view> r) {
@@ -309,18 +353,13 @@ void api::impl::message(std::string name, const http_request& req, const target&
   auto w = make_waiter(t, respond);
   if (!w) return respond(error_response(w.error()));
 
+  auto [accepted, replied] = waiter_callbacks(*w);
+  if (auto owner = owner_elsewhere(name, req); !owner.empty())
+    return opts.cluster->deliver(
+        {std::move(name), "message", std::move(*id), std::move(*from), std::move((*body)["body"])},
+        std::move(accepted), std::move(replied));
   actors::inbound_message m{std::move(*id), std::move(*from), std::move((*body)["body"])};
-  actors::callback<actors::agent_reply> replied;
-  if ((*w)->wait_ms > 0)
-    replied = [w = *w](result<actors::agent_reply> r) {
-      guarded(w->respond, [&] { on_replied(w, r); });
-    };
-  node.send(
-      std::move(name), std::move(m),
-      [w = *w](result<actors::send_ack> r) {
-        guarded(w->respond, [&] { on_accepted(w, std::move(r)); });
-      },
-      std::move(replied));
+  node.send(std::move(name), std::move(m), std::move(accepted), std::move(replied));
 }
 
 void api::impl::signal(std::string name, std::string sig, const http_request& req, const target& t,
@@ -331,18 +370,13 @@ void api::impl::signal(std::string name, std::string sig, const http_request& re
   auto w = make_waiter(t, respond);
   if (!w) return respond(error_response(w.error()));
   json payload = body->contains("payload") ? std::move((*body)["payload"]) : json();
-
-  actors::callback<actors::agent_reply> replied;
-  if ((*w)->wait_ms > 0)
-    replied = [w = *w](result<actors::agent_reply> r) {
-      guarded(w->respond, [&] { on_replied(w, r); });
-    };
-  node.signal(
-      std::move(name), std::move(sig), std::move(payload),
-      [w = *w](result<actors::send_ack> r) {
-        guarded(w->respond, [&] { on_accepted(w, std::move(r)); });
-      },
-      std::move(replied));
+  auto [accepted, replied] = waiter_callbacks(*w);
+  if (auto owner = owner_elsewhere(name, req); !owner.empty())
+    return opts.cluster->deliver(
+        {std::move(name), "signal", std::move(sig), "", std::move(payload)}, std::move(accepted),
+        std::move(replied));
+  node.signal(std::move(name), std::move(sig), std::move(payload), std::move(accepted),
+              std::move(replied));
 }
 
 void api::impl::cancel(std::string name, const http_request& req, const target& t,
@@ -353,17 +387,9 @@ void api::impl::cancel(std::string name, const http_request& req, const target& 
   if (!by) return respond(error_response(by.error()));
   auto w = make_waiter(t, respond);
   if (!w) return respond(error_response(w.error()));
-  actors::callback<actors::agent_reply> replied;
-  if ((*w)->wait_ms > 0)
-    replied = [w = *w](result<actors::agent_reply> r) {
-      guarded(w->respond, [&] { on_replied(w, r); });
-    };
-  node.cancel(
-      std::move(name), by->empty() ? "api" : std::move(*by),
-      [w = *w](result<actors::send_ack> r) {
-        guarded(w->respond, [&] { on_accepted(w, std::move(r)); });
-      },
-      std::move(replied));
+  auto [accepted, replied] = waiter_callbacks(*w);
+  node.cancel(std::move(name), by->empty() ? "api" : std::move(*by), std::move(accepted),
+              std::move(replied));
 }
 
 void api::impl::query(std::string name, const http_request& req, const respond_fn& respond) {

@@ -14,6 +14,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "actors/node.hpp"
 #include "base/status.hpp"
@@ -32,6 +37,42 @@ http_response error_response(const status& s);
 // drop `fn` unrun when shutting down. http_server::run_after fits.
 using defer_fn = std::function<void(std::chrono::milliseconds delay, std::function<void()> fn)>;
 
+// A message or signal for an agent on another node, as the API hands it to
+// the cluster.
+struct remote_delivery {
+  std::string name;
+  std::string kind;  // "message" or "signal"
+  std::string id;    // message id ("" = the cluster assigns one); signal name
+  std::string from;
+  nlohmann::json body;  // message body or signal payload
+};
+
+// The cluster as the API sees it; net/cluster_node.hpp implements it.
+// Without one the node serves every agent itself.
+class api_cluster {
+ public:
+  virtual ~api_cluster() = default;
+  // "" when `name` is served here, else the id of the member that owns it.
+  virtual std::string owner_elsewhere(std::string_view name) const = 0;
+  // Passes `req` to `owner` and answers with the owner's response; 503
+  // naming the owner when it cannot be reached.
+  virtual void forward(const std::string& owner, http_request req, respond_fn respond) = 0;
+  // Accepts `d` into this node's durable outbox, then delivers it.
+  // `accepted` gets the owner's acknowledgement, or queued = true when the
+  // owner cannot take it now; `replied` (may be empty) the agent's reply.
+  virtual void deliver(remote_delivery d, actors::callback<actors::send_ack> accepted,
+                       actors::callback<actors::agent_reply> replied) = 0;
+  // /v1/cluster[/...]: status and membership changes.
+  virtual void cluster_route(const http_request& req, std::vector<std::string> segments,
+                             respond_fn respond) = 0;
+  // GET /v1/agents on every member, merged. `local_list` lists this node.
+  virtual void list_all(const http_request& req, respond_fn respond) = 0;
+};
+
+// Requests a node forwards to the owner carry this header (the sender's
+// member id); the owner answers them itself and never forwards them again.
+inline constexpr const char* forwarded_header = "x-keel-forwarded";
+
 struct api_options {
   // GET /v1/agents/{name}/ledger: events per page. Default 1000, max 10000.
   std::size_t ledger_default_limit = 1000;
@@ -41,6 +82,9 @@ struct api_options {
   std::size_t list_max_limit = 1000;
   // Largest ?wait=MS on messages and signals. Default 60 s.
   uint64_t max_wait_ms = 60'000;
+  // The cluster this node is part of; null for a single node. Must outlive
+  // the api.
+  api_cluster* cluster = nullptr;
 };
 
 class api {

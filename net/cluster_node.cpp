@@ -1,0 +1,617 @@
+#include "net/cluster_node.hpp"
+
+#include "net/cluster_node_impl.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <utility>
+
+#include "actors/effect_pool.hpp"
+#include "base/clock.hpp"
+#include "net/api_support.hpp"
+#include "net/cluster_outbox.hpp"
+#include "net/cluster_transport.hpp"
+#include "persistence/values.hpp"
+
+namespace keel::net {
+
+using json = nlohmann::json;
+using api_detail::dump;
+using api_detail::fail;
+using api_detail::json_response;
+
+namespace {
+
+json reply_to_json(const result<actors::agent_reply>& r) {
+  if (!r)
+    return {{"ok", false},
+            {"code", to_string(r.error().error_code())},
+            {"message", r.error().message()}};
+  return {{"ok", r->ok}, {"body", r->body}, {"code", r->code}, {"message", r->message}};
+}
+
+actors::agent_reply reply_from_json(const json& j) {
+  actors::agent_reply r;
+  r.ok = j.value("ok", false);
+  r.body = j.value("body", json());
+  r.code = j.value("code", "");
+  r.message = j.value("message", "");
+  return r;
+}
+
+json response_to_json(const http_response& r) {
+  return {{"status", r.status}, {"content_type", r.content_type}, {"body", r.body}};
+}
+
+result<http_response> response_from_json(const std::string& s) {
+  auto j = json::parse(s, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return error(code::corruption, "a peer sent an unreadable response");
+  http_response r;
+  r.status = j.value("status", 500u);
+  r.content_type = j.value("content_type", "application/json");
+  r.body = j.value("body", "");
+  return r;
+}
+
+// Runs `f` if it is still set and clears it.
+template <class F, class T>
+void once(F& f, T&& value) {
+  if (!f) return;
+  F g = std::move(f);
+  f = nullptr;
+  g(std::forward<T>(value));
+}
+
+status from_wire_error(const json& j) {
+  return error(code_from_string(j.value("code", "internal")), j.value("message", ""));
+}
+
+}  // namespace
+
+cluster_node::cluster_node(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+cluster_node::~cluster_node() {
+  stop();
+}
+
+result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, options opts) {
+  KEEL_TRY(config::validate(opts.cluster));
+  auto p = std::make_unique<impl>(node, opts);
+
+  // The stored map wins over the config: membership changes made since the
+  // cluster was created live there, with their epochs.
+  auto stored = node.storage().get(persistence::family::meta, map_key);
+  if (!stored) return stored.error();
+  if (*stored) {
+    auto j =
+        persistence::decode_object(persistence::value_type::cluster_state, **stored, "cluster map");
+    if (!j) return j.error();
+    auto m = config::shard_map::from_json(*j, "stored cluster map");
+    if (!m) return error(code::corruption, m.error().message());
+    if (m->shards() != opts.cluster.shards)
+      return error(code::invalid_argument,
+                   "the cluster config says " + std::to_string(opts.cluster.shards) +
+                       " shards but this node's data was placed with " +
+                       std::to_string(m->shards()) + "; the shard count cannot change");
+    p->map = std::make_shared<const config::shard_map>(std::move(*m));
+  } else if (opts.join) {
+    p->map = std::make_shared<const config::shard_map>(0, opts.cluster.shards,
+                                                       std::vector<config::cluster_member>{});
+  } else {
+    // The first start: the config's members at epoch 1, stored, so a later
+    // edit of the config (a member added for a joiner) never changes where
+    // agents live without a handoff.
+    p->map =
+        std::make_shared<const config::shard_map>(1, opts.cluster.shards, opts.cluster.members);
+    persistence::write_set ops;
+    ops.push_back({persistence::family::meta, false, map_key,
+                   persistence::encode_object(persistence::value_type::cluster_state,
+                                              p->map->to_json(), wall_ms())});
+    KEEL_TRY(node.storage().write(ops, true));
+  }
+
+  if (const auto* m = p->map->find(opts.self))
+    p->self = *m;
+  else if (opts.self_member && opts.self_member->id == opts.self)
+    p->self = *opts.self_member;
+  else {
+    auto it = std::find_if(opts.cluster.members.begin(), opts.cluster.members.end(),
+                           [&](const auto& m) { return m.id == opts.self; });
+    if (it == opts.cluster.members.end())
+      return error(code::invalid_argument, "node id '" + opts.self +
+                                               "' is not a member of cluster '" +
+                                               opts.cluster.cluster_id + "'");
+    p->self = *it;
+  }
+
+  // Peers: everyone in the map and the config, but not ourselves.
+  std::vector<config::cluster_member> peers;
+  std::set<std::string> seen{p->self.id};
+  for (const auto& m : p->map->members())
+    if (seen.insert(m.id).second) peers.push_back(m);
+  for (const auto& m : opts.cluster.members)
+    if (seen.insert(m.id).second) peers.push_back(m);
+
+  impl* raw = p.get();
+  transport_handlers h;
+  h.on_call = [raw](const std::string& from, std::string payload,
+                    transport_handlers::respond_fn respond) {
+    raw->on_call(from, std::move(payload), std::move(respond));
+  };
+  h.on_peer = [raw](const std::string& peer, bool up) {
+    if (!up) return;
+    if (raw->current_map()->empty()) raw->fetch_routing_map(peer);
+    if (raw->outbox) raw->outbox->wake();
+  };
+  KEEL_TRY(p->load_change());
+  if (p->next)
+    for (const auto& m : p->next->members())
+      if (seen.insert(m.id).second) peers.push_back(m);
+  auto t = cluster_transport::start(opts.cluster, p->self, std::move(peers), std::move(h));
+  if (!t) return t.error();
+  p->transport = std::move(*t);
+
+  p->outbox = std::make_unique<cluster_outbox>(
+      node, [raw](std::string_view name) { return raw->route_to(name); },
+      [raw](const std::string& n) { return n == raw->self.id || raw->transport->is_up(n); },
+      [raw](const std::string& to, std::vector<outbox_item> batch,
+            std::function<void(result<std::vector<delivery_ack>>)> done) {
+        raw->deliver_batch(to, std::move(batch), std::move(done));
+      },
+      cluster_outbox::options{});
+  if (auto s = p->outbox->start(); !s) {
+    p->transport->stop();
+    return s;
+  }
+  p->start_change_thread();
+  return std::shared_ptr<cluster_node>(new cluster_node(std::move(p)));
+}
+
+void cluster_node::attach(api& a) {
+  impl_->http = &a;
+}
+
+uint16_t cluster_node::cluster_port() const {
+  return impl_->transport->port();
+}
+
+void cluster_node::stop() {
+  if (impl_->stopped.exchange(true)) return;
+  impl_->stop_change_thread();
+  impl_->outbox->stop();
+  impl_->transport->stop();
+  impl_->workers.stop();
+}
+
+// --- placement --------------------------------------------------------------
+
+bool cluster_node::is_local(std::string_view name) const {
+  return impl_->serves(name);
+}
+
+std::string cluster_node::owner_elsewhere(std::string_view name) const {
+  std::string owner = impl_->route_to(name);
+  return owner == impl_->self.id ? std::string() : owner;
+}
+
+std::string cluster_node::elsewhere(std::string_view name) const {
+  std::string owner = impl_->owner_of(name);
+  return "agent '" + std::string(name) + "' is served by node " +
+         (owner.empty() ? std::string("(unknown: no shard map yet)") : owner) + ", not " +
+         impl_->self.id;
+}
+
+// --- forwarding ---------------------------------------------------------------
+
+void cluster_node::forward(const std::string& owner, http_request req, respond_fn respond) {
+  if (!impl_->transport->is_up(owner)) {
+    json j{{"error",
+            {{"code", "unavailable"},
+             {"message", "the agent lives on node " + owner + ", which is down; retry later"},
+             {"owner", owner}}}};
+    return respond(json_response(503, j));
+  }
+  impl_->forwarded.fetch_add(1, std::memory_order_relaxed);
+  json msg{{"op", "http"},
+           {"epoch", impl_->current_map()->epoch()},
+           {"method", req.method},
+           {"target", req.target},
+           {"body", req.body}};
+  // ?wait=MS makes the owner hold the answer that long.
+  uint64_t wait = 0;
+  if (auto t = api_detail::parse_target(req.target); t)
+    if (auto w = api_detail::uint_param(*t, "wait", 0); w) wait = *w;
+  uint32_t timeout = static_cast<uint32_t>(std::min<uint64_t>(wait, 600'000)) +
+                     impl_->opts.cluster.forward_timeout_ms;
+  impl_->call(owner, msg, timeout, [respond, owner](result<std::string> r) {
+    if (!r) {
+      unsigned st = r.error().error_code() == code::timeout ? 504 : 503;
+      json j{{"error",
+              {{"code", to_string(r.error().error_code())},
+               {"message", "node " + owner + " did not answer: " + r.error().message()},
+               {"owner", owner}}}};
+      return respond(json_response(st, j));
+    }
+    auto resp = response_from_json(*r);
+    if (!resp) return respond(error_response(resp.error()));
+    respond(std::move(*resp));
+  });
+}
+
+void cluster_node::impl::on_http(json msg, transport_handlers::respond_fn respond) {
+  if (!http) return respond(error(code::unavailable, "the node's API is not ready"));
+  http_request req;
+  req.method = msg.value("method", "GET");
+  req.target = msg.value("target", "/");
+  req.body = msg.value("body", "");
+  req.headers.emplace_back(forwarded_header, msg.value("from", "peer"));
+  // The API may block on store reads (ledger, listings): not on a
+  // transport thread.
+  bool queued = workers.submit([this, req = std::move(req), respond]() mutable {
+    http->handle(std::move(req),
+                 [respond](http_response r) { respond(dump(response_to_json(r))); });
+  });
+  if (!queued) respond(error(code::unavailable, "node is shutting down"));
+}
+
+void cluster_node::list_all(const http_request& req, respond_fn respond) {
+  auto t = api_detail::parse_target(req.target);
+  if (!t) return respond(error_response(t.error()));
+  auto limit = api_detail::uint_param(*t, "limit", 100);
+  if (!limit) return respond(error_response(limit.error()));
+  std::size_t n = std::clamp<uint64_t>(*limit, 1, 1000);
+  std::string target =
+      req.target + (req.target.find('?') == std::string::npos ? "?" : "&") + "local=1";
+
+  struct gather {
+    std::mutex mu;
+    std::size_t pending = 0;
+    std::vector<json> agents;
+    std::vector<std::string> unavailable;
+    bool more = false;
+  };
+  auto g = std::make_shared<gather>();
+  auto members = impl_->current_map()->members();
+  g->pending = members.size();
+  auto finish = [g, n, respond] {
+    std::sort(g->agents.begin(), g->agents.end(),
+              [](const json& a, const json& b) { return a["name"] < b["name"]; });
+    bool more = g->more || g->agents.size() > n;
+    if (g->agents.size() > n) g->agents.resize(n);
+    json next = more && !g->agents.empty() ? g->agents.back()["name"] : json(nullptr);
+    json body{{"agents", g->agents}, {"next_after", next}};
+    if (!g->unavailable.empty()) body["unavailable_nodes"] = g->unavailable;
+    respond(json_response(200, body));
+  };
+  auto take = [g, finish](const std::string& who, result<http_response> r) {
+    std::unique_lock lk(g->mu);
+    json j = r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
+    if (j.is_object() && j["agents"].is_array()) {
+      for (auto& a : j["agents"]) g->agents.push_back(std::move(a));
+      if (!j["next_after"].is_null()) g->more = true;
+    } else {
+      g->unavailable.push_back(who);
+    }
+    if (--g->pending == 0) {
+      lk.unlock();
+      finish();
+    }
+  };
+  if (members.empty()) return finish();
+  for (const auto& m : members) {
+    http_request sub{"GET", target, "", {}};
+    if (m.id == impl_->self.id) {
+      sub.headers.emplace_back(forwarded_header, impl_->self.id);
+      bool ok = impl_->workers.submit([this, sub, take, id = m.id]() mutable {
+        impl_->http->handle(std::move(sub), [take, id](http_response r) { take(id, r); });
+      });
+      if (!ok) take(m.id, error(code::unavailable, "stopping"));
+      continue;
+    }
+    forward(m.id, std::move(sub), [take, id = m.id](http_response r) { take(id, std::move(r)); });
+  }
+}
+
+// --- messages through the outbox -------------------------------------------------
+
+void cluster_node::deliver(remote_delivery d, actors::callback<actors::send_ack> accepted,
+                           actors::callback<actors::agent_reply> replied) {
+  outbox_item item;
+  item.name = std::move(d.name);
+  item.kind = std::move(d.kind);
+  item.id = std::move(d.id);
+  item.from = std::move(d.from);
+  item.body = std::move(d.body);
+  if (item.kind == "message" && item.id.empty()) {
+    // The outbox redelivers after a crash: the message needs an id the owner
+    // dedupes by. Ids from the node's never-reused sequence.
+    auto n = impl_->node.storage().allocate_agent_id();
+    if (!n) return accepted(n.error());
+    item.id = "m-" + impl_->self.id + "-" + std::to_string(*n);
+  }
+  if (replied) {
+    item.wait = true;
+    std::lock_guard lk(impl_->replies_mu);
+    impl_->replies[{item.name, item.id}] = std::move(replied);
+  }
+  auto shared_accept = std::make_shared<actors::callback<actors::send_ack>>(std::move(accepted));
+  std::string id = item.id;
+  impl_->outbox->append(
+      std::move(item),
+      [shared_accept](result<outbox_item> r) {
+        if (!r) once(*shared_accept, result<actors::send_ack>(r.error()));
+      },
+      [shared_accept, id](result<delivery_ack> r) {
+        if (!r) {
+          // Durable here, the owner cannot take it now: queued.
+          actors::send_ack a;
+          a.id = id;
+          a.queued = true;
+          return once(*shared_accept, result<actors::send_ack>(std::move(a)));
+        }
+        if (r->ok) return once(*shared_accept, result<actors::send_ack>(r->ack));
+        once(*shared_accept,
+             result<actors::send_ack>(error(code_from_string(r->code), r->message)));
+      });
+}
+
+void cluster_node::send(std::string name, actors::inbound_message m,
+                        actors::callback<actors::send_ack> accepted) {
+  deliver({std::move(name), "message", std::move(m.id), std::move(m.from), std::move(m.body)},
+          std::move(accepted), nullptr);
+}
+
+void cluster_node::spawn(std::string name, std::string type, json input,
+                         actors::callback<actors::agent_view> done) {
+  std::string owner = owner_elsewhere(name);
+  http_request req{"POST",
+                   "/v1/agents",
+                   dump(json{{"name", name}, {"type", type}, {"input", std::move(input)}}),
+                   {}};
+  forward(owner, std::move(req), [done = std::move(done)](http_response r) mutable {
+    auto j = json::parse(r.body, nullptr, false);
+    if (r.status == 201 && j.is_object()) {
+      actors::agent_view v;
+      v.name = j.value("name", "");
+      v.type = j.value("type", "");
+      v.status = j.value("status", "");
+      v.created_ms = j.value("created_ms", int64_t{0});
+      return done(std::move(v));
+    }
+    json e = j.is_object() ? j.value("error", json::object()) : json::object();
+    done(error(code_from_string(e.value("code", r.status == 503 ? "unavailable" : "internal")),
+               e.value("message", "spawn failed with HTTP " + std::to_string(r.status))));
+  });
+}
+
+void cluster_node::impl::deliver_batch(
+    const std::string& to, std::vector<outbox_item> batch,
+    std::function<void(result<std::vector<delivery_ack>>)> done) {
+  if (to == self.id) {
+    return deliver_here(
+        self.id, std::move(batch),
+        [done = std::move(done)](std::vector<delivery_ack> acks) { done(std::move(acks)); });
+  }
+  json items = json::array();
+  for (const auto& i : batch) items.push_back(to_json(i));
+  json msg{{"op", "deliver"}, {"epoch", current_map()->epoch()}, {"items", std::move(items)}};
+  std::size_t n = batch.size();
+  call(to, msg, opts.cluster.forward_timeout_ms,
+       [done = std::move(done), n](result<std::string> r) {
+         if (!r) return done(r.error());
+         auto j = json::parse(*r, nullptr, false);
+         if (!j.is_object() || !j["acks"].is_array() || j["acks"].size() != n)
+           return done(error(code::corruption, "a peer sent unreadable acknowledgements"));
+         std::vector<delivery_ack> acks;
+         for (const auto& a : j["acks"]) {
+           auto d = delivery_ack_from_json(a);
+           if (!d) return done(d.error());
+           acks.push_back(std::move(*d));
+         }
+         done(std::move(acks));
+       });
+}
+
+// Items are taken in order; from the first item whose agent is not served
+// here on, everything is refused for a retry, so a message never overtakes
+// an earlier one to the same agent.
+void cluster_node::impl::deliver_here(const std::string& from, std::vector<outbox_item> items,
+                                      std::function<void(std::vector<delivery_ack>)> done) {
+  struct batch_state {
+    std::mutex mu;
+    std::vector<delivery_ack> acks;
+    std::size_t pending = 0;
+    std::function<void(std::vector<delivery_ack>)> done;
+  };
+  auto st = std::make_shared<batch_state>();
+  st->acks.resize(items.size());
+  st->done = std::move(done);
+  std::size_t take = 0;
+  while (take < items.size() && serves(items[take].name)) ++take;
+  for (std::size_t i = take; i < items.size(); ++i) {
+    auto& a = st->acks[i];
+    a.retry = true;
+    a.code = "unavailable";
+    a.message = "agent '" + items[i].name + "' is not served by node " + self.id;
+  }
+  if (take == 0) return st->done(std::move(st->acks));
+  st->pending = take;
+  delivered_in.fetch_add(take, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < take; ++i) {
+    auto& it = items[i];
+    auto accepted = [st, i](result<actors::send_ack> r) {
+      std::unique_lock lk(st->mu);
+      auto& a = st->acks[i];
+      if (r) {
+        a.ok = true;
+        a.ack = *r;
+      } else {
+        a.retry = r.error().error_code() == code::unavailable;
+        a.code = to_string(r.error().error_code());
+        a.message = r.error().message();
+      }
+      if (--st->pending == 0) {
+        auto acks = std::move(st->acks);
+        lk.unlock();
+        st->done(std::move(acks));
+      }
+    };
+    actors::callback<actors::agent_reply> replied;
+    if (it.wait) {
+      replied = [this, from, name = it.name, id = it.id](result<actors::agent_reply> r) {
+        json msg{{"op", "reply"}, {"name", name}, {"id", id}, {"reply", reply_to_json(r)}};
+        if (from == self.id) return on_reply(msg);
+        call(from, msg, opts.cluster.forward_timeout_ms, [](result<std::string>) {});
+      };
+    }
+    if (it.kind == "signal")
+      node.signal(std::move(it.name), std::move(it.id), std::move(it.body), std::move(accepted),
+                  std::move(replied));
+    else
+      node.send(std::move(it.name),
+                actors::inbound_message{std::move(it.id), std::move(it.from), std::move(it.body)},
+                std::move(accepted), std::move(replied));
+  }
+}
+
+void cluster_node::impl::on_deliver(const std::string& from, const json& msg,
+                                    transport_handlers::respond_fn respond) {
+  std::vector<outbox_item> items;
+  if (!msg.contains("items") || !msg["items"].is_array())
+    return respond(error(code::invalid_argument, "deliver without items"));
+  for (const auto& j : msg["items"]) {
+    auto i = outbox_item_from_json(j);
+    if (!i) return respond(i.error());
+    items.push_back(std::move(*i));
+  }
+  deliver_here(from, std::move(items), [respond](std::vector<delivery_ack> acks) {
+    json out = json::array();
+    for (const auto& a : acks) out.push_back(to_json(a));
+    respond(dump(json{{"acks", std::move(out)}}));
+  });
+}
+
+void cluster_node::impl::on_reply(const json& msg) {
+  actors::callback<actors::agent_reply> cb;
+  {
+    std::lock_guard lk(replies_mu);
+    auto it = replies.find({msg.value("name", ""), msg.value("id", "")});
+    if (it == replies.end()) return;
+    cb = std::move(it->second);
+    replies.erase(it);
+  }
+  const json& r = msg["reply"];
+  if (r.is_object() && !r.value("ok", false) && !r.contains("body")) return cb(from_wire_error(r));
+  cb(reply_from_json(r));
+}
+
+void cluster_node::impl::on_call(const std::string& from, std::string payload,
+                                 transport_handlers::respond_fn respond) {
+  auto msg = json::parse(payload, nullptr, false);
+  if (!msg.is_object()) return respond(error(code::invalid_argument, "unreadable cluster call"));
+  std::string op = msg.value("op", "");
+  if (op == "deliver") return on_deliver(from, msg, std::move(respond));
+  if (op == "http") {
+    msg["from"] = from;
+    return on_http(std::move(msg), std::move(respond));
+  }
+  if (op == "get_map") return respond(dump(current_map()->to_json()));
+  if (op == "reply") {
+    on_reply(msg);
+    return respond(std::string("{}"));
+  }
+  if (op == "prepare" || op == "commit" || op == "change_status" || op == "shard_data" ||
+      op == "shard_done")
+    return on_change_call(op, msg, std::move(respond));
+  respond(error(code::invalid_argument, "unknown cluster call '" + op + "'"));
+}
+
+// A node still joining routes by a member's map until it has its own.
+void cluster_node::impl::fetch_routing_map(const std::string& peer) {
+  call(peer, {{"op", "get_map"}}, 5000, [this](result<std::string> r) {
+    if (!r) return;
+    auto j = json::parse(*r, nullptr, false);
+    auto m = config::shard_map::from_json(j, "a member's map");
+    if (!m || m->empty()) return;
+    {
+      std::lock_guard lk(map_mu);
+      if (routing && routing->epoch() >= m->epoch()) return;
+      routing = std::make_shared<const config::shard_map>(std::move(*m));
+    }
+    if (outbox) outbox->wake();
+  });
+}
+
+// --- status -------------------------------------------------------------------------
+
+json cluster_node::status() {
+  auto m = impl_->current_map();
+  std::map<std::string, peer_status> peers;
+  for (auto& p : impl_->transport->peers()) peers[p.id] = p;
+  json members = json::array();
+  for (const auto& mem : m->members()) {
+    json j = config::to_json(mem);
+    j["shards"] = m->shards_of(mem.id).size();
+    if (mem.id == impl_->self.id) {
+      j["self"] = true;
+      j["up"] = true;
+    } else if (auto it = peers.find(mem.id); it != peers.end()) {
+      j["up"] = it->second.up;
+      j["detail"] = it->second.detail;
+      j["since_ms"] = it->second.since_ms;
+    } else {
+      j["up"] = false;
+    }
+    members.push_back(std::move(j));
+  }
+  json out{{"cluster_id", impl_->opts.cluster.cluster_id},
+           {"self", impl_->self.id},
+           {"epoch", m->epoch()},
+           {"shards", m->shards()},
+           {"members", std::move(members)},
+           {"outbox", impl_->outbox->stats()},
+
+           {"forwarded", impl_->forwarded.load()},
+           {"delivered_in", impl_->delivered_in.load()}};
+  if (auto c = impl_->change_status(); c.contains("next_epoch")) out["change"] = std::move(c);
+  return out;
+}
+
+void cluster_node::cluster_route(const http_request& req, std::vector<std::string> seg,
+                                 respond_fn respond) {
+  if (seg.size() == 2) {
+    if (req.method != "GET") return respond(api_detail::method_not_allowed(req.method, "GET"));
+    return respond(json_response(200, status()));
+  }
+  if (seg.size() == 3 && seg[2] == "members") {
+    if (req.method != "POST") return respond(api_detail::method_not_allowed(req.method, "POST"));
+    auto body = api_detail::parse_body(req.body);
+    if (!body) return respond(error_response(body.error()));
+    auto m = config::member_from_json(*body, "the request body");
+    if (!m) return respond(error_response(m.error()));
+    auto cur = impl_->current_map();
+    if (const auto* old = cur->find(m->id); old && *old == *m)
+      return respond(fail(409, "conflict", "node " + m->id + " is already a member"));
+    return impl_->begin_change(std::make_shared<const config::shard_map>(cur->with_member(*m)),
+                               respond);
+  }
+  if (seg.size() == 4 && seg[2] == "members") {
+    if (req.method != "DELETE")
+      return respond(api_detail::method_not_allowed(req.method, "DELETE"));
+    auto id = api_detail::percent_decode(seg[3], false);
+    if (!id) return respond(error_response(id.error()));
+    auto cur = impl_->current_map();
+    if (!cur->find(*id)) return respond(fail(404, "not_found", "no member " + *id));
+    if (cur->members().size() == 1)
+      return respond(fail(409, "conflict", "cannot remove the last member"));
+    return impl_->begin_change(std::make_shared<const config::shard_map>(cur->without_member(*id)),
+                               respond);
+  }
+  respond(fail(404, "not_found", "no such path: " + req.target));
+}
+
+}  // namespace keel::net
