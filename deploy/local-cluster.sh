@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# Runs a Keel cluster on 127.0.0.1 for development and demos
+# (docs/operations.md, "Running a cluster").
+#
+#   ./deploy/local-cluster.sh up [N]    start nodes n1..nN (default 3)
+#   ./deploy/local-cluster.sh status    keel cluster status, asked of the first running node
+#   ./deploy/local-cluster.sh kill K    SIGKILL node K (a crash)
+#   ./deploy/local-cluster.sh stop K    SIGTERM node K and wait until it exits
+#   ./deploy/local-cluster.sh start K   start node K again, with the flags it had
+#   ./deploy/local-cluster.sh add K     start node K with --join, then add it to the cluster
+#   ./deploy/local-cluster.sh down      SIGTERM every node and wait until all exit
+#
+# Node K listens for HTTP on 127.0.0.1:707K and for its peers on 127.0.0.1:717K
+# (K from 1 to 99: 7070+K and 7170+K). Under the cluster directory: cluster.json
+# (written on the first `up`, with a random secret), and per node nK/data (the
+# store), nK/keeld.pid, nK/keeld.log.
+#
+# Environment: KEEL_BIN_DIR (default ./build), KEEL_CLUSTER_DIR (default
+# ./cluster-data), KEEL_AGENTS (a directory of agent types, passed as --agents;
+# none by default), KEEL_TOKEN (passed on to keeld and keel when set).
+set -euo pipefail
+
+bin_dir=${KEEL_BIN_DIR:-./build}
+cluster_dir=${KEEL_CLUSTER_DIR:-./cluster-data}
+config=$cluster_dir/cluster.json
+start_timeout_s=20
+stop_timeout_s=30
+
+die() {
+  echo "local-cluster: $*" >&2
+  exit 1
+}
+
+usage() {
+  grep '^#   \./deploy/local-cluster\.sh' "$0" | cut -c3- >&2
+  exit 2
+}
+
+node_index() {
+  [[ $1 =~ ^[1-9][0-9]?$ ]] || die "node number must be 1 to 99, got '$1'"
+  echo "$1"
+}
+
+http_port() { echo $((7070 + $1)); }
+cluster_port() { echo $((7170 + $1)); }
+node_dir() { echo "$cluster_dir/n$1"; }
+pid_file() { echo "$(node_dir "$1")/keeld.pid"; }
+
+# The pid of node K's keeld if it runs, else nothing (exit 1). Checks the
+# command line too, so a reused pid is not taken for the node.
+node_pid() {
+  local f pid
+  f=$(pid_file "$1")
+  [ -f "$f" ] || return 1
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--node-id n$1 " || return 1
+  echo "$pid"
+}
+
+# Node numbers that have a directory, ascending.
+known_nodes() {
+  local d
+  for d in "$cluster_dir"/n*/; do
+    d=${d%/}
+    d=${d##*/n}
+    [[ $d =~ ^[0-9]+$ ]] && echo "$d"
+  done | sort -n
+}
+
+member_line() {
+  printf '    {"id": "n%s", "host": "127.0.0.1", "cluster_port": %s, "http_host": "127.0.0.1", "http_port": %s}' \
+    "$1" "$(cluster_port "$1")" "$(http_port "$1")"
+}
+
+has_member() {
+  grep -q "\"id\": \"n$1\"" "$config"
+}
+
+write_config() {
+  local n=$1 k secret
+  secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+  mkdir -p "$cluster_dir"
+  {
+    echo '{'
+    echo '  "cluster_id": "local",'
+    echo "  \"secret\": \"$secret\","
+    echo '  "members": ['
+    for ((k = 1; k <= n; k++)); do
+      member_line "$k"
+      if ((k < n)); then echo ','; else echo; fi
+    done
+    echo '  ]'
+    echo '}'
+  } >"$config.tmp"
+  chmod 600 "$config.tmp"
+  mv "$config.tmp" "$config"
+  echo "local-cluster: wrote $config ($n members)"
+}
+
+# Appends node K after the last member line of a cluster.json in the layout
+# write_config produces.
+add_member() {
+  local k=$1 last
+  last=$(grep -n '^ *{"id": "' "$config" | tail -n 1 | cut -d: -f1)
+  [ -n "$last" ] || die "cannot find the members in $config; add n$k by hand"
+  awk -v last="$last" -v line="$(member_line "$k")" '
+    NR == last { sub(/,?[ \t]*$/, ","); print; print line; next }
+    { print }' "$config" >"$config.tmp"
+  chmod 600 "$config.tmp"
+  mv "$config.tmp" "$config"
+  echo "local-cluster: added n$k to $config"
+}
+
+# Starts node K in the background with the flags recorded for it, and waits
+# until its HTTP API answers.
+start_node() {
+  local k=$1 dir pid args
+  dir=$(node_dir "$k")
+  if pid=$(node_pid "$k"); then
+    echo "local-cluster: n$k already runs (pid $pid)"
+    return 0
+  fi
+  [ -f "$config" ] || die "no $config: run 'up' first"
+  has_member "$k" || die "n$k is not a member in $config (grow a running cluster with 'add $k')"
+  mkdir -p "$dir"
+  args=(--data "$dir/data" --cluster "$config" --node-id "n$k")
+  [ -n "${KEEL_AGENTS:-}" ] && args+=(--agents "$KEEL_AGENTS")
+  # A node added with --join keeps the flag: until the cluster has handed it
+  # its shards, it must not place agents on its own.
+  [ -f "$dir/join" ] && args+=(--join)
+  echo "--- $(date -u +%FT%TZ) keeld ${args[*]}" >>"$dir/keeld.log"
+  nohup "$bin_dir/keeld" "${args[@]}" </dev/null >>"$dir/keeld.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$(pid_file "$k")"
+  wait_healthy "$k" "$pid"
+}
+
+wait_healthy() {
+  local k=$1 pid=$2 url i
+  url="http://127.0.0.1:$(http_port "$k")"
+  for ((i = 0; i < start_timeout_s * 10; i++)); do
+    if ! alive "$pid"; then
+      tail -n 20 "$(node_dir "$k")/keeld.log" >&2
+      die "n$k exited while starting; log: $(node_dir "$k")/keeld.log"
+    fi
+    if "$bin_dir/keel" --server "$url" health >/dev/null 2>&1; then
+      echo "local-cluster: n$k up (pid $pid, $url)"
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "n$k does not answer on $url after ${start_timeout_s}s; log: $(node_dir "$k")/keeld.log"
+}
+
+# Whether a process runs: exists and is not a zombie (nodes started by an
+# earlier run of this script are reaped by init, maybe not at once).
+alive() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# Waits until each given pid has exited; fails after stop_timeout_s.
+wait_exit() {
+  local i pid alive
+  for ((i = 0; i < stop_timeout_s * 10; i++)); do
+    alive=0
+    for pid in "$@"; do
+      if alive "$pid"; then alive=1; fi
+    done
+    ((alive)) || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+signal_node() {
+  local sig=$1 k=$2 pid
+  if ! pid=$(node_pid "$k"); then
+    echo "local-cluster: n$k is not running"
+    rm -f "$(pid_file "$k")"
+    return 0
+  fi
+  kill "-$sig" "$pid"
+  wait_exit "$pid" || die "n$k (pid $pid) still runs ${stop_timeout_s}s after SIG$sig; try 'kill $k'"
+  rm -f "$(pid_file "$k")"
+  echo "local-cluster: n$k stopped (SIG$sig)"
+}
+
+cmd_up() {
+  local n=$1 k
+  [[ $n =~ ^[1-9][0-9]?$ ]] || die "up takes a node count from 1 to 99, got '$n'"
+  if [ ! -x "$bin_dir/keeld" ] || [ ! -x "$bin_dir/keel" ]; then
+    die "no keeld/keel in $bin_dir: run ./deploy/setup.sh (or set KEEL_BIN_DIR)"
+  fi
+  [ -f "$config" ] || write_config "$n"
+  for ((k = 1; k <= n; k++)); do
+    has_member "$k" || die "n$k is not a member in $config; use 'add $k' to grow a running cluster, or remove $cluster_dir to start afresh"
+  done
+  for ((k = 1; k <= n; k++)); do
+    start_node "$k"
+  done
+}
+
+cmd_down() {
+  local k pid pids=()
+  for k in $(known_nodes); do
+    if pid=$(node_pid "$k"); then
+      kill -TERM "$pid"
+      pids+=("$pid")
+    fi
+  done
+  ((${#pids[@]})) || {
+    echo "local-cluster: no node is running"
+    return 0
+  }
+  wait_exit "${pids[@]}" || die "some nodes still run ${stop_timeout_s}s after SIGTERM; try 'kill K'"
+  for k in $(known_nodes); do
+    node_pid "$k" >/dev/null || rm -f "$(pid_file "$k")"
+  done
+  echo "local-cluster: stopped ${#pids[@]} node(s)"
+}
+
+# The HTTP URL of the first running node other than $1 (if given).
+any_running_url() {
+  local k
+  for k in $(known_nodes); do
+    [ "$k" = "${1:-}" ] && continue
+    node_pid "$k" >/dev/null && {
+      echo "http://127.0.0.1:$(http_port "$k")"
+      return 0
+    }
+  done
+  return 1
+}
+
+cmd_status() {
+  local url
+  url=$(any_running_url) || die "no node is running"
+  "$bin_dir/keel" --server "$url" cluster status
+}
+
+cmd_add() {
+  local k=$1 url
+  [ -f "$config" ] || die "no $config: run 'up' first"
+  url=$(any_running_url "$k") || die "no running member to add n$k through"
+  has_member "$k" || add_member "$k"
+  mkdir -p "$(node_dir "$k")"
+  touch "$(node_dir "$k")/join"
+  start_node "$k"
+  "$bin_dir/keel" --server "$url" cluster add-node "n$k" \
+    --cluster "127.0.0.1:$(cluster_port "$k")" --http "127.0.0.1:$(http_port "$k")"
+}
+
+main() {
+  local cmd=${1:-} k
+  case $cmd in
+    up | down | status) ;;
+    kill | stop | start | add) k=$(node_index "${2:-}") ;;
+    *) usage ;;
+  esac
+  case $cmd in
+    up) cmd_up "${2:-3}" ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    kill) signal_node KILL "$k" ;;
+    stop) signal_node TERM "$k" ;;
+    start) start_node "$k" ;;
+    add) cmd_add "$k" ;;
+  esac
+}
+
+main "$@"
