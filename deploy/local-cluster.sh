@@ -203,6 +203,24 @@ cmd_up() {
   for ((k = 1; k <= n; k++)); do
     start_node "$k"
   done
+  wait_connected "$n"
+}
+
+# Waits until node 1 sees every member up: nodes answer HTTP before they
+# have found each other, and a call for an agent on a peer not yet
+# connected would be answered 503 (or queued).
+wait_connected() {
+  local n=$1 i url
+  url="http://127.0.0.1:$(http_port 1)"
+  for ((i = 0; i < start_timeout_s * 10; i++)); do
+    if [ "$("$bin_dir/keel" --server "$url" --json cluster status 2>/dev/null |
+      grep -o '"up":true' | wc -l)" -ge "$n" ]; then
+      echo "local-cluster: all $n nodes connected"
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "the nodes did not all connect within ${start_timeout_s}s; see $cluster_dir/n*/keeld.log"
 }
 
 cmd_down() {

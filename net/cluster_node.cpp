@@ -336,7 +336,11 @@ void cluster_node::deliver(remote_delivery d, actors::callback<actors::send_ack>
   if (replied) {
     item.wait = true;
     std::lock_guard lk(impl_->replies_mu);
-    impl_->replies[{item.name, item.id}] = std::move(replied);
+    const int64_t now = wall_ms();
+    std::erase_if(impl_->replies, [now](const auto& e) { return e.second.deadline_ms < now; });
+    // The longest ?wait plus the time a delivery may take.
+    impl_->replies[{item.name, item.id}] = {now + 60'000 + impl_->opts.cluster.forward_timeout_ms,
+                                            std::move(replied)};
   }
   auto shared_accept = std::make_shared<actors::callback<actors::send_ack>>(std::move(accepted));
   std::string id = item.id;
@@ -501,7 +505,7 @@ void cluster_node::impl::on_reply(const json& msg) {
     std::lock_guard lk(replies_mu);
     auto it = replies.find({msg.value("name", ""), msg.value("id", "")});
     if (it == replies.end()) return;
-    cb = std::move(it->second);
+    cb = std::move(it->second.cb);
     replies.erase(it);
   }
   const json& r = msg["reply"];

@@ -55,8 +55,14 @@ struct cluster_node::impl {
 
   // Senders waiting for an agent's reply to a message they put in the
   // outbox, by (agent, message id).
+  // Entries past their deadline (the reply never came: the owner crashed,
+  // or the message waited in the outbox) are dropped as new ones arrive.
+  struct reply_waiter {
+    int64_t deadline_ms = 0;
+    actors::callback<actors::agent_reply> cb;
+  };
   std::mutex replies_mu;
-  std::map<std::pair<std::string, std::string>, actors::callback<actors::agent_reply>> replies;
+  std::map<std::pair<std::string, std::string>, reply_waiter> replies;
 
   // A membership change in progress (cluster_change.cpp): the map being
   // moved to, the shards leaving this node, and the thread that moves them
