@@ -26,6 +26,36 @@ void fail(request& r, const status& s) {
   call_once(r.answered, s);
 }
 
+// Messages and spawns an agent here addressed to an agent elsewhere go to
+// the cluster; anything else for a name not served here is refused (the
+// HTTP API forwards calls to the owner before they reach the node).
+bool hand_elsewhere(runtime& rt, request_ptr& r) {
+  auto rr = rt.router.load(std::memory_order_acquire);
+  if (!rr || rr->is_local(r->name)) return false;
+  switch (r->what) {
+    case request::kind::message:
+      rr->send(std::move(r->name),
+               inbound_message{std::move(r->id), std::move(r->from), std::move(r->body)},
+               std::move(r->accepted));
+      break;
+    case request::kind::spawn:
+      rr->spawn(std::move(r->name), std::move(r->type), std::move(r->body), std::move(r->viewed));
+      break;
+    default:
+      fail(*r, error(code::unavailable, rr->elsewhere(r->name)));
+  }
+  return true;
+}
+
+status validate_message_id(std::string_view id) {
+  if (id.size() > 256) return error(code::invalid_argument, "message id is longer than 256 bytes");
+  if (is_generated_id(id))
+    return error(code::invalid_argument, "message ids starting with \"" +
+                                             std::string(generated_id_prefix) +
+                                             "\" are reserved for ids the node generates");
+  return status::ok();
+}
+
 request::~request() {
   fail(*this,
        error(code::unavailable, "request dropped: the agent stopped or the node is shutting down"));
@@ -43,35 +73,19 @@ struct node::impl {
   caf::actor supervisor;
   std::mutex stop_mu;
   std::atomic<bool> stopped{false};
-  std::atomic<std::shared_ptr<remote_router>> router;
+  // start_options::hold_recovery: no recovery and no timers until begin().
+  std::atomic<bool> held{false};
+
+  status recover();
 
   void submit(request_ptr r) {
     if (stopped.load(std::memory_order_acquire)) {
       fail(*r, error(code::unavailable, "node is shutting down"));
       return;
     }
-    if (auto rr = router.load(std::memory_order_acquire); rr && !rr->is_local(r->name))
-      return to_remote(*rr, std::move(r));
+    if (hand_elsewhere(rt, r)) return;
     r->received_ns = mono_ns();
     caf::anon_send(supervisor, std::move(r));
-  }
-
-  // Messages and spawns an agent here addressed to an agent elsewhere go to
-  // the cluster; anything else for a name not served here is refused (the
-  // HTTP API forwards calls to the owner before they reach the node).
-  static void to_remote(remote_router& rr, request_ptr r) {
-    switch (r->what) {
-      case request::kind::message:
-        rr.send(std::move(r->name),
-                inbound_message{std::move(r->id), std::move(r->from), std::move(r->body)},
-                std::move(r->accepted));
-        return;
-      case request::kind::spawn:
-        rr.spawn(std::move(r->name), std::move(r->type), std::move(r->body), std::move(r->viewed));
-        return;
-      default:
-        fail(*r, error(code::unavailable, rr.elsewhere(r->name)));
-    }
   }
 
   // Requests naming an agent validate the name before anything else.
@@ -83,7 +97,54 @@ struct node::impl {
   }
 };
 
+status node::impl::recover() {
+  // Recovery: activate only agents with accepted, unconsumed messages; the
+  // rest stay on disk. Due timers are found by the timer service's first scan.
+  auto pending = db->agents_with_inbox();
+  if (!pending) return pending.error();
+  // Effects in flight when the node stopped: worker tasks are queued again;
+  // the agents of the others are activated and recover them.
+  auto running = db->running_effects();
+  if (!running) return running.error();
+  for (auto& e : *running) {
+    const auto& m = e.marker;
+    if (m.kind == "worker") {
+      if (auto rr = rt.router.load(); rr && !rr->is_local(m.agent)) continue;
+      rt.tasks.add({task_id(e.agent_id, e.effect, m.attempt),
+                    m.queue,
+                    m.agent,
+                    e.effect,
+                    m.attempt,
+                    m.tool,
+                    m.arguments,
+                    m.lease_ms,
+                    {},
+                    0,
+                    0},
+                   wall_ms() + m.lease_ms);
+      continue;
+    }
+    pending->push_back(m.agent);
+  }
+  std::sort(pending->begin(), pending->end());
+  pending->erase(std::unique(pending->begin(), pending->end()), pending->end());
+  for (auto& name : *pending) {
+    auto r = std::make_shared<request>();
+    r->what = request::kind::wake;
+    r->name = std::move(name);
+    submit(std::move(r));
+  }
+  return status::ok();
+}
+
 node::node(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+status node::begin() {
+  if (!impl_->held.exchange(false)) return status::ok();
+  KEEL_TRY(impl_->recover());
+  impl_->timers->notify(0);
+  return status::ok();
+}
 
 node::~node() {
   stop();
@@ -142,6 +203,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   impl* raw = p.get();
   p->timers =
       std::make_unique<timer_service>(*p->db, [raw](const std::string& agent, uint64_t timer_id) {
+        if (raw->held.load(std::memory_order_acquire)) return;  // offered again later
         auto r = std::make_shared<request>();
         r->what = request::kind::timer;
         r->name = agent;
@@ -150,48 +212,17 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
       });
   p->rt.timers = p->timers.get();
 
-  // Recovery: activate only agents with accepted, unconsumed messages; the
-  // rest stay on disk. Due timers are found by the timer service's first scan.
-  auto pending = p->db->agents_with_inbox();
-  if (!pending) return pending.error();
-  // Effects in flight when the node stopped: worker tasks are queued again;
-  // the agents of the others are activated and recover them.
-  auto running = p->db->running_effects();
-  if (!running) return running.error();
-  for (auto& e : *running) {
-    const auto& m = e.marker;
-    if (m.kind == "worker") {
-      p->rt.tasks.add({task_id(e.agent_id, e.effect, m.attempt),
-                       m.queue,
-                       m.agent,
-                       e.effect,
-                       m.attempt,
-                       m.tool,
-                       m.arguments,
-                       m.lease_ms,
-                       {},
-                       0,
-                       0},
-                      wall_ms() + m.lease_ms);
-      continue;
-    }
-    pending->push_back(m.agent);
-  }
-  std::sort(pending->begin(), pending->end());
-  pending->erase(std::unique(pending->begin(), pending->end()), pending->end());
-  for (auto& name : *pending) {
-    auto r = std::make_shared<request>();
-    r->what = request::kind::wake;
-    r->name = std::move(name);
-    p->submit(std::move(r));
-  }
+  if (opts.hold_recovery)
+    p->held.store(true);
+  else
+    KEEL_TRY(p->recover());
   return std::unique_ptr<node>(new node(std::move(p)));
 }
 
 void node::stop() {
   std::lock_guard lk(impl_->stop_mu);
   if (impl_->stopped.exchange(true)) return;
-  impl_->router.store(nullptr, std::memory_order_release);
+  impl_->rt.router.store(nullptr, std::memory_order_release);
   impl_->timers->stop();
   caf::anon_send(impl_->supervisor, shutdown_atom::value);
   impl_->supervisor = nullptr;
@@ -210,7 +241,7 @@ void node::stop() {
 }
 
 void node::set_router(std::shared_ptr<remote_router> r) {
-  impl_->router.store(std::move(r), std::memory_order_release);
+  impl_->rt.router.store(std::move(r), std::memory_order_release);
 }
 
 persistence::store& node::storage() {
@@ -227,7 +258,12 @@ void node::evict(std::function<bool(std::string_view)> pick, std::function<void(
   persistence::journal_writer* journal = impl_->journal.get();
   // Writes are applied in submission order: once an empty write submitted
   // after the shells stopped is durable, so is everything they submitted.
-  e->done = [journal, done = std::move(done)](std::size_t) {
+  task_queue* tasks = &impl_->rt.tasks;
+  // Once every stopped shell is down: their worker tasks leave with them,
+  // and, writes being applied in submission order, an empty write
+  // submitted now is durable only after everything they submitted.
+  e->done = [journal, tasks, pick = e->pick, done = std::move(done)](std::size_t) {
+    tasks->remove_where([&](const worker_task& t) { return pick(t.agent); });
     journal->submit({}, [done](const status&) { done(); });
   };
   if (impl_->stopped.load(std::memory_order_acquire)) return;
@@ -307,14 +343,8 @@ void node::send(std::string name, inbound_message m, callback<send_ack> accepted
   r->accepted = std::move(accepted);
   r->replied = std::move(replied);
   if (impl_->reject_bad_name(*r)) return;
-  if (r->id.size() > 256) {
-    fail(*r, error(code::invalid_argument, "message id is longer than 256 bytes"));
-    return;
-  }
-  if (is_generated_id(r->id)) {
-    fail(*r, error(code::invalid_argument, "message ids starting with \"" +
-                                               std::string(generated_id_prefix) +
-                                               "\" are reserved for ids the node generates"));
+  if (status s = validate_message_id(r->id); !s) {
+    fail(*r, s);
     return;
   }
   impl_->submit(std::move(r));

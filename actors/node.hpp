@@ -112,6 +112,10 @@ struct start_options {
   effect_plugins plugins;
   // Threads for blocking effect calls; 0 = the config's effect_threads.
   uint32_t effect_threads = 0;
+  // Start without recovering (no wake-ups of agents with queued messages or
+  // effects in flight, no timers firing) until begin(): a cluster member
+  // first sets its router, so it never wakes an agent it does not serve.
+  bool hold_recovery = false;
 };
 
 struct inbound_message {
@@ -119,6 +123,10 @@ struct inbound_message {
   std::string from;
   json body;
 };
+
+// A client's message id: at most 256 bytes, not in the range the node
+// generates ("auto-..."). Errors: invalid_argument.
+status validate_message_id(std::string_view id);
 
 // Where a node sends requests for agents it does not serve: the cluster
 // layer (net/cluster_node.hpp) implements it. Without one, every agent is
@@ -191,6 +199,10 @@ class node {
   std::string metrics_text();
   uint64_t live_agents() const;
 
+  // Recovers what start() held back (start_options::hold_recovery); a no-op
+  // otherwise. Errors: as start().
+  status begin();
+
   // Hands requests for agents this node does not serve to `r` (null: serve
   // all). Safe to call at any time; requests already routed are not moved.
   void set_router(std::shared_ptr<remote_router> r);
@@ -202,11 +214,12 @@ class node {
   persistence::store& storage();
   void commit(persistence::write_set ops, std::function<void(const status&)> done);
 
-  // Shard handoff. evict(): stops the live agents `pick` selects (their
-  // requests fail with unavailable) and runs `done` once every write they
-  // had submitted is durable. adopt(): agents whose data was just written
-  // here by another node resume what they were doing (queued messages,
-  // effects in flight, worker tasks, timers).
+  // Shard handoff. evict(): stops the live agents `pick` selects and runs
+  // `done` once they are gone and every write they had submitted is
+  // durable; their worker tasks are dropped from the queues. The router
+  // must already refuse those names (is_local false), or they come back. adopt(): agents whose data
+  // was just written here by another node resume what they were doing (queued messages, effects in
+  // flight, worker tasks, timers).
   void evict(std::function<bool(std::string_view)> pick, std::function<void()> done);
   status adopt(const std::vector<std::string>& names);
 

@@ -65,6 +65,9 @@ struct runtime {
   // Hands a request to the supervisor (from any thread); after stop() it
   // fails the request with unavailable. Set by the node.
   std::function<void(std::shared_ptr<request>)> route;
+  // Where requests for agents not served here go (node::set_router); null
+  // on a single node.
+  std::atomic<std::shared_ptr<remote_router>> router;
 
   // Names with a live shell, for listings (the supervisor's table is only
   // readable from inside the supervisor).
@@ -114,6 +117,8 @@ using request_ptr = std::shared_ptr<request>;
 struct evict_order {
   std::function<bool(std::string_view)> pick;
   std::function<void(std::size_t)> done;
+  std::size_t stopped = 0;  // shells told to stop
+  std::size_t waiting = 0;  // ... not yet down
 };
 using evict_ptr = std::shared_ptr<evict_order>;
 
@@ -132,6 +137,10 @@ void call_once(F& f, T&& value) {
   f = nullptr;
   g(std::forward<T>(value));
 }
+
+// When the cluster does not serve r->name here: hands a message or spawn to
+// the router, fails anything else with unavailable, and returns true.
+bool hand_elsewhere(runtime& rt, request_ptr& r);
 
 // Fails every callback of `r` that has not run yet with `s`.
 void fail(request& r, const status& s);

@@ -31,6 +31,8 @@ struct live_shell {
 struct supervisor_state {
   std::unordered_map<std::string, live_shell> live;
   std::unordered_map<caf::actor_addr, std::string> names;
+  // Shells stopped by an evict order, until their down message.
+  std::unordered_map<caf::actor_addr, evict_ptr> evicting;
   static inline const char* name = "keel.supervisor";
 };
 
@@ -53,6 +55,12 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
       std::chrono::milliseconds(std::clamp<int64_t>(int64_t{rt->sweep_idle_ms} / 4, 1, 1000));
   self->delayed_send(self, tick, idle_atom::value);
   self->set_down_handler([self, rt](caf::down_msg& dm) {
+    if (auto ev = self->state.evicting.find(dm.source); ev != self->state.evicting.end()) {
+      evict_ptr e = std::move(ev->second);
+      self->state.evicting.erase(ev);
+      if (--e->waiting == 0) e->done(e->stopped);
+      return;
+    }
     // A shell died without asking (an escaped exception): forget it.
     if (self->state.names.count(dm.source)) {
       rt->metrics.agent_failures.fetch_add(1, std::memory_order_relaxed);
@@ -62,6 +70,10 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
   });
   return {
       [self, rt](request_ptr& r) {
+        // Checked here too, not only at intake: a request that passed intake
+        // just before its shard started moving, or one a hibernating shell
+        // sends back, must not activate the agent again.
+        if (hand_elsewhere(*rt, r)) return;
         auto& s = self->state;
         auto it = s.live.find(r->name);
         if (it == s.live.end()) {
@@ -106,15 +118,17 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
             ++it;
             continue;
           }
-          self->demonitor(it->second.shell);
+          // Still monitored: done runs once the last of them is down.
           self->send_exit(it->second.shell, caf::exit_reason::user_shutdown);
           s.names.erase(it->second.shell.address());
+          s.evicting.emplace(it->second.shell.address(), e);
           rt->set_live(it->first, false);
           rt->metrics.live.fetch_sub(1, std::memory_order_relaxed);
           it = s.live.erase(it);
           ++n;
         }
-        e->done(n);
+        e->stopped = e->waiting = n;
+        if (n == 0) e->done(0);
       },
       [self](shutdown_atom) {
         for (auto& [name, entry] : self->state.live)

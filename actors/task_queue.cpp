@@ -23,9 +23,13 @@ void task_queue::add(worker_task t, int64_t leased_until_ms) {
 }
 
 void task_queue::remove(const std::string& agent, uint64_t effect) {
+  remove_where([&](const worker_task& t) { return t.agent == agent && t.effect == effect; });
+}
+
+void task_queue::remove_where(const std::function<bool(const worker_task&)>& pick) {
   std::lock_guard lk(mu_);
   for (auto it = tasks_.begin(); it != tasks_.end();) {
-    if (it->second.agent == agent && it->second.effect == effect) {
+    if (pick(it->second)) {
       auto& order = order_[it->second.queue];
       order.erase(std::remove(order.begin(), order.end(), it->first), order.end());
       it = tasks_.erase(it);

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -49,6 +50,8 @@ class task_queue {
   void add(worker_task t, int64_t leased_until_ms = 0);
   // Forgets the task of (agent, effect), whatever its attempt.
   void remove(const std::string& agent, uint64_t effect);
+  // Forgets every task `pick` selects (the agents moved to another node).
+  void remove_where(const std::function<bool(const worker_task&)>& pick);
   // The oldest ready task of `queue` (expired leases are ready again), now
   // leased to `worker`; nullopt when none.
   std::optional<worker_task> poll(const std::string& queue, const std::string& worker,

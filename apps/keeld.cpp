@@ -203,6 +203,9 @@ int run(int argc, char** argv) {
                sandbox.rlimits ? "yes" : "no", sandbox.network_namespace ? "yes" : "no",
                sandbox.detail.empty() ? "" : " - ", sandbox.detail.c_str());
 
+  // A member recovers only once its router is set: it must not wake agents
+  // whose shards it does not serve.
+  opts.hold_recovery = cluster.has_value();
   auto node = actors::node::start(*cfg, std::move(opts));
   if (!node) {
     std::fprintf(stderr, "keeld: cannot start the node: %s\n", node.error().to_string().c_str());
@@ -237,6 +240,12 @@ int run(int argc, char** argv) {
   if (member) {
     member->attach(api);
     (*node)->set_router(member);
+    if (auto s = (*node)->begin(); !s) {
+      std::fprintf(stderr, "keeld: cannot recover: %s\n", s.to_string().c_str());
+      member->stop();
+      (*node)->stop();
+      return 1;
+    }
     std::fprintf(stderr, "keeld: member %s of cluster %s, cluster port %u%s\n", f->node_id->c_str(),
                  cluster->cluster_id.c_str(), static_cast<unsigned>(member->cluster_port()),
                  f->join ? " (joining)" : "");
@@ -254,10 +263,9 @@ int run(int argc, char** argv) {
   }
   std::fprintf(stderr, "keeld: %s received, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   server->stop();
-  if (member) {
-    (*node)->set_router(nullptr);
-    member->stop();
-  }
+  // The router stays set until the node stops: messages agents send
+  // meanwhile still go to the outbox (durable; delivered after a restart).
+  if (member) member->stop();
   (*node)->stop();
   std::fprintf(stderr, "keeld: stopped\n");
   return 0;

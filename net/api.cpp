@@ -161,6 +161,12 @@ struct api::impl {
   void ledger(const std::string& name, const target& t, const respond_fn& respond);
   void health(const respond_fn& respond);
 
+  // Messages for `name` still wait in this node's outbox (it became the
+  // owner while they were queued): new ones queue behind them, in order.
+  bool queued_here(const std::string& name, const http_request& req) const {
+    return opts.cluster && req.header(forwarded_header).empty() && opts.cluster->has_queued(name);
+  }
+
   // "" when this node serves `name`; else the owner's id. A forwarded
   // request for a name not served here is a conflict of maps: the sender
   // must retry, never forward again (no loops).
@@ -354,10 +360,14 @@ void api::impl::message(std::string name, const http_request& req, const target&
   if (!w) return respond(error_response(w.error()));
 
   auto [accepted, replied] = waiter_callbacks(*w);
-  if (auto owner = owner_elsewhere(name, req); !owner.empty())
+  if (auto owner = owner_elsewhere(name, req); !owner.empty() || queued_here(name, req)) {
+    // Checked here: the owner would refuse it only after a 202 "queued".
+    if (status s = validate_agent_name(name); !s) return respond(error_response(s));
+    if (status s = actors::validate_message_id(*id); !s) return respond(error_response(s));
     return opts.cluster->deliver(
         {std::move(name), "message", std::move(*id), std::move(*from), std::move((*body)["body"])},
         std::move(accepted), std::move(replied));
+  }
   actors::inbound_message m{std::move(*id), std::move(*from), std::move((*body)["body"])};
   node.send(std::move(name), std::move(m), std::move(accepted), std::move(replied));
 }
@@ -371,10 +381,13 @@ void api::impl::signal(std::string name, std::string sig, const http_request& re
   if (!w) return respond(error_response(w.error()));
   json payload = body->contains("payload") ? std::move((*body)["payload"]) : json();
   auto [accepted, replied] = waiter_callbacks(*w);
-  if (auto owner = owner_elsewhere(name, req); !owner.empty())
+  if (auto owner = owner_elsewhere(name, req); !owner.empty() || queued_here(name, req)) {
+    if (status s = validate_agent_name(name); !s) return respond(error_response(s));
+    if (sig.size() > 64) return respond(bad_request("signal name must be 1 to 64 characters"));
     return opts.cluster->deliver(
         {std::move(name), "signal", std::move(sig), "", std::move(payload)}, std::move(accepted),
         std::move(replied));
+  }
   node.signal(std::move(name), std::move(sig), std::move(payload), std::move(accepted),
               std::move(replied));
 }

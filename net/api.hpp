@@ -62,6 +62,8 @@ class api_cluster {
   // owner cannot take it now; `replied` (may be empty) the agent's reply.
   virtual void deliver(remote_delivery d, actors::callback<actors::send_ack> accepted,
                        actors::callback<actors::agent_reply> replied) = 0;
+  // Whether this node's outbox still holds messages for `name`.
+  virtual bool has_queued(std::string_view name) const = 0;
   // /v1/cluster[/...]: status and membership changes.
   virtual void cluster_route(const http_request& req, std::vector<std::string> segments,
                              respond_fn respond) = 0;

@@ -71,6 +71,16 @@ std::string hex(std::string_view bytes) {
       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
 }
 
+// Handoff state is written with fsync whatever the node's `sync` setting:
+// the sender deletes its copy once the receiver says it has the data.
+keel::status write_synced(actors::node& n, const persistence::write_set& ops) {
+  return n.storage().write(ops, true);
+}
+
+std::string digest(const config::shard_map& m) {
+  return to_hex(sha256(m.to_json().dump()));
+}
+
 constexpr std::size_t chunk_bytes = 1 << 20;
 constexpr uint32_t handoff_timeout_ms = 60'000;
 
@@ -108,6 +118,9 @@ keel::status cluster_node::impl::load_change() {
 }
 
 keel::status cluster_node::impl::prepare(std::shared_ptr<const config::shard_map> target) {
+  // One prepare at a time: the check below and setting `next` must not
+  // interleave with another prepare's (map_mu is released for the write).
+  std::lock_guard one(commit_mu);
   std::unique_lock lk(map_mu);
   if (target->epoch() <= map->epoch()) return status::ok();  // already committed
   if (next) {
@@ -133,10 +146,7 @@ keel::status cluster_node::impl::prepare(std::shared_ptr<const config::shard_map
   lk.unlock();
   // Durable before the gates close: after a crash the markers say what
   // was leaving.
-  auto p = std::make_shared<std::promise<keel::status>>();
-  auto f = p->get_future();
-  node.commit(std::move(ops), [p](const keel::status& s) { p->set_value(s); });
-  KEEL_TRY(f.get());
+  KEEL_TRY(write_synced(node, ops));
   lk.lock();
   next = std::move(target);
   outgoing = std::move(out);
@@ -204,10 +214,7 @@ bool cluster_node::impl::run_handoff(uint32_t shard, const std::string& to, uint
   erase.push_back({family::meta, false, handoff_key(shard),
                    persistence::encode_object(value_type::cluster_state,
                                               {{"to", to}, {"handed", true}}, wall_ms())});
-  auto p = std::make_shared<std::promise<keel::status>>();
-  auto f = p->get_future();
-  node.commit(std::move(erase), [p](const keel::status& s) { p->set_value(s); });
-  if (auto s = f.get(); !s) return false;
+  if (auto s = write_synced(node, erase); !s) return false;
   std::lock_guard lk(map_mu);
   if (auto it = outgoing.find(shard); it != outgoing.end()) it->second.handed = true;
   return true;
@@ -246,10 +253,7 @@ keel::status cluster_node::impl::commit(const config::shard_map& target) {
     for (const auto& [shard, h] : outgoing)
       ops.push_back({family::meta, true, handoff_key(shard), {}});
   }
-  auto p = std::make_shared<std::promise<keel::status>>();
-  auto f = p->get_future();
-  node.commit(std::move(ops), [p](const keel::status& s) { p->set_value(s); });
-  KEEL_TRY(f.get());
+  KEEL_TRY(write_synced(node, ops));
   lk.lock();
   auto before = map;
   map = std::make_shared<const config::shard_map>(target);
@@ -270,8 +274,9 @@ keel::status cluster_node::impl::commit(const config::shard_map& target) {
 
 json cluster_node::impl::change_status() {
   std::lock_guard lk(map_mu);
-  json j{{"epoch", map->epoch()}};
+  json j{{"epoch", map->epoch()}, {"map_digest", digest(*map)}};
   if (next) {
+    j["next_digest"] = digest(*next);
     std::size_t left = 0;
     for (const auto& [s, h] : outgoing) left += h.handed ? 0 : 1;
     j["next_epoch"] = next->epoch();
@@ -308,7 +313,27 @@ void cluster_node::impl::change_loop() {
         all_ready = false;
         continue;
       }
-      if (st.value("epoch", uint64_t{0}) >= target->epoch()) continue;  // committed already
+      const std::string want = digest(*target);
+      if (st.value("epoch", uint64_t{0}) >= target->epoch()) {
+        // Committed already, unless to another map of the same epoch: two
+        // changes were started at once. Never commit then: a stalled
+        // change is visible in `keel cluster status`; two owners are not.
+        if (st.value("epoch", uint64_t{0}) == target->epoch() &&
+            st.value("map_digest", "") != want) {
+          std::fprintf(stderr,
+                       "keel: cluster: %s committed another map at epoch %llu; change stalled\n",
+                       m.id.c_str(), static_cast<unsigned long long>(target->epoch()));
+          all_ready = false;
+        }
+        continue;
+      }
+      if (st.contains("next_digest") && st.value("next_digest", "") != want) {
+        std::fprintf(stderr,
+                     "keel: cluster: %s prepared another change to epoch %llu; change stalled\n",
+                     m.id.c_str(), static_cast<unsigned long long>(target->epoch()));
+        all_ready = false;
+        continue;
+      }
       if (!st.contains("next_epoch")) {
         (void)call_sync(m.id, {{"op", "prepare"}, {"map", target->to_json()}}, 5000);
         all_ready = false;
@@ -375,48 +400,50 @@ void cluster_node::impl::on_change_call(const std::string& op, const json& msg,
                                                std::to_string(shard) + " at epoch " +
                                                std::to_string(epoch)));
   }
-  if (op == "shard_data") {
-    auto bundles = actors::decode_bundles(from_hex(msg.value("data", "")));
-    if (!bundles) return respond(bundles.error());
+  if (op != "shard_data" && op != "shard_done")
+    return respond(error(code::invalid_argument, "unknown cluster call '" + op + "'"));
+  // Blocking reads and fsynced writes: off the transport thread.
+  bool queued = workers.submit([this, op, msg, shard, epoch, respond] {
     persistence::write_set ops;
-    for (const auto& b : *bundles) {
-      // A name stored here by an earlier attempt keeps its id (overwritten).
-      auto existing = node.storage().get_agent(b.name);
-      if (!existing) return respond(existing.error());
-      uint64_t id = 0;
-      if (*existing) {
-        id = (*existing)->id;
-      } else {
-        auto fresh = node.storage().allocate_agent_id();
-        if (!fresh) return respond(fresh.error());
-        id = *fresh;
+    if (op == "shard_data") {
+      auto bundles = actors::decode_bundles(from_hex(msg.value("data", "")));
+      if (!bundles) return respond(bundles.error());
+      for (const auto& b : *bundles) {
+        // A name stored here by an earlier attempt keeps its id, and what
+        // that attempt wrote goes first: the sender's copy is the truth.
+        auto existing = node.storage().get_agent(b.name);
+        if (!existing) return respond(existing.error());
+        uint64_t id = 0;
+        if (*existing) {
+          id = (*existing)->id;
+          auto old = actors::export_agent(node.storage(), b.name);
+          if (!old) return respond(old.error());
+          auto e = actors::erase_ops(*old);
+          ops.insert(ops.end(), std::make_move_iterator(e.begin()),
+                     std::make_move_iterator(e.end()));
+        } else {
+          auto fresh = node.storage().allocate_agent_id();
+          if (!fresh) return respond(fresh.error());
+          id = *fresh;
+        }
+        auto o = actors::import_ops(b, id);
+        if (!o) return respond(o.error());
+        ops.insert(ops.end(), std::make_move_iterator(o->begin()),
+                   std::make_move_iterator(o->end()));
       }
-      auto o = actors::import_ops(b, id);
-      if (!o) return respond(o.error());
-      ops.insert(ops.end(), std::make_move_iterator(o->begin()), std::make_move_iterator(o->end()));
+    } else {
+      std::string k = "cluster/in/";
+      put_u32_be(k, shard);
+      ops.push_back(
+          {family::meta, false, k,
+           persistence::encode_object(
+               value_type::cluster_state,
+               {{"epoch", epoch}, {"agents", msg.value("agents", json::array())}}, wall_ms())});
     }
-    node.commit(std::move(ops), [respond](const keel::status& s) {
-      if (!s) return respond(s);
-      respond(std::string("{}"));
-    });
-    return;
-  }
-  if (op == "shard_done") {
-    std::string k = "cluster/in/";
-    put_u32_be(k, shard);
-    persistence::write_set ops;
-    ops.push_back(
-        {family::meta, false, k,
-         persistence::encode_object(
-             value_type::cluster_state,
-             {{"epoch", epoch}, {"agents", msg.value("agents", json::array())}}, wall_ms())});
-    node.commit(std::move(ops), [respond](const keel::status& s) {
-      if (!s) return respond(s);
-      respond(std::string("{}"));
-    });
-    return;
-  }
-  respond(error(code::invalid_argument, "unknown cluster call '" + op + "'"));
+    if (auto s = write_synced(node, ops); !s) return respond(s);
+    respond(std::string("{}"));
+  });
+  if (!queued) respond(error(code::unavailable, "node is shutting down"));
 }
 
 void cluster_node::impl::begin_change(std::shared_ptr<const config::shard_map> target,
@@ -432,7 +459,7 @@ void cluster_node::impl::begin_change(std::shared_ptr<const config::shard_map> t
     // caller gets the outcome if it completes within a minute.
     int64_t deadline = wall_ms() + 60'000;
     std::unique_lock lk(map_mu);
-    while (map->epoch() < target->epoch() && wall_ms() < deadline)
+    while (map->epoch() < target->epoch() && wall_ms() < deadline && !change_stop)
       change_cv.wait_for(lk, std::chrono::milliseconds(200));
     bool done = map->epoch() >= target->epoch();
     lk.unlock();

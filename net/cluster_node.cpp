@@ -137,24 +137,6 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
     if (seen.insert(m.id).second) peers.push_back(m);
 
   impl* raw = p.get();
-  transport_handlers h;
-  h.on_call = [raw](const std::string& from, std::string payload,
-                    transport_handlers::respond_fn respond) {
-    raw->on_call(from, std::move(payload), std::move(respond));
-  };
-  h.on_peer = [raw](const std::string& peer, bool up) {
-    if (!up) return;
-    if (raw->current_map()->empty()) raw->fetch_routing_map(peer);
-    if (raw->outbox) raw->outbox->wake();
-  };
-  KEEL_TRY(p->load_change());
-  if (p->next)
-    for (const auto& m : p->next->members())
-      if (seen.insert(m.id).second) peers.push_back(m);
-  auto t = cluster_transport::start(opts.cluster, p->self, std::move(peers), std::move(h));
-  if (!t) return t.error();
-  p->transport = std::move(*t);
-
   p->outbox = std::make_unique<cluster_outbox>(
       node, [raw](std::string_view name) { return raw->route_to(name); },
       [raw](const std::string& n) { return n == raw->self.id || raw->transport->is_up(n); },
@@ -163,16 +145,41 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
         raw->deliver_batch(to, std::move(batch), std::move(done));
       },
       cluster_outbox::options{});
+
+  // Peers may call as soon as the transport runs: nothing is taken before
+  // the node is wholly set up (`ready`).
+  transport_handlers h;
+  h.on_call = [raw](const std::string& from, std::string payload,
+                    transport_handlers::respond_fn respond) {
+    if (!raw->ready.load(std::memory_order_acquire))
+      return respond(error(code::unavailable, "node " + raw->self.id + " is starting"));
+    raw->on_call(from, std::move(payload), std::move(respond));
+  };
+  h.on_peer = [raw](const std::string& peer, bool up) {
+    if (!up || !raw->ready.load(std::memory_order_acquire)) return;
+    if (raw->current_map()->empty()) raw->fetch_routing_map(peer);
+    raw->outbox->wake();
+  };
+  KEEL_TRY(p->load_change());
+  if (p->next)
+    for (const auto& m : p->next->members())
+      if (seen.insert(m.id).second) peers.push_back(m);
+  auto t = cluster_transport::start(opts.cluster, p->self, std::move(peers), std::move(h));
+  if (!t) return t.error();
+  p->transport = std::move(*t);
   if (auto s = p->outbox->start(); !s) {
     p->transport->stop();
     return s;
   }
+  p->ready.store(true, std::memory_order_release);
+  for (const auto& ps : p->transport->peers())
+    if (ps.up && p->current_map()->empty()) p->fetch_routing_map(ps.id);
   p->start_change_thread();
   return std::shared_ptr<cluster_node>(new cluster_node(std::move(p)));
 }
 
 void cluster_node::attach(api& a) {
-  impl_->http = &a;
+  impl_->http.store(&a, std::memory_order_release);
 }
 
 uint16_t cluster_node::cluster_port() const {
@@ -181,9 +188,15 @@ uint16_t cluster_node::cluster_port() const {
 
 void cluster_node::stop() {
   if (impl_->stopped.exchange(true)) return;
+  {
+    std::lock_guard lk(impl_->map_mu);
+    impl_->change_stop = true;
+  }
+  impl_->change_cv.notify_all();
+  // Fails the calls the change loop may be waiting on, so it ends now.
+  impl_->transport->stop();
   impl_->stop_change_thread();
   impl_->outbox->stop();
-  impl_->transport->stop();
   impl_->workers.stop();
 }
 
@@ -243,7 +256,8 @@ void cluster_node::forward(const std::string& owner, http_request req, respond_f
 }
 
 void cluster_node::impl::on_http(json msg, transport_handlers::respond_fn respond) {
-  if (!http) return respond(error(code::unavailable, "the node's API is not ready"));
+  api* a = http.load(std::memory_order_acquire);
+  if (!a) return respond(error(code::unavailable, "the node's API is not ready"));
   http_request req;
   req.method = msg.value("method", "GET");
   req.target = msg.value("target", "/");
@@ -251,9 +265,8 @@ void cluster_node::impl::on_http(json msg, transport_handlers::respond_fn respon
   req.headers.emplace_back(forwarded_header, msg.value("from", "peer"));
   // The API may block on store reads (ledger, listings): not on a
   // transport thread.
-  bool queued = workers.submit([this, req = std::move(req), respond]() mutable {
-    http->handle(std::move(req),
-                 [respond](http_response r) { respond(dump(response_to_json(r))); });
+  bool queued = workers.submit([a, req = std::move(req), respond]() mutable {
+    a->handle(std::move(req), [respond](http_response r) { respond(dump(response_to_json(r))); });
   });
   if (!queued) respond(error(code::unavailable, "node is shutting down"));
 }
@@ -307,13 +320,17 @@ void cluster_node::list_all(const http_request& req, respond_fn respond) {
     if (m.id == impl_->self.id) {
       sub.headers.emplace_back(forwarded_header, impl_->self.id);
       bool ok = impl_->workers.submit([this, sub, take, id = m.id]() mutable {
-        impl_->http->handle(std::move(sub), [take, id](http_response r) { take(id, r); });
+        impl_->http.load()->handle(std::move(sub), [take, id](http_response r) { take(id, r); });
       });
       if (!ok) take(m.id, error(code::unavailable, "stopping"));
       continue;
     }
     forward(m.id, std::move(sub), [take, id = m.id](http_response r) { take(id, std::move(r)); });
   }
+}
+
+bool cluster_node::has_queued(std::string_view name) const {
+  return impl_->outbox->holds(name);
 }
 
 // --- messages through the outbox -------------------------------------------------
@@ -335,12 +352,14 @@ void cluster_node::deliver(remote_delivery d, actors::callback<actors::send_ack>
   }
   if (replied) {
     item.wait = true;
+    item.ref = impl_->self.id + "-" + std::to_string(wall_ms()) + "-" +
+               std::to_string(impl_->next_ref.fetch_add(1));
     std::lock_guard lk(impl_->replies_mu);
     const int64_t now = wall_ms();
     std::erase_if(impl_->replies, [now](const auto& e) { return e.second.deadline_ms < now; });
     // The longest ?wait plus the time a delivery may take.
-    impl_->replies[{item.name, item.id}] = {now + 60'000 + impl_->opts.cluster.forward_timeout_ms,
-                                            std::move(replied)};
+    impl_->replies[item.ref] = {now + 60'000 + impl_->opts.cluster.forward_timeout_ms,
+                                std::move(replied)};
   }
   auto shared_accept = std::make_shared<actors::callback<actors::send_ack>>(std::move(accepted));
   std::string id = item.id;
@@ -466,8 +485,8 @@ void cluster_node::impl::deliver_here(const std::string& from, std::vector<outbo
     };
     actors::callback<actors::agent_reply> replied;
     if (it.wait) {
-      replied = [this, from, name = it.name, id = it.id](result<actors::agent_reply> r) {
-        json msg{{"op", "reply"}, {"name", name}, {"id", id}, {"reply", reply_to_json(r)}};
+      replied = [this, from, ref = it.ref](result<actors::agent_reply> r) {
+        json msg{{"op", "reply"}, {"ref", ref}, {"reply", reply_to_json(r)}};
         if (from == self.id) return on_reply(msg);
         call(from, msg, opts.cluster.forward_timeout_ms, [](result<std::string>) {});
       };
@@ -503,12 +522,12 @@ void cluster_node::impl::on_reply(const json& msg) {
   actors::callback<actors::agent_reply> cb;
   {
     std::lock_guard lk(replies_mu);
-    auto it = replies.find({msg.value("name", ""), msg.value("id", "")});
+    auto it = replies.find(msg.value("ref", ""));
     if (it == replies.end()) return;
     cb = std::move(it->second.cb);
     replies.erase(it);
   }
-  const json& r = msg["reply"];
+  const json r = msg.value("reply", json());
   if (r.is_object() && !r.value("ok", false) && !r.contains("body")) return cb(from_wire_error(r));
   cb(reply_from_json(r));
 }

@@ -44,7 +44,8 @@ struct cluster_node::impl {
   actors::node& node;
   options opts;
   config::cluster_member self;
-  api* http = nullptr;
+  std::atomic<api*> http{nullptr};
+  std::atomic<bool> ready{false};
 
   mutable std::mutex map_mu;
   std::shared_ptr<const config::shard_map> map;
@@ -62,7 +63,8 @@ struct cluster_node::impl {
     actors::callback<actors::agent_reply> cb;
   };
   std::mutex replies_mu;
-  std::map<std::pair<std::string, std::string>, reply_waiter> replies;
+  std::map<std::string, reply_waiter> replies;  // by outbox_item::ref
+  std::atomic<uint64_t> next_ref{0};
 
   // A membership change in progress (cluster_change.cpp): the map being
   // moved to, the shards leaving this node, and the thread that moves them

@@ -21,7 +21,10 @@ json to_json(const outbox_item& i) {
          {"from", i.from},
          {"body", i.body},
          {"created_ms", i.created_ms}};
-  if (i.wait) j["wait"] = true;
+  if (i.wait) {
+    j["wait"] = true;
+    j["ref"] = i.ref;
+  }
   return j;
 }
 
@@ -35,6 +38,7 @@ result<outbox_item> outbox_item_from_json(const json& j) {
     i.from = j.at("from").get<std::string>();
     i.body = j.at("body");
     i.wait = j.value("wait", false);
+    i.ref = j.value("ref", "");
     i.created_ms = j.value("created_ms", int64_t{0});
     if (i.kind != "message" && i.kind != "signal")
       return error(code::invalid_argument, "outbox item kind must be message or signal");
@@ -114,7 +118,10 @@ status cluster_outbox::start() {
   }
   {
     std::lock_guard lk(mu_);
-    for (auto& i : loaded) enqueue_locked(std::move(i));
+    for (auto& i : loaded) {
+      ++per_name_[i.name];
+      enqueue_locked(std::move(i));
+    }
   }
   thread_ = std::thread([this] { run(); });
   return status::ok();
@@ -139,11 +146,17 @@ void cluster_outbox::append(outbox_item item, std::function<void(result<outbox_i
     {
       std::lock_guard lk(mu_);
       if (delivered) delivered_cbs_.emplace(item.seq, std::move(delivered));
+      ++per_name_[item.name];
       enqueue_locked(std::move(item));
     }
     cv_.notify_one();
     durable(std::move(copy));
   });
+}
+
+bool cluster_outbox::holds(std::string_view name) {
+  std::lock_guard lk(mu_);
+  return per_name_.find(name) != per_name_.end();
 }
 
 void cluster_outbox::enqueue_locked(outbox_item item) {
@@ -211,6 +224,9 @@ void cluster_outbox::run() {
     int64_t now = wall_ms();
     int64_t next = now + 200;
     for (auto& [n, d] : by_node_) {
+      // While a re-sort waits for the batches in flight, nothing new goes
+      // out by the old owners.
+      if (rebucket_) break;
       if (d.items.empty() || d.in_flight) continue;
       if (d.next_attempt_ms > now) {
         next = std::min(next, d.next_attempt_ms);
@@ -273,6 +289,8 @@ void cluster_outbox::on_acks(const std::string& node, std::vector<outbox_item> b
         else
           ++dropped_;
         to_erase_.push_back(outbox_key(batch[done].seq));
+        if (auto pn = per_name_.find(batch[done].name); pn != per_name_.end() && --pn->second == 0)
+          per_name_.erase(pn);
         auto cb = delivered_cbs_.extract(batch[done].seq);
         if (!cb.empty()) calls.emplace_back(std::move(cb.mapped()), std::move(a));
       }

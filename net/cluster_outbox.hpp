@@ -40,7 +40,8 @@ struct outbox_item {
   std::string id;    // message id (dedupe key at the owner); signal name for signals
   std::string from;  // sender (agent name or "")
   nlohmann::json body;
-  bool wait = false;  // the sender waits for the agent's reply
+  bool wait = false;  // the sender waits for the agent's reply ...
+  std::string ref;    // ... and knows it by this key
   int64_t created_ms = 0;
 };
 
@@ -100,6 +101,8 @@ class cluster_outbox {
   // {"queued": N, "by_node": {"n2": 3, ...}, "delivered": N, "dropped": N}
   nlohmann::json stats();
   std::size_t queued();
+  // Whether an entry for agent `name` waits (queued or in flight).
+  bool holds(std::string_view name);
 
   void stop();
 
@@ -132,6 +135,7 @@ class cluster_outbox {
   std::deque<outbox_item> unplaced_;
   std::map<uint64_t, std::function<void(result<delivery_ack>)>> delivered_cbs_;
   std::vector<std::string> to_erase_;
+  std::map<std::string, std::size_t, std::less<>> per_name_;  // entries not yet erased
   uint64_t delivered_ = 0;
   uint64_t dropped_ = 0;
   std::thread thread_;

@@ -47,7 +47,7 @@ struct peer_status {
   bool up = false;
   // Why the peer is down ("connecting", "refused: wrong secret", ...).
   std::string detail;
-  int64_t since_ms = 0;  // wall clock of the last change
+  int64_t since_ms = 0;   // wall clock of the last change
   uint64_t connects = 0;  // successful handshakes so far
 };
 
@@ -57,9 +57,9 @@ class cluster_transport {
   // starts connecting to `peers`. Errors: io_error (cannot bind),
   // invalid_argument (TLS files unreadable).
   static result<std::unique_ptr<cluster_transport>> start(const config::cluster_config& cfg,
-                                                           const config::cluster_member& self,
-                                                           std::vector<config::cluster_member> peers,
-                                                           transport_handlers handlers);
+                                                          const config::cluster_member& self,
+                                                          std::vector<config::cluster_member> peers,
+                                                          transport_handlers handlers);
   ~cluster_transport();
   cluster_transport(const cluster_transport&) = delete;
   cluster_transport& operator=(const cluster_transport&) = delete;
