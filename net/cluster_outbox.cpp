@@ -148,6 +148,7 @@ void cluster_outbox::append(outbox_item item, std::function<void(result<outbox_i
       if (delivered) delivered_cbs_.emplace(item.seq, std::move(delivered));
       ++per_name_[item.name];
       enqueue_locked(std::move(item));
+      kick_ = true;
     }
     cv_.notify_one();
     durable(std::move(copy));
@@ -171,6 +172,7 @@ void cluster_outbox::wake() {
   {
     std::lock_guard lk(mu_);
     rebucket_ = true;
+    kick_ = true;
     for (auto& [n, d] : by_node_) d.next_attempt_ms = 0;
   }
   cv_.notify_one();
@@ -250,8 +252,12 @@ void cluster_outbox::run() {
       for (auto& cb : queued_now) cb(error(code::unavailable, "the owner cannot be reached now"));
       lk.lock();
     }
-    cv_.wait_until(lk, std::chrono::system_clock::now() +
-                           std::chrono::milliseconds(std::max<int64_t>(1, next - now)));
+    // kick_: something changed, possibly while the lock was released above.
+    cv_.wait_until(lk,
+                   std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(std::max<int64_t>(1, next - now)),
+                   [this] { return kick_ || stopping_; });
+    kick_ = false;
   }
 }
 
@@ -314,6 +320,7 @@ void cluster_outbox::on_acks(const std::string& node, std::vector<outbox_item> b
       d.backoff_ms = 0;
       d.next_attempt_ms = 0;
     }
+    kick_ = true;
   }
   cv_.notify_one();
   for (auto& [cb, a] : calls) cb(std::move(a));

@@ -130,6 +130,7 @@ class cluster_outbox {
   std::condition_variable cv_;
   bool stopping_ = false;
   bool rebucket_ = false;
+  bool kick_ = false;  // work arrived since the delivery thread last looked
   std::map<std::string, destination> by_node_;
   // Items whose owner is unknown (no map yet).
   std::deque<outbox_item> unplaced_;

@@ -711,6 +711,10 @@ result<std::unique_ptr<cluster_transport>> cluster_transport::start(
   p->caf_cfg = std::make_unique<caf::actor_system_config>();
   auto& cc = *p->caf_cfg;
   cc.set("scheduler.max-threads", 2);
+  // As for the node's scheduler (actors/node.cpp): an idle worker would
+  // otherwise poll with 50 us sleeps for ~25 ms, delaying each hop and
+  // burning CPU; skip that phase, so a wake-up is a signal.
+  cc.set("work-stealing.moderate-poll-attempts", size_t{0});
   cc.set("middleman.heartbeat-interval", caf::timespan{ms(cfg.heartbeat_ms)});
   cc.set("middleman.connection-timeout", caf::timespan{ms(cfg.connection_timeout_ms)});
   cc.load<caf::io::middleman>();
