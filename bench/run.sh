@@ -26,7 +26,7 @@ for arg in "$@"; do
   esac
 done
 
-benches=(hibernate_resume step_throughput memory turn_overhead ledger_growth)
+benches=(hibernate_resume step_throughput memory turn_overhead ledger_growth cluster_messaging)
 
 missing=()
 for b in "${benches[@]}"; do
@@ -54,12 +54,15 @@ if ((quick)); then
   memory_args=(--agents 5000 --startup-agents 50000 --startup-runs 1)
   turn_args=(--turns 200 --warmup-turns 20 --levels 1,10,100 --duration-s 1 --warmup-s 0.2)
   ledger_args=(--checkpoints 10,100)
+  cluster_args=(--duration-s 0.5 --warmup-s 0.2 --local-s 0.3 --hibernated-agents 200
+                --forward-samples 100 --idle-s 0 --fsync-samples 100)
 else
   hibernate_args=()
   step_args=()
   memory_args=()
   turn_args=()
   ledger_args=()
+  cluster_args=()
 fi
 
 run_one() {
@@ -77,3 +80,4 @@ run_one step_throughput "${step_args[@]}"
 run_one memory "${memory_args[@]}"
 run_one turn_overhead "${turn_args[@]}"
 run_one ledger_growth "${ledger_args[@]}"
+run_one cluster_messaging "${cluster_args[@]}"
