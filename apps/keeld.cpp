@@ -238,8 +238,7 @@ int run(int argc, char** argv) {
       },
       api_opts);
   if (member) {
-    member->attach(api);
-    (*node)->set_router(member);
+    member->attach(api);  // it set itself as the node's router when it started
     if (auto s = (*node)->begin(); !s) {
       std::fprintf(stderr, "keeld: cannot recover: %s\n", s.to_string().c_str());
       member->stop();

@@ -171,11 +171,16 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
     p->transport->stop();
     return s;
   }
-  p->ready.store(true, std::memory_order_release);
-  for (const auto& ps : p->transport->peers())
-    if (ps.up && p->current_map()->empty()) p->fetch_routing_map(ps.id);
   p->start_change_thread();
-  return std::shared_ptr<cluster_node>(new cluster_node(std::move(p)));
+  impl* ip = p.get();
+  std::shared_ptr<cluster_node> member(new cluster_node(std::move(p)));
+  // The router before the first peer call is taken: an agent woken by a
+  // delivery that messages a remote agent must find its way to the outbox.
+  node.set_router(member);
+  ip->ready.store(true, std::memory_order_release);
+  for (const auto& ps : ip->transport->peers())
+    if (ps.up && ip->current_map()->empty()) ip->fetch_routing_map(ps.id);
+  return member;
 }
 
 void cluster_node::attach(api& a) {

@@ -43,7 +43,8 @@ class cluster_node final : public actors::remote_router, public api_cluster {
   };
 
   // Loads the shard map (stored by an earlier run, or the config's members
-  // at epoch 1), the outbox, and starts the transport. Errors: invalid
+  // at epoch 1), the outbox, starts the transport and sets itself as the
+  // node's router before it takes any peer's call. Errors: invalid
   // argument (self not a member), io_error (cannot bind the cluster port),
   // corruption (stored state).
   static result<std::shared_ptr<cluster_node>> start(actors::node& node, options opts);

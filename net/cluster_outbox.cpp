@@ -230,19 +230,24 @@ void cluster_outbox::run() {
       // out by the old owners.
       if (rebucket_) break;
       if (d.items.empty() || d.in_flight) continue;
-      if (d.next_attempt_ms > now) {
-        next = std::min(next, d.next_attempt_ms);
-        continue;
-      }
-      if (!up_(n)) {
-        // Peer-up events wake() us; poll rarely in case one was missed.
-        d.next_attempt_ms = now + 500;
-        next = std::min(next, d.next_attempt_ms);
-        // The first attempt of waiting senders fails: they answer "queued".
+      const bool up = up_(n);
+      if (!up || d.backoff_ms > 0) {
+        // The owner is down, or refused the last batch: senders still
+        // waiting for their first answer hear "queued" now, not at the
+        // next attempt.
         for (auto& i : d.items) {
           auto cb = delivered_cbs_.extract(i.seq);
           if (!cb.empty()) queued_now.push_back(std::move(cb.mapped()));
         }
+      }
+      if (d.next_attempt_ms > now) {
+        next = std::min(next, d.next_attempt_ms);
+        continue;
+      }
+      if (!up) {
+        // Peer-up events wake() us; poll rarely in case one was missed.
+        d.next_attempt_ms = now + 500;
+        next = std::min(next, d.next_attempt_ms);
         continue;
       }
       send_batch_locked(n, d);
