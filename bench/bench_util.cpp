@@ -13,6 +13,9 @@
 #include <iostream>
 #include <sstream>
 
+#include "persistence/keys.hpp"
+#include "persistence/store.hpp"
+
 namespace keel::bench {
 
 namespace {
@@ -379,6 +382,26 @@ std::string numbered_name(std::string_view prefix, uint64_t i, int width) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%0*llu", width, static_cast<unsigned long long>(i));
   return std::string(prefix) + buf;
+}
+
+raw_fsync::raw_fsync(const std::string& dir) {
+  auto db = persistence::store::open({dir, 8 << 20, true});
+  if (!db) die("store::open " + dir + ": " + db.error().to_string());
+  db_ = std::move(*db);
+}
+
+raw_fsync::~raw_fsync() = default;
+
+void raw_fsync::measure(uint64_t count, std::vector<int64_t>& out) {
+  for (uint64_t i = 0; i < count; ++i) {
+    persistence::write_set ws;
+    ws.push_back(
+        {persistence::family::ledger, false, persistence::agent_seq_key(1, ++seq_), value_});
+    int64_t t0 = now_ns();
+    auto st = db_->write(ws, true);
+    out.push_back(now_ns() - t0);
+    if (!st) die("raw fsync write: " + st.to_string());
+  }
 }
 
 }  // namespace keel::bench

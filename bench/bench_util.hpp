@@ -12,12 +12,17 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+namespace keel::persistence {
+class store;
+}
 
 namespace keel::bench {
 
@@ -171,6 +176,21 @@ inline uint64_t wal_bytes(const std::string& dir) {
 // labelled one when `name` includes its labels (e.g.
 // `keel_journal_write_seconds{quantile="0.5"}`); -1 when absent.
 double prom_value(std::string_view text, std::string_view name);
+
+// One fsync'd ~200 B write at a time on a store of its own in `dir`: what
+// one fsync costs on this disk now, to set other figures against.
+class raw_fsync {
+ public:
+  explicit raw_fsync(const std::string& dir);
+  ~raw_fsync();
+  // Appends `count` samples (ns) to `out`.
+  void measure(uint64_t count, std::vector<int64_t>& out);
+
+ private:
+  std::unique_ptr<persistence::store> db_;
+  std::string value_ = std::string(200, 'v');
+  uint64_t seq_ = 0;
+};
 
 // "bench/agent-000042": `prefix` followed by `i` zero-padded to `width`.
 std::string numbered_name(std::string_view prefix, uint64_t i, int width = 6);

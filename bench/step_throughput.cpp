@@ -136,33 +136,6 @@ struct journal_counters {
   }
 };
 
-// One fsync'd ~200 B write at a time on a store of its own.
-class raw_fsync {
- public:
-  explicit raw_fsync(const std::string& dir) {
-    auto db = persistence::store::open({dir, 8 << 20, true});
-    if (!db) die("store::open " + dir + ": " + db.error().to_string());
-    db_ = std::move(*db);
-  }
-  // Appends `count` samples to `out`.
-  void measure(uint64_t count, std::vector<int64_t>& out) {
-    for (uint64_t i = 0; i < count; ++i) {
-      persistence::write_set ws;
-      ws.push_back(
-          {persistence::family::ledger, false, persistence::agent_seq_key(1, ++seq_), value_});
-      int64_t t0 = now_ns();
-      auto st = db_->write(ws, true);
-      out.push_back(now_ns() - t0);
-      if (!st) die("raw fsync write: " + st.to_string());
-    }
-  }
-
- private:
-  std::unique_ptr<persistence::store> db_;
-  std::string value_ = std::string(200, 'v');
-  uint64_t seq_ = 0;
-};
-
 // What one or more measured windows of a level add up to.
 struct level_result {
   uint64_t acked = 0;

@@ -10,11 +10,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "config/json_fields.hpp"
+
 namespace keel::config {
 
 using nlohmann::json;
 
 namespace {
+
+using detail::read_string;
+using detail::read_uint;
 
 constexpr uint32_t kMaxShards = 65536;
 // owner_ stores an index into members_ as uint16_t.
@@ -54,23 +59,6 @@ uint64_t fmix64(uint64_t k) {
 // bits before mixing.
 uint64_t rendezvous_score(uint64_t member_hash, uint32_t shard) {
   return fmix64(member_hash ^ (static_cast<uint64_t>(shard) * 0x9E3779B97F4A7C15ULL));
-}
-
-template <class T>
-status read_uint(const json& v, const std::string& where, T& out) {
-  if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0))
-    return error(code::invalid_argument, where + ": expected a non-negative integer");
-  auto n = v.get<uint64_t>();
-  if (n > std::numeric_limits<T>::max())
-    return error(code::invalid_argument, where + ": value " + std::to_string(n) + " is too large");
-  out = static_cast<T>(n);
-  return status::ok();
-}
-
-status read_string(const json& v, const std::string& where, std::string& out) {
-  if (!v.is_string()) return error(code::invalid_argument, where + ": expected a string");
-  out = v.get<std::string>();
-  return status::ok();
 }
 
 std::string in_quotes(std::string_view key) {

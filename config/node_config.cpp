@@ -6,28 +6,16 @@
 #include <boost/asio/ip/address_v4.hpp>
 #include <nlohmann/json.hpp>
 
+#include "config/json_fields.hpp"
+
 namespace keel::config {
 
 using nlohmann::json;
 
 namespace {
 
-template <class T>
-status read_uint(const json& v, const std::string& where, T& out) {
-  if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0))
-    return error(code::invalid_argument, where + ": expected a non-negative integer");
-  auto n = v.get<uint64_t>();
-  if (n > std::numeric_limits<T>::max())
-    return error(code::invalid_argument, where + ": value " + std::to_string(n) + " is too large");
-  out = static_cast<T>(n);
-  return status::ok();
-}
-
-status read_string(const json& v, const std::string& where, std::string& out) {
-  if (!v.is_string()) return error(code::invalid_argument, where + ": expected a string");
-  out = v.get<std::string>();
-  return status::ok();
-}
+using detail::read_string;
+using detail::read_uint;
 
 }  // namespace
 
