@@ -1,5 +1,7 @@
 #include "support/keeld_process.hpp"
 
+#include <cerrno>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -58,9 +60,20 @@ bool keeld_process::start(std::chrono::milliseconds timeout) {
     std::smatch m;
     if (std::regex_search(output_, m, listening)) {
       port_ = static_cast<uint16_t>(std::stoi(m[1]));
-      // Keep draining the child's output so it never blocks on a full pipe.
-      int flags = ::fcntl(out_fd_, F_GETFL);
-      ::fcntl(out_fd_, F_SETFL, flags | O_NONBLOCK);
+      drain_ = std::thread([this, fd = out_fd_] {
+        char chunk[4096];
+        for (;;) {
+          ssize_t got = ::read(fd, chunk, sizeof chunk);
+          if (got > 0) {
+            std::lock_guard lk(out_mu_);
+            output_.append(chunk, static_cast<std::size_t>(got));
+          } else if (got < 0 && errno == EINTR) {
+            continue;
+          } else {
+            return;  // the child exited (EOF)
+          }
+        }
+      });
       return true;
     }
   }
@@ -75,6 +88,11 @@ void keeld_process::kill9() {
     ::waitpid(pid_, &st, 0);
     pid_ = -1;
   }
+  reap_output();
+}
+
+void keeld_process::reap_output() {
+  if (drain_.joinable()) drain_.join();
   if (out_fd_ >= 0) {
     ::close(out_fd_);
     out_fd_ = -1;
@@ -87,21 +105,13 @@ int keeld_process::terminate(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   int st = 0;
   while (std::chrono::steady_clock::now() < deadline) {
-    // Drain output meanwhile so a chatty child cannot block.
-    if (out_fd_ >= 0) {
-      pollfd p{out_fd_, POLLIN, 0};
-      if (::poll(&p, 1, 20) > 0) {
-        char buf[4096];
-        ssize_t n = ::read(out_fd_, buf, sizeof buf);
-        if (n > 0) output_.append(buf, static_cast<std::size_t>(n));
-      }
-    }
     pid_t r = ::waitpid(pid_, &st, WNOHANG);
     if (r == pid_) {
       pid_ = -1;
-      if (out_fd_ >= 0) ::close(out_fd_), out_fd_ = -1;
+      reap_output();
       return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling a child's exit
   }
   kill9();
   return -1;

@@ -4,7 +4,9 @@
 // listens; stopped with SIGKILL or SIGTERM by PID (never by name).
 
 #include <chrono>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/types.h>
@@ -31,15 +33,25 @@ class keeld_process {
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
   uint16_t port() const { return port_; }
-  const std::string& output() const { return output_; }
+  // Everything the child printed so far (stdout and stderr).
+  std::string output() const {
+    std::lock_guard lk(out_mu_);
+    return output_;
+  }
 
  private:
   std::string binary_;
   std::string data_dir_;
   std::vector<std::string> extra_;
   pid_t pid_ = -1;
+  void reap_output();  // after the child is gone: join the drain, close the pipe
+
   int out_fd_ = -1;
   uint16_t port_ = 0;
+  // Once the child listens, a thread reads its output until it exits, so a
+  // chatty child never blocks on a full pipe.
+  std::thread drain_;
+  mutable std::mutex out_mu_;
   std::string output_;
 };
 
