@@ -299,10 +299,12 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
                     : json{{"ok", true}, {"body", nullptr}};
   b.ops.push_back({family::inbox, true, persistence::agent_seq_key(s.meta.id, e.arrival), {}});
   // A retry of this id waits for this write, then finds the reply.
-  if (e.kind == "message") s.writing_ids.insert(e.id);
-  if (e.kind == "message" && !is_generated_id(e.id))
-    b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, e.id),
+  const std::string& key = e.kind == "message" ? e.id : e.dedupe;
+  if (!key.empty() && !(e.kind == "message" && is_generated_id(key))) {
+    s.writing_ids.insert(key);
+    b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, key),
                      persistence::encode(persistence::dedupe_entry{e.arrival, true, rj}, now)});
+  }
   for (auto& w : item.waiters) {
     if (later) {
       s.answer_waiters[e.id].push_back(w);
@@ -352,9 +354,11 @@ void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
 // in flight (its id is being written right now).
 bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_t& direct) {
   const bool is_message = r->what == request::kind::message;
-  if (is_message && !r->id.empty()) {
-    if (s.writing_ids.count(r->id)) return false;
-    auto seen = s.rt->db->find_message(s.meta.id, r->id, s.name);
+  // Messages dedupe by their id; signals only by a key their sender gave.
+  const std::string& key = is_message ? r->id : r->dedupe;
+  if (!key.empty()) {
+    if (s.writing_ids.count(key)) return false;
+    auto seen = s.rt->db->find_message(s.meta.id, key, s.name);
     if (!seen) {
       fail(*r, seen.error());
       return true;
@@ -367,7 +371,9 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
         deliver_reply(r, d.reply);
       } else {
         for (auto& item : s.inbox)
-          if (item.entry.kind == "message" && item.entry.id == r->id) item.waiters.push_back(r);
+          if ((is_message ? item.entry.kind == "message" && item.entry.id == key
+                          : item.entry.kind == "signal" && item.entry.dedupe == key))
+            item.waiters.push_back(r);
       }
       return true;
     }
@@ -381,9 +387,10 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   // A message without an id gets one for the reply, but no dedupe entry:
   // nobody can retry it, and the reserved prefix keeps it from colliding
   // with a client's id.
-  const bool dedupe = is_message && !id.empty();
+  const bool dedupe = !key.empty();
   if (is_message && id.empty()) id = std::string(generated_id_prefix) + std::to_string(arrival);
-  if (dedupe) s.writing_ids.insert(id);
+  const std::string dkey = key;
+  if (dedupe) s.writing_ids.insert(dkey);
   (is_message ? s.rt->metrics.messages : s.rt->metrics.signals)
       .fetch_add(1, std::memory_order_relaxed);
   send_ack ack{is_message ? id : r->id, arrival, false};
@@ -392,13 +399,13 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   b.reqs.push_back(r);
   if (direct >= s.rt->cfg.max_unacked_per_agent) {
     // Spill: durable in the inbox now, consumed by the next write.
-    persistence::inbox_entry e{s.name, arrival, is_message ? "message" : "signal",
-                               id,     r->from, r->body};
+    persistence::inbox_entry e{s.name,  arrival, is_message ? "message" : "signal", id,
+                               r->from, r->body, is_message ? std::string() : dkey};
     b.ops.push_back({family::inbox, false, persistence::agent_seq_key(s.meta.id, arrival),
                      persistence::encode(e, now)});
     if (dedupe)
       b.ops.push_back(
-          {family::dedupe, false, persistence::dedupe_key(s.meta.id, id),
+          {family::dedupe, false, persistence::dedupe_key(s.meta.id, dkey),
            persistence::encode(persistence::dedupe_entry{arrival, false, nullptr}, now)});
     s.inbox.push_back({std::move(e), {}});
     if (r->replied) s.inbox.back().waiters.push_back(r);
@@ -422,7 +429,7 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
                     : json{{"ok", true}, {"body", nullptr}};
   if (later && r->replied) s.answer_waiters[id].push_back(r);
   if (dedupe)
-    b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, id),
+    b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, dkey),
                      persistence::encode(persistence::dedupe_entry{arrival, true, rj}, now)});
   b.done.push_back([r, ack, rj, received, rt, later] {
     rt->metrics.accept_ns.record(static_cast<uint64_t>(mono_ns() - received));

@@ -351,17 +351,22 @@ void node::send(std::string name, inbound_message m, callback<send_ack> accepted
 }
 
 void node::signal(std::string name, std::string signal, json payload, callback<send_ack> accepted,
-                  callback<agent_reply> replied) {
+                  callback<agent_reply> replied, std::string dedupe) {
   auto r = std::make_shared<request>();
   r->what = request::kind::signal;
   r->name = std::move(name);
   r->id = std::move(signal);
+  r->dedupe = std::move(dedupe);
   r->body = std::move(payload);
   r->accepted = std::move(accepted);
   r->replied = std::move(replied);
   if (impl_->reject_bad_name(*r)) return;
   if (r->id.empty() || r->id.size() > 64) {
     fail(*r, error(code::invalid_argument, "signal name must be 1 to 64 characters"));
+    return;
+  }
+  if (r->dedupe.size() > 256) {
+    fail(*r, error(code::invalid_argument, "signal dedupe key is longer than 256 bytes"));
     return;
   }
   impl_->submit(std::move(r));

@@ -165,8 +165,10 @@ class node {
   // (terminated agent), invalid_argument.
   void send(std::string name, inbound_message m, callback<send_ack> accepted,
             callback<agent_reply> replied);
+  // `dedupe` (optional, at most 256 bytes) makes a signal idempotent like a
+  // message id: a repeat is acknowledged as a duplicate and not processed.
   void signal(std::string name, std::string signal, json payload, callback<send_ack> accepted,
-              callback<agent_reply> replied);
+              callback<agent_reply> replied, std::string dedupe = {});
   // Read-only: answered from the agent's state, nothing is appended.
   void query(std::string name, json q, callback<json> done);
   void get(std::string name, callback<agent_view> done);

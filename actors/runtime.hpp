@@ -99,10 +99,11 @@ struct request {
   enum class kind { spawn, message, signal, query, get, terminate, timer, wake, effect_result };
   kind what = kind::get;
   std::string name;
-  std::string type;  // spawn
-  std::string id;    // message id; signal name
-  std::string from;  // message sender; terminate: who
-  json body;         // message body, signal payload, spawn input, query, effect result
+  std::string type;    // spawn
+  std::string id;      // message id; signal name
+  std::string dedupe;  // signal: the sender's dedupe key ("" = none)
+  std::string from;    // message sender; terminate: who
+  json body;           // message body, signal payload, spawn input, query, effect result
   uint64_t timer_id = 0;
   int64_t received_ns = 0;
   callback<agent_view> viewed;    // spawn, get, terminate

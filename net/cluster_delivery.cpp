@@ -212,8 +212,10 @@ void cluster_node::impl::deliver_here(const std::string& from, std::vector<outbo
       };
     }
     if (it.kind == "signal")
+      // Signals have no id of their own: the sender's outbox entry is the
+      // dedupe key, so a redelivery is not applied twice.
       node.signal(std::move(it.name), std::move(it.id), std::move(it.body), std::move(accepted),
-                  std::move(replied));
+                  std::move(replied), "s-" + from + "-" + std::to_string(it.seq));
     else
       node.send(std::move(it.name),
                 actors::inbound_message{std::move(it.id), std::move(it.from), std::move(it.body)},

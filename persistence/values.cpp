@@ -74,7 +74,8 @@ std::string encode(const inbox_entry& v, int64_t time_ms) {
                        {"kind", v.kind},
                        {"id", v.id},
                        {"from", v.from},
-                       {"body", v.body}},
+                       {"body", v.body},
+                       {"dedupe", v.dedupe}},
                       time_ms);
 }
 
@@ -138,6 +139,7 @@ result<inbox_entry> decode_inbox_entry(std::string_view bytes, std::string_view 
     v.id = j->at("id").get<std::string>();
     v.from = j->at("from").get<std::string>();
     v.body = j->at("body");
+    v.dedupe = j->value("dedupe", "");  // absent in entries written before it existed
   });
 }
 

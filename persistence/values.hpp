@@ -52,6 +52,9 @@ struct inbox_entry {
   std::string id;    // message id (dedupe key) or signal name
   std::string from;
   nlohmann::json body;
+  // A signal's dedupe key, when its sender gave one (signals delivered by
+  // another node's outbox); "" otherwise. Messages dedupe by `id`.
+  std::string dedupe;
 };
 
 // dedupe: agent id + message id -> dedupe_entry. Written with the message's

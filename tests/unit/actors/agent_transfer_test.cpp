@@ -39,7 +39,7 @@ void write_agent(persistence::store& db, const std::string& name, uint64_t id,
   actors::blob_ops(blobs, ops);
   ops.push_back(
       {family::inbox, false, persistence::agent_seq_key(id, 7),
-       persistence::encode(persistence::inbox_entry{name, 7, "message", "m1", "x", {}}, 1)});
+       persistence::encode(persistence::inbox_entry{name, 7, "message", "m1", "x", {}, ""}, 1)});
   ops.push_back({family::dedupe, false, persistence::dedupe_key(id, "m1"),
                  persistence::encode(persistence::dedupe_entry{7, false, {}}, 1)});
   ops.push_back(

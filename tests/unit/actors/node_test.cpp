@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <set>
@@ -141,6 +142,49 @@ TEST_CASE("a repeated message id is acknowledged as a duplicate and not processe
   CHECK(total(*n, "d/1") == 7);
 }
 
+TEST_CASE("a signal repeated with the same dedupe key is applied once, also through the inbox") {
+  test::temp_dir dir;
+  auto c = test_config(dir.str());
+  SUBCASE("processed directly") {}
+  SUBCASE("spilled to the durable inbox") {
+    c.max_unacked_per_agent = 0;
+  }
+  auto n = start(c);
+  REQUIRE(spawn(*n, "d/2").is_ok());
+  auto signal = [&](const std::string& key) {
+    future_value<result<send_ack>> f;
+    n->signal(
+        "d/2", "reset", nullptr, [&](result<send_ack> a) { f.set(std::move(a)); }, nullptr, key);
+    auto v = f.wait();
+    REQUIRE(v.has_value());
+    return *v;
+  };
+  auto first = signal("s-n1-41");
+  REQUIRE(first.is_ok());
+  CHECK_FALSE(first->duplicate);
+  auto again = signal("s-n1-41");
+  REQUIRE(again.is_ok());
+  CHECK(again->duplicate);
+  CHECK(again->seq == first->seq);
+  auto other = signal("s-n1-42");
+  REQUIRE(other.is_ok());
+  CHECK_FALSE(other->duplicate);
+  // Without a key, a signal is never a duplicate.
+  auto plain = signal("");
+  REQUIRE(plain.is_ok());
+  CHECK_FALSE(plain->duplicate);
+  REQUIRE(test::eventually([&] {
+    auto l = n->ledger("d/2", 1, 100);
+    return l.is_ok() && std::count_if(l->begin(), l->end(), [](const ledger_entry& e) {
+                          return e.type == "signal_received";
+                        }) >= 3;
+  }));
+  auto ledger = n->ledger("d/2", 1, 100);
+  REQUIRE(ledger.is_ok());
+  CHECK(std::count_if(ledger->begin(), ledger->end(),
+                      [](const ledger_entry& e) { return e.type == "signal_received"; }) == 3);
+}
+
 TEST_CASE("concurrent activations of a dormant agent are single-flight") {
   test::temp_dir dir;
   {
@@ -238,8 +282,8 @@ TEST_CASE("a node started over unconsumed inbox entries processes them") {
     id = (**meta).id;
     persistence::write_set ops;
     for (uint64_t a = 1; a <= 3; ++a) {
-      persistence::inbox_entry e{"rec/1",      a, "message", "x" + std::to_string(a), "t",
-                                 {{"add", 10}}};
+      persistence::inbox_entry e{"rec/1",       a, "message", "x" + std::to_string(a), "t",
+                                 {{"add", 10}}, ""};
       ops.push_back({persistence::family::inbox, false, persistence::agent_seq_key(id, a),
                      persistence::encode(e, 0)});
       ops.push_back({persistence::family::dedupe, false,

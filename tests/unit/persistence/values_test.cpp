@@ -28,7 +28,8 @@ p::agent_meta sample_meta() {
 p::inbox_entry sample_inbox() {
   return {"acct/alice", 17,
           "message",    "msg-1",
-          "acct/bob",   json{{"add", 5}, {"nested", {1, "two", nullptr, 3.5, {{"k", false}}}}}};
+          "acct/bob",   json{{"add", 5}, {"nested", {1, "two", nullptr, 3.5, {{"k", false}}}}},
+          "s-n1-7"};
 }
 p::dedupe_entry sample_dedupe() {
   return {9, true, json{{"total", 5}}};
