@@ -56,6 +56,15 @@ status validate_message_id(std::string_view id) {
   return status::ok();
 }
 
+status validate_client_message_id(std::string_view id) {
+  KEEL_TRY(validate_message_id(id));
+  if (id.starts_with(cluster_id_prefix))
+    return error(code::invalid_argument, "message ids starting with \"" +
+                                             std::string(cluster_id_prefix) +
+                                             "\" are reserved for ids the cluster generates");
+  return status::ok();
+}
+
 request::~request() {
   fail(*this,
        error(code::unavailable, "request dropped: the agent stopped or the node is shutting down"));

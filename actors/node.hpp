@@ -127,6 +127,11 @@ struct inbound_message {
 // A client's message id: at most 256 bytes, not in the range the node
 // generates ("auto-..."). Errors: invalid_argument.
 status validate_message_id(std::string_view id);
+// What a client may send: also not in the range the cluster generates for
+// messages and signals it delivers ("keel-..."), which share the agent's
+// dedupe keys with client ids.
+status validate_client_message_id(std::string_view id);
+inline constexpr std::string_view cluster_id_prefix = "keel-";
 
 // Where a node sends requests for agents it does not serve: the cluster
 // layer (net/cluster_node.hpp) implements it. Without one, every agent is

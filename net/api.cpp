@@ -359,11 +359,13 @@ void api::impl::message(std::string name, const http_request& req, const target&
   auto w = make_waiter(t, respond);
   if (!w) return respond(error_response(w.error()));
 
+  // Checked here for both paths: through the outbox the owner would refuse
+  // it only after a 202 "queued".
+  if (status s = actors::validate_client_message_id(*id); !s) return respond(error_response(s));
   auto [accepted, replied] = waiter_callbacks(*w);
   if (auto owner = owner_elsewhere(name, req); !owner.empty() || queued_here(name, req)) {
-    // Checked here: the owner would refuse it only after a 202 "queued".
     if (status s = validate_agent_name(name); !s) return respond(error_response(s));
-    if (status s = actors::validate_message_id(*id); !s) return respond(error_response(s));
+
     return opts.cluster->deliver(
         {std::move(name), "message", std::move(*id), std::move(*from), std::move((*body)["body"])},
         std::move(accepted), std::move(replied));

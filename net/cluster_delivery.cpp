@@ -68,7 +68,8 @@ void cluster_node::deliver(remote_delivery d, actors::callback<actors::send_ack>
     // dedupes by. Ids from the node's never-reused sequence.
     auto n = impl_->node.storage().allocate_agent_id();
     if (!n) return accepted(n.error());
-    item.id = "m-" + impl_->self.id + "-" + std::to_string(*n);
+    item.id =
+        std::string(actors::cluster_id_prefix) + "m-" + impl_->self.id + "-" + std::to_string(*n);
   }
   if (replied) {
     item.wait = true;
@@ -134,6 +135,10 @@ void cluster_node::spawn(std::string name, std::string type, json input,
 void cluster_node::impl::deliver_batch(
     const std::string& to, std::vector<outbox_item> batch,
     std::function<void(result<std::vector<delivery_ack>>)> done) {
+  // The outbox runs before start() has set the node's router: nothing is
+  // delivered until then (an agent woken here could not reach remote ones).
+  if (!ready.load(std::memory_order_acquire))
+    return done(error(code::unavailable, "node " + self.id + " is starting"));
   if (to == self.id) {
     return deliver_here(
         self.id, std::move(batch),
@@ -214,8 +219,10 @@ void cluster_node::impl::deliver_here(const std::string& from, std::vector<outbo
     if (it.kind == "signal")
       // Signals have no id of their own: the sender's outbox entry is the
       // dedupe key, so a redelivery is not applied twice.
-      node.signal(std::move(it.name), std::move(it.id), std::move(it.body), std::move(accepted),
-                  std::move(replied), "s-" + from + "-" + std::to_string(it.seq));
+      node.signal(
+          std::move(it.name), std::move(it.id), std::move(it.body), std::move(accepted),
+          std::move(replied),
+          std::string(actors::cluster_id_prefix) + "s-" + from + "-" + std::to_string(it.seq));
     else
       node.send(std::move(it.name),
                 actors::inbound_message{std::move(it.id), std::move(it.from), std::move(it.body)},

@@ -143,15 +143,25 @@ void cluster_outbox::append(outbox_item item, std::function<void(result<outbox_i
                                 delivered = std::move(delivered)](const status& s) mutable {
     if (!s) return durable(s);
     outbox_item copy = item;
+    bool answer_now = false;
     {
       std::lock_guard lk(mu_);
-      if (delivered) delivered_cbs_.emplace(item.seq, std::move(delivered));
       ++per_name_[item.name];
+      // A sender waits for the owner's acknowledgement only when the owner
+      // can take it now; otherwise "queued" at once (the entry is durable).
+      if (delivered) {
+        std::string owner = owner_(item.name);
+        auto d = by_node_.find(owner);
+        answer_now = owner.empty() || !up_(owner) ||
+                     (d != by_node_.end() && d->second.next_attempt_ms > wall_ms());
+        if (!answer_now) delivered_cbs_.emplace(item.seq, std::move(delivered));
+      }
       enqueue_locked(std::move(item));
       kick_ = true;
     }
     cv_.notify_one();
     durable(std::move(copy));
+    if (answer_now) delivered(error(code::unavailable, "the owner cannot take it now"));
   });
 }
 
@@ -216,13 +226,7 @@ void cluster_outbox::run() {
       else
         rebucket_locked();
     }
-    // Entries with no known owner yet (a joining node without a map): their
-    // waiting senders hear "queued" now rather than at a timeout.
     std::vector<std::function<void(result<delivery_ack>)>> queued_now;
-    for (auto& i : unplaced_) {
-      auto cb = delivered_cbs_.extract(i.seq);
-      if (!cb.empty()) queued_now.push_back(std::move(cb.mapped()));
-    }
     int64_t now = wall_ms();
     int64_t next = now + 200;
     for (auto& [n, d] : by_node_) {
@@ -230,21 +234,13 @@ void cluster_outbox::run() {
       // out by the old owners.
       if (rebucket_) break;
       if (d.items.empty() || d.in_flight) continue;
-      const bool up = up_(n);
-      if (!up || d.backoff_ms > 0) {
-        // The owner is down, or refused the last batch: senders still
-        // waiting for their first answer hear "queued" now, not at the
-        // next attempt.
-        for (auto& i : d.items) {
-          auto cb = delivered_cbs_.extract(i.seq);
-          if (!cb.empty()) queued_now.push_back(std::move(cb.mapped()));
-        }
-      }
       if (d.next_attempt_ms > now) {
         next = std::min(next, d.next_attempt_ms);
         continue;
       }
-      if (!up) {
+      if (!up_(n)) {
+        // The owner went down with senders still waiting: "queued" now.
+        answer_queued_locked(d, queued_now);
         // Peer-up events wake() us; poll rarely in case one was missed.
         d.next_attempt_ms = now + 500;
         next = std::min(next, d.next_attempt_ms);
@@ -263,6 +259,15 @@ void cluster_outbox::run() {
                        std::chrono::milliseconds(std::max<int64_t>(1, next - now)),
                    [this] { return kick_ || stopping_; });
     kick_ = false;
+  }
+}
+
+void cluster_outbox::answer_queued_locked(
+    destination& d, std::vector<std::function<void(result<delivery_ack>)>>& out) {
+  if (delivered_cbs_.empty()) return;
+  for (auto& i : d.items) {
+    auto cb = delivered_cbs_.extract(i.seq);
+    if (!cb.empty()) out.push_back(std::move(cb.mapped()));
   }
 }
 
@@ -318,6 +323,12 @@ void cluster_outbox::on_acks(const std::string& node, std::vector<outbox_item> b
       }
       d.items.insert(d.items.begin(), std::make_move_iterator(batch.begin() + done),
                      std::make_move_iterator(batch.end()));
+      // Nothing goes to this owner before the backoff ends: senders still
+      // waiting behind the batch hear "queued" now too.
+      std::vector<std::function<void(result<delivery_ack>)>> behind;
+      answer_queued_locked(d, behind);
+      for (auto& cb : behind)
+        calls.emplace_back(std::move(cb), error(code::unavailable, "not delivered yet: " + why));
       d.backoff_ms =
           d.backoff_ms == 0 ? opts_.retry_min_ms : std::min(d.backoff_ms * 2, opts_.retry_max_ms);
       d.next_attempt_ms = wall_ms() + d.backoff_ms;

@@ -117,6 +117,10 @@ class cluster_outbox {
   void enqueue_locked(outbox_item item);
   void rebucket_locked();
   void send_batch_locked(const std::string& node, destination& d);
+  // Moves the delivered callbacks of d's queued entries to `out` (their
+  // senders are told "queued").
+  void answer_queued_locked(destination& d,
+                            std::vector<std::function<void(result<delivery_ack>)>>& out);
   void on_acks(const std::string& node, std::vector<outbox_item> batch,
                result<std::vector<delivery_ack>> acks);
 

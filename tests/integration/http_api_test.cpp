@@ -255,6 +255,12 @@ TEST_CASE("a message is acknowledged with id and seq and a repeated id is not pr
   CHECK(no_body.error_message().find("\"body\"") != std::string::npos);
   auto long_id = n.send("acct/alice", {{"id", std::string(257, 'i')}, {"body", {{"add", 1}}}});
   CHECK(long_id.status == 400);
+  // The ranges the node and the cluster generate ids in are not for clients.
+  for (const char* reserved : {"auto-9", "keel-m-n1-4", "keel-s-n2-17"}) {
+    auto r = n.send("acct/alice", {{"id", reserved}, {"body", {{"add", 1}}}});
+    CHECK_MESSAGE(r.status == 400, reserved);
+  }
+  CHECK(n.view("acct/alice")["state"]["total"] == 7);
 }
 
 TEST_CASE("a message sent with wait returns the agent's reply") {

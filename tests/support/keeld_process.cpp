@@ -23,6 +23,8 @@ keeld_process::~keeld_process() {
 }
 
 bool keeld_process::start(std::chrono::milliseconds timeout) {
+  kill9();  // a child still running from an earlier start, and its drain
+
   int fds[2];
   if (::pipe(fds) != 0) return false;
   std::vector<std::string> args = {binary_, "--data", data_dir_, "--http", "127.0.0.1:0"};
