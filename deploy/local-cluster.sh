@@ -86,6 +86,8 @@ write_config() {
     echo '{'
     echo '  "cluster_id": "local",'
     echo "  \"secret\": \"$secret\","
+    # Quick reconnects after a node restarts (a development cluster).
+    echo '  "reconnect_max_ms": 1000,'
     echo '  "members": ['
     for ((k = 1; k <= n; k++)); do
       member_line "$k"
@@ -206,6 +208,22 @@ cmd_up() {
   wait_connected "$n"
 }
 
+# Waits until another running node sees node K up again (it reconnects with
+# backoff), so calls through any node reach K's agents right away.
+wait_seen() {
+  local k=$1 i url
+  url=$(any_running_url "$k") || return 0
+  for ((i = 0; i < start_timeout_s * 10; i++)); do
+    if "$bin_dir/keel" --server "$url" --json cluster status 2>/dev/null | tr -d ' \n' |
+      grep -q "\"id\":\"n$k\"[^}]*\"up\":true"; then
+      echo "local-cluster: n$k connected"
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "n$k did not reconnect within ${start_timeout_s}s; see $(node_dir "$k")/keeld.log"
+}
+
 # Waits until node 1 sees every member up: nodes answer HTTP before they
 # have found each other, and a call for an agent on a peer not yet
 # connected would be answered 503 (or queued).
@@ -286,7 +304,10 @@ main() {
     status) cmd_status ;;
     kill) signal_node KILL "$k" ;;
     stop) signal_node TERM "$k" ;;
-    start) start_node "$k" ;;
+    start)
+      start_node "$k"
+      wait_seen "$k"
+      ;;
     add) cmd_add "$k" ;;
   esac
 }
