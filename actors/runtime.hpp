@@ -17,6 +17,7 @@
 #include "actors/node.hpp"
 #include "actors/task_queue.hpp"
 #include "agent/registry.hpp"
+#include "base/call_once.hpp"
 #include "base/histogram.hpp"
 #include "config/node_config.hpp"
 #include "persistence/journal_writer.hpp"
@@ -128,15 +129,6 @@ using evict_ptr = std::shared_ptr<evict_order>;
 inline constexpr std::string_view generated_id_prefix = "auto-";
 inline bool is_generated_id(std::string_view id) {
   return id.starts_with(generated_id_prefix);
-}
-
-// Calls `f` if it is still set and clears it: each callback runs at most once.
-template <class F, class T>
-void call_once(F& f, T&& value) {
-  if (!f) return;
-  F g = std::move(f);
-  f = nullptr;
-  g(std::forward<T>(value));
 }
 
 // When the cluster does not serve r->name here: hands a message or spawn to

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <utility>
 
+#include "base/call_once.hpp"
 #include "base/clock.hpp"
 #include "net/cluster_node.hpp"
 #include "net/cluster_node_impl.hpp"
@@ -32,15 +33,6 @@ actors::agent_reply reply_from_json(const json& j) {
   r.code = j.value("code", "");
   r.message = j.value("message", "");
   return r;
-}
-
-// Runs `f` if it is still set and clears it.
-template <class F, class T>
-void once(F& f, T&& value) {
-  if (!f) return;
-  F g = std::move(f);
-  f = nullptr;
-  g(std::forward<T>(value));
 }
 
 status from_wire_error(const json& j) {
@@ -87,7 +79,7 @@ void cluster_node::deliver(remote_delivery d, actors::callback<actors::send_ack>
   impl_->outbox->append(
       std::move(item),
       [shared_accept](result<outbox_item> r) {
-        if (!r) once(*shared_accept, result<actors::send_ack>(r.error()));
+        if (!r) call_once(*shared_accept, result<actors::send_ack>(r.error()));
       },
       [shared_accept, id](result<delivery_ack> r) {
         if (!r) {
@@ -95,11 +87,11 @@ void cluster_node::deliver(remote_delivery d, actors::callback<actors::send_ack>
           actors::send_ack a;
           a.id = id;
           a.queued = true;
-          return once(*shared_accept, result<actors::send_ack>(std::move(a)));
+          return call_once(*shared_accept, result<actors::send_ack>(std::move(a)));
         }
-        if (r->ok) return once(*shared_accept, result<actors::send_ack>(r->ack));
-        once(*shared_accept,
-             result<actors::send_ack>(error(code_from_string(r->code), r->message)));
+        if (r->ok) return call_once(*shared_accept, result<actors::send_ack>(r->ack));
+        call_once(*shared_accept,
+                  result<actors::send_ack>(error(code_from_string(r->code), r->message)));
       });
 }
 

@@ -95,12 +95,6 @@ struct cluster_node::impl {
   std::atomic<uint64_t> delivered_in{0};
   std::atomic<bool> stopped{false};
 
-  // Whether `shard` is being handed away (not served here meanwhile).
-  bool handing_off(uint32_t shard) const {
-    std::lock_guard lk(map_mu);
-    return outgoing.count(shard) != 0;
-  }
-
   std::shared_ptr<const config::shard_map> current_map() const {
     std::lock_guard lk(map_mu);
     return map;

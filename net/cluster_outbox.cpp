@@ -355,13 +355,6 @@ json cluster_outbox::stats() {
   return {{"queued", total}, {"by_node", by}, {"delivered", delivered_}, {"dropped", dropped_}};
 }
 
-std::size_t cluster_outbox::queued() {
-  std::lock_guard lk(mu_);
-  std::size_t total = unplaced_.size();
-  for (auto& [n, d] : by_node_) total += d.items.size();
-  return total;
-}
-
 void cluster_outbox::stop() {
   {
     std::lock_guard lk(mu_);

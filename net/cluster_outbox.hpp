@@ -100,7 +100,6 @@ class cluster_outbox {
 
   // {"queued": N, "by_node": {"n2": 3, ...}, "delivered": N, "dropped": N}
   nlohmann::json stats();
-  std::size_t queued();
   // Whether an entry for agent `name` waits (queued or in flight).
   bool holds(std::string_view name);
 
