@@ -21,13 +21,30 @@ json state_to_json(const agent_state& s) {
   json timers = json::array();
   for (const auto& [id, t] : s.timers)
     timers.push_back({{"id", id}, {"due_ms", t.due_ms}, {"payload", t.payload}});
-  return {{"type", s.type},
-          {"status", s.status},
-          {"last_seq", s.last_seq},
-          {"last_arrival", s.last_arrival},
-          {"next_timer_id", s.next_timer_id},
-          {"timers", std::move(timers)},
-          {"data", s.data}};
+  json j = {{"type", s.type},
+            {"status", s.status},
+            {"last_seq", s.last_seq},
+            {"last_arrival", s.last_arrival},
+            {"next_timer_id", s.next_timer_id},
+            {"timers", std::move(timers)},
+            {"data", s.data}};
+  // Written only when set: snapshots of agents that never used them keep
+  // their size.
+  if (s.paused) j["paused"] = true;
+  if (!s.forks.empty()) {
+    json forks = json::array();
+    for (const auto& f : s.forks) forks.push_back({{"name", f.name}, {"at", f.at}});
+    j["forks"] = std::move(forks);
+  }
+  return j;
+}
+
+bool is_operator_signal(std::string_view name) {
+  return name == "pause" || name == "resume" || name == "forked";
+}
+
+bool passes_pause(std::string_view signal) {
+  return is_operator_signal(signal) || signal == "cancel" || signal == "resolve";
 }
 
 result<agent_state> state_from_json(const json& j, std::string_view what) {
@@ -41,6 +58,10 @@ result<agent_state> state_from_json(const json& j, std::string_view what) {
     for (const auto& t : j.at("timers"))
       s.timers[t.at("id").get<uint64_t>()] = {t.at("due_ms").get<int64_t>(), t.at("payload")};
     s.data = j.at("data");
+    s.paused = j.value("paused", false);
+    if (j.contains("forks"))
+      for (const auto& f : j.at("forks"))
+        s.forks.push_back({f.at("name").get<std::string>(), f.at("at").get<uint64_t>()});
     return s;
   } catch (const json::exception& e) {
     return error(code::corruption,
@@ -77,8 +98,37 @@ struct decider {
   void operator()(const signal_input& sig) {
     emit(event_type::signal_received,
          {{"arrival", sig.arrival}, {"signal", sig.name}, {"payload", sig.payload}});
+    if (is_operator_signal(sig.name)) return operator_signal(sig);
     if (refuse_if_inactive(sig.name)) return;
     t.on_signal(s, sig, now, out);
+  }
+  void operator_signal(const signal_input& sig) {
+    const json& p = sig.payload;
+    auto field = [&p](const char* k) {
+      return p.is_object() && p.contains(k) && p[k].is_string() ? p[k].get<std::string>()
+                                                                : std::string();
+    };
+    if (sig.name == "forked") {
+      // Any non-negative integer: JSON built in-process may hold a signed one.
+      const bool has_at = p.is_object() && p.contains("at") && p["at"].is_number_integer() &&
+                          p["at"].get<int64_t>() >= 0;
+      const uint64_t at = has_at ? p["at"].get<uint64_t>() : 0;
+      emit(event_type::forked, {{"as", field("as")}, {"at", at}, {"by", field("by")}});
+      out.effects.push_back(reply_ok({{"forked", field("as")}}));
+      return;
+    }
+    if (s.status != "active") {
+      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+      return;
+    }
+    const bool pause = sig.name == "pause";
+    if (pause == s.paused) {
+      out.effects.push_back(
+          reply_error("conflict", pause ? "agent is already paused" : "agent is not paused"));
+      return;
+    }
+    emit(pause ? event_type::paused : event_type::resumed, {{"by", field("by")}});
+    out.effects.push_back(reply_ok({{"paused", pause}}));
   }
   void operator()(const timer_input& ti) {
     auto it = s.timers.find(ti.timer_id);
@@ -102,6 +152,12 @@ struct decider {
     else
       out.effects.push_back(reply_error("conflict", "agent is " + s.status));
   }
+  void operator()(const fork_input& f) {
+    emit(event_type::fork_started, {{"parent", f.parent},
+                                    {"at", f.at},
+                                    {"by", f.by},
+                                    {"gap_ms", std::max<int64_t>(0, f.gap_ms)}});
+  }
   void operator()(const recover_input&) {
     if (s.status == "active") t.on_recover(s, now, out);
   }
@@ -124,6 +180,20 @@ decision decide(const agent_type& t, const agent_state& s, const input& in, int6
   decider d{t, s, now_ms, {}};
   std::visit(d, in);
   return std::move(d.out);
+}
+
+decision decide_guarded(const agent_type& t, const agent_state& s, const input& in,
+                        int64_t now_ms) {
+  try {
+    return decide(t, s, in, now_ms);
+  } catch (const std::exception& e) {
+    decision d;
+    d.events.push_back({event_type::failed, now_ms, {{"reason", e.what()}}});
+    d.effects.push_back(reply_error("internal", std::string("agent failed: ") + e.what()));
+    // A failed agent abandons what it waited on: no marker may outlive it.
+    for (uint64_t eff : t.open_effects(s)) d.effects.push_back(end_effect{eff});
+    return d;
+  }
 }
 
 void apply(const agent_type& t, agent_state& s, const event& e) {
@@ -152,6 +222,15 @@ void apply(const agent_type& t, agent_state& s, const event& e) {
     case event_type::terminated:
       s.status = "terminated";
       s.timers.clear();
+      break;
+    case event_type::paused:
+      s.paused = true;
+      break;
+    case event_type::resumed:
+      s.paused = false;
+      break;
+    case event_type::forked:
+      s.forks.push_back({e.data.value("as", ""), e.data.value("at", uint64_t{0})});
       break;
     default:
       break;

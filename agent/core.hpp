@@ -23,11 +23,23 @@ struct pending_timer {
   friend bool operator==(const pending_timer&, const pending_timer&) = default;
 };
 
+// A fork made of this agent: `name` shares this ledger up to seq `at`.
+struct fork_ref {
+  std::string name;
+  uint64_t at = 0;
+
+  friend bool operator==(const fork_ref&, const fork_ref&) = default;
+};
+
 struct agent_state {
   std::string type;
   std::string status = "active";  // "active" | "terminated" | "failed"
-  uint64_t last_seq = 0;          // seq of the last applied event (= events applied)
-  uint64_t last_arrival = 0;      // highest mailbox arrival consumed
+  // Paused by an operator: the shell feeds no new input but operator
+  // signals and starts no effect until resumed (see decide()).
+  bool paused = false;
+  std::vector<fork_ref> forks;
+  uint64_t last_seq = 0;      // seq of the last applied event (= events applied)
+  uint64_t last_arrival = 0;  // highest mailbox arrival consumed
   uint64_t next_timer_id = 1;
   std::map<uint64_t, pending_timer> timers;
   json data = json::object();  // the type's own fields
@@ -52,6 +64,13 @@ struct signal_input {
   std::string name;
   json payload;
 };
+// Signals every type shares, decided by the core before the type sees any
+// signal: "pause" and "resume" ({"by"}), and "forked" ({"as", "at", "by"},
+// sent to the parent of a new fork). A type never receives them.
+bool is_operator_signal(std::string_view name);
+// What a paused agent still takes: the operator signals, and cancel and
+// resolve (an operator may end or settle what it holds).
+bool passes_pause(std::string_view signal);
 struct timer_input {
   uint64_t timer_id = 0;
 };
@@ -76,8 +95,15 @@ struct effect_result_input {
 // Fed once after activation when needs_recovery(): effects the previous
 // incarnation started and never saw finish are retried or put in doubt.
 struct recover_input {};
+// A fork goes on from the history it copied (recorded as fork_started).
+struct fork_input {
+  std::string parent;
+  uint64_t at = 0;
+  std::string by;
+  int64_t gap_ms = 0;  // time since the last copied event
+};
 using input = std::variant<message_input, signal_input, timer_input, spawn_input, terminate_input,
-                           effect_result_input, recover_input>;
+                           effect_result_input, recover_input, fork_input>;
 
 // --- effects: what the shell must do once the events are durable ----------
 struct reply_effect {
@@ -166,6 +192,11 @@ class agent_type {
 const agent_type* find_builtin_type(std::string_view name);
 
 decision decide(const agent_type& t, const agent_state& s, const input& in, int64_t now_ms);
+// decide() as the node runs it (and replay re-runs it): an exception thrown
+// by a type becomes a `failed` event, an "internal" error reply and the end
+// of every effect the state waited on, so a bug in a type stops that agent
+// and nothing else.
+decision decide_guarded(const agent_type& t, const agent_state& s, const input& in, int64_t now_ms);
 void apply(const agent_type& t, agent_state& s, const event& e);
 
 // Helpers for types.

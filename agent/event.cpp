@@ -46,6 +46,14 @@ std::string_view to_string(event_type t) {
       return "compensation_completed";
     case event_type::turn_completed:
       return "turn_completed";
+    case event_type::paused:
+      return "paused";
+    case event_type::resumed:
+      return "resumed";
+    case event_type::forked:
+      return "forked";
+    case event_type::fork_started:
+      return "fork_started";
   }
   return "unknown";
 }

@@ -38,8 +38,17 @@ enum class event_type : uint16_t {
   compensation_started = 19,    // {"effect", "for", "tool", "arguments", "attempt"}
   compensation_completed = 20,  // {"effect", "for", "ok", "result" | "error"}
   turn_completed = 21,          // {"turn", "status", "answer" | "reason"}
+  // Operator controls, for every type (agent/core.hpp): recorded after the
+  // signal_received of the signal of the same name.
+  paused = 22,   // {"by"}: no new input or effect until resumed
+  resumed = 23,  // {"by"}
+  forked = 24,   // {"as", "at", "by"}: agent `as` was forked from this one at seq `at`
+  // The first event of a fork after the history it copied: {"parent", "at",
+  // "by", "gap_ms"}; gap_ms, the time between the copied step and the fork,
+  // is not counted as time the turn was busy.
+  fork_started = 25,
 };
-inline constexpr uint16_t max_event_code = 21;
+inline constexpr uint16_t max_event_code = 25;
 
 std::string_view to_string(event_type t);
 std::optional<event_type> event_type_from_code(uint16_t code);

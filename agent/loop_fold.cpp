@@ -5,16 +5,19 @@
 
 #include "agent/loop_fold.hpp"
 
+#include "agent/core.hpp"
+
 #include <algorithm>
 
 namespace keel::agent::loop_detail {
 
 using config::tool_kind;
 
-// Signals the loop interprets itself; any other signal starts a turn.
+// Signals the loop interprets itself, and the core's operator signals
+// (pause, resume, forked); any other signal starts a turn.
 bool is_control_signal(const std::string& name) {
   return name == "approve" || name == "reject" || name == "resolve" || name == "answer" ||
-         name == "cancel";
+         name == "cancel" || is_operator_signal(name);
 }
 
 namespace {
@@ -277,6 +280,10 @@ void apply_ctl(json& ctl, const event& e) {
       turn = nullptr;
       break;
     }
+    case event_type::fork_started:
+      // The time between the copied step and the fork is nobody's work.
+      if (turn.is_object()) turn["waited_ms"] = u64(turn, "waited_ms") + u64(d, "gap_ms");
+      break;
     default:
       break;
   }
