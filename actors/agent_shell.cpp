@@ -20,6 +20,7 @@
 
 #include "actors/caf_types.hpp"
 #include "actors/effect_dispatch.hpp"
+#include "actors/ledger_audit.hpp"
 #include "actors/ledger_codec.hpp"
 #include "actors/timer_service.hpp"
 #include "agent/core.hpp"
@@ -76,6 +77,13 @@ struct shell_state {
   bool writing = false;
   batch in_flight;
   bool leaving = false;
+  // The hash of the last ledger record, read on the first append of an
+  // activation (most activations only read).
+  std::optional<chain_hash> head;
+  // Effects decided while the agent is paused: durable (their markers are
+  // written) but not started until it is resumed.
+  std::vector<agent::effect> held;
+  bool timers_held = false;  // a timer came while paused
 };
 
 using shell_actor = caf::stateful_actor<shell_state>;
@@ -120,6 +128,12 @@ agent_view make_view(shell_state& s) {
   } else {
     v.state = s.st.data;
   }
+  v.paused = s.st.paused;
+  v.origin = s.meta.origin;
+  v.parent = s.meta.parent;
+  v.fork_seq = s.meta.fork_seq;
+  for (const auto& f : s.st.forks) v.forks.push_back({{"name", f.name}, {"at", f.at}});
+  v.compacted_seq = s.meta.compacted_seq;
   return v;
 }
 
@@ -206,6 +220,20 @@ effect_target target_of(const shell_state& s) {
   return {s.rt, s.name, s.meta.id, loop_of(s)};
 }
 
+// Starts a model or tool call whose marker is durable; a paused agent
+// holds it until resumed.
+void start_effect(shell_state& s, const agent::effect& fx) {
+  if (s.st.paused) {
+    s.held.push_back(fx);
+    return;
+  }
+  if (auto* m = std::get_if<agent::model_call_effect>(&fx)) {
+    if (dispatch_model(target_of(s), s.st, *m)) s.running.insert({m->effect, m->attempt});
+  } else if (auto* t = std::get_if<agent::tool_call_effect>(&fx)) {
+    if (dispatch_tool(target_of(s), *t)) s.running.insert({t->effect, t->attempt});
+  }
+}
+
 // The write-ahead part of an effect: its marker goes into the batch with the
 // event that starts it; the call itself is made once the batch is durable.
 void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) {
@@ -214,9 +242,7 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
     persistence::effect_marker mk{s.name, "model", "", m->attempt, "", 0, nullptr};
     b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, m->effect),
                      persistence::encode(mk, now)});
-    b.done.push_back([sp, m = *m] {
-      if (dispatch_model(target_of(*sp), sp->st, m)) sp->running.insert({m.effect, m.attempt});
-    });
+    b.done.push_back([sp, fx] { start_effect(*sp, fx); });
   } else if (auto* t = std::get_if<agent::tool_call_effect>(&fx)) {
     const agent::loop_type* loop = loop_of(s);
     const config::tool_spec* ts = loop ? loop->spec().find_tool(t->tool) : nullptr;
@@ -229,9 +255,7 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
                                   t->arguments};
     b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, t->effect),
                      persistence::encode(mk, now)});
-    b.done.push_back([sp, t = *t] {
-      if (dispatch_tool(target_of(*sp), t)) sp->running.insert({t.effect, t.attempt});
-    });
+    b.done.push_back([sp, fx] { start_effect(*sp, fx); });
   } else if (auto* e = std::get_if<agent::end_effect>(&fx)) {
     b.ops.push_back({family::effects, true, persistence::agent_seq_key(s.meta.id, e->effect), {}});
     runtime* rt = s.rt;
@@ -243,23 +267,22 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
 // Returns the decision's reply, if it has one.
 std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::input& in, int64_t now,
                                                batch& b) {
-  agent::decision d;
-  try {
-    d = agent::decide(*s.type, s.st, in, now);
-  } catch (const std::exception& e) {
-    // A bug in a type must not take the node down: record it, stop the agent.
-    d = {};
-    d.events.push_back({agent::event_type::failed, now, {{"reason", e.what()}}});
-    d.effects.push_back(agent::reply_error("internal", std::string("agent failed: ") + e.what()));
-    // A failed agent abandons what it waited on: no marker may outlive it.
-    for (uint64_t eff : s.type->open_effects(s.st)) d.effects.push_back(agent::end_effect{eff});
+  agent::decision d = agent::decide_guarded(*s.type, s.st, in, now);
+  if (!d.events.empty() && d.events.front().type == agent::event_type::failed)
     s.rt->metrics.agent_failures.fetch_add(1, std::memory_order_relaxed);
+  if (!d.events.empty() && !s.head) {
+    auto head = chain_head_at(*s.rt->db, s.meta.id, s.st.last_seq, s.name);
+    // An unreadable head leaves the chain broken at the next record, which
+    // audit verify reports; refusing the write would stop the agent for a
+    // problem only the audit can describe.
+    s.head = head ? *head : chain_hash{};
   }
   blob_list blobs;
   for (auto& e : d.events) {
     agent::apply(*s.type, s.st, e);
-    b.ops.push_back({family::ledger, false, persistence::agent_seq_key(s.meta.id, s.st.last_seq),
-                     persistence::encode_record(to_record(e, &blobs))});
+    b.ops.push_back(
+        {family::ledger, false, persistence::agent_seq_key(s.meta.id, s.st.last_seq),
+         persistence::encode_record(chained_record(e, s.st.last_seq, *s.head, &blobs))});
   }
   blob_ops(blobs, b.ops);
   s.rt->metrics.events.fetch_add(d.events.size(), std::memory_order_relaxed);
@@ -315,6 +338,27 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
   }
 }
 
+// The agent comes into being (spawn, import): an id of its own and a
+// directory entry to write. False after failing `r` when no id is had.
+bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, std::string status,
+            int64_t now) {
+  auto id = s.rt->db->allocate_agent_id();
+  if (!id) {
+    fail(*r, id.error());
+    return false;
+  }
+  s.exists = true;
+  s.type = t;
+  if (const auto* loop = loop_of(s); loop && loop->spec().idle_ms)
+    s.idle_ns = int64_t{*loop->spec().idle_ms} * 1'000'000;
+  s.meta = {};
+  s.meta.id = *id;
+  s.meta.type = std::string(t->name());
+  s.meta.status = std::move(status);
+  s.meta.created_ms = now;
+  return true;
+}
+
 void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
   if (s.exists) {
     fail(*r, error(code::already_exists, "agent " + s.name + " already exists"));
@@ -331,16 +375,7 @@ void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
     fail(*r, data.error());
     return;
   }
-  auto id = s.rt->db->allocate_agent_id();
-  if (!id) {
-    fail(*r, id.error());
-    return;
-  }
-  s.exists = true;
-  s.type = t;
-  if (const auto* loop = loop_of(s); loop && loop->spec().idle_ms)
-    s.idle_ns = int64_t{*loop->spec().idle_ms} * 1'000'000;
-  s.meta = {*id, std::string(t->name()), "active", now};
+  if (!create(s, r, t, "active", now)) return;
   s.st = agent::agent_state{};
   s.st.type = s.meta.type;
   b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
@@ -348,6 +383,114 @@ void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
   s.rt->metrics.spawns.fetch_add(1, std::memory_order_relaxed);
   b.reqs.push_back(r);
   b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
+}
+
+// Creates the agent from an exported ledger (an import, or a fork's copy of
+// its parent's prefix): the records are encoded again, so the chain must
+// give back the exported hashes. A fork then goes on live: the replacement
+// answers the effect its state waits for, or it recovers as after a crash.
+void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
+  if (s.exists) {
+    fail(*r, error(code::already_exists, "agent " + s.name + " already exists"));
+    return;
+  }
+  const ledger_import& li = *r->ledger;
+  const std::string type_name = li.events.front().ev.data.value("type", "");
+  const agent::agent_type* t = s.rt->types->find(type_name);
+  if (!t) {
+    fail(*r, error(code::invalid_argument, "unknown agent type '" + type_name + "'"));
+    return;
+  }
+  agent::agent_state st;
+  chain_hash head{};
+  blob_list blobs;
+  std::vector<std::string> values;
+  values.reserve(li.events.size());
+  for (std::size_t i = 0; i < li.events.size(); ++i) {
+    const auto& re = li.events[i];
+    values.push_back(persistence::encode_record(chained_record(re.ev, re.seq, head, &blobs)));
+    if (!li.hashes[i].empty() && li.hashes[i] != to_hex(head)) {
+      fail(*r,
+           error(code::invalid_argument, "the ledger's seq " + std::to_string(re.seq) +
+                                             " does not match its hash: the export was altered"));
+      return;
+    }
+    agent::apply(*t, st, re.ev);
+  }
+  std::optional<agent::effect_result_input> answer;
+  if (li.replacement) {
+    auto in = agent::override_input(*t, st, *li.replaced, *li.replacement);
+    if (!in) {
+      fail(*r, in.error());
+      return;
+    }
+    answer = std::move(*in);
+  }
+  if (!create(s, r, t, st.status, now)) return;
+  s.meta.origin = li.origin;
+  s.meta.parent = li.parent;
+  s.meta.fork_seq = li.fork_seq;
+  s.st = std::move(st);
+  s.head = head;
+  s.next_arrival = s.st.last_arrival + 1;
+  for (std::size_t i = 0; i < values.size(); ++i)
+    b.ops.push_back({family::ledger, false, persistence::agent_seq_key(s.meta.id, li.events[i].seq),
+                     std::move(values[i])});
+  // A fork on its parent's node shares the parent's blobs.
+  std::erase_if(blobs, [&s](const auto& bl) { return s.rt->db->has_blob(bl.first); });
+  blob_ops(blobs, b.ops);
+  if (li.origin == "fork") {
+    // The prefix's pending timers are the fork's too.
+    for (const auto& [tid, tm] : s.st.timers)
+      timer_ops(s, agent::set_timer_effect{tid, tm.due_ms, tm.payload}, b);
+    // The fork's own history starts here: where it came from, and the time
+    // it did not exist, which no budget counts.
+    const int64_t last = li.events.back().ev.time_ms;
+    decide_into(s, agent::fork_input{li.parent, li.fork_seq, li.by, now - last}, now, b);
+    if (answer)
+      decide_into(s, *answer, now, b);
+    else if (s.type->needs_recovery(s.st))
+      s.recover_due = true;
+  }
+  s.meta.status = s.st.status;
+  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  b.reqs.push_back(r);
+  b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
+}
+
+// Applies a compaction prepared by node::compact: the snapshot at
+// plan.through, the archived records deleted, the anchor in the directory
+// entry. The newest snapshot stays the one activation reads.
+void handle_compact(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
+  const compaction_plan& p = *r->plan;
+  if (p.from != s.meta.compacted_seq + 1 || p.through >= s.st.last_seq) {
+    fail(*r, error(code::conflict, "agent " + s.name +
+                                       " changed while its compaction was "
+                                       "prepared; try again"));
+    return;
+  }
+  const uint64_t old_compacted = s.meta.compacted_seq;
+  b.ops.push_back(
+      {family::snapshots, false, persistence::agent_seq_key(s.meta.id, p.through), p.snapshot});
+  blob_ops(p.blobs, b.ops);
+  for (uint64_t seq = p.from; seq <= p.through; ++seq)
+    b.ops.push_back({family::ledger, true, persistence::agent_seq_key(s.meta.id, seq), {}});
+  if (p.through > s.meta.snapshot_seq) {
+    if (s.meta.snapshot_seq > 0 && s.meta.snapshot_seq != old_compacted)
+      b.ops.push_back({family::snapshots,
+                       true,
+                       persistence::agent_seq_key(s.meta.id, s.meta.snapshot_seq),
+                       {}});
+    s.meta.snapshot_seq = p.through;
+  }
+  if (old_compacted > 0 && old_compacted != s.meta.snapshot_seq)
+    b.ops.push_back(
+        {family::snapshots, true, persistence::agent_seq_key(s.meta.id, old_compacted), {}});
+  s.meta.compacted_seq = p.through;
+  s.meta.compacted_head = p.anchor;
+  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  b.reqs.push_back(r);
+  b.done.push_back([r] { call_once(r->answered, result<json>(json{{"compacted", true}})); });
 }
 
 // Message or signal. Returns false when the request must wait for the write
@@ -378,8 +521,16 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
       return true;
     }
   }
-  if (s.st.status != "active") {
+  // A terminated parent still records that it was forked: its history
+  // names every agent that shares it.
+  const bool forked = !is_message && r->id == "forked";
+  if (s.st.status != "active" && !forked) {
     fail(*r, error(code::conflict, "agent " + s.name + " is " + s.st.status));
+    return true;
+  }
+  if (s.meta.origin == "import") {
+    fail(*r,
+         error(code::conflict, "agent " + s.name + " is an imported ledger: it takes no input"));
     return true;
   }
   uint64_t arrival = s.next_arrival++;
@@ -397,7 +548,11 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   int64_t received = r->received_ns;
   runtime* rt = s.rt;
   b.reqs.push_back(r);
-  if (direct >= s.rt->cfg.max_unacked_per_agent) {
+  // A paused agent holds everything but operator controls in its inbox;
+  // once resumed, what it held is consumed before anything newer.
+  const bool control = !is_message && agent::passes_pause(r->id);
+  const bool hold = s.st.paused ? !control : !s.inbox.empty();
+  if (hold || direct >= s.rt->cfg.max_unacked_per_agent) {
     // Spill: durable in the inbox now, consumed by the next write.
     persistence::inbox_entry e{s.name,  arrival, is_message ? "message" : "signal", id,
                                r->from, r->body, is_message ? std::string() : dkey};
@@ -440,6 +595,10 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
 }
 
 void handle_terminate(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
+  if (s.meta.origin == "import") {
+    fail(*r, error(code::conflict, "agent " + s.name + " is an imported ledger: it is read-only"));
+    return;
+  }
   auto reply = decide_into(s, agent::terminate_input{r->from}, now, b);
   if (reply && !reply->ok) {
     fail(*r, error(code::conflict, "agent " + s.name + ": " + reply->message));
@@ -459,9 +618,16 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
   // Messages spilled to the inbox by this pump are consumed by the next one;
   // anything else queued behind them (a terminate, a timer, a read) must see
   // them first, so it waits too.
-  if (!s.inbox.empty() && r->what != k::message && r->what != k::signal) return false;
+  // A paused agent's inbox waits for its resume, not the requests behind it
+  // (effect results finish the step in flight; reads answer).
+  if (!s.inbox.empty() && !s.st.paused && r->what != k::message && r->what != k::signal)
+    return false;
   if (r->what == k::spawn) {
     handle_spawn(s, r, now, b);
+    return true;
+  }
+  if (r->what == k::import) {
+    handle_import(s, r, now, b);
     return true;
   }
   if (!s.exists) {
@@ -492,6 +658,12 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
       handle_terminate(s, r, now, b);
       return true;
     case k::timer:
+      if (s.st.paused) {
+        // Stays on disk; fed again on resume (and offered again by the
+        // timer service meanwhile).
+        s.timers_held = true;
+        return true;
+      }
       s.rt->metrics.timers_fired.fetch_add(1, std::memory_order_relaxed);
       decide_into(s, agent::timer_input{r->timer_id}, now, b);
       return true;
@@ -512,8 +684,12 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
       });
       return true;
     }
+    case k::compact:
+      handle_compact(s, r, now, b);
+      return true;
     case k::wake:
     case k::spawn:
+    case k::import:
       return true;
   }
   return true;
@@ -555,7 +731,21 @@ void pump(shell_actor* self) {
   if (s.exists && !s.inbox.empty()) {
     std::vector<inbox_item> items;
     items.swap(s.inbox);
-    for (auto& item : items) consume_inbox_item(s, item, now, b);
+    for (auto& item : items) {
+      // Paused: only operator controls are consumed; the rest keeps its
+      // place (a resume among them releases those after it).
+      if (s.st.paused && !(item.entry.kind == "signal" && agent::passes_pause(item.entry.id)))
+        s.inbox.push_back(std::move(item));
+      else
+        consume_inbox_item(s, item, now, b);
+    }
+  }
+  if (s.timers_held && !s.st.paused) {
+    s.timers_held = false;
+    std::vector<uint64_t> due;
+    for (const auto& [id, t] : s.st.timers)
+      if (t.due_ms <= now) due.push_back(id);
+    for (uint64_t id : due) decide_into(s, agent::timer_input{id}, now, b);
   }
   // Items spilled by this pump land in s.inbox and are consumed by the next.
   uint32_t direct = 0;
@@ -596,6 +786,11 @@ void on_durable(shell_actor* self, const status& result) {
     return;
   }
   for (auto& f : b.done) f();
+  if (!s.st.paused && !s.held.empty()) {
+    std::vector<agent::effect> held;
+    held.swap(s.held);
+    for (const auto& fx : held) start_effect(s, fx);
+  }
   pump(self);
 }
 
@@ -619,7 +814,11 @@ void leave(shell_actor* self) {
 
 void on_idle(shell_actor* self) {
   auto& s = self->state;
-  if (s.writing || s.leaving || !s.queue.empty() || !s.inbox.empty() || !s.running.empty()) return;
+  // A paused agent may sleep with its inbox held, but not with effects it
+  // holds in memory (they would be recovered as after a crash).
+  if (s.writing || s.leaving || !s.queue.empty() || (!s.inbox.empty() && !s.st.paused) ||
+      !s.running.empty() || !s.held.empty())
+    return;
   if (!s.exists || !s.broken.is_ok() || (s.meta.clean && s.st.last_seq == s.meta.snapshot_seq)) {
     leave(self);
     return;
@@ -638,7 +837,8 @@ void on_idle(shell_actor* self) {
     // whole conversation each time.
     std::erase_if(blobs, [&s](const auto& b) { return s.rt->db->has_blob(b.first); });
     blob_ops(blobs, b.ops);
-    if (s.meta.snapshot_seq > 0)
+    // The snapshot a compaction left is the base of replay and audit.
+    if (s.meta.snapshot_seq > 0 && s.meta.snapshot_seq != s.meta.compacted_seq)
       b.ops.push_back({family::snapshots,
                        true,
                        persistence::agent_seq_key(s.meta.id, s.meta.snapshot_seq),
@@ -646,14 +846,16 @@ void on_idle(shell_actor* self) {
   }
   persistence::agent_meta meta = s.meta;
   meta.snapshot_seq = seq;
-  meta.clean = true;
+  // A paused agent may sleep with messages held in its inbox: then the
+  // next activation must read them.
+  meta.clean = s.inbox.empty();
   b.ops.push_back({family::agents, false, s.name, persistence::encode(meta, now)});
   const bool wrote_snapshot = seq > s.meta.snapshot_seq;
   b.done.push_back([self, meta, wrote_snapshot] {
     auto& st = self->state;
     st.meta = meta;
     if (wrote_snapshot) st.rt->metrics.snapshots.fetch_add(1, std::memory_order_relaxed);
-    if (st.queue.empty() && st.inbox.empty()) leave(self);
+    if (st.queue.empty() && (st.inbox.empty() || st.st.paused)) leave(self);
   });
   submit(self, std::move(b));
 }
@@ -678,7 +880,8 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
   s.idle_ns = int64_t{rt->cfg.idle_ms} * 1'000'000;
   if (const auto* loop = loop_of(s); loop && loop->spec().idle_ms)
     s.idle_ns = int64_t{*loop->spec().idle_ms} * 1'000'000;
-  if (s.exists && s.broken.is_ok() && s.type->needs_recovery(s.st)) s.recover_due = true;
+  if (s.exists && s.broken.is_ok() && s.meta.origin != "import" && s.type->needs_recovery(s.st))
+    s.recover_due = true;
   if (!s.inbox.empty() || s.recover_due) pump(self);
   s.last_active->store(mono_ns(), std::memory_order_relaxed);
   return {

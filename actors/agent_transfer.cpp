@@ -72,7 +72,8 @@ result<agent_bundle> export_agent(persistence::store& db, std::string_view name)
         if (f == family::ledger && (r->type & blob_ref_flag)) {
           auto e = event_from_record(*r, name, noting);
           if (!e) return e.error();
-        } else if (f == family::snapshots && r->type == snapshot_with_blobs_type) {
+        } else if (f == family::snapshots &&
+                   (r->type & ~snapshot_extras_flag) == snapshot_with_blobs_type) {
           auto s = snapshot_from_record(*r, name, noting);
           if (!s) return s.error();
         }

@@ -1,5 +1,7 @@
 #include "actors/ledger_codec.hpp"
 
+#include <algorithm>
+
 #include "base/bytes.hpp"
 #include "base/sha256.hpp"
 #include "persistence/values.hpp"
@@ -79,14 +81,66 @@ persistence::record to_record(const agent::event& e, blob_list* blobs) {
   return {type, e.time_ms, std::move(payload)};
 }
 
+namespace {
+
+constexpr std::size_t chain_bytes = 64;  // prev + hash
+
+chain_hash content_hash(const chain_hash& prev, uint64_t seq, uint16_t type, int64_t time_ms,
+                        std::string_view data) {
+  sha256_hasher h;
+  h.update(std::string_view(reinterpret_cast<const char*>(prev.data()), prev.size()));
+  std::string fixed;
+  put_u64_be(fixed, seq);
+  fixed.push_back(static_cast<char>(type >> 8));
+  fixed.push_back(static_cast<char>(type & 0xff));
+  put_u64_be(fixed, static_cast<uint64_t>(time_ms));
+  h.update(fixed);
+  h.update(data);
+  return h.finish();
+}
+
+}  // namespace
+
+persistence::record chained_record(const agent::event& e, uint64_t seq, chain_hash& head,
+                                   blob_list* blobs) {
+  persistence::record r = to_record(e, blobs);
+  r.type |= chain_flag;
+  const chain_hash hash = content_hash(head, seq, r.type, r.time_ms, r.payload);
+  std::string payload;
+  payload.reserve(chain_bytes + r.payload.size());
+  payload.append(reinterpret_cast<const char*>(head.data()), head.size());
+  payload.append(reinterpret_cast<const char*>(hash.data()), hash.size());
+  payload.append(r.payload);
+  r.payload = std::move(payload);
+  head = hash;
+  return r;
+}
+
+std::optional<chain_link> ledger_link(const persistence::record& r, uint64_t seq) {
+  if (!(r.type & chain_flag) || r.payload.size() < chain_bytes) return std::nullopt;
+  chain_link l;
+  std::copy_n(r.payload.data(), 32, reinterpret_cast<char*>(l.prev.data()));
+  std::copy_n(r.payload.data() + 32, 32, reinterpret_cast<char*>(l.hash.data()));
+  l.matches = content_hash(l.prev, seq, r.type, r.time_ms,
+                           std::string_view(r.payload).substr(chain_bytes)) == l.hash;
+  return l;
+}
+
 result<agent::event> event_from_record(const persistence::record& r, std::string_view what,
                                        const blob_reader& blobs) {
   const bool refs = (r.type & blob_ref_flag) != 0;
-  auto t = agent::event_type_from_code(static_cast<uint16_t>(r.type & ~blob_ref_flag));
+  const bool chained = (r.type & chain_flag) != 0;
+  auto t =
+      agent::event_type_from_code(static_cast<uint16_t>(r.type & ~(blob_ref_flag | chain_flag)));
   if (!t)
     return error(code::corruption, "corrupt record (" + std::string(what) +
                                        "): unknown event type " + std::to_string(r.type));
-  auto data = persistence::from_msgpack(r.payload, what);
+  if (chained && r.payload.size() < chain_bytes)
+    return error(code::corruption,
+                 "corrupt record (" + std::string(what) + "): too short for its chain fields");
+  auto data = persistence::from_msgpack(
+      chained ? std::string_view(r.payload).substr(chain_bytes) : std::string_view(r.payload),
+      what);
   if (!data) return data.error();
   if (refs) KEEL_TRY(resolve(*data, blobs, what));
   return agent::event{*t, r.time_ms, std::move(*data)};
@@ -113,9 +167,20 @@ persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms
     put_varint(out, p.size());
     out.append(p);
   }
+  const bool extras = s.paused || !s.forks.empty();
+  if (extras) {
+    json x = json::object();
+    if (s.paused) x["paused"] = true;
+    for (const auto& f : s.forks) x["forks"].push_back({{"name", f.name}, {"at", f.at}});
+    std::string p = persistence::to_msgpack(x);
+    put_varint(out, p.size());
+    out.append(p);
+  }
   bool refs = false;
   out.append(encode_data(s.data, blobs, refs));
-  return {refs ? snapshot_with_blobs_type : agent::snapshot_record_type, time_ms, std::move(out)};
+  const uint16_t type = refs ? snapshot_with_blobs_type : agent::snapshot_record_type;
+  return {static_cast<uint16_t>(type | (extras ? snapshot_extras_flag : 0)), time_ms,
+          std::move(out)};
 }
 
 result<agent::agent_state> snapshot_from_record(const persistence::record& r, std::string_view what,
@@ -123,8 +188,10 @@ result<agent::agent_state> snapshot_from_record(const persistence::record& r, st
   auto corrupt = [&](const char* why) {
     return error(code::corruption, "corrupt record (" + std::string(what) + "): " + why);
   };
-  const bool refs = r.type == snapshot_with_blobs_type;
-  if (r.type != agent::snapshot_record_type && !refs) return corrupt("not a snapshot");
+  const bool extras = (r.type & snapshot_extras_flag) != 0;
+  const uint16_t base_type = r.type & ~snapshot_extras_flag;
+  const bool refs = base_type == snapshot_with_blobs_type;
+  if (base_type != agent::snapshot_record_type && !refs) return corrupt("not a snapshot");
   std::string_view in = r.payload;
   auto str = [&in](std::string& out) {
     auto n = get_varint(in);
@@ -152,6 +219,15 @@ result<agent::agent_state> snapshot_from_record(const persistence::record& r, st
     auto payload = persistence::from_msgpack(p, what);
     if (!payload) return payload.error();
     s.timers[*id] = {due, std::move(*payload)};
+  }
+  if (extras) {
+    std::string p;
+    if (!str(p)) return corrupt("bad snapshot extras");
+    auto x = persistence::from_msgpack(p, what);
+    if (!x || !x->is_object()) return corrupt("bad snapshot extras");
+    s.paused = x->value("paused", false);
+    for (const auto& f : x->value("forks", json::array()))
+      s.forks.push_back({f.value("name", ""), f.value("at", uint64_t{0})});
   }
   auto data = persistence::from_msgpack(in, what);
   if (!data) return data.error();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "agent/core.hpp"
+#include "base/sha256.hpp"
 #include "persistence/record.hpp"
 #include "persistence/store.hpp"
 
@@ -26,6 +27,9 @@ namespace keel::actors {
 inline constexpr std::size_t blob_threshold = 1024;
 inline constexpr uint16_t blob_ref_flag = 0x4000;
 inline constexpr uint16_t snapshot_with_blobs_type = 0xE002;
+// A snapshot whose state has operator fields (paused, forks) carries them
+// as a MessagePack map before the data; this bit marks it.
+inline constexpr uint16_t snapshot_extras_flag = 0x0010;
 using blob_list = std::vector<std::pair<std::string, std::string>>;  // hash key, content
 // Fetches a blob by key; nullopt when missing.
 using blob_reader = std::function<result<std::optional<std::string>>(std::string_view key)>;
@@ -37,7 +41,33 @@ void blob_ops(const blob_list& blobs, persistence::write_set& ops);
 
 // With `blobs`, large strings move there; without, everything stays inline.
 persistence::record to_record(const agent::event& e, blob_list* blobs = nullptr);
-// Unknown event codes and bad payloads are corruption errors naming `what`;
+
+// The hash chain (docs/formats.md). A chained ledger record has
+// chain_flag in its type and the payload
+//   prev (32 B) | hash (32 B) | MessagePack data
+// where hash = SHA-256(prev | u64be seq | u16be type | i64be time | data)
+// and prev is the hash of the record before it (zeros before seq 1). The
+// hash covers blob references, which are content hashes themselves, so the
+// chain covers every byte of the agent's history; it names no agent id,
+// so records keep their hashes when they move to another node or a fork.
+inline constexpr uint16_t chain_flag = 0x2000;
+using chain_hash = sha256_digest;
+
+// The record of `e` at `seq` after the record whose hash is `head`; sets
+// `head` to the new record's hash.
+persistence::record chained_record(const agent::event& e, uint64_t seq, chain_hash& head,
+                                   blob_list* blobs = nullptr);
+
+struct chain_link {
+  chain_hash prev{};
+  chain_hash hash{};     // as stored
+  bool matches = false;  // the stored hash is the hash of the record's content
+};
+// The chain fields of a stored ledger record at `seq`; nullopt when the
+// record carries none (no chain_flag, or too short to hold them).
+std::optional<chain_link> ledger_link(const persistence::record& r, uint64_t seq);
+// Reads plain and chained records alike. Unknown event codes and bad
+// payloads are corruption errors naming `what`;
 // so are references to missing blobs, or any reference when `blobs` is empty.
 result<agent::event> event_from_record(const persistence::record& r, std::string_view what,
                                        const blob_reader& blobs = {});

@@ -478,9 +478,22 @@ result<std::vector<ledger_entry>> node::ledger(std::string_view name, uint64_t f
         event_from_record(rec, "ledger of " + std::string(name) + " seq " + std::to_string(seq),
                           store_blobs(*impl_->db));
     if (!ev) return ev.error();
-    out.push_back({seq, std::string(agent::to_string(ev->type)), ev->time_ms, std::move(ev->data)});
+    ledger_entry e;
+    e.seq = seq;
+    e.type = agent::to_string(ev->type);
+    e.time_ms = ev->time_ms;
+    e.data = std::move(ev->data);
+    if (auto link = ledger_link(rec, seq)) {
+      e.prev = to_hex(link->prev);
+      e.hash = to_hex(link->hash);
+    }
+    out.push_back(std::move(e));
   }
   return out;
+}
+
+runtime* node::live_runtime() {
+  return impl_->stopped ? nullptr : &impl_->rt;
 }
 
 result<std::vector<agent_summary>> node::list(std::string_view prefix, std::string_view after,

@@ -49,6 +49,16 @@ struct agent_view {
   // empty for types without phases.
   std::string phase;
   json state;
+  // Paused by an operator (pause/resume).
+  bool paused = false;
+  // Where the agent came from: "" (spawned), "fork" (of `parent` at seq
+  // fork_seq) or "import"; and the forks made of it, {"name", "at"}.
+  std::string origin;
+  std::string parent;
+  uint64_t fork_seq = 0;
+  json forks = json::array();
+  // Events up to this seq were compacted into an archive (0: none).
+  uint64_t compacted_seq = 0;
 };
 
 struct send_ack {
@@ -73,6 +83,18 @@ struct ledger_entry {
   std::string type;
   int64_t time_ms = 0;
   json data;
+  // The hash chain (hex): the previous record's hash and this one's; empty
+  // for a record written before the chain existed.
+  std::string prev;
+  std::string hash;
+};
+
+// What a fork of an agent at seq `at` starts from (node::fork_source).
+struct fork_source {
+  std::string type;
+  json events = json::array();  // export lines (actors/ledger_audit.hpp) of the copied prefix
+  json replaced;                // the export line of the event at `at` (null without override)
+  uint64_t bytes = 0;           // size of the copied prefix as exported
 };
 
 struct agent_summary {
@@ -150,6 +172,8 @@ class remote_router {
   virtual std::string elsewhere(std::string_view name) const = 0;
 };
 
+struct runtime;
+
 class node {
  public:
   // Opens the store in cfg.data_dir, starts the actors and recovers: agents
@@ -199,6 +223,41 @@ class node {
 
   // Blocking store reads; call from a non-scheduler thread.
   result<std::vector<ledger_entry>> ledger(std::string_view name, uint64_t from, std::size_t limit);
+
+  // Audit, replay, fork and compaction (actors/node_ledger.cpp). Blocking:
+  // call from threads of your own. None of them starts an effect.
+  //
+  // audit: checks the agent's hash chain -> {"intact", "first_seq",
+  // "last_seq", "events", "head"} or {"intact": false, "bad_seq",
+  // "reason", ...}.
+  result<json> audit(std::string_view name);
+  // The seq of the agent's last event (0: none). Errors: not_found.
+  result<uint64_t> ledger_end(std::string_view name);
+  // replay: {"overrides"?: {"SEQ": replacement}, "policy"?: "recorded" |
+  // "scripted" | "stop", "script"?: {...}} (agent/replay.hpp). Without
+  // overrides a strict replay -> {"mode": "strict", "identical", "events",
+  // "divergence"?}; with them a what-if -> {"mode": "what_if", "stopped",
+  // "original": [step], "replayed": [step], "events": [line], ...}.
+  // Errors: not_found, invalid_argument (bad options), failed_precondition
+  // style conflicts (the type is unknown here).
+  result<json> replay(std::string_view name, const json& options);
+  // The prefix a fork at `at` copies: seqs 1..at-1 and the event at `at`
+  // to replace when `with_override`, else seqs 1..at. Errors: not_found,
+  // invalid_argument (at is 0, past the ledger or compacted away).
+  result<fork_source> fork_source_of(std::string_view name, uint64_t at, bool with_override);
+  // Creates agent `name` from export lines: body {"events": [line...],
+  // "origin"?: "import" (default) | "fork", "parent"?, "at"?, "by"?,
+  // "replacement"?, "replaced"?}. An import is read-only; a fork goes on
+  // live (agent/replay.hpp override_input). Errors: invalid_argument (bad
+  // lines, hashes that do not match), already_exists.
+  void import(std::string name, const json& body, callback<agent_view> done);
+  // Folds the events before `before` into a snapshot, writes them to an
+  // archive file in <data_dir>/archive (fsynced) and deletes them from
+  // the ledger; the chain stays verifiable from the archive's last hash.
+  // -> {"archive": path, "archived": n, "compacted_seq", "head"}. Errors:
+  // not_found, invalid_argument (`before` not after the last compaction,
+  // or past the last seq: the last event always stays).
+  result<json> compact(std::string_view name, uint64_t before);
   result<std::vector<agent_summary>> list(std::string_view prefix, std::string_view after,
                                           std::size_t limit);
 
@@ -237,6 +296,9 @@ class node {
 
  private:
   explicit node(std::unique_ptr<impl> p);
+  // For node_ledger.cpp, which stays free of CAF: the runtime, or null
+  // once stopped.
+  runtime* live_runtime();
   std::unique_ptr<impl> impl_;
 };
 

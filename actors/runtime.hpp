@@ -27,6 +27,8 @@ namespace keel::actors {
 
 class timer_service;
 struct request;
+struct ledger_import;
+struct compaction_plan;
 
 struct node_metrics {
   std::atomic<uint64_t> live{0};
@@ -97,7 +99,19 @@ struct request {
   request& operator=(const request&) = delete;
   ~request();
 
-  enum class kind { spawn, message, signal, query, get, terminate, timer, wake, effect_result };
+  enum class kind {
+    spawn,
+    message,
+    signal,
+    query,
+    get,
+    terminate,
+    timer,
+    wake,
+    effect_result,
+    import,   // create the agent from an exported ledger (import, fork)
+    compact,  // apply a compaction_plan
+  };
   kind what = kind::get;
   std::string name;
   std::string type;    // spawn
@@ -106,11 +120,13 @@ struct request {
   std::string from;    // message sender; terminate: who
   json body;           // message body, signal payload, spawn input, query, effect result
   uint64_t timer_id = 0;
+  std::shared_ptr<const ledger_import> ledger;  // import
+  std::shared_ptr<const compaction_plan> plan;  // compact
   int64_t received_ns = 0;
-  callback<agent_view> viewed;    // spawn, get, terminate
+  callback<agent_view> viewed;    // spawn, get, terminate, import
   callback<send_ack> accepted;    // message, signal
   callback<agent_reply> replied;  // message, signal (optional)
-  callback<json> answered;        // query, effect_result
+  callback<json> answered;        // query, effect_result, compact
 };
 using request_ptr = std::shared_ptr<request>;
 

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -42,5 +43,8 @@ sha256_digest hmac_sha256(std::string_view key, std::string_view message);
 
 // Lowercase hexadecimal, two digits per byte.
 std::string to_hex(std::span<const uint8_t> bytes);
+// The bytes of a hexadecimal string (either case); nullopt when it has an
+// odd length or a character that is no hex digit.
+std::optional<std::string> from_hex(std::string_view hex);
 
 }  // namespace keel

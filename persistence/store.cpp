@@ -18,7 +18,12 @@ namespace {
 
 constexpr const char* schema_key = "schema_version";
 constexpr const char* next_id_key = "next_agent_id";
-constexpr uint64_t schema_version = 1;
+// 2: ledger records carry the hash chain, snapshots and directory entries
+// may carry operator fields (docs/formats.md). Version 1 databases open and
+// are marked 2: their records read as before, and audit verify accepts
+// their unchained prefix.
+constexpr uint64_t schema_version = 2;
+constexpr uint64_t oldest_schema_read = 1;
 // Ids reserved per durable write; a crash skips at most this many.
 constexpr uint64_t id_block = 4096;
 
@@ -127,16 +132,18 @@ result<std::unique_ptr<store>> store::open(const store_options& opts) {
   auto* meta = st->impl_->cf(family::meta);
   std::string v;
   s = st->impl_->db->Get(rocksdb::ReadOptions(), meta, schema_key, &v);
-  if (s.IsNotFound()) {
-    std::string enc;
-    put_u64_be(enc, schema_version);
-    KEEL_TRY(from_rocks(st->impl_->db->Put(rocksdb::WriteOptions(), meta, schema_key, enc),
-                        "writing schema version"));
-  } else if (!s.ok()) {
-    return from_rocks(s, "reading schema version");
-  } else if (v.size() != 8 || get_u64_be(v.data()) != schema_version) {
+  const uint64_t found = s.ok() && v.size() == 8 ? get_u64_be(v.data()) : 0;
+  if (!s.ok() && !s.IsNotFound()) return from_rocks(s, "reading schema version");
+  if (s.ok() && (found < oldest_schema_read || found > schema_version))
     return error(code::corruption,
                  "database in " + opts.dir + " has a schema version this build does not read");
+  if (s.IsNotFound() || found < schema_version) {
+    // Marked before anything new is written, so an older build refuses it.
+    std::string enc;
+    put_u64_be(enc, schema_version);
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    KEEL_TRY(from_rocks(st->impl_->db->Put(wo, meta, schema_key, enc), "writing schema version"));
   }
   s = st->impl_->db->Get(rocksdb::ReadOptions(), meta, next_id_key, &v);
   if (s.ok() && v.size() == 8) {

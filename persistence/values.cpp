@@ -57,14 +57,23 @@ result<json> decode_object(value_type t, std::string_view bytes, std::string_vie
 }
 
 std::string encode(const agent_meta& v, int64_t time_ms) {
-  return encode_value(value_type::agent_meta,
-                      {{"id", v.id},
-                       {"type", v.type},
-                       {"status", v.status},
-                       {"created_ms", v.created_ms},
-                       {"snapshot_seq", v.snapshot_seq},
-                       {"clean", v.clean}},
-                      time_ms);
+  nlohmann::json j = {{"id", v.id},
+                      {"type", v.type},
+                      {"status", v.status},
+                      {"created_ms", v.created_ms},
+                      {"snapshot_seq", v.snapshot_seq},
+                      {"clean", v.clean}};
+  // Written only when set, so most entries stay as small as before.
+  if (v.compacted_seq) {
+    j["compacted_seq"] = v.compacted_seq;
+    j["compacted_head"] = v.compacted_head;
+  }
+  if (!v.origin.empty()) {
+    j["origin"] = v.origin;
+    j["parent"] = v.parent;
+    j["fork_seq"] = v.fork_seq;
+  }
+  return encode_value(value_type::agent_meta, j, time_ms);
 }
 
 std::string encode(const inbox_entry& v, int64_t time_ms) {
@@ -126,6 +135,11 @@ result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view wh
     v.created_ms = j->at("created_ms").get<int64_t>();
     v.snapshot_seq = j->at("snapshot_seq").get<uint64_t>();
     v.clean = j->at("clean").get<bool>();
+    v.compacted_seq = j->value("compacted_seq", uint64_t{0});
+    v.compacted_head = j->value("compacted_head", "");
+    v.origin = j->value("origin", "");
+    v.parent = j->value("parent", "");
+    v.fork_seq = j->value("fork_seq", uint64_t{0});
   });
 }
 

@@ -39,6 +39,18 @@ struct agent_meta {
   // cleared by its first write after activation; lets activation skip the
   // ledger-tail and inbox scans.
   bool clean = false;
+  // Events up to this seq were compacted away (moved to an archive); the
+  // snapshot at it is the agent's history before. 0: none.
+  uint64_t compacted_seq = 0;
+  // The chain hash of the record at compacted_seq (hex): the anchor that
+  // keeps the remaining ledger verifiable.
+  std::string compacted_head{};
+  // "" for an agent spawned here; "fork" (parent, fork_seq name where it
+  // came from) or "import" (an exported ledger loaded for analysis: it
+  // takes no input and runs nothing).
+  std::string origin{};
+  std::string parent{};
+  uint64_t fork_seq = 0;
 
   friend bool operator==(const agent_meta&, const agent_meta&) = default;
 };

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/bytes.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/record.hpp"
 #include "persistence/store.hpp"
@@ -468,4 +469,29 @@ TEST_CASE("the ledger of the highest possible agent id is readable") {
   auto r = db->read_ledger(UINT64_MAX, 0, 10, "max");
   REQUIRE(r.is_ok());
   CHECK(r->size() == 2);
+}
+
+TEST_CASE("a schema 1 database opens and is marked 2; a newer one is refused untouched") {
+  keel::test::temp_dir dir("keel-store");
+  auto version = [&dir] {
+    auto db = open_store(dir);
+    auto v = db->get(p::family::meta, "schema_version");
+    REQUIRE(v);
+    REQUIRE(*v);
+    REQUIRE((*v)->size() == 8);
+    return keel::get_u64_be((*v)->data());
+  };
+  CHECK(version() == 2);  // a new database
+  auto set = [&dir](uint64_t v) {
+    auto db = open_store(dir);
+    std::string enc;
+    keel::put_u64_be(enc, v);
+    REQUIRE(db->write({{p::family::meta, false, "schema_version", enc}}, true));
+  };
+  set(1);
+  CHECK(version() == 2);
+  set(3);
+  auto refused = p::store::open({dir.str(), 8 << 20, true});
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().error_code() == keel::code::corruption);
 }

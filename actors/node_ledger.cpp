@@ -1,0 +1,429 @@
+// The node's whole-ledger operations: audit, replay, fork sources, import
+// and compaction. They read the store on the caller's thread (an HTTP
+// server thread, never a CAF one) and change an agent only through its
+// shell, which owns the agent's directory entry.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <future>
+
+#include "actors/ledger_audit.hpp"
+#include "actors/node.hpp"
+#include "actors/runtime.hpp"
+#include "agent/replay.hpp"
+#include "base/clock.hpp"
+#include "base/names.hpp"
+#include "persistence/keys.hpp"
+
+namespace keel::actors {
+
+namespace {
+
+// What replay, fork and compaction start from: the agent's type and the
+// state before its first stored event (the compaction snapshot, if any).
+struct history {
+  persistence::agent_meta meta;
+  const agent::agent_type* type = nullptr;
+  agent::agent_state base;
+};
+
+// The agent's directory entry. Errors: invalid_argument (name), not_found.
+result<persistence::agent_meta> directory_entry(runtime& rt, std::string_view name) {
+  KEEL_TRY(validate_agent_name(name));
+  auto meta = rt.db->get_agent(name);
+  if (!meta) return meta.error();
+  if (!*meta) return error(code::not_found, "agent " + std::string(name) + " does not exist");
+  return std::move(**meta);
+}
+
+result<history> load_history(runtime& rt, std::string_view name) {
+  auto meta = directory_entry(rt, name);
+  if (!meta) return meta.error();
+  history h;
+  h.meta = std::move(*meta);
+  h.type = rt.types->find(h.meta.type);
+  if (!h.type)
+    return error(code::conflict, "agent " + std::string(name) + " has type " + h.meta.type +
+                                     ", which this node does not know");
+  if (h.meta.compacted_seq > 0) {
+    auto snap = rt.db->read_snapshot(h.meta.id, h.meta.compacted_seq, name);
+    if (!snap) return snap.error();
+    if (!*snap)
+      return error(code::corruption, "the compaction snapshot of " + std::string(name) +
+                                         " at seq " + std::to_string(h.meta.compacted_seq) +
+                                         " is missing");
+    auto st = snapshot_from_record(**snap, "snapshot of " + std::string(name), store_blobs(*rt.db));
+    if (!st) return st.error();
+    h.base = std::move(*st);
+  }
+  return h;
+}
+
+std::vector<agent::recorded_event> recorded(std::vector<stored_event>&& events) {
+  std::vector<agent::recorded_event> out;
+  out.reserve(events.size());
+  for (auto& e : events) out.push_back({e.seq, std::move(e.ev)});
+  return out;
+}
+
+json event_json(const agent::recorded_event& e) {
+  return {{"seq", e.seq},
+          {"type", agent::to_string(e.ev.type)},
+          {"time", e.ev.time_ms},
+          {"data", e.ev.data}};
+}
+
+json steps_json(const std::vector<agent::trace_step>& steps) {
+  json out = json::array();
+  for (const auto& s : steps) out.push_back({{"seq", s.seq}, {"kind", s.kind}, {"text", s.text}});
+  return out;
+}
+
+json strict_json(const agent::strict_result& r) {
+  json j = {{"identical", r.identical}, {"events", r.events}, {"decisions", r.decisions}};
+  if (r.diverged)
+    j["divergence"] = {{"seq", r.diverged->seq},
+                       {"reason", r.diverged->reason},
+                       {"recorded", r.diverged->recorded},
+                       {"replayed", r.diverged->replayed}};
+  return j;
+}
+
+result<agent::what_if_options> what_if_from(const json& options) {
+  agent::what_if_options o;
+  for (const auto& [key, value] : options["overrides"].items()) {
+    uint64_t seq = 0;
+    auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), seq);
+    if (ec != std::errc() || end != key.data() + key.size() || seq == 0)
+      return error(code::invalid_argument, "override keys are seqs (1, 2, ...), got '" + key + "'");
+    o.overrides[seq] = value;
+  }
+  if (options.contains("policy")) {
+    auto p = options["policy"].is_string()
+                 ? agent::mock_policy_from_string(options["policy"].get<std::string>())
+                 : std::nullopt;
+    if (!p)
+      return error(code::invalid_argument, "policy must be \"recorded\", \"scripted\" or \"stop\"");
+    o.policy = *p;
+  }
+  if (options.contains("script")) {
+    if (!options["script"].is_object())
+      return error(code::invalid_argument, "script must be an object {\"model\", \"tools\"}");
+    o.script = options["script"];
+  }
+  return o;
+}
+
+// Writes `text` to `path` and makes it durable (file and directory).
+status write_durably(const std::filesystem::path& path, const std::string& text) {
+  const std::string tmp = path.string() + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) return error(code::io_error, "cannot create " + tmp + ": " + std::strerror(errno));
+  std::size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(fd);
+      return error(code::io_error, "cannot write " + tmp + ": " + std::strerror(errno));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced) return error(code::io_error, "cannot fsync " + tmp + ": " + std::strerror(errno));
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return error(code::io_error, "cannot rename " + tmp + ": " + ec.message());
+  int dfd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return status::ok();
+}
+
+// A file name for an agent name: bytes outside [A-Za-z0-9._-] as %XX.
+std::string file_safe(std::string_view name) {
+  static constexpr char digits[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : name) {
+    if (std::isalnum(c) || c == '.' || c == '_' || c == '-') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(digits[c >> 4]);
+      out.push_back(digits[c & 15]);
+    }
+  }
+  return out;
+}
+
+// Replays the first `count` of `events` strictly: they must end where a
+// step (one decision) ends. Returns the state after them. `seq` and `what`
+// name the point in errors ("fork at 9: ...").
+result<agent::agent_state> check_step_boundary(const agent::agent_type& t,
+                                               const agent::agent_state& base,
+                                               const std::vector<stored_event>& events,
+                                               std::size_t count, std::string_view name,
+                                               uint64_t seq, const char* what) {
+  std::vector<agent::recorded_event> prefix;
+  prefix.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) prefix.push_back({events[i].seq, events[i].ev});
+  auto r = agent::replay_strict(t, base, prefix);
+  if (r.identical) return std::move(r.state);
+  return error(code::invalid_argument,
+               std::string(what) + " " + std::to_string(seq) + ": seq " +
+                   std::to_string(r.diverged->seq) + " of " + std::string(name) +
+                   " is inside a step or does not replay (" + r.diverged->reason +
+                   "); pick a seq where a step begins (see keel ledger)");
+}
+
+std::string hex_of(const chain_hash& h) {
+  return to_hex(h);
+}
+
+}  // namespace
+
+result<json> node::audit(std::string_view name) {
+  runtime* rt = live_runtime();
+  if (!rt) return error(code::unavailable, "node is shutting down");
+  auto meta = directory_entry(*rt, name);
+  if (!meta) return meta.error();
+  auto rep = verify_ledger(*rt->db, *meta, name);
+  if (!rep) return rep.error();
+  json j = {{"agent", name},
+            {"intact", rep->intact},
+            {"first_seq", rep->first_seq},
+            {"last_seq", rep->last_seq},
+            {"events", rep->events}};
+  if (rep->intact) j["head"] = rep->head;
+  if (rep->legacy) j["unchained"] = rep->legacy;
+  if (!rep->intact) {
+    j["bad_seq"] = rep->bad_seq;
+    j["reason"] = rep->reason;
+  }
+  if (meta->compacted_seq > 0) {
+    j["compacted_seq"] = meta->compacted_seq;
+    j["anchor"] = meta->compacted_head;
+  }
+  return j;
+}
+
+result<uint64_t> node::ledger_end(std::string_view name) {
+  runtime* rt = live_runtime();
+  if (!rt) return error(code::unavailable, "node is shutting down");
+  auto meta = directory_entry(*rt, name);
+  if (!meta) return meta.error();
+  return rt->db->last_ledger_seq(meta->id);
+}
+
+result<json> node::replay(std::string_view name, const json& options) {
+  runtime* rt = live_runtime();
+  if (!rt) return error(code::unavailable, "node is shutting down");
+  if (!options.is_null() && !options.is_object())
+    return error(code::invalid_argument, "replay options must be a JSON object");
+  const json opts = options.is_object() ? options : json::object();
+  if (opts.contains("overrides") && !opts["overrides"].is_object())
+    return error(code::invalid_argument, "overrides must be an object {\"SEQ\": replacement}");
+  auto h = load_history(*rt, name);
+  if (!h) return h.error();
+  // Replay reads the events only; audit is what checks their hashes.
+  auto stored =
+      read_events(*rt->db, h->meta.id, name, h->meta.compacted_seq + 1, UINT64_MAX, false);
+  if (!stored) return stored.error();
+  const auto events = recorded(std::move(*stored));
+  const bool what_if = opts.contains("overrides") && !opts["overrides"].empty();
+  if (!what_if) {
+    json j = strict_json(agent::replay_strict(*h->type, h->base, events));
+    j["mode"] = "strict";
+    j["agent"] = name;
+    j["from_seq"] = h->meta.compacted_seq + 1;
+    return j;
+  }
+  auto o = what_if_from(opts);
+  if (!o) return o.error();
+  auto r = agent::replay_what_if(*h->type, h->base, events, *o);
+  if (!r) return r.error();
+  json out_events = json::array();
+  for (const auto& e : r->events) out_events.push_back(event_json(e));
+  return json{{"mode", "what_if"},
+              {"agent", name},
+              {"policy", agent::to_string(o->policy)},
+              {"prefix", strict_json(r->prefix)},
+              {"stopped", r->stopped},
+              {"settled", r->stopped.empty()},
+              {"answered_recorded", r->answered_recorded},
+              {"answered_scripted", r->answered_scripted},
+              {"original", steps_json(r->original)},
+              {"replayed", steps_json(r->replayed)},
+              {"events", std::move(out_events)}};
+}
+
+result<fork_source> node::fork_source_of(std::string_view name, uint64_t at, bool with_override) {
+  runtime* rt = live_runtime();
+  if (!rt) return error(code::unavailable, "node is shutting down");
+  auto h = load_history(*rt, name);
+  if (!h) return h.error();
+  if (h->meta.origin == "import")
+    return error(code::invalid_argument,
+                 "agent " + std::string(name) + " is an imported ledger; replay it instead");
+  if (h->meta.compacted_seq > 0)
+    return error(code::invalid_argument,
+                 "the ledger of " + std::string(name) + " was compacted through seq " +
+                     std::to_string(h->meta.compacted_seq) +
+                     "; a fork copies the whole history, so fork before compacting");
+  auto last = rt->db->last_ledger_seq(h->meta.id);
+  if (!last) return last.error();
+  if (at == 0 || at > *last)
+    return error(code::invalid_argument, "the fork point (at) must be a seq from 1 to " +
+                                             std::to_string(*last) + ", got " + std::to_string(at));
+  if (with_override && at == 1)
+    return error(code::invalid_argument, "seq 1 is the spawn; it cannot be overridden");
+  auto events = read_events(*rt->db, h->meta.id, name, 1, at);
+  if (!events) return events.error();
+  if (events->size() != at)
+    return error(code::corruption, "the ledger of " + std::string(name) + " has gaps before seq " +
+                                       std::to_string(at));
+  const std::size_t keep = with_override ? at - 1 : at;
+  // A fork starts between two steps, from a history that replays: else it
+  // would hold half a decision and never go on.
+  if (auto ok = check_step_boundary(*h->type, h->base, *events, keep, name, at, "fork at"); !ok)
+    return ok.error();
+  fork_source src;
+  src.type = h->meta.type;
+  for (std::size_t i = 0; i < events->size(); ++i) {
+    const auto& e = (*events)[i];
+    chain_hash prev{}, hash{};
+    if (e.link) {
+      prev = e.link->prev;
+      hash = e.link->hash;
+    }
+    json line = export_line(e.seq, e.ev, prev, hash);
+    if (!e.link) line.erase("hash");  // a record from before the chain: rehashed on import
+    if (i < keep) {
+      src.bytes += line.dump().size() + 1;
+      src.events.push_back(std::move(line));
+    } else {
+      src.replaced = std::move(line);
+    }
+  }
+  return src;
+}
+
+void node::import(std::string name, const json& body, callback<agent_view> done) {
+  runtime* rt = live_runtime();
+  if (!rt) return done(error(code::unavailable, "node is shutting down"));
+  if (auto s = validate_agent_name(name); !s) return done(s);
+  if (!body.is_object() || !body.contains("events"))
+    return done(error(code::invalid_argument, "an import needs {\"events\": [line...]}"));
+  auto li = std::make_shared<ledger_import>();
+  if (auto s = parse_export(body["events"], *li); !s) return done(s);
+  li->origin = body.value("origin", "import");
+  if (li->origin != "import" && li->origin != "fork")
+    return done(error(code::invalid_argument, "origin must be \"import\" or \"fork\""));
+  li->parent = body.value("parent", "");
+  li->fork_seq = body.value("at", uint64_t{0});
+  li->by = body.value("by", "");
+  if (body.contains("replacement") && !body["replacement"].is_null()) {
+    if (li->origin != "fork")
+      return done(error(code::invalid_argument, "only a fork continues with a replacement"));
+    const json line = body.value("replaced", json());
+    auto type = line.is_object() && line.contains("type") && line["type"].is_string()
+                    ? event_type_named(line["type"].get<std::string>())
+                    : std::nullopt;
+    if (!type) return done(error(code::invalid_argument, "a replacement needs the replaced event"));
+    li->replaced = agent::event{*type, line.value("time", int64_t{0}), line.value("data", json())};
+    li->replacement = body["replacement"];
+  }
+  auto r = std::make_shared<request>();
+  r->what = request::kind::import;
+  r->name = std::move(name);
+  r->ledger = std::move(li);
+  r->viewed = std::move(done);
+  rt->route(std::move(r));
+}
+
+result<json> node::compact(std::string_view name, uint64_t before) {
+  runtime* rt = live_runtime();
+  if (!rt) return error(code::unavailable, "node is shutting down");
+  auto h = load_history(*rt, name);
+  if (!h) return h.error();
+  if (h->meta.origin == "import")
+    return error(code::conflict,
+                 "agent " + std::string(name) + " is an imported ledger: it is read-only");
+  auto last = rt->db->last_ledger_seq(h->meta.id);
+  if (!last) return last.error();
+  const uint64_t from = h->meta.compacted_seq + 1;
+  if (before <= from)
+    return error(
+        code::invalid_argument,
+        "nothing to compact before seq " + std::to_string(before) +
+            (from > 1 ? ": seqs up to " + std::to_string(from - 1) + " are compacted" : ""));
+  if (before > *last)
+    return error(code::invalid_argument, "before must be at most " + std::to_string(*last) +
+                                             " (the last event always stays)");
+  const uint64_t through = before - 1;
+  auto events = read_events(*rt->db, h->meta.id, name, from, through);
+  if (!events) return events.error();
+  if (events->size() != through - from + 1)
+    return error(code::corruption, "the ledger of " + std::string(name) + " has gaps before seq " +
+                                       std::to_string(before));
+  // The snapshot must be a state between two steps that replay gives too:
+  // replay and audit start from it.
+  auto st = check_step_boundary(*h->type, h->base, *events, events->size(), name, before,
+                                "compact before");
+  if (!st) return st.error();
+  // The archive: a header line, then the events as exported, so it can be
+  // checked and imported on its own.
+  chain_hash anchor{};
+  std::string text = json{{"archive", 1}, {"agent", name},      {"type", h->meta.type},
+                          {"from", from}, {"through", through}, {"prev", h->meta.compacted_head}}
+                         .dump() +
+                     "\n";
+  for (const auto& e : *events) {
+    if (!e.link)
+      return error(code::invalid_argument, "seq " + std::to_string(e.seq) + " of " +
+                                               std::string(name) +
+                                               " predates the hash chain; it cannot be archived");
+    text += export_line(e.seq, e.ev, e.link->prev, e.link->hash).dump() + "\n";
+    anchor = e.link->hash;
+  }
+  const std::filesystem::path dir = std::filesystem::path(rt->cfg.data_dir) / "archive";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return error(code::io_error, "cannot create " + dir.string() + ": " + ec.message());
+  const std::filesystem::path file = dir / (file_safe(name) + "." + std::to_string(from) + "-" +
+                                            std::to_string(through) + ".jsonl");
+  KEEL_TRY(write_durably(file, text));
+
+  auto plan = std::make_shared<compaction_plan>();
+  plan->from = from;
+  plan->through = through;
+  plan->anchor = hex_of(anchor);
+  plan->snapshot = persistence::encode_record(snapshot_record(*st, wall_ms(), &plan->blobs));
+  std::erase_if(plan->blobs, [rt](const auto& b) { return rt->db->has_blob(b.first); });
+  auto promise = std::make_shared<std::promise<result<json>>>();
+  auto answer = promise->get_future();
+  auto r = std::make_shared<request>();
+  r->what = request::kind::compact;
+  r->name = std::string(name);
+  r->plan = std::move(plan);
+  r->answered = [promise](result<json> a) { promise->set_value(std::move(a)); };
+  rt->route(std::move(r));
+  auto done = answer.get();
+  if (!done) return done.error();
+  return json{{"agent", name},
+              {"archive", file.string()},
+              {"archived", through - from + 1},
+              {"compacted_seq", through},
+              {"head", hex_of(anchor)}};
+}
+
+}  // namespace keel::actors
