@@ -1,7 +1,9 @@
 #include "net/http_client.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
+#include <limits>
 #include <optional>
 
 #include <openssl/ssl.h>
@@ -29,6 +31,11 @@ bool unreserved(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
          c == '.' || c == '_' || c == '~';
 }
+
+// Not boost::none: Beast 1.74 compares a Content-Length with the optional
+// limit, and an empty optional is less than every length, so "no limit"
+// fails any response whose header is parsed apart from its body.
+constexpr uint64_t no_body_limit = std::numeric_limits<uint64_t>::max();
 
 // Failures that mean the server closed a kept-alive connection before it
 // read our request.
@@ -286,7 +293,7 @@ struct http_client::impl {
     a.ec = await([&](auto handler) { http::async_write(stream, req, std::move(handler)); });
     if (a.ec) return a;
     http::response_parser<http::string_body> parser;
-    parser.body_limit(boost::none);
+    parser.body_limit(no_body_limit);
     a.ec =
         await([&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
     a.got_some = parser.got_some();
@@ -303,6 +310,83 @@ struct http_client::impl {
     // One deadline for writing the request and reading the response.
     transport().expires_after(timeout);
     return secure ? exchange_on(*secure, req) : exchange_on(*plain, req);
+  }
+
+  struct stream_attempt {
+    beast::error_code ec;
+    bool got_some = false;  // any byte of a response arrived
+    bool stopped = false;   // on_data asked to stop before the body ended
+    response res;
+    bool keep_alive = true;
+  };
+
+  template <class Stream>
+  stream_attempt stream_on(Stream& stream, http::request<http::string_body>& req,
+                           const std::function<bool(std::string_view)>& on_data,
+                           std::chrono::milliseconds idle_timeout) {
+    stream_attempt a;
+    transport().expires_after(timeout);
+    a.ec = await([&](auto handler) { http::async_write(stream, req, std::move(handler)); });
+    if (a.ec) return a;
+    // buffer_body: the parser puts body bytes straight into `piece`, which
+    // is handed out after every read, so nothing waits for a full buffer.
+    http::response_parser<http::buffer_body> parser;
+    parser.body_limit(no_body_limit);
+    transport().expires_after(idle_timeout);
+    a.ec = await(
+        [&](auto handler) { http::async_read_header(stream, buffer, parser, std::move(handler)); });
+    a.got_some = parser.got_some();
+    if (a.ec) return a;
+    a.res.status = parser.get().result_int();
+    a.res.content_type = std::string(parser.get()[http::field::content_type]);
+    bool success = a.res.status / 100 == 2;
+    std::array<char, 16 * 1024> piece;
+    while (!parser.is_done()) {
+      parser.get().body().data = piece.data();
+      parser.get().body().size = piece.size();
+      transport().expires_after(idle_timeout);
+      a.ec = await(
+          [&](auto handler) { http::async_read_some(stream, buffer, parser, std::move(handler)); });
+      if (a.ec == http::error::need_buffer) a.ec = {};  // `piece` is full
+      // A TLS server that closes without close_notify also ends a body that
+      // only the end of the connection delimits.
+      if (a.ec == ssl::error::stream_truncated && parser.need_eof()) parser.put_eof(a.ec);
+      if (a.ec) return a;
+      std::size_t n = piece.size() - parser.get().body().size;
+      if (n == 0) continue;  // a chunk header, say
+      std::string_view bytes(piece.data(), n);
+      if (!success) {
+        a.res.body.append(bytes);
+      } else if (!on_data(bytes)) {
+        a.stopped = true;
+        return a;
+      }
+    }
+    a.keep_alive = parser.get().keep_alive();
+    return a;
+  }
+
+  http::request<http::string_body> make_request(std::string_view method, std::string_view target,
+                                                std::string_view body,
+                                                const header_list& headers) const {
+    http::request<http::string_body> req;
+    beast::string_view method_sv(method.data(), method.size());
+    auto verb = http::string_to_verb(method_sv);
+    if (verb == http::verb::unknown)
+      req.method_string(method_sv);
+    else
+      req.method(verb);
+    req.target(beast::string_view(target.data(), target.size()));
+    req.version(11);
+    req.set(http::field::host, host_header);
+    req.set(http::field::user_agent, "keel");
+    if (!body.empty()) req.set(http::field::content_type, "application/json");
+    for (const auto& [k, v] : fixed_headers) req.set(k, v);
+    for (const auto& [k, v] : headers) req.set(k, v);
+    req.body() = std::string(body);
+    req.keep_alive(true);
+    req.prepare_payload();
+    return req;
   }
 };
 
@@ -350,24 +434,7 @@ result<http_client::response> http_client::request(std::string_view method, std:
                                                    const header_list& headers) {
   auto& m = *impl_;
   if (m.server.host.empty()) return error(code::invalid_argument, "http client: connect() first");
-
-  http::request<http::string_body> req;
-  beast::string_view method_sv(method.data(), method.size());
-  auto verb = http::string_to_verb(method_sv);
-  if (verb == http::verb::unknown)
-    req.method_string(method_sv);
-  else
-    req.method(verb);
-  req.target(beast::string_view(target.data(), target.size()));
-  req.version(11);
-  req.set(http::field::host, m.host_header);
-  req.set(http::field::user_agent, "keel");
-  if (!body.empty()) req.set(http::field::content_type, "application/json");
-  for (const auto& [k, v] : m.fixed_headers) req.set(k, v);
-  for (const auto& [k, v] : headers) req.set(k, v);
-  req.body() = std::string(body);
-  req.keep_alive(true);
-  req.prepare_payload();
+  auto req = m.make_request(method, target, body, headers);
 
   for (int tries = 0;; ++tries) {
     bool reused = m.connected && m.used;
@@ -388,6 +455,50 @@ result<http_client::response> http_client::request(std::string_view method, std:
                                       std::to_string(m.timeout.count()) + " ms");
     return error(code::unavailable, std::string(method) + " " + std::string(target) + " on " +
                                         m.where() + " failed: " + a.ec.message());
+  }
+}
+
+result<http_client::response> http_client::stream(
+    std::string_view method, std::string_view target,
+    const std::function<bool(std::string_view chunk)>& on_data,
+    std::chrono::milliseconds idle_timeout, std::string_view body, const header_list& headers) {
+  auto& m = *impl_;
+  if (m.server.host.empty()) return error(code::invalid_argument, "http client: connect() first");
+  auto req = m.make_request(method, target, body, headers);
+  auto what = [&] { return std::string(method) + " " + std::string(target) + " on " + m.where(); };
+
+  for (int tries = 0;; ++tries) {
+    bool reused = m.connected && m.used;
+    if (!m.connected) {
+      if (auto s = m.open(); !s) return s;
+    }
+    impl::stream_attempt a;
+    try {
+      a = m.secure ? m.stream_on(*m.secure, req, on_data, idle_timeout)
+                   : m.stream_on(*m.plain, req, on_data, idle_timeout);
+    } catch (...) {
+      m.drop();  // the rest of the body is still on the wire
+      throw;
+    }
+    if (!a.ec) {
+      m.used = true;
+      // Stopping early leaves the rest of the body unread.
+      if (a.stopped || !a.keep_alive) m.drop();
+      return std::move(a.res);
+    }
+    m.drop();
+    if (reused && tries == 0 && !a.got_some && closed_by_peer(a.ec)) continue;
+    if (a.ec == beast::error::timeout) {
+      if (!a.got_some)
+        return error(code::timeout, what() + " timed out (" + std::to_string(m.timeout.count()) +
+                                        " ms to send, " + std::to_string(idle_timeout.count()) +
+                                        " ms for each read)");
+      return error(code::timeout, what() + ": nothing arrived for " +
+                                      std::to_string(idle_timeout.count()) + " ms");
+    }
+    if (a.got_some)
+      return error(code::unavailable, what() + ": the response ended early: " + a.ec.message());
+    return error(code::unavailable, what() + " failed: " + a.ec.message());
   }
 }
 

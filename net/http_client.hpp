@@ -17,10 +17,14 @@
 // verification), timeout (the deadline passed; the connection is dropped),
 // invalid_argument (no connect() yet, an unreadable CA file). An HTTP error
 // status is a response, not an error.
+//
+// stream() reads a body as it arrives (Server-Sent Events; net/sse.hpp
+// parses them).
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -93,6 +97,24 @@ class http_client {
   // sent as application/json unless `headers` names another Content-Type.
   result<response> request(std::string_view method, std::string_view target,
                            std::string_view body = {}, const header_list& headers = {});
+
+  // Sends one request like request() and hands a 2xx response's body to
+  // `on_data` piece by piece as it arrives (chunked, close-delimited or
+  // Content-Length). Returns when the body ends, or as soon as `on_data`
+  // returns false (the connection is then dropped, which tells the server
+  // the client has gone). Connecting and sending have the set_timeout()
+  // deadline; after that, `idle_timeout` bounds each wait for the next
+  // bytes, headers included, so a stream may last forever as long as
+  // something arrives. A non-2xx response is read whole and comes back in
+  // `response::body`, and `on_data` is not called; for a 2xx one the body
+  // is left empty. Errors: as request(); timeout also when nothing arrived
+  // for `idle_timeout`; unavailable when the connection ends before the
+  // body does (the server was stopped). An exception from `on_data` drops
+  // the connection and propagates.
+  result<response> stream(std::string_view method, std::string_view target,
+                          const std::function<bool(std::string_view chunk)>& on_data,
+                          std::chrono::milliseconds idle_timeout, std::string_view body = {},
+                          const header_list& headers = {});
 
   void close();
 

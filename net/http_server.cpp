@@ -1,9 +1,12 @@
 #include "net/http_server.hpp"
 
+#include <array>
 #include <atomic>
 #include <cassert>
+#include <charconv>
 #include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -36,6 +39,10 @@ constexpr std::chrono::seconds write_timeout{30};
 // of a reset.
 constexpr std::chrono::seconds linger_timeout{2};
 constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
+constexpr std::string_view last_chunk = "0\r\n\r\n";
+// Queued stream writes are sent together up to about this many bytes: fewer
+// system calls for a fast producer, bounded copies for a backlog.
+constexpr std::size_t stream_batch_bytes = 64 * 1024;
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -66,6 +73,122 @@ struct gate {
 };
 
 class session;
+
+using write_done = std::function<void(bool ok)>;
+
+// A producer's callback must not take a server thread down with it.
+void report(std::vector<write_done> dones, bool ok) {
+  for (auto& done : dones) {
+    try {
+      done(ok);
+    } catch (const std::exception& e) {
+      log_error("stream write callback threw", e.what());
+    }
+  }
+}
+
+// A stream's queue, shared by the sink the producer holds and the session
+// that sends it. The session drains it on its strand. `scheduled_` is true
+// while a drain is posted or running (a write in flight counts), so writes
+// from many threads post at most one wake-up between drains and none is
+// lost: the drain clears it under the same lock that writes check it.
+class stream_channel final : public stream_sink {
+ public:
+  struct batch {
+    std::string data;
+    std::vector<write_done> dones;
+    bool last = false;  // the body ends after `data`
+    bool empty() const { return data.empty() && dones.empty() && !last; }
+  };
+
+  stream_channel(std::shared_ptr<gate> g, std::weak_ptr<session> s)
+      : door_(std::move(g)), session_(std::move(s)) {}
+
+  void write(std::string data, write_done done) override {
+    bool refused = false;
+    {
+      std::lock_guard lock(mu_);
+      if (ended_) {
+        refused = true;
+      } else {
+        queue_.emplace_back(std::move(data), std::move(done));
+        if (std::exchange(scheduled_, true)) return;
+      }
+    }
+    if (!refused) return wake();
+    if (done) done(false);
+  }
+
+  void close() override {
+    {
+      std::lock_guard lock(mu_);
+      if (ended_) return;
+      ended_ = true;
+      closing_ = true;
+      if (std::exchange(scheduled_, true)) return;
+    }
+    wake();
+  }
+
+  bool closed() const override {
+    std::lock_guard lock(mu_);
+    return ended_;
+  }
+
+  // On the session's strand: what to send next. Empty when there is nothing;
+  // the next write() or close() then wakes the session again.
+  batch take() {
+    std::lock_guard lock(mu_);
+    batch b;
+    while (!queue_.empty() && b.data.size() < stream_batch_bytes) {
+      auto& [data, done] = queue_.front();
+      b.data += data;
+      if (done) b.dones.push_back(std::move(done));
+      queue_.pop_front();
+    }
+    if (queue_.empty() && closing_ && !last_taken_) b.last = last_taken_ = true;
+    if (b.empty()) scheduled_ = false;
+    return b;
+  }
+
+  // The stream ended without close(), or close() cannot be honoured: queued
+  // writes report false and later ones are refused. Idempotent.
+  void fail() {
+    std::deque<std::pair<std::string, write_done>> dropped;
+    {
+      std::lock_guard lock(mu_);
+      ended_ = true;
+      last_taken_ = true;
+      dropped.swap(queue_);
+    }
+    std::vector<write_done> dones;
+    for (auto& [data, done] : dropped)
+      if (done) dones.push_back(std::move(done));
+    report(std::move(dones), false);
+  }
+
+ private:
+  void wake();
+
+  const std::shared_ptr<gate> door_;
+  // Not the strand itself: a sink may outlive the server, and a strand must
+  // not outlive its io_context.
+  const std::weak_ptr<session> session_;
+  mutable std::mutex mu_;
+  std::deque<std::pair<std::string, write_done>> queue_;  // guarded by mu_
+  bool ended_ = false;                                    // no more writes accepted; guarded by mu_
+  bool closing_ = false;     // close() asked for a proper end; guarded by mu_
+  bool last_taken_ = false;  // the end was handed to the session; guarded by mu_
+  bool scheduled_ = false;   // guarded by mu_
+};
+
+std::string chunk_header(std::size_t n) {
+  std::array<char, 2 * sizeof(std::size_t) + 2> buf;
+  auto end = std::to_chars(buf.data(), buf.data() + buf.size(), n, 16).ptr;
+  *end++ = '\r';
+  *end++ = '\n';
+  return std::string(buf.data(), end);
+}
 
 }  // namespace
 
@@ -127,11 +250,13 @@ class exchange {
 };
 
 // One connection. Every member runs on the connection's strand; at most one
-// request is read, handled and answered at a time.
+// request is read, handled and answered at a time. A streamed answer is the
+// connection's last: once it ends, the connection closes.
 class session : public std::enable_shared_from_this<session> {
  public:
   session(tcp::socket&& socket, http_server::impl& srv)
       : ex_(socket.get_executor()), stream_(std::move(socket)), srv_(srv) {}
+  ~session() { abandon(); }
 
   // The connection's strand; safe to read from any thread.
   const asio::any_io_executor& executor() const { return ex_; }
@@ -140,14 +265,73 @@ class session : public std::enable_shared_from_this<session> {
     asio::dispatch(ex_, beast::bind_front_handler(&session::do_read, shared_from_this()));
   }
 
-  // Closes now when idle, otherwise after the current answer is written.
+  // Closes now when idle or streaming, otherwise after the current answer is
+  // written.
   void begin_shutdown() {
+    if (closed_) return;
     stopping_ = true;
+    if (channel_) {
+      // A stream would hold stop() for as long as its producer likes.
+      channel_->fail();
+      if (!stream_writing_) {
+        end_body_now();
+        return do_close();
+      }
+      // The write in flight may be done already, its handler queued: it
+      // then reports true. Cancelling ends it at once otherwise.
+      beast::error_code ignored;
+      stream_.socket().cancel(ignored);
+      return;
+    }
+    // A stream's head still being written: no reason to wait for it.
+    if (on_stream_) {
+      beast::error_code ignored;
+      stream_.socket().cancel(ignored);
+    }
     if (!busy_) do_close();
+  }
+
+  // Once the server's threads are gone (stop()) or the session is destroyed:
+  // a stream still open reports closed.
+  void abandon() {
+    if (channel_) channel_->fail();
+    report(std::exchange(in_flight_, {}), false);
+  }
+
+  // Sends what the stream's channel holds, one write at a time.
+  void pump_stream() {
+    if (closed_ || !channel_ || stream_writing_ || stopping_ || client_gone_) return;
+    for (;;) {
+      auto b = channel_->take();
+      if (b.empty()) return;
+      std::string out;
+      if (chunked_ && !b.data.empty()) {
+        out = chunk_header(b.data.size());
+        out.reserve(out.size() + b.data.size() + 2 + (b.last ? last_chunk.size() : 0));
+        out += b.data;
+        out += "\r\n";
+      } else {
+        out = std::move(b.data);
+      }
+      if (b.last && chunked_) out += last_chunk;
+      if (out.empty()) {
+        // Nothing to send, but later writes must not report before these.
+        report(std::move(b.dones), true);
+        if (b.last) return do_close();
+        continue;
+      }
+      stream_out_ = std::move(out);
+      in_flight_ = std::move(b.dones);
+      stream_last_ = b.last;
+      stream_sent_ = 0;
+      stream_writing_ = true;
+      return write_stream();
+    }
   }
 
   void deliver(http_response r) {
     if (closed_) return;
+    if (r.on_stream) return start_stream(std::move(r));
     res_ = {};
     res_.version(version_);
     res_.result(r.status);
@@ -278,12 +462,109 @@ class session : public std::enable_shared_from_this<session> {
     drain();
   }
 
+  void start_stream(http_response r) {
+    head_ = {};
+    head_.version(version_);
+    head_.result(r.status);
+    head_.set(http::field::server, "keel");
+    head_.set(http::field::content_type, r.content_type);
+    // Proxies and browsers must not hold back or replay a live feed.
+    head_.set(http::field::cache_control, "no-cache");
+    for (auto& [name, value] : r.headers) head_.set(name, value);
+    head_.erase(http::field::content_length);
+    // HTTP/1.0 has no chunks: there the body ends when the connection does.
+    chunked_ = version_ >= 11;
+    head_.chunked(chunked_);
+    // The connection is not reused after a stream: while streaming, what the
+    // client sends is only watched for its end, not parsed.
+    head_.keep_alive(false);
+    on_stream_ = std::move(r.on_stream);
+    head_writer_.emplace(head_);
+    stream_.expires_after(write_timeout);
+    http::async_write_header(
+        stream_, *head_writer_,
+        beast::bind_front_handler(&session::on_stream_head, shared_from_this()));
+  }
+
+  void on_stream_head(beast::error_code ec, std::size_t) {
+    head_writer_.reset();
+    auto on_stream = std::exchange(on_stream_, nullptr);
+    if (closed_) return;
+    if (ec) return do_close();
+    if (stopping_) {
+      end_body_now();
+      return do_close();
+    }
+    channel_ = std::make_shared<stream_channel>(srv_.door, weak_from_this());
+    watch_client();
+    try {
+      on_stream(channel_);
+    } catch (const std::exception& e) {
+      log_error("stream handler threw", e.what());
+      channel_->close();
+    }
+  }
+
+  // One write_some at a time rather than asio::async_write: between two, a
+  // stop or a departed client is seen and the rest is not sent.
+  void write_stream() {
+    stream_.expires_after(write_timeout);
+    stream_.async_write_some(
+        asio::buffer(stream_out_) + stream_sent_,
+        beast::bind_front_handler(&session::on_stream_write, shared_from_this()));
+  }
+
+  void on_stream_write(beast::error_code ec, std::size_t n) {
+    if (closed_) return;  // do_close reported the writes
+    stream_sent_ += n;
+    bool whole = !ec && stream_sent_ == stream_out_.size();
+    if (!ec && !whole && !stopping_ && !client_gone_) return write_stream();
+    stream_writing_ = false;
+    report(std::exchange(in_flight_, {}), whole);
+    if (!whole || stream_last_) return do_close();
+    if (stopping_) end_body_now();
+    if (stopping_ || client_gone_) return do_close();
+    pump_stream();
+  }
+
+  // A client that hangs up is noticed at once, not at the producer's next
+  // write, which may be a heartbeat minutes away. Reads go to the socket
+  // itself, past the stream's timer: a quiet stream must not time out.
+  void watch_client() {
+    stream_.socket().async_read_some(
+        asio::buffer(probe_),
+        beast::bind_front_handler(&session::on_client_data, shared_from_this()));
+  }
+
+  void on_client_data(beast::error_code ec, std::size_t) {
+    if (closed_) return;
+    if (!ec) return watch_client();  // what it sends is dropped (Connection: close)
+    // End of stream or reset: the client is gone (or stop() cancelled the
+    // read). A write in flight may have reached the client before it left;
+    // its own handler reports it and closes.
+    client_gone_ = true;
+    channel_->fail();
+    if (!stream_writing_) do_close();
+  }
+
+  // Ends a chunked body without waiting: a client that does not take five
+  // bytes at once gets a truncated body instead of holding up stop().
+  void end_body_now() {
+    if (!chunked_) return;
+    beast::error_code ec;
+    stream_.socket().non_blocking(true, ec);
+    if (!ec) stream_.socket().write_some(asio::buffer(last_chunk.data(), last_chunk.size()), ec);
+  }
+
   void do_close() {
     if (closed_) return;
     closed_ = true;
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
+    // Before forget(): once stop() sees no sessions, every sink reports
+    // closed.
+    abandon();
     srv_.forget(this);
   }
 
@@ -299,7 +580,31 @@ class session : public std::enable_shared_from_this<session> {
   bool stopping_ = false;
   bool linger_ = false;  // close after the answer, draining the rest
   bool closed_ = false;
+
+  // A streamed answer.
+  http::response<http::empty_body> head_;
+  std::optional<http::response_serializer<http::empty_body>> head_writer_;
+  std::function<void(std::shared_ptr<stream_sink>)> on_stream_;  // until the head is out
+  std::shared_ptr<stream_channel> channel_;                      // once the head is out
+  bool chunked_ = false;
+  bool stream_writing_ = false;
+  bool stream_last_ = false;  // the write in flight ends the body
+  bool client_gone_ = false;  // its end of the connection closed
+  std::string stream_out_;
+  std::size_t stream_sent_ = 0;        // of stream_out_
+  std::vector<write_done> in_flight_;  // reported when the write in flight completes
+  std::array<char, 512> probe_;
 };
+
+void stream_channel::wake() {
+  std::lock_guard lock(door_->mu);
+  // After stop() closed the door it fails every channel still open itself.
+  if (!door_->open) return;
+  if (auto s = session_.lock()) {
+    auto ex = s->executor();
+    asio::post(ex, [s = std::move(s)] { s->pump_stream(); });
+  }
+}
 
 exchange::~exchange() {
   if (!done_.load())
@@ -489,6 +794,9 @@ void http_server::stop() {
     std::lock_guard lock(m.mu);
     doomed.swap(m.sessions);
   }
+  // Handlers dropped unrun may keep a session alive past stop(); its stream
+  // must report closed now.
+  for (auto& [key, s] : doomed) s->abandon();
   doomed.clear();
   beast::error_code ignored;
   m.acceptor.close(ignored);

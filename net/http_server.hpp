@@ -5,13 +5,19 @@
 // request goes to one request_handler as plain strings, so the code that
 // answers requests (net/api.hpp) never sees Beast.
 //
-// Thread-safety: run_after() and the respond_fn handed to the handler may be
-// called from any thread. open(), start() and stop() are for the owning
-// thread; stop() must not be called from a server thread.
+// An answer is either a whole body or a stream (http_response::on_stream):
+// the status line and headers go out at once and the body follows piece by
+// piece through a stream_sink, for Server-Sent Events and the like.
+//
+// Thread-safety: run_after(), the respond_fn handed to the handler and every
+// stream_sink may be called from any thread. open(), start() and stop() are
+// for the owning thread; stop() must not be called from a server thread.
 // Lifetime: stop() (or the destructor) stops accepting, closes idle
-// connections, waits up to server_options::stop_grace for requests in flight
-// to be answered and written, then joins the threads. A respond_fn called
-// after stop() does nothing.
+// connections, ends open streams at once (their sinks report closed), waits
+// up to server_options::stop_grace for other requests in flight to be
+// answered and written, then joins the threads. A respond_fn called after
+// stop() does nothing; a stream_sink may outlive the server and then only
+// reports closed.
 
 #include <chrono>
 #include <cstdint>
@@ -37,12 +43,53 @@ struct http_request {
   std::string_view header(std::string_view name) const;
 };
 
+// The producer's end of a streamed body. Writes go out in the order the
+// calls were made, each as one chunk (writes queued meanwhile may share one).
+// Nothing bounds the queue: a producer that must bound its memory waits for
+// `done` before writing more.
+//
+// Thread-safety: every member may be called from any thread.
+class stream_sink {
+ public:
+  virtual ~stream_sink() = default;
+
+  // Queues `data` (empty data sends nothing). `done`, if set, is called once:
+  // true when the data was handed to the socket, false when the stream ended
+  // first (close(), the client went away, a write failed or timed out, the
+  // server stopped). It runs on a server thread, or on the calling thread
+  // when the stream had already ended; it must not block.
+  virtual void write(std::string data, std::function<void(bool ok)> done = {}) = 0;
+
+  // Ends the body once the queued writes are out, then closes the
+  // connection. Later writes report false. Idempotent.
+  virtual void close() = 0;
+
+  // True once the stream takes no more data: after close(), or when the
+  // client went away or the server stopped. A producer polls it to stop
+  // early; the next write's `done(false)` tells the same.
+  virtual bool closed() const = 0;
+};
+
 struct http_response {
   unsigned status = 200;
   std::string content_type = "application/json";
   std::string body;
   // Sent in addition to Content-Type, Content-Length, Connection and Server.
   std::vector<std::pair<std::string, std::string>> headers;
+  // When set, the answer is a stream and `body` is ignored: the status,
+  // Content-Type, Cache-Control: no-cache (unless `headers` name another),
+  // `headers` and Connection: close go out without a Content-Length; the
+  // body is chunked (close-delimited for HTTP/1.0 clients). Then
+  // `on_stream` is called once, on a server thread, with the sink; it should
+  // hand the sink to the producer and return. When the client went away or
+  // the server stopped before the headers were written, `on_stream` is
+  // destroyed uncalled.
+  //
+  // A streaming connection has no idle timeout (a producer that may be quiet
+  // for long sends heartbeats, e.g. SSE comments); a write the client does
+  // not take within 30 s ends the stream. A client that closes its end ends
+  // the stream even while the producer is silent.
+  std::function<void(std::shared_ptr<stream_sink>)> on_stream{};
 };
 
 // Answers one request. The first call wins; later calls are ignored. If every
@@ -58,10 +105,11 @@ std::string error_json(std::string_view code, std::string_view message);
 struct server_options {
   // Threads running the server's io_context. Default 2.
   unsigned threads = 2;
-  // How long stop() waits for requests in flight. Default 10 s.
+  // How long stop() waits for requests in flight; open streams are ended
+  // at once rather than waited for. Default 10 s.
   std::chrono::milliseconds stop_grace{10'000};
   // A keep-alive connection with no request for this long is closed; also
-  // bounds the time to receive one request. Default 60 s.
+  // bounds the time to receive one request. Streams are exempt. Default 60 s.
   std::chrono::milliseconds idle_timeout{60'000};
   // Paths (without query) that need no bearer token. Default /v1/health.
   std::vector<std::string> open_paths{"/v1/health"};
