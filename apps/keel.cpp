@@ -9,21 +9,20 @@
 #include <cstdlib>
 #include <ctime>
 #include <exception>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "net/http_client.hpp"
+#include "apps/keel_cli.hpp"
 
-namespace {
-
-using namespace keel;
-using json = nlohmann::json;
+namespace keel::cli_app {
 
 constexpr const char* usage_text =
     R"(usage: keel [--server URL] [--token TOKEN] [--json] COMMAND [ARGS]
@@ -39,11 +38,33 @@ commands:
   show NAME                               status, last seq and state
   ls [--prefix P] [--limit N] [--after NAME]
                                           list agents
-  ledger NAME [--from SEQ] [--limit N]    the agent's events, in order
+  ledger NAME [--from SEQ] [--limit N] [-f]
+                                          the agent's timeline; --json writes one
+                                          event per line (the export format);
+                                          -f follows new events as they happen
   rm NAME                                 terminate an agent (its ledger stays)
   query NAME [JSON]                       ask the agent's state (read-only)
   cancel NAME [--by WHO] [--wait MS]      cancel the agent's turn; completed tool
                                           calls are compensated in reverse order
+  pause NAME [--by WHO]                   finish the current step, then hold;
+                                          messages queue durably
+  resume NAME [--by WHO]                  go on where it held
+  resolve NAME --outcome succeeded|failed|retry [--result JSON] [--by WHO]
+                                          settle an effect in doubt
+  audit verify NAME                       check the ledger's hash chain
+  replay NAME                             strict replay: identical, or the first
+                                          seq where decisions differ
+  replay NAME --override SEQ=FILE... [--overrides FILE] [--policy P] [--script FILE]
+                                          what if the model (or a tool) had said
+                                          FILE at SEQ: side by side with the
+                                          original; P = recorded | scripted | stop
+  fork NAME --at SEQ [--override FILE] --as NEW [--by WHO]
+                                          a new agent sharing NAME's ledger up to
+                                          SEQ, going on live from there
+  import NAME FILE.jsonl                  load an exported ledger (read-only)
+  compact NAME --before SEQ               fold older events into a snapshot and
+                                          archive them on the node
+  eval SUITE.json                         run a suite of replays with expectations
   tasks                                   worker queues: ready and leased tasks
   tasks poll QUEUE --worker W [--wait MS] lease the oldest ready task of QUEUE
   tasks complete ID [--result JSON]       report a leased task done
@@ -59,28 +80,14 @@ commands:
 approvals, doubts and human answers are signals, e.g.
   keel signal ticket/4711 approve --payload '{"by": "maria"}'
   keel signal ticket/4711 reject --payload '{"by": "maria", "reason": "duplicate"}'
-  keel signal ticket/4711 resolve --payload '{"outcome": "succeeded", "result": {}}')
+  keel signal ticket/4711 resolve --payload '{"outcome": "succeeded", "result": {}}'
+  (or keel resolve ticket/4711 --outcome succeeded --result '{}')
 
 global flags:
   --server URL     node to talk to (default $KEEL_SERVER or http://127.0.0.1:7070)
   --token TOKEN    bearer token (default $KEEL_TOKEN)
   --json           print the server's JSON instead of tables
 )";
-
-constexpr int exit_ok = 0, exit_server = 1, exit_usage = 2;
-
-struct usage_failure {
-  std::string message;
-};
-
-struct invocation {
-  std::string server;
-  std::string token;
-  bool json_out = false;
-  std::string command;
-  std::vector<std::string> args;            // positional, after the command
-  std::map<std::string, std::string> opts;  // command flags, without "--"
-};
 
 [[noreturn]] void usage_fail(const std::string& message) {
   throw usage_failure{message};
@@ -98,6 +105,10 @@ invocation parse_command_line(int argc, char** argv) {
   bool flags_done = false;
   for (std::size_t i = 0; i < a.size(); ++i) {
     const std::string& s = a[i];
+    if (!flags_done && (s == "-f" || s == "--follow")) {
+      inv.opts["follow"] = "";
+      continue;
+    }
     if (flags_done || s.size() < 3 || s.rfind("--", 0) != 0) {
       if (s == "--") {
         flags_done = true;
@@ -132,10 +143,29 @@ invocation parse_command_line(int argc, char** argv) {
       inv.server = value;
     else if (name == "token")
       inv.token = value;
-    else
+    else {
       inv.opts[name] = value;
+      inv.all_opts.emplace_back(name, value);
+    }
   }
   return inv;
+}
+
+std::vector<std::string> opt_all(const invocation& inv, const std::string& name) {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : inv.all_opts)
+    if (k == name) out.push_back(v);
+  return out;
+}
+
+json read_json_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) usage_fail("cannot read " + what + " " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j = json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded()) usage_fail(what + " " + path + " is not valid JSON");
+  return j;
 }
 
 void expect_args(const invocation& inv, std::size_t min, std::size_t max, const char* shape,
@@ -210,54 +240,22 @@ void print_table(const std::vector<std::string>& head,
   for (const auto& r : rows) line(r);
 }
 
-class cli {
- public:
-  explicit cli(invocation inv) : inv_(std::move(inv)) {}
-
-  int run();
-
- private:
-  // The parsed JSON body of a successful answer; nullopt after printing the
-  // error of a failed one.
-  std::optional<json> call(const char* method, const std::string& target,
-                           const std::string& body = {});
-  int done(const json& j);  // prints raw JSON in --json mode
-
-  int spawn();
-  int send();
-  int signal();
-  int show();
-  int ls();
-  int ledger();
-  int rm();
-  int query();
-  int health();
-  int cancel();
-  int tasks();
-  int cluster();
-  int print_ack(const json& j);
-
-  std::string agent_path(const std::string& name) const {
-    return "/v1/agents/" + net::percent_encode(name);
+bool cli::connect() {
+  if (connected_) return true;
+  auto addr = net::parse_url(inv_.server);
+  if (!addr) usage_fail(addr.error().message());
+  if (!inv_.token.empty()) client_.set_header("Authorization", "Bearer " + inv_.token);
+  if (auto s = client_.connect(*addr); !s) {
+    std::fprintf(stderr, "keel: %s\n", s.message().c_str());
+    return false;
   }
-
-  invocation inv_;
-  net::http_client client_;
-  bool connected_ = false;
-};
+  connected_ = true;
+  return true;
+}
 
 std::optional<json> cli::call(const char* method, const std::string& target,
                               const std::string& body) {
-  if (!connected_) {
-    auto addr = net::parse_url(inv_.server);
-    if (!addr) usage_fail(addr.error().message());
-    if (!inv_.token.empty()) client_.set_header("Authorization", "Bearer " + inv_.token);
-    if (auto s = client_.connect(*addr); !s) {
-      std::fprintf(stderr, "keel: %s\n", s.message().c_str());
-      return std::nullopt;
-    }
-    connected_ = true;
-  }
+  if (!connect()) return std::nullopt;
   auto r = client_.request(method, target, body);
   if (!r) {
     std::fprintf(stderr, "keel: %s\n", r.error().message().c_str());
@@ -313,6 +311,17 @@ void print_view(const json& v) {
           text_of(last.contains("answer") ? last["answer"] : last.value("reason", json())).c_str());
     }
   }
+  if (v.value("paused", false))
+    std::printf("paused      yes (keel resume %s)\n", text_of(v["name"]).c_str());
+  if (v.contains("parent") && v["parent"].is_object())
+    std::printf("forked from %s at seq %s\n", text_of(v["parent"].value("name", json())).c_str(),
+                text_of(v["parent"].value("at", json())).c_str());
+  if (v.value("origin", "") == "import") std::printf("origin      imported ledger (read-only)\n");
+  for (const auto& f : v.value("forks", json::array()))
+    std::printf("fork        %s at seq %s\n", text_of(f.value("name", json())).c_str(),
+                text_of(f.value("at", json())).c_str());
+  if (v.contains("compacted_seq"))
+    std::printf("compacted   through seq %s\n", text_of(v["compacted_seq"]).c_str());
   std::printf("state       %s\n", text_of(v.value("state", json())).c_str());
 }
 
@@ -417,27 +426,6 @@ int cli::ls() {
   if (j->contains("next_after") && (*j)["next_after"].is_string())
     std::fprintf(stderr, "more: keel ls --after %s\n",
                  (*j)["next_after"].get<std::string>().c_str());
-  return exit_ok;
-}
-
-int cli::ledger() {
-  expect_args(inv_, 1, 1, "ledger NAME [--from SEQ] [--limit N]", {"from", "limit"});
-  std::string q;
-  if (auto from = number_opt(inv_, "from"); !from.empty()) q += "?from=" + from;
-  if (auto limit = number_opt(inv_, "limit"); !limit.empty())
-    q += (q.empty() ? "?limit=" : "&limit=") + limit;
-  auto j = call("GET", agent_path(inv_.args[0]) + "/ledger" + q);
-  if (!j) return exit_server;
-  if (inv_.json_out) return done(*j);
-  std::vector<std::vector<std::string>> rows;
-  for (const auto& e : j->value("events", json::array())) {
-    std::string when = e.contains("time") && e["time"].is_number_integer()
-                           ? iso_time(e["time"].get<int64_t>())
-                           : text_of(e.value("time", json()));
-    rows.push_back({text_of(e.value("seq", json())), when, text_of(e.value("type", json())),
-                    dump(e.value("data", json()))});
-  }
-  print_table({"SEQ", "TIME", "TYPE", "DATA"}, rows);
   return exit_ok;
 }
 
@@ -633,12 +621,20 @@ int cli::run() {
   if (c == "cancel") return cancel();
   if (c == "tasks") return tasks();
   if (c == "cluster") return cluster();
+  if (c == "audit") return audit();
+  if (c == "replay") return replay();
+  if (c == "fork") return fork();
+  if (c == "import") return import();
+  if (c == "compact") return compact();
+  if (c == "pause" || c == "resume" || c == "resolve") return control(c);
+  if (c == "eval") return eval();
   usage_fail(c.empty() ? "no command given" : "unknown command '" + c + "'");
 }
 
-}  // namespace
+}  // namespace keel::cli_app
 
 int main(int argc, char** argv) {
+  using namespace keel::cli_app;
   try {
     invocation inv = parse_command_line(argc, argv);
     if (inv.command == "help") {

@@ -22,17 +22,6 @@ namespace {
 
 using namespace api_detail;
 
-json view_json(const actors::agent_view& v) {
-  return {{"name", v.name},
-          {"type", v.type},
-          {"status", v.status},
-          {"last_seq", v.last_seq},
-          {"hibernated", v.hibernated},
-          {"created_ms", v.created_ms},
-          {"phase", v.phase},
-          {"state", v.state}};
-}
-
 json reply_json(const result<actors::agent_reply>& r) {
   if (!r)
     return {
@@ -155,6 +144,10 @@ struct api::impl {
                const respond_fn& respond);
   void signal(std::string name, std::string sig, const http_request& req, const target& t,
               const respond_fn& respond);
+  void control(std::string name, const std::string& action, const http_request& req,
+               const target& t, const respond_fn& respond);
+  void send_signal(std::string name, std::string sig, json payload, const http_request& req,
+                   const target& t, const respond_fn& respond);
   void query(std::string name, const http_request& req, const respond_fn& respond);
   void cancel(std::string name, const http_request& req, const target& t,
               const respond_fn& respond);
@@ -241,8 +234,12 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
     action = "signals";
     sig = std::move(*s);
     rest.resize(n - 2);
+  } else if (n >= 3 && rest[n - 2] == "ledger" && rest[n - 1] == "stream") {
+    action = "ledger/stream";
+    rest.resize(n - 2);
   } else if (n >= 2 && (rest[n - 1] == "messages" || rest[n - 1] == "query" ||
-                        rest[n - 1] == "ledger" || rest[n - 1] == "cancel")) {
+                        rest[n - 1] == "ledger" || rest[n - 1] == "cancel" ||
+                        is_control_action(rest[n - 1]) || is_ledger_action(rest[n - 1]))) {
     action = std::string(rest[n - 1]);
     rest.resize(n - 1);
   }
@@ -260,7 +257,17 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
   if (auto owner = owner_elsewhere(name, req); !owner.empty()) {
     // Messages and signals only need acceptance: the outbox takes them even
     // while the owner is down. Everything else is the owner's to answer.
-    bool deliverable = m == "POST" && (action == "messages" || action == "signals");
+    bool deliverable =
+        m == "POST" && (action == "messages" || action == "signals" || is_control_action(action));
+    if (action == "ledger/stream") {
+      // A stream cannot cross the cluster's request/response calls: the
+      // client is sent to the owner.
+      std::string url = opts.cluster->http_url(owner);
+      if (url.empty()) return respond(fail(503, "unavailable", "owner " + owner + " is unknown"));
+      http_response r = json_response(307, {{"owner", owner}, {"location", url + req.target}});
+      r.headers.emplace_back("Location", url + req.target);
+      return respond(std::move(r));
+    }
     if (!deliverable) return opts.cluster->forward(owner, req, respond);
   }
   if (action.empty()) {
@@ -272,10 +279,16 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
     if (m != "GET") return respond(method_not_allowed(m, "GET"));
     return ledger(name, t, respond);
   }
+  if (action == "ledger/stream") {
+    if (m != "GET") return respond(method_not_allowed(m, "GET"));
+    return stream_ledger(node, defer, name, t, respond);
+  }
+  if (is_ledger_action(action)) return ledger_route(node, opts.cluster, req, name, action, respond);
   if (m != "POST") return respond(method_not_allowed(m, "POST"));
   if (action == "messages") return message(std::move(name), req, t, respond);
   if (action == "signals") return signal(std::move(name), std::move(sig), req, t, respond);
   if (action == "cancel") return cancel(std::move(name), req, t, respond);
+  if (is_control_action(action)) return control(std::move(name), action, req, t, respond);
   return query(std::move(name), req, respond);
 }
 
@@ -379,9 +392,30 @@ void api::impl::signal(std::string name, std::string sig, const http_request& re
   auto body = parse_object(req.body, {"payload"}, true);
   if (!body) return respond(error_response(body.error()));
   if (sig.empty()) return respond(bad_request("the signal name is empty"));
+  // The node records forks itself (POST .../fork): a client cannot claim one.
+  if (sig == "forked" && req.header(forwarded_header).empty())
+    return respond(bad_request("\"forked\" is recorded by POST /v1/agents/{name}/fork"));
+  json payload = body->contains("payload") ? std::move((*body)["payload"]) : json();
+  send_signal(std::move(name), std::move(sig), std::move(payload), req, t, respond);
+}
+
+// pause, resume, resolve: the signals of the same name, with who sent them.
+void api::impl::control(std::string name, const std::string& action, const http_request& req,
+                        const target& t, const respond_fn& respond) {
+  auto body = action == "resolve" ? parse_object(req.body, {"by", "outcome", "result"}, false)
+                                  : parse_object(req.body, {"by"}, true);
+  if (!body) return respond(error_response(body.error()));
+  auto by = string_field(*body, "by", false);
+  if (!by) return respond(error_response(by.error()));
+  json payload = body->is_object() ? *body : json::object();
+  payload["by"] = by->empty() ? "api" : *by;
+  send_signal(std::move(name), action, std::move(payload), req, t, respond);
+}
+
+void api::impl::send_signal(std::string name, std::string sig, json payload,
+                            const http_request& req, const target& t, const respond_fn& respond) {
   auto w = make_waiter(t, respond);
   if (!w) return respond(error_response(w.error()));
-  json payload = body->contains("payload") ? std::move((*body)["payload"]) : json();
   auto [accepted, replied] = waiter_callbacks(*w);
   if (auto owner = owner_elsewhere(name, req); !owner.empty() || queued_here(name, req)) {
     if (status s = validate_agent_name(name); !s) return respond(error_response(s));
@@ -424,9 +458,7 @@ void api::impl::ledger(const std::string& name, const target& t, const respond_f
   auto r = node.ledger(name, *from, n);
   if (!r) return respond(error_response(r.error()));
   json events = json::array();
-  for (auto& e : *r)
-    events.push_back(
-        {{"seq", e.seq}, {"type", e.type}, {"time", e.time_ms}, {"data", std::move(e.data)}});
+  for (auto& e : *r) events.push_back(ledger_entry_json(std::move(e)));
   respond(json_response(200, {{"events", std::move(events)}}));
 }
 

@@ -178,4 +178,35 @@ result<std::string> string_field(const json& obj, const char* name, bool require
   return it->get<std::string>();
 }
 
+json view_json(const actors::agent_view& v) {
+  json j = {{"name", v.name},
+            {"type", v.type},
+            {"status", v.status},
+            {"last_seq", v.last_seq},
+            {"hibernated", v.hibernated},
+            {"created_ms", v.created_ms},
+            {"phase", v.phase},
+            {"state", v.state},
+            {"paused", v.paused}};
+  if (!v.origin.empty()) {
+    j["origin"] = v.origin;
+    if (!v.parent.empty()) j["parent"] = {{"name", v.parent}, {"at", v.fork_seq}};
+  }
+  if (!v.forks.empty()) j["forks"] = v.forks;
+  if (v.compacted_seq) j["compacted_seq"] = v.compacted_seq;
+  return j;
+}
+
+json ledger_entry_json(actors::ledger_entry e) {
+  json j = {{"seq", e.seq},
+            {"type", std::move(e.type)},
+            {"time", e.time_ms},
+            {"data", std::move(e.data)}};
+  if (!e.hash.empty()) {
+    j["prev"] = std::move(e.prev);
+    j["hash"] = std::move(e.hash);
+  }
+  return j;
+}
+
 }  // namespace keel::net::api_detail

@@ -54,6 +54,11 @@ result<json> parse_object(std::string_view body, std::initializer_list<std::stri
 // A string field; missing gives "" unless `required`.
 result<std::string> string_field(const json& obj, const char* name, bool required);
 
+// An agent as the API shows it.
+json view_json(const actors::agent_view& v);
+// A ledger event as the API shows it (and `keel ledger --json` exports it).
+json ledger_entry_json(actors::ledger_entry e);
+
 // Runs a node callback's work; an exception becomes a 500 instead of
 // escaping into a node thread.
 template <class F>
@@ -72,6 +77,22 @@ void guarded(const respond_fn& respond, F&& f) noexcept {
 }  // namespace keel::net::api_detail
 
 namespace keel::net::api_detail {
+
+// /v1/agents/{name}/{pause | resume | resolve}: operator signals.
+inline bool is_control_action(std::string_view a) {
+  return a == "pause" || a == "resume" || a == "resolve";
+}
+
+// /v1/agents/{name}/{audit | replay | fork | import | compact}
+// (api_ledger.cpp).
+bool is_ledger_action(std::string_view action);
+void ledger_route(actors::node& node, api_cluster* cluster, const http_request& req,
+                  const std::string& name, const std::string& action, const respond_fn& respond);
+
+// GET /v1/agents/{name}/ledger/stream: new events as Server-Sent Events
+// (api_stream.cpp).
+void stream_ledger(actors::node& node, const std::shared_ptr<const defer_fn>& defer,
+                   const std::string& name, const target& t, const respond_fn& respond);
 
 // /v1/tasks[...]: the worker queues (api_tasks.cpp).
 void task_route(actors::node& node, const std::shared_ptr<const defer_fn>& defer,

@@ -185,6 +185,14 @@ std::string cluster_node::owner_elsewhere(std::string_view name) const {
   return owner == impl_->self.id ? std::string() : owner;
 }
 
+std::string cluster_node::http_url(const std::string& id) const {
+  const config::cluster_member* m = impl_->current_map()->find(id);
+  if (!m) return {};
+  const bool v6 = m->http_host.find(':') != std::string::npos;
+  return "http://" + (v6 ? "[" + m->http_host + "]" : m->http_host) + ":" +
+         std::to_string(m->http_port);
+}
+
 std::string cluster_node::elsewhere(std::string_view name) const {
   std::string owner = impl_->owner_of(name);
   return "agent '" + std::string(name) + "' is served by node " +

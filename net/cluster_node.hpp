@@ -73,6 +73,7 @@ class cluster_node final : public actors::remote_router, public api_cluster {
                      respond_fn respond) override;
   void list_all(const http_request& req, respond_fn respond) override;
   bool has_queued(std::string_view name) const override;
+  std::string http_url(const std::string& id) const override;
 
   struct impl;
 

@@ -17,6 +17,7 @@
 
 #include "cluster/test_cluster.hpp"
 #include "config/cluster_config.hpp"
+#include "support/http_replay_check.hpp"
 
 namespace keel::test::cluster {
 
@@ -90,6 +91,14 @@ inline uint64_t loop_turns(client_set& c, const std::string& via, const std::str
   if (!a.transport_ok || a.status != 200 || !a.body.is_object() || !a.body["state"].is_object())
     return 0;
   return a.body["state"].value("turns", uint64_t{0});
+}
+
+// The strict replay check (support/http_replay_check.hpp) through member
+// `via`: the listing spans the members, each replay is answered by the
+// agent's owner. With `local_only`, only the agents stored on `via`.
+// Returns how many ledgers replayed identically.
+inline int check_replays(test_cluster& c, const std::string& via, bool local_only = false) {
+  return check_strict_replays_over_http(c.http_ports().at(via), "", local_only);
 }
 
 // The first of prefix0, prefix1, ... that `owner` owns under `map`.

@@ -216,6 +216,7 @@ TEST_CASE("adding a fourth node moves shards and every agent keeps its state and
                   n << " via the restarted n3: " << (t ? std::to_string(*t) : "unreadable")
                     << ", expected " << g.totals[n]);
   }
+  CHECK(check_replays(g.c, "n3") == growing_cluster::agent_count);
 }
 
 TEST_CASE("a SIGKILL during the move leaves every shard with one owner and no data lost") {
@@ -280,4 +281,5 @@ TEST_CASE("a SIGKILL during the move leaves every shard with one owner and no da
   REQUIRE_MESSAGE(added.transport_ok, added.describe());
   CHECK_MESSAGE((added.status == 200 || added.status == 202), added.describe());
   g.check_moved();
+  CHECK(check_replays(g.c, g.any({"n1", "n2", "n3", "n4"})) == growing_cluster::agent_count);
 }

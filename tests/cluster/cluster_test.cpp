@@ -257,6 +257,7 @@ TEST_CASE("messages sent through random nodes survive SIGKILLs of random nodes e
                   << " ms; " << duplicated << " ledgers with duplicates, " << missing
                   << " with other ids");
   for (const auto& [why, n] : failures) MESSAGE(n << " not acknowledged: " << why);
+  CHECK(check_replays(c, ids[rng() % ids.size()]) == agent_count);
 }
 
 TEST_CASE("agent-to-agent messages cross nodes by name and survive a kill of either side") {
@@ -367,6 +368,7 @@ TEST_CASE("agent-to-agent messages cross nodes by name and survive a kill of eit
     CHECK(queued > 0);
     MESSAGE(queued << " of ping's messages were queued while pong's node was down");
   }
+  CHECK(check_replays(c, "n3") == 2);
 }
 
 TEST_CASE("a frozen node is marked down within the connection timeout and recovers after SIGCONT") {
@@ -427,6 +429,7 @@ TEST_CASE("a frozen node is marked down within the connection timeout and recove
   c.wait_connected(ids);
   auto counts = message_ids(read_ledger(c.clients(), "n3", agent));
   CHECK(counts == std::map<std::string, int>{{"before", 1}, {"while-frozen", 1}});
+  CHECK(check_replays(c, "n1") == 1);
 }
 
 TEST_CASE("a node with the wrong secret cannot join") {
@@ -482,4 +485,7 @@ TEST_CASE("a node with the wrong secret cannot join") {
   // Nor can it read n1's agents.
   auto read = c.call("n3", "GET", agent_path(agent));
   CHECK_MESSAGE(read.status == 503, read.describe());
+  // n1 cannot list n3's agents: each member of the cluster replays its own.
+  CHECK(check_replays(c, "n1", true) == 1);
+  CHECK(check_replays(c, "n2", true) == 0);
 }

@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/http_replay_check.hpp"
 #include "support/keeld_process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -141,14 +142,23 @@ std::string url(uint16_t port) {
   return "http://127.0.0.1:" + std::to_string(port);
 }
 
-// A keeld and the --server flag that reaches it.
+// A keeld and the --server flag that reaches it. When the test lets go of
+// it, every ledger it left must replay strictly.
 struct cli_node {
   test::temp_dir dir{"keel-cli"};
   test::keeld_process keeld;
+  std::string token;  // from --token, for the replay check
   explicit cli_node(std::vector<std::string> extra = {})
-      : keeld(KEEL_KEELD_PATH, dir.str(), std::move(extra)) {
+      : keeld(KEEL_KEELD_PATH, dir.str(), extra) {
+    for (std::size_t i = 0; i + 1 < extra.size(); ++i)
+      if (extra[i] == "--token") token = extra[i + 1];
     REQUIRE_MESSAGE(keeld.start(), keeld.output());
   }
+  ~cli_node() {
+    if (keeld.running()) test::check_strict_replays_over_http(keeld.port(), token);
+  }
+  cli_node(const cli_node&) = delete;
+  cli_node& operator=(const cli_node&) = delete;
   std::string server() const { return url(keeld.port()); }
 
   // keel --server URL args...
@@ -164,6 +174,24 @@ struct cli_node {
     json j = json::parse(r.out, nullptr, false);
     REQUIRE_MESSAGE(!j.is_discarded(), r.out);
     return j;
+  }
+  // keel --json args... whose output is one JSON value per line (ledger
+  // export), as an array.
+  json keel_jsonl(std::vector<std::string> args) {
+    args.insert(args.begin(), "--json");
+    auto r = keel(std::move(args));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    json out = json::array();
+    std::size_t at = 0;
+    while (at < r.out.size()) {
+      std::size_t nl = r.out.find('\n', at);
+      if (nl == std::string::npos) nl = r.out.size();
+      json j = json::parse(r.out.substr(at, nl - at), nullptr, false);
+      REQUIRE_MESSAGE(!j.is_discarded(), r.out);
+      out.push_back(std::move(j));
+      at = nl + 1;
+    }
+    return out;
   }
 };
 
@@ -210,7 +238,7 @@ TEST_CASE("the quick-start flow works through the keel CLI") {
   CHECK(has(ledger.out, "spawned"));
   CHECK(has(ledger.out, "message_received"));
   CHECK(has(ledger.out, R"({"total":7})"));
-  json events = n.keel_json({"ledger", "acct/alice", "--from", "2", "--limit", "2"})["events"];
+  json events = n.keel_jsonl({"ledger", "acct/alice", "--from", "2", "--limit", "2"});
   REQUIRE(events.size() == 2);
   CHECK(events[0]["seq"] == 2);
   CHECK(events[1]["seq"] == 3);
@@ -336,7 +364,7 @@ TEST_CASE("keel percent-encodes agent names with a slash in request paths") {
   CHECK(send.exit_code == 0);
   CHECK(has(send.out, R"(reply {"total":4})"));
   CHECK(n.keel_json({"query", "cli/ledger"}) == json{{"total", 4}});
-  json events = n.keel_json({"ledger", "cli/ledger"})["events"];
+  json events = n.keel_jsonl({"ledger", "cli/ledger"});
   CHECK(events.size() == 3);
   // The agent "cli" does not exist.
   CHECK(n.keel({"show", "cli"}).exit_code == 1);

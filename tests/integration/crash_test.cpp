@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "net/http_client.hpp"
+#include "support/http_replay_check.hpp"
 #include "support/keeld_process.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
@@ -212,6 +213,8 @@ TEST_CASE("acknowledged messages survive repeated SIGKILLs and are processed exa
     ++agents_checked;
   }
   CHECK(agents_checked == agent_count);
+  // Five SIGKILLs mid-stream leave ledgers that still replay strictly.
+  CHECK(test::check_strict_replays_over_http(keeld.port()) == agent_count);
 }
 
 TEST_CASE("keeld finishes in-flight writes and exits 0 on SIGTERM") {
@@ -235,6 +238,7 @@ TEST_CASE("keeld finishes in-flight writes and exits 0 on SIGTERM") {
   REQUIRE(v.is_ok());
   REQUIRE(v->status == 200);
   CHECK(json::parse(v->body)["state"]["total"] == 100);
+  CHECK(test::check_strict_replays_over_http(keeld.port()) == 1);
 }
 
 TEST_CASE("keeld refuses to listen beyond loopback without a token") {

@@ -18,6 +18,7 @@
 
 #include "net/http_client.hpp"
 #include "support/fake_tool_server.hpp"
+#include "support/http_replay_check.hpp"
 #include "support/keeld_process.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
@@ -104,7 +105,8 @@ inline uint64_t effect_of(const std::vector<json>& events, const std::string& to
 
 // A keeld (KEEL_KEELD_PATH) in a temp dir: data/, agents/ (the specs it
 // loads at start) and scripts/. Write the specs before start(); a restart
-// loads them again.
+// loads them again. When the test lets go of it, every ledger it left must
+// replay strictly.
 class loop_node {
  public:
   loop_node()
@@ -112,6 +114,14 @@ class loop_node {
                {"--agents", (dir_.path() / "agents").string()}) {
     fs::create_directories(dir_.path() / "agents");
     fs::create_directories(dir_.path() / "scripts");
+  }
+  ~loop_node() { check_replays(); }
+  loop_node(const loop_node&) = delete;
+  loop_node& operator=(const loop_node&) = delete;
+
+  // The strict replay check (support/http_replay_check.hpp), if keeld runs.
+  void check_replays() {
+    if (keeld_.running()) check_strict_replays_over_http(keeld_.port());
   }
 
   const fs::path& dir() const { return dir_.path(); }

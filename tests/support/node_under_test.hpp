@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "net/http_client.hpp"
+#include "support/http_replay_check.hpp"
 #include "support/keeld_process.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
@@ -42,12 +43,23 @@ inline std::string agent_path(std::string_view name) {
   return "/v1/agents/" + net::percent_encode(name);
 }
 
-// One keeld in its own data directory with a client connected to it.
+// One keeld in its own data directory with a client connected to it. When
+// the test lets go of it, every ledger it left must replay strictly.
 class node_under_test {
  public:
   explicit node_under_test(std::vector<std::string> extra_args = {})
-      : keeld_(KEEL_KEELD_PATH, dir_.str(), std::move(extra_args)) {
+      : keeld_(KEEL_KEELD_PATH, dir_.str(), extra_args) {
+    for (std::size_t i = 0; i + 1 < extra_args.size(); ++i)
+      if (extra_args[i] == "--token") token_ = extra_args[i + 1];
     start();
+  }
+  ~node_under_test() { check_replays(); }
+  node_under_test(const node_under_test&) = delete;
+  node_under_test& operator=(const node_under_test&) = delete;
+
+  // The strict replay check (support/http_replay_check.hpp), if keeld runs.
+  void check_replays() {
+    if (keeld_.running()) check_strict_replays_over_http(keeld_.port(), token_);
   }
 
   void start() {
@@ -118,6 +130,7 @@ class node_under_test {
   test::temp_dir dir_{"keel-api"};
   test::keeld_process keeld_;
   net::http_client client_;
+  std::string token_;  // from --token, for the replay check
 };
 
 inline int count_type(const std::vector<json>& events, std::string_view type) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "actors/node.hpp"
+#include "support/replay_check.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 
@@ -88,6 +89,12 @@ struct loop_node {
   std::unique_ptr<actors::node> node;
 
   explicit loop_node(std::shared_ptr<const config::agent_spec> s) : spec(std::move(s)) { start(); }
+  // Every ledger the test leaves must replay strictly.
+  ~loop_node() {
+    if (node) keel::test::check_strict_replays(*node);
+  }
+  loop_node(const loop_node&) = delete;
+  loop_node& operator=(const loop_node&) = delete;
 
   void start() {
     config::node_config cfg;

@@ -12,6 +12,7 @@
 #include "base/clock.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/store.hpp"
+#include "support/replay_check.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 
@@ -30,10 +31,11 @@ config::node_config test_config(const std::string& dir, uint32_t idle_ms = 60'00
   return c;
 }
 
-std::unique_ptr<node> start(const config::node_config& c) {
+// Every ledger a test leaves must replay strictly when it lets go of the node.
+test::replay_checked_node start(const config::node_config& c) {
   auto n = node::start(c);
   REQUIRE_MESSAGE(n.is_ok(), n.error().to_string());
-  return std::move(*n);
+  return test::replay_checked(std::move(*n));
 }
 
 result<agent_view> spawn(node& n, const std::string& name, json input = nullptr) {

@@ -1,0 +1,107 @@
+#pragma once
+// Internal to the keel CLI (apps/keel*.cpp): the parsed command line, the
+// output helpers and the command class, whose commands are split by
+// concern across keel.cpp (agents, tasks, cluster), keel_ledger.cpp
+// (audit, replay, fork, operator controls) and keel_eval.cpp (eval).
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "net/http_client.hpp"
+
+namespace keel::cli_app {
+
+using json = nlohmann::json;
+
+constexpr int exit_ok = 0, exit_server = 1, exit_usage = 2;
+
+struct usage_failure {
+  std::string message;
+};
+
+struct invocation {
+  std::string server;
+  std::string token;
+  bool json_out = false;
+  std::string command;
+  std::vector<std::string> args;            // positional, after the command
+  std::map<std::string, std::string> opts;  // command flags, without "--" (the last value)
+  std::vector<std::pair<std::string, std::string>> all_opts;  // every flag, in order
+};
+
+[[noreturn]] void usage_fail(const std::string& message);
+invocation parse_command_line(int argc, char** argv);
+void expect_args(const invocation& inv, std::size_t min, std::size_t max, const char* shape,
+                 std::set<std::string> allowed_opts);
+const std::string* opt(const invocation& inv, const std::string& name);
+// Every value of a flag given more than once (--override 3=a.json --override 7=b.json).
+std::vector<std::string> opt_all(const invocation& inv, const std::string& name);
+std::string number_opt(const invocation& inv, const std::string& name);
+json parse_json_arg(const std::string& text, const std::string& what);
+// Reads and parses a JSON file; a usage error naming it when it cannot.
+json read_json_file(const std::string& path, const std::string& what);
+std::string dump(const json& j);
+std::string iso_time(int64_t ms);
+std::string text_of(const json& j);
+void print_table(const std::vector<std::string>& head,
+                 const std::vector<std::vector<std::string>>& rows);
+std::string wait_query(const invocation& inv);
+
+class cli {
+ public:
+  explicit cli(invocation inv) : inv_(std::move(inv)) {}
+
+  int run();
+
+ private:
+  // The parsed JSON body of a successful answer; nullopt after printing the
+  // error of a failed one.
+  std::optional<json> call(const char* method, const std::string& target,
+                           const std::string& body = {});
+  int done(const json& j);  // prints raw JSON in --json mode
+
+  int spawn();
+  int send();
+  int signal();
+  int show();
+  int ls();
+  int ledger();
+  int rm();
+  int query();
+  int health();
+  int cancel();
+  int tasks();
+  int cluster();
+  int print_ack(const json& j);
+
+  // apps/keel_ledger.cpp: audit, replay, fork, operator controls.
+  int follow(const std::string& name, uint64_t from);
+  int audit();
+  int replay();
+  int fork();
+  int import();
+  int compact();
+  int control(const std::string& action);
+  // apps/keel_eval.cpp
+  int eval();
+
+  std::string agent_path(const std::string& name) const {
+    return "/v1/agents/" + net::percent_encode(name);
+  }
+
+  // Connects on first use; false after printing why it could not.
+  bool connect();
+
+  invocation inv_;
+  net::http_client client_;
+  bool connected_ = false;
+};
+
+}  // namespace keel::cli_app
