@@ -26,6 +26,9 @@ class store;
 
 namespace keel::bench {
 
+// Each bench program defines its run(); bench_main.cpp calls it from main().
+int run(int argc, char** argv);
+
 using ordered_json = nlohmann::ordered_json;
 
 // --- flags ------------------------------------------------------------------

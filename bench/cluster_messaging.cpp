@@ -386,6 +386,9 @@ void verify_totals(actors::node& b, const std::vector<std::string>& names,
 
 // --- main -----------------------------------------------------------------------
 
+}  // namespace
+
+// The bench itself; bench_main.cpp is main().
 int run(int argc, char** argv) {
   options opts("cluster_messaging",
                "Latency and throughput of messages by name from node a to counters on node b "
@@ -630,10 +633,4 @@ int run(int argc, char** argv) {
   return 0;
 }
 
-}  // namespace
-
 }  // namespace keel::bench
-
-int main(int argc, char** argv) {
-  return keel::bench::run(argc, argv);
-}

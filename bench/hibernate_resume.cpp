@@ -127,6 +127,9 @@ void run_http_phase(actors::node& n, const settings& s, int64_t offset, report& 
 
 // --- main -------------------------------------------------------------------
 
+}  // namespace
+
+// The bench itself; bench_main.cpp is main().
 int run(int argc, char** argv) {
   options opts("hibernate_resume",
                "Latency of a query / message to a live agent, a hibernated one (warm) and one "
@@ -245,10 +248,4 @@ int run(int argc, char** argv) {
   return 0;
 }
 
-}  // namespace
-
 }  // namespace keel::bench
-
-int main(int argc, char** argv) {
-  return keel::bench::run(argc, argv);
-}

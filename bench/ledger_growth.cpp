@@ -484,6 +484,9 @@ void run_scenario(const std::vector<uint64_t>& checkpoints, uint64_t every, uint
   cn->node->stop();
 }
 
+}  // namespace
+
+// The bench itself; bench_main.cpp is main().
 int run(int argc, char** argv) {
   options opts("ledger_growth",
                "Bytes on disk after N turns of one conversation (200-char messages, "
@@ -532,10 +535,4 @@ int run(int argc, char** argv) {
   return 0;
 }
 
-}  // namespace
-
 }  // namespace keel::bench
-
-int main(int argc, char** argv) {
-  return keel::bench::run(argc, argv);
-}

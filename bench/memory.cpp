@@ -254,6 +254,9 @@ ordered_json startup_phase(const settings& s, const std::string& dir, uint64_t c
   return j;
 }
 
+}  // namespace
+
+// The bench itself; bench_main.cpp is main().
 int run(int argc, char** argv) {
   options opts("memory",
                "RSS per live idle agent and per hibernated agent; node start-up time with many "
@@ -377,10 +380,4 @@ int run(int argc, char** argv) {
   return 0;
 }
 
-}  // namespace
-
 }  // namespace keel::bench
-
-int main(int argc, char** argv) {
-  return keel::bench::run(argc, argv);
-}

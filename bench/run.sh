@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark and writes bench/results/<name>.json.
 #
-#   bench/run.sh            full scale (~12 min, 7 of them turn_overhead)
+#   bench/run.sh            full scale (~14 min, 7 of them turn_overhead)
 #   bench/run.sh --quick    scaled down, a smoke run (well under a minute)
 #
 # BUILD_DIR (default: build, a Release build) must hold bench/<name>;
@@ -26,7 +26,8 @@ for arg in "$@"; do
   esac
 done
 
-benches=(hibernate_resume step_throughput memory turn_overhead ledger_growth cluster_messaging)
+benches=(hibernate_resume step_throughput memory turn_overhead ledger_growth cluster_messaging
+         replay_speed fork_cost)
 
 missing=()
 for b in "${benches[@]}"; do
@@ -56,6 +57,8 @@ if ((quick)); then
   ledger_args=(--checkpoints 10,100)
   cluster_args=(--duration-s 0.5 --warmup-s 0.2 --local-s 0.3 --hibernated-agents 200
                 --forward-samples 100 --idle-s 0 --fsync-samples 100)
+  replay_args=(--events 1000 --reps 3 --cold-reps 1)
+  fork_args=(--at 100,1000 --reps 2 --fsync-samples 50)
 else
   hibernate_args=()
   step_args=()
@@ -63,6 +66,8 @@ else
   turn_args=()
   ledger_args=()
   cluster_args=()
+  replay_args=()
+  fork_args=()
 fi
 
 run_one() {
@@ -81,3 +86,5 @@ run_one memory "${memory_args[@]}"
 run_one turn_overhead "${turn_args[@]}"
 run_one ledger_growth "${ledger_args[@]}"
 run_one cluster_messaging "${cluster_args[@]}"
+run_one replay_speed "${replay_args[@]}"
+run_one fork_cost "${fork_args[@]}"

@@ -175,6 +175,9 @@ void run_window(actors::node& n, std::vector<agent_slot>& active, double warmup_
   }
 }
 
+}  // namespace
+
+// The bench itself; bench_main.cpp is main().
 int run(int argc, char** argv) {
   options opts("step_throughput",
                "Durable events/s with N concurrent agents in a closed loop (one message in "
@@ -311,10 +314,4 @@ int run(int argc, char** argv) {
   return 0;
 }
 
-}  // namespace
-
 }  // namespace keel::bench
-
-int main(int argc, char** argv) {
-  return keel::bench::run(argc, argv);
-}

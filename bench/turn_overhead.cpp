@@ -502,6 +502,9 @@ void sequential_phase(const config::node_config& cfg, uint32_t effect_threads,
   bn.node->stop();
 }
 
+}  // namespace
+
+// The bench itself; bench_main.cpp is main().
 int run(int argc, char** argv) {
   options opts("turn_overhead",
                "Keel's overhead per durable step of the agent loop: one turn = message, model, "
@@ -654,10 +657,4 @@ int run(int argc, char** argv) {
   return 0;
 }
 
-}  // namespace
-
 }  // namespace keel::bench
-
-int main(int argc, char** argv) {
-  return keel::bench::run(argc, argv);
-}
