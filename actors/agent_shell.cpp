@@ -220,10 +220,16 @@ effect_target target_of(const shell_state& s) {
   return {s.rt, s.name, s.meta.id, loop_of(s)};
 }
 
+// Whether the agent holds new input and effects: paused, and still active
+// (a terminated agent takes nothing, and what it held is refused).
+bool holding(const shell_state& s) {
+  return s.st.paused && s.st.status == "active";
+}
+
 // Starts a model or tool call whose marker is durable; a paused agent
 // holds it until resumed.
 void start_effect(shell_state& s, const agent::effect& fx) {
-  if (s.st.paused) {
+  if (holding(s)) {
     s.held.push_back(fx);
     return;
   }
@@ -308,6 +314,28 @@ std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::inpu
   return reply;
 }
 
+// A cancel while paused: the calls held since the pause never started, so
+// they end as failed (recorded, like any outcome) and never run; the turn
+// then compensates what did run, once resumed.
+void fail_held_calls(shell_state& s, int64_t now, batch& b) {
+  std::vector<agent::effect> held;
+  held.swap(s.held);
+  for (const auto& fx : held) {
+    agent::effect_result_input in;
+    if (const auto* m = std::get_if<agent::model_call_effect>(&fx)) {
+      in.effect = m->effect;
+      in.attempt = m->attempt;
+    } else if (const auto* t = std::get_if<agent::tool_call_effect>(&fx)) {
+      in.effect = t->effect;
+      in.attempt = t->attempt;
+    } else {
+      continue;
+    }
+    in.error = "cancelled while paused: never started";
+    decide_into(s, in, now, b);
+  }
+}
+
 void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b) {
   const auto& e = item.entry;
   agent::input in;
@@ -316,6 +344,7 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
   else
     in = agent::message_input{e.arrival, e.id, e.from, e.body};
   auto reply = decide_into(s, in, now, b);
+  if (e.kind == "signal" && e.id == "cancel" && holding(s)) fail_held_calls(s, now, b);
   const bool later = !reply && e.kind == "message" && loop_of(s);
   json rj = reply   ? reply_json(*reply)
             : later ? accepted_reply
@@ -415,7 +444,14 @@ void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b) 
                                              " does not match its hash: the export was altered"));
       return;
     }
-    agent::apply(*t, st, re.ev);
+    try {
+      agent::apply(*t, st, re.ev);
+    } catch (const std::exception& e) {
+      // Crafted events must not take the actor down.
+      fail(*r, error(code::invalid_argument,
+                     "the ledger's seq " + std::to_string(re.seq) + " does not fold: " + e.what()));
+      return;
+    }
   }
   std::optional<agent::effect_result_input> answer;
   if (li.replacement) {
@@ -551,7 +587,7 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   // A paused agent holds everything but operator controls in its inbox;
   // once resumed, what it held is consumed before anything newer.
   const bool control = !is_message && agent::passes_pause(r->id);
-  const bool hold = s.st.paused ? !control : !s.inbox.empty();
+  const bool hold = holding(s) ? !control : !s.inbox.empty();
   if (hold || direct >= s.rt->cfg.max_unacked_per_agent) {
     // Spill: durable in the inbox now, consumed by the next write.
     persistence::inbox_entry e{s.name,  arrival, is_message ? "message" : "signal", id,
@@ -578,6 +614,7 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   else
     in = agent::signal_input{arrival, r->id, r->body};
   auto reply = decide_into(s, in, now, b);
+  if (!is_message && r->id == "cancel" && holding(s)) fail_held_calls(s, now, b);
   const bool later = !reply && is_message && loop_of(s);
   json rj = reply   ? reply_json(*reply)
             : later ? accepted_reply
@@ -620,7 +657,7 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
   // them first, so it waits too.
   // A paused agent's inbox waits for its resume, not the requests behind it
   // (effect results finish the step in flight; reads answer).
-  if (!s.inbox.empty() && !s.st.paused && r->what != k::message && r->what != k::signal)
+  if (!s.inbox.empty() && !holding(s) && r->what != k::message && r->what != k::signal)
     return false;
   if (r->what == k::spawn) {
     handle_spawn(s, r, now, b);
@@ -658,7 +695,7 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
       handle_terminate(s, r, now, b);
       return true;
     case k::timer:
-      if (s.st.paused) {
+      if (holding(s)) {
         // Stays on disk; fed again on resume (and offered again by the
         // timer service meanwhile).
         s.timers_held = true;
@@ -733,14 +770,16 @@ void pump(shell_actor* self) {
     items.swap(s.inbox);
     for (auto& item : items) {
       // Paused: only operator controls are consumed; the rest keeps its
-      // place (a resume among them releases those after it).
-      if (s.st.paused && !(item.entry.kind == "signal" && agent::passes_pause(item.entry.id)))
+      // place, and once one item is held so is every later one (a resume
+      // among them releases them all in the next pump, in order).
+      const bool control = item.entry.kind == "signal" && agent::passes_pause(item.entry.id);
+      if ((holding(s) || !s.inbox.empty()) && !control)
         s.inbox.push_back(std::move(item));
       else
         consume_inbox_item(s, item, now, b);
     }
   }
-  if (s.timers_held && !s.st.paused) {
+  if (s.timers_held && !holding(s)) {
     s.timers_held = false;
     std::vector<uint64_t> due;
     for (const auto& [id, t] : s.st.timers)
@@ -786,10 +825,12 @@ void on_durable(shell_actor* self, const status& result) {
     return;
   }
   for (auto& f : b.done) f();
-  if (!s.st.paused && !s.held.empty()) {
+  if (!holding(s) && !s.held.empty()) {
     std::vector<agent::effect> held;
     held.swap(s.held);
-    for (const auto& fx : held) start_effect(s, fx);
+    // A terminated or failed agent abandoned them (their markers are gone).
+    if (s.st.status == "active")
+      for (const auto& fx : held) start_effect(s, fx);
   }
   pump(self);
 }
@@ -816,7 +857,7 @@ void on_idle(shell_actor* self) {
   auto& s = self->state;
   // A paused agent may sleep with its inbox held, but not with effects it
   // holds in memory (they would be recovered as after a crash).
-  if (s.writing || s.leaving || !s.queue.empty() || (!s.inbox.empty() && !s.st.paused) ||
+  if (s.writing || s.leaving || !s.queue.empty() || (!s.inbox.empty() && !holding(s)) ||
       !s.running.empty() || !s.held.empty())
     return;
   if (!s.exists || !s.broken.is_ok() || (s.meta.clean && s.st.last_seq == s.meta.snapshot_seq)) {
@@ -855,7 +896,7 @@ void on_idle(shell_actor* self) {
     auto& st = self->state;
     st.meta = meta;
     if (wrote_snapshot) st.rt->metrics.snapshots.fetch_add(1, std::memory_order_relaxed);
-    if (st.queue.empty() && (st.inbox.empty() || st.st.paused)) leave(self);
+    if (st.queue.empty() && (st.inbox.empty() || holding(st))) leave(self);
   });
   submit(self, std::move(b));
 }

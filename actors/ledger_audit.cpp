@@ -55,6 +55,7 @@ status parse_export(const json& lines, ledger_import& out) {
     if (!j.contains("seq") || !j["seq"].is_number_unsigned()) return bad("needs \"seq\"");
     if (!j.contains("type") || !j["type"].is_string()) return bad("needs \"type\"");
     if (!j.contains("time") || !j["time"].is_number_integer()) return bad("needs \"time\"");
+    if (j.contains("data") && !j["data"].is_object()) return bad("\"data\" must be an object");
     const uint64_t seq = j["seq"].get<uint64_t>();
     if (seq != out.events.size() + 1)
       return bad("seq " + seq_text(seq) + " where " + seq_text(out.events.size() + 1) +

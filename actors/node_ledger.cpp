@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -294,8 +295,16 @@ result<fork_source> node::fork_source_of(std::string_view name, uint64_t at, boo
   const std::size_t keep = with_override ? at - 1 : at;
   // A fork starts between two steps, from a history that replays: else it
   // would hold half a decision and never go on.
-  if (auto ok = check_step_boundary(*h->type, h->base, *events, keep, name, at, "fork at"); !ok)
-    return ok.error();
+  auto st = check_step_boundary(*h->type, h->base, *events, keep, name, at, "fork at");
+  if (!st) return st.error();
+  // Without an override a fork goes on as after a crash; what it would wait
+  // for without anything running for it (a worker task, which stays the
+  // parent's) would never come.
+  if (!with_override && !h->type->open_effects(*st).empty() && !h->type->needs_recovery(*st))
+    return error(code::invalid_argument,
+                 "at seq " + std::to_string(at) + " " + std::string(name) +
+                     " waits for a worker task, which a fork does not take over; fork at "
+                     "another seq, or with an override that answers it");
   fork_source src;
   src.type = h->meta.type;
   for (std::size_t i = 0; i < events->size(); ++i) {
@@ -375,6 +384,22 @@ result<json> node::compact(std::string_view name, uint64_t before) {
   if (events->size() != through - from + 1)
     return error(code::corruption, "the ledger of " + std::string(name) + " has gaps before seq " +
                                        std::to_string(before));
+  // Only a history that audits may leave the store: an altered record
+  // archived and deleted would vanish from every later audit.
+  chain_hash expect{};
+  if (from > 1) {
+    auto a = from_hex(h->meta.compacted_head);
+    if (!a || a->size() != expect.size())
+      return error(code::corruption,
+                   "the compaction anchor of " + std::string(name) + " is not a hash");
+    std::copy(a->begin(), a->end(), expect.begin());
+  }
+  for (const auto& e : *events) {
+    if (e.link && (!e.link->matches || e.link->prev != expect))
+      return error(code::corruption, "seq " + std::to_string(e.seq) + " of " + std::string(name) +
+                                         " fails its audit (keel audit verify); not compacted");
+    if (e.link) expect = e.link->hash;
+  }
   // The snapshot must be a state between two steps that replay gives too:
   // replay and audit start from it.
   auto st = check_step_boundary(*h->type, h->base, *events, events->size(), name, before,

@@ -201,6 +201,9 @@ int cli::audit() {
     std::printf("intact: %s events, seq %s..%s, head %s\n", text_of((*j)["events"]).c_str(),
                 text_of((*j)["first_seq"]).c_str(), text_of((*j)["last_seq"]).c_str(),
                 text_of((*j)["head"]).c_str());
+    if (j->contains("unchained"))
+      std::printf("the first %s events predate the hash chain (checksummed, not chained)\n",
+                  text_of((*j)["unchained"]).c_str());
     if (j->contains("compacted_seq"))
       std::printf("compacted through seq %s (anchor %s)\n", text_of((*j)["compacted_seq"]).c_str(),
                   text_of((*j)["anchor"]).c_str());
@@ -289,8 +292,10 @@ int cli::import() {
   auto j = call("POST", agent_path(inv_.args[0]) + "/import", dump(json{{"events", events}}));
   if (!j) return exit_server;
   if (inv_.json_out) return done(*j);
-  std::printf("imported %s: %zu events, hashes checked; read-only (replay it, audit it)\n",
-              inv_.args[0].c_str(), events.size());
+  std::printf(
+      "imported %s: %zu events, each exported hash checked; read-only (replay it, audit "
+      "it)\n",
+      inv_.args[0].c_str(), events.size());
   return exit_ok;
 }
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cctype>
 #include <charconv>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -181,6 +183,16 @@ api::api(actors::node& node, defer_fn defer, api_options opts)
 api::~api() = default;
 
 void api::handle(http_request req, respond_fn respond) {
+  std::erase_if(req.headers, [](const auto& h) {
+    return h.first.size() == std::strlen(forwarded_header) &&
+           std::equal(h.first.begin(), h.first.end(), forwarded_header,
+                      [](char a, char b) { return std::tolower(a) == std::tolower(b); });
+  });
+  guarded(respond, [&] { impl_->route(req, respond); });
+}
+
+void api::handle_forwarded(http_request req, const std::string& from, respond_fn respond) {
+  req.headers.emplace_back(forwarded_header, from);
   guarded(respond, [&] { impl_->route(req, respond); });
 }
 
@@ -197,6 +209,15 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
   if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "health") {
     if (m != "GET") return respond(method_not_allowed(m, "GET"));
     return health(respond);
+  }
+  // A fork's creation on the member its name places it on: only ever sent
+  // by the parent's owner (api_ledger.cpp), never forwarded for a client.
+  if (seg.size() == 4 && seg[0] == "v1" && seg[1] == "internal" && seg[2] == "forks" &&
+      !req.header(forwarded_header).empty()) {
+    auto name = percent_decode(seg[3], false);
+    if (!name) return respond(error_response(name.error()));
+    if (m != "POST") return respond(method_not_allowed(m, "POST"));
+    return create_fork(node, *name, req, respond);
   }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "tasks")
     return task_route(node, defer, req, *t, respond);

@@ -101,8 +101,12 @@ class api {
   api& operator=(const api&) = delete;
 
   // Answers `req` through `respond` exactly once, now or from another thread.
-  // Never throws.
+  // Never throws. A client's request: any forwarded_header it carries is
+  // dropped, so no client can pass for a member.
   void handle(http_request req, respond_fn respond);
+  // A request another member forwarded over the authenticated cluster
+  // transport (`from`: its id). Only these reach /v1/internal/...
+  void handle_forwarded(http_request req, const std::string& from, respond_fn respond);
 
   struct impl;
 

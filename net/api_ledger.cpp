@@ -31,20 +31,19 @@ void replay(actors::node& node, const std::string& name, const http_request& req
   respond(r ? json_response(200, *r) : error_response(r.error()));
 }
 
+void answer_created(const respond_fn& respond, result<agent_view> r) {
+  guarded(respond,
+          [&] { respond(r ? json_response(201, view_json(*r)) : error_response(r.error())); });
+}
+
+// An exported ledger, loaded read-only for analysis.
 void import(actors::node& node, const std::string& name, const http_request& req,
             const respond_fn& respond) {
-  auto body = parse_object(
-      req.body, {"events", "origin", "parent", "at", "by", "replacement", "replaced"}, false);
+  auto body = parse_object(req.body, {"events"}, false);
   if (!body) return respond(error_response(body.error()));
-  // Forks arrive from the parent's owner (POST .../fork); a client imports.
-  if (body->value("origin", "import") != "import" && req.header(forwarded_header).empty())
-    return respond(
-        bad_request("only \"origin\": \"import\" may be sent by a client; fork "
-                    "with POST /v1/agents/{name}/fork"));
-  node.import(name, *body, [respond](result<agent_view> r) {
-    guarded(respond,
-            [&] { respond(r ? json_response(201, view_json(*r)) : error_response(r.error())); });
-  });
+  (*body)["origin"] = "import";
+  node.import(name, *body,
+              [respond](result<agent_view> r) { answer_created(respond, std::move(r)); });
 }
 
 void compact(actors::node& node, const std::string& name, const http_request& req,
@@ -74,11 +73,8 @@ void fork(actors::node& node, api_cluster* cluster, const std::string& parent,
   auto src = node.fork_source_of(parent, at, with_override);
   if (!src) return respond(error_response(src.error()));
   const std::string by = who(*body);
-  json import_body = {{"events", std::move(src->events)},
-                      {"origin", "fork"},
-                      {"parent", parent},
-                      {"at", at},
-                      {"by", by}};
+  json import_body = {
+      {"events", std::move(src->events)}, {"parent", parent}, {"at", at}, {"by", by}};
   if (with_override) {
     import_body["replacement"] = (*body)["override"];
     import_body["replaced"] = src->replaced;
@@ -102,6 +98,7 @@ void fork(actors::node& node, api_cluster* cluster, const std::string& parent,
   };
   std::string owner = cluster ? cluster->owner_elsewhere(*as) : std::string();
   if (owner.empty()) {
+    import_body["origin"] = "fork";
     node.import(*as, import_body, [created](result<agent_view> r) {
       if (!r) {
         auto e = error_response(r.error());
@@ -113,7 +110,7 @@ void fork(actors::node& node, api_cluster* cluster, const std::string& parent,
   }
   http_request sub;
   sub.method = "POST";
-  sub.target = "/v1/agents/" + percent_encode(*as) + "/import";
+  sub.target = "/v1/internal/forks/" + percent_encode(*as);
   sub.body = dump(import_body);
   cluster->forward(owner, std::move(sub), [created](http_response r) {
     created(r.status, json::parse(r.body, nullptr, false));
@@ -121,6 +118,16 @@ void fork(actors::node& node, api_cluster* cluster, const std::string& parent,
 }
 
 }  // namespace
+
+void create_fork(actors::node& node, const std::string& name, const http_request& req,
+                 const respond_fn& respond) {
+  auto body =
+      parse_object(req.body, {"events", "parent", "at", "by", "replacement", "replaced"}, false);
+  if (!body) return respond(error_response(body.error()));
+  (*body)["origin"] = "fork";
+  node.import(name, *body,
+              [respond](result<agent_view> r) { answer_created(respond, std::move(r)); });
+}
 
 bool is_ledger_action(std::string_view action) {
   return action == "audit" || action == "replay" || action == "fork" || action == "import" ||

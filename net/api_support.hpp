@@ -86,6 +86,9 @@ inline bool is_control_action(std::string_view a) {
 // /v1/agents/{name}/{audit | replay | fork | import | compact}
 // (api_ledger.cpp).
 bool is_ledger_action(std::string_view action);
+// POST /v1/internal/forks/{name} from the parent's owner: creates the fork.
+void create_fork(actors::node& node, const std::string& name, const http_request& req,
+                 const respond_fn& respond);
 void ledger_route(actors::node& node, api_cluster* cluster, const http_request& req,
                   const std::string& name, const std::string& action, const respond_fn& respond);
 

@@ -244,11 +244,12 @@ void cluster_node::impl::on_http(json msg, transport_handlers::respond_fn respon
   req.method = msg.value("method", "GET");
   req.target = msg.value("target", "/");
   req.body = msg.value("body", "");
-  req.headers.emplace_back(forwarded_header, msg.value("from", "peer"));
+  const std::string from = msg.value("from", "peer");
   // The API may block on store reads (ledger, listings): not on a
   // transport thread.
-  bool queued = workers.submit([a, req = std::move(req), respond]() mutable {
-    a->handle(std::move(req), [respond](http_response r) { respond(dump(response_to_json(r))); });
+  bool queued = workers.submit([a, req = std::move(req), from, respond]() mutable {
+    a->handle_forwarded(std::move(req), from,
+                        [respond](http_response r) { respond(dump(response_to_json(r))); });
   });
   if (!queued) respond(error(code::unavailable, "node is shutting down"));
 }
@@ -300,9 +301,9 @@ void cluster_node::list_all(const http_request& req, respond_fn respond) {
   for (const auto& m : members) {
     http_request sub{"GET", target, "", {}};
     if (m.id == impl_->self.id) {
-      sub.headers.emplace_back(forwarded_header, impl_->self.id);
       bool ok = impl_->workers.submit([this, sub, take, id = m.id]() mutable {
-        impl_->http.load()->handle(std::move(sub), [take, id](http_response r) { take(id, r); });
+        impl_->http.load()->handle_forwarded(std::move(sub), impl_->self.id,
+                                             [take, id](http_response r) { take(id, r); });
       });
       if (!ok) take(m.id, error(code::unavailable, "stopping"));
       continue;
