@@ -19,33 +19,12 @@
 #include "support/fake_openai_server.hpp"
 #include "support/fake_tool_server.hpp"
 #include "support/loop_node.hpp"
+#include "support/loop_scenarios.hpp"
 
 using nlohmann::json;
 using namespace keel;
 using namespace keel::test::loop;
 namespace fs = std::filesystem;
-
-namespace {
-
-// Refunds above 100 need a human's approval (the demo's rule).
-json big_refund_needs_approval() {
-  return {{"rules",
-           {{{"name", "big-refund"},
-             {"tool", "refund"},
-             {"pointer", "/amount"},
-             {"above", 100},
-             {"action", "require_approval"},
-             {"reason", "refunds above 100 need a human"}}}}};
-}
-
-json openai_model(const test::fake_openai_server& model) {
-  return {{"provider", "openai"},
-          {"model", "gpt-test"},
-          {"base_url", model.base_url()},
-          {"timeout_ms", 5000}};
-}
-
-}  // namespace
 
 TEST_CASE("the refund desk asks for approval, survives SIGKILL and refunds once approved") {
   loop_node n;
@@ -155,34 +134,6 @@ TEST_CASE("an OpenAI model drives http tools: arguments reach the tool and resul
   REQUIRE(third_tools.size() == 2);
   CHECK(third_tools[1]["tool_call_id"] == "call_refund");
   CHECK(json::parse(third_tools[1]["content"].get<std::string>())["args"] == r.args);
-}
-
-namespace {
-
-// An agent that makes one http call of post_entry, then answers "posted".
-json ledger_writer_spec(loop_node& n, const test::fake_tool_server& tools, bool idempotent) {
-  return {{"name", "ledger-writer"},
-          {"model", scripted_model(n.write_script(
-                        "ledger-writer",
-                        {calls_reply({tool_call("post_entry", {{"entry", "e-1"}, {"amount", 5}})}),
-                         text_reply("posted")}))},
-          {"tools", {http_tool(tools, "post_entry", idempotent)}}};
-}
-
-}  // namespace
-
-// A ledger-writer agent whose post_entry call is held at the tool server
-// (already applied there, its answer not yet sent): the moment to SIGKILL.
-void start_held_post(test::fake_tool_server& tools, loop_node& n, const std::string& agent,
-                     bool idempotent) {
-  test::tool_behaviour held;
-  held.hold = true;
-  tools.set_behaviour("post_entry", held);
-  n.write_spec(ledger_writer_spec(n, tools, idempotent));
-  n.start();
-  n.spawn(agent, "ledger-writer");
-  n.send(agent, "post the entry");
-  REQUIRE(tools.wait_for_held(1, deadline));
 }
 
 TEST_CASE("an idempotent http call cut by SIGKILL is retried with the same Idempotency-Key") {
@@ -502,24 +453,8 @@ TEST_CASE("a worker task whose worker dies is handed to the next worker once its
 TEST_CASE("cancelling a turn that waits for approval compensates its completed call") {
   test::fake_tool_server tools;
   loop_node n;
-  json reserve = http_tool(tools, "reserve", false);
-  reserve["compensate"] = "release";
-  n.write_spec(
-      {{"name", "booking"},
-       {"model",
-        scripted_model(n.write_script(
-            "booking", {calls_reply({tool_call("reserve", {{"item", "room-4"}})}),
-                        calls_reply({tool_call("refund", {{"order", 9}, {"amount", 500}})}),
-                        text_reply("done")}))},
-       {"tools", {reserve, http_tool(tools, "release", true), http_tool(tools, "refund", false)}},
-       {"guardrails", big_refund_needs_approval()}});
-  n.start();
-
   const std::string agent = "hotel/booking-1";
-  n.spawn(agent, "booking");
-  n.send(agent, "book room 4 and refund the deposit");
-  n.wait_phase(agent, "waiting_approval");
-  REQUIRE(tools.calls("reserve") == 1);
+  start_booking_awaiting_approval(tools, n, agent);
 
   auto cancelled = n.post(loop_node::path(agent) + "/cancel?wait=5000", {{"by", "ops"}});
   REQUIRE_MESSAGE(cancelled.status == 202, cancelled.raw);
@@ -536,12 +471,7 @@ TEST_CASE("cancelling a turn that waits for approval compensates its completed c
   CHECK(release["tool"] == "reserve");
   CHECK(release["arguments"] == json{{"item", "room-4"}});
   CHECK(release["effect"] == reserved);
-  check_in_order(events,
-                 {{"approval_requested", {{"tool", "refund"}}},
-                  {"signal_received", {{"signal", "cancel"}, {"payload", {{"by", "ops"}}}}},
-                  {"compensation_started", {{"tool", "release"}, {"for", reserved}}},
-                  {"compensation_completed", {{"for", reserved}, {"ok", true}}},
-                  {"turn_completed", {{"status", "cancelled"}, {"reason", "cancelled by ops"}}}});
+  check_booking_cancelled(events, reserved);
 }
 
 // Reply n of a script answers every attempt of the agent's n-th model call

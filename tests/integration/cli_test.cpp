@@ -3,17 +3,10 @@
 
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,97 +14,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/cli_runner.hpp"
 #include "support/http_replay_check.hpp"
 #include "support/keeld_process.hpp"
 #include "support/temp_dir.hpp"
 
-extern char** environ;
-
 using nlohmann::json;
 using namespace keel;
+using namespace keel::test::cli;
 
 namespace {
-
-struct cli_result {
-  int exit_code = -1;  // -1: killed or timed out
-  std::string out;
-  std::string err;
-};
-
-using env_list = std::vector<std::pair<std::string, std::string>>;
-
-// Runs `keel args...` with this process's environment minus KEEL_SERVER and
-// KEEL_TOKEN, plus `env`. Kills the child (by its pid) after `timeout`.
-cli_result run_keel(const std::vector<std::string>& args, const env_list& env = {},
-                    std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-  std::vector<std::string> argv_s{KEEL_CLI_PATH};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<std::string> env_s;
-  for (char** e = environ; *e; ++e) {
-    std::string_view kv(*e);
-    if (kv.rfind("KEEL_SERVER=", 0) == 0 || kv.rfind("KEEL_TOKEN=", 0) == 0) continue;
-    env_s.emplace_back(kv);
-  }
-  for (const auto& [k, v] : env) env_s.push_back(k + "=" + v);
-  std::vector<char*> argv, envp;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  cli_result res;
-  int out_pipe[2], err_pipe[2];
-  REQUIRE(::pipe(out_pipe) == 0);
-  REQUIRE(::pipe(err_pipe) == 0);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int devnull = ::open("/dev/null", O_RDONLY);
-    ::dup2(devnull, STDIN_FILENO);
-    ::dup2(out_pipe[1], STDOUT_FILENO);
-    ::dup2(err_pipe[1], STDERR_FILENO);
-    ::close(out_pipe[0]);
-    ::close(err_pipe[0]);
-    ::execve(argv[0], argv.data(), envp.data());
-    std::_Exit(127);
-  }
-  ::close(out_pipe[1]);
-  ::close(err_pipe[1]);
-  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-  std::string* sinks[2] = {&res.out, &res.err};
-  int open_fds = 2;
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  bool timed_out = false;
-  while (open_fds > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now())
-                    .count();
-    if (left <= 0) {
-      timed_out = true;
-      break;
-    }
-    if (::poll(fds, 2, static_cast<int>(left)) <= 0) continue;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      char buf[4096];
-      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        sinks[i]->append(buf, static_cast<std::size_t>(n));
-      } else {
-        ::close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_fds;
-      }
-    }
-  }
-  if (timed_out) ::kill(pid, SIGKILL);
-  for (auto& f : fds)
-    if (f.fd >= 0) ::close(f.fd);
-  int st = 0;
-  ::waitpid(pid, &st, 0);
-  res.exit_code = !timed_out && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return res;
-}
 
 // A port on 127.0.0.1 that refuses connections: bound, never listening,
 // held until destroyed.
@@ -138,10 +50,6 @@ class refusing_port {
   uint16_t port_ = 0;
 };
 
-std::string url(uint16_t port) {
-  return "http://127.0.0.1:" + std::to_string(port);
-}
-
 // A keeld and the --server flag that reaches it. When the test lets go of
 // it, every ledger it left must replay strictly.
 struct cli_node {
@@ -159,13 +67,10 @@ struct cli_node {
   }
   cli_node(const cli_node&) = delete;
   cli_node& operator=(const cli_node&) = delete;
-  std::string server() const { return url(keeld.port()); }
+  std::string server() const { return server_url(keeld.port()); }
 
   // keel --server URL args...
-  cli_result keel(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--server", server()});
-    return run_keel(args);
-  }
+  cli_result keel(std::vector<std::string> args) { return run_keel(keeld.port(), std::move(args)); }
   // keel --server URL --json args..., parsed; REQUIREs exit 0.
   json keel_json(std::vector<std::string> args) {
     args.insert(args.begin(), "--json");
@@ -313,14 +218,14 @@ TEST_CASE("keel exits 1 when the server answers with an error or cannot be reach
   CHECK(has(rejected.err, "invalid_message"));
 
   refusing_port closed;
-  auto down = run_keel({"--server", url(closed.port()), "health"});
+  auto down = run_keel({"--server", server_url(closed.port()), "health"});
   CHECK(down.exit_code == 1);
   CHECK(has(down.err, "cannot connect"));
 }
 
 TEST_CASE("keel exits 2 on a usage error without calling the server") {
   refusing_port closed;  // a usage error must not even try to connect
-  const std::string server = url(closed.port());
+  const std::string server = server_url(closed.port());
   struct usage_case {
     std::vector<std::string> args;
     std::string says;
@@ -393,8 +298,9 @@ TEST_CASE("keel reads the server from KEEL_SERVER and the token from KEEL_TOKEN"
   CHECK(has(wrong.err, "401"));
 
   // --server overrides KEEL_SERVER.
-  auto flag_server = run_keel({"--server", n.server(), "show", "a"},
-                              {{"KEEL_SERVER", url(closed.port())}, {"KEEL_TOKEN", "s3cret"}});
+  auto flag_server =
+      run_keel({"--server", n.server(), "show", "a"},
+               {{"KEEL_SERVER", server_url(closed.port())}, {"KEEL_TOKEN", "s3cret"}});
   CHECK(flag_server.exit_code == 0);
 
   auto health = run_keel({"health"}, {{"KEEL_SERVER", n.server()}});  // open without a token

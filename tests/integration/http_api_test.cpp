@@ -447,3 +447,37 @@ TEST_CASE(
   CHECK(events.back()["data"]["by"] == "ops");
   CHECK(n.view("acct/alice")["state"]["total"] == 2);
 }
+
+TEST_CASE("no client can pass for a cluster member: forks are created only by the fork route") {
+  node_under_test n;
+  n.spawn("acct/real", {{"total", 1}});
+  auto ledger = n.call("GET", agent_path("acct/real") + "/ledger");
+  REQUIRE(ledger.status == 200);
+  const json events = ledger.body["events"];
+  const net::http_client::header_list forged{{"x-keel-forwarded", "n1"}};
+
+  // The internal path exists only for requests from the cluster transport.
+  auto internal =
+      n.call("POST", "/v1/internal/forks/acct%2Fforged",
+             json{{"events", events}, {"parent", "acct/real"}, {"at", 1}}.dump(), forged);
+  CHECK(internal.status == 404);
+  // An import is always read-only: a client cannot make it a live fork.
+  auto as_fork =
+      n.call("POST", agent_path("acct/forged") + "/import",
+             json{{"events", events}, {"origin", "fork"}, {"parent", "acct/real"}}.dump(), forged);
+  CHECK(as_fork.status == 400);
+  // Nor claim a fork on a real agent's ledger.
+  auto claim = n.call("POST", agent_path("acct/real") + "/signals/forked",
+                      json{{"payload", {{"as", "ghost/1"}, {"at", 1}}}}.dump(), forged);
+  CHECK(claim.status == 400);
+  CHECK(n.call("GET", agent_path("acct/forged")).status == 404);
+  CHECK(n.view("acct/real").value("forks", json::array()).empty());
+
+  // What a client may do: import read-only.
+  auto imported = n.call_json("POST", agent_path("acct/copy") + "/import", {{"events", events}});
+  REQUIRE_MESSAGE(imported.status == 201, imported.raw);
+  CHECK(imported.body["origin"] == "import");
+  auto refused =
+      n.call_json("POST", agent_path("acct/copy") + "/messages", {{"body", {{"add", 1}}}});
+  CHECK(refused.status == 409);
+}

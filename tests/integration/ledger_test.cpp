@@ -8,19 +8,10 @@
 
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -37,120 +28,27 @@
 #include "net/sse.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/store.hpp"
+#include "support/cli_runner.hpp"
 #include "support/fake_openai_server.hpp"
 #include "support/fake_tool_server.hpp"
 #include "support/keeld_process.hpp"
 #include "support/loop_node.hpp"
+#include "support/loop_scenarios.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 
-extern char** environ;
-
 using nlohmann::json;
 using namespace keel;
+using namespace keel::test::cli;
 using namespace keel::test::loop;
 namespace fs = std::filesystem;
 
 namespace {
 
-// --- the keel CLI ------------------------------------------------------------
-
-struct cli_result {
-  int exit_code = -1;  // -1: killed or timed out
-  std::string out;
-  std::string err;
-};
-
-std::string server_url(uint16_t port) {
-  return "http://127.0.0.1:" + std::to_string(port);
-}
-
-// Builds the environment of a keel child: this process's, minus KEEL_SERVER
-// and KEEL_TOKEN, so only --server decides where it goes.
-std::vector<std::string> keel_env() {
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string_view kv(*e);
-    if (kv.rfind("KEEL_SERVER=", 0) == 0 || kv.rfind("KEEL_TOKEN=", 0) == 0) continue;
-    env.emplace_back(kv);
-  }
-  return env;
-}
-
-// Runs `keel --server URL args...` to the end; kills it (by its pid) after
-// `timeout`.
-cli_result run_keel(uint16_t port, std::vector<std::string> args,
-                    std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-  std::vector<std::string> argv_s{KEEL_CLI_PATH, "--server", server_url(port)};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<std::string> env_s = keel_env();
-  std::vector<char*> argv, envp;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  cli_result res;
-  int out_pipe[2], err_pipe[2];
-  REQUIRE(::pipe(out_pipe) == 0);
-  REQUIRE(::pipe(err_pipe) == 0);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int devnull = ::open("/dev/null", O_RDONLY);
-    ::dup2(devnull, STDIN_FILENO);
-    ::dup2(out_pipe[1], STDOUT_FILENO);
-    ::dup2(err_pipe[1], STDERR_FILENO);
-    ::close(out_pipe[0]);
-    ::close(err_pipe[0]);
-    ::execve(argv[0], argv.data(), envp.data());
-    std::_Exit(127);
-  }
-  ::close(out_pipe[1]);
-  ::close(err_pipe[1]);
-  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-  std::string* sinks[2] = {&res.out, &res.err};
-  int open_fds = 2;
-  auto until = std::chrono::steady_clock::now() + timeout;
-  bool timed_out = false;
-  while (open_fds > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    until - std::chrono::steady_clock::now())
-                    .count();
-    if (left <= 0) {
-      timed_out = true;
-      break;
-    }
-    if (::poll(fds, 2, static_cast<int>(left)) <= 0) continue;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      char buf[4096];
-      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        sinks[i]->append(buf, static_cast<std::size_t>(n));
-      } else {
-        ::close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_fds;
-      }
-    }
-  }
-  if (timed_out) ::kill(pid, SIGKILL);
-  for (auto& f : fds)
-    if (f.fd >= 0) ::close(f.fd);
-  int st = 0;
-  ::waitpid(pid, &st, 0);
-  res.exit_code = !timed_out && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return res;
-}
+// --- the keel CLI's output ---------------------------------------------------
 
 bool has(const std::string& text, std::string_view part) {
   return text.find(part) != std::string::npos;
-}
-
-// What a failed keel run said, for assertion messages.
-std::string said(const cli_result& r) {
-  return "exit " + std::to_string(r.exit_code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err;
 }
 
 // Lines of JSON (the ledger export); lines that are not JSON are skipped.
@@ -164,92 +62,6 @@ std::vector<json> json_lines(const std::string& text) {
   }
   return out;
 }
-
-// A keel command that runs until stopped (`keel ledger NAME -f`): its
-// stdout and stderr go to one pipe the test reads while it waits. Stopped
-// by SIGKILL to its pid; the kernel kills it too if the test dies.
-class keel_child {
- public:
-  keel_child(uint16_t port, std::vector<std::string> args) {
-    std::vector<std::string> argv_s{KEEL_CLI_PATH, "--server", server_url(port)};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<std::string> env_s = keel_env();
-    std::vector<char*> argv, envp;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (auto& e : env_s) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    int fds[2];
-    REQUIRE(::pipe(fds) == 0);
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      int devnull = ::open("/dev/null", O_RDONLY);
-      ::dup2(devnull, STDIN_FILENO);
-      ::dup2(fds[1], STDOUT_FILENO);
-      ::dup2(fds[1], STDERR_FILENO);
-      ::close(fds[0]);
-      ::close(fds[1]);
-      ::execve(argv[0], argv.data(), envp.data());
-      std::_Exit(127);
-    }
-    ::close(fds[1]);
-    fd_ = fds[0];
-  }
-  ~keel_child() {
-    kill9();
-    if (fd_ >= 0) ::close(fd_);
-  }
-  keel_child(const keel_child&) = delete;
-  keel_child& operator=(const keel_child&) = delete;
-
-  pid_t pid() const { return pid_; }
-  const std::string& output() const { return out_; }
-
-  // Reads what the child prints until `pred(output)` holds or `timeout`
-  // passes (or the child closed its output); returns whether it held.
-  bool wait_output(const std::function<bool(const std::string&)>& pred,
-                   std::chrono::milliseconds timeout) {
-    auto until = std::chrono::steady_clock::now() + timeout;
-    while (!pred(out_)) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      until - std::chrono::steady_clock::now())
-                      .count();
-      if (left <= 0 || fd_ < 0) return false;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-      char buf[4096];
-      ssize_t n = ::read(fd_, buf, sizeof buf);
-      if (n <= 0) {
-        ::close(fd_);
-        fd_ = -1;
-        return pred(out_);
-      }
-      out_.append(buf, static_cast<std::size_t>(n));
-    }
-    return true;
-  }
-
-  // SIGKILL and reap; returns whether the child was still running (it
-  // should be: a follower never ends by itself). A no-op once done.
-  bool kill9() {
-    if (pid_ <= 0) return false;
-    int st = 0;
-    const bool running = ::waitpid(pid_, &st, WNOHANG) == 0;
-    if (running) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, &st, 0);
-    }
-    pid_ = -1;
-    return running;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  std::string out_;
-};
 
 // --- HTTP and ledger helpers -------------------------------------------------
 
@@ -338,13 +150,6 @@ void wait_hibernated(uint16_t port, const std::string& name) {
 
 // --- specs -------------------------------------------------------------------
 
-json openai_model(const test::fake_openai_server& model) {
-  return {{"provider", "openai"},
-          {"model", "gpt-test"},
-          {"base_url", model.base_url()},
-          {"timeout_ms", 5000}};
-}
-
 // An exec tool that prints `output` (JSON) whatever it is asked.
 json exec_tool(const std::string& name, const json& output, bool idempotent) {
   return {{"name", name},
@@ -365,16 +170,6 @@ json echo_tool(const std::string& name) {
           {"kind", "exec"},
           {"argv", {"/bin/sh", "-c", "cat"}},
           {"idempotent", true}};
-}
-
-json big_refund_needs_approval() {
-  return {{"rules",
-           {{{"name", "big-refund"},
-             {"tool", "refund"},
-             {"pointer", "/amount"},
-             {"above", 100},
-             {"action", "require_approval"},
-             {"reason", "refunds above 100 need a human"}}}}};
 }
 
 // A refund desk on the scripted model: looks order 9 up, asks to refund
@@ -710,23 +505,8 @@ TEST_CASE("a paused agent keeps its messages through SIGKILL and takes them in o
 TEST_CASE("keel cancel after SIGKILL compensates the completed call of a turn awaiting approval") {
   test::fake_tool_server tools;
   loop_node n;
-  json reserve = http_tool(tools, "reserve", false);
-  reserve["compensate"] = "release";
-  n.write_spec(
-      {{"name", "booking"},
-       {"model",
-        scripted_model(n.write_script(
-            "booking", {calls_reply({tool_call("reserve", {{"item", "room-4"}})}),
-                        calls_reply({tool_call("refund", {{"order", 9}, {"amount", 500}})}),
-                        text_reply("done")}))},
-       {"tools", {reserve, http_tool(tools, "release", true), http_tool(tools, "refund", false)}},
-       {"guardrails", big_refund_needs_approval()}});
-  n.start();
   const std::string agent = "hotel/booking-2";
-  n.spawn(agent, "booking");
-  n.send(agent, "book room 4 and refund the deposit");
-  n.wait_phase(agent, "waiting_approval");
-  REQUIRE(tools.calls("reserve") == 1);
+  start_booking_awaiting_approval(tools, n, agent);
 
   n.kill9_and_restart();
   CHECK(n.view(agent)["phase"] == "waiting_approval");
@@ -744,33 +524,15 @@ TEST_CASE("keel cancel after SIGKILL compensates the completed call of a turn aw
   const uint64_t reserved = effect_of(events, "reserve");
   CHECK(tools.last_args("release")["effect"] == reserved);
   CHECK(tools.last_args("release")["arguments"] == json{{"item", "room-4"}});
-  check_in_order(events,
-                 {{"approval_requested", {{"tool", "refund"}}},
-                  {"signal_received", {{"signal", "cancel"}, {"payload", {{"by", "ops"}}}}},
-                  {"compensation_started", {{"tool", "release"}, {"for", reserved}}},
-                  {"compensation_completed", {{"for", reserved}, {"ok", true}}},
-                  {"turn_completed", {{"status", "cancelled"}, {"reason", "cancelled by ops"}}}});
+  check_booking_cancelled(events, reserved);
   check_every_replay(n.port());
 }
 
 TEST_CASE("keel resolve settles a call left in doubt by SIGKILL and records who did") {
   test::fake_tool_server tools;
-  test::tool_behaviour held;
-  held.hold = true;
-  tools.set_behaviour("post_entry", held);
   loop_node n;
-  n.write_spec(
-      {{"name", "ledger-writer"},
-       {"model", scripted_model(n.write_script(
-                     "ledger-writer",
-                     {calls_reply({tool_call("post_entry", {{"entry", "e-1"}, {"amount", 5}})}),
-                      text_reply("posted")}))},
-       {"tools", {http_tool(tools, "post_entry", false)}}});
-  n.start();
   const std::string agent = "books/three";
-  n.spawn(agent, "ledger-writer");
-  n.send(agent, "post the entry");
-  REQUIRE(tools.wait_for_held(1, deadline));
+  start_held_post(tools, n, agent, false);
   const uint64_t effect = effect_of(n.ledger(agent), "post_entry");
   REQUIRE(effect != 0);
 
@@ -935,7 +697,7 @@ TEST_CASE("keel ledger -f and GET .../ledger/stream deliver new events as they h
   const std::size_t before = n.ledger(agent).size();
 
   SUBCASE("keel ledger -f") {
-    keel_child follower(n.port(), {"--json", "ledger", agent, "-f"});
+    auto follower = start_keel(n.port(), {"--json", "ledger", agent, "-f"});
     auto count_lines = [](const std::string& out) { return json_lines(out).size(); };
     REQUIRE_MESSAGE(
         follower.wait_output([&](const std::string& out) { return count_lines(out) >= before; },

@@ -28,6 +28,7 @@
 #include "persistence/msgpack.hpp"
 #include "persistence/store.hpp"
 #include "persistence/values.hpp"
+#include "support/in_process_node.hpp"
 #include "support/replay_check.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
@@ -36,61 +37,11 @@ using namespace keel;
 using json = nlohmann::json;
 using keel::test::eventually;
 using keel::test::future_value;
+using namespace keel::test::in_process;
 
 namespace {
 
-// --- fakes of the outside world ------------------------------------------------------
-
-// Answers model calls from a function of the call; counts them.
-class fake_model final : public actors::model_provider {
- public:
-  std::function<json(const json& request, uint64_t call_index)> reply;
-  std::atomic<int> calls{0};
-  actors::effect_outcome complete(const config::model_spec&, const json& request,
-                                  const actors::model_call_context& ctx) override {
-    ++calls;
-    return actors::effect_outcome::success(reply(request, ctx.call_index));
-  }
-};
-
-// Runs http tools in-process and echoes their arguments.
-class echo_tools final : public actors::tool_runner {
- public:
-  std::mutex mu;
-  std::vector<json> seen;  // the arguments of every call
-  actors::effect_outcome run(const config::tool_spec& tool, const json& args,
-                             const actors::tool_call_context&) override {
-    {
-      std::lock_guard lk(mu);
-      seen.push_back(args);
-    }
-    return actors::effect_outcome::success({{"tool", tool.name}, {"echo", args}});
-  }
-  std::size_t count() {
-    std::lock_guard lk(mu);
-    return seen.size();
-  }
-};
-
-json tool_call_reply(const std::string& name, json args) {
-  return {{"content", nullptr},
-          {"tool_calls", json::array({{{"id", "c1"}, {"name", name}, {"arguments", args}}})},
-          {"usage", {{"prompt_tokens", 1}, {"completion_tokens", 1}}}};
-}
-json text_reply(const std::string& t) {
-  return {{"content", t}, {"tool_calls", json::array()}, {"usage", json::object()}};
-}
-
-config::tool_spec tool(std::string name, config::tool_kind kind) {
-  config::tool_spec t;
-  t.name = std::move(name);
-  t.kind = kind;
-  t.url = "http://127.0.0.1:1/unused";
-  t.queue = "q";
-  t.lease_ms = 60'000;
-  t.idempotent = true;
-  return t;
-}
+// --- agent types on the fakes (support/in_process_node.hpp) --------------------------
 
 // "scripted": answers from the script file `script` (actors/scripted_model.hpp);
 // "fake": the node's fake_model.
@@ -119,7 +70,7 @@ struct test_node {
   config::node_config cfg;
   std::vector<std::shared_ptr<const config::agent_spec>> types;
   std::shared_ptr<fake_model> model = std::make_shared<fake_model>();
-  std::shared_ptr<echo_tools> tools = std::make_shared<echo_tools>();
+  std::shared_ptr<fake_tools> tools = std::make_shared<fake_tools>();
   std::unique_ptr<actors::node> node;
   bool replay_check = true;
 
@@ -141,15 +92,7 @@ struct test_node {
   test_node(const test_node&) = delete;
   test_node& operator=(const test_node&) = delete;
 
-  void start() {
-    actors::start_options opts;
-    opts.agent_types = types;
-    opts.plugins.providers["fake"] = model;
-    opts.plugins.runners[config::tool_kind::http] = tools;
-    auto n = actors::node::start(cfg, opts);
-    REQUIRE_MESSAGE(n, n.error().to_string());
-    node = std::move(*n);
-  }
+  void start() { node = start_node(cfg, types, model, tools); }
   void stop() {
     node->stop();
     node.reset();
@@ -1295,4 +1238,104 @@ TEST_CASE("messages held by a paused agent are applied on resume after it hibern
   const bool applied =
       eventually([&] { return n.total("hm/1") == 6; }, std::chrono::milliseconds(3'000));
   CHECK_MESSAGE(applied, "the held message was not applied:\n" << summary(n.ledger("hm/1")));
+}
+
+// --- guards found in review ------------------------------------------------------------
+
+TEST_CASE("a cancel while paused ends the held call unrun, and resume does not start it") {
+  test_node n;
+  n.types = {loop_spec("clerk", "fake", "", {tool("charge", config::tool_kind::worker)})};
+  n.restart();
+  n.model->reply = [](const json&, uint64_t i) {
+    return i == 0 ? tool_call_reply("charge", {{"amount", 5}}) : text_reply("charged");
+  };
+  n.spawn("pc/1", "clerk");
+  REQUIRE(n.send_later("pc/1", "charge it"));
+  n.wait_view(
+      "pc/1", [](const actors::agent_view& v) { return v.phase == "waiting_worker"; },
+      "the worker call");
+  std::optional<actors::task_view> task;
+  REQUIRE(eventually([&] { return (task = n.node->poll_task("q", "w1")).has_value(); }));
+  REQUIRE(n.signal("pc/1", "pause", {{"by", "op"}}).ok);
+  future_value<result<json>> done;
+  n.node->complete_task(task->id, "w1", {true, {{"charged", 5}}, "", false},
+                        [&done](result<json> r) { done.set(std::move(r)); });
+  auto d = done.wait();
+  REQUIRE(d);
+  REQUIRE(*d);
+  // The next model call is decided and held.
+  REQUIRE(n.view("pc/1").phase == "thinking");
+  auto c = n.signal("pc/1", "cancel", {{"by", "op"}});
+  CHECK(c.ok);
+  auto l = n.ledger("pc/1");
+  const uint64_t cancel = first_seq_of(l, "signal_received", first_seq_of(l, "paused"));
+  REQUIRE_MESSAGE(cancel > 0, summary(l));
+  const uint64_t failed = first_seq_of(l, "effect_failed", cancel);
+  REQUIRE_MESSAGE(failed > cancel, summary(l));
+  CHECK(l[failed - 1].data["error"] == "cancelled while paused: never started");
+  REQUIRE(n.signal("pc/1", "resume", {{"by", "op"}}).ok);
+  n.wait_view(
+      "pc/1", [](const actors::agent_view& v) { return v.state.value("turns", 0) >= 1; },
+      "the cancelled turn's end");
+  CHECK(n.view("pc/1").state["last"]["status"] == "cancelled");
+  // Only the first model call was ever made.
+  CHECK(n.model->calls.load() == 1);
+}
+
+TEST_CASE("a paused agent that is terminated refuses what it held instead of keeping it") {
+  test_node n;
+  n.spawn("pt/1");
+  REQUIRE(n.signal("pt/1", "pause", {{"by", "op"}}).ok);
+  auto held = n.send_later("pt/1", {{"add", 5}});
+  REQUIRE(held);
+  future_value<result<actors::agent_view>> term;
+  n.node->terminate("pt/1", "op",
+                    [&term](result<actors::agent_view> v) { term.set(std::move(v)); });
+  auto t = term.wait();
+  REQUIRE(t);
+  REQUIRE(*t);
+  CHECK((*t)->status == "terminated");
+  // The held message is recorded and refused, and its sender hears so.
+  auto reply = held->reply->wait();
+  REQUIRE(reply);
+  REQUIRE(*reply);
+  CHECK_FALSE((*reply)->ok);
+  CHECK((*reply)->code == "conflict");
+  auto l = n.ledger("pt/1");
+  CHECK_MESSAGE(first_seq_of(l, "message_rejected") > first_seq_of(l, "terminated"), summary(l));
+}
+
+TEST_CASE("a compaction over an altered record is refused, so the alteration stays visible") {
+  test_node n;
+  n.spawn("ct/1");
+  for (int i = 1; i <= 6; ++i) n.send("ct/1", {{"add", 1}});
+  n.replay_check = false;  // the altered ledger cannot replay
+  n.stop();
+  {
+    auto db = open_store(n.cfg.data_dir);
+    rewrite_event_data(*db, agent_id(*db, "ct/1"), 5, [](json& d) { d["total"] = 999; });
+  }
+  n.start();
+  auto r = n.node->compact("ct/1", 9);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message().find("fails its audit") != std::string::npos);
+  auto a = n.audit("ct/1");
+  CHECK(a["intact"] == false);
+  CHECK(a["bad_seq"] == 5);
+}
+
+TEST_CASE("a fork without an override where the agent waits for a worker is refused") {
+  test_node n;
+  n.types = {loop_spec("clerk", "fake", "", {tool("charge", config::tool_kind::worker)})};
+  n.restart();
+  n.model->reply = [](const json&, uint64_t) { return tool_call_reply("charge", {{"amount", 5}}); };
+  n.spawn("fw/1", "clerk");
+  REQUIRE(n.send_later("fw/1", "charge it"));
+  n.wait_view(
+      "fw/1", [](const actors::agent_view& v) { return v.phase == "waiting_worker"; },
+      "the worker call");
+  const uint64_t at = n.view("fw/1").last_seq;
+  auto src = n.node->fork_source_of("fw/1", at, false);
+  REQUIRE_FALSE(src);
+  CHECK(src.error().message().find("worker") != std::string::npos);
 }

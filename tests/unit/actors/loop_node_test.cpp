@@ -5,13 +5,12 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "actors/node.hpp"
+#include "support/in_process_node.hpp"
 #include "support/replay_check.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
@@ -20,58 +19,9 @@ using namespace keel;
 using json = nlohmann::json;
 using keel::test::eventually;
 using keel::test::future_value;
+using namespace keel::test::in_process;
 
 namespace {
-
-// Answers model calls from a function of the request.
-class fake_model final : public actors::model_provider {
- public:
-  std::function<json(const json& request, uint64_t call_index)> reply;
-  std::atomic<int> calls{0};
-  actors::effect_outcome complete(const config::model_spec&, const json& request,
-                                  const actors::model_call_context& ctx) override {
-    ++calls;
-    return actors::effect_outcome::success(reply(request, ctx.call_index));
-  }
-};
-
-// Runs http tools in-process; `check` sees every call first.
-class fake_tools final : public actors::tool_runner {
- public:
-  std::function<void(const config::tool_spec&, const json&, const actors::tool_call_context&)>
-      check;
-  std::mutex mu;
-  std::vector<std::string> keys;
-  actors::effect_outcome run(const config::tool_spec& tool, const json& args,
-                             const actors::tool_call_context& ctx) override {
-    if (check) check(tool, args, ctx);
-    {
-      std::lock_guard lk(mu);
-      keys.push_back(ctx.idempotency_key);
-    }
-    return actors::effect_outcome::success({{"tool", tool.name}, {"echo", args}});
-  }
-};
-
-json tool_call(const std::string& name, json args) {
-  return {{"content", nullptr},
-          {"tool_calls", json::array({{{"id", "c1"}, {"name", name}, {"arguments", args}}})},
-          {"usage", {{"prompt_tokens", 1}, {"completion_tokens", 1}}}};
-}
-json text(const std::string& t) {
-  return {{"content", t}, {"tool_calls", json::array()}, {"usage", json::object()}};
-}
-
-config::tool_spec tool(std::string name, config::tool_kind kind) {
-  config::tool_spec t;
-  t.name = std::move(name);
-  t.kind = kind;
-  t.url = "http://127.0.0.1:1/unused";
-  t.queue = "q";
-  t.lease_ms = 60'000;
-  t.idempotent = true;
-  return t;
-}
 
 std::shared_ptr<const config::agent_spec> spec_with(std::vector<config::tool_spec> tools) {
   auto s = std::make_shared<config::agent_spec>();
@@ -100,13 +50,7 @@ struct loop_node {
     config::node_config cfg;
     cfg.data_dir = dir.str();
     cfg.http_port = 0;
-    actors::start_options opts;
-    opts.agent_types = {spec};
-    opts.plugins.providers["fake"] = model;
-    opts.plugins.runners[config::tool_kind::http] = tools;
-    auto n = actors::node::start(cfg, opts);
-    REQUIRE_MESSAGE(n, n.error().to_string());
-    node = std::move(*n);
+    node = start_node(cfg, {spec}, model, tools);
   }
 
   void spawn(const std::string& name, const std::string& type = "assistant") {
@@ -151,10 +95,11 @@ struct loop_node {
 TEST_CASE("a tool is called only once its effect_started is durable, with a stable key") {
   loop_node n(spec_with({tool("lookup", config::tool_kind::http)}));
   n.model->reply = [](const json& req, uint64_t i) {
-    if (i == 0) return tool_call("lookup", {{"order", 9}});
+    if (i == 0) return tool_call_reply("lookup", {{"order", 9}});
     // The second request carries the tool's result as the last message.
     const json& last = req["messages"].back();
-    return text(last["role"] == "tool" ? "saw " + last["content"].get<std::string>() : "no result");
+    return text_reply(last["role"] == "tool" ? "saw " + last["content"].get<std::string>()
+                                             : "no result");
   };
   std::atomic<bool> started_was_durable{false};
   n.tools->check = [&](const config::tool_spec&, const json&,
@@ -181,7 +126,7 @@ TEST_CASE("a tool is called only once its effect_started is durable, with a stab
 TEST_CASE("a worker task survives a restart of the node and is recorded once") {
   loop_node n(spec_with({tool("charge", config::tool_kind::worker)}));
   n.model->reply = [](const json&, uint64_t i) {
-    return i == 0 ? tool_call("charge", {{"amount", 5}}) : text("charged");
+    return i == 0 ? tool_call_reply("charge", {{"amount", 5}}) : text_reply("charged");
   };
   n.spawn("t/w");
   n.send("t/w", "charge it");
@@ -225,7 +170,7 @@ TEST_CASE("a lease that runs out hands the task to the next worker") {
   s->tools[0].lease_ms = 1;
   loop_node n(s);
   n.model->reply = [](const json&, uint64_t i) {
-    return i == 0 ? tool_call("charge", {{"amount", 1}}) : text("ok");
+    return i == 0 ? tool_call_reply("charge", {{"amount", 1}}) : text_reply("ok");
   };
   n.spawn("t/l");
   n.send("t/l", "go");
@@ -242,9 +187,9 @@ TEST_CASE("send_message and spawn_agent reach other agents by name") {
                       tool("tell", config::tool_kind::send_message)});
   loop_node n(s);
   n.model->reply = [](const json&, uint64_t i) {
-    if (i == 0) return tool_call("spawn", {{"name", "acct/x"}, {"type", "counter"}});
-    if (i == 1) return tool_call("tell", {{"to", "acct/x"}, {"message", {{"add", 2}}}});
-    return text("done");
+    if (i == 0) return tool_call_reply("spawn", {{"name", "acct/x"}, {"type", "counter"}});
+    if (i == 1) return tool_call_reply("tell", {{"to", "acct/x"}, {"message", {{"add", 2}}}});
+    return text_reply("done");
   };
   n.spawn("t/s");
   n.send("t/s", "set up acct/x with 2");
@@ -261,7 +206,7 @@ TEST_CASE("send_message and spawn_agent reach other agents by name") {
 TEST_CASE("sleep waits on a durable timer and the turn goes on after it") {
   loop_node n(spec_with({tool("nap", config::tool_kind::sleep)}));
   n.model->reply = [](const json&, uint64_t i) {
-    return i == 0 ? tool_call("nap", {{"ms", 30}}) : text("rested");
+    return i == 0 ? tool_call_reply("nap", {{"ms", 30}}) : text_reply("rested");
   };
   n.spawn("t/z");
   n.send("t/z", "rest a bit");
@@ -273,7 +218,7 @@ TEST_CASE("sleep waits on a durable timer and the turn goes on after it") {
 TEST_CASE("whoever waits on a message hears the answer of the turn it started") {
   loop_node n(spec_with({tool("lookup", config::tool_kind::http)}));
   n.model->reply = [](const json&, uint64_t i) {
-    return i == 0 ? tool_call("lookup", {{"order", 1}}) : text("order 1 shipped");
+    return i == 0 ? tool_call_reply("lookup", {{"order", 1}}) : text_reply("order 1 shipped");
   };
   n.spawn("t/a");
   future_value<result<actors::agent_reply>> answer;

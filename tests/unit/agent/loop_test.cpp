@@ -11,75 +11,14 @@
 
 #include "agent/core.hpp"
 #include "agent/loop.hpp"
+#include "unit/agent/refund_desk.hpp"
 
 namespace a = keel::agent;
 namespace c = keel::config;
 using json = nlohmann::json;
+using namespace keel::test::pure_loop;
 
 namespace {
-
-constexpr int64_t t0 = 1'700'000'000'000;
-
-c::tool_spec tool(std::string name, c::tool_kind kind, bool idempotent = false,
-                  std::string compensate = {}) {
-  c::tool_spec t;
-  t.name = std::move(name);
-  t.kind = kind;
-  t.url = "http://127.0.0.1:1/" + t.name;
-  t.idempotent = idempotent;
-  t.compensate = std::move(compensate);
-  t.retry.attempts = 3;
-  t.retry.backoff_ms = 100;
-  return t;
-}
-
-std::shared_ptr<c::agent_spec> refund_desk() {
-  auto s = std::make_shared<c::agent_spec>();
-  s->name = "refund-desk";
-  s->instructions = "You handle refunds.";
-  s->model.provider = "scripted";
-  s->tools.push_back(tool("lookup", c::tool_kind::http, true));
-  s->tools.push_back(tool("refund", c::tool_kind::http, false, "refund_undo"));
-  s->tools.push_back(tool("refund_undo", c::tool_kind::http, true));
-  s->tools.push_back(tool("reserve", c::tool_kind::http, true, "release"));
-  s->tools.push_back(tool("release", c::tool_kind::http, true));
-  s->tools.push_back(tool("sql", c::tool_kind::http, true));
-  s->tools.push_back(tool("nap", c::tool_kind::sleep));
-  s->tools.push_back(tool("ask", c::tool_kind::ask_human));
-  c::arg_rule no_drop;
-  no_drop.name = "no-drop";
-  no_drop.tool = "sql";
-  no_drop.pointer = "/query";
-  no_drop.pattern = "(?i)\\b(drop|truncate)\\b";
-  no_drop.reason = "destructive SQL is not allowed";
-  s->guardrails.rules.push_back(no_drop);
-  c::arg_rule big;
-  big.name = "big-refund";
-  big.tool = "refund";
-  big.pointer = "/amount";
-  big.above = 100;
-  big.action = c::arg_rule::action_kind::require_approval;
-  big.reason = "refunds over 100 need a human";
-  s->guardrails.rules.push_back(big);
-  s->max_steps_per_turn = 8;
-  return s;
-}
-
-json reply(std::string content) {
-  return {{"content", std::move(content)},
-          {"tool_calls", json::array()},
-          {"usage", {{"prompt_tokens", 10}, {"completion_tokens", 5}}}};
-}
-
-json calls(std::vector<std::pair<std::string, json>> cs) {
-  json tc = json::array();
-  int i = 0;
-  for (auto& [name, args] : cs)
-    tc.push_back({{"id", "c" + std::to_string(i++)}, {"name", name}, {"arguments", args}});
-  return {{"content", nullptr},
-          {"tool_calls", tc},
-          {"usage", {{"prompt_tokens", 10}, {"completion_tokens", 5}}}};
-}
 
 // Drives one agent: every decision's events are applied to `s` and kept in
 // `ledger`, exactly as the shell does.

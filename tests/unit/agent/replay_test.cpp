@@ -15,6 +15,7 @@
 #include "agent/core.hpp"
 #include "agent/counter.hpp"
 #include "agent/loop.hpp"
+#include "unit/agent/refund_desk.hpp"
 
 namespace a = keel::agent;
 namespace c = keel::config;
@@ -22,71 +23,20 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr int64_t t0 = 1'700'000'000'000;
+using keel::test::pure_loop::refund_desk;
+using keel::test::pure_loop::t0;
 
-c::tool_spec tool(std::string name, c::tool_kind kind, bool idempotent = false,
-                  std::string compensate = {}) {
-  c::tool_spec t;
-  t.name = std::move(name);
-  t.kind = kind;
-  t.url = "http://127.0.0.1:1/" + t.name;
-  t.idempotent = idempotent;
-  t.compensate = std::move(compensate);
-  t.retry.attempts = 3;
-  t.retry.backoff_ms = 100;
-  return t;
-}
-
-std::shared_ptr<c::agent_spec> refund_desk() {
-  auto s = std::make_shared<c::agent_spec>();
-  s->name = "refund-desk";
-  s->instructions = "You handle refunds.";
-  s->model.provider = "scripted";
-  s->model.retry.attempts = 3;
-  s->model.retry.backoff_ms = 200;
-  s->tools.push_back(tool("lookup", c::tool_kind::http, true));
-  s->tools.push_back(tool("refund", c::tool_kind::http, false, "refund_undo"));
-  s->tools.push_back(tool("refund_undo", c::tool_kind::http, true));
-  s->tools.push_back(tool("reserve", c::tool_kind::http, true, "release"));
-  s->tools.push_back(tool("release", c::tool_kind::http, true));
-  s->tools.push_back(tool("sql", c::tool_kind::http, true));
-  s->tools.push_back(tool("nap", c::tool_kind::sleep));
-  s->tools.push_back(tool("ask", c::tool_kind::ask_human));
-  c::arg_rule no_drop;
-  no_drop.name = "no-drop";
-  no_drop.tool = "sql";
-  no_drop.pointer = "/query";
-  no_drop.pattern = "(?i)\\b(drop|truncate)\\b";
-  no_drop.reason = "destructive SQL is not allowed";
-  s->guardrails.rules.push_back(no_drop);
-  c::arg_rule big;
-  big.name = "big-refund";
-  big.tool = "refund";
-  big.pointer = "/amount";
-  big.above = 100;
-  big.action = c::arg_rule::action_kind::require_approval;
-  big.reason = "refunds over 100 need a human";
-  s->guardrails.rules.push_back(big);
-  s->max_steps_per_turn = 8;
-  return s;
-}
-
+// Replies of a model that says why it stopped: model_replied keeps
+// finish_reason, so a replay must bring it back.
 json reply(std::string content) {
-  return {{"content", std::move(content)},
-          {"tool_calls", json::array()},
-          {"usage", {{"prompt_tokens", 10}, {"completion_tokens", 5}}},
-          {"finish_reason", "stop"}};
+  json r = keel::test::pure_loop::reply(std::move(content));
+  r["finish_reason"] = "stop";
+  return r;
 }
-
 json calls(std::vector<std::pair<std::string, json>> cs) {
-  json tc = json::array();
-  int i = 0;
-  for (auto& [name, args] : cs)
-    tc.push_back({{"id", "c" + std::to_string(i++)}, {"name", name}, {"arguments", args}});
-  return {{"content", nullptr},
-          {"tool_calls", tc},
-          {"usage", {{"prompt_tokens", 10}, {"completion_tokens", 5}}},
-          {"finish_reason", "tool_calls"}};
+  json r = keel::test::pure_loop::calls(std::move(cs));
+  r["finish_reason"] = "tool_calls";
+  return r;
 }
 
 // Records an agent as the node does: every input through decide_guarded()
@@ -219,31 +169,42 @@ class fragile_type final : public a::agent_type {
   keel::result<json> query(const a::agent_state& s, const json&) const override { return s.data; }
 };
 
-// --- ledgers the what-if cases start from ---------------------------------------
+// --- ledgers the cases start from -----------------------------------------------
 
-// Turn 1 refunds 20 on order 9; turn 2 is small talk.
-struct small_refund : desk {
-  small_refund() {
+// One turn: looks order 9 up and answers "It shipped.".
+struct shipped_lookup : desk {
+  shipped_lookup() {
+    auto m = model_of(rec.message("order 9?"));
+    auto l = tool_of(rec.result(m, 1, calls({{"lookup", {{"order", 9}}}})));
+    m = model_of(rec.result(l, 1, {{"status", "shipped"}}));
+    rec.result(m, 1, reply("It shipped."));
+  }
+};
+
+// Turn 1 refunds 20 on order 9.
+struct refunded_20 : desk {
+  refunded_20() {
     auto m = model_of(rec.message("refund order 9, 20 euros"));
     auto r = tool_of(rec.result(m, 1, calls({{"refund", {{"order", 9}, {"amount", 20}}}})));
     m = model_of(rec.result(r, 1, {{"refunded", 20}}));
     rec.result(m, 1, reply("Refunded 20."));
-    m = model_of(rec.message("thanks"));
+  }
+};
+
+// After turn 1, turn 2 is small talk.
+struct small_refund : refunded_20 {
+  small_refund() {
+    auto m = model_of(rec.message("thanks"));
     rec.result(m, 1, reply("You're welcome."));
   }
 };
 
-// Turn 1 refunds 20 on order 9; turn 2 refunds 150 on order 7 after a
-// human approves it.
-struct approved_refund : desk {
+// After turn 1, turn 2 refunds 150 on order 7 once a human approves it.
+struct approved_refund : refunded_20 {
   approved_refund() {
-    auto m = model_of(rec.message("refund order 9, 20 euros"));
-    auto r = tool_of(rec.result(m, 1, calls({{"refund", {{"order", 9}, {"amount", 20}}}})));
-    m = model_of(rec.result(r, 1, {{"refunded", 20}}));
-    rec.result(m, 1, reply("Refunded 20."));
-    m = model_of(rec.message("refund order 7, 150 euros"));
+    auto m = model_of(rec.message("refund order 7, 150 euros"));
     rec.result(m, 1, calls({{"refund", {{"order", 7}, {"amount", 150}}}}));
-    r = tool_of(rec.signal("approve", {{"by", "maria"}}));
+    auto r = tool_of(rec.signal("approve", {{"by", "maria"}}));
     m = model_of(rec.result(r, 1, {{"refunded", 150}}));
     rec.result(m, 1, reply("Refunded 150."));
   }
@@ -311,11 +272,7 @@ TEST_CASE("an empty ledger replays as identical to its base") {
 }
 
 TEST_CASE("replay of an agent loop turn with a tool call and an answer is identical") {
-  desk d;
-  auto m = model_of(d.rec.message("order 9?"));
-  auto l = tool_of(d.rec.result(m, 1, calls({{"lookup", {{"order", 9}}}})));
-  m = model_of(d.rec.result(l, 1, {{"status", "shipped"}}));
-  d.rec.result(m, 1, reply("It shipped."));
+  shipped_lookup d;
   REQUIRE(d.rec.s.data["ctl"]["last"]["answer"] == "It shipped.");
   check_identical(d.type, d.rec);
 
@@ -556,11 +513,7 @@ TEST_CASE("a tampered ledger diverges at the first event replay cannot reproduce
 TEST_CASE("an outcome that begins a decision is the input itself, so strict replay trusts it") {
   // Nothing later repeats a lookup's result, so a changed one replays: a
   // limit of replay, which re-runs the decisions and not the tools.
-  desk d;
-  auto m = model_of(d.rec.message("order 9?"));
-  auto l = tool_of(d.rec.result(m, 1, calls({{"lookup", {{"order", 9}}}})));
-  m = model_of(d.rec.result(l, 1, {{"status", "shipped"}}));
-  d.rec.result(m, 1, reply("It shipped."));
+  shipped_lookup d;
   auto ledger = d.rec.ledger;
   at(ledger, seq_of(ledger, a::event_type::effect_completed)).data["result"] = "lost";
   CHECK(a::replay_strict(d.type, {}, ledger).identical);
