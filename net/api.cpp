@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "actors/effect_pool.hpp"
 #include "base/clock.hpp"
 #include "base/names.hpp"
 #include "net/api_support.hpp"
@@ -134,6 +135,10 @@ struct api::impl {
   std::shared_ptr<const defer_fn> defer;
   api_options opts;
   int64_t started_ms = wall_ms();
+  // Whole-ledger work (audit, replay, fork, import, compaction) reads and
+  // computes for as long as a ledger is long: on threads of its own, so
+  // the server's threads keep taking requests.
+  std::unique_ptr<actors::effect_pool> ledger_jobs = std::make_unique<actors::effect_pool>(2);
 
   void route(const http_request& req, const respond_fn& respond);
   void agent_route(const http_request& req, const target& t, const respond_fn& respond);
@@ -217,7 +222,11 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
     auto name = percent_decode(seg[3], false);
     if (!name) return respond(error_response(name.error()));
     if (m != "POST") return respond(method_not_allowed(m, "POST"));
-    return create_fork(node, *name, req, respond);
+    bool queued = ledger_jobs->submit([this, req, n = *name, respond] {
+      guarded(respond, [&] { create_fork(node, n, req, respond); });
+    });
+    if (!queued) respond(fail(503, "unavailable", "node is shutting down"));
+    return;
   }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "tasks")
     return task_route(node, defer, req, *t, respond);
@@ -304,7 +313,13 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
     if (m != "GET") return respond(method_not_allowed(m, "GET"));
     return stream_ledger(node, defer, name, t, respond);
   }
-  if (is_ledger_action(action)) return ledger_route(node, opts.cluster, req, name, action, respond);
+  if (is_ledger_action(action)) {
+    bool queued = ledger_jobs->submit([this, req, name, action, respond] {
+      guarded(respond, [&] { ledger_route(node, opts.cluster, req, name, action, respond); });
+    });
+    if (!queued) respond(fail(503, "unavailable", "node is shutting down"));
+    return;
+  }
   if (m != "POST") return respond(method_not_allowed(m, "POST"));
   if (action == "messages") return message(std::move(name), req, t, respond);
   if (action == "signals") return signal(std::move(name), std::move(sig), req, t, respond);

@@ -3,8 +3,10 @@
 // keel::actors::node and renders its answers as JSON. No Beast here.
 //
 // Every error is {"error": {"code", "message"}} with the HTTP status of
-// http_status_for(code). Blocking node reads (ledger, list) run on the
-// calling thread; everything else answers from node callbacks.
+// http_status_for(code). Short blocking node reads (ledger pages, lists)
+// run on the calling thread; whole-ledger work (audit, replay, fork,
+// import, compaction) on two threads of the api's own; everything else
+// answers from node callbacks.
 // Thread-safety: handle() may be called concurrently from many threads.
 // Lifetime: the node must outlive every respond_fn handed to handle(), i.e.
 // stop the HTTP server before the node.
