@@ -15,76 +15,17 @@
 // they are memtable / block-cache hits of a few microseconds. Nothing here
 // fsyncs on a scheduler thread.
 
-#include <set>
-#include <unordered_set>
-
 #include "actors/caf_types.hpp"
 #include "actors/effect_dispatch.hpp"
 #include "actors/ledger_audit.hpp"
-#include "actors/ledger_codec.hpp"
+#include "actors/shell_state.hpp"
 #include "actors/timer_service.hpp"
-#include "agent/core.hpp"
-#include "agent/loop.hpp"
 #include "base/clock.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors {
 
-namespace {
-
-using persistence::family;
-using persistence::write_op;
-
-struct inbox_item {
-  persistence::inbox_entry entry;
-  std::vector<request_ptr> waiters;  // want the reply
-};
-
-// One write set under construction and what to do once it is durable.
-struct batch {
-  persistence::write_set ops;
-  std::vector<std::function<void()>> done;  // run in order once durable
-  std::vector<request_ptr> reqs;            // failed if the write fails
-};
-
-struct shell_state {
-  runtime* rt = nullptr;
-  caf::actor supervisor;
-  std::string name;
-  // Effects this incarnation handed to the effect pool or another agent and
-  // whose results have not come back: the shell does not hibernate while
-  // there are any. (effect, attempt)
-  std::set<std::pair<uint64_t, uint32_t>> running;
-  bool recover_due = false;  // feed recover_input before anything else
-  // Requests waiting for the answer of a message whose turn has not ended
-  // (agent loops answer when the turn does), by message id.
-  std::unordered_map<std::string, std::vector<request_ptr>> answer_waiters;
-  int64_t idle_ns = 0;
-  status broken;  // a load or write failure: the shell only leaves
-  bool exists = false;
-  bool view_pending_hibernated = false;  // next view reports "was dormant"
-  persistence::agent_meta meta;
-  const agent::agent_type* type = nullptr;
-  agent::agent_state st;
-  uint64_t next_arrival = 1;
-  // Vectors, not deques: an empty std::deque allocates ~600 B, and every
-  // live agent has these.
-  std::vector<request_ptr> queue;
-  std::vector<inbox_item> inbox;
-  // Stamped on every request and write; the supervisor's idle sweep reads it.
-  std::shared_ptr<std::atomic<int64_t>> last_active;
-  std::unordered_set<std::string> writing_ids;  // message ids in the write in flight
-  bool writing = false;
-  batch in_flight;
-  bool leaving = false;
-  // The hash of the last ledger record, read on the first append of an
-  // activation (most activations only read).
-  std::optional<chain_hash> head;
-  // Effects decided while the agent is paused: durable (their markers are
-  // written) but not started until it is resumed.
-  std::vector<agent::effect> held;
-  bool timers_held = false;  // a timer came while paused
-};
+namespace shell_detail {
 
 using shell_actor = caf::stateful_actor<shell_state>;
 
@@ -412,121 +353,6 @@ void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
   s.rt->metrics.spawns.fetch_add(1, std::memory_order_relaxed);
   b.reqs.push_back(r);
   b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
-}
-
-// Creates the agent from an exported ledger (an import, or a fork's copy of
-// its parent's prefix): the records are encoded again, so the chain must
-// give back the exported hashes. A fork then goes on live: the replacement
-// answers the effect its state waits for, or it recovers as after a crash.
-void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
-  if (s.exists) {
-    fail(*r, error(code::already_exists, "agent " + s.name + " already exists"));
-    return;
-  }
-  const ledger_import& li = *r->ledger;
-  const std::string type_name = li.events.front().ev.data.value("type", "");
-  const agent::agent_type* t = s.rt->types->find(type_name);
-  if (!t) {
-    fail(*r, error(code::invalid_argument, "unknown agent type '" + type_name + "'"));
-    return;
-  }
-  agent::agent_state st;
-  chain_hash head{};
-  blob_list blobs;
-  std::vector<std::string> values;
-  values.reserve(li.events.size());
-  for (std::size_t i = 0; i < li.events.size(); ++i) {
-    const auto& re = li.events[i];
-    values.push_back(persistence::encode_record(chained_record(re.ev, re.seq, head, &blobs)));
-    if (!li.hashes[i].empty() && li.hashes[i] != to_hex(head)) {
-      fail(*r,
-           error(code::invalid_argument, "the ledger's seq " + std::to_string(re.seq) +
-                                             " does not match its hash: the export was altered"));
-      return;
-    }
-    try {
-      agent::apply(*t, st, re.ev);
-    } catch (const std::exception& e) {
-      // Crafted events must not take the actor down.
-      fail(*r, error(code::invalid_argument,
-                     "the ledger's seq " + std::to_string(re.seq) + " does not fold: " + e.what()));
-      return;
-    }
-  }
-  std::optional<agent::effect_result_input> answer;
-  if (li.replacement) {
-    auto in = agent::override_input(*t, st, *li.replaced, *li.replacement);
-    if (!in) {
-      fail(*r, in.error());
-      return;
-    }
-    answer = std::move(*in);
-  }
-  if (!create(s, r, t, st.status, now)) return;
-  s.meta.origin = li.origin;
-  s.meta.parent = li.parent;
-  s.meta.fork_seq = li.fork_seq;
-  s.st = std::move(st);
-  s.head = head;
-  s.next_arrival = s.st.last_arrival + 1;
-  for (std::size_t i = 0; i < values.size(); ++i)
-    b.ops.push_back({family::ledger, false, persistence::agent_seq_key(s.meta.id, li.events[i].seq),
-                     std::move(values[i])});
-  // A fork on its parent's node shares the parent's blobs.
-  std::erase_if(blobs, [&s](const auto& bl) { return s.rt->db->has_blob(bl.first); });
-  blob_ops(blobs, b.ops);
-  if (li.origin == "fork") {
-    // The prefix's pending timers are the fork's too.
-    for (const auto& [tid, tm] : s.st.timers)
-      timer_ops(s, agent::set_timer_effect{tid, tm.due_ms, tm.payload}, b);
-    // The fork's own history starts here: where it came from, and the time
-    // it did not exist, which no budget counts.
-    const int64_t last = li.events.back().ev.time_ms;
-    decide_into(s, agent::fork_input{li.parent, li.fork_seq, li.by, now - last}, now, b);
-    if (answer)
-      decide_into(s, *answer, now, b);
-    else if (s.type->needs_recovery(s.st))
-      s.recover_due = true;
-  }
-  s.meta.status = s.st.status;
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
-  b.reqs.push_back(r);
-  b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
-}
-
-// Applies a compaction prepared by node::compact: the snapshot at
-// plan.through, the archived records deleted, the anchor in the directory
-// entry. The newest snapshot stays the one activation reads.
-void handle_compact(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
-  const compaction_plan& p = *r->plan;
-  if (p.from != s.meta.compacted_seq + 1 || p.through >= s.st.last_seq) {
-    fail(*r, error(code::conflict, "agent " + s.name +
-                                       " changed while its compaction was "
-                                       "prepared; try again"));
-    return;
-  }
-  const uint64_t old_compacted = s.meta.compacted_seq;
-  b.ops.push_back(
-      {family::snapshots, false, persistence::agent_seq_key(s.meta.id, p.through), p.snapshot});
-  blob_ops(p.blobs, b.ops);
-  for (uint64_t seq = p.from; seq <= p.through; ++seq)
-    b.ops.push_back({family::ledger, true, persistence::agent_seq_key(s.meta.id, seq), {}});
-  if (p.through > s.meta.snapshot_seq) {
-    if (s.meta.snapshot_seq > 0 && s.meta.snapshot_seq != old_compacted)
-      b.ops.push_back({family::snapshots,
-                       true,
-                       persistence::agent_seq_key(s.meta.id, s.meta.snapshot_seq),
-                       {}});
-    s.meta.snapshot_seq = p.through;
-  }
-  if (old_compacted > 0 && old_compacted != s.meta.snapshot_seq)
-    b.ops.push_back(
-        {family::snapshots, true, persistence::agent_seq_key(s.meta.id, old_compacted), {}});
-  s.meta.compacted_seq = p.through;
-  s.meta.compacted_head = p.anchor;
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
-  b.reqs.push_back(r);
-  b.done.push_back([r] { call_once(r->answered, result<json>(json{{"compacted", true}})); });
 }
 
 // Message or signal. Returns false when the request must wait for the write
@@ -945,11 +771,12 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
   };
 }
 
-}  // namespace
+}  // namespace shell_detail
 
 caf::actor spawn_agent_shell(caf::local_actor* parent, runtime* rt, caf::actor supervisor,
                              std::string name, std::shared_ptr<std::atomic<int64_t>> last_active) {
-  return parent->spawn(shell, rt, std::move(supervisor), std::move(name), std::move(last_active));
+  return parent->spawn(shell_detail::shell, rt, std::move(supervisor), std::move(name),
+                       std::move(last_active));
 }
 
 }  // namespace keel::actors

@@ -1,0 +1,98 @@
+#pragma once
+// Internal to the agent shell (agent_shell.cpp, shell_ledger.cpp): the
+// state of one agent's actor and the steps the shell's request handlers
+// share. Only CAF's actor handle is needed here, not its runtime.
+
+#include <caf/actor.hpp>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "actors/ledger_codec.hpp"
+#include "actors/runtime.hpp"
+#include "agent/core.hpp"
+#include "agent/loop.hpp"
+
+namespace keel::actors::shell_detail {
+
+using persistence::family;
+using persistence::write_op;
+
+struct inbox_item {
+  persistence::inbox_entry entry;
+  std::vector<request_ptr> waiters;  // want the reply
+};
+
+// One write set under construction and what to do once it is durable.
+struct batch {
+  persistence::write_set ops;
+  std::vector<std::function<void()>> done;  // run in order once durable
+  std::vector<request_ptr> reqs;            // failed if the write fails
+};
+
+struct shell_state {
+  runtime* rt = nullptr;
+  caf::actor supervisor;
+  std::string name;
+  // Effects this incarnation handed to the effect pool or another agent and
+  // whose results have not come back: the shell does not hibernate while
+  // there are any. (effect, attempt)
+  std::set<std::pair<uint64_t, uint32_t>> running;
+  bool recover_due = false;  // feed recover_input before anything else
+  // Requests waiting for the answer of a message whose turn has not ended
+  // (agent loops answer when the turn does), by message id.
+  std::unordered_map<std::string, std::vector<request_ptr>> answer_waiters;
+  int64_t idle_ns = 0;
+  status broken;  // a load or write failure: the shell only leaves
+  bool exists = false;
+  bool view_pending_hibernated = false;  // next view reports "was dormant"
+  persistence::agent_meta meta;
+  const agent::agent_type* type = nullptr;
+  agent::agent_state st;
+  uint64_t next_arrival = 1;
+  // Vectors, not deques: an empty std::deque allocates ~600 B, and every
+  // live agent has these.
+  std::vector<request_ptr> queue;
+  std::vector<inbox_item> inbox;
+  // Stamped on every request and write; the supervisor's idle sweep reads it.
+  std::shared_ptr<std::atomic<int64_t>> last_active;
+  std::unordered_set<std::string> writing_ids;  // message ids in the write in flight
+  bool writing = false;
+  batch in_flight;
+  bool leaving = false;
+  // The hash of the last ledger record, read on the first append of an
+  // activation (most activations only read).
+  std::optional<chain_hash> head;
+  // Effects decided while the agent is paused: durable (their markers are
+  // written) but not started until it is resumed.
+  std::vector<agent::effect> held;
+  bool timers_held = false;  // a timer came while paused
+};
+
+// The agent as requests see it.
+agent_view make_view(shell_state& s);
+// The timers family's side of a set_timer or cancel_timer effect.
+void timer_ops(shell_state& s, const agent::effect& fx, batch& b);
+// Runs decide() and appends the events (applied to the state) to the batch.
+// Returns the decision's reply, if it has one.
+std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::input& in, int64_t now,
+                                               batch& b);
+// The agent comes into being (spawn, import): an id of its own and a
+// directory entry to write. False after failing `r` when no id is had.
+bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, std::string status,
+            int64_t now);
+
+// shell_ledger.cpp: an agent created from an exported ledger (import,
+// fork), and a compaction prepared by node::compact.
+void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b);
+void handle_compact(shell_state& s, const request_ptr& r, int64_t now, batch& b);
+
+}  // namespace keel::actors::shell_detail
