@@ -29,12 +29,6 @@ void blob_refs(const json& j, std::vector<std::string>& out) {
 
 }  // namespace
 
-std::optional<agent::event_type> event_type_named(std::string_view name) {
-  for (uint16_t c = 1; c <= agent::max_event_code; ++c)
-    if (auto t = agent::event_type_from_code(c); t && agent::to_string(*t) == name) return t;
-  return std::nullopt;
-}
-
 json export_line(uint64_t seq, const agent::event& e, const chain_hash& prev,
                  const chain_hash& hash) {
   return {{"seq", seq},        {"type", agent::to_string(e.type)},
@@ -60,7 +54,7 @@ status parse_export(const json& lines, ledger_import& out) {
     if (seq != out.events.size() + 1)
       return bad("seq " + seq_text(seq) + " where " + seq_text(out.events.size() + 1) +
                  " was expected (a ledger starts at seq 1 and has no gaps)");
-    auto type = event_type_named(j["type"].get<std::string>());
+    auto type = agent::event_type_from_name(j["type"].get<std::string>());
     if (!type) return bad("unknown event type " + j["type"].dump());
     out.events.push_back({seq, {*type, j["time"].get<int64_t>(), j.value("data", json::object())}});
     out.hashes.push_back(j.contains("hash") && j["hash"].is_string() ? j["hash"].get<std::string>()

@@ -51,9 +51,6 @@ struct compaction_plan {
   blob_list blobs;       // its blobs
 };
 
-// The event type of an exported "type" name.
-std::optional<agent::event_type> event_type_named(std::string_view name);
-
 // One event as an export line.
 json export_line(uint64_t seq, const agent::event& e, const chain_hash& prev,
                  const chain_hash& hash);

@@ -345,7 +345,7 @@ void node::import(std::string name, const json& body, callback<agent_view> done)
       return done(error(code::invalid_argument, "only a fork continues with a replacement"));
     const json line = body.value("replaced", json());
     auto type = line.is_object() && line.contains("type") && line["type"].is_string()
-                    ? event_type_named(line["type"].get<std::string>())
+                    ? agent::event_type_from_name(line["type"].get<std::string>())
                     : std::nullopt;
     if (!type) return done(error(code::invalid_argument, "a replacement needs the replaced event"));
     li->replaced = agent::event{*type, line.value("time", int64_t{0}), line.value("data", json())};

@@ -58,6 +58,12 @@ std::string_view to_string(event_type t) {
   return "unknown";
 }
 
+std::optional<event_type> event_type_from_name(std::string_view name) {
+  for (uint16_t c = 1; c <= max_event_code; ++c)
+    if (to_string(static_cast<event_type>(c)) == name) return static_cast<event_type>(c);
+  return std::nullopt;
+}
+
 std::optional<event_type> event_type_from_code(uint16_t code) {
   if (code >= 1 && code <= max_event_code) return static_cast<event_type>(code);
   return std::nullopt;

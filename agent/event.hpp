@@ -52,6 +52,8 @@ inline constexpr uint16_t max_event_code = 25;
 
 std::string_view to_string(event_type t);
 std::optional<event_type> event_type_from_code(uint16_t code);
+// The type named `name` (as to_string gives it); nullopt when none is.
+std::optional<event_type> event_type_from_name(std::string_view name);
 
 struct event {
   event_type type;

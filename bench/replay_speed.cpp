@@ -217,12 +217,6 @@ uint64_t build_loop(actors::node& n, uint64_t events, uint64_t& tasks) {
 
 // --- replaying ----------------------------------------------------------------
 
-std::optional<agent::event_type> type_named(const std::string& name) {
-  for (uint16_t c = 1; c <= agent::max_event_code; ++c)
-    if (auto t = agent::event_type_from_code(c); t && agent::to_string(*t) == name) return t;
-  return std::nullopt;
-}
-
 std::vector<agent::recorded_event> read_all(actors::node& n, const char* name, uint64_t count) {
   auto entries = n.ledger(name, 1, count);
   if (!entries) die(std::string("ledger ") + name + ": " + entries.error().to_string());
@@ -232,7 +226,7 @@ std::vector<agent::recorded_event> read_all(actors::node& n, const char* name, u
   std::vector<agent::recorded_event> out;
   out.reserve(entries->size());
   for (auto& e : *entries) {
-    auto t = type_named(e.type);
+    auto t = agent::event_type_from_name(e.type);
     if (!t) die("unknown event type " + e.type + " at seq " + std::to_string(e.seq));
     out.push_back({e.seq, {*t, e.time_ms, std::move(e.data)}});
   }

@@ -513,7 +513,7 @@ TEST_CASE("an exported ledger imports as a read-only agent with the same chain")
 
   // The lines have the shape the product's export writes.
   for (const auto& e : entries) {
-    auto type = actors::event_type_named(e.type);
+    auto type = agent::event_type_from_name(e.type);
     REQUIRE(type);
     CHECK(actors::export_line(e.seq, agent::event{*type, e.time_ms, e.data}, hash_from_hex(e.prev),
                               hash_from_hex(e.hash)) == line_of(e));
