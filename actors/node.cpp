@@ -1,5 +1,6 @@
 #include "actors/node.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <limits>
 #include <mutex>
@@ -47,12 +48,48 @@ bool hand_elsewhere(runtime& rt, request_ptr& r) {
   return true;
 }
 
+namespace {
+
+// The byte a key must not hold: ASCII control characters (NUL among them)
+// would cut or garble it in logs, files and terminals.
+std::optional<std::size_t> control_char_at(std::string_view s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) return i;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 status validate_message_id(std::string_view id) {
   if (id.size() > 256) return error(code::invalid_argument, "message id is longer than 256 bytes");
+  if (auto at = control_char_at(id))
+    return error(code::invalid_argument, "message id has a control character at byte " +
+                                             std::to_string(*at) + "; ids are printable text");
   if (is_generated_id(id))
     return error(code::invalid_argument, "message ids starting with \"" +
                                              std::string(generated_id_prefix) +
                                              "\" are reserved for ids the node generates");
+  return status::ok();
+}
+
+status validate_signal_name(std::string_view name) {
+  auto allowed = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.' || c == ':';
+  };
+  if (name.empty() || name.size() > 64 || !std::all_of(name.begin(), name.end(), allowed))
+    return error(code::invalid_argument,
+                 "signal name must be 1 to 64 letters, digits, '_', '-', '.' or ':'");
+  return status::ok();
+}
+
+status validate_dedupe_key(std::string_view key) {
+  if (key.size() > 256) return error(code::invalid_argument, "dedupe key is longer than 256 bytes");
+  if (auto at = control_char_at(key))
+    return error(code::invalid_argument,
+                 "dedupe key has a control character at byte " + std::to_string(*at));
   return status::ok();
 }
 
@@ -370,12 +407,12 @@ void node::signal(std::string name, std::string signal, json payload, callback<s
   r->accepted = std::move(accepted);
   r->replied = std::move(replied);
   if (impl_->reject_bad_name(*r)) return;
-  if (r->id.empty() || r->id.size() > 64) {
-    fail(*r, error(code::invalid_argument, "signal name must be 1 to 64 characters"));
+  if (status s = validate_signal_name(r->id); !s) {
+    fail(*r, s);
     return;
   }
-  if (r->dedupe.size() > 256) {
-    fail(*r, error(code::invalid_argument, "signal dedupe key is longer than 256 bytes"));
+  if (status s = validate_dedupe_key(r->dedupe); !s) {
+    fail(*r, s);
     return;
   }
   impl_->submit(std::move(r));
@@ -462,21 +499,35 @@ json node::task_stats() {
   return {{"queues", std::move(out)}, {"requeued", impl_->rt.tasks.requeued()}};
 }
 
-result<std::vector<ledger_entry>> node::ledger(std::string_view name, uint64_t from,
-                                               std::size_t limit) {
+result<ledger_page> node::ledger(std::string_view name, uint64_t from, std::size_t limit,
+                                 uint64_t max_bytes) {
   if (impl_->stopped) return error(code::unavailable, "node is shutting down");
   KEEL_TRY(validate_agent_name(name));
   auto meta = impl_->db->get_agent(name);
   if (!meta) return meta.error();
   if (!*meta) return error(code::not_found, "agent " + std::string(name) + " does not exist");
-  auto recs = impl_->db->read_ledger((*meta)->id, std::max<uint64_t>(from, 1), limit, name);
+  // One more than asked says whether the ledger goes on.
+  from = std::max<uint64_t>(from, 1);
+  auto recs = impl_->db->read_ledger((*meta)->id, from, limit + 1, name);
   if (!recs) return recs.error();
-  std::vector<ledger_entry> out;
-  out.reserve(recs->size());
+  ledger_page page;
+  page.events.reserve(std::min(recs->size(), limit));
+  // Large payloads live in blobs: what a page weighs is mostly theirs.
+  uint64_t bytes = 0;
+  const blob_reader read_blob = store_blobs(*impl_->db);
+  const blob_reader counted = [&bytes, &read_blob](std::string_view key) {
+    auto b = read_blob(key);
+    if (b && *b) bytes += (*b)->size();
+    return b;
+  };
   for (auto& [seq, rec] : *recs) {
-    auto ev =
-        event_from_record(rec, "ledger of " + std::string(name) + " seq " + std::to_string(seq),
-                          store_blobs(*impl_->db));
+    if (page.events.size() == limit || (!page.events.empty() && bytes >= max_bytes)) {
+      page.next = seq;
+      break;
+    }
+    bytes += rec.payload.size();
+    auto ev = event_from_record(
+        rec, "ledger of " + std::string(name) + " seq " + std::to_string(seq), counted);
     if (!ev) return ev.error();
     ledger_entry e;
     e.seq = seq;
@@ -487,9 +538,9 @@ result<std::vector<ledger_entry>> node::ledger(std::string_view name, uint64_t f
       e.prev = to_hex(link->prev);
       e.hash = to_hex(link->hash);
     }
-    out.push_back(std::move(e));
+    page.events.push_back(std::move(e));
   }
-  return out;
+  return page;
 }
 
 runtime* node::live_runtime() {

@@ -89,6 +89,14 @@ struct ledger_entry {
   std::string hash;
 };
 
+// One page of an agent's ledger (node::ledger).
+struct ledger_page {
+  std::vector<ledger_entry> events;
+  // Where the next page starts when this one ended before the ledger did
+  // (its event or byte bound was reached); 0 when it reached the end.
+  uint64_t next = 0;
+};
+
 // What a fork of an agent at seq `at` starts from (node::fork_source).
 struct fork_source {
   std::string type;
@@ -146,9 +154,13 @@ struct inbound_message {
   json body;
 };
 
-// A client's message id: at most 256 bytes, not in the range the node
-// generates ("auto-..."). Errors: invalid_argument.
+// A client's message id: at most 256 bytes, no control characters, not in
+// the range the node generates ("auto-..."). Errors: invalid_argument.
 status validate_message_id(std::string_view id);
+// A signal's name: 1 to 64 of [A-Za-z0-9_.:-]. Errors: invalid_argument.
+status validate_signal_name(std::string_view name);
+// A signal's dedupe key: at most 256 bytes, no control characters.
+status validate_dedupe_key(std::string_view key);
 // What a client may send: also not in the range the cluster generates for
 // messages and signals it delivers ("keel-..."), which share the agent's
 // dedupe keys with client ids.
@@ -221,8 +233,13 @@ class node {
                      callback<json> done);
   json task_stats();
 
-  // Blocking store reads; call from a non-scheduler thread.
-  result<std::vector<ledger_entry>> ledger(std::string_view name, uint64_t from, std::size_t limit);
+  // Blocking store reads; call from a non-scheduler thread. A page holds at
+  // most `limit` events, and takes no further event once it holds
+  // `max_bytes` of event content (stored bytes plus the large payloads they
+  // refer to): a page over large events stays bounded in memory (by
+  // max_bytes plus one event).
+  result<ledger_page> ledger(std::string_view name, uint64_t from, std::size_t limit,
+                             uint64_t max_bytes = UINT64_MAX);
 
   // Audit, replay, fork and compaction (actors/node_ledger.cpp). Blocking:
   // call from threads of your own. None of them starts an effect.

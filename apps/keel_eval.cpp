@@ -136,11 +136,9 @@ int cli::eval() {
           auto page = call(
               "GET", agent_path(agent) + "/ledger?from=" + std::to_string(from) + "&limit=1000");
           if (!page) break;
-          for (const auto& e : (*page)["events"]) {
-            events.push_back(e);
-            from = e.value("seq", from) + 1;
-          }
-          if ((*page)["events"].size() < 1000) break;
+          for (const auto& e : (*page)["events"]) events.push_back(e);
+          if (!(*page)["next"].is_number_unsigned()) break;
+          from = (*page)["next"].get<uint64_t>();
         }
       }
       outcome = check(c.value("expect", json::object()), *r, events);

@@ -129,7 +129,10 @@ int cli::ledger() {
       from = e.value("seq", from) + 1;
     }
     left -= std::min<uint64_t>(left, events.size());
-    if (events.size() < page) break;
+    // A page may end before `page` events (its byte bound): "next" says
+    // whether the ledger goes on.
+    if (!(*j)["next"].is_number_unsigned()) break;
+    from = (*j)["next"].get<uint64_t>();
   }
   if (!inv_.json_out) print_table({"SEQ", "TIME", "TYPE", "SUMMARY"}, rows);
   if (!opt(inv_, "follow")) return exit_ok;

@@ -231,6 +231,8 @@ int run(int argc, char** argv) {
   }
   net::api_options api_opts;
   api_opts.cluster = member.get();
+  api_opts.max_page_bytes = cfg->max_page_bytes;
+  api_opts.extra_metrics = [server] { return net::server_metrics_text(server->stats()); };
   net::api api(
       **node,
       [server](std::chrono::milliseconds delay, std::function<void()> fn) {

@@ -28,12 +28,14 @@ const char* to_string(code c) {
       return "unauthorized";
     case code::internal:
       return "internal";
+    case code::no_space:
+      return "no_space";
   }
   return "internal";
 }
 
 code code_from_string(std::string_view name) {
-  for (int i = 0; i <= static_cast<int>(code::internal); ++i)
+  for (int i = 0; i <= static_cast<int>(last_code); ++i)
     if (name == to_string(static_cast<code>(i))) return static_cast<code>(i);
   return code::internal;
 }

@@ -27,7 +27,9 @@ enum class code {
   too_large,
   unauthorized,
   internal,  // a broken invariant of ours
+  no_space,  // the disk is full (or below the store's reserve): retry once it has room
 };
+inline constexpr code last_code = code::no_space;
 
 const char* to_string(code c);
 // The code named by to_string(c); code::internal for names it never gives.

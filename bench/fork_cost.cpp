@@ -70,8 +70,8 @@ stored ledger_records(actors::node& n, const std::string& name, uint64_t limit) 
 
 std::string hash_at(actors::node& n, const std::string& name, uint64_t seq) {
   auto e = n.ledger(name, seq, 1);
-  if (!e || e->size() != 1) die("cannot read seq " + std::to_string(seq) + " of " + name);
-  return e->front().hash;
+  if (!e || e->events.size() != 1) die("cannot read seq " + std::to_string(seq) + " of " + name);
+  return e->events.front().hash;
 }
 
 struct fork_sample {

@@ -220,12 +220,12 @@ uint64_t build_loop(actors::node& n, uint64_t events, uint64_t& tasks) {
 std::vector<agent::recorded_event> read_all(actors::node& n, const char* name, uint64_t count) {
   auto entries = n.ledger(name, 1, count);
   if (!entries) die(std::string("ledger ") + name + ": " + entries.error().to_string());
-  if (entries->size() != count)
-    die(std::string("ledger ") + name + " returned " + std::to_string(entries->size()) +
+  if (entries->events.size() != count)
+    die(std::string("ledger ") + name + " returned " + std::to_string(entries->events.size()) +
         " events, expected " + std::to_string(count));
   std::vector<agent::recorded_event> out;
-  out.reserve(entries->size());
-  for (auto& e : *entries) {
+  out.reserve(entries->events.size());
+  for (auto& e : entries->events) {
     auto t = agent::event_type_from_name(e.type);
     if (!t) die("unknown event type " + e.type + " at seq " + std::to_string(e.seq));
     out.push_back({e.seq, {*t, e.time_ms, std::move(e.data)}});

@@ -78,6 +78,18 @@ result<node_config> from_json(const json& j, const std::string& source) {
       s = read_uint(v, where, c.block_cache_bytes);
     else if (k == "effect_threads")
       s = read_uint(v, where, c.effect_threads);
+    else if (k == "max_connections")
+      s = read_uint(v, where, c.max_connections);
+    else if (k == "http_header_timeout_ms")
+      s = read_uint(v, where, c.http_header_timeout_ms);
+    else if (k == "store_open_files")
+      s = read_uint(v, where, c.store_open_files);
+    else if (k == "reserved_disk_bytes")
+      s = read_uint(v, where, c.reserved_disk_bytes);
+    else if (k == "max_effect_crashes")
+      s = read_uint(v, where, c.max_effect_crashes);
+    else if (k == "max_page_bytes")
+      s = read_uint(v, where, c.max_page_bytes);
     else if (k == "sync") {
       if (!v.is_boolean())
         s = error(code::invalid_argument, where + ": expected true or false");
@@ -113,6 +125,15 @@ status validate(const node_config& c) {
   if (c.idle_ms == 0) return error(code::invalid_argument, "idle_ms must be at least 1");
   if (c.effect_threads == 0 || c.effect_threads > 1024)
     return error(code::invalid_argument, "effect_threads must be from 1 to 1024");
+  if (c.max_connections == 0)
+    return error(code::invalid_argument, "max_connections must be at least 1");
+  if (c.http_header_timeout_ms == 0)
+    return error(code::invalid_argument, "http_header_timeout_ms must be at least 1");
+  if (c.store_open_files != 0 && c.store_open_files < 16)
+    return error(code::invalid_argument,
+                 "store_open_files must be 0 (sized at start) or at least 16");
+  if (c.max_page_bytes < 4096)
+    return error(code::invalid_argument, "max_page_bytes must be at least 4096");
   return status::ok();
 }
 

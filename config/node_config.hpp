@@ -41,6 +41,32 @@ struct node_config {
   // Threads for blocking effect calls (model providers, http and exec
   // tools): how many such calls run at once. Default 16, 1 to 1024.
   uint32_t effect_threads = 16;
+  // HTTP connections open at once; past it a new connection is answered
+  // 503 and closed before anything is read. keeld lowers it when the
+  // process's descriptor limit cannot also serve the store (it logs the
+  // split at start). Default 1024, at least 1.
+  uint32_t max_connections = 1024;
+  // Time a new connection has to send its first request's headers.
+  // Default 10 s.
+  uint32_t http_header_timeout_ms = 10'000;
+  // Files the store keeps open at once (RocksDB max_open_files); 0 = sized
+  // by keeld from the descriptor limit at start. Default 0.
+  uint32_t store_open_files = 0;
+  // Free space the store keeps on its disk: below it, writes are refused
+  // (507) before the disk is full, so compactions and the write-ahead log
+  // always find room, and they resume by themselves once space returns.
+  // Default 64 MiB; 0 turns the check off.
+  uint64_t reserved_disk_bytes = 64ull << 20;
+  // Node starts after a crash that may each see the same model or tool
+  // call still running before the call is no longer started again: the
+  // call then fails ("the node stopped N times in a row while it ran")
+  // instead of taking the node down again on every restart. Default 2;
+  // 0 turns the guard off.
+  uint32_t max_effect_crashes = 2;
+  // Bytes of events in one ledger page (GET .../ledger, the ledger stream):
+  // a page ends early with a `next` cursor rather than exceed it (a single
+  // event larger than this is sent alone). Default 4 MiB.
+  uint64_t max_page_bytes = 4ull << 20;
 };
 
 // Reads the JSON object `j` (keys as in node_config, plus "http":

@@ -120,6 +120,8 @@ unsigned http_status_for(code c) {
       return 503;
     case code::timeout:
       return 504;
+    case code::no_space:
+      return 507;
     default:
       return 500;
   }
@@ -209,7 +211,9 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
 
   if (seg.size() == 1 && seg[0] == "metrics") {
     if (m != "GET") return respond(method_not_allowed(m, "GET"));
-    return respond({200, "text/plain; version=0.0.4; charset=utf-8", node.metrics_text(), {}});
+    std::string text = node.metrics_text();
+    if (opts.extra_metrics) text += opts.extra_metrics();
+    return respond({200, "text/plain; version=0.0.4; charset=utf-8", std::move(text), {}});
   }
   if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "health") {
     if (m != "GET") return respond(method_not_allowed(m, "GET"));
@@ -311,7 +315,7 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
   }
   if (action == "ledger/stream") {
     if (m != "GET") return respond(method_not_allowed(m, "GET"));
-    return stream_ledger(node, defer, name, t, respond);
+    return stream_ledger(node, defer, opts.max_page_bytes, name, t, respond);
   }
   if (is_ledger_action(action)) {
     bool queued = ledger_jobs->submit([this, req, name, action, respond] {
@@ -403,6 +407,10 @@ void api::impl::message(std::string name, const http_request& req, const target&
   if (!body->contains("body")) return respond(bad_request("missing field \"body\""));
   auto id = string_field(*body, "id", false);
   if (!id) return respond(error_response(id.error()));
+  // An empty id would quietly make the message one nobody can retry.
+  if (id->empty() && body->contains("id") && !(*body)["id"].is_null())
+    return respond(
+        bad_request("field \"id\" is empty; leave it out for a message without a dedupe key"));
   auto from = string_field(*body, "from", false);
   if (!from) return respond(error_response(from.error()));
   auto w = make_waiter(t, respond);
@@ -455,7 +463,7 @@ void api::impl::send_signal(std::string name, std::string sig, json payload,
   auto [accepted, replied] = waiter_callbacks(*w);
   if (auto owner = owner_elsewhere(name, req); !owner.empty() || queued_here(name, req)) {
     if (status s = validate_agent_name(name); !s) return respond(error_response(s));
-    if (sig.size() > 64) return respond(bad_request("signal name must be 1 to 64 characters"));
+    if (status s = actors::validate_signal_name(sig); !s) return respond(error_response(s));
     return opts.cluster->deliver(
         {std::move(name), "signal", std::move(sig), "", std::move(payload)}, std::move(accepted),
         std::move(replied));
@@ -491,11 +499,12 @@ void api::impl::ledger(const std::string& name, const target& t, const respond_f
   auto limit = uint_param(t, "limit", opts.ledger_default_limit);
   if (!limit) return respond(error_response(limit.error()));
   std::size_t n = std::clamp<uint64_t>(*limit, 1, opts.ledger_max_limit);
-  auto r = node.ledger(name, *from, n);
+  auto r = node.ledger(name, *from, n, opts.max_page_bytes);
   if (!r) return respond(error_response(r.error()));
   json events = json::array();
-  for (auto& e : *r) events.push_back(ledger_entry_json(std::move(e)));
-  respond(json_response(200, {{"events", std::move(events)}}));
+  for (auto& e : r->events) events.push_back(ledger_entry_json(std::move(e)));
+  respond(json_response(
+      200, {{"events", std::move(events)}, {"next", r->next ? json(r->next) : json(nullptr)}}));
 }
 
 void api::impl::health(const respond_fn& respond) {

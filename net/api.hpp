@@ -29,7 +29,8 @@
 namespace keel::net {
 
 // invalid_argument 400, not_found 404, already_exists and conflict 409,
-// too_large 413, unauthorized 401, unavailable 503, timeout 504, else 500.
+// too_large 413, unauthorized 401, unavailable 503, timeout 504, no_space 507,
+// else 500.
 unsigned http_status_for(code c);
 
 // The error body and status for `s`. REQUIRES: !s.is_ok().
@@ -84,6 +85,10 @@ struct api_options {
   // GET /v1/agents/{name}/ledger: events per page. Default 1000, max 10000.
   std::size_t ledger_default_limit = 1000;
   std::size_t ledger_max_limit = 10'000;
+  // ... and a page (also of the ledger stream) takes no further event once
+  // it holds this many bytes; the answer's "next" says where to go on.
+  // Default 4 MiB (node_config::max_page_bytes in keeld).
+  uint64_t max_page_bytes = 4ull << 20;
   // GET /v1/agents: agents per page. Default 100, max 1000.
   std::size_t list_default_limit = 100;
   std::size_t list_max_limit = 1000;
@@ -92,6 +97,9 @@ struct api_options {
   // The cluster this node is part of; null for a single node. Must outlive
   // the api.
   api_cluster* cluster = nullptr;
+  // More Prometheus text appended to GET /metrics (the HTTP server's own
+  // counters); may be empty.
+  std::function<std::string()> extra_metrics;
 };
 
 class api {

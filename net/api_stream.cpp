@@ -7,7 +7,9 @@
 // nothing is new) on the server's timers: every poll_gap while the agent
 // is quiet, at once while a page comes back full. It writes one page at a
 // time and polls again only when the client has taken it, so a slow
-// client holds at most one page in memory. A comment line every
+// client holds at most one page in memory: at most `page` events and, past
+// its first event, max_page_bytes. A client that takes nothing for 30 s is
+// cut off (the server's write timeout). A comment line every
 // heartbeat_gap keeps proxies from closing a quiet stream.
 
 #include <chrono>
@@ -28,12 +30,14 @@ struct ledger_stream : std::enable_shared_from_this<ledger_stream> {
   actors::node& node;
   std::shared_ptr<const defer_fn> defer;
   std::string name;
+  uint64_t max_bytes;
   uint64_t next = 1;
   std::shared_ptr<stream_sink> sink;
   int64_t last_write_ms = wall_ms();
 
-  ledger_stream(actors::node& n, std::shared_ptr<const defer_fn> d, std::string nm, uint64_t from)
-      : node(n), defer(std::move(d)), name(std::move(nm)), next(from) {}
+  ledger_stream(actors::node& n, std::shared_ptr<const defer_fn> d, std::string nm,
+                uint64_t max_page_bytes, uint64_t from)
+      : node(n), defer(std::move(d)), name(std::move(nm)), max_bytes(max_page_bytes), next(from) {}
 
   void schedule(std::chrono::milliseconds delay) {
     (*defer)(delay, [self = shared_from_this()] { self->poll(); });
@@ -41,23 +45,23 @@ struct ledger_stream : std::enable_shared_from_this<ledger_stream> {
 
   void poll() {
     if (sink->closed()) return;
-    auto events = node.ledger(name, next, page);
+    auto events = node.ledger(name, next, page, max_bytes);
     if (!events) {
       sink->write(format_sse({"", "error",
                               dump(json{{"code", to_string(events.error().error_code())},
                                         {"message", events.error().message()}})}));
       return sink->close();
     }
-    if (events->empty()) {
+    if (events->events.empty()) {
       if (wall_ms() - last_write_ms >= heartbeat_gap_ms) {
         last_write_ms = wall_ms();
         sink->write(": keep-alive\n\n");
       }
       return schedule(poll_gap);
     }
-    const bool full = events->size() == page;
+    const bool full = events->next != 0;
     std::string out;
-    for (auto& e : *events) {
+    for (auto& e : events->events) {
       next = e.seq + 1;
       std::string type = e.type;
       const std::string id = std::to_string(e.seq);
@@ -73,7 +77,8 @@ struct ledger_stream : std::enable_shared_from_this<ledger_stream> {
 }  // namespace
 
 void stream_ledger(actors::node& node, const std::shared_ptr<const defer_fn>& defer,
-                   const std::string& name, const target& t, const respond_fn& respond) {
+                   uint64_t max_page_bytes, const std::string& name, const target& t,
+                   const respond_fn& respond) {
   uint64_t from = 0;
   if (t.param("from")) {
     auto f = uint_param(t, "from", 1);
@@ -86,7 +91,7 @@ void stream_ledger(actors::node& node, const std::shared_ptr<const defer_fn>& de
   }
   // The agent must exist before the 200 goes out.
   if (auto probe = node.ledger_end(name); !probe) return respond(error_response(probe.error()));
-  auto st = std::make_shared<ledger_stream>(node, defer, name, from);
+  auto st = std::make_shared<ledger_stream>(node, defer, name, max_page_bytes, from);
   http_response r;
   r.status = 200;
   r.content_type = "text/event-stream";

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <unordered_set>
 
 namespace keel::net::api_detail {
 
@@ -133,14 +134,45 @@ bool too_deep(std::string_view s) {
   return false;
 }
 
+// Thrown out of the parser callback at a key an object already has.
+struct duplicate_key {
+  std::string key;
+};
+
 // An empty body gives null.
 result<json> parse_body(std::string_view body) {
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return json();
   if (too_deep(body))
     return error(code::invalid_argument, "malformed JSON: nested deeper than " +
                                              std::to_string(max_json_depth) + " levels");
+  // A repeated key would silently take its last value ({"body": 1, "body":
+  // 1000}); whatever reads the body must see what the sender meant, so the
+  // keys seen in each open object are tracked and a repeat is refused.
+  std::vector<std::unordered_set<std::string>> open_objects;
+  auto track_keys = [&open_objects](int, json::parse_event_t ev, json& parsed) {
+    switch (ev) {
+      case json::parse_event_t::object_start:
+        open_objects.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+        open_objects.pop_back();
+        break;
+      case json::parse_event_t::key: {
+        auto& keys = open_objects.back();
+        const auto& k = parsed.get_ref<const std::string&>();
+        if (!keys.insert(k).second) throw duplicate_key{k};
+        break;
+      }
+      default:
+        break;
+    }
+    return true;
+  };
   try {
-    return json::parse(body);
+    return json::parse(body, track_keys);
+  } catch (const duplicate_key& d) {
+    return error(code::invalid_argument,
+                 "malformed JSON: the key " + dump(json(d.key)) + " appears twice in one object");
   } catch (const json::exception& e) {
     std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
     auto close = what.find("] ");

@@ -95,7 +95,8 @@ void ledger_route(actors::node& node, api_cluster* cluster, const http_request& 
 // GET /v1/agents/{name}/ledger/stream: new events as Server-Sent Events
 // (api_stream.cpp).
 void stream_ledger(actors::node& node, const std::shared_ptr<const defer_fn>& defer,
-                   const std::string& name, const target& t, const respond_fn& respond);
+                   uint64_t max_page_bytes, const std::string& name, const target& t,
+                   const respond_fn& respond);
 
 // /v1/tasks[...]: the worker queues (api_tasks.cpp).
 void task_route(actors::node& node, const std::shared_ptr<const defer_fn>& defer,

@@ -197,12 +197,19 @@ struct http_server::impl {
       : host(cfg.http_host),
         token(cfg.token),
         max_body(cfg.max_body_bytes),
+        max_connections(cfg.max_connections),
         opts(std::move(o)),
-        ioc(static_cast<int>(opts.threads == 0 ? 1 : opts.threads)) {}
+        ioc(static_cast<int>(opts.threads == 0 ? 1 : opts.threads)) {
+    opts.header_timeout =
+        std::min(opts.header_timeout, std::chrono::milliseconds(cfg.http_header_timeout_ms));
+  }
 
   std::string host;
   std::string token;
   uint64_t max_body;
+  std::size_t max_connections;
+  std::atomic<uint64_t> accepted{0};
+  std::atomic<uint64_t> refused{0};
   server_options opts;
   uint16_t port = 0;
   request_handler handler;
@@ -221,8 +228,9 @@ struct http_server::impl {
   bool stopping = false;                                            // guarded by mu
   std::unordered_map<session*, std::shared_ptr<session>> sessions;  // guarded by mu
 
-  bool authorized(const http_request& r) const;
-  bool add(const std::shared_ptr<session>& s);
+  bool authorized(std::string_view target, std::string_view authorization) const;
+  // Registers a new connection; false when stopping or at the limit.
+  bool add(const std::shared_ptr<session>& s, bool& at_limit);
   void forget(session* s);
   void do_accept();
   void on_accept(beast::error_code ec, tcp::socket socket);
@@ -291,6 +299,25 @@ class session : public std::enable_shared_from_this<session> {
     if (!busy_) do_close();
   }
 
+  // A connection past the limit: a fixed 503, written without blocking
+  // (a client that does not take it loses it), then closed.
+  void refuse() {
+    static const std::string busy = [] {
+      std::string body = error_json("unavailable", "too many connections; retry in a moment");
+      return "HTTP/1.1 503 Service Unavailable\r\nServer: keel\r\n"
+             "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+             "Content-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n" + body;
+    }();
+    beast::error_code ec;
+    auto& sock = stream_.socket();
+    sock.non_blocking(true, ec);
+    if (!ec) sock.write_some(asio::buffer(busy.data(), busy.size()), ec);
+    sock.shutdown(tcp::socket::shutdown_both, ec);
+    closed_ = true;
+    stream_.close();
+  }
+
   // Once the server's threads are gone (stop()) or the session is destroyed:
   // a stream still open reports closed.
   void abandon() {
@@ -352,7 +379,10 @@ class session : public std::enable_shared_from_this<session> {
     if (stopping_) return do_close();
     parser_.emplace();
     parser_->body_limit(srv_.max_body);
-    stream_.expires_after(srv_.opts.idle_timeout);
+    // A new connection has header_timeout to say what it wants; a kept-alive
+    // one may idle longer between requests.
+    stream_.expires_after(first_request_ ? srv_.opts.header_timeout : srv_.opts.idle_timeout);
+    first_request_ = false;
     http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&session::on_header, shared_from_this()));
   }
@@ -360,6 +390,38 @@ class session : public std::enable_shared_from_this<session> {
   void on_header(beast::error_code ec, std::size_t) {
     if (closed_) return;
     if (ec) return on_read_error(ec);
+    const auto& h = parser_->get();
+    // Framing the parser would take some other way than a peer in front of
+    // us may have: refused, and the connection closed, so no part of a body
+    // is ever read as a request of its own.
+    if (h.count(http::field::transfer_encoding) > 0) {
+      if (h.count(http::field::content_length) > 0)
+        return answer_and_linger(400, "invalid_argument",
+                                 "malformed HTTP request: both Transfer-Encoding and "
+                                 "Content-Length are set");
+      auto field = h[http::field::transfer_encoding];
+      std::string_view te(field.data(), field.size());
+      while (!te.empty() && (te.front() == ' ' || te.front() == '\t')) te.remove_prefix(1);
+      while (!te.empty() && (te.back() == ' ' || te.back() == '\t')) te.remove_suffix(1);
+      if (h.count(http::field::transfer_encoding) > 1 || !iequals(te, "chunked"))
+        return answer_and_linger(
+            400, "invalid_argument",
+            "malformed HTTP request: Transfer-Encoding \"" + std::string(te) +
+                "\" is not supported; send a Content-Length or Transfer-Encoding: chunked");
+    }
+    // The token is checked before the body is read: a client without it
+    // never makes the server buffer a body.
+    auto target = h.target();
+    auto auth = h[http::field::authorization];
+    if (!srv_.authorized(std::string_view(target.data(), target.size()),
+                         std::string_view(auth.data(), auth.size()))) {
+      busy_ = true;
+      linger_ = true;
+      http_response denied{
+          401, "application/json", error_json("unauthorized", "missing or wrong bearer token"), {}};
+      denied.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return deliver(std::move(denied));
+    }
     // curl and others wait for this before sending a larger body.
     if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
       asio::async_write(stream_, asio::buffer(continue_line.data(), continue_line.size()),
@@ -417,12 +479,6 @@ class session : public std::enable_shared_from_this<session> {
     for (const auto& f : req)
       r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
 
-    if (!srv_.authorized(r)) {
-      http_response denied{
-          401, "application/json", error_json("unauthorized", "missing or wrong bearer token"), {}};
-      denied.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return deliver(std::move(denied));
-    }
     auto ex = std::make_shared<exchange>(srv_.door, weak_from_this());
     try {
       srv_.handler(std::move(r), [ex](http_response resp) { ex->respond(std::move(resp)); });
@@ -580,6 +636,7 @@ class session : public std::enable_shared_from_this<session> {
   bool stopping_ = false;
   bool linger_ = false;  // close after the answer, draining the rest
   bool closed_ = false;
+  bool first_request_ = true;
 
   // A streamed answer.
   http::response<http::empty_body> head_;
@@ -632,18 +689,30 @@ std::string_view http_request::header(std::string_view name) const {
   return {};
 }
 
+std::string server_metrics_text(const server_stats& st) {
+  std::string o;
+  auto line = [&o](const char* name, const char* help, const char* type, uint64_t v) {
+    o += std::string("# HELP ") + name + ' ' + help + "\n# TYPE " + name + ' ' + type + '\n' +
+         name + ' ' + std::to_string(v) + '\n';
+  };
+  line("keel_http_connections", "HTTP connections open now.", "gauge", st.open);
+  line("keel_http_connection_limit", "HTTP connections allowed at once.", "gauge", st.limit);
+  line("keel_http_connections_total", "HTTP connections accepted.", "counter", st.accepted);
+  line("keel_http_connections_refused_total",
+       "HTTP connections answered 503 because the limit was reached.", "counter", st.refused);
+  return o;
+}
+
 std::string error_json(std::string_view code, std::string_view message) {
   nlohmann::json j{{"error", {{"code", code}, {"message", message}}}};
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-bool http_server::impl::authorized(const http_request& r) const {
+bool http_server::impl::authorized(std::string_view target, std::string_view auth) const {
   if (token.empty()) return true;
-  std::string_view path = r.target;
-  path = path.substr(0, path.find('?'));
+  std::string_view path = target.substr(0, target.find('?'));
   for (const auto& open_path : opts.open_paths)
     if (path == open_path) return true;
-  std::string_view auth = r.header("authorization");
   constexpr std::string_view scheme = "bearer ";
   if (auth.size() < scheme.size() || !iequals(auth.substr(0, scheme.size()), scheme)) return false;
   auth.remove_prefix(scheme.size());
@@ -651,9 +720,10 @@ bool http_server::impl::authorized(const http_request& r) const {
   return same_secret(auth, token);
 }
 
-bool http_server::impl::add(const std::shared_ptr<session>& s) {
+bool http_server::impl::add(const std::shared_ptr<session>& s, bool& at_limit) {
   std::lock_guard lock(mu);
-  if (stopping) return false;
+  at_limit = sessions.size() >= max_connections;
+  if (stopping || at_limit) return false;
   sessions.emplace(s.get(), s);
   return true;
 }
@@ -684,7 +754,16 @@ void http_server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
   beast::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   auto s = std::make_shared<session>(std::move(socket), *this);
-  if (add(s)) s->start();
+  bool at_limit = false;
+  if (add(s, at_limit)) {
+    accepted.fetch_add(1, std::memory_order_relaxed);
+    s->start();
+  } else if (at_limit) {
+    // Nothing is read: one non-blocking write of a fixed answer, then the
+    // descriptor is given back at once.
+    refused.fetch_add(1, std::memory_order_relaxed);
+    s->refuse();
+  }
   do_accept();
 }
 
@@ -735,6 +814,18 @@ http_server::~http_server() {
 
 uint16_t http_server::port() const {
   return impl_->port;
+}
+
+server_stats http_server::stats() const {
+  server_stats st;
+  {
+    std::lock_guard lock(impl_->mu);
+    st.open = impl_->sessions.size();
+  }
+  st.accepted = impl_->accepted.load(std::memory_order_relaxed);
+  st.refused = impl_->refused.load(std::memory_order_relaxed);
+  st.limit = impl_->max_connections;
+  return st;
 }
 
 const std::string& http_server::host() const {

@@ -1,9 +1,14 @@
 #pragma once
 // An asynchronous HTTP/1.1 server with keep-alive (Boost.Beast) on its own
-// io_context and threads, never on CAF's. It enforces the request body limit
-// (413) and, when a token is configured, the bearer token (401); every other
-// request goes to one request_handler as plain strings, so the code that
-// answers requests (net/api.hpp) never sees Beast.
+// io_context and threads, never on CAF's. It enforces a connection limit
+// (a connection past cfg.max_connections is answered 503 and closed before
+// anything is read), header and idle timeouts, the request body limit (413),
+// a strict framing (400 and close for a Transfer-Encoding other than
+// chunked, or one next to a Content-Length: no request smuggling) and, when
+// a token is configured, the bearer token (401, checked on the headers,
+// before any body is read); every other request goes to one
+// request_handler as plain strings, so the code that answers requests
+// (net/api.hpp) never sees Beast.
 //
 // An answer is either a whole body or a stream (http_response::on_stream):
 // the status line and headers go out at once and the body follows piece by
@@ -111,9 +116,24 @@ struct server_options {
   // A keep-alive connection with no request for this long is closed; also
   // bounds the time to receive one request. Streams are exempt. Default 60 s.
   std::chrono::milliseconds idle_timeout{60'000};
+  // A new connection must deliver its first request's headers within this
+  // time (a client that connects and says nothing holds a descriptor).
+  // Default 10 s.
+  std::chrono::milliseconds header_timeout{10'000};
   // Paths (without query) that need no bearer token. Default /v1/health.
   std::vector<std::string> open_paths{"/v1/health"};
 };
+
+// Counters of the server's connections (for metrics).
+struct server_stats {
+  uint64_t open = 0;      // connections open now
+  uint64_t accepted = 0;  // connections taken since start
+  uint64_t refused = 0;   // connections answered 503 at the limit
+  uint64_t limit = 0;     // the connection limit
+};
+
+// The stats as Prometheus text (keel_http_connections, ...).
+std::string server_metrics_text(const server_stats& st);
 
 class http_server {
  public:
@@ -134,6 +154,8 @@ class http_server {
   // Starts the threads and accepting. REQUIRES: called at most once, before
   // stop(); `handler` stays callable until stop() returns.
   void start(request_handler handler);
+
+  server_stats stats() const;
 
   // Runs `fn` once on a server thread after `delay`. Dropped unrun when the
   // server stops first.

@@ -186,9 +186,17 @@ class loop_node {
     return r.body["conversation"];
   }
   std::vector<json> ledger(const std::string& name) {
-    auto r = call("GET", path(name) + "/ledger?limit=10000");
-    REQUIRE_MESSAGE(r.status == 200, r.raw);
-    return r.body["events"].get<std::vector<json>>();
+    std::vector<json> all;
+    std::string target = path(name) + "/ledger?limit=10000";
+    for (int pages = 0; pages < 1000; ++pages) {
+      auto r = call("GET", target);
+      REQUIRE_MESSAGE(r.status == 200, r.raw);
+      for (const auto& e : r.body["events"]) all.push_back(e);
+      if (!r.body["next"].is_number_unsigned()) break;
+      target =
+          path(name) + "/ledger?limit=10000&from=" + std::to_string(r.body["next"].get<uint64_t>());
+    }
+    return all;
   }
 
   // Waits until the agent's view satisfies `pred`; returns that view.

@@ -189,7 +189,7 @@ struct test_node {
   std::vector<actors::ledger_entry> ledger(const std::string& name) {
     auto l = node->ledger(name, 1, 10'000);
     REQUIRE_MESSAGE(l, l.error().to_string());
-    return *l;
+    return l->events;
   }
   json audit(const std::string& name) {
     auto a = node->audit(name);
@@ -1068,7 +1068,7 @@ TEST_CASE("a loop agent paused during a tool call records the result but calls n
     if (i == 0) return tool_call_reply("charge", {{"amount", 5}});
     // Called on an effect thread: the ledger must already say "resumed".
     auto l = n.node->ledger("pw/1", 1, 10'000);
-    resumed_before_second_call = l && first_seq_of(*l, "resumed") > 0;
+    resumed_before_second_call = l && first_seq_of(l->events, "resumed") > 0;
     return text_reply("charged");
   };
   n.spawn("pw/1", "clerk");

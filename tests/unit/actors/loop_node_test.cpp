@@ -81,7 +81,7 @@ struct loop_node {
   std::vector<actors::ledger_entry> ledger(const std::string& name) {
     auto l = node->ledger(name, 1, 10'000);
     REQUIRE(l);
-    return *l;
+    return l->events;
   }
   int count(const std::string& name, const std::string& type) {
     int n = 0;
@@ -108,7 +108,7 @@ TEST_CASE("a tool is called only once its effect_started is durable, with a stab
     const uint64_t effect =
         std::stoull(ctx.idempotency_key.substr(ctx.idempotency_key.find('#') + 1));
     auto l = n.node->ledger("t/1", effect, 1);
-    started_was_durable = l && l->size() == 1 && (*l)[0].type == "effect_started";
+    started_was_durable = l && l->events.size() == 1 && l->events[0].type == "effect_started";
   };
   n.spawn("t/1");
   n.send("t/1", "where is order 9?");

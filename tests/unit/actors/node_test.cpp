@@ -117,7 +117,7 @@ TEST_CASE("a spawned counter adds what it is sent and answers from durable state
     CHECK(bad.reply->code == "invalid_message");
     auto ledger = n->ledger("acct/alice", 1, 100);
     REQUIRE(ledger.is_ok());
-    CHECK(ledger->back().type == "message_rejected");
+    CHECK(ledger->events.back().type == "message_rejected");
   }
   SUBCASE("messages to unknown agents and bad names are refused") {
     auto s2 = send(*n, "acct/nobody", {{"add", 1}});
@@ -177,13 +177,13 @@ TEST_CASE("a signal repeated with the same dedupe key is applied once, also thro
   CHECK_FALSE(plain->duplicate);
   REQUIRE(test::eventually([&] {
     auto l = n->ledger("d/2", 1, 100);
-    return l.is_ok() && std::count_if(l->begin(), l->end(), [](const ledger_entry& e) {
-                          return e.type == "signal_received";
-                        }) >= 3;
+    return l.is_ok() &&
+           std::count_if(l->events.begin(), l->events.end(),
+                         [](const ledger_entry& e) { return e.type == "signal_received"; }) >= 3;
   }));
   auto ledger = n->ledger("d/2", 1, 100);
   REQUIRE(ledger.is_ok());
-  CHECK(std::count_if(ledger->begin(), ledger->end(),
+  CHECK(std::count_if(ledger->events.begin(), ledger->events.end(),
                       [](const ledger_entry& e) { return e.type == "signal_received"; }) == 3);
 }
 
@@ -244,8 +244,8 @@ TEST_CASE("state survives a restart of the node") {
   CHECK(total(*n, "r/1") == 200);
   auto ledger = n->ledger("r/1", 1, 1000);
   REQUIRE(ledger.is_ok());
-  CHECK(ledger->size() == 1 + 200);
-  for (std::size_t i = 0; i < ledger->size(); ++i) CHECK((*ledger)[i].seq == i + 1);
+  CHECK(ledger->events.size() == 1 + 200);
+  for (std::size_t i = 0; i < ledger->events.size(); ++i) CHECK(ledger->events[i].seq == i + 1);
 }
 
 TEST_CASE("messages beyond the in-memory limit go through the durable inbox exactly once") {
@@ -332,7 +332,7 @@ TEST_CASE("a durable timer wakes a hibernated agent, also across a restart") {
     auto ledger = n->ledger("t/2", 1, 100);
     REQUIRE(ledger.is_ok());
     std::multiset<std::string> types;
-    for (auto& e : *ledger) types.insert(e.type);
+    for (auto& e : ledger->events) types.insert(e.type);
     CHECK(types.count("timer_fired") == 1);
   }
 }
@@ -353,7 +353,7 @@ TEST_CASE("a terminated agent keeps its ledger and refuses new messages") {
   CHECK(s.ack.error().error_code() == code::conflict);
   auto ledger = n->ledger("x/1", 1, 100);
   REQUIRE(ledger.is_ok());
-  CHECK(ledger->back().type == "terminated");
+  CHECK(ledger->events.back().type == "terminated");
   auto listed = n->list("x/", "", 10);
   REQUIRE(listed.is_ok());
   REQUIRE(listed->size() == 1);
@@ -410,7 +410,7 @@ TEST_CASE("writes after a clean hibernation are not hidden by the clean snapshot
   CHECK(v->last_seq == 3 + 2 + 2);
   auto ledger = n->ledger("cl/1", 1, 100);
   REQUIRE(ledger.is_ok());
-  CHECK(ledger->size() == v->last_seq);
+  CHECK(ledger->events.size() == v->last_seq);
 }
 
 TEST_CASE("messages spilled to the inbox are recorded before a terminate queued behind them") {
@@ -443,7 +443,7 @@ TEST_CASE("messages spilled to the inbox are recorded before a terminate queued 
   auto ledger = n->ledger("sp/1", 1, 1000);
   REQUIRE(ledger.is_ok());
   std::set<std::string> recorded;
-  for (auto& e : *ledger)
+  for (auto& e : ledger->events)
     if (e.type == "message_received") recorded.insert(e.data["id"].get<std::string>());
   std::lock_guard lk(mu);
   CHECK(acked.size() == static_cast<std::size_t>(k));  // all were queued before the terminate

@@ -15,7 +15,8 @@ namespace {
 const code all_codes[] = {
     code::ok,       code::invalid_argument, code::not_found,    code::already_exists,
     code::conflict, code::corruption,       code::io_error,     code::unavailable,
-    code::timeout,  code::too_large,        code::unauthorized, code::internal};
+    code::timeout,  code::too_large,        code::unauthorized, code::internal,
+    code::no_space};
 
 status fails_with(code c) {
   return keel::error(c, "boom");
