@@ -16,11 +16,21 @@ uint32_t crc32c_portable(std::string_view data) {
   return crc.checksum();
 }
 
+// Bit by bit: only where the CPU lacks SSE4.2 (rare), for extending.
+uint32_t crc32c_bitwise(uint32_t crc, std::string_view data) {
+  uint32_t c = ~crc;
+  for (char ch : data) {
+    c ^= static_cast<unsigned char>(ch);
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
 #if defined(__x86_64__)
 // SSE4.2 has a CRC-32C instruction: 8 bytes per step instead of a table
 // lookup per byte. Every record is checksummed on write and on read.
-__attribute__((target("sse4.2"))) uint32_t crc32c_sse42(std::string_view data) {
-  uint64_t crc = 0xFFFFFFFFu;
+__attribute__((target("sse4.2"))) uint32_t crc32c_sse42(uint32_t start, std::string_view data) {
+  uint64_t crc = start ^ 0xFFFFFFFFu;
   const char* p = data.data();
   std::size_t n = data.size();
   while (n >= 8) {
@@ -45,9 +55,16 @@ bool has_sse42() {
 
 uint32_t crc32c(std::string_view data) {
 #if defined(__x86_64__)
-  if (has_sse42()) return crc32c_sse42(data);
+  if (has_sse42()) return crc32c_sse42(0, data);
 #endif
   return crc32c_portable(data);
+}
+
+uint32_t crc32c_extend(uint32_t crc, std::string_view data) {
+#if defined(__x86_64__)
+  if (has_sse42()) return crc32c_sse42(crc, data);
+#endif
+  return crc32c_bitwise(crc, data);
 }
 
 uint32_t crc32c_reference(std::string_view data) {

@@ -1,8 +1,32 @@
+// The store's life: opening RocksDB (or refusing to, on a damaged log),
+// the write path with its free-space gate, and the recovery thread that
+// reopens RocksDB once whatever stopped its writes is gone. Reads are in
+// store_reads.cpp.
+//
+// Why reopen rather than RocksDB's own recovery: in the 7.8 build, a
+// recovery after a failed log write can leave the failed log writer in
+// place, and the next write then aborts the process on an assertion; and
+// an out-of-space recovery waits for as much free space as a whole
+// memtable. Closing and opening again replays the log (everything that was
+// acknowledged; a write cut short by the failure is a torn last record,
+// which the recovery mode tolerates) and starts a fresh log writer.
+// RocksDB's own info log is written by our logger, which drops what it
+// cannot write: the default one shares the log writer's abort.
+
 #include "persistence/store.hpp"
 
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+
 #include <rocksdb/cache.h>
-#include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -10,7 +34,8 @@
 
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
-#include "persistence/keys.hpp"
+#include "persistence/store_engine.hpp"
+#include "persistence/wal_reader.hpp"
 
 namespace keel::persistence {
 
@@ -26,89 +51,179 @@ constexpr uint64_t schema_version = 2;
 constexpr uint64_t oldest_schema_read = 1;
 // Ids reserved per durable write; a crash skips at most this many.
 constexpr uint64_t id_block = 4096;
+constexpr std::size_t max_warnings = 16;
+// RocksDB's info log: rotated to LOG.old past this size.
+constexpr off_t info_log_max_bytes = 16 << 20;
 
 const char* const family_names[family_count] = {"agents", "ledger", "snapshots", "inbox", "dedupe",
                                                 "timers", "meta",   "effects",   "blobs", "outbox"};
+
+// RocksDB's info log, written with plain write(2): a line that cannot be
+// written (the disk is full) is dropped, never fatal.
+class file_logger final : public rocksdb::Logger {
+ public:
+  explicit file_logger(std::string dir)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL), path_(std::move(dir) + "/LOG") {
+    reopen();
+  }
+  ~file_logger() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    char line[2048];
+    std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    ::gmtime_r(&now, &tm);
+    int n = static_cast<int>(std::strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm));
+    va_list copy;
+    va_copy(copy, ap);
+    int m = std::vsnprintf(line + n, sizeof line - static_cast<std::size_t>(n) - 1, format, copy);
+    va_end(copy);
+    if (m < 0) return;
+    std::size_t len = std::min(sizeof line - 2, static_cast<std::size_t>(n + m));
+    if (line[len - 1] != '\n') line[len++] = '\n';
+    std::lock_guard lk(mu_);
+    if (fd_ < 0) reopen();
+    if (fd_ < 0) return;
+    if (::write(fd_, line, len) < 0) return;  // dropped: see the class comment
+    size_ += static_cast<off_t>(len);
+    if (size_ > info_log_max_bytes) {
+      ::close(fd_);
+      fd_ = -1;
+      std::rename(path_.c_str(), (path_ + ".old").c_str());
+      reopen();
+    }
+  }
+
+ private:
+  void reopen() {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    size_ = fd_ >= 0 ? ::lseek(fd_, 0, SEEK_END) : 0;
+  }
+
+  std::string path_;
+  std::mutex mu_;
+  int fd_ = -1;
+  off_t size_ = 0;
+};
+
+const char* reason_name(rocksdb::BackgroundErrorReason r) {
+  switch (r) {
+    case rocksdb::BackgroundErrorReason::kFlush:
+    case rocksdb::BackgroundErrorReason::kFlushNoWAL:
+      return "a flush";
+    case rocksdb::BackgroundErrorReason::kCompaction:
+      return "a compaction";
+    case rocksdb::BackgroundErrorReason::kWriteCallback:
+    case rocksdb::BackgroundErrorReason::kMemTable:
+      return "a write";
+    case rocksdb::BackgroundErrorReason::kManifestWrite:
+    case rocksdb::BackgroundErrorReason::kManifestWriteNoWAL:
+      return "a manifest write";
+  }
+  return "background work";
+}
+
+std::string mib(uint64_t bytes) {
+  return std::to_string(bytes >> 20) + " MiB";
+}
+
+}  // namespace
 
 status from_rocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return status::ok();
   if (s.IsCorruption()) return error(code::corruption, what + ": " + s.ToString());
   if (s.IsNotFound()) return error(code::not_found, what + ": " + s.ToString());
+  if (s.IsNoSpace())
+    return error(code::no_space, what + ": the disk is full (" + s.ToString() + ")");
   return error(code::io_error, what + ": " + s.ToString());
 }
 
-// Bounds an iterator to one agent's keys. The upper bound lets RocksDB stop
-// early; the highest id has no successor prefix, so valid() also checks the
-// prefix itself.
-class agent_scan {
+// Hears RocksDB's background errors. Runs on RocksDB's threads, some with
+// its mutex held: it only records and wakes the recovery thread.
+class store_listener final : public rocksdb::EventListener {
  public:
-  explicit agent_scan(uint64_t agent_id) : prefix_(agent_prefix(agent_id)) {
-    if (agent_id != UINT64_MAX) {
-      upper_ = agent_prefix(agent_id + 1);
-      upper_slice_ = rocksdb::Slice(upper_);
-      ro_.iterate_upper_bound = &upper_slice_;
+  explicit store_listener(store::impl* s) : s_(s) {}
+
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* e) override {
+    if (!e || e->ok()) return;
+    const std::string what = std::string(reason_name(reason)) + " failed: " + e->ToString();
+    if (reason == rocksdb::BackgroundErrorReason::kCompaction && e->IsCorruption()) {
+      // Left alone, this stops every write for good. The compaction keeps
+      // failing over that file, but reads of other data and all writes go
+      // on; the file's keys are reported (health) until an operator acts.
+      std::lock_guard lk(s_->state_mu);
+      pending_corruption_.push_back(e->ToString());
+      s_->warnings.push_back(what +
+                             "; writes go on, the damaged file stays (docs/operations.md, "
+                             "Faults)");
+      *e = rocksdb::Status::OK();
+    } else if (e->severity() >= rocksdb::Status::Severity::kHardError) {
+      s_->stop_writes(
+          error(e->IsNoSpace() ? code::no_space : code::unavailable, "writes are stopped: " + what),
+          true);
+    } else {
+      // A soft error (a compaction short of space): writes go on; the
+      // recovery thread reopens once there is room, which restarts
+      // background work.
+      std::lock_guard lk(s_->state_mu);
+      s_->warnings.push_back(what);
+      soft_ = true;
     }
+    s_->wake.notify_all();
   }
-  agent_scan(const agent_scan&) = delete;
-  agent_scan& operator=(const agent_scan&) = delete;
-  const rocksdb::ReadOptions& options() const { return ro_; }
-  bool valid(const rocksdb::Iterator& it) const {
-    return it.Valid() && it.key().starts_with(rocksdb::Slice(prefix_));
+
+  // The recovery thread reopens instead (see the top of this file).
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status,
+                            bool* auto_recovery) override {
+    if (auto_recovery) *auto_recovery = false;
   }
+
+  // Guarded by s_->state_mu.
+  std::vector<std::string> pending_corruption_;
+  bool soft_ = false;
 
  private:
-  std::string prefix_;
-  std::string upper_;
-  rocksdb::Slice upper_slice_;
-  rocksdb::ReadOptions ro_;
+  store::impl* s_;
 };
 
-std::string what_seq(std::string_view family, std::string_view who, uint64_t seq) {
-  return std::string(family) + " of " + std::string(who) + " seq " + std::to_string(seq);
-}
-
-}  // namespace
-
-const char* family_name(family f) {
-  return family_names[static_cast<int>(f)];
-}
-
-struct store::impl {
-  std::unique_ptr<rocksdb::DB> db;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // index = family
-  rocksdb::ColumnFamilyHandle* default_cf = nullptr;
-
-  rocksdb::ColumnFamilyHandle* cf(family f) { return handles[static_cast<int>(f)]; }
-
-  ~impl() {
-    if (db) {
-      // Flushing on a clean close leaves no WAL to replay at the next start.
-      db->Flush(rocksdb::FlushOptions(), handles).PermitUncheckedError();
-      for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-      if (default_cf) db->DestroyColumnFamilyHandle(default_cf).PermitUncheckedError();
-      db->Close().PermitUncheckedError();
-    }
+store::impl::~impl() {
+  {
+    std::lock_guard lk(wake_mu);
+    stopping = true;
   }
-};
+  wake.notify_all();
+  if (doctor.joinable()) doctor.join();
+  std::unique_lock lk(mu);
+  close_db();
+}
 
-store::store(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
-store::~store() = default;
-
-result<std::unique_ptr<store>> store::open(const store_options& opts) {
+status store::impl::open_db(bool read_only_mode) {
   rocksdb::Options o;
-  o.create_if_missing = opts.create;
-  o.create_missing_column_families = opts.create;
+  o.create_if_missing = opts.create && !read_only_mode;
+  o.create_missing_column_families = opts.create && !read_only_mode;
   o.IncreaseParallelism(2);
   o.max_background_jobs = 2;
   // Memtables are charged to the block cache, so the node's RocksDB memory
   // is bounded by block_cache_bytes however many families are written.
-  auto cache = rocksdb::NewLRUCache(opts.block_cache_bytes);
   o.write_buffer_manager =
       std::make_shared<rocksdb::WriteBufferManager>(opts.block_cache_bytes / 2, cache);
   // Bounds the WAL a restart replays (start-up time after a crash).
   o.max_total_wal_size = 64ull << 20;
-  // RocksDB starts a new info log at every open and keeps 1000 by default.
-  o.keep_log_file_num = 4;
+  // A damaged record anywhere in the log is refused at open (it would drop
+  // what was acknowledged after it); a torn last record, a write a crash
+  // cut short and that was never acknowledged, is not.
+  o.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  o.info_log = logger;
+  o.listeners.push_back(listener);
+  if (opts.max_open_files > 0) {
+    o.max_open_files = static_cast<int>(opts.max_open_files);
+    // The table cache rounds its capacity up to a multiple of its shards:
+    // few shards keep a small bound close to what was asked.
+    o.table_cache_numshardbits = opts.max_open_files < 1024 ? 0 : 4;
+  }
   rocksdb::BlockBasedTableOptions t;
   t.block_cache = cache;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
@@ -118,45 +233,258 @@ result<std::unique_ptr<store>> store::open(const store_options& opts) {
   std::vector<rocksdb::ColumnFamilyDescriptor> descs;
   descs.emplace_back(rocksdb::kDefaultColumnFamilyName, cfo);
   for (const char* n : family_names) descs.emplace_back(n, cfo);
-
-  auto p = std::make_unique<impl>();
   std::vector<rocksdb::ColumnFamilyHandle*> hs;
   rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(rocksdb::DBOptions(o), opts.dir, descs, &hs, &raw);
-  if (!s.ok()) return from_rocks(s, "cannot open database in " + opts.dir);
-  p->db.reset(raw);
-  p->default_cf = hs[0];
-  p->handles.assign(hs.begin() + 1, hs.end());
+  auto s = read_only_mode
+               ? rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(o), opts.dir, descs, &hs, &raw)
+               : rocksdb::DB::Open(rocksdb::DBOptions(o), opts.dir, descs, &hs, &raw);
+  if (!s.ok()) return from_rocks(s, "cannot open the store in " + opts.dir);
+  db.reset(raw);
+  default_cf = hs[0];
+  handles.assign(hs.begin() + 1, hs.end());
+  read_only = read_only_mode;
+  return status::ok();
+}
+
+void store::impl::close_db() {
+  if (!db) return;
+  bool healthy;
+  {
+    std::lock_guard lk(state_mu);
+    healthy = stopped.is_ok() && !read_only;
+  }
+  // Flushing on a clean close leaves no WAL to replay at the next start; a
+  // store in error is closed as it stands (its log holds what was written).
+  if (healthy) db->Flush(rocksdb::FlushOptions(), handles).PermitUncheckedError();
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  if (default_cf) db->DestroyColumnFamilyHandle(default_cf).PermitUncheckedError();
+  handles.clear();
+  default_cf = nullptr;
+  db->Close().PermitUncheckedError();
+  db.reset();
+}
+
+uint64_t store::impl::refresh_free_space(bool force) {
+  const int64_t now = mono_ns();
+  if (!force && now - space_checked_ns.load(std::memory_order_relaxed) < 50'000'000)
+    return free_bytes.load(std::memory_order_relaxed);
+  struct statvfs v {};
+  uint64_t free = UINT64_MAX;
+  if (::statvfs(opts.dir.c_str(), &v) == 0) free = uint64_t{v.f_bavail} * v.f_frsize;
+  free_bytes.store(free, std::memory_order_relaxed);
+  space_checked_ns.store(now, std::memory_order_relaxed);
+  return free;
+}
+
+status store::impl::write_gate(std::size_t bytes) {
+  {
+    std::lock_guard lk(state_mu);
+    if (!stopped.is_ok()) return stopped;
+  }
+  if (read_only)
+    return error(code::unavailable,
+                 "the store is open read-only; writes resume once it can reopen");
+  if (opts.reserved_disk_bytes == 0) return status::ok();
+  const uint64_t free = refresh_free_space(false);
+  if (free < opts.reserved_disk_bytes + bytes) {
+    refresh_free_space(true);
+    if (free_bytes.load() < opts.reserved_disk_bytes + bytes) {
+      std::lock_guard lk(state_mu);
+      if (stopped_ms == 0) stopped_ms = wall_ms();
+      return error(code::no_space, "the store's disk has " + mib(free_bytes.load()) +
+                                       " free, less than the " + mib(opts.reserved_disk_bytes) +
+                                       " it keeps in reserve: writes resume once there is room");
+    }
+  }
+  free_bytes.fetch_sub(std::min<uint64_t>(bytes, free_bytes.load()), std::memory_order_relaxed);
+  return status::ok();
+}
+
+void store::impl::stop_writes(status why, bool reopen) {
+  {
+    std::lock_guard lk(state_mu);
+    if (stopped.is_ok()) {
+      stopped = std::move(why);
+      stopped_ms = wall_ms();
+      std::fprintf(stderr, "keeld: store: %s\n", stopped.message().c_str());
+    }
+    needs_reopen = needs_reopen || reopen;
+  }
+  wake.notify_all();
+}
+
+void store::impl::warn(std::string text) {
+  std::lock_guard lk(state_mu);
+  std::fprintf(stderr, "keeld: store: %s\n", text.c_str());
+  warnings.push_back(std::move(text));
+  if (warnings.size() > max_warnings) warnings.erase(warnings.begin());
+}
+
+void store::impl::start_doctor() {
+  doctor = std::thread([this] { run_doctor(); });
+}
+
+void store::impl::run_doctor() {
+  const uint32_t base = std::max<uint32_t>(1, opts.recovery_interval_ms);
+  uint32_t delay = base;
+  std::unique_lock wl(wake_mu);
+  while (!stopping) {
+    wake.wait_for(wl, std::chrono::milliseconds(delay));
+    if (stopping) break;
+    wl.unlock();
+    std::vector<std::string> corrupt;
+    bool reopen = false, soft = false, refused_for_space = false;
+    code problem = code::ok;
+    {
+      std::lock_guard lk(state_mu);
+      corrupt.swap(listener->pending_corruption_);
+      reopen = needs_reopen || read_only;
+      soft = listener->soft_;
+      problem = stopped.error_code();
+      refused_for_space = stopped.is_ok() && stopped_ms != 0;
+    }
+    if (!corrupt.empty()) {
+      std::shared_lock lk(mu);
+      for (const auto& m : corrupt) note_corruption(rocksdb::Status::Corruption(m));
+    }
+    const uint64_t free = refresh_free_space(true);
+    const bool room = opts.reserved_disk_bytes == 0 || free >= opts.reserved_disk_bytes;
+    bool resumed = false;
+    if (refused_for_space && room) {
+      std::lock_guard lk(state_mu);
+      stopped_ms = 0;
+      resumed = true;
+    }
+    if ((reopen || soft) && (room || problem != code::no_space)) {
+      std::unique_lock lk(mu);
+      close_db();
+      status s = open_db(false);
+      if (s) {
+        std::lock_guard st(state_mu);
+        std::fprintf(stderr, "keeld: store: reopened after \"%s\"; writes resume\n",
+                     stopped.is_ok() ? "a background error" : stopped.message().c_str());
+        stopped = status::ok();
+        stopped_ms = 0;
+        needs_reopen = false;
+        listener->soft_ = false;
+        resumed = reopen;
+        delay = base;
+      } else {
+        // Reads go on from a read-only view meanwhile.
+        status ro = open_db(true);
+        std::lock_guard st(state_mu);
+        if (stopped.is_ok()) {
+          stopped = error(s.error_code() == code::no_space ? code::no_space : code::unavailable,
+                          "writes are stopped: " + s.message());
+          stopped_ms = wall_ms();
+        }
+        needs_reopen = true;
+        if (!ro) std::fprintf(stderr, "keeld: store: %s\n", ro.message().c_str());
+        delay = std::min(delay * 2, base * 16);
+      }
+    } else if (!reopen) {
+      delay = base;
+    }
+    if (resumed) {
+      recoveries.fetch_add(1, std::memory_order_relaxed);
+      std::function<void()> fn;
+      {
+        std::lock_guard st(state_mu);
+        fn = writable_fn;
+      }
+      if (fn) fn();
+    }
+    wl.lock();
+  }
+}
+
+store::store(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+store::~store() = default;
+
+namespace {
+
+// Why open() failed on a corruption: the damaged log, if it is one.
+status explain_corruption(const std::string& dir, const status& opened) {
+  auto scan = scan_wal(dir);
+  if (scan && scan->damage) {
+    const auto& d = *scan->damage;
+    return error(code::corruption,
+                 "the write-ahead log " + d.file + " is damaged at offset " +
+                     std::to_string(d.offset) + " (" + d.reason + "); " +
+                     std::to_string(scan->after_damage.size()) +
+                     " acknowledged write batches after it would be lost. Refusing to start: "
+                     "run `keeld --data " +
+                     dir +
+                     " --salvage` to start from what is intact (it records what it drops), or "
+                     "restore a backup (docs/operations.md, \"Faults\")");
+  }
+  return error(code::corruption, opened.message() +
+                                     ". Refusing to start: restore a backup, or see "
+                                     "docs/operations.md (\"Faults\") for the repair steps");
+}
+
+}  // namespace
+
+result<std::unique_ptr<store>> store::open(const store_options& opts) {
+  auto p = std::make_unique<impl>();
+  p->opts = opts;
+  std::error_code ec;
+  std::filesystem::create_directories(opts.dir, ec);
+  p->cache = rocksdb::NewLRUCache(opts.block_cache_bytes);
+  p->logger = std::make_shared<file_logger>(opts.dir);
+  p->listener = std::make_shared<store_listener>(p.get());
+  status s = p->open_db(false);
+  if (!s && s.error_code() == code::corruption) return explain_corruption(opts.dir, s);
+  if (!s) {
+    // A full disk (or too few descriptors) cannot stop reads of what is
+    // there: serve them, and write once the recovery thread can reopen.
+    const bool exists = std::filesystem::exists(std::filesystem::path(opts.dir) / "CURRENT", ec);
+    if (!exists || !p->open_db(true)) return s;
+    p->stopped = error(s.error_code() == code::no_space ? code::no_space : code::unavailable,
+                       "opened read-only: " + s.message());
+    p->stopped_ms = wall_ms();
+    p->needs_reopen = true;
+    std::fprintf(stderr, "keeld: store: %s\n", p->stopped.message().c_str());
+  }
 
   std::unique_ptr<store> st(new store(std::move(p)));
-  auto* meta = st->impl_->cf(family::meta);
+  auto& m = *st->impl_;
+  auto* meta = m.cf(family::meta);
   std::string v;
-  s = st->impl_->db->Get(rocksdb::ReadOptions(), meta, schema_key, &v);
-  const uint64_t found = s.ok() && v.size() == 8 ? get_u64_be(v.data()) : 0;
-  if (!s.ok() && !s.IsNotFound()) return from_rocks(s, "reading schema version");
-  if (s.ok() && (found < oldest_schema_read || found > schema_version))
+  auto rs = m.db->Get(rocksdb::ReadOptions(), meta, schema_key, &v);
+  const uint64_t found = rs.ok() && v.size() == 8 ? get_u64_be(v.data()) : 0;
+  if (!rs.ok() && !rs.IsNotFound()) return from_rocks(rs, "reading schema version");
+  if (rs.ok() && (found < oldest_schema_read || found > schema_version))
     return error(code::corruption,
                  "database in " + opts.dir + " has a schema version this build does not read");
-  if (s.IsNotFound() || found < schema_version) {
+  if ((rs.IsNotFound() || found < schema_version) && !m.read_only) {
     // Marked before anything new is written, so an older build refuses it.
     std::string enc;
     put_u64_be(enc, schema_version);
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    KEEL_TRY(from_rocks(st->impl_->db->Put(wo, meta, schema_key, enc), "writing schema version"));
+    KEEL_TRY(from_rocks(m.db->Put(wo, meta, schema_key, enc), "writing schema version"));
   }
-  s = st->impl_->db->Get(rocksdb::ReadOptions(), meta, next_id_key, &v);
-  if (s.ok() && v.size() == 8) {
+  rs = m.db->Get(rocksdb::ReadOptions(), meta, next_id_key, &v);
+  if (rs.ok() && v.size() == 8) {
     st->next_id_ = st->id_limit_ = get_u64_be(v.data());
-  } else if (s.IsNotFound()) {
+  } else if (rs.IsNotFound()) {
     st->next_id_ = st->id_limit_ = 1;
   } else {
     return error(code::corruption, "bad next_agent_id in " + opts.dir);
   }
+  m.start_doctor();
   return st;
 }
 
 status store::write(const write_set& ops, bool sync) {
+  std::shared_lock lk(impl_->mu);
+  std::size_t bytes = 0;
+  for (const auto& op : ops) bytes += op.key.size() + op.value.size() + 16;
+  if (status g = impl_->write_gate(bytes); !g) {
+    impl_->write_errors.fetch_add(1, std::memory_order_relaxed);
+    return g;
+  }
   rocksdb::WriteBatch batch;
   for (const auto& op : ops) {
     auto* cf = impl_->cf(op.cf);
@@ -165,281 +493,82 @@ status store::write(const write_set& ops, bool sync) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = sync;
-  return from_rocks(impl_->db->Write(wo, &batch), "writing batch");
+  auto s = impl_->db->Write(wo, &batch);
+  if (s.ok()) return status::ok();
+  impl_->write_errors.fetch_add(1, std::memory_order_relaxed);
+  status failed = from_rocks(s, "writing batch");
+  // RocksDB refuses every write after a failed one until it is reopened.
+  impl_->stop_writes(
+      error(failed.error_code() == code::no_space ? code::no_space : code::unavailable,
+            "writes are stopped: " + failed.message()),
+      true);
+  return failed;
 }
 
-result<std::optional<agent_meta>> store::get_agent(std::string_view name) {
-  rocksdb::PinnableSlice v;  // no copy out of the block cache / memtable
-  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(family::agents),
-                          rocksdb::Slice(name.data(), name.size()), &v);
-  if (s.IsNotFound()) return std::optional<agent_meta>();
-  if (!s.ok()) return from_rocks(s, "reading agent " + std::string(name));
-  auto m = decode_agent_meta(std::string_view(v.data(), v.size()),
-                             "agents entry of " + std::string(name));
-  if (!m) return m.error();
-  return std::optional<agent_meta>(std::move(*m));
+store_health store::health() const {
+  store_health h;
+  auto& m = *impl_;
+  h.reserved_bytes = m.opts.reserved_disk_bytes;
+  h.free_bytes = m.refresh_free_space(false);
+  h.write_errors = m.write_errors.load(std::memory_order_relaxed);
+  h.recoveries = m.recoveries.load(std::memory_order_relaxed);
+  {
+    std::shared_lock lk(m.mu);
+    h.read_only = m.read_only;
+  }
+  std::lock_guard lk(m.state_mu);
+  h.damage = m.damage;
+  h.warnings = m.warnings;
+  if (!m.stopped.is_ok()) {
+    h.writable = false;
+    h.problem = m.stopped.error_code();
+    h.reason = m.stopped.message();
+    h.since_ms = m.stopped_ms;
+  } else if (m.opts.reserved_disk_bytes > 0 && h.free_bytes < m.opts.reserved_disk_bytes) {
+    h.writable = false;
+    h.problem = code::no_space;
+    h.reason = "the disk has " + mib(h.free_bytes) + " free, less than the " +
+               mib(m.opts.reserved_disk_bytes) + " reserve: writes are refused";
+    h.since_ms = m.stopped_ms;
+  }
+  return h;
+}
+
+void store::on_writable(std::function<void()> fn) {
+  std::lock_guard lk(impl_->state_mu);
+  impl_->writable_fn = std::move(fn);
+}
+
+status store::reserve_id_block(uint64_t limit) {
+  std::string enc;
+  put_u64_be(enc, limit);
+  return write({{family::meta, false, next_id_key, std::move(enc)}}, true);
 }
 
 result<uint64_t> store::allocate_agent_id() {
   std::lock_guard lk(id_mu_);
   if (next_id_ >= id_limit_) {
-    uint64_t limit = next_id_ + id_block;
-    std::string enc;
-    put_u64_be(enc, limit);
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    KEEL_TRY(from_rocks(impl_->db->Put(wo, impl_->cf(family::meta), next_id_key, enc),
-                        "reserving agent ids"));
+    const uint64_t limit = next_id_ + id_block;
+    if (status s = reserve_id_block(limit); !s)
+      return error(s.error_code(), "reserving agent ids: " + s.message());
     id_limit_ = limit;
   }
   return next_id_++;
 }
 
-result<std::vector<std::pair<uint64_t, record>>> store::read_ledger(uint64_t agent_id,
-                                                                    uint64_t from,
-                                                                    std::size_t limit,
-                                                                    std::string_view who) {
-  std::vector<std::pair<uint64_t, record>> out;
-  if (limit == 0) return out;
-  agent_scan scan(agent_id);
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(scan.options(), impl_->cf(family::ledger)));
-  for (it->Seek(agent_seq_key(agent_id, from)); scan.valid(*it) && out.size() < limit; it->Next()) {
-    auto k = it->key();
-    if (k.size() != 16)
-      return error(code::corruption, "ledger key of " + std::string(who) + " has a bad size");
-    uint64_t seq = key_seq(std::string_view(k.data(), k.size()));
-    auto r = decode_record(std::string_view(it->value().data(), it->value().size()),
-                           what_seq("ledger", who, seq));
-    if (!r) return r.error();
-    out.emplace_back(seq, std::move(*r));
-  }
-  KEEL_TRY(from_rocks(it->status(), "scanning ledger of " + std::string(who)));
-  return out;
+const char* family_name(family f) {
+  return family_names[static_cast<int>(f)];
 }
 
-result<uint64_t> store::last_ledger_seq(uint64_t agent_id) {
-  rocksdb::ReadOptions ro;
-  std::string lower = agent_prefix(agent_id);
-  rocksdb::Slice lb(lower);
-  ro.iterate_lower_bound = &lb;
-  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(family::ledger)));
-  it->SeekForPrev(agent_seq_key(agent_id, UINT64_MAX));
-  if (it->Valid() && it->key().size() == 16 &&
-      key_agent_id(std::string_view(it->key().data(), 16)) == agent_id)
-    return key_seq(std::string_view(it->key().data(), 16));
-  KEEL_TRY(from_rocks(it->status(), "seeking ledger end"));
-  return uint64_t{0};
-}
-
-result<std::optional<std::pair<uint64_t, record>>> store::latest_snapshot(uint64_t agent_id,
-                                                                          std::string_view who) {
-  using out_t = std::optional<std::pair<uint64_t, record>>;
-  rocksdb::ReadOptions ro;
-  std::string lower = agent_prefix(agent_id);
-  rocksdb::Slice lb(lower);
-  ro.iterate_lower_bound = &lb;
-  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(family::snapshots)));
-  it->SeekForPrev(agent_seq_key(agent_id, UINT64_MAX));
-  if (!it->Valid()) {
-    KEEL_TRY(from_rocks(it->status(), "seeking snapshot"));
-    return out_t();
-  }
-  std::string_view k(it->key().data(), it->key().size());
-  if (k.size() != 16 || key_agent_id(k) != agent_id) return out_t();
-  uint64_t seq = key_seq(k);
-  auto r = decode_record(std::string_view(it->value().data(), it->value().size()),
-                         what_seq("snapshot", who, seq));
-  if (!r) return r.error();
-  return out_t(std::pair<uint64_t, record>(seq, std::move(*r)));
-}
-
-result<std::optional<record>> store::read_snapshot(uint64_t agent_id, uint64_t seq,
-                                                   std::string_view who) {
-  rocksdb::PinnableSlice v;
-  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(family::snapshots),
-                          agent_seq_key(agent_id, seq), &v);
-  if (s.IsNotFound()) return std::optional<record>();
-  if (!s.ok()) return from_rocks(s, "reading snapshot of " + std::string(who));
-  auto r = decode_record(std::string_view(v.data(), v.size()), what_seq("snapshot", who, seq));
-  if (!r) return r.error();
-  return std::optional<record>(std::move(*r));
-}
-
-result<std::vector<inbox_entry>> store::read_inbox(uint64_t agent_id, std::string_view who) {
-  std::vector<inbox_entry> out;
-  agent_scan scan(agent_id);
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(scan.options(), impl_->cf(family::inbox)));
-  for (it->Seek(agent_prefix(agent_id)); scan.valid(*it); it->Next()) {
-    std::string_view k(it->key().data(), it->key().size());
-    uint64_t seq = k.size() == 16 ? key_seq(k) : 0;
-    auto e = decode_inbox_entry(std::string_view(it->value().data(), it->value().size()),
-                                what_seq("inbox", who, seq));
-    if (!e) return e.error();
-    out.push_back(std::move(*e));
-  }
-  KEEL_TRY(from_rocks(it->status(), "scanning inbox of " + std::string(who)));
-  return out;
-}
-
-result<std::optional<dedupe_entry>> store::find_message(uint64_t agent_id,
-                                                        std::string_view message_id,
-                                                        std::string_view who) {
-  std::string v;
-  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(family::dedupe),
-                          dedupe_key(agent_id, message_id), &v);
-  if (s.IsNotFound()) return std::optional<dedupe_entry>();
-  if (!s.ok()) return from_rocks(s, "reading message id");
-  auto e = decode_dedupe_entry(
-      v, "dedupe of " + std::string(who) + " message " + std::string(message_id));
-  if (!e) return e.error();
-  return std::optional<dedupe_entry>(std::move(*e));
-}
-
-result<std::vector<agent_listing>> store::list_agents(std::string_view prefix,
-                                                      std::string_view after, std::size_t limit) {
-  std::vector<agent_listing> out;
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(family::agents)));
-  std::string start(after.empty() || after < prefix ? prefix : after);
-  for (it->Seek(start); it->Valid() && out.size() < limit; it->Next()) {
-    std::string_view k(it->key().data(), it->key().size());
-    if (k.substr(0, prefix.size()) != prefix) break;
-    if (!after.empty() && k <= after) continue;
-    auto m = decode_agent_meta(std::string_view(it->value().data(), it->value().size()),
-                               "agents entry of " + std::string(k));
-    if (!m) return m.error();
-    out.push_back({std::string(k), std::move(*m)});
-  }
-  KEEL_TRY(from_rocks(it->status(), "listing agents"));
-  return out;
-}
-
-result<std::vector<std::string>> store::agents_with_inbox() {
-  std::vector<std::string> out;
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(family::inbox)));
-  it->SeekToFirst();
-  while (it->Valid()) {
-    std::string_view k(it->key().data(), it->key().size());
-    if (k.size() != 16) return error(code::corruption, "inbox key has a bad size");
-    uint64_t id = key_agent_id(k);
-    auto e = decode_inbox_entry(std::string_view(it->value().data(), it->value().size()),
-                                "inbox of agent id " + std::to_string(id));
-    if (!e) return e.error();
-    out.push_back(e->agent);
-    if (id == UINT64_MAX) break;
-    it->Seek(agent_prefix(id + 1));
-  }
-  KEEL_TRY(from_rocks(it->status(), "scanning inboxes"));
-  return out;
-}
-
-result<std::vector<due_timer>> store::due_timers(int64_t now_ms, std::size_t limit,
-                                                 std::string_view after) {
-  std::vector<due_timer> out;
-  std::string upper = timer_key(now_ms + 1, 0, 0);
-  rocksdb::Slice ub(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &ub;
-  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(family::timers)));
-  if (after.empty())
-    it->SeekToFirst();
-  else
-    it->Seek(rocksdb::Slice(after.data(), after.size()));
-  for (; it->Valid() && out.size() < limit; it->Next()) {
-    std::string_view k(it->key().data(), it->key().size());
-    if (k == after) continue;
-    if (k.size() != 24) return error(code::corruption, "timer key has a bad size");
-    auto parts = parse_timer_key(k);
-    auto e = decode_timer_entry(std::string_view(it->value().data(), it->value().size()),
-                                "timer " + std::to_string(parts.timer_id) + " of agent id " +
-                                    std::to_string(parts.agent_id));
-    if (!e) return e.error();
-    out.push_back({parts.due_ms, parts.agent_id, parts.timer_id, std::string(k), std::move(*e)});
-  }
-  KEEL_TRY(from_rocks(it->status(), "scanning timers"));
-  return out;
-}
-
-result<std::optional<int64_t>> store::next_timer_due() {
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(family::timers)));
-  it->SeekToFirst();
-  if (it->Valid() && it->key().size() == 24)
-    return std::optional<int64_t>(parse_timer_key(std::string_view(it->key().data(), 24)).due_ms);
-  KEEL_TRY(from_rocks(it->status(), "scanning timers"));
-  return std::optional<int64_t>();
-}
-
-result<std::vector<running_effect>> store::running_effects() {
-  std::vector<running_effect> out;
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(family::effects)));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    std::string_view k(it->key().data(), it->key().size());
-    if (k.size() != 16) return error(code::corruption, "effect key has a bad size");
-    uint64_t id = key_agent_id(k), effect = key_seq(k);
-    auto m = decode_effect_marker(
-        std::string_view(it->value().data(), it->value().size()),
-        "effect " + std::to_string(effect) + " of agent id " + std::to_string(id));
-    if (!m) return m.error();
-    out.push_back({id, effect, std::move(*m)});
-  }
-  KEEL_TRY(from_rocks(it->status(), "scanning effects"));
-  return out;
-}
-
-bool store::has_blob(std::string_view key) {
-  rocksdb::Slice k(key.data(), key.size());
-  std::string v;
-  bool found = false;
-  if (!impl_->db->KeyMayExist(rocksdb::ReadOptions(), impl_->cf(family::blobs), k, &v, &found))
-    return false;
-  if (found) return true;
-  return impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(family::blobs), k, &v).ok();
-}
-
-result<std::optional<std::string>> store::get_blob(std::string_view key) {
-  std::string v;
-  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(family::blobs),
-                          rocksdb::Slice(key.data(), key.size()), &v);
-  if (s.IsNotFound()) return std::optional<std::string>();
-  KEEL_TRY(from_rocks(s, "reading a blob"));
-  return std::optional<std::string>(std::move(v));
-}
-
-result<std::optional<std::string>> store::get(family f, std::string_view key) {
-  std::string v;
-  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(f),
-                          rocksdb::Slice(key.data(), key.size()), &v);
-  if (s.IsNotFound()) return std::optional<std::string>();
-  KEEL_TRY(from_rocks(s, std::string("reading ") + family_name(f)));
-  return std::optional<std::string>(std::move(v));
-}
-
-result<std::vector<std::pair<std::string, std::string>>> store::scan(family f,
-                                                                     std::string_view prefix,
-                                                                     std::string_view from,
-                                                                     std::size_t limit) {
-  std::vector<std::pair<std::string, std::string>> out;
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(f)));
-  std::string_view start = from.empty() ? prefix : from;
-  for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid() && out.size() < limit;
-       it->Next()) {
-    std::string_view k(it->key().data(), it->key().size());
-    if (!k.starts_with(prefix)) break;
-    out.emplace_back(std::string(k), std::string(it->value().data(), it->value().size()));
-  }
-  KEEL_TRY(from_rocks(it->status(), std::string("scanning ") + family_name(f)));
-  return out;
+uint32_t store::family_id(family f) const {
+  std::shared_lock lk(impl_->mu);
+  return impl_->cf(f)->GetID();
 }
 
 uint64_t store::estimate_keys(family f) {
+  std::shared_lock lk(impl_->mu);
   uint64_t n = 0;
-  impl_->db->GetIntProperty(impl_->cf(f), "rocksdb.estimate-num-keys", &n);
+  if (impl_->db) impl_->db->GetIntProperty(impl_->cf(f), "rocksdb.estimate-num-keys", &n);
   return n;
 }
 

@@ -3,9 +3,27 @@
 // docs/formats.md). Reads are thread-safe and served from memtable / block
 // cache (microseconds); all writes go through write(), normally called by
 // the journal writer's thread. RocksDB headers stay behind this interface.
+//
+// Faults (docs/operations.md "Faults"): the store never takes the process
+// down and never acknowledges a write that is not durable.
+// - A write-ahead log damaged anywhere but in a torn last record makes
+//   open() fail, naming the file and offset (scan_wal); the operator
+//   salvages what is intact (actors/salvage.hpp) or restores a backup.
+// - Below `reserved_disk_bytes` of free space, writes are refused
+//   (code::no_space) before the disk is full. A write RocksDB fails (the
+//   disk filled anyway, too many open files, an I/O error) stops writes
+//   (no_space, or unavailable) while reads go on; the store recovers by
+//   itself once the cause is gone, by reopening RocksDB (what it logged is
+//   replayed). open() on a disk too full to open for writing opens
+//   read-only and likewise switches to writing once it can.
+// - Corrupt table files are recorded (health().damage) with the keys they
+//   hold; a compaction that meets one fails without stopping writes, and
+//   the start-up scans skip past them, so only the data in them is lost to
+//   readers.
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -48,6 +66,42 @@ struct store_options {
   uint64_t block_cache_bytes = 64ull << 20;
   // Create the database when missing. Default true.
   bool create = true;
+  // Free space kept on the store's disk: writes are refused below it.
+  // 0 turns the check off. Default 0 (keeld sets node_config's).
+  uint64_t reserved_disk_bytes = 0;
+  // Table files RocksDB keeps open at once; 0 = no bound (RocksDB's -1).
+  uint32_t max_open_files = 0;
+  // The recovery thread's first retry delay; doubles up to 16 times that.
+  // Default 1 s.
+  uint32_t recovery_interval_ms = 1000;
+};
+
+// A table file found corrupt, and what it holds.
+struct damaged_file {
+  std::string file;               // path
+  std::string family;             // column family name
+  std::string smallest, largest;  // its key range, printable
+  std::string error;              // the first read error that named it
+  int64_t seen_ms = 0;
+};
+
+// What the store can do now (store::health).
+struct store_health {
+  bool writable = true;
+  // Opened read-only: the disk had no room to open it for writing.
+  bool read_only = false;
+  // Why writes are refused (no_space, io_error, corruption), or ok.
+  code problem = code::ok;
+  std::string reason;
+  int64_t since_ms = 0;  // when writes stopped
+  uint64_t free_bytes = 0;
+  uint64_t reserved_bytes = 0;
+  uint64_t write_errors = 0;  // writes refused or failed since open
+  uint64_t recoveries = 0;    // times writes resumed after a stop
+  std::vector<damaged_file> damage;
+  // Trouble that does not stop writes (a compaction short of space, keys a
+  // scan had to skip), newest last, at most 16.
+  std::vector<std::string> warnings;
 };
 
 struct agent_listing {
@@ -79,8 +133,16 @@ class store {
   store(const store&) = delete;
   store& operator=(const store&) = delete;
 
-  // Applies all ops atomically, fsyncing the WAL when `sync`.
+  // Applies all ops atomically, fsyncing the WAL when `sync`. Errors:
+  // no_space (below the reserve, or the disk is full), unavailable (writes
+  // are stopped by an I/O error, or the store is read-only), io_error.
   status write(const write_set& ops, bool sync);
+
+  store_health health() const;
+  // `fn` runs (on the store's recovery thread) each time writes resume
+  // after a stop, so what waited for them can go on. Set once, before
+  // anything can stop.
+  void on_writable(std::function<void()> fn);
 
   result<std::optional<agent_meta>> get_agent(std::string_view name);
   // Allocates a fresh agent id. Ids are reserved durably in blocks, so a
@@ -140,12 +202,15 @@ class store {
 
   // Number of keys RocksDB estimates in a family (for metrics).
   uint64_t estimate_keys(family f);
+  // RocksDB's id of the family, as write-ahead log records name it.
+  uint32_t family_id(family f) const;
 
   struct impl;
 
  private:
   explicit store(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
+  status reserve_id_block(uint64_t limit);
   std::mutex id_mu_;
   uint64_t next_id_ = 0;
   uint64_t id_limit_ = 0;

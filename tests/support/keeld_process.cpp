@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,13 +23,15 @@ keeld_process::~keeld_process() {
   kill9();
 }
 
-bool keeld_process::start(std::chrono::milliseconds timeout) {
+bool keeld_process::spawn(const std::vector<std::string>& args_in) {
   kill9();  // a child still running from an earlier start, and its drain
-
   int fds[2];
   if (::pipe(fds) != 0) return false;
-  std::vector<std::string> args = {binary_, "--data", data_dir_, "--http", "127.0.0.1:0"};
-  args.insert(args.end(), extra_.begin(), extra_.end());
+  std::vector<std::string> args = args_in;
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::optional<uint64_t> nofile = nofile_;
   pid_t pid = ::fork();
   if (pid < 0) return false;
   if (pid == 0) {
@@ -36,9 +39,10 @@ bool keeld_process::start(std::chrono::milliseconds timeout) {
     ::dup2(fds[1], STDERR_FILENO);
     ::close(fds[0]);
     ::close(fds[1]);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
+    if (nofile) {
+      rlimit lim{static_cast<rlim_t>(*nofile), static_cast<rlim_t>(*nofile)};
+      if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) std::_Exit(126);
+    }
     ::execv(binary_.c_str(), argv.data());
     std::_Exit(127);
   }
@@ -47,6 +51,45 @@ bool keeld_process::start(std::chrono::milliseconds timeout) {
   out_fd_ = fds[0];
   output_.clear();
   port_ = 0;
+  return true;
+}
+
+void keeld_process::reap_exit() {
+  int st = 0;
+  if (pid_ > 0 && ::waitpid(pid_, &st, 0) == pid_) {
+    exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    pid_ = -1;
+  }
+}
+
+int keeld_process::run_to_exit(const std::vector<std::string>& args,
+                               std::chrono::milliseconds timeout) {
+  std::vector<std::string> full = {binary_};
+  full.insert(full.end(), args.begin(), args.end());
+  if (!spawn(full)) return -1;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{out_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(out_fd_, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      reap_exit();
+      reap_output();
+      return exit_code_.value_or(-1);
+    }
+    std::lock_guard lk(out_mu_);
+    output_.append(buf, static_cast<std::size_t>(n));
+  }
+  kill9();
+  return -1;
+}
+
+bool keeld_process::start(std::chrono::milliseconds timeout) {
+  std::vector<std::string> args = {binary_, "--data", data_dir_, "--http", "127.0.0.1:0"};
+  args.insert(args.end(), extra_.begin(), extra_.end());
+  if (!spawn(args)) return false;
   static const std::regex listening(R"(listening on http://[^:]+:(\d+))");
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -57,10 +100,15 @@ bool keeld_process::start(std::chrono::milliseconds timeout) {
     if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
     char buf[4096];
     ssize_t n = ::read(out_fd_, buf, sizeof buf);
-    if (n <= 0) break;  // child exited
+    if (n <= 0) {  // the child exited
+      reap_exit();
+      break;
+    }
+    std::lock_guard lk(out_mu_);
     output_.append(buf, static_cast<std::size_t>(n));
     std::smatch m;
-    if (std::regex_search(output_, m, listening)) {
+    const std::string seen = output_;
+    if (std::regex_search(seen, m, listening)) {
       port_ = static_cast<uint16_t>(std::stoi(m[1]));
       drain_ = std::thread([this, fd = out_fd_] {
         char chunk[4096];

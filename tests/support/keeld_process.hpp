@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,9 +22,21 @@ class keeld_process {
   keeld_process(const keeld_process&) = delete;
   keeld_process& operator=(const keeld_process&) = delete;
 
+  // The child's RLIMIT_NOFILE (soft and hard), set before it starts.
+  void set_open_files_limit(uint64_t n) { nofile_ = n; }
+
   // Starts the child and waits (up to `timeout`) for its "listening" line.
-  // Returns false if it exited or did not listen in time; output() says why.
+  // Returns false if it exited or did not listen in time; output() says why
+  // and exit_code() how it ended.
   bool start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // Runs the child with `args` in place of the usual arguments (--data and
+  // --http are not added) until it exits; returns its exit code (-1 when
+  // killed or past `timeout`). For one-shot modes such as --salvage.
+  int run_to_exit(const std::vector<std::string>& args,
+                  std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  // How the last child that ended by itself ended: its exit code, or -1
+  // when a signal ended it; nullopt while none has.
+  std::optional<int> exit_code() const { return exit_code_; }
   // SIGKILL and reap.
   void kill9();
   // SIGTERM and wait up to `timeout`; returns the exit status (-1 on timeout
@@ -44,7 +57,12 @@ class keeld_process {
   std::string data_dir_;
   std::vector<std::string> extra_;
   pid_t pid_ = -1;
+  std::optional<uint64_t> nofile_;
+  std::optional<int> exit_code_;
+  // Forks and execs binary_ with `args`, output to a pipe; false on failure.
+  bool spawn(const std::vector<std::string>& args);
   void reap_output();  // after the child is gone: join the drain, close the pipe
+  void reap_exit();    // waits for a child that is exiting and records how it ended
 
   int out_fd_ = -1;
   uint16_t port_ = 0;

@@ -211,3 +211,14 @@ TEST_CASE("the accelerated crc32c agrees with the table-driven one at every leng
       REQUIRE(keel::crc32c(v) == keel::crc32c_reference(v));
     }
 }
+
+TEST_CASE("extending a crc32c over pieces gives the crc32c of the whole") {
+  std::string data;
+  for (int i = 0; i < 200; ++i) data.push_back(static_cast<char>((i * 37 + 11) & 0xff));
+  for (std::size_t cut = 0; cut <= data.size(); cut += 13) {
+    std::string_view a(data.data(), cut), b(data.data() + cut, data.size() - cut);
+    CAPTURE(cut);
+    CHECK(keel::crc32c_extend(keel::crc32c(a), b) == keel::crc32c(data));
+    CHECK(keel::crc32c_extend(0, data) == keel::crc32c_reference(data));
+  }
+}

@@ -1,0 +1,89 @@
+#pragma once
+// Internal to persistence/ (store.cpp, store_reads.cpp): the RocksDB side
+// of the store. Nothing outside this folder includes it.
+
+#include <rocksdb/db.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "persistence/store.hpp"
+
+namespace keel::persistence {
+
+// A RocksDB status as ours; `what` says what was being done.
+status from_rocks(const rocksdb::Status& s, const std::string& what);
+
+class store_listener;
+
+struct store::impl {
+  store_options opts;
+  std::shared_ptr<rocksdb::Logger> logger;
+  std::shared_ptr<store_listener> listener;
+  std::shared_ptr<rocksdb::Cache> cache;
+
+  // The database. Every use holds `mu` shared; reopening holds it
+  // exclusively. `db` is null only while a reopen found no way to open.
+  mutable std::shared_mutex mu;
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // index = family
+  rocksdb::ColumnFamilyHandle* default_cf = nullptr;
+  bool read_only = false;
+
+  rocksdb::ColumnFamilyHandle* cf(family f) const { return handles[static_cast<int>(f)]; }
+
+  // Why writes are stopped; guarded by state_mu. A stop RocksDB reported
+  // needs a reopen; the reserve check clears by itself.
+  mutable std::mutex state_mu;
+  status stopped;             // ok while writable
+  bool needs_reopen = false;  // RocksDB itself refuses writes
+  int64_t stopped_ms = 0;
+  std::vector<std::string> warnings;
+  std::vector<damaged_file> damage;
+  std::function<void()> writable_fn;
+  std::atomic<uint64_t> write_errors{0};
+  std::atomic<uint64_t> recoveries{0};
+
+  // Free space, re-read at most every 50 ms; lowered by what was written
+  // since, so a burst cannot run past the reserve between two reads.
+  std::atomic<int64_t> space_checked_ns{0};
+  std::atomic<uint64_t> free_bytes{UINT64_MAX};
+
+  // The recovery thread.
+  std::mutex wake_mu;
+  std::condition_variable wake;
+  bool stopping = false;  // guarded by wake_mu
+  std::thread doctor;
+
+  ~impl();
+
+  // Opens RocksDB for writing (or reading only); fills db, handles.
+  // REQUIRES: mu held exclusively, or no other thread yet.
+  status open_db(bool read_only_mode);
+  // Destroys handles and the db, flushing only a healthy one.
+  void close_db();
+
+  uint64_t refresh_free_space(bool force);
+  // ok, or why a write must be refused now.
+  status write_gate(std::size_t bytes);
+  // Records that writes stopped (or were refused) for `why`.
+  void stop_writes(status why, bool reopen);
+  void warn(std::string text);
+  // A read or compaction met a corrupt block: record the file it names.
+  // REQUIRES: mu held (shared is enough).
+  void note_corruption(const rocksdb::Status& s);
+  // The status for a failed read: corruption is recorded and explained.
+  status read_error(const rocksdb::Status& s, const std::string& what);
+  void run_doctor();
+  void start_doctor();
+};
+
+}  // namespace keel::persistence
