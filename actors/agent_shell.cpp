@@ -18,6 +18,7 @@
 #include "actors/caf_types.hpp"
 #include "actors/effect_dispatch.hpp"
 #include "actors/ledger_audit.hpp"
+#include "actors/salvage.hpp"
 #include "actors/shell_state.hpp"
 #include "actors/timer_service.hpp"
 #include "base/clock.hpp"
@@ -181,12 +182,31 @@ void start_effect(shell_state& s, const agent::effect& fx) {
   }
 }
 
+uint32_t crashes_of(const shell_state& s, uint64_t effect) {
+  auto it = s.node_crashes.find(effect);
+  return it == s.node_crashes.end() ? 0 : it->second;
+}
+
+// The crash counts on this agent's effect markers (read only when recovery
+// is due: an activation after the node stopped with an effect running).
+status load_crash_counts(shell_state& s) {
+  auto marks = s.rt->db->scan(family::effects, persistence::agent_prefix(s.meta.id), {}, 1024);
+  if (!marks) return marks.error();
+  for (const auto& [k, v] : *marks) {
+    auto m = persistence::decode_effect_marker(v, "effect marker of " + s.name);
+    if (!m) return m.error();
+    if (m->node_crashes > 0 && k.size() == 16) s.node_crashes[persistence::key_seq(k)] = m->node_crashes;
+  }
+  return status::ok();
+}
+
 // The write-ahead part of an effect: its marker goes into the batch with the
 // event that starts it; the call itself is made once the batch is durable.
 void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) {
   shell_state* sp = &s;
   if (auto* m = std::get_if<agent::model_call_effect>(&fx)) {
-    persistence::effect_marker mk{s.name, "model", "", m->attempt, "", 0, nullptr};
+    persistence::effect_marker mk{s.name, "model", "", m->attempt, "", 0, nullptr,
+                                  crashes_of(s, m->effect)};
     b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, m->effect),
                      persistence::encode(mk, now)});
     b.done.push_back([sp, fx] { start_effect(*sp, fx); });
@@ -199,7 +219,8 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
                                   t->attempt,
                                   ts ? ts->queue : "",
                                   ts ? ts->lease_ms : 0,
-                                  t->arguments};
+                                  t->arguments,
+                                  crashes_of(s, t->effect)};
     b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, t->effect),
                      persistence::encode(mk, now)});
     b.done.push_back([sp, fx] { start_effect(*sp, fx); });
@@ -312,6 +333,23 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
 // directory entry to write. False after failing `r` when no id is had.
 bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, std::string status,
             int64_t now) {
+  // A name whose agent a salvage lost is never handed out again: its
+  // history is in the report, and whoever knew the agent must not find a
+  // stranger under its name.
+  auto lost = s.rt->db->get(family::meta, lost_name_key(s.name));
+  if (!lost) {
+    fail(*r, lost.error());
+    return false;
+  }
+  if (*lost) {
+    json why = json::parse(**lost, nullptr, false);
+    fail(*r, error(code::conflict, "agent " + s.name + " was lost in the salvage of " +
+                                       (why.is_object() ? why.value("salvage", "?") : "?") +
+                                       " (report " +
+                                       (why.is_object() ? why.value("report", "?") : "?") +
+                                       "): its name is not handed out again"));
+    return false;
+  }
   auto id = s.rt->db->allocate_agent_id();
   if (!id) {
     fail(*r, id.error());
@@ -589,7 +627,7 @@ void pump(shell_actor* self) {
     // before anything else reaches the agent.
     s.recover_due = false;
     s.rt->metrics.recoveries.fetch_add(1, std::memory_order_relaxed);
-    decide_into(s, agent::recover_input{}, now, b);
+    decide_into(s, agent::recover_input{s.node_crashes, s.rt->cfg.max_effect_crashes}, now, b);
   }
   if (s.exists && !s.inbox.empty()) {
     std::vector<inbox_item> items;
@@ -747,8 +785,10 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
   s.idle_ns = int64_t{rt->cfg.idle_ms} * 1'000'000;
   if (const auto* loop = loop_of(s); loop && loop->spec().idle_ms)
     s.idle_ns = int64_t{*loop->spec().idle_ms} * 1'000'000;
-  if (s.exists && s.broken.is_ok() && s.meta.origin != "import" && s.type->needs_recovery(s.st))
+  if (s.exists && s.broken.is_ok() && s.meta.origin != "import" && s.type->needs_recovery(s.st)) {
     s.recover_due = true;
+    s.broken = load_crash_counts(s);
+  }
   if (!s.inbox.empty() || s.recover_due) pump(self);
   s.last_active->store(mono_ns(), std::memory_order_relaxed);
   return {

@@ -1,6 +1,7 @@
 #include "actors/node.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <mutex>
@@ -123,6 +124,12 @@ struct node::impl {
   std::atomic<bool> held{false};
 
   status recover();
+  // Wakes the agents with accepted, unconsumed messages or effects in
+  // flight (not worker tasks: those wait in the queues).
+  status wake_pending(bool requeue_tasks);
+  // Counts a crash since the last clean stop against every effect that was
+  // running through it, then marks this run as running.
+  void count_crash();
 
   void submit(request_ptr r) {
     if (stopped.load(std::memory_order_acquire)) {
@@ -144,6 +151,10 @@ struct node::impl {
 };
 
 status node::impl::recover() {
+  return wake_pending(true);
+}
+
+status node::impl::wake_pending(bool requeue_tasks) {
   // Recovery: activate only agents with accepted, unconsumed messages; the
   // rest stay on disk. Due timers are found by the timer service's first scan.
   auto pending = db->agents_with_inbox();
@@ -155,6 +166,7 @@ status node::impl::recover() {
   for (auto& e : *running) {
     const auto& m = e.marker;
     if (m.kind == "worker") {
+      if (!requeue_tasks) continue;
       if (auto rr = rt.router.load(); rr && !rr->is_local(m.agent)) continue;
       rt.tasks.add({task_id(e.agent_id, e.effect, m.attempt),
                     m.queue,
@@ -175,12 +187,45 @@ status node::impl::recover() {
   std::sort(pending->begin(), pending->end());
   pending->erase(std::unique(pending->begin(), pending->end()), pending->end());
   for (auto& name : *pending) {
+    if (auto rr = rt.router.load(); rr && !rr->is_local(name)) continue;
     auto r = std::make_shared<request>();
     r->what = request::kind::wake;
     r->name = std::move(name);
     submit(std::move(r));
   }
   return status::ok();
+}
+
+namespace {
+// In meta while a node runs; removed by a clean stop.
+constexpr std::string_view running_key = "node_running";
+}  // namespace
+
+void node::impl::count_crash() {
+  auto prev = db->get(persistence::family::meta, running_key);
+  if (!prev) return;  // unreadable: counted at the next start instead
+  persistence::write_set ops;
+  if (*prev) {
+    auto running = db->running_effects();
+    if (running) {
+      for (auto& e : *running) {
+        if (e.marker.kind == "worker") continue;  // runs outside the node
+        e.marker.node_crashes += 1;
+        ops.push_back({persistence::family::effects, false,
+                       persistence::agent_seq_key(e.agent_id, e.effect),
+                       persistence::encode(e.marker, wall_ms())});
+      }
+      if (!ops.empty())
+        std::fprintf(stderr,
+                     "keeld: the node did not stop cleanly; %zu model or tool calls were running "
+                     "and recover now\n",
+                     ops.size());
+    }
+  }
+  ops.push_back({persistence::family::meta, false, std::string(running_key), "1"});
+  if (status s = db->write(ops, true); !s)
+    std::fprintf(stderr, "keeld: cannot record the start (%s); crashes are not counted this time\n",
+                 s.message().c_str());
 }
 
 node::node(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
@@ -224,9 +269,13 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
       std::make_unique<effect_pool>(opts.effect_threads ? opts.effect_threads : cfg.effect_threads);
   p->rt.pool = p->pool.get();
   p->rt.route = [raw = p.get()](request_ptr r) { raw->submit(std::move(r)); };
-  auto db = persistence::store::open({cfg.data_dir, cfg.block_cache_bytes, true});
+  persistence::store_options so{cfg.data_dir, cfg.block_cache_bytes, true};
+  so.reserved_disk_bytes = cfg.reserved_disk_bytes;
+  so.max_open_files = cfg.store_open_files;
+  auto db = persistence::store::open(so);
   if (!db) return db.error();
   p->db = std::move(*db);
+  p->count_crash();
   p->rt.db = p->db.get();
   p->journal = std::make_unique<persistence::journal_writer>(*p->db, cfg.sync);
   p->rt.journal = p->journal.get();
@@ -262,6 +311,15 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
     p->held.store(true);
   else
     KEEL_TRY(p->recover());
+  // Writes that failed while the store was stopped left their agents on
+  // disk with what they had accepted: once writes resume, they go on.
+  p->db->on_writable([raw] {
+    if (raw->stopped.load() || raw->held.load()) return;
+    if (status s = raw->wake_pending(false); !s)
+      std::fprintf(stderr, "keeld: waking agents after the store recovered: %s\n",
+                   s.message().c_str());
+    raw->timers->notify(0);
+  });
   return std::unique_ptr<node>(new node(std::move(p)));
 }
 
@@ -279,6 +337,9 @@ void node::stop() {
   // Writes still queued are applied and their callbacks run; the actors they
   // would notify are gone, but the data is durable.
   impl_->journal->stop();
+  // A clean stop: the next start counts no crash against running effects.
+  impl_->db->write({{persistence::family::meta, true, std::string(running_key), {}}}, true)
+      .ignore();
   impl_->sys.reset();
   impl_->caf_cfg.reset();
   impl_->timers.reset();
@@ -632,6 +693,21 @@ std::string node::metrics_text() {
             1e-9);
     summary(o, "keel_journal_write_seconds", "One journal write including fsync.", j.write_ns,
             1e-9);
+  }
+  if (!impl_->stopped) {
+    const auto h = impl_->db->health();
+    counter_line(o, "keel_store_writable", "1 when the store takes writes, 0 when they are refused.",
+                 h.writable ? 1 : 0, "gauge");
+    counter_line(o, "keel_store_read_only", "1 when the store is open read-only.",
+                 h.read_only ? 1 : 0, "gauge");
+    counter_line(o, "keel_store_free_bytes", "Free space on the store's disk.", h.free_bytes,
+                 "gauge");
+    counter_line(o, "keel_store_write_errors_total", "Store writes refused or failed.",
+                 h.write_errors);
+    counter_line(o, "keel_store_recoveries_total", "Times store writes resumed after a stop.",
+                 h.recoveries);
+    counter_line(o, "keel_store_damaged_files", "Table files found corrupt.", h.damage.size(),
+                 "gauge");
   }
   summary(o, "keel_activation_seconds", "Loading an agent (snapshot + ledger tail).",
           m.activation_ns, 1e-9);

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -47,6 +48,9 @@ struct shell_state {
   // there are any. (effect, attempt)
   std::set<std::pair<uint64_t, uint32_t>> running;
   bool recover_due = false;  // feed recover_input before anything else
+  // Node crashes in a row each running effect went through (its marker's
+  // count), read when recovery is due; kept on the markers of restarts.
+  std::map<uint64_t, uint32_t> node_crashes;
   // Requests waiting for the answer of a message whose turn has not ended
   // (agent loops answer when the turn does), by message id.
   std::unordered_map<std::string, std::vector<request_ptr>> answer_waiters;

@@ -40,7 +40,7 @@ json state_to_json(const agent_state& s) {
 }
 
 bool is_operator_signal(std::string_view name) {
-  return name == "pause" || name == "resume" || name == "forked";
+  return name == "pause" || name == "resume" || name == "forked" || name == "salvaged";
 }
 
 bool passes_pause(std::string_view signal) {
@@ -108,6 +108,12 @@ struct decider {
       return p.is_object() && p.contains(k) && p[k].is_string() ? p[k].get<std::string>()
                                                                 : std::string();
     };
+    if (sig.name == "salvaged") {
+      // A record of loss, not a change: what the report says is kept as is.
+      emit(event_type::salvaged, p.is_object() ? p : json::object());
+      out.effects.push_back(reply_ok({{"salvaged", true}}));
+      return;
+    }
     if (sig.name == "forked") {
       // Any non-negative integer: JSON built in-process may hold a signed one.
       const bool has_at = p.is_object() && p.contains("at") && p["at"].is_number_integer() &&
@@ -158,8 +164,8 @@ struct decider {
                                     {"by", f.by},
                                     {"gap_ms", std::max<int64_t>(0, f.gap_ms)}});
   }
-  void operator()(const recover_input&) {
-    if (s.status == "active") t.on_recover(s, now, out);
+  void operator()(const recover_input& r) {
+    if (s.status == "active") t.on_recover(s, r, now, out);
   }
   void operator()(const terminate_input& ti) {
     if (s.status == "terminated") {

@@ -65,8 +65,9 @@ struct signal_input {
   json payload;
 };
 // Signals every type shares, decided by the core before the type sees any
-// signal: "pause" and "resume" ({"by"}), and "forked" ({"as", "at", "by"},
-// sent to the parent of a new fork). A type never receives them.
+// signal: "pause" and "resume" ({"by"}), "forked" ({"as", "at", "by"},
+// sent to the parent of a new fork) and "salvaged" (what a salvage of the
+// node's store dropped for this agent). A type never receives them.
 bool is_operator_signal(std::string_view name);
 // What a paused agent still takes: the operator signals, and cancel and
 // resolve (an operator may end or settle what it holds).
@@ -94,7 +95,15 @@ struct effect_result_input {
 };
 // Fed once after activation when needs_recovery(): effects the previous
 // incarnation started and never saw finish are retried or put in doubt.
-struct recover_input {};
+// `node_crashes` counts, per effect, the node's crashes in a row that the
+// effect was running through; one that reached `max_crashes` (0: no
+// limit) is not started again but fails, as a call the tool refused would
+// (recorded as effect_failed, so replay feeds that failure): a call that
+// takes the node down must not do so on every restart.
+struct recover_input {
+  std::map<uint64_t, uint32_t> node_crashes;
+  uint32_t max_crashes = 0;
+};
 // A fork goes on from the history it copied (recorded as fork_started).
 struct fork_input {
   std::string parent;
@@ -175,7 +184,7 @@ class agent_type {
   // The agent loop's hooks; the defaults suit types without effects.
   virtual void on_effect_result(const agent_state&, const effect_result_input&, int64_t,
                                 decision&) const {}
-  virtual void on_recover(const agent_state&, int64_t, decision&) const {}
+  virtual void on_recover(const agent_state&, const recover_input&, int64_t, decision&) const {}
   // True when the state says an effect was running in-process: after an
   // activation that means its process died, and recover_input is due.
   virtual bool needs_recovery(const agent_state&) const { return false; }

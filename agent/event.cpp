@@ -54,6 +54,8 @@ std::string_view to_string(event_type t) {
       return "forked";
     case event_type::fork_started:
       return "fork_started";
+    case event_type::salvaged:
+      return "salvaged";
   }
   return "unknown";
 }

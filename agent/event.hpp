@@ -47,8 +47,13 @@ enum class event_type : uint16_t {
   // "by", "gap_ms"}; gap_ms, the time between the copied step and the fork,
   // is not counted as time the turn was busy.
   fork_started = 25,
+  // After `keeld --salvage` dropped what a damaged write-ahead log held for
+  // this agent: {"report", "damage", "ledger_lost", "messages_lost",
+  // "message_ids_lost", "by"}. Recorded after the signal_received of
+  // "salvaged"; changes no state.
+  salvaged = 26,
 };
-inline constexpr uint16_t max_event_code = 25;
+inline constexpr uint16_t max_event_code = 26;
 
 std::string_view to_string(event_type t);
 std::optional<event_type> event_type_from_code(uint16_t code);

@@ -582,16 +582,32 @@ bool loop_type::needs_recovery(const agent_state& s) const {
          (on == "compensation" && turn["wait"].value("kind", "") != "worker");
 }
 
-void loop_type::on_recover(const agent_state& s, int64_t now, decision& out) const {
+void loop_type::on_recover(const agent_state& s, const recover_input& r, int64_t now,
+                           decision& out) const {
   if (!needs_recovery(s)) return;
-  loop_decider d(*this, s, now, out);
-  const json w = d.wait();
+  const json w = member(member(s.data, "ctl"), "turn")["wait"];
   const std::string on = w.value("on", "");
   const uint64_t eff = u64(w, "effect");
-  const uint32_t next = static_cast<uint32_t>(u64(w, "attempt") + 1);
-  if (on == "model") return d.restart(w, next, true);
+  const auto attempt = static_cast<uint32_t>(u64(w, "attempt"));
   const config::tool_spec* ts = spec_->find_tool(w.value("tool", ""));
   const bool idempotent = ts && (ts->idempotent || is_builtin_idempotent(ts->kind));
+  const auto crashes = r.node_crashes.find(eff);
+  if ((on == "model" || idempotent) && r.max_crashes > 0 && crashes != r.node_crashes.end() &&
+      crashes->second >= r.max_crashes) {
+    const effect_result_input refused{
+        eff,
+        attempt,
+        false,
+        nullptr,
+        "the node stopped " + std::to_string(crashes->second) +
+            " times in a row while this call was running; it is not started again (a crash "
+            "loop? docs/operations.md, \"Faults\")",
+        false};
+    return on_effect_result(s, refused, now, out);
+  }
+  loop_decider d(*this, s, now, out);
+  const uint32_t next = attempt + 1;
+  if (on == "model") return d.restart(w, next, true);
   if (idempotent) return d.restart(w, next, true);
   d.effect(end_effect{eff});
   d.emit(event_type::effect_in_doubt,

@@ -44,7 +44,8 @@ class loop_type final : public agent_type {
                 decision& out) const override;
   void on_effect_result(const agent_state& s, const effect_result_input& r, int64_t now_ms,
                         decision& out) const override;
-  void on_recover(const agent_state& s, int64_t now_ms, decision& out) const override;
+  void on_recover(const agent_state& s, const recover_input& r, int64_t now_ms,
+                  decision& out) const override;
   bool needs_recovery(const agent_state& s) const override;
   void apply(agent_state& s, const event& e) const override;
   result<json> query(const agent_state& s, const json& q) const override;

@@ -438,6 +438,10 @@ struct tracer {
       case event_type::forked:
         return add(seq, "forked",
                    "forked as " + str(d, "as") + " at seq " + std::to_string(u64(d, "at")), d);
+      case event_type::salvaged:
+        return add(seq, "salvaged",
+                   "records lost to a damaged write-ahead log (report " + str(d, "report") + ")",
+                   d);
       case event_type::fork_started:
         return add(seq, "forked",
                    "fork of " + str(d, "parent") + " at seq " + std::to_string(u64(d, "at")), d);

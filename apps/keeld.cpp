@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,6 +24,7 @@
 
 #include "actors/exec_sandbox.hpp"
 #include "actors/node.hpp"
+#include "actors/salvage.hpp"
 #include "config/agent_spec.hpp"
 #include "config/cluster_config.hpp"
 #include "config/node_config.hpp"
@@ -57,15 +59,26 @@ Runs one Keel node: the durable agent runtime and its HTTP API.
   --join             join a running cluster: serve nothing until a member
                      adds this node (keel cluster add-node) and hands it its
                      shards
+  --salvage          after keeld refused to start on a damaged write-ahead
+                     log (exit 3): keep what is intact, record what is
+                     dropped (a report under DIR/salvage/, and a `salvaged`
+                     event in each affected agent's ledger), reserve the
+                     names of agents lost entirely, then exit; start keeld
+                     normally afterwards (docs/operations.md, "Faults")
   --help             show this text
 )";
 
 struct flags {
   bool help = false;
   bool join = false;
+  bool salvage = false;
   std::optional<std::string> data, http, config, token, idle_ms, cluster, node_id;
   std::vector<std::string> agents;
 };
+
+// Exit codes: 2 a bad command line or config, 1 a failed start, 3 a store
+// that needs an operator (a damaged write-ahead log or table files).
+constexpr int exit_needs_operator = 3;
 
 int usage_error(const std::string& message) {
   std::fprintf(stderr, "keeld: %s\n(run keeld --help for usage)\n", message.c_str());
@@ -83,6 +96,10 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
     }
     if (a == "--join") {
       f.join = true;
+      continue;
+    }
+    if (a == "--salvage") {
+      f.salvage = true;
       continue;
     }
     std::string_view name = a, value;
@@ -147,6 +164,64 @@ result<config::node_config> build_config(const flags& f) {
   return cfg;
 }
 
+// Splits the process's file descriptors between the store's table files,
+// HTTP connections and everything else (log files, effect pipes and
+// sockets, the cluster), so that no one of them can starve the others:
+// idle connections must never keep the store from opening its next log.
+// The soft limit is raised to the hard one first. Logs the split.
+void budget_descriptors(config::node_config& cfg) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised{lim.rlim_max, lim.rlim_max};
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  const uint64_t limit = lim.rlim_cur == RLIM_INFINITY ? 1u << 20 : lim.rlim_cur;
+  // Logs, locks, directories, background jobs, effect pipes and sockets.
+  const uint64_t other = 64 + 6ull * cfg.effect_threads;
+  const uint64_t rest = limit > other ? limit - other : 0;
+  if (cfg.store_open_files == 0)
+    cfg.store_open_files = static_cast<uint32_t>(std::clamp<uint64_t>(rest / 2, 16, 4096));
+  const uint64_t for_connections = rest > cfg.store_open_files ? rest - cfg.store_open_files : 0;
+  if (for_connections < cfg.max_connections)
+    cfg.max_connections = static_cast<uint32_t>(std::max<uint64_t>(for_connections, 1));
+  std::fprintf(stderr,
+               "keeld: file descriptors: limit %llu; store tables %u, HTTP connections %u, "
+               "%llu for the rest%s\n",
+               static_cast<unsigned long long>(limit), cfg.store_open_files, cfg.max_connections,
+               static_cast<unsigned long long>(other),
+               for_connections < 16 ? " (too few: raise the limit, e.g. LimitNOFILE=65536)" : "");
+}
+
+// keeld --salvage: prints what was kept and dropped; exit 0 when done.
+int run_salvage(const config::node_config& cfg, actors::start_options opts) {
+  auto r = actors::salvage(cfg, std::move(opts));
+  if (!r) {
+    std::fprintf(stderr, "keeld: salvage: %s\n", r.error().to_string().c_str());
+    return 1;
+  }
+  const auto& rep = *r;
+  const auto& dmg = rep["damage"];
+  std::printf("keeld: salvaged %s: the log %s was damaged at offset %llu (%s)\n",
+              cfg.data_dir.c_str(), dmg.value("file", "").c_str(),
+              static_cast<unsigned long long>(dmg.value("offset", uint64_t{0})),
+              dmg.value("reason", "").c_str());
+  std::printf("  dropped: %zu write batches (%llu keys lost), and %llu bytes that could not be "
+              "read at all\n",
+              static_cast<std::size_t>(rep.value("batches_dropped", 0)),
+              static_cast<unsigned long long>(rep.value("keys_lost", uint64_t{0})),
+              static_cast<unsigned long long>(rep.value("bytes_unreadable", uint64_t{0})));
+  for (const auto& a : rep["agents"])
+    std::printf("  %-32s %s%llu ledger events, %llu messages lost\n",
+                a.value("name", "?").c_str(), a.value("lost_entirely", false) ? "LOST ENTIRELY; " : "",
+                static_cast<unsigned long long>(a.value("ledger_events_lost", uint64_t{0})),
+                static_cast<unsigned long long>(a.value("messages_lost", uint64_t{0})));
+  std::printf("  report: %s\n  the logs as they were: %s\n", rep.value("report", "").c_str(),
+              rep.value("evidence", "").c_str());
+  std::printf("keeld: start keeld as usual now; senders may resend the messages listed as lost\n");
+  return 0;
+}
+
 std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -176,6 +251,7 @@ int run(int argc, char** argv) {
   }
   auto cfg = build_config(*f);
   if (!cfg) return usage_error(cfg.error().message());
+  budget_descriptors(*cfg);
 
   // Block the stop signals before any thread starts, so every thread
   // inherits the mask and only sigwait() below ever sees them.
@@ -203,13 +279,17 @@ int run(int argc, char** argv) {
                sandbox.rlimits ? "yes" : "no", sandbox.network_namespace ? "yes" : "no",
                sandbox.detail.empty() ? "" : " - ", sandbox.detail.c_str());
 
+  if (f->salvage) return run_salvage(*cfg, std::move(opts));
+
   // A member recovers only once its router is set: it must not wake agents
   // whose shards it does not serve.
   opts.hold_recovery = cluster.has_value();
   auto node = actors::node::start(*cfg, std::move(opts));
   if (!node) {
     std::fprintf(stderr, "keeld: cannot start the node: %s\n", node.error().to_string().c_str());
-    return 1;
+    // Damaged data needs an operator, not a restart (the systemd unit does
+    // not restart on this code).
+    return node.error().error_code() == code::corruption ? exit_needs_operator : 1;
   }
   auto http = net::http_server::open(*cfg);
   if (!http) {

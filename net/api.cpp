@@ -439,6 +439,8 @@ void api::impl::signal(std::string name, std::string sig, const http_request& re
   // The node records forks itself (POST .../fork): a client cannot claim one.
   if (sig == "forked" && req.header(forwarded_header).empty())
     return respond(bad_request("\"forked\" is recorded by POST /v1/agents/{name}/fork"));
+  if (sig == "salvaged")
+    return respond(bad_request("\"salvaged\" is recorded by keeld --salvage"));
   json payload = body->contains("payload") ? std::move((*body)["payload"]) : json();
   send_signal(std::move(name), std::move(sig), std::move(payload), req, t, respond);
 }
@@ -508,7 +510,35 @@ void api::impl::ledger(const std::string& name, const target& t, const respond_f
 }
 
 void api::impl::health(const respond_fn& respond) {
-  respond(json_response(200, {{"status", "ok"},
+  const auto h = node.storage().health();
+  json reasons = json::array();
+  if (!h.writable) reasons.push_back(h.reason);
+  for (const auto& d : h.damage)
+    reasons.push_back("corrupt table file " + d.file + " (" + d.family + " keys " + d.smallest +
+                      " .. " + d.largest + "): those agents answer 500 corruption");
+  json damage = json::array();
+  for (const auto& d : h.damage)
+    damage.push_back({{"file", d.file},
+                      {"family", d.family},
+                      {"smallest", d.smallest},
+                      {"largest", d.largest},
+                      {"error", d.error},
+                      {"seen_ms", d.seen_ms}});
+  json store = {{"writable", h.writable},
+                {"read_only", h.read_only},
+                {"free_bytes", h.free_bytes},
+                {"reserved_bytes", h.reserved_bytes},
+                {"write_errors", h.write_errors},
+                {"recoveries", h.recoveries},
+                {"damage", std::move(damage)},
+                {"warnings", h.warnings}};
+  if (!h.writable) {
+    store["problem"] = to_string(h.problem);
+    store["since_ms"] = h.since_ms;
+  }
+  respond(json_response(200, {{"status", reasons.empty() ? "ok" : "degraded"},
+                              {"reasons", std::move(reasons)},
+                              {"store", std::move(store)},
                               {"live_agents", node.live_agents()},
                               {"uptime_ms", wall_ms() - started_ms}}));
 }

@@ -52,6 +52,9 @@ constexpr uint64_t oldest_schema_read = 1;
 // Ids reserved per durable write; a crash skips at most this many.
 constexpr uint64_t id_block = 4096;
 constexpr std::size_t max_warnings = 16;
+// Free space the recovery thread waits for before reopening after the disk
+// filled (RocksDB flushes what it replays from the log when it opens).
+constexpr uint64_t min_reopen_bytes = 16ull << 20;
 // RocksDB's info log: rotated to LOG.old past this size.
 constexpr off_t info_log_max_bytes = 16 << 20;
 
@@ -154,23 +157,20 @@ class store_listener final : public rocksdb::EventListener {
       // Left alone, this stops every write for good. The compaction keeps
       // failing over that file, but reads of other data and all writes go
       // on; the file's keys are reported (health) until an operator acts.
-      std::lock_guard lk(s_->state_mu);
-      pending_corruption_.push_back(e->ToString());
-      s_->warnings.push_back(what +
-                             "; writes go on, the damaged file stays (docs/operations.md, "
-                             "Faults)");
+      {
+        std::lock_guard lk(s_->state_mu);
+        pending_corruption_.push_back(e->ToString());
+      }
+      s_->warn(what + "; writes go on, the damaged file stays (docs/operations.md, \"Faults\")");
       *e = rocksdb::Status::OK();
     } else if (e->severity() >= rocksdb::Status::Severity::kHardError) {
       s_->stop_writes(
           error(e->IsNoSpace() ? code::no_space : code::unavailable, "writes are stopped: " + what),
           true);
     } else {
-      // A soft error (a compaction short of space): writes go on; the
-      // recovery thread reopens once there is room, which restarts
-      // background work.
-      std::lock_guard lk(s_->state_mu);
-      s_->warnings.push_back(what);
-      soft_ = true;
+      // A soft error (a compaction short of space): writes go on, and the
+      // compaction is tried again until there is room.
+      s_->warn(what + "; writes go on, compactions are retried");
     }
     s_->wake.notify_all();
   }
@@ -183,7 +183,6 @@ class store_listener final : public rocksdb::EventListener {
 
   // Guarded by s_->state_mu.
   std::vector<std::string> pending_corruption_;
-  bool soft_ = false;
 
  private:
   store::impl* s_;
@@ -197,7 +196,13 @@ store::impl::~impl() {
   wake.notify_all();
   if (doctor.joinable()) doctor.join();
   std::unique_lock lk(mu);
-  close_db();
+  bool healthy;
+  {
+    std::lock_guard st(state_mu);
+    healthy = stopped.is_ok();
+  }
+  // A store in error is closed as it stands: its log holds what was written.
+  close_db(healthy && !read_only);
 }
 
 status store::impl::open_db(bool read_only_mode) {
@@ -215,7 +220,9 @@ status store::impl::open_db(bool read_only_mode) {
   // A damaged record anywhere in the log is refused at open (it would drop
   // what was acknowledged after it); a torn last record, a write a crash
   // cut short and that was never acknowledged, is not.
-  o.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  o.wal_recovery_mode = opts.point_in_time_recovery
+                            ? rocksdb::WALRecoveryMode::kPointInTimeRecovery
+                            : rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   o.info_log = logger;
   o.listeners.push_back(listener);
   if (opts.max_open_files > 0) {
@@ -246,16 +253,16 @@ status store::impl::open_db(bool read_only_mode) {
   return status::ok();
 }
 
-void store::impl::close_db() {
+void store::impl::close_db(bool flush) {
   if (!db) return;
-  bool healthy;
-  {
-    std::lock_guard lk(state_mu);
-    healthy = stopped.is_ok() && !read_only;
+  if (flush) {
+    // A clean close leaves no log to replay at the next start. Never made
+    // to wait for a stall to clear: a compaction short of space would hold
+    // it forever.
+    rocksdb::FlushOptions fo;
+    fo.allow_write_stall = true;
+    db->Flush(fo, handles).PermitUncheckedError();
   }
-  // Flushing on a clean close leaves no WAL to replay at the next start; a
-  // store in error is closed as it stands (its log holds what was written).
-  if (healthy) db->Flush(rocksdb::FlushOptions(), handles).PermitUncheckedError();
   for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
   if (default_cf) db->DestroyColumnFamilyHandle(default_cf).PermitUncheckedError();
   handles.clear();
@@ -333,13 +340,12 @@ void store::impl::run_doctor() {
     if (stopping) break;
     wl.unlock();
     std::vector<std::string> corrupt;
-    bool reopen = false, soft = false, refused_for_space = false;
+    bool reopen = false, refused_for_space = false;
     code problem = code::ok;
     {
       std::lock_guard lk(state_mu);
       corrupt.swap(listener->pending_corruption_);
       reopen = needs_reopen || read_only;
-      soft = listener->soft_;
       problem = stopped.error_code();
       refused_for_space = stopped.is_ok() && stopped_ms != 0;
     }
@@ -348,16 +354,19 @@ void store::impl::run_doctor() {
       for (const auto& m : corrupt) note_corruption(rocksdb::Status::Corruption(m));
     }
     const uint64_t free = refresh_free_space(true);
-    const bool room = opts.reserved_disk_bytes == 0 || free >= opts.reserved_disk_bytes;
+    const bool room = free >= opts.reserved_disk_bytes;
     bool resumed = false;
     if (refused_for_space && room) {
       std::lock_guard lk(state_mu);
       stopped_ms = 0;
       resumed = true;
     }
-    if ((reopen || soft) && (room || problem != code::no_space)) {
+    // After a full disk, opening again needs room for the memtables it
+    // flushes: at least the reserve, and never less than min_reopen_bytes.
+    const bool room_to_reopen = free >= std::max(opts.reserved_disk_bytes, min_reopen_bytes);
+    if (reopen && (room_to_reopen || problem != code::no_space)) {
       std::unique_lock lk(mu);
-      close_db();
+      close_db(false);
       status s = open_db(false);
       if (s) {
         std::lock_guard st(state_mu);
@@ -366,8 +375,7 @@ void store::impl::run_doctor() {
         stopped = status::ok();
         stopped_ms = 0;
         needs_reopen = false;
-        listener->soft_ = false;
-        resumed = reopen;
+        resumed = true;
         delay = base;
       } else {
         // Reads go on from a read-only view meanwhile.
@@ -512,10 +520,7 @@ store_health store::health() const {
   h.free_bytes = m.refresh_free_space(false);
   h.write_errors = m.write_errors.load(std::memory_order_relaxed);
   h.recoveries = m.recoveries.load(std::memory_order_relaxed);
-  {
-    std::shared_lock lk(m.mu);
-    h.read_only = m.read_only;
-  }
+  h.read_only = m.read_only.load();
   std::lock_guard lk(m.state_mu);
   h.damage = m.damage;
   h.warnings = m.warnings;

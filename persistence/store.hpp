@@ -74,6 +74,10 @@ struct store_options {
   // The recovery thread's first retry delay; doubles up to 16 times that.
   // Default 1 s.
   uint32_t recovery_interval_ms = 1000;
+  // Open to the last intact record of a damaged write-ahead log, dropping
+  // what follows it (keeld --salvage only; see actors/salvage.hpp). Default
+  // false: a damaged log is refused.
+  bool point_in_time_recovery = false;
 };
 
 // A table file found corrupt, and what it holds.

@@ -36,7 +36,8 @@ struct store::impl {
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;  // index = family
   rocksdb::ColumnFamilyHandle* default_cf = nullptr;
-  bool read_only = false;
+  // Set only with `mu` held exclusively; read without it (health).
+  std::atomic<bool> read_only{false};
 
   rocksdb::ColumnFamilyHandle* cf(family f) const { return handles[static_cast<int>(f)]; }
 
@@ -68,8 +69,8 @@ struct store::impl {
   // Opens RocksDB for writing (or reading only); fills db, handles.
   // REQUIRES: mu held exclusively, or no other thread yet.
   status open_db(bool read_only_mode);
-  // Destroys handles and the db, flushing only a healthy one.
-  void close_db();
+  // Destroys handles and the db; `flush` first (a clean close only).
+  void close_db(bool flush);
 
   uint64_t refresh_free_space(bool force);
   // ok, or why a write must be refused now.

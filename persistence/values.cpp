@@ -100,15 +100,12 @@ std::string encode(const timer_entry& v, int64_t time_ms) {
 }
 
 std::string encode(const effect_marker& v, int64_t time_ms) {
-  return encode_value(value_type::effect_marker,
-                      {{"agent", v.agent},
-                       {"kind", v.kind},
-                       {"tool", v.tool},
-                       {"attempt", v.attempt},
-                       {"queue", v.queue},
-                       {"lease_ms", v.lease_ms},
-                       {"arguments", v.arguments}},
-                      time_ms);
+  nlohmann::json j = {{"agent", v.agent},       {"kind", v.kind},
+                      {"tool", v.tool},         {"attempt", v.attempt},
+                      {"queue", v.queue},       {"lease_ms", v.lease_ms},
+                      {"arguments", v.arguments}};
+  if (v.node_crashes) j["node_crashes"] = v.node_crashes;  // rare: only when set
+  return encode_value(value_type::effect_marker, j, time_ms);
 }
 
 result<effect_marker> decode_effect_marker(std::string_view bytes, std::string_view what) {
@@ -122,6 +119,7 @@ result<effect_marker> decode_effect_marker(std::string_view bytes, std::string_v
     v.queue = j->at("queue").get<std::string>();
     v.lease_ms = j->at("lease_ms").get<uint32_t>();
     v.arguments = j->at("arguments");
+    v.node_crashes = j->value("node_crashes", uint32_t{0});
   });
 }
 

@@ -95,6 +95,9 @@ struct effect_marker {
   std::string queue;  // worker
   uint32_t lease_ms = 0;
   nlohmann::json arguments;
+  // Node crashes in a row this effect was running through (counted at
+  // each start after a crash; kept when the effect is started again).
+  uint32_t node_crashes = 0;
 };
 
 std::string encode(const agent_meta& v, int64_t time_ms);

@@ -119,6 +119,7 @@ class log_walker {
       }
       if (hsize + length > block_left) {
         damaged(pos, "bad record length");
+        out_.unreadable_bytes += block_left;
         pos += block_left;
         continue;
       }
@@ -129,6 +130,7 @@ class log_walker {
         // The length itself may be what is damaged: nothing more in this
         // block can be trusted.
         damaged(pos, "checksum mismatch");
+        out_.unreadable_bytes += block_left;
         pos += block_left;
         continue;
       }

@@ -59,6 +59,9 @@ struct wal_scan {
   std::optional<wal_damage> damage;
   // The logs ended in a torn record (see above).
   bool torn_tail = false;
+  // Bytes skipped because they could not be trusted: the rest of each
+  // 32 KiB block from a damaged record on. Writes in them are lost unseen.
+  uint64_t unreadable_bytes = 0;
   // The batches that come after the damage and still read (in this log
   // after the damaged block, and in every later log): what a recovery to
   // the point of the damage drops. Empty without damage.
