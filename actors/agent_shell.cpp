@@ -195,7 +195,8 @@ status load_crash_counts(shell_state& s) {
   for (const auto& [k, v] : *marks) {
     auto m = persistence::decode_effect_marker(v, "effect marker of " + s.name);
     if (!m) return m.error();
-    if (m->node_crashes > 0 && k.size() == 16) s.node_crashes[persistence::key_seq(k)] = m->node_crashes;
+    if (m->node_crashes > 0 && k.size() == 16)
+      s.node_crashes[persistence::key_seq(k)] = m->node_crashes;
   }
   return status::ok();
 }
@@ -205,8 +206,8 @@ status load_crash_counts(shell_state& s) {
 void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) {
   shell_state* sp = &s;
   if (auto* m = std::get_if<agent::model_call_effect>(&fx)) {
-    persistence::effect_marker mk{s.name, "model", "", m->attempt, "", 0, nullptr,
-                                  crashes_of(s, m->effect)};
+    persistence::effect_marker mk{s.name, "model", "",      m->attempt,
+                                  "",     0,       nullptr, crashes_of(s, m->effect)};
     b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, m->effect),
                      persistence::encode(mk, now)});
     b.done.push_back([sp, fx] { start_effect(*sp, fx); });

@@ -1,10 +1,15 @@
 #pragma once
 // Runs one exec tool call in a sandbox: a child process with a clean
 // environment, rlimits on CPU time, address space, open files and
-// processes, a wall-clock timeout that kills its whole process group, and
-// (unless allowed) no network through a new network namespace where the
-// kernel permits unprivileged ones. The arguments go to stdin as JSON; the
-// tool answers with one JSON document on stdout.
+// processes, a wall-clock timeout, and (unless allowed) no network through
+// a new network namespace. Where the kernel allows a PID namespace (root,
+// or unprivileged user namespaces), the tool runs as PID 2 of its own PID
+// and mount namespaces: it cannot see or signal the node or any process
+// outside (a private /proc), the node's data directory is covered, and
+// when the tool ends or times out every process it started ends with it,
+// those that called setsid() included. Elsewhere the tool gets its own
+// process group, which a timeout kills. The arguments go to stdin as JSON;
+// the tool answers with one JSON document on stdout.
 //
 // Blocking: call from an effect thread, never a scheduler thread.
 // Thread-safe: concurrent calls are independent.
@@ -25,9 +30,20 @@ namespace keel::actors {
 struct sandbox_capabilities {
   bool rlimits = true;
   bool network_namespace = false;
+  // The tool runs in PID and mount namespaces of its own (see above).
+  bool pid_namespace = false;
+  // ... with a /proc that shows only its namespace.
+  bool private_proc = false;
   std::string detail;  // why a protection is missing, for the log
 };
 const sandbox_capabilities& probe_sandbox();
+
+struct sandbox_options {
+  // Absolute paths the tool must not see: each is covered with an empty,
+  // read-only directory (the node's data directory). Needs the PID
+  // namespace path; ignored without it.
+  std::vector<std::string> hidden;
+};
 
 struct exec_outcome {
   int exit_code = -1;      // -1 when killed by a signal
@@ -42,6 +58,7 @@ struct exec_outcome {
 // (empty argv), io_error (fork/exec/pipe failed; a missing program is a
 // child exit code 127 instead).
 result<exec_outcome> run_sandboxed(const std::vector<std::string>& argv, const std::string& input,
-                                   const config::exec_limits& limits, uint32_t timeout_ms);
+                                   const config::exec_limits& limits, uint32_t timeout_ms,
+                                   const sandbox_options& opts = {});
 
 }  // namespace keel::actors

@@ -25,6 +25,7 @@
 // Thread-safe: run() may be called concurrently; it keeps no state.
 
 #include "actors/effects.hpp"
+#include "actors/exec_sandbox.hpp"
 
 namespace keel::actors {
 
@@ -32,8 +33,13 @@ inline constexpr int exit_tempfail = 75;  // EX_TEMPFAIL
 
 class exec_tool final : public tool_runner {
  public:
+  // `sandbox`: what every call's sandbox hides (the node's data directory).
+  explicit exec_tool(sandbox_options sandbox = {}) : sandbox_(std::move(sandbox)) {}
   effect_outcome run(const config::tool_spec& tool, const json& arguments,
                      const tool_call_context& ctx) override;
+
+ private:
+  const sandbox_options sandbox_;
 };
 
 // The stdin document for one call, as described above.

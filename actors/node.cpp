@@ -264,7 +264,9 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   if (!p->rt.plugins.providers.count("scripted"))
     p->rt.plugins.providers["scripted"] = std::make_shared<scripted_model>();
   if (!p->rt.plugins.runners.count(config::tool_kind::exec))
-    p->rt.plugins.runners[config::tool_kind::exec] = std::make_shared<exec_tool>();
+    // A tool never sees the node's own files.
+    p->rt.plugins.runners[config::tool_kind::exec] = std::make_shared<exec_tool>(
+        sandbox_options{{std::filesystem::weakly_canonical(cfg.data_dir, ec).string()}});
   p->pool =
       std::make_unique<effect_pool>(opts.effect_threads ? opts.effect_threads : cfg.effect_threads);
   p->rt.pool = p->pool.get();
@@ -696,8 +698,9 @@ std::string node::metrics_text() {
   }
   if (!impl_->stopped) {
     const auto h = impl_->db->health();
-    counter_line(o, "keel_store_writable", "1 when the store takes writes, 0 when they are refused.",
-                 h.writable ? 1 : 0, "gauge");
+    counter_line(o, "keel_store_writable",
+                 "1 when the store takes writes, 0 when they are refused.", h.writable ? 1 : 0,
+                 "gauge");
     counter_line(o, "keel_store_read_only", "1 when the store is open read-only.",
                  h.read_only ? 1 : 0, "gauge");
     counter_line(o, "keel_store_free_bytes", "Free space on the store's disk.", h.free_bytes,

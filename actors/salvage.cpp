@@ -71,8 +71,8 @@ struct agent_loss {
               {"id", id},
               {"lost_entirely", lost_entirely},
               {"ledger_events_lost", ledger_events},
-              {"messages_lost", std::max<uint64_t>(messages_received + inbox_entries,
-                                                   message_ids.size())},
+              {"messages_lost",
+               std::max<uint64_t>(messages_received + inbox_entries, message_ids.size())},
               {"inbox_entries_lost", inbox_entries}};
     j["ledger_lost"] = ledger_events ? json::array({ledger_from, ledger_through}) : json(nullptr);
     json ids = json::array();
@@ -87,8 +87,8 @@ struct agent_loss {
 
 // Step 4: what the dropped batches held that the store no longer does.
 struct loss_survey {
-  std::map<uint64_t, agent_loss> agents;    // by agent id
-  std::map<std::string, uint64_t> other;    // family -> keys lost
+  std::map<uint64_t, agent_loss> agents;  // by agent id
+  std::map<std::string, uint64_t> other;  // family -> keys lost
   uint64_t keys_compared = 0, keys_lost = 0;
 };
 
@@ -143,7 +143,8 @@ result<loss_survey> survey(persistence::store& db, const persistence::wal_scan& 
         auto& loss = out.agents[persistence::key_agent_id(key)];
         ++loss.inbox_entries;
         auto e = persistence::decode_inbox_entry(op->value, "dropped inbox entry");
-        if (e && e->kind == "message" && !e->id.starts_with("auto-")) loss.message_ids.insert(e->id);
+        if (e && e->kind == "message" && !e->id.starts_with("auto-"))
+          loss.message_ids.insert(e->id);
         break;
       }
       case family::dedupe:

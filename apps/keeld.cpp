@@ -206,14 +206,15 @@ int run_salvage(const config::node_config& cfg, actors::start_options opts) {
               cfg.data_dir.c_str(), dmg.value("file", "").c_str(),
               static_cast<unsigned long long>(dmg.value("offset", uint64_t{0})),
               dmg.value("reason", "").c_str());
-  std::printf("  dropped: %zu write batches (%llu keys lost), and %llu bytes that could not be "
-              "read at all\n",
-              static_cast<std::size_t>(rep.value("batches_dropped", 0)),
-              static_cast<unsigned long long>(rep.value("keys_lost", uint64_t{0})),
-              static_cast<unsigned long long>(rep.value("bytes_unreadable", uint64_t{0})));
+  std::printf(
+      "  dropped: %zu write batches (%llu keys lost), and %llu bytes that could not be "
+      "read at all\n",
+      static_cast<std::size_t>(rep.value("batches_dropped", 0)),
+      static_cast<unsigned long long>(rep.value("keys_lost", uint64_t{0})),
+      static_cast<unsigned long long>(rep.value("bytes_unreadable", uint64_t{0})));
   for (const auto& a : rep["agents"])
-    std::printf("  %-32s %s%llu ledger events, %llu messages lost\n",
-                a.value("name", "?").c_str(), a.value("lost_entirely", false) ? "LOST ENTIRELY; " : "",
+    std::printf("  %-32s %s%llu ledger events, %llu messages lost\n", a.value("name", "?").c_str(),
+                a.value("lost_entirely", false) ? "LOST ENTIRELY; " : "",
                 static_cast<unsigned long long>(a.value("ledger_events_lost", uint64_t{0})),
                 static_cast<unsigned long long>(a.value("messages_lost", uint64_t{0})));
   std::printf("  report: %s\n  the logs as they were: %s\n", rep.value("report", "").c_str(),

@@ -439,8 +439,7 @@ void api::impl::signal(std::string name, std::string sig, const http_request& re
   // The node records forks itself (POST .../fork): a client cannot claim one.
   if (sig == "forked" && req.header(forwarded_header).empty())
     return respond(bad_request("\"forked\" is recorded by POST /v1/agents/{name}/fork"));
-  if (sig == "salvaged")
-    return respond(bad_request("\"salvaged\" is recorded by keeld --salvage"));
+  if (sig == "salvaged") return respond(bad_request("\"salvaged\" is recorded by keeld --salvage"));
   json payload = body->contains("payload") ? std::move((*body)["payload"]) : json();
   send_signal(std::move(name), std::move(sig), std::move(payload), req, t, respond);
 }
@@ -524,14 +523,10 @@ void api::impl::health(const respond_fn& respond) {
                       {"largest", d.largest},
                       {"error", d.error},
                       {"seen_ms", d.seen_ms}});
-  json store = {{"writable", h.writable},
-                {"read_only", h.read_only},
-                {"free_bytes", h.free_bytes},
-                {"reserved_bytes", h.reserved_bytes},
-                {"write_errors", h.write_errors},
-                {"recoveries", h.recoveries},
-                {"damage", std::move(damage)},
-                {"warnings", h.warnings}};
+  json store = {{"writable", h.writable},         {"read_only", h.read_only},
+                {"free_bytes", h.free_bytes},     {"reserved_bytes", h.reserved_bytes},
+                {"write_errors", h.write_errors}, {"recoveries", h.recoveries},
+                {"damage", std::move(damage)},    {"warnings", h.warnings}};
   if (!h.writable) {
     store["problem"] = to_string(h.problem);
     store["since_ms"] = h.since_ms;

@@ -100,9 +100,8 @@ std::string encode(const timer_entry& v, int64_t time_ms) {
 }
 
 std::string encode(const effect_marker& v, int64_t time_ms) {
-  nlohmann::json j = {{"agent", v.agent},       {"kind", v.kind},
-                      {"tool", v.tool},         {"attempt", v.attempt},
-                      {"queue", v.queue},       {"lease_ms", v.lease_ms},
+  nlohmann::json j = {{"agent", v.agent},        {"kind", v.kind},   {"tool", v.tool},
+                      {"attempt", v.attempt},    {"queue", v.queue}, {"lease_ms", v.lease_ms},
                       {"arguments", v.arguments}};
   if (v.node_crashes) j["node_crashes"] = v.node_crashes;  // rare: only when set
   return encode_value(value_type::effect_marker, j, time_ms);

@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <filesystem>
+#include <iterator>
 
 #include <chrono>
 #include <fstream>
@@ -366,4 +368,91 @@ TEST_CASE("concurrent calls keep their inputs and outputs apart") {
   for (auto& t : threads) t.join();
   for (std::size_t i = 0; i < outputs.size(); ++i)
     CHECK(outputs[i] == std::string(100'000 + i * 777, static_cast<char>('a' + i)));
+}
+
+namespace {
+
+// Host processes whose command line holds `token`.
+int processes_with(const std::string& token) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmd.find(token) != std::string::npos && process_alive(std::stoi(name))) ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("a tool cannot signal or see the process that runs it") {
+  const auto& caps = probe_sandbox();
+  if (!caps.pid_namespace) {
+    MESSAGE("PID namespaces unavailable here, not checked: ", caps.detail);
+    return;
+  }
+  const std::string me = std::to_string(::getpid());
+  // Its parent is the namespace's init, which ignores it; the node's real
+  // pid names no process it can reach; kill -1 reaches only its own.
+  auto out = shell("kill -9 $PPID; kill -9 " + me +
+                   " 2>&1 || echo no-such-process; kill -9 -1; echo alive");
+  CHECK(contains(out.stdout_text, "no-such-process"));
+  CHECK(contains(out.stdout_text, "alive"));
+  if (caps.private_proc) {
+    auto listed = shell("ls /proc | grep -c '^[0-9]'; cat /proc/" + me + "/cmdline || echo hidden");
+    auto lines = lines_of(listed.stdout_text);
+    REQUIRE_FALSE(lines.empty());
+    CHECK(std::stoi(lines.front()) <= 4);  // the init, sh, ls, grep
+    CHECK(contains(listed.stdout_text, "hidden"));
+  }
+}
+
+TEST_CASE("processes a tool leaves behind, setsid ones included, end with the call") {
+  const auto& caps = probe_sandbox();
+  if (!caps.pid_namespace) {
+    MESSAGE("PID namespaces unavailable here, not checked: ", caps.detail);
+    return;
+  }
+  const std::string token = "keel-escapee-" + std::to_string(::getpid());
+  auto out = shell("setsid sh -c 'sleep 60; echo " + token +
+                   "' >/dev/null 2>&1 < /dev/null & "
+                   "(sh -c 'sleep 60; echo " +
+                   token + "' &) ; echo started");
+  CHECK(out.exit_code == 0);
+  CHECK(out.stdout_text == "started\n");
+  // The init's exit ended its namespace before the call returned.
+  CHECK(processes_with(token) == 0);
+
+  // The same on a timeout: the whole namespace goes.
+  auto slow = shell("setsid sh -c 'sleep 60; echo " + token + "' & sleep 60", {}, 300);
+  CHECK(slow.timed_out);
+  CHECK(processes_with(token) == 0);
+}
+
+TEST_CASE("a hidden path shows the tool an empty directory it cannot read or write") {
+  const auto& caps = probe_sandbox();
+  if (!caps.pid_namespace) {
+    MESSAGE("PID namespaces unavailable here, not checked: ", caps.detail);
+    return;
+  }
+  auto dir = std::filesystem::temp_directory_path() / ("keel-hidden-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  { std::ofstream(dir / "secret") << "the node's data"; }
+  keel::actors::sandbox_options opts{{dir.string()}};
+  auto r = run_sandboxed({"/bin/sh", "-c",
+                          "cat " + (dir / "secret").string() + " || echo unreadable; touch " +
+                              (dir / "mine").string() + " || echo unwritable"},
+                         "", {}, generous_ms, opts);
+  REQUIRE(r.is_ok());
+  CHECK_FALSE(contains(r->stdout_text, "the node's data"));
+  CHECK(contains(r->stdout_text, "unreadable"));
+  CHECK(contains(r->stdout_text, "unwritable"));
+  CHECK_FALSE(std::filesystem::exists(dir / "mine"));
+  // Outside the sandbox nothing changed.
+  std::ifstream in(dir / "secret");
+  std::string still((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(still == "the node's data");
+  std::filesystem::remove_all(dir);
 }

@@ -1,0 +1,363 @@
+// The sandbox's children: the init of the namespace path and the tool
+// itself (see exec_sandbox_child.hpp), and the start-up probe. Everything
+// that runs after a fork is async-signal-safe.
+
+#include "actors/exec_sandbox_child.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace keel::actors::sandbox_detail {
+
+namespace {
+
+// The child's whole environment. PATH finds the usual tools (argv[0] itself
+// is resolved before the fork); HOME points somewhere writable because many
+// programs want one; LANG makes text tools agree on UTF-8. Nothing of the
+// node's environment (API keys above all) reaches a tool.
+constexpr const char* sandbox_env[] = {"PATH=/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8", nullptr};
+constexpr const char* sandbox_path[] = {"/usr/bin", "/bin"};
+// The child starts in HOME, not in the node's working directory (which is
+// often its data directory).
+constexpr const char* sandbox_cwd = "/tmp";
+
+[[noreturn]] void child_fail(int report_fd, child_step step, int err, int exit_code) {
+  child_report r{static_cast<int>(step), err};
+  // A short write to a pipe is atomic; nothing to do if it fails.
+  ssize_t n = ::write(report_fd, &r, sizeof r);
+  (void)n;
+  ::_exit(exit_code);
+}
+
+void close_from_to(int first, int last, long max_fd) {
+#ifdef SYS_close_range
+  if (::syscall(SYS_close_range, static_cast<unsigned>(first), static_cast<unsigned>(last), 0u) ==
+      0)
+    return;
+#endif
+  for (long fd = first; fd <= last && fd < max_fd; ++fd) ::close(static_cast<int>(fd));
+}
+
+void close_from(int first, long max_fd) {
+  close_from_to(first, ~0u >> 1, max_fd);
+}
+
+// Closes every descriptor but the `n` in `keep` (the node's files,
+// sockets and other calls' pipes must not live on in the init).
+void close_all_but(int* keep, int n, long max_fd) {
+  std::sort(keep, keep + n);
+  int from = 0;
+  for (int i = 0; i < n; ++i) {
+    if (keep[i] > from) close_from_to(from, keep[i] - 1, max_fd);
+    from = keep[i] + 1;
+  }
+  close_from(from, max_fd);
+}
+
+// fork() without glibc's fork handlers: in a child of a multi-threaded
+// process they would take locks another thread may have held at the fork.
+pid_t raw_fork(int flags) {
+  return static_cast<pid_t>(::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, 0));
+}
+
+// The tool, after the fork (and, on the namespace path, inside them).
+[[noreturn]] void run_tool(const child_plan& p) {
+  int report = p.report_fd;
+
+  // Own session and process group (pgid == pid), so the parent can kill the
+  // tool and everything it started with one kill(-pid) on the process-group
+  // path; harmless inside a PID namespace.
+  ::setsid();
+
+  // A fresh user namespace makes the network namespace possible without
+  // privileges; the new network namespace has only a down loopback. Tools
+  // allowed the network get the user namespace alone, for RLIMIT_NPROC:
+  // the kernel counts processes per (user namespace, uid) and caps a new
+  // namespace's total by its creator's limit at unshare time, so unsharing
+  // before setrlimit makes max_processes count the sandbox's own processes.
+  // Without it the count covers every process and thread of the node's
+  // uid, the node's own threads included, and a tool might not fork at all.
+  // No uid map is written: inside, the tool sees itself as uid 65534 and
+  // has no capabilities on the host; the kernel still checks its file
+  // access as the node's user. (The namespace path made them all already.)
+  if (p.unshare_flags != 0 && ::unshare(p.unshare_flags) != 0)
+    child_fail(report, child_step::unshare, errno, exit_setup_failed);
+
+  // Dispositions set to "ignore" survive execve (a node that ignores
+  // SIGPIPE would hand that to every tool, breaking `producer | head`), and
+  // so does the signal mask (SIGPIPE is blocked in the parent thread).
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+
+  // Move all four ends above 3 first: if the node runs with 0-2 closed, a
+  // pipe end may itself be 0, 1 or 2 and a direct dup2 would clobber it.
+  int in = ::fcntl(p.stdin_fd, F_DUPFD, 4);
+  int out = ::fcntl(p.stdout_fd, F_DUPFD, 4);
+  int err = ::fcntl(p.stderr_fd, F_DUPFD, 4);
+  int rep = ::fcntl(report, F_DUPFD, 4);
+  if (in < 0 || out < 0 || err < 0 || rep < 0)
+    child_fail(report, child_step::redirect, errno, exit_setup_failed);
+  if (::dup2(rep, 3) < 0) child_fail(report, child_step::redirect, errno, exit_setup_failed);
+  report = 3;
+  if (::fcntl(3, F_SETFD, FD_CLOEXEC) != 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 ||
+      ::dup2(err, 2) < 0)
+    child_fail(report, child_step::redirect, errno, exit_setup_failed);
+  close_from(4, p.max_fd);
+
+  // After the redirection: with a low RLIMIT_NOFILE, moving the pipe ends
+  // above 3 could fail.
+  for (int i = 0; i < p.limit_count; ++i)
+    if (::setrlimit(p.limits[i].resource, &p.limits[i].value) != 0)
+      child_fail(report, child_step::rlimit, errno, exit_setup_failed);
+
+  if (::chdir(sandbox_cwd) != 0) {
+    // Staying in the node's directory is acceptable; the tool still runs.
+  }
+
+  // Like execvp: keep trying on "not here", remember a more telling error.
+  int exec_err = ENOENT;
+  for (const auto& path : p.candidates) {
+    ::execve(path.c_str(), p.argv.data(), const_cast<char* const*>(sandbox_env));
+    if (errno != ENOENT && errno != ENOTDIR) exec_err = errno;
+  }
+  child_fail(report, child_step::exec, exec_err,
+             exec_err == ENOENT ? exit_not_found : exit_not_executable);
+}
+
+// PID 1 of the call's namespaces: sets up the view, starts the tool as
+// PID 2, reports how it ended, and exits, which ends the namespace.
+[[noreturn]] void run_init(const child_plan& p) {
+  const int report = p.report_fd;
+  int keep[] = {p.stdin_fd, p.stdout_fd, p.stderr_fd, report};
+  close_all_but(keep, 4, p.max_fd);
+  if (p.clone_flags & CLONE_NEWNS) {
+    // Nothing mounted here may reach the node's view.
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+      child_fail(report, child_step::mount, errno, exit_setup_failed);
+    if (p.private_proc &&
+        ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+      child_fail(report, child_step::mount, errno, exit_setup_failed);
+    for (const auto& path : p.hidden)
+      if (::mount("tmpfs", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+                  "size=4k,mode=000") != 0 &&
+          errno != ENOENT)
+        child_fail(report, child_step::mount, errno, exit_setup_failed);
+  }
+  const pid_t tool = raw_fork(0);
+  if (tool < 0) child_fail(report, child_step::spawn, errno, exit_setup_failed);
+  if (tool == 0) run_tool(p);
+  // The tool's pipes must end when the tool (and what it started) does:
+  // the init keeps only the report pipe.
+  ::close(p.stdin_fd);
+  ::close(p.stdout_fd);
+  ::close(p.stderr_fd);
+  for (;;) {
+    int st = 0;
+    const pid_t done = ::waitpid(-1, &st, __WALL);
+    if (done == tool) {
+      child_report r{static_cast<int>(child_step::tool_ended), st};
+      ssize_t n = ::write(report, &r, sizeof r);
+      (void)n;
+      ::_exit(0);  // and with PID 1, everything left in the namespace
+    }
+    if (done < 0 && errno != EINTR) ::_exit(exit_setup_failed);
+  }
+}
+
+// The soft limit is `soft`, the hard limit `hard`, both clamped to the
+// node's own hard limit (raising a hard limit needs privileges and would
+// fail the whole call).
+void add_limit(child_plan& p, int resource, rlim_t soft, rlim_t hard) {
+  rlimit current{};
+  if (::getrlimit(resource, &current) == 0 && current.rlim_max != RLIM_INFINITY) {
+    soft = std::min(soft, current.rlim_max);
+    hard = std::min(hard, current.rlim_max);
+  }
+  p.limits[p.limit_count++] = {resource, rlimit{soft, hard}};
+}
+
+int wait_for(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
+// Whether a child made with `flags` (and, with mount_proc, mounting a
+// fresh /proc in it) works here. 0 on success, else the errno.
+int try_namespaces(int flags, bool mount_proc) {
+  pid_t pid = raw_fork(flags);
+  if (pid < 0) return errno;
+  if (pid == 0) {
+    if (mount_proc) {
+      if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(errno & 0xff);
+      if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+        ::_exit(errno & 0xff);
+    }
+    ::_exit(0);
+  }
+  int status = wait_for(pid);
+  if (!WIFEXITED(status)) return ECANCELED;
+  return WEXITSTATUS(status);
+}
+
+}  // namespace
+
+const char* step_name(int step) {
+  switch (static_cast<child_step>(step)) {
+    case child_step::unshare:
+      return "unshare (new user/network namespace)";
+    case child_step::rlimit:
+      return "setrlimit";
+    case child_step::redirect:
+      return "redirecting stdin/stdout/stderr";
+    case child_step::exec:
+      return "execve";
+    case child_step::mount:
+      return "mounting the sandbox's /proc or covering a hidden path";
+    case child_step::spawn:
+      return "starting the tool inside the namespace";
+    case child_step::tool_ended:
+      return "tool ended";
+  }
+  return "set-up";
+}
+
+pid_t start_children(const child_plan& p) {
+  if (p.clone_flags == 0) {
+    pid_t pid = ::fork();
+    if (pid == 0) run_tool(p);
+    return pid;
+  }
+  pid_t pid = raw_fork(p.clone_flags);
+  if (pid == 0) run_init(p);
+  return pid;
+}
+
+}  // namespace keel::actors::sandbox_detail
+
+namespace keel::actors {
+
+using namespace sandbox_detail;
+
+namespace {
+
+// What probing found, including what sandbox_capabilities does not show.
+struct probe_result {
+  sandbox_capabilities caps;
+  bool user_namespace = false;  // a new user namespace works
+  int namespace_flags = 0;      // the init's clone flags, without the network one
+};
+
+probe_result run_probe() {
+  probe_result probed;
+  sandbox_capabilities& caps = probed.caps;
+  caps.rlimits = true;  // lowering one's own limits needs no privilege
+  std::vector<std::string> missing;
+  probed.user_namespace = try_namespaces(CLONE_NEWUSER, false) == 0;
+  const int user = probed.user_namespace ? CLONE_NEWUSER : 0;
+  if (int err = try_namespaces(user | CLONE_NEWNET, false); err == 0) {
+    caps.network_namespace = true;
+  } else {
+    missing.push_back(
+        std::string("network namespace: a new one failed: ") + std::strerror(err) +
+        " (unprivileged user namespaces disabled? see sysctls "
+        "kernel.unprivileged_userns_clone, user.max_user_namespaces, "
+        "kernel.apparmor_restrict_unprivileged_userns); tools get the node's network");
+  }
+  const int ns = user | CLONE_NEWPID | CLONE_NEWNS;
+  if (int err = try_namespaces(ns, false); err == 0) {
+    caps.pid_namespace = true;
+    probed.namespace_flags = ns;
+    if (int perr = try_namespaces(ns, true); perr == 0)
+      caps.private_proc = true;
+    else
+      missing.push_back(std::string("private /proc: mounting one failed: ") + std::strerror(perr) +
+                        "; tools see every process's /proc entry");
+  } else {
+    missing.push_back(std::string("PID namespace: a new one failed: ") + std::strerror(err) +
+                      "; tools run in a process group of their own, can signal the node's "
+                      "user's processes, and a process that leaves the group outlives the call");
+  }
+  if (::geteuid() == 0) {
+    missing.push_back(
+        "running as root: the kernel does not apply RLIMIT_NPROC (max_processes) to root");
+  } else if (!probed.user_namespace) {
+    missing.push_back(
+        "max_processes: without a user namespace RLIMIT_NPROC counts every process and "
+        "thread of the node's user, not just the tool's");
+  }
+  for (const auto& m : missing) caps.detail += (caps.detail.empty() ? "" : "; ") + m;
+  return probed;
+}
+
+const probe_result& probed() {
+  // A function-local static: initialized once, thread-safely (C++11).
+  static const probe_result result = run_probe();
+  return result;
+}
+
+}  // namespace
+
+const sandbox_capabilities& probe_sandbox() {
+  return probed().caps;
+}
+
+namespace sandbox_detail {
+
+child_plan make_plan(const std::vector<std::string>& argv, const config::exec_limits& limits,
+                     const sandbox_options& opts) {
+  const probe_result& found = probed();
+  child_plan p;
+  const std::string& program = argv[0];
+  if (program.find('/') != std::string::npos) {
+    p.candidates.push_back(program);
+  } else {
+    for (const char* dir : sandbox_path) p.candidates.push_back(std::string(dir) + "/" + program);
+  }
+  for (const auto& a : argv) p.argv.push_back(const_cast<char*>(a.c_str()));
+  p.argv.push_back(nullptr);
+  const bool cut_network = !limits.allow_network && found.caps.network_namespace;
+  if (found.caps.pid_namespace) {
+    p.clone_flags = found.namespace_flags | (cut_network ? CLONE_NEWNET : 0);
+    p.private_proc = found.caps.private_proc;
+    p.hidden = opts.hidden;
+  } else if (cut_network) {
+    p.unshare_flags = CLONE_NEWUSER | CLONE_NEWNET;
+  } else if (found.user_namespace) {
+    p.unshare_flags = CLONE_NEWUSER;
+  }
+
+  // CPU: SIGXCPU at the soft limit (a tool may catch it and print what it
+  // has), SIGKILL a second later.
+  if (limits.cpu_seconds > 0) add_limit(p, RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1);
+  if (limits.memory_bytes > 0) add_limit(p, RLIMIT_AS, limits.memory_bytes, limits.memory_bytes);
+  if (limits.max_open_files > 0)
+    add_limit(p, RLIMIT_NOFILE, limits.max_open_files, limits.max_open_files);
+  if (limits.max_processes > 0)
+    add_limit(p, RLIMIT_NPROC, limits.max_processes, limits.max_processes);
+  // No core files from tools killed by SIGXCPU or crashing under RLIMIT_AS.
+  add_limit(p, RLIMIT_CORE, 0, 0);
+
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY)
+    p.max_fd = static_cast<long>(std::min<rlim_t>(nofile.rlim_cur, 1 << 20));
+  return p;
+}
+
+}  // namespace sandbox_detail
+
+}  // namespace keel::actors
