@@ -57,8 +57,11 @@ status parse_export(const json& lines, ledger_import& out) {
     auto type = agent::event_type_from_name(j["type"].get<std::string>());
     if (!type) return bad("unknown event type " + j["type"].dump());
     out.events.push_back({seq, {*type, j["time"].get<int64_t>(), j.value("data", json::object())}});
-    out.hashes.push_back(j.contains("hash") && j["hash"].is_string() ? j["hash"].get<std::string>()
-                                                                     : std::string());
+    auto hex_field = [&j](const char* k) {
+      return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string();
+    };
+    out.hashes.push_back(hex_field("hash"));
+    out.prevs.push_back(hex_field("prev"));
   }
   if (out.events.empty()) return error(code::invalid_argument, "the ledger has no events");
   if (out.events.front().ev.type != agent::event_type::spawned)

@@ -27,9 +27,14 @@ using json = nlohmann::json;
 // agent's shell.
 struct ledger_import {
   std::vector<agent::recorded_event> events;  // seq 1, 2, ... in order
-  // The exported hash of each event (hex; "" when the line had none): the
-  // rebuilt chain must give the same.
+  // The exported hash and previous hash of each event (hex; "" when the
+  // line had none): the rebuilt chain must give the same.
   std::vector<std::string> hashes;
+  std::vector<std::string> prevs;
+  // Loaded without its chain (an export from before the chain, or stripped
+  // of it), on the operator's explicit word: nothing ties it to its source,
+  // and audit says so.
+  bool unverified = false;
   std::string origin;  // "import" or "fork"
   std::string parent;  // fork: the agent forked
   uint64_t fork_seq = 0;

@@ -209,6 +209,14 @@ result<json> node::audit(std::string_view name) {
   if (!rep->intact) {
     j["bad_seq"] = rep->bad_seq;
     j["reason"] = rep->reason;
+  } else if (meta->unverified) {
+    // The chain checks out, but it was made at the import: it proves the
+    // ledger unchanged since, not faithful to where it came from.
+    j["intact"] = false;
+    j["unverified"] = true;
+    j["reason"] =
+        "imported without its hash chain (keel import --unverified): the chain was made at the "
+        "import, so nothing ties these events to their source";
   }
   if (meta->compacted_seq > 0) {
     j["compacted_seq"] = meta->compacted_seq;
@@ -337,6 +345,20 @@ void node::import(std::string name, const json& body, callback<agent_view> done)
   li->origin = body.value("origin", "import");
   if (li->origin != "import" && li->origin != "fork")
     return done(error(code::invalid_argument, "origin must be \"import\" or \"fork\""));
+  li->unverified = body.value("unverified", false);
+  if (li->unverified && li->origin != "import")
+    return done(error(code::invalid_argument, "only an import can be unverified"));
+  // An import is only as good as the chain that ties it to its source: a
+  // line without one could say anything, so it needs the operator's word.
+  if (li->origin == "import" && !li->unverified)
+    for (std::size_t i = 0; i < li->hashes.size(); ++i)
+      if (li->hashes[i].size() != 64 || li->prevs[i].size() != 64)
+        return done(error(code::invalid_argument,
+                          "ledger line " + std::to_string(i + 1) +
+                              " has no \"hash\" and \"prev\": without its chain the export "
+                              "cannot be checked against its source. Load it anyway with "
+                              "\"unverified\": true (keel import --unverified); audit will say "
+                              "it is unverified"));
   li->parent = body.value("parent", "");
   li->fork_seq = body.value("at", uint64_t{0});
   li->by = body.value("by", "");

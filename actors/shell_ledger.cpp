@@ -32,6 +32,12 @@ void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b) 
   values.reserve(li.events.size());
   for (std::size_t i = 0; i < li.events.size(); ++i) {
     const auto& re = li.events[i];
+    if (!li.prevs[i].empty() && li.prevs[i] != to_hex(head)) {
+      fail(*r, error(code::invalid_argument,
+                     "the ledger's seq " + std::to_string(re.seq) +
+                         " does not link to the event before it: the export was altered"));
+      return;
+    }
     values.push_back(persistence::encode_record(chained_record(re.ev, re.seq, head, &blobs)));
     if (!li.hashes[i].empty() && li.hashes[i] != to_hex(head)) {
       fail(*r,
@@ -59,6 +65,7 @@ void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b) 
   }
   if (!create(s, r, t, st.status, now)) return;
   s.meta.origin = li.origin;
+  s.meta.unverified = li.unverified;
   s.meta.parent = li.parent;
   s.meta.fork_seq = li.fork_seq;
   s.st = std::move(st);

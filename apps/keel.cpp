@@ -61,7 +61,9 @@ commands:
   fork NAME --at SEQ [--override FILE] --as NEW [--by WHO]
                                           a new agent sharing NAME's ledger up to
                                           SEQ, going on live from there
-  import NAME FILE.jsonl                  load an exported ledger (read-only)
+  import NAME FILE.jsonl [--unverified]   load an exported ledger (read-only); each line's
+                                          hash is checked; --unverified loads one without
+                                          its chain, which audit then reports as unverified
   compact NAME --before SEQ               fold older events into a snapshot and
                                           archive them on the node
   eval SUITE.json                         run a suite of replays with expectations
@@ -107,6 +109,10 @@ invocation parse_command_line(int argc, char** argv) {
     const std::string& s = a[i];
     if (!flags_done && (s == "-f" || s == "--follow")) {
       inv.opts["follow"] = "";
+      continue;
+    }
+    if (!flags_done && s == "--unverified") {
+      inv.opts["unverified"] = "";
       continue;
     }
     if (flags_done || s.size() < 3 || s.rfind("--", 0) != 0) {

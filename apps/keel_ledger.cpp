@@ -210,6 +210,10 @@ int cli::audit() {
     if (j->contains("compacted_seq"))
       std::printf("compacted through seq %s (anchor %s)\n", text_of((*j)["compacted_seq"]).c_str(),
                   text_of((*j)["anchor"]).c_str());
+  } else if (j->value("unverified", false)) {
+    std::printf("UNVERIFIED: %s events, seq %s..%s: %s\n", text_of((*j)["events"]).c_str(),
+                text_of((*j)["first_seq"]).c_str(), text_of((*j)["last_seq"]).c_str(),
+                text_of((*j)["reason"]).c_str());
   } else {
     std::printf("BROKEN at seq %s: %s\n", text_of((*j)["bad_seq"]).c_str(),
                 text_of((*j)["reason"]).c_str());
@@ -278,7 +282,7 @@ int cli::fork() {
 }
 
 int cli::import() {
-  expect_args(inv_, 2, 2, "import NAME FILE.jsonl", {});
+  expect_args(inv_, 2, 2, "import NAME FILE.jsonl [--unverified]", {"unverified"});
   std::ifstream in(inv_.args[1], std::ios::binary);
   if (!in) usage_fail("cannot read " + inv_.args[1]);
   json events = json::array();
@@ -292,13 +296,20 @@ int cli::import() {
     if (e.contains("archive")) continue;  // an archive's header line
     events.push_back(std::move(e));
   }
-  auto j = call("POST", agent_path(inv_.args[0]) + "/import", dump(json{{"events", events}}));
+  const bool unverified = opt(inv_, "unverified") != nullptr;
+  json body{{"events", events}};
+  if (unverified) body["unverified"] = true;
+  auto j = call("POST", agent_path(inv_.args[0]) + "/import", dump(body));
   if (!j) return exit_server;
   if (inv_.json_out) return done(*j);
-  std::printf(
-      "imported %s: %zu events, each exported hash checked; read-only (replay it, audit "
-      "it)\n",
-      inv_.args[0].c_str(), events.size());
+  if (unverified)
+    std::printf("imported %s UNVERIFIED: %zu events, no exported chain checked; read-only\n",
+                inv_.args[0].c_str(), events.size());
+  else
+    std::printf(
+        "imported %s: %zu events, each exported hash checked; read-only (replay it, audit "
+        "it)\n",
+        inv_.args[0].c_str(), events.size());
   return exit_ok;
 }
 

@@ -39,8 +39,10 @@ void answer_created(const respond_fn& respond, result<agent_view> r) {
 // An exported ledger, loaded read-only for analysis.
 void import(actors::node& node, const std::string& name, const http_request& req,
             const respond_fn& respond) {
-  auto body = parse_object(req.body, {"events"}, false);
+  auto body = parse_object(req.body, {"events", "unverified"}, false);
   if (!body) return respond(error_response(body.error()));
+  if (body->contains("unverified") && !(*body)["unverified"].is_boolean())
+    return respond(bad_request("\"unverified\" must be true or false"));
   (*body)["origin"] = "import";
   node.import(name, *body,
               [respond](result<agent_view> r) { answer_created(respond, std::move(r)); });

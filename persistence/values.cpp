@@ -73,6 +73,7 @@ std::string encode(const agent_meta& v, int64_t time_ms) {
     j["parent"] = v.parent;
     j["fork_seq"] = v.fork_seq;
   }
+  if (v.unverified) j["unverified"] = true;
   return encode_value(value_type::agent_meta, j, time_ms);
 }
 
@@ -137,6 +138,7 @@ result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view wh
     v.origin = j->value("origin", "");
     v.parent = j->value("parent", "");
     v.fork_seq = j->value("fork_seq", uint64_t{0});
+    v.unverified = j->value("unverified", false);
   });
 }
 

@@ -51,6 +51,8 @@ struct agent_meta {
   std::string origin{};
   std::string parent{};
   uint64_t fork_seq = 0;
+  // An import loaded without its hash chain (keel import --unverified).
+  bool unverified = false;
 
   friend bool operator==(const agent_meta&, const agent_meta&) = default;
 };

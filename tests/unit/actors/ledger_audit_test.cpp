@@ -583,6 +583,39 @@ TEST_CASE("an exported ledger imports as a read-only agent with the same chain")
     CHECK_MESSAGE(contains(r.error().message(), "seq 7"), r.error().message());
     CHECK(code_of(n.try_view("ex/gap")) == code::not_found);
   }
+  SUBCASE("an export stripped of its chain is refused, or loaded only as unverified") {
+    // Without hash and prev a line can say anything: this one was altered.
+    json stripped = lines;
+    for (auto& l : stripped) {
+      l.erase("hash");
+      l.erase("prev");
+    }
+    json altered = stripped;
+    altered[4]["data"]["total"] = 1000;
+    auto r = n.import("ex/stripped", {{"events", altered}});
+    REQUIRE_FALSE(r);
+    CHECK(r.error().error_code() == code::invalid_argument);
+    CHECK_MESSAGE(contains(r.error().message(), "line 1 has no \"hash\""), r.error().message());
+    CHECK(code_of(n.try_view("ex/stripped")) == code::not_found);
+
+    // On the operator's word it loads; audit never calls it intact.
+    auto u = n.import("ex/stripped", {{"events", stripped}, {"unverified", true}});
+    REQUIRE_MESSAGE(u, u.error().to_string());
+    auto a = n.audit("ex/stripped");
+    CHECK(a["intact"] == false);
+    CHECK(a["unverified"] == true);
+    CHECK_MESSAGE(contains(a.value("reason", ""), "without its hash chain"), a.dump());
+    // Once loaded it stays so, across a restart.
+    n.restart();
+    CHECK(n.audit("ex/stripped")["unverified"] == true);
+  }
+  SUBCASE("a line whose prev does not link to the line before is refused") {
+    json relinked = lines;
+    relinked[3]["prev"] = relinked[1]["hash"];
+    auto r = n.import("ex/relinked", {{"events", relinked}});
+    REQUIRE_FALSE(r);
+    CHECK_MESSAGE(contains(r.error().message(), "seq 4 does not link"), r.error().message());
+  }
   SUBCASE("a ledger that does not start with the spawn is refused") {
     json headless = lines;
     headless.erase(headless.begin());
