@@ -65,6 +65,8 @@ struct agent_loss {
   uint64_t messages_received = 0;  // message_received events among them
   uint64_t inbox_entries = 0;      // accepted messages not yet consumed
   std::set<std::string> message_ids;
+  // Ids read from the damaged record itself: lost, if they are read right.
+  std::set<std::string> uncertain_ids;
 
   json to_json(uint64_t id) const {
     json j = {{"name", name},
@@ -81,6 +83,7 @@ struct agent_loss {
       ids.push_back(m);
     }
     j["message_ids_lost"] = std::move(ids);
+    if (!uncertain_ids.empty()) j["message_ids_in_damaged_record"] = uncertain_ids;
     return j;
   }
 };
@@ -99,13 +102,25 @@ result<loss_survey> survey(persistence::store& db, const persistence::wal_scan& 
   // The last write to each key among the dropped batches is what it would
   // hold had nothing been dropped.
   std::map<std::pair<int, std::string>, const persistence::wal_op*> last;
+  loss_survey out;
   for (const auto& b : scan.after_damage)
     for (const auto& op : b.ops) {
       auto f = families.find(op.family_id);
       if (f == families.end()) continue;  // RocksDB's default family: unused
+      if (!b.intact) {
+        // The damaged record may be garbled: its message ids are reported
+        // apart, as what was probably lost, and nothing else is counted.
+        if (op.erase) continue;
+        if (f->second == family::dedupe && op.key.size() > 8)
+          out.agents[get_u64_be(op.key.data())].uncertain_ids.insert(op.key.substr(8));
+        if (f->second == family::inbox && op.key.size() == 16)
+          if (auto e = persistence::decode_inbox_entry(op.value, "damaged inbox entry");
+              e && e->kind == "message")
+            out.agents[get_u64_be(op.key.data())].uncertain_ids.insert(e->id);
+        continue;
+      }
       last[{static_cast<int>(f->second), op.key}] = &op;
     }
-  loss_survey out;
   for (const auto& [fk, op] : last) {
     const auto f = static_cast<family>(fk.first);
     const std::string& key = fk.second;

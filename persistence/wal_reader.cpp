@@ -127,11 +127,22 @@ class log_walker {
       const uint32_t actual = crc32c_extend(crc32c(std::string_view(h + 6, 1)),
                                             std::string_view(h + 7, hsize - 7 + length));
       if (unmask(crc) != actual) {
-        // The length itself may be what is damaged: nothing more in this
-        // block can be trusted.
         damaged(pos, "checksum mismatch");
-        out_.unreadable_bytes += block_left;
-        pos += block_left;
+        const std::size_t block = pos / block_size;
+        if (failed_block_ == block) {
+          // A second failure in one block: the first one's length was
+          // damaged too, and nothing more here can be found.
+          out_.unreadable_bytes += block_left;
+          pos += block_left;
+          continue;
+        }
+        // RocksDB trusts nothing more in this block; for the report, what
+        // follows is read on the damaged record's length, each record
+        // still proven by its own checksum. The damaged record itself is
+        // decoded as well as it can be, and marked so.
+        failed_block_ = block;
+        if (type == full || type == recyclable_full) logical(pos, payload, false);
+        pos += hsize + length;
         continue;
       }
       piece(pos, recyclable ? static_cast<uint8_t>(type - 4) : type, payload);
@@ -186,16 +197,17 @@ class log_walker {
     }
   }
 
-  void logical(std::size_t pos, std::string_view rep) {
+  void logical(std::size_t pos, std::string_view rep, bool intact = true) {
     auto b = decode_write_batch(rep);
     if (!b) {
-      damaged(pos, b.error().message());
+      if (intact) damaged(pos, b.error().message());
       return;
     }
-    ++out_.batches;
+    if (intact) ++out_.batches;
     if (!out_.damage) return;
     b->file = file_;
     b->offset = pos;
+    b->intact = intact;
     out_.after_damage.push_back(std::move(*b));
   }
 
@@ -204,6 +216,7 @@ class log_walker {
   wal_scan& out_;
   bool in_fragment_ = false;
   std::size_t fragment_start_ = 0;
+  std::size_t failed_block_ = SIZE_MAX;  // the block of the last checksum failure
   std::string assembled_;
 };
 

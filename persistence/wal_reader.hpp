@@ -39,6 +39,9 @@ struct wal_batch {
   uint64_t offset = 0;    // of its first physical record in the file
   uint64_t sequence = 0;  // RocksDB sequence number of its first op
   std::vector<wal_op> ops;
+  // False for the damaged record itself, decoded as well as it could be:
+  // its keys and values may be garbled.
+  bool intact = true;
 };
 
 // Where a log stops being readable.
@@ -62,9 +65,10 @@ struct wal_scan {
   // Bytes skipped because they could not be trusted: the rest of each
   // 32 KiB block from a damaged record on. Writes in them are lost unseen.
   uint64_t unreadable_bytes = 0;
-  // The batches that come after the damage and still read (in this log
-  // after the damaged block, and in every later log): what a recovery to
-  // the point of the damage drops. Empty without damage.
+  // The batches from the damage on that still read (the damaged record
+  // itself when it decodes, marked not intact; the records after it, each
+  // proven by its own checksum; every later log): what a recovery to the
+  // point of the damage drops. Empty without damage.
   std::vector<wal_batch> after_damage;
 };
 

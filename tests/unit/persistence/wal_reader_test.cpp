@@ -101,13 +101,38 @@ TEST_CASE(
   CHECK(scan->damage->offset <= at);
   CHECK(at - scan->damage->offset < 200);  // the record holding the byte
   CHECK(scan->damage->reason.find("checksum") != std::string::npos);
-  // Everything after the damaged block reads; the damaged block's rest is lost.
-  auto after = ledger_seqs(scan->after_damage, w.ledger_family);
+  // The damaged record comes first, marked; every record after it reads,
+  // each proven by its own checksum (the flipped byte left the length be).
+  REQUIRE_FALSE(scan->after_damage.empty());
+  CHECK(scan->after_damage.front().offset == scan->damage->offset);
+  CHECK_FALSE(scan->after_damage.front().intact);
+  std::vector<p::wal_batch> intact(scan->after_damage.begin() + 1, scan->after_damage.end());
+  for (const auto& b : intact) CHECK(b.intact);
+  auto after = ledger_seqs(intact, w.ledger_family);
   REQUIRE_FALSE(after.empty());
   CHECK(after.back() == batch_count);
   for (std::size_t i = 1; i < after.size(); ++i) CHECK(after[i] == after[i - 1] + 1);
-  const std::size_t block_end = (at / 32768 + 1) * 32768;
-  CHECK(scan->after_damage.front().offset >= block_end);
+  CHECK(scan->unreadable_bytes == 0);
+}
+
+TEST_CASE("a damaged length loses the rest of its block, and reading goes on after it") {
+  written_log w;
+  const fs::path log = w.log();
+  std::string bytes = read_all(log);
+  // The length field (bytes 4-5 of a header) of the first record in the
+  // second block: its checksum fails, and what it points at is no record.
+  std::size_t at = 32768;
+  bytes[at + 5] = static_cast<char>(bytes[at + 5] ^ 0x01);
+  write_all(log, bytes);
+  auto scan = p::scan_wal(w.copy_dir.str());
+  REQUIRE(scan.is_ok());
+  REQUIRE(scan->damage.has_value());
+  CHECK(scan->damage->offset >= 32768);
+  CHECK(scan->damage->offset < 65536);
+  CHECK(scan->unreadable_bytes > 0);
+  auto after = ledger_seqs(scan->after_damage, w.ledger_family);
+  REQUIRE_FALSE(after.empty());
+  CHECK(after.back() == batch_count);
 }
 
 TEST_CASE("a log cut in the middle of its last record is a torn tail, not damage") {
@@ -138,7 +163,9 @@ TEST_CASE("a flipped byte in the last complete record is damage too") {
   REQUIRE(scan.is_ok());
   REQUIRE(scan->damage.has_value());
   CHECK(scan->damage->offset > bytes.size() / 2);
-  CHECK(scan->after_damage.empty());
+  // Only the damaged record itself follows.
+  REQUIRE(scan->after_damage.size() <= 1);
+  for (const auto& b : scan->after_damage) CHECK_FALSE(b.intact);
 }
 
 TEST_CASE("a write batch decodes puts and erases with their column family") {
