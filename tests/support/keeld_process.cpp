@@ -131,6 +131,16 @@ bool keeld_process::start(std::chrono::milliseconds timeout) {
   return false;
 }
 
+bool keeld_process::alive() {
+  if (pid_ <= 0) return false;
+  int st = 0;
+  if (::waitpid(pid_, &st, WNOHANG) != pid_) return true;
+  exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  pid_ = -1;
+  reap_output();
+  return false;
+}
+
 void keeld_process::kill9() {
   if (pid_ > 0) {
     ::kill(pid_, SIGKILL);

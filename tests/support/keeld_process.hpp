@@ -44,6 +44,9 @@ class keeld_process {
   int terminate(std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
   bool running() const { return pid_ > 0; }
+  // Whether the child is still there (not exited, not killed); reaps it
+  // and records its exit code when it is gone.
+  bool alive();
   pid_t pid() const { return pid_; }
   uint16_t port() const { return port_; }
   // Everything the child printed so far (stdout and stderr).

@@ -1,0 +1,150 @@
+// A full disk (a small tmpfs the test fills): writes are refused with 507
+// while reads go on, the node never aborts, health says why, and writes
+// resume by themselves once there is room. Nothing acknowledged is lost.
+
+#include <doctest/doctest.h>
+
+#include <random>
+
+#include "faults/fault_support.hpp"
+
+using namespace keel::test;
+
+namespace {
+
+constexpr uint64_t mib = 1ull << 20;
+
+// A body big enough to fill a disk quickly, different every time (equal
+// payloads would be stored once).
+json random_padding(std::mt19937_64& rng, std::size_t bytes) {
+  static const char* hex = "0123456789abcdef";
+  std::string s(bytes, '0');
+  for (auto& c : s) c = hex[rng() & 15];
+  return {{"pad", s}};
+}
+
+void write_config(const fs::path& file, const json& cfg) {
+  std::ofstream(file) << cfg.dump();
+}
+
+// Sends until the node takes a message again (space came back).
+bool resumes(fault_node& n, ack_book& book, const std::string& agent, const std::string& id) {
+  return eventually([&] { return book.send(n, agent, id, 1).status == 202; }, fault_deadline);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "below the free-space reserve writes get 507 while reads go on, and resume by themselves") {
+  temp_dir dir("keel-full");
+  tmpfs_disk disk(dir.path() / "disk", 256 * mib);
+  if (!disk.ok()) {
+    MESSAGE("skipped: cannot make a small disk here (" << disk.why() << ")");
+    return;
+  }
+  fault_node n(disk.dir() / "data");  // the default reserve: 64 MiB
+  REQUIRE_MESSAGE(n.start(), n.process().output());
+  ack_book book;
+  for (int i = 0; i < 4; ++i) REQUIRE(n.spawn("full/a" + std::to_string(i)).status == 201);
+  for (int m = 0; m < 40; ++m)
+    REQUIRE(book.send(n, "full/a" + std::to_string(m % 4), "m-" + std::to_string(m), 2).status ==
+            202);
+
+  disk.fill(40 * mib);
+  reply refused;
+  int sent = 0;
+  REQUIRE(eventually(
+      [&] {
+        refused = book.send(n, "full/a0", "low-" + std::to_string(sent++), 1);
+        return refused.status == 507;
+      },
+      fault_deadline));
+  CHECK(refused.error_code() == "no_space");
+  CHECK_MESSAGE(refused.raw.find("reserve") != std::string::npos, refused.raw);
+  // Reads go on.
+  CHECK(n.total("full/a1").has_value());
+  CHECK(n.call("GET", fault_node::path("full/a2") + "/ledger").status == 200);
+  auto h = n.health();
+  CHECK(h["status"] == "degraded");
+  CHECK(h["store"]["writable"] == false);
+  CHECK(h["store"]["problem"] == "no_space");
+  CHECK(n.metric("keel_store_writable") == 0);
+
+  disk.free_all();
+  CHECK(resumes(n, book, "full/a3", "after"));
+  CHECK(eventually([&] { return n.health()["status"] == "ok"; }, fault_deadline));
+  for (int i = 0; i < 4; ++i) book.check(n, "full/a" + std::to_string(i));
+}
+
+TEST_CASE(
+    "a disk that fills up completely never takes the node down, and writes resume with room") {
+  temp_dir dir("keel-full");
+  tmpfs_disk disk(dir.path() / "disk", 192 * mib);
+  if (!disk.ok()) {
+    MESSAGE("skipped: cannot make a small disk here (" << disk.why() << ")");
+    return;
+  }
+  // No reserve: RocksDB itself runs into the full disk.
+  write_config(dir.path() / "keeld.json", {{"reserved_disk_bytes", 0}});
+  fault_node n(disk.dir() / "data", {"--config", (dir.path() / "keeld.json").string()});
+  REQUIRE_MESSAGE(n.start(), n.process().output());
+  ack_book book;
+  for (int i = 0; i < 4; ++i) REQUIRE(n.spawn("fill/a" + std::to_string(i)).status == 201);
+  disk.fill(24 * mib);
+
+  std::mt19937_64 rng(42);
+  int refusals = 0, m = 0;
+  // Bounded: at ~100 KB a message, 24 MiB fill up well before the end.
+  for (; m < 3000 && refusals < 20; ++m) {
+    auto r = book.send(n, "fill/a" + std::to_string(m % 4), "f-" + std::to_string(m), 1,
+                       random_padding(rng, 100'000));
+    if (r.status == 507 || r.status == 503) ++refusals;
+    REQUIRE_MESSAGE(r.status != 0, "the node stopped answering: " << n.process().output());
+  }
+  CHECK(refusals >= 20);
+  CHECK(n.process().alive());
+  MESSAGE(book.count() << " messages acknowledged before and while the disk was full");
+  auto h = n.health();
+  CHECK_MESSAGE(h["store"]["write_errors"].get<uint64_t>() > 0, h.dump());
+
+  disk.free_all();
+  CHECK(resumes(n, book, "fill/a0", "after"));
+  CHECK(n.process().alive());
+  for (int i = 0; i < 4; ++i) book.check(n, "fill/a" + std::to_string(i));
+  // And after a crash, all of it is still there.
+  n.process().kill9();
+  REQUIRE_MESSAGE(n.start(), n.process().output());
+  for (int i = 0; i < 4; ++i) book.check(n, "fill/a" + std::to_string(i));
+}
+
+TEST_CASE(
+    "a node started on a full disk serves reads, refuses writes, and writes once there is room") {
+  temp_dir dir("keel-full");
+  tmpfs_disk disk(dir.path() / "disk", 160 * mib);
+  if (!disk.ok()) {
+    MESSAGE("skipped: cannot make a small disk here (" << disk.why() << ")");
+    return;
+  }
+  write_config(dir.path() / "keeld.json", {{"reserved_disk_bytes", 0}});
+  fault_node n(disk.dir() / "data", {"--config", (dir.path() / "keeld.json").string()});
+  REQUIRE_MESSAGE(n.start(), n.process().output());
+  ack_book book;
+  REQUIRE(n.spawn("ro/a").status == 201);
+  for (int m = 0; m < 30; ++m)
+    REQUIRE(book.send(n, "ro/a", "m-" + std::to_string(m), 3).status == 202);
+  n.process().kill9();  // what it wrote is in its log, to be replayed at the start
+  disk.fill(0);
+
+  REQUIRE_MESSAGE(n.start(), n.process().output());
+  CHECK(n.total("ro/a") == 90);
+  auto refused = book.send(n, "ro/a", "while-full", 1);
+  CHECK(refused.status == 507);
+  auto h = n.health();
+  CHECK(h["status"] == "degraded");
+  CHECK(h["store"]["read_only"] == true);
+
+  disk.free_all();
+  CHECK(resumes(n, book, "ro/a", "after"));
+  CHECK(n.health()["store"]["read_only"] == false);
+  book.check(n, "ro/a");
+}
