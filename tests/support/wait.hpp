@@ -1,6 +1,7 @@
 #pragma once
 // Waiting on a condition with a deadline: the only way tests wait.
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -20,6 +21,20 @@ bool eventually(Pred&& pred, std::chrono::milliseconds timeout = std::chrono::se
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   return true;
+}
+
+// The largest of `sample()` taken every `every` over `window`: for
+// measurements (a process's memory over a while), never for waiting.
+template <class F>
+auto peak_over(std::chrono::milliseconds window, F&& sample,
+               std::chrono::milliseconds every = std::chrono::milliseconds(100)) {
+  auto peak = sample();
+  auto end = std::chrono::steady_clock::now() + window;
+  while (std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(every);
+    peak = std::max(peak, sample());
+  }
+  return peak;
 }
 
 // A value delivered once from another thread (a callback), awaited with a
