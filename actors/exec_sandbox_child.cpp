@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -77,6 +78,9 @@ pid_t raw_fork(int flags) {
   // tool and everything it started with one kill(-pid) on the process-group
   // path; harmless inside a PID namespace.
   ::setsid();
+  // On the process-group path the tool ends when the node does (inside a
+  // namespace, its init's end does that).
+  if (p.clone_flags == 0) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
 
   // A fresh user namespace makes the network namespace possible without
   // privileges; the new network namespace has only a down loopback. Tools
@@ -141,6 +145,12 @@ pid_t raw_fork(int flags) {
 // PID 2, reports how it ended, and exits, which ends the namespace.
 [[noreturn]] void run_init(const child_plan& p) {
   const int report = p.report_fd;
+  // A node that dies takes its calls with it: the kernel kills the init
+  // (and so the namespace) when the thread that started it goes. (From
+  // inside the namespace there is no way to see whether that happened
+  // before this line; a node killed in that instant leaves the call to run
+  // out on its own.)
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   int keep[] = {p.stdin_fd, p.stdout_fd, p.stderr_fd, report};
   close_all_but(keep, 4, p.max_fd);
   if (p.clone_flags & CLONE_NEWNS) {

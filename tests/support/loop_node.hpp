@@ -145,6 +145,7 @@ class loop_node {
     start();
   }
   uint16_t port() const { return keeld_.port(); }
+  keeld_process& process() { return keeld_; }
 
   answer call(std::string_view method, const std::string& target, std::string_view body = {}) {
     auto r = client_.request(method, target, body);

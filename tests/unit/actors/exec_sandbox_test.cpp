@@ -60,6 +60,19 @@ bool process_alive(pid_t pid) {
   return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
 }
 
+// Host processes whose command line holds `token`.
+int processes_with(const std::string& token) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmd.find(token) != std::string::npos && process_alive(std::stoi(name))) ++n;
+  }
+  return n;
+}
+
 // Interfaces of the network namespace the reader is in (the first column of
 // /proc/net/dev after its two header lines).
 std::set<std::string> interfaces_in(const std::string& proc_net_dev) {
@@ -170,25 +183,23 @@ TEST_CASE("the wall timeout kills the program") {
 }
 
 TEST_CASE("the wall timeout kills the program's whole process group") {
-  // The grandchild holds stdout open; its pid is the first line out.
-  auto out = shell("sleep 30 & echo $!; wait", {}, 500);
+  // The grandchild holds stdout open. (Its pid means nothing here when the
+  // call runs in a PID namespace: it is found by a token instead.)
+  const std::string token = "keel-grandchild-" + std::to_string(::getpid());
+  auto out = shell("sh -c 'sleep 30; echo " + token + "' & wait", {}, 500);
   CHECK(out.timed_out);
-  auto lines = lines_of(out.stdout_text);
-  REQUIRE(lines.size() == 1);
-  pid_t grandchild = std::stoi(lines[0]);
-  CHECK(keel::test::eventually([&] { return !process_alive(grandchild); }));
+  CHECK(keel::test::eventually([&] { return processes_with(token) == 0; }));
 }
 
 TEST_CASE("what a finished program left running in its group is killed") {
   // The shell exits at once; the background sleep would keep stdout open
   // for 30 s. The call returns when the shell is done, not at the timeout.
-  auto out = shell("sleep 30 & echo $!", {}, generous_ms);
+  const std::string token = "keel-leftover-" + std::to_string(::getpid());
+  auto out = shell("sh -c 'sleep 30; echo " + token + "' & echo started", {}, generous_ms);
   CHECK_FALSE(out.timed_out);
   CHECK(out.exit_code == 0);
-  auto lines = lines_of(out.stdout_text);
-  REQUIRE(lines.size() == 1);
-  pid_t leftover = std::stoi(lines[0]);
-  CHECK(keel::test::eventually([&] { return !process_alive(leftover); }));
+  CHECK(out.stdout_text == "started\n");
+  CHECK(keel::test::eventually([&] { return processes_with(token) == 0; }));
 }
 
 TEST_CASE("the limits are set in the program's process") {
@@ -369,23 +380,6 @@ TEST_CASE("concurrent calls keep their inputs and outputs apart") {
   for (std::size_t i = 0; i < outputs.size(); ++i)
     CHECK(outputs[i] == std::string(100'000 + i * 777, static_cast<char>('a' + i)));
 }
-
-namespace {
-
-// Host processes whose command line holds `token`.
-int processes_with(const std::string& token) {
-  int n = 0;
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(e.path() / "cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmd.find(token) != std::string::npos && process_alive(std::stoi(name))) ++n;
-  }
-  return n;
-}
-
-}  // namespace
 
 TEST_CASE("a tool cannot signal or see the process that runs it") {
   const auto& caps = probe_sandbox();
