@@ -276,8 +276,11 @@ int run(int argc, char** argv) {
   opts.plugins.providers["openai"] = std::make_shared<net::openai_model>();
   opts.plugins.runners[config::tool_kind::http] = std::make_shared<net::http_tool>();
   const auto& sandbox = actors::probe_sandbox();
-  std::fprintf(stderr, "keeld: exec sandbox: rlimits %s, network namespace %s%s%s\n",
+  std::fprintf(stderr,
+               "keeld: exec sandbox: rlimits %s, network namespace %s, pid namespace %s, "
+               "private /proc %s%s%s\n",
                sandbox.rlimits ? "yes" : "no", sandbox.network_namespace ? "yes" : "no",
+               sandbox.pid_namespace ? "yes" : "no", sandbox.private_proc ? "yes" : "no",
                sandbox.detail.empty() ? "" : " - ", sandbox.detail.c_str());
 
   if (f->salvage) return run_salvage(*cfg, std::move(opts));
