@@ -45,6 +45,32 @@ class agent_scan {
   rocksdb::ReadOptions ro_;
 };
 
+// An iterator at one agent's last key in a family of agent id + seq keys:
+// seq() is that key's seq when there is one.
+class agent_last {
+ public:
+  agent_last(rocksdb::DB& db, rocksdb::ColumnFamilyHandle* cf, uint64_t agent_id)
+      : agent_(agent_id), lower_(agent_prefix(agent_id)), lower_slice_(lower_) {
+    ro_.iterate_lower_bound = &lower_slice_;
+    it_.reset(db.NewIterator(ro_, cf));
+    it_->SeekForPrev(agent_seq_key(agent_id, UINT64_MAX));
+  }
+  std::optional<uint64_t> seq() const {
+    if (!it_->Valid() || it_->key().size() != 16) return std::nullopt;
+    std::string_view k(it_->key().data(), 16);
+    if (key_agent_id(k) != agent_) return std::nullopt;
+    return key_seq(k);
+  }
+  rocksdb::Iterator& it() { return *it_; }
+
+ private:
+  uint64_t agent_;
+  std::string lower_;
+  rocksdb::Slice lower_slice_;
+  rocksdb::ReadOptions ro_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
+
 std::string what_seq(std::string_view family, std::string_view who, uint64_t seq) {
   return std::string(family) + " of " + std::string(who) + " seq " + std::to_string(seq);
 }
@@ -234,16 +260,10 @@ result<std::vector<std::pair<uint64_t, record>>> store::read_ledger(uint64_t age
 result<uint64_t> store::last_ledger_seq(uint64_t agent_id) {
   reader rd(*impl_);
   KEEL_TRY(rd.ready());
-  rocksdb::ReadOptions ro;
-  std::string lower = agent_prefix(agent_id);
-  rocksdb::Slice lb(lower);
-  ro.iterate_lower_bound = &lb;
-  std::unique_ptr<rocksdb::Iterator> it(rd.db().NewIterator(ro, impl_->cf(family::ledger)));
-  it->SeekForPrev(agent_seq_key(agent_id, UINT64_MAX));
-  if (it->Valid() && it->key().size() == 16 &&
-      key_agent_id(std::string_view(it->key().data(), 16)) == agent_id)
-    return key_seq(std::string_view(it->key().data(), 16));
-  if (!it->status().ok()) return impl_->read_error(it->status(), "seeking the ledger's end");
+  agent_last last(rd.db(), impl_->cf(family::ledger), agent_id);
+  if (auto seq = last.seq()) return *seq;
+  if (!last.it().status().ok())
+    return impl_->read_error(last.it().status(), "seeking the ledger's end");
   return uint64_t{0};
 }
 
@@ -252,24 +272,17 @@ result<std::optional<std::pair<uint64_t, record>>> store::latest_snapshot(uint64
   using out_t = std::optional<std::pair<uint64_t, record>>;
   reader rd(*impl_);
   KEEL_TRY(rd.ready());
-  rocksdb::ReadOptions ro;
-  std::string lower = agent_prefix(agent_id);
-  rocksdb::Slice lb(lower);
-  ro.iterate_lower_bound = &lb;
-  std::unique_ptr<rocksdb::Iterator> it(rd.db().NewIterator(ro, impl_->cf(family::snapshots)));
-  it->SeekForPrev(agent_seq_key(agent_id, UINT64_MAX));
-  if (!it->Valid()) {
-    if (!it->status().ok())
-      return impl_->read_error(it->status(), "seeking the snapshot of " + std::string(who));
+  agent_last last(rd.db(), impl_->cf(family::snapshots), agent_id);
+  auto seq = last.seq();
+  if (!seq) {
+    if (!last.it().status().ok())
+      return impl_->read_error(last.it().status(), "seeking the snapshot of " + std::string(who));
     return out_t();
   }
-  std::string_view k(it->key().data(), it->key().size());
-  if (k.size() != 16 || key_agent_id(k) != agent_id) return out_t();
-  uint64_t seq = key_seq(k);
-  auto r = decode_record(std::string_view(it->value().data(), it->value().size()),
-                         what_seq("snapshot", who, seq));
+  const auto v = last.it().value();
+  auto r = decode_record(std::string_view(v.data(), v.size()), what_seq("snapshot", who, *seq));
   if (!r) return r.error();
-  return out_t(std::pair<uint64_t, record>(seq, std::move(*r)));
+  return out_t(std::pair<uint64_t, record>(*seq, std::move(*r)));
 }
 
 result<std::optional<record>> store::read_snapshot(uint64_t agent_id, uint64_t seq,

@@ -18,13 +18,6 @@ namespace {
 
 constexpr uint64_t mib = 1ull << 20;
 
-json random_padding(std::mt19937_64& rng, std::size_t bytes) {
-  static const char* hex = "0123456789abcdef";
-  std::string s(bytes, '0');
-  for (auto& c : s) c = hex[rng() & 15];
-  return {{"pad", s}};
-}
-
 // Resident memory of `pid` in bytes (VmRSS).
 uint64_t rss_of(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -47,7 +40,7 @@ void fill_ledger(fault_node& n, ack_book& book, const std::string& agent, int co
 
 TEST_CASE("a ledger page over large events stays within its byte bound, with a cursor to go on") {
   temp_dir dir("keel-bounds");
-  std::ofstream(dir.path() / "keeld.json") << json{{"max_page_bytes", 1 * mib}}.dump();
+  write_config(dir.path() / "keeld.json", {{"max_page_bytes", 1 * mib}});
   fault_node n(dir.path() / "data", {"--config", (dir.path() / "keeld.json").string()});
   REQUIRE_MESSAGE(n.start(), n.process().output());
   ack_book book;
@@ -74,7 +67,7 @@ TEST_CASE("a ledger page over large events stays within its byte bound, with a c
 
 TEST_CASE("ledger streams whose clients do not read hold a bounded buffer") {
   temp_dir dir("keel-bounds");
-  std::ofstream(dir.path() / "keeld.json") << json{{"max_page_bytes", 1 * mib}}.dump();
+  write_config(dir.path() / "keeld.json", {{"max_page_bytes", 1 * mib}});
   fault_node n(dir.path() / "data", {"--config", (dir.path() / "keeld.json").string()});
   REQUIRE_MESSAGE(n.start(), n.process().output());
   ack_book book;

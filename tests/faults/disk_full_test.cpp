@@ -16,16 +16,24 @@ constexpr uint64_t mib = 1ull << 20;
 
 // A body big enough to fill a disk quickly, different every time (equal
 // payloads would be stored once).
-json random_padding(std::mt19937_64& rng, std::size_t bytes) {
-  static const char* hex = "0123456789abcdef";
-  std::string s(bytes, '0');
-  for (auto& c : s) c = hex[rng() & 15];
-  return {{"pad", s}};
-}
 
-void write_config(const fs::path& file, const json& cfg) {
-  std::ofstream(file) << cfg.dump();
-}
+// A keeld whose data directory is on a tmpfs of `bytes` of its own, with
+// `cfg` as its config file. ok() is false (and the test skips) where no
+// such disk can be had.
+struct node_on_small_disk {
+  temp_dir dir{"keel-full"};
+  tmpfs_disk disk;
+  fault_node n;
+  node_on_small_disk(uint64_t bytes, const json& cfg)
+      : disk(dir.path() / "disk", bytes),
+        n(disk.dir() / "data", {"--config", (dir.path() / "keeld.json").string()}) {
+    write_config(dir.path() / "keeld.json", cfg);
+  }
+  bool ok() {
+    if (!disk.ok()) MESSAGE("skipped: cannot make a small disk here (" << disk.why() << ")");
+    return disk.ok();
+  }
+};
 
 // Sends until the node takes a message again (space came back).
 bool resumes(fault_node& n, ack_book& book, const std::string& agent, const std::string& id) {
@@ -36,13 +44,10 @@ bool resumes(fault_node& n, ack_book& book, const std::string& agent, const std:
 
 TEST_CASE(
     "below the free-space reserve writes get 507 while reads go on, and resume by themselves") {
-  temp_dir dir("keel-full");
-  tmpfs_disk disk(dir.path() / "disk", 256 * mib);
-  if (!disk.ok()) {
-    MESSAGE("skipped: cannot make a small disk here (" << disk.why() << ")");
-    return;
-  }
-  fault_node n(disk.dir() / "data");  // the default reserve: 64 MiB
+  node_on_small_disk s(256 * mib, json::object());  // the default reserve: 64 MiB
+  if (!s.ok()) return;
+  auto& disk = s.disk;
+  auto& n = s.n;
   REQUIRE_MESSAGE(n.start(), n.process().output());
   ack_book book;
   for (int i = 0; i < 4; ++i) REQUIRE(n.spawn("full/a" + std::to_string(i)).status == 201);
@@ -78,15 +83,11 @@ TEST_CASE(
 
 TEST_CASE(
     "a disk that fills up completely never takes the node down, and writes resume with room") {
-  temp_dir dir("keel-full");
-  tmpfs_disk disk(dir.path() / "disk", 192 * mib);
-  if (!disk.ok()) {
-    MESSAGE("skipped: cannot make a small disk here (" << disk.why() << ")");
-    return;
-  }
   // No reserve: RocksDB itself runs into the full disk.
-  write_config(dir.path() / "keeld.json", {{"reserved_disk_bytes", 0}});
-  fault_node n(disk.dir() / "data", {"--config", (dir.path() / "keeld.json").string()});
+  node_on_small_disk s(192 * mib, {{"reserved_disk_bytes", 0}});
+  if (!s.ok()) return;
+  auto& disk = s.disk;
+  auto& n = s.n;
   REQUIRE_MESSAGE(n.start(), n.process().output());
   ack_book book;
   for (int i = 0; i < 4; ++i) REQUIRE(n.spawn("fill/a" + std::to_string(i)).status == 201);
@@ -119,14 +120,10 @@ TEST_CASE(
 
 TEST_CASE(
     "a node started on a full disk serves reads, refuses writes, and writes once there is room") {
-  temp_dir dir("keel-full");
-  tmpfs_disk disk(dir.path() / "disk", 160 * mib);
-  if (!disk.ok()) {
-    MESSAGE("skipped: cannot make a small disk here (" << disk.why() << ")");
-    return;
-  }
-  write_config(dir.path() / "keeld.json", {{"reserved_disk_bytes", 0}});
-  fault_node n(disk.dir() / "data", {"--config", (dir.path() / "keeld.json").string()});
+  node_on_small_disk s(160 * mib, {{"reserved_disk_bytes", 0}});
+  if (!s.ok()) return;
+  auto& disk = s.disk;
+  auto& n = s.n;
   REQUIRE_MESSAGE(n.start(), n.process().output());
   ack_book book;
   REQUIRE(n.spawn("ro/a").status == 201);

@@ -27,6 +27,7 @@
 #include "net/http_client.hpp"
 #include "support/http_replay_check.hpp"
 #include "support/keeld_process.hpp"
+#include "support/ledger_pages.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 
@@ -110,6 +111,23 @@ class tmpfs_disk {
   std::string why_;
   int fillers_ = 0;
 };
+
+// A message body field of `bytes` random hex digits: big, and different
+// every time (equal payloads would be stored once).
+template <class Rng>
+json random_padding(Rng& rng, std::size_t bytes) {
+  static const char* hex = "0123456789abcdef";
+  std::string s(bytes, '0');
+  for (auto& c : s) c = hex[rng() & 15];
+  return {{"pad", s}};
+}
+
+// Writes a keeld config file.
+inline void write_config(const fs::path& file, const json& cfg) {
+  std::ofstream out(file);
+  out << cfg.dump();
+  REQUIRE_MESSAGE(out.good(), "cannot write " << file.string());
+}
 
 // XORs one byte of `file` at `offset` with `mask`.
 inline void flip_byte(const fs::path& file, uint64_t offset, uint8_t mask = 0x40) {
@@ -200,16 +218,13 @@ class fault_node {
   json health() { return call("GET", "/v1/health").body; }
   // Every event of `name`, paged; empty when the agent cannot be read.
   std::vector<json> ledger(const std::string& name) {
-    std::vector<json> all;
-    uint64_t from = 1;
-    for (int pages = 0; pages < 10'000; ++pages) {
-      auto r = call("GET", path(name) + "/ledger?from=" + std::to_string(from));
-      if (r.status != 200) return {};
-      for (const auto& e : r.body["events"]) all.push_back(e);
-      if (!r.body["next"].is_number_unsigned()) break;
-      from = r.body["next"].get<uint64_t>();
-    }
-    return all;
+    auto all = read_ledger_pages(
+        [this](const std::string& target) {
+          auto r = call("GET", target);
+          return std::pair<unsigned, json>(r.status, r.body);
+        },
+        path(name));
+    return all ? *all : std::vector<json>();
   }
   // A sample of /metrics without labels; nullopt when absent.
   std::optional<double> metric(const std::string& name) {

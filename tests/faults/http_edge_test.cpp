@@ -103,8 +103,8 @@ TEST_CASE("bodies and ids that would be read some other way than meant are refus
 
 TEST_CASE("past the connection limit new connections get 503 at once, and idle ones time out") {
   temp_dir dir("keel-http");
-  std::ofstream(dir.path() / "keeld.json")
-      << json{{"max_connections", 8}, {"http_header_timeout_ms", 1000}}.dump();
+  write_config(dir.path() / "keeld.json",
+               {{"max_connections", 8}, {"http_header_timeout_ms", 1000}});
   fault_node n(dir.path() / "data", {"--config", (dir.path() / "keeld.json").string()});
   REQUIRE_MESSAGE(n.start(), n.process().output());
   REQUIRE(n.spawn("edge/c").status == 201);  // and the helper's connection closes below

@@ -20,6 +20,7 @@
 #include "support/fake_tool_server.hpp"
 #include "support/http_replay_check.hpp"
 #include "support/keeld_process.hpp"
+#include "support/ledger_pages.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 
@@ -187,17 +188,14 @@ class loop_node {
     return r.body["conversation"];
   }
   std::vector<json> ledger(const std::string& name) {
-    std::vector<json> all;
-    std::string target = path(name) + "/ledger?limit=10000";
-    for (int pages = 0; pages < 1000; ++pages) {
-      auto r = call("GET", target);
-      REQUIRE_MESSAGE(r.status == 200, r.raw);
-      for (const auto& e : r.body["events"]) all.push_back(e);
-      if (!r.body["next"].is_number_unsigned()) break;
-      target =
-          path(name) + "/ledger?limit=10000&from=" + std::to_string(r.body["next"].get<uint64_t>());
-    }
-    return all;
+    auto all = read_ledger_pages(
+        [this](const std::string& target) {
+          auto r = call("GET", target);
+          return std::pair<unsigned, json>(r.status, r.body);
+        },
+        path(name), 10'000);
+    REQUIRE_MESSAGE(all.has_value(), "the ledger of " << name << " could not be read");
+    return *all;
   }
 
   // Waits until the agent's view satisfies `pred`; returns that view.

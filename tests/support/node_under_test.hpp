@@ -18,6 +18,7 @@
 #include "net/http_client.hpp"
 #include "support/http_replay_check.hpp"
 #include "support/keeld_process.hpp"
+#include "support/ledger_pages.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 
@@ -103,18 +104,14 @@ class node_under_test {
   }
   // Every ledger event, read in pages of `page`.
   std::vector<json> ledger(const std::string& name, std::size_t page = 1000) {
-    std::vector<json> all;
-    uint64_t from = 1;
-    for (int pages = 0; pages < 1000; ++pages) {
-      auto r = call("GET", agent_path(name) + "/ledger?from=" + std::to_string(from) +
-                               "&limit=" + std::to_string(page));
-      REQUIRE_MESSAGE(r.status == 200, r.raw);
-      for (const auto& e : r.body["events"]) all.push_back(e);
-      // A page may end early (its byte bound): "next" says where to go on.
-      if (!r.body["next"].is_number_unsigned()) break;
-      from = r.body["next"].get<uint64_t>();
-    }
-    return all;
+    auto all = read_ledger_pages(
+        [this](const std::string& target) {
+          auto r = call("GET", target);
+          return std::pair<unsigned, json>(r.status, r.body);
+        },
+        agent_path(name), page);
+    REQUIRE_MESSAGE(all.has_value(), "the ledger of " << name << " could not be read");
+    return *all;
   }
   // The value of an unlabelled sample in /metrics; nullopt when absent.
   std::optional<double> metric(const std::string& name) {
