@@ -236,6 +236,7 @@ status store::impl::open_db(bool read_only_mode) {
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   rocksdb::ColumnFamilyOptions cfo;
   cfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  if (opts.write_buffer_bytes > 0) cfo.write_buffer_size = opts.write_buffer_bytes;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descs;
   descs.emplace_back(rocksdb::kDefaultColumnFamilyName, cfo);

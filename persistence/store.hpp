@@ -71,6 +71,9 @@ struct store_options {
   uint64_t reserved_disk_bytes = 0;
   // Table files RocksDB keeps open at once; 0 = no bound (RocksDB's -1).
   uint32_t max_open_files = 0;
+  // Size of one memtable of a family before it is flushed to a table file;
+  // 0 = RocksDB's default (64 MiB). Small values make tests flush often.
+  uint64_t write_buffer_bytes = 0;
   // The recovery thread's first retry delay; doubles up to 16 times that.
   // Default 1 s.
   uint32_t recovery_interval_ms = 1000;
