@@ -206,8 +206,8 @@ status load_crash_counts(shell_state& s) {
 void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) {
   shell_state* sp = &s;
   if (auto* m = std::get_if<agent::model_call_effect>(&fx)) {
-    persistence::effect_marker mk{s.name, "model", "",      m->attempt,
-                                  "",     0,       nullptr, crashes_of(s, m->effect)};
+    persistence::effect_marker mk{
+        s.name, "model", "", m->attempt, "", 0, nullptr, crashes_of(s, m->effect), true};
     b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, m->effect),
                      persistence::encode(mk, now)});
     b.done.push_back([sp, fx] { start_effect(*sp, fx); });
@@ -221,7 +221,8 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
                                   ts ? ts->queue : "",
                                   ts ? ts->lease_ms : 0,
                                   t->arguments,
-                                  crashes_of(s, t->effect)};
+                                  crashes_of(s, t->effect),
+                                  ts && ts->idempotent};
     b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, t->effect),
                      persistence::encode(mk, now)});
     b.done.push_back([sp, fx] { start_effect(*sp, fx); });
@@ -574,7 +575,8 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
       agent::effect_result_input in{
           body.value("effect", uint64_t{0}), body.value("attempt", uint32_t{1}),
           body.value("ok", false),           body.value("result", json()),
-          body.value("error", ""),           body.value("retryable", false)};
+          body.value("error", ""),           body.value("retryable", false),
+          body.value("maybe_applied", false)};
       s.running.erase({in.effect, in.attempt});
       auto reply = decide_into(s, in, now, b);
       b.reqs.push_back(r);

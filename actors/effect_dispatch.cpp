@@ -7,21 +7,6 @@ namespace keel::actors {
 
 namespace {
 
-// Hands an effect's outcome back to its agent, through the supervisor: the
-// agent may have left and is then activated again.
-void post_result(runtime* rt, const std::string& agent, uint64_t effect, uint32_t attempt,
-                 const effect_outcome& o) {
-  auto r = std::make_shared<request>();
-  r->what = request::kind::effect_result;
-  r->name = agent;
-  r->from = "effect";
-  r->received_ns = mono_ns();
-  r->body = {{"effect", effect},   {"attempt", attempt}, {"ok", o.ok},
-             {"result", o.result}, {"error", o.error},   {"retryable", o.retryable}};
-  if (!o.ok) rt->metrics.effect_failures.fetch_add(1, std::memory_order_relaxed);
-  rt->route(std::move(r));
-}
-
 // False when the pool is stopping: the effect is left to recovery.
 bool run_on_pool(const effect_target& t, uint64_t effect, uint32_t attempt,
                  std::function<effect_outcome()> call) {
@@ -32,13 +17,34 @@ bool run_on_pool(const effect_target& t, uint64_t effect, uint32_t attempt,
     try {
       o = call();
     } catch (const std::exception& e) {
-      o = effect_outcome::failure(std::string("effect threw: ") + e.what(), true);
+      // A runner that threw may have got as far as the tool.
+      o = effect_outcome::unknown(std::string("effect threw: ") + e.what(), true);
     }
     post_result(rt, name, effect, attempt, o);
   });
 }
 
 }  // namespace
+
+// Hands an effect's outcome back to its agent, through the supervisor: the
+// agent may have left and is then activated again.
+void post_result(runtime* rt, const std::string& agent, uint64_t effect, uint32_t attempt,
+                 const effect_outcome& o) {
+  auto r = std::make_shared<request>();
+  r->what = request::kind::effect_result;
+  r->name = agent;
+  r->from = "effect";
+  r->received_ns = mono_ns();
+  r->body = {{"effect", effect},
+             {"attempt", attempt},
+             {"ok", o.ok},
+             {"result", o.result},
+             {"error", o.error},
+             {"retryable", o.retryable},
+             {"maybe_applied", o.maybe_applied}};
+  if (!o.ok) rt->metrics.effect_failures.fetch_add(1, std::memory_order_relaxed);
+  rt->route(std::move(r));
+}
 
 std::string effect_key(const std::string& agent, uint64_t effect) {
   return agent + "#" + std::to_string(effect);
@@ -89,7 +95,8 @@ bool dispatch_tool(const effect_target& s, const agent::tool_call_effect& t) {
                      ts->lease_ms,
                      {},
                      0,
-                     0});
+                     0,
+                     ts->idempotent});
       return false;
     case config::tool_kind::send_message: {
       auto r = std::make_shared<request>();

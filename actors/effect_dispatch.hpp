@@ -26,6 +26,11 @@ struct effect_target {
 // every attempt and after a crash.
 std::string effect_key(const std::string& agent, uint64_t effect);
 
+// Hands an effect's outcome back to its agent as an effect_result request
+// (activating it if it left).
+void post_result(runtime* rt, const std::string& agent, uint64_t effect, uint32_t attempt,
+                 const effect_outcome& o);
+
 // Each returns true when a result will come back for (effect, attempt): the
 // agent must stay live until it does. Worker tasks, sleeps and human waits
 // return false (the agent may hibernate meanwhile).

@@ -32,10 +32,20 @@ struct effect_outcome {
   json result;             // ok: the tool's result, or the normalized model reply
   std::string error;       // !ok: a sentence saying what went wrong
   bool retryable = false;  // !ok: another attempt may succeed (timeout, 5xx, 429)
+  // !ok: nothing proves the call was not applied (it was sent and no answer
+  // came, a 5xx, a tool killed mid-run, a failure the tool did not declare
+  // as "not applied"). A non-idempotent tool's call then ends in doubt,
+  // never retried; an idempotent one is retried as `retryable` says.
+  bool maybe_applied = false;
 
-  static effect_outcome success(json r) { return {true, std::move(r), {}, false}; }
+  static effect_outcome success(json r) { return {true, std::move(r), {}, false, false}; }
+  // A failure that proves nothing was applied.
   static effect_outcome failure(std::string e, bool retryable) {
-    return {false, nullptr, std::move(e), retryable};
+    return {false, nullptr, std::move(e), retryable, false};
+  }
+  // A failure after which the call may have been applied.
+  static effect_outcome unknown(std::string e, bool retryable) {
+    return {false, nullptr, std::move(e), retryable, true};
   }
 };
 

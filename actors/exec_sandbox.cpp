@@ -309,6 +309,7 @@ result<exec_outcome> run_sandboxed(const std::vector<std::string>& argv, const s
     return error(code::io_error, std::string("exec sandbox: ") + step_name(report->step) +
                                      " failed in the child: " + std::strerror(report->err));
   if (report) {
+    outcome.started = false;
     // The program never ran: say why where a failing tool's reason goes.
     outcome.stderr_text +=
         "exec sandbox: cannot execute " + argv[0] + ": " + std::strerror(report->err) + "\n";

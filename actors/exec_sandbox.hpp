@@ -49,6 +49,7 @@ struct exec_outcome {
   int exit_code = -1;      // -1 when killed by a signal
   int signal = 0;          // the killing signal, 0 when it exited
   bool timed_out = false;  // killed by the wall timeout
+  bool started = true;     // false: the program was never executed (not found, ...)
   bool output_truncated = false;
   std::string stdout_text;  // at most limits.max_output_bytes
   std::string stderr_text;  // at most 64 KiB

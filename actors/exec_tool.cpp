@@ -1,5 +1,6 @@
 #include "actors/exec_tool.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <string>
 
@@ -95,12 +96,13 @@ effect_outcome exec_tool::run(const config::tool_spec& tool, const json& argumen
       exec_tool_input(arguments, ctx).dump(-1, ' ', false, json::error_handler_t::replace);
   auto ran = run_sandboxed(tool.argv, input, tool.limits, ctx.timeout_ms, sandbox_);
   // The sandbox itself failed (out of processes or file descriptors, say):
-  // a condition of the node that may pass.
+  // a condition of the node that may pass, and the tool never ran.
   if (!ran) return effect_outcome::failure(who + ": " + ran.error().message(), true);
   const exec_outcome& out = *ran;
 
+  // Killed while it ran: whatever it was doing may be done.
   if (out.timed_out)
-    return effect_outcome::failure(
+    return effect_outcome::unknown(
         who + " timed out after " + std::to_string(ctx.timeout_ms) + " ms and was killed", true);
   if (out.signal == 0 && out.exit_code == 0) {
     // One JSON document, surrounding whitespace allowed. Anything else (two
@@ -113,10 +115,20 @@ effect_outcome exec_tool::run(const config::tool_spec& tool, const json& argumen
     if (out.output_truncated) text["output_truncated"] = true;
     return effect_outcome::success(std::move(text));
   }
+  // The program never ran: nothing was applied.
+  if (!out.started)
+    return effect_outcome::failure(with_stderr(who + " " + describe_end(out), out), false);
   if (out.signal == 0 && out.exit_code == exit_tempfail)
     return effect_outcome::failure(
         with_stderr(who + " asked to be retried (exit code 75, EX_TEMPFAIL)", out), true);
-  return effect_outcome::failure(with_stderr(who + " " + describe_end(out), out), false);
+  const auto& declared = tool.not_applied.exit_codes;
+  if (out.signal == 0 &&
+      std::find(declared.begin(), declared.end(), out.exit_code) != declared.end())
+    return effect_outcome::failure(
+        with_stderr(who + " " + describe_end(out) + " (which it declares as not applied)", out),
+        false);
+  // Any other end does not prove that the tool did nothing.
+  return effect_outcome::unknown(with_stderr(who + " " + describe_end(out), out), false);
 }
 
 }  // namespace keel::actors

@@ -10,14 +10,22 @@
 //   exit 0, stdout is anything else     -> success({"output": "<stdout>"})
 //   exit 0, stdout cut at the tool's    -> success({"output": "<what was kept>",
 //     limits.max_output_bytes                      "output_truncated": true})
-//   wall timeout (ctx.timeout_ms)       -> failure, retryable
-//   exit 75 (EX_TEMPFAIL, sysexits.h)   -> failure, retryable: the tool's way
-//                                          to say "try again later"
-//   any other exit code, or a signal    -> failure, permanent; the message
-//     (127: program not found)             names the code or signal and ends
-//                                          with the last 2 KiB of stderr
-//   the sandbox failed (fork, pipe...)  -> failure, retryable
-//   empty argv                          -> failure, permanent
+//   wall timeout (ctx.timeout_ms)       -> failure, retryable, maybe applied
+//   exit 75 (EX_TEMPFAIL, sysexits.h)   -> failure, retryable, not applied:
+//                                          the tool's way to say "nothing
+//                                          done, try again later"
+//   an exit code the tool declares in   -> failure, permanent, not applied
+//     not_applied.exit_codes
+//   the program never started (not      -> failure, permanent, not applied
+//     found, not executable: 127, 126)
+//   any other exit code, or a signal    -> failure, permanent, maybe applied;
+//                                          the message names the code or
+//                                          signal and ends with the last
+//                                          2 KiB of stderr
+//   the sandbox failed (fork, pipe...)  -> failure, retryable, not applied
+//   empty argv                          -> failure, permanent, not applied
+// "maybe applied" puts a non-idempotent tool's call in doubt (see
+// effect_outcome).
 // Bytes of output or stderr that are not UTF-8 become U+FFFD, so results
 // and messages always serialize as JSON. A retried call gets the same
 // idempotency_key and a higher attempt.

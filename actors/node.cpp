@@ -178,7 +178,8 @@ status node::impl::wake_pending(bool requeue_tasks) {
                     m.lease_ms,
                     {},
                     0,
-                    0},
+                    0,
+                    m.idempotent},
                    wall_ms() + m.lease_ms);
       continue;
     }
@@ -407,7 +408,8 @@ status node::adopt(const std::vector<std::string>& names) {
                            m->lease_ms,
                            {},
                            0,
-                           0},
+                           0,
+                           m->idempotent},
                           wall_ms() + m->lease_ms);
     }
     auto inbox = db.read_inbox((*meta)->id, name);
@@ -546,7 +548,8 @@ void node::complete_task(const std::string& id, const std::string& worker, task_
              {"ok", outcome.ok},
              {"result", std::move(outcome.result)},
              {"error", std::move(outcome.error)},
-             {"retryable", outcome.retryable}};
+             {"retryable", outcome.retryable},
+             {"maybe_applied", outcome.maybe_applied}};
   runtime* rt = &impl_->rt;
   r->answered = [rt, id, done = std::move(done)](result<json> res) {
     if (res) rt->tasks.finish(id);

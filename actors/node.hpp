@@ -131,6 +131,9 @@ struct task_outcome {
   json result;
   std::string error;
   bool retryable = false;
+  // The worker cannot say the failed task did nothing: a non-idempotent
+  // tool's call then ends in doubt.
+  bool maybe_applied = false;
 };
 
 struct start_options {

@@ -18,6 +18,7 @@
 #include "base/clock.hpp"
 
 #include "actors/caf_types.hpp"
+#include "actors/effect_dispatch.hpp"
 
 namespace keel::actors {
 
@@ -108,6 +109,14 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
         for (auto& [name, entry] : self->state.live)
           if (now - entry.last_active->load(std::memory_order_relaxed) >= idle_ns)
             self->send(entry.shell, idle_atom::value);
+        // A worker that let the lease of a non-idempotent task run out may
+        // have done the work: its agent puts the call in doubt.
+        for (auto& t : rt->tasks.take_lapsed(wall_ms()))
+          post_result(rt, t.agent, t.effect, t.attempt,
+                      effect_outcome::unknown("worker " + t.worker + " held task " + t.id +
+                                                  " past its lease without reporting: it may "
+                                                  "have done the work",
+                                              false));
         self->delayed_send(self, tick, idle_atom::value);
       },
       [self, rt](evict_atom, evict_ptr& e) {

@@ -48,6 +48,7 @@ std::optional<worker_task> task_queue::poll(const std::string& queue, const std:
   for (const auto& id : q->second) {
     auto& t = tasks_.at(id);
     if (!t.worker.empty() && t.lease_until_ms > now_ms) continue;
+    if (!t.worker.empty() && !t.idempotent) continue;  // lapsed: take_lapsed's
     if (!t.worker.empty()) ++requeued_;
     t.worker = worker;
     t.lease_until_ms = now_ms + t.lease_ms;
@@ -77,6 +78,23 @@ void task_queue::finish(const std::string& id) {
   auto& order = order_[it->second.queue];
   order.erase(std::remove(order.begin(), order.end(), id), order.end());
   tasks_.erase(it);
+}
+
+std::vector<worker_task> task_queue::take_lapsed(int64_t now_ms) {
+  std::lock_guard lk(mu_);
+  std::vector<worker_task> out;
+  for (auto it = tasks_.begin(); it != tasks_.end();) {
+    const worker_task& t = it->second;
+    if (t.idempotent || t.worker.empty() || t.lease_until_ms > now_ms) {
+      ++it;
+      continue;
+    }
+    auto& order = order_[t.queue];
+    order.erase(std::remove(order.begin(), order.end(), it->first), order.end());
+    out.push_back(std::move(it->second));
+    it = tasks_.erase(it);
+  }
+  return out;
 }
 
 std::map<std::string, task_queue::queue_stats> task_queue::stats(int64_t now_ms) {

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -37,6 +38,10 @@ struct worker_task {
   std::string worker;
   int64_t lease_until_ms = 0;
   uint32_t deliveries = 0;  // times it was handed to a worker
+  // The tool's calls may be repeated: a task whose lease ran out is handed
+  // to the next worker. Otherwise it leaves the queue instead (take_lapsed):
+  // the worker may have done it, and only a human can say.
+  bool idempotent = true;
 };
 
 std::string task_id(uint64_t agent_id, uint64_t effect, uint32_t attempt);
@@ -52,8 +57,8 @@ class task_queue {
   void remove(const std::string& agent, uint64_t effect);
   // Forgets every task `pick` selects (the agents moved to another node).
   void remove_where(const std::function<bool(const worker_task&)>& pick);
-  // The oldest ready task of `queue` (expired leases are ready again), now
-  // leased to `worker`; nullopt when none.
+  // The oldest ready task of `queue` (expired leases of idempotent tasks are
+  // ready again), now leased to `worker`; nullopt when none.
   std::optional<worker_task> poll(const std::string& queue, const std::string& worker,
                                   int64_t now_ms);
   // The task `id` while it is known, for `worker` (empty: any). Errors:
@@ -62,6 +67,9 @@ class task_queue {
   result<worker_task> find(const std::string& id, const std::string& worker, int64_t now_ms);
   // Drops `id` once its agent has recorded the result.
   void finish(const std::string& id);
+  // Removes and returns the non-idempotent tasks whose lease ran out before
+  // their worker reported (their agents put them in doubt).
+  std::vector<worker_task> take_lapsed(int64_t now_ms);
 
   struct queue_stats {
     uint64_t ready = 0;

@@ -92,6 +92,9 @@ struct effect_result_input {
   json result;
   std::string error;
   bool retryable = false;
+  // The failed call may have been applied: a non-idempotent tool's call
+  // then ends in doubt instead of being retried or failed.
+  bool maybe_applied = false;
 };
 // Fed once after activation when needs_recovery(): effects the previous
 // incarnation started and never saw finish are retried or put in doubt.

@@ -320,6 +320,18 @@ struct loop_decider {
     advance();
   }
 
+  // A failed call of a non-idempotent tool that may have been applied:
+  // neither retried nor failed, but in doubt until a human resolves it,
+  // as after a crash. The failure is recorded with it.
+  void in_doubt(const json& w, const effect_result_input& r) {
+    effect(end_effect{r.effect});
+    emit(event_type::effect_in_doubt, {{"effect", r.effect},
+                                       {"tool", w.value("tool", "")},
+                                       {"attempt", r.attempt},
+                                       {"error", r.error},
+                                       {"retryable", r.retryable}});
+  }
+
   const json* find_done(uint64_t effect_id) {
     for (const auto& d : turn()["done"])
       if (u64(d, "effect") == effect_id) return &d;
@@ -559,6 +571,13 @@ void loop_type::on_effect_result(const agent_state& s, const effect_result_input
   }
   const config::tool_spec* ts = spec_->find_tool(w.value("tool", ""));
   const config::retry_policy policy = ts ? ts->retry : config::retry_policy{};
+  // At most once: a non-idempotent call that may have happened is never run
+  // again on its own, whatever the retry policy says.
+  const bool idempotent = ts && (ts->idempotent || is_builtin_idempotent(ts->kind));
+  if (!r.ok && r.maybe_applied && !idempotent) {
+    d.in_doubt(w, r);
+    return reply_to(out, {{"recorded", true}, {"in_doubt", true}});
+  }
   if (on == "compensation") {
     if (!r.ok) return d.attempt_failed(policy, r, true);
     d.effect(end_effect{r.effect});

@@ -120,6 +120,15 @@ result<input> input_of(const agent_type& t, const agent_state& st, const event& 
     case event_type::effect_failed:
       return input{effect_result_input{u64(d, "effect"), static_cast<uint32_t>(u64(d, "attempt")),
                                        false, nullptr, str(d, "error"), flag("retryable")}};
+    case event_type::effect_in_doubt:
+      // In doubt after a failure that may have been applied (it records the
+      // failure); without one, after a crash (a recovery, below).
+      if (d.is_object() && d.contains("error"))
+        return input{effect_result_input{u64(d, "effect"), static_cast<uint32_t>(u64(d, "attempt")),
+                                         false, nullptr, str(d, "error"), flag("retryable"), true}};
+      if (t.needs_recovery(st)) return input{recover_input{}};
+      return error(code::invalid_argument,
+                   "the ledger has effect_in_doubt, which cannot begin a decision here");
     case event_type::compensation_completed: {
       // A failure recorded here was final; answered as not retryable it
       // decides the same whatever the original said.

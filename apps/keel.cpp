@@ -70,7 +70,7 @@ commands:
   tasks                                   worker queues: ready and leased tasks
   tasks poll QUEUE --worker W [--wait MS] lease the oldest ready task of QUEUE
   tasks complete ID [--result JSON]       report a leased task done
-  tasks fail ID --error TEXT [--retryable true|false]
+  tasks fail ID --error TEXT [--retryable true|false] [--maybe-applied true|false]
                                           report a leased task failed
   health                                  is the node up?
   cluster status                          members, up/down, shards, epoch, outbox
@@ -493,8 +493,10 @@ int cli::tasks() {
     const bool ok = sub == "complete";
     expect_args(inv_, 2, 2,
                 ok ? "tasks complete ID [--result JSON]"
-                   : "tasks fail ID --error TEXT [--retryable true|false]",
-                ok ? std::set<std::string>{"result"} : std::set<std::string>{"error", "retryable"});
+                   : "tasks fail ID --error TEXT [--retryable true|false] "
+                     "[--maybe-applied true|false]",
+                ok ? std::set<std::string>{"result"}
+                   : std::set<std::string>{"error", "retryable", "maybe-applied"});
     json req = json::object();
     if (ok) {
       if (auto r = opt(inv_, "result")) req["result"] = parse_json_arg(*r, "--result");
@@ -502,9 +504,12 @@ int cli::tasks() {
       const std::string* e = opt(inv_, "error");
       if (!e) usage_fail("usage: keel tasks fail ID --error TEXT [--retryable true|false]");
       req["error"] = *e;
-      if (auto r = opt(inv_, "retryable")) {
-        if (*r != "true" && *r != "false") usage_fail("--retryable must be true or false");
-        req["retryable"] = *r == "true";
+      for (const char* flag : {"retryable", "maybe-applied"}) {
+        const std::string* r = opt(inv_, flag);
+        if (!r) continue;
+        if (*r != "true" && *r != "false")
+          usage_fail(std::string("--") + flag + " must be true or false");
+        req[std::string(flag) == "retryable" ? "retryable" : "maybe_applied"] = *r == "true";
       }
     }
     auto j = call("POST", "/v1/tasks/" + net::percent_encode(inv_.args[1]) + "/" + sub, dump(req));

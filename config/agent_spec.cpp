@@ -311,6 +311,35 @@ status parse_limits(const fields& f, exec_limits& l) {
   return status::ok();
 }
 
+// "not_applied": {"http_statuses": [400, 409], "exit_codes": [64]}.
+status parse_not_applied(const fields& f, tool_kind kind, tool_spec::not_applied_spec& n) {
+  KEEL_TRY(f.expect_object());
+  KEEL_TRY(f.only({"http_statuses", "exit_codes"}));
+  if (const json* s = f.find("http_statuses")) {
+    if (kind != tool_kind::http) return f.fail_key("http_statuses", "only applies to kind http");
+    if (!s->is_array()) return f.fail_key("http_statuses", "must be an array of status codes");
+    for (std::size_t i = 0; i < s->size(); ++i) {
+      const json& v = (*s)[i];
+      if (!v.is_number_integer() || v.get<int64_t>() < 400 || v.get<int64_t>() > 599)
+        return f.fail(pointer_child(f.at("http_statuses"), i),
+                      "must be a status code from 400 to 599 (a 2xx is a success)");
+      n.http_statuses.push_back(v.get<unsigned>());
+    }
+  }
+  if (const json* c = f.find("exit_codes")) {
+    if (kind != tool_kind::exec) return f.fail_key("exit_codes", "only applies to kind exec");
+    if (!c->is_array()) return f.fail_key("exit_codes", "must be an array of exit codes");
+    for (std::size_t i = 0; i < c->size(); ++i) {
+      const json& v = (*c)[i];
+      if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 255)
+        return f.fail(pointer_child(f.at("exit_codes"), i),
+                      "must be an exit code from 1 to 255 (0 is a success)");
+      n.exit_codes.push_back(v.get<int>());
+    }
+  }
+  return status::ok();
+}
+
 // check_schema reports "<pointer in the schema>: <what>" with the root as
 // "/"; re-root it under the tool's "parameters".
 status parse_parameters(const fields& f, json& parameters) {
@@ -355,7 +384,8 @@ status parse_argv(const fields& f, std::vector<std::string>& argv) {
 status parse_tool(const fields& f, tool_spec& t) {
   KEEL_TRY(f.expect_object());
   KEEL_TRY(f.only({"name", "description", "parameters", "kind", "url", "headers", "argv", "limits",
-                   "queue", "lease_ms", "idempotent", "require_approval", "retry", "compensate"}));
+                   "queue", "lease_ms", "idempotent", "not_applied", "require_approval", "retry",
+                   "compensate"}));
   KEEL_TRY(f.required("name"));
   KEEL_TRY(f.string("name", t.name));
   if (!is_tool_name(t.name)) return f.fail_key("name", "must match [A-Za-z0-9_-]{1,64}");
@@ -406,6 +436,11 @@ status parse_tool(const fields& f, tool_spec& t) {
   // The runtime performs the built-in kinds itself, keyed by the effect id.
   if (t.kind != tool_kind::http && t.kind != tool_kind::exec && t.kind != tool_kind::worker)
     t.idempotent = true;
+  if (f.find("not_applied")) {
+    if (t.kind != tool_kind::http && t.kind != tool_kind::exec)
+      return f.fail_key("not_applied", "only applies to kinds http and exec");
+    KEEL_TRY(parse_not_applied(f.sub("not_applied"), t.kind, t.not_applied));
+  }
   KEEL_TRY(f.boolean("require_approval", t.require_approval));
   if (f.find("retry")) KEEL_TRY(parse_retry(f.sub("retry"), t.retry, true));
   KEEL_TRY(f.string("compensate", t.compensate));

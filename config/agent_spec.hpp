@@ -76,6 +76,15 @@ struct tool_spec {
   std::string queue;
   uint32_t lease_ms = 30'000;
   bool idempotent = false;
+  // How this tool says a call was not applied, beyond what always proves
+  // it (http: no connection, 408, 429, a 503 with Retry-After; exec: the
+  // program never started, exit 75): answers of these kinds fail a call
+  // of a non-idempotent tool plainly instead of putting it in doubt. A
+  // listed 5xx or exit 75 is retried; the others fail the call.
+  struct not_applied_spec {
+    std::vector<unsigned> http_statuses;  // e.g. 400, 409, 422
+    std::vector<int> exit_codes;          // e.g. 64 (EX_USAGE)
+  } not_applied;
   // Tool-level approval: every call needs a human's approve signal.
   bool require_approval = false;
   retry_policy retry;

@@ -84,7 +84,7 @@ void finish(actors::node& node, const std::string& id, bool ok, const http_reque
     worker = std::move(*w);
     o.result = body->value("result", json());
   } else {
-    auto body = parse_object(req.body, {"error", "retryable", "worker"}, false);
+    auto body = parse_object(req.body, {"error", "retryable", "maybe_applied", "worker"}, false);
     if (!body) return respond(error_response(body.error()));
     auto w = string_field(*body, "worker", false);
     if (!w) return respond(error_response(w.error()));
@@ -92,10 +92,12 @@ void finish(actors::node& node, const std::string& id, bool ok, const http_reque
     auto err = string_field(*body, "error", true);
     if (!err) return respond(error_response(err.error()));
     o.error = std::move(*err);
-    if (body->contains("retryable")) {
-      if (!(*body)["retryable"].is_boolean())
-        return respond(bad_request("field \"retryable\" must be a boolean"));
-      o.retryable = (*body)["retryable"].get<bool>();
+    for (auto [key, field] :
+         {std::pair{"retryable", &o.retryable}, std::pair{"maybe_applied", &o.maybe_applied}}) {
+      if (!body->contains(key)) continue;
+      if (!(*body)[key].is_boolean())
+        return respond(bad_request(std::string("field \"") + key + "\" must be a boolean"));
+      *field = (*body)[key].get<bool>();
     }
   }
   node.complete_task(id, worker, std::move(o), [respond](result<json> r) {

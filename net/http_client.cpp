@@ -301,6 +301,7 @@ struct http_client::impl {
     auto res = parser.release();
     a.res.status = res.result_int();
     a.res.content_type = std::string(res[http::field::content_type]);
+    a.res.retry_after = std::string(res[http::field::retry_after]);
     a.res.body = std::move(res.body());
     a.keep_alive = res.keep_alive();
     return a;
@@ -431,8 +432,9 @@ void http_client::set_header(std::string name, std::string value) {
 
 result<http_client::response> http_client::request(std::string_view method, std::string_view target,
                                                    std::string_view body,
-                                                   const header_list& headers) {
+                                                   const header_list& headers, bool* sent) {
   auto& m = *impl_;
+  if (sent) *sent = false;
   if (m.server.host.empty()) return error(code::invalid_argument, "http client: connect() first");
   auto req = m.make_request(method, target, body, headers);
 
@@ -441,6 +443,7 @@ result<http_client::response> http_client::request(std::string_view method, std:
     if (!m.connected) {
       if (auto s = m.open(); !s) return s;
     }
+    if (sent) *sent = true;
     auto a = m.exchange(req);
     if (!a.ec) {
       m.used = true;
@@ -448,7 +451,7 @@ result<http_client::response> http_client::request(std::string_view method, std:
       return std::move(a.res);
     }
     m.drop();
-    if (reused && tries == 0 && !a.got_some && closed_by_peer(a.ec)) continue;
+    if (!sent && reused && tries == 0 && !a.got_some && closed_by_peer(a.ec)) continue;
     if (a.ec == beast::error::timeout)
       return error(code::timeout, std::string(method) + " " + std::string(target) + " on " +
                                       m.where() + " timed out after " +
@@ -511,17 +514,16 @@ http_client_pool::http_client_pool(std::size_t max_idle_per_server)
 
 http_client_pool::~http_client_pool() = default;
 
-result<http_client::response> http_client_pool::request(const server_address& server,
-                                                        std::string_view method,
-                                                        std::string_view target,
-                                                        std::string_view body,
-                                                        const http_client::header_list& headers,
-                                                        std::chrono::milliseconds timeout) {
+result<http_client::response> http_client_pool::request(
+    const server_address& server, std::string_view method, std::string_view target,
+    std::string_view body, const http_client::header_list& headers,
+    std::chrono::milliseconds timeout, bool* sent) {
   using clock = std::chrono::steady_clock;
   auto deadline = clock::now() + timeout;
+  if (sent) *sent = false;
   std::string key = server.scheme + "://" + server.host + ":" + std::to_string(server.port);
   std::unique_ptr<http_client> client;
-  {
+  if (!sent) {
     std::lock_guard lock(mu_);
     if (auto it = idle_.find(key); it != idle_.end() && !it->second.empty()) {
       client = std::move(it->second.back());
@@ -535,7 +537,7 @@ result<http_client::response> http_client_pool::request(const server_address& se
   }
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
   client->set_timeout(std::max(left, std::chrono::milliseconds(1)));
-  auto res = client->request(method, target, body, headers);
+  auto res = client->request(method, target, body, headers, sent);
   if (res) {
     std::lock_guard lock(mu_);
     auto& idle = idle_[key];

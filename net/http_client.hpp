@@ -70,6 +70,7 @@ class http_client {
     unsigned status = 0;
     std::string body;
     std::string content_type;
+    std::string retry_after;  // the Retry-After header, if any
   };
   using header_list = std::vector<std::pair<std::string, std::string>>;
 
@@ -95,8 +96,13 @@ class http_client {
 
   // Sends one request and reads the whole response. A non-empty body is
   // sent as application/json unless `headers` names another Content-Type.
+  // With `sent`, the caller needs to know whether a failed request may have
+  // reached the server (to run a call at most once): *sent is false only
+  // when no connection could be made, and the request is never sent a
+  // second time on a fresh connection.
   result<response> request(std::string_view method, std::string_view target,
-                           std::string_view body = {}, const header_list& headers = {});
+                           std::string_view body = {}, const header_list& headers = {},
+                           bool* sent = nullptr);
 
   // Sends one request like request() and hands a 2xx response's body to
   // `on_data` piece by piece as it arrives (chunked, close-delimited or
@@ -140,11 +146,13 @@ class http_client_pool {
   http_client_pool& operator=(const http_client_pool&) = delete;
 
   // One deadline, `timeout`, covers connecting (when needed), sending and
-  // receiving.
+  // receiving. With `sent` (see http_client::request) the request goes out
+  // on a fresh connection: a kept-alive one the server has meanwhile closed
+  // would fail it as if it might have been sent.
   result<http_client::response> request(const server_address& server, std::string_view method,
                                         std::string_view target, std::string_view body,
                                         const http_client::header_list& headers,
-                                        std::chrono::milliseconds timeout);
+                                        std::chrono::milliseconds timeout, bool* sent = nullptr);
 
  private:
   const std::size_t max_idle_;

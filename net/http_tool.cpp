@@ -1,5 +1,6 @@
 #include "net/http_tool.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 
@@ -49,18 +50,28 @@ effect_outcome http_tool::run(const config::tool_spec& tool, const json& argumen
   headers.emplace_back("X-Keel-Attempt", std::to_string(ctx.attempt));
   std::string payload = arguments.dump(-1, ' ', false, json::error_handler_t::replace);
 
-  auto res = pool_.request(url->server, "POST", url->target, payload, headers,
-                           std::chrono::milliseconds(ctx.timeout_ms));
+  // For a non-idempotent tool the pool must say whether a failed request
+  // may have arrived, and so never resend it.
+  bool sent = true;
+  auto res =
+      pool_.request(url->server, "POST", url->target, payload, headers,
+                    std::chrono::milliseconds(ctx.timeout_ms), tool.idempotent ? nullptr : &sent);
   if (!res) {
     auto c = res.error().error_code();
-    return effect_outcome::failure(who + ": " + res.error().message(),
-                                   c == code::timeout || c == code::unavailable);
+    const bool retryable = c == code::timeout || c == code::unavailable;
+    const std::string why = who + ": " + res.error().message();
+    return sent ? effect_outcome::unknown(why, retryable) : effect_outcome::failure(why, retryable);
   }
   unsigned status = res->status;
   if (status >= 200 && status < 300) return effect_outcome::success(parse_body(res->body));
-  bool retryable = status >= 500 || status == 408 || status == 429;
-  return effect_outcome::failure(who + ": HTTP " + std::to_string(status) + ": " + quote(res->body),
-                                 retryable);
+  const std::string why = who + ": HTTP " + std::to_string(status) + ": " + quote(res->body);
+  const auto& declared = tool.not_applied.http_statuses;
+  const bool says_not_applied =
+      status == 408 || status == 429 || (status == 503 && !res->retry_after.empty()) ||
+      std::find(declared.begin(), declared.end(), status) != declared.end();
+  const bool retryable = status >= 500 || status == 408 || status == 429;
+  return says_not_applied ? effect_outcome::failure(why, retryable)
+                          : effect_outcome::unknown(why, retryable);
 }
 
 }  // namespace keel::net

@@ -105,6 +105,7 @@ std::string encode(const effect_marker& v, int64_t time_ms) {
                       {"attempt", v.attempt},    {"queue", v.queue}, {"lease_ms", v.lease_ms},
                       {"arguments", v.arguments}};
   if (v.node_crashes) j["node_crashes"] = v.node_crashes;  // rare: only when set
+  j["idempotent"] = v.idempotent;
   return encode_value(value_type::effect_marker, j, time_ms);
 }
 
@@ -120,6 +121,7 @@ result<effect_marker> decode_effect_marker(std::string_view bytes, std::string_v
     v.lease_ms = j->at("lease_ms").get<uint32_t>();
     v.arguments = j->at("arguments");
     v.node_crashes = j->value("node_crashes", uint32_t{0});
+    v.idempotent = j->value("idempotent", false);
   });
 }
 

@@ -100,6 +100,9 @@ struct effect_marker {
   // Node crashes in a row this effect was running through (counted at
   // each start after a crash; kept when the effect is started again).
   uint32_t node_crashes = 0;
+  // The tool's calls may be repeated (a worker task whose lease ran out is
+  // handed out again). Absent in markers written before it existed: false.
+  bool idempotent = false;
 };
 
 std::string encode(const agent_meta& v, int64_t time_ms);

@@ -24,6 +24,8 @@ tool_behaviour tool_behaviour::from_json(const json& j) {
   tool_behaviour b;
   b.fail_first = j.value("fail_first", b.fail_first);
   b.fail_status = j.value("fail_status", b.fail_status);
+  b.fail_applied = j.value("fail_applied", false);
+  b.retry_after = j.value("retry_after", "");
   b.status = j.value("status", b.status);
   b.delay = std::chrono::milliseconds(j.value("delay_ms", uint64_t{0}));
   b.hold = j.value("hold", false);
@@ -218,6 +220,11 @@ void fake_tool_server::on_tool_call(const std::string& tool, net::http_request r
       answer = earlier->second;
     } else if (t.calls <= b.fail_first) {
       answer = error_response(b.fail_status, "fake tool server: injected failure of " + tool);
+      if (!b.retry_after.empty()) answer.headers.emplace_back("Retry-After", b.retry_after);
+      if (b.fail_applied) {
+        rec.applied = true;
+        ++t.applied;
+      }
     } else if (b.status < 200 || b.status >= 300) {
       if (b.raw_body)
         answer = {b.status, "text/plain", *b.raw_body, {}};

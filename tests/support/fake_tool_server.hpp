@@ -38,14 +38,20 @@
 
 namespace keel::test {
 
-// JSON form: {"fail_first": n, "fail_status": 500, "status": 200,
-// "delay_ms": 0, "hold": false, "hold_timeout_ms": 30000, "body": any JSON,
-// "raw_body": "text"}; every key optional.
+// JSON form: {"fail_first": n, "fail_status": 500, "fail_applied": false,
+// "retry_after": "", "status": 200, "delay_ms": 0, "hold": false,
+// "hold_timeout_ms": 30000, "body": any JSON, "raw_body": "text"}; every key
+// optional.
 struct tool_behaviour {
   // The first `fail_first` calls of the tool (counting every call, in
-  // arrival order) are answered `fail_status` and not applied.
+  // arrival order) are answered `fail_status` and not applied...
   unsigned fail_first = 0;
   unsigned fail_status = 500;
+  // ... or, with fail_applied, applied all the same (the work is done, and
+  // then the answer is the failure: a server that broke after acting).
+  bool fail_applied = false;
+  // Sent as Retry-After with the injected failures, when not empty.
+  std::string retry_after;
   // The status of every later call; a non-2xx one is never applied (e.g.
   // 400: "always refuse").
   unsigned status = 200;

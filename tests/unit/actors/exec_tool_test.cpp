@@ -155,6 +155,24 @@ TEST_CASE("other failures are permanent and say why") {
   }
 }
 
+TEST_CASE("a failure says whether it proves the tool did nothing") {
+  // The tool ran, and nothing says it did not act: maybe applied.
+  CHECK(run(shell_tool("sleep 30"), json::object(), context(300)).maybe_applied);
+  CHECK(run(shell_tool("exit 2")).maybe_applied);
+  CHECK(run(shell_tool("kill -KILL $$")).maybe_applied);
+  // Proven not applied: the tool's own word, or it never ran.
+  CHECK_FALSE(run(shell_tool("exit 75")).maybe_applied);
+  tool_spec declared = shell_tool("exit 64");
+  declared.not_applied.exit_codes = {64};
+  auto d = run(declared);
+  CHECK_FALSE(d.maybe_applied);
+  CHECK_FALSE(d.retryable);
+  CHECK(contains(d.error, "declares as not applied"));
+  tool_spec missing = shell_tool("");
+  missing.argv = {"/nonexistent/refund-tool"};
+  CHECK_FALSE(run(missing).maybe_applied);
+}
+
 TEST_CASE("the tool's limits apply to its process") {
   auto tool = shell_tool("ulimit -n");
   tool.limits.max_open_files = 21;

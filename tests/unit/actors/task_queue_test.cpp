@@ -73,3 +73,25 @@ TEST_CASE("removing an agent's effect drops its task whatever the attempt") {
   CHECK_FALSE(q.poll("billing", "w", 0));
   CHECK(q.stats(0).empty());
 }
+
+TEST_CASE(
+    "a lapsed lease of a non-idempotent task takes it out of the queue instead of re-leasing it") {
+  actors::task_queue q;
+  auto pay = task("1.9.1", "billing", 100);
+  pay.idempotent = false;
+  q.add(pay);
+  q.add(task("1.10.1", "billing", 100));  // idempotent
+  REQUIRE(q.poll("billing", "w1", 0)->id == "1.9.1");
+  REQUIRE(q.poll("billing", "w1", 0)->id == "1.10.1");
+  CHECK(q.take_lapsed(50).empty());  // both leases hold
+  // Both lapse: the idempotent task is handed out again, the other is not.
+  auto next = q.poll("billing", "w2", 200);
+  REQUIRE(next);
+  CHECK(next->id == "1.10.1");
+  auto lapsed = q.take_lapsed(200);
+  REQUIRE(lapsed.size() == 1);
+  CHECK(lapsed[0].id == "1.9.1");
+  CHECK(lapsed[0].worker == "w1");
+  CHECK(q.take_lapsed(300).empty());
+  CHECK(q.find("1.9.1", "", 300).error().error_code() == code::not_found);
+}

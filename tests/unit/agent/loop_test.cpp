@@ -346,6 +346,43 @@ TEST_CASE("after a crash an idempotent call is retried and any other is put in d
   d.check_fold();
 }
 
+TEST_CASE("a failure that may have applied a non-idempotent call puts it in doubt, never retried") {
+  driver d;
+  auto m = effects_of<a::model_call_effect>(d.message("x"))[0];
+  auto may_have_applied = [](uint64_t effect, uint32_t attempt, bool retryable) {
+    return a::effect_result_input{effect, attempt, false, nullptr, "timed out", retryable, true};
+  };
+  SUBCASE("not idempotent: in doubt, with the failure recorded, whatever the retry policy") {
+    auto tc = effects_of<a::tool_call_effect>(
+        d.result(m.effect, 1, calls({{"refund", {{"amount", 5}}}})))[0];
+    auto dec = d.step(may_have_applied(tc.effect, 1, true));
+    CHECK(kinds(dec) == std::vector<std::string>{"effect_in_doubt"});
+    CHECK(dec.events[0].data["error"] == "timed out");
+    CHECK(effects_of<a::tool_call_effect>(dec).empty());
+    CHECK(effects_of<a::set_timer_effect>(dec).empty());  // no retry scheduled
+    CHECK(d.phase() == "in_doubt");
+    dec = d.signal("resolve", {{"outcome", "failed"}, {"by", "ops"}});
+    auto failed = find_event(dec.events, a::event_type::effect_failed);
+    REQUIRE(failed);
+    CHECK(failed->data["resolved_by"] == "ops");
+  }
+  SUBCASE("a failure that proves nothing happened is retried as before") {
+    auto tc = effects_of<a::tool_call_effect>(
+        d.result(m.effect, 1, calls({{"refund", {{"amount", 5}}}})))[0];
+    auto dec = d.failure(tc.effect, 1, true);
+    CHECK(kinds(dec) == std::vector<std::string>{"effect_failed", "timer_set"});
+    CHECK(d.phase() == "retrying");
+  }
+  SUBCASE("idempotent: retried with the same key, as the tool can tell a repeat") {
+    auto tc = effects_of<a::tool_call_effect>(
+        d.result(m.effect, 1, calls({{"lookup", {{"order", 1}}}})))[0];
+    auto dec = d.step(may_have_applied(tc.effect, 1, true));
+    CHECK(kinds(dec) == std::vector<std::string>{"effect_failed", "timer_set"});
+    CHECK(d.phase() == "retrying");
+  }
+  d.check_fold();
+}
+
 TEST_CASE("budgets stop a turn with the limit named in the reason") {
   driver d;
   d.spec->budgets.per_turn.tool_calls = 1;

@@ -377,6 +377,21 @@ TEST_CASE("replay of a crash recovery is identical") {
   check_identical(d.type, d.rec);
 }
 
+TEST_CASE("replay of a call put in doubt by a failure that may have applied it is identical") {
+  desk d;
+  auto m = model_of(d.rec.message("x"));
+  auto r = tool_of(d.rec.result(m, 1, calls({{"refund", {{"amount", 5}}}})));
+  d.rec.step(a::effect_result_input{r, 1, false, nullptr, "reset after sending", true, true});
+  REQUIRE(d.type.phase(d.rec.s) == "in_doubt");
+  SUBCASE("then crash: still in doubt, nothing to recover") {
+    CHECK_FALSE(d.type.needs_recovery(d.rec.s));
+  }
+  m = model_of(d.rec.signal(
+      "resolve", {{"outcome", "succeeded"}, {"result", {{"refunded", 5}}}, {"by", "ops"}}));
+  d.rec.result(m, 1, reply("ok"));
+  check_identical(d.type, d.rec);
+}
+
 TEST_CASE("replay of operator signals (pause, resume, forked) is identical") {
   desk d;
   auto m = model_of(d.rec.message("x"));

@@ -640,3 +640,21 @@ TEST_CASE("load_agent_specs reports a missing folder as an io_error naming it") 
   REQUIRE(empty.is_ok());
   CHECK(empty->empty());
 }
+
+TEST_CASE("a tool declares the answers that prove a call did nothing, each checked at load") {
+  json h = http_tool();
+  h["not_applied"] = {{"http_statuses", {400, 409, 503}}};
+  auto spec = cfg::parse_agent_spec(with_tool(h), "spec.json", ".");
+  REQUIRE_MESSAGE(spec, spec.error().to_string());
+  CHECK((*spec)->tools[0].not_applied.http_statuses == std::vector<unsigned>{400, 409, 503});
+
+  json bad_status = http_tool();
+  bad_status["not_applied"] = {{"http_statuses", {200}}};
+  CHECK(contains(parse_error(with_tool(bad_status)), "/tools/0/not_applied/http_statuses/0"));
+  json wrong_kind = http_tool();
+  wrong_kind["not_applied"] = {{"exit_codes", {3}}};
+  CHECK(contains(parse_error(with_tool(wrong_kind)), "only applies to kind exec"));
+  json worker = {
+      {"name", "w"}, {"kind", "worker"}, {"queue", "q"}, {"not_applied", json::object()}};
+  CHECK(contains(parse_error(with_tool(worker)), "only applies to kinds http and exec"));
+}

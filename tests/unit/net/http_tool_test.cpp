@@ -6,6 +6,7 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -190,6 +191,62 @@ TEST_CASE("a tool that refuses connections is a retryable failure and a bad url 
   auto bad = runner.run(tool_at("refund", "gopher://h/refund"), refund_args, call_ctx("eff-1"));
   REQUIRE_FALSE(bad.ok);
   CHECK_FALSE(bad.retryable);
+}
+
+TEST_CASE("a failure says whether it proves the call did nothing") {
+  test::fake_tool_server api;
+  net::http_tool runner;
+  auto tool = [&](const std::string& name) {
+    auto t = tool_at(name, api.url(name));
+    t.idempotent = false;
+    return t;
+  };
+  auto status = [&](const std::string& name, unsigned code, std::string retry_after = "") {
+    test::tool_behaviour b;
+    b.fail_first = 1;
+    b.fail_status = code;
+    b.retry_after = std::move(retry_after);
+    api.set_behaviour(name, b);
+    return runner.run(tool(name), refund_args, call_ctx("k-" + name));
+  };
+  // Proven not applied: retried when retryable, never in doubt.
+  for (auto [name, code, after] :
+       {std::tuple{"timeout", 408u, ""}, {"limited", 429u, ""}, {"busy", 503u, "2"}}) {
+    CAPTURE(name);
+    auto o = status(name, code, after);
+    CHECK(o.retryable);
+    CHECK_FALSE(o.maybe_applied);
+  }
+  // Nothing proves it: maybe applied.
+  auto five = status("five", 500);
+  CHECK(five.retryable);
+  CHECK(five.maybe_applied);
+  auto plain503 = status("plain503", 503);
+  CHECK(plain503.maybe_applied);
+  auto four = status("four", 400);
+  CHECK_FALSE(four.retryable);
+  CHECK(four.maybe_applied);
+  // ... unless the tool declares that status as "not applied".
+  test::tool_behaviour conflict;
+  conflict.status = 409;
+  api.set_behaviour("declared", conflict);
+  auto declared = tool("declared");
+  declared.not_applied.http_statuses = {409};
+  auto d = runner.run(declared, refund_args, call_ctx("k-d"));
+  CHECK_FALSE(d.retryable);
+  CHECK_FALSE(d.maybe_applied);
+  // No connection: nothing sent. A timeout after sending: maybe.
+  test::refused_port closed;
+  auto refused = runner.run(
+      tool_at("refund", "http://127.0.0.1:" + std::to_string(closed.port()) + "/tools/refund"),
+      refund_args, call_ctx("k-r"));
+  CHECK_FALSE(refused.maybe_applied);
+  test::tool_behaviour slow;
+  slow.delay = 3s;
+  api.set_behaviour("slow2", slow);
+  auto late = runner.run(tool("slow2"), refund_args, call_ctx("k-s", 1, 200));
+  CHECK(late.retryable);
+  CHECK(late.maybe_applied);
 }
 
 TEST_CASE("a held call is applied on arrival and answered only when released") {
