@@ -28,10 +28,9 @@
 //     call's arguments serialized compactly. Budgets thus behave the same
 //     on every run.
 //
-// Thread-safe. A script is read on first use and cached by path for the
-// provider's lifetime (edits need a new provider, i.e. a node restart); a
-// file that cannot be read or is invalid is not cached, and its calls fail
-// permanently with load_script's message.
+// Thread-safe and stateless: the replies are part of the agent's type
+// (config::model_spec::script_content), read and checked when the type
+// was loaded, so an agent keeps the replies of the version it runs.
 
 #include <map>
 #include <memory>
@@ -47,21 +46,9 @@ class scripted_model final : public model_provider {
  public:
   effect_outcome complete(const config::model_spec& spec, const json& request,
                           const model_call_context& ctx) override;
-
- private:
-  result<std::shared_ptr<const json>> script(const std::string& path);
-
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<const json>> scripts_;  // guarded by mu_
 };
 
-// Reads and validates a script file. Returns it with defaults filled in:
-// "cycle" present; every reply object either {"error", "retryable"} or with
-// "content" and "tool_calls" (each call with "arguments"). Errors: io_error
-// (unreadable: "cannot read script <path>: <why>"), invalid_argument
-// ("<path>: not valid JSON: <parser message>" or "<path>: <JSON pointer>:
-// <what is wrong>", e.g. "s.json: /replies/2/tool_calls/0/name: must be a
-// non-empty string").
+// Reads and validates a script file: config::load_model_script.
 result<json> load_script(const std::string& path);
 
 }  // namespace keel::actors

@@ -1,4 +1,5 @@
 #include "config/agent_spec.hpp"
+#include "config/model_script.hpp"
 #include "config/patterns.hpp"
 
 #include <unistd.h>
@@ -154,6 +155,7 @@ class fields {
   }
 
   fields sub(const char* key) const { return fields(source_, *find(key), at(key)); }
+  const std::string& source() const { return source_; }
   fields sub(const json& obj, std::string ptr) const {
     return fields(source_, obj, std::move(ptr));
   }
@@ -263,13 +265,22 @@ status parse_model(const fields& f, const std::string& base_dir, model_spec& m) 
   KEEL_TRY(f.optional_uint("max_tokens", m.max_tokens, 1));
   KEEL_TRY(f.uint("timeout_ms", m.retry.timeout_ms, 1));
   if (f.find("retry")) KEEL_TRY(parse_retry(f.sub("retry"), m.retry, false));
-  KEEL_TRY(f.string("script", m.script));
+  if (const json* s = f.find("script"); s && s->is_object()) {
+    // Inline (as a stored version holds it).
+    m.script = "(inline)";
+    auto checked = check_model_script(*s, f.source() + ": " + f.at("script"));
+    if (!checked) return checked.error();
+    m.script_content = std::move(*checked);
+  } else {
+    KEEL_TRY(f.string("script", m.script));
+  }
 
   if (m.provider == "openai") {
+    if (f.find("script")) return f.fail_key("script", "only applies to provider \"scripted\"");
     KEEL_TRY(f.required("base_url"));
     if (!is_http_url(m.base_url))
       return f.fail_key("base_url", "must start with http:// or https://");
-  } else {
+  } else if (m.script_content.is_null()) {
     KEEL_TRY(f.required("script"));
     if (m.script.empty()) return f.fail_key("script", "must not be empty");
     fs::path p(m.script);
@@ -279,6 +290,10 @@ status parse_model(const fields& f, const std::string& base_dir, model_spec& m) 
     if (!fs::is_regular_file(p, ec))
       return f.fail_key("script", "file " + p.string() + " does not exist");
     m.script = p.string();
+    // Checked now: a bad script fails the load, not a running agent.
+    auto checked = load_model_script(m.script);
+    if (!checked) return f.fail_key("script", checked.error().message());
+    m.script_content = std::move(*checked);
   }
   return status::ok();
 }
@@ -673,9 +688,14 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const 
   KEEL_TRY(top.optional_uint("idle_ms", spec->idle_ms, 1));
   KEEL_TRY(top.uint("max_steps_per_turn", spec->max_steps_per_turn, 1));
   spec->source = source;
-  // j.dump() is canonical: nlohmann's objects keep keys sorted and the
-  // dump has no whitespace, so reformatting a file keeps its hash.
-  spec->hash = to_hex(sha256(j.dump(-1, ' ', false, json::error_handler_t::replace)));
+  // Self-contained: the scripted model's replies inline, so that the stored
+  // version needs no file, and a new script is a new version.
+  spec->canonical = j;
+  if (!spec->model.script_content.is_null())
+    spec->canonical["model"]["script"] = spec->model.script_content;
+  // dump() is canonical: nlohmann's objects keep keys sorted and the dump
+  // has no whitespace, so reformatting a file keeps its hash.
+  spec->hash = to_hex(sha256(spec->canonical.dump(-1, ' ', false, json::error_handler_t::replace)));
   return std::shared_ptr<const agent_spec>(std::move(spec));
 }
 

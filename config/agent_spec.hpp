@@ -41,9 +41,11 @@ struct model_spec {
   std::string api_key_env;  // openai: environment variable with the key (optional)
   std::optional<double> temperature;
   std::optional<uint32_t> max_tokens;
-  // scripted: path of the replies file, resolved against the spec file's
-  // folder at load (required for "scripted").
+  // scripted: the replies (config/model_script.hpp), read and checked at
+  // load, from a file named in the spec (resolved against the spec file's
+  // folder) or given inline; `script` is the file ("(inline)" when none).
   std::string script;
+  json script_content;
   retry_policy retry;  // retry.timeout_ms is the per-call timeout ("timeout_ms" in JSON)
 };
 
@@ -135,7 +137,13 @@ struct agent_spec {
   std::optional<uint32_t> idle_ms;   // overrides the node's idle_ms
   uint32_t max_steps_per_turn = 16;  // model calls per turn, >= 1
   std::string source;                // the file it came from
-  std::string hash;                  // hex digest of the canonical JSON, recorded at spawn
+  // The spec as one self-contained JSON document (a scripted model's replies
+  // inline), which parses back to the same spec: what a node stores as this
+  // version of the type.
+  json canonical;
+  // The version: hex SHA-256 of `canonical` (keys sorted, no whitespace, so
+  // reformatting a file keeps it). Agents record the version they run.
+  std::string hash;
 
   const tool_spec* find_tool(const std::string& name) const;
 };

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/scripted_model.hpp"
+#include "config/model_script.hpp"
 #include "support/temp_dir.hpp"
 
 using keel::actors::effect_outcome;
@@ -143,15 +144,15 @@ TEST_CASE("a call past the last reply fails permanently unless the script cycles
   }
 }
 
-TEST_CASE("a script is read once and cached by path") {
+TEST_CASE("replies loaded with the type are what the model answers, whatever the file says later") {
   keel::test::temp_dir dir;
   auto path = write_script(dir, "s.json", R"({"replies": [{"content": "before"}]})");
+  auto spec = spec_for(path);
+  spec.script_content = *keel::config::load_model_script(path);  // as parsing a type does
   scripted_model model;
-  REQUIRE(model.complete(spec_for(path), request, call(0)).result["content"] == "before");
+  REQUIRE(model.complete(spec, request, call(0)).result["content"] == "before");
   write_script(dir, "s.json", R"({"replies": [{"content": "after"}]})");
-  CHECK(model.complete(spec_for(path), request, call(0)).result["content"] == "before");
-  scripted_model fresh;
-  CHECK(fresh.complete(spec_for(path), request, call(0)).result["content"] == "after");
+  CHECK(model.complete(spec, request, call(0)).result["content"] == "before");
 }
 
 TEST_CASE("a broken script fails calls permanently, naming the file") {

@@ -54,7 +54,7 @@ std::string parse_error(const json& j, const std::string& base_dir = ".") {
 TEST_CASE("a spec using every field parses into the matching struct") {
   keel::test::temp_dir dir("spec");
   std::filesystem::create_directories(dir.path() / "scripts");
-  write_file(dir.path() / "scripts" / "replies.jsonl", "{}\n");
+  write_file(dir.path() / "scripts" / "replies.jsonl", R"({"replies": [{"content": "hi"}]})");
   json j = json::parse(R"({
     "name": "refund-desk",
     "description": "handles refunds",
@@ -330,7 +330,7 @@ TEST_CASE("the model section is checked per provider") {
     std::string e = parse_error(j, dir.str());
     CHECK(contains(e, "/model/script: file "));
     CHECK(contains(e, "does not exist"));
-    write_file(dir.path() / "replies.jsonl", "");
+    write_file(dir.path() / "replies.jsonl", R"({"replies": [{"content": "hi"}]})");
     auto r = cfg::parse_agent_spec(j, "spec.json", dir.str());
     REQUIRE(r.is_ok());
     CHECK((*r)->model.script == (dir.path() / "replies.jsonl").string());
@@ -541,7 +541,7 @@ TEST_CASE("the hash fingerprints the content, not the formatting") {
 
 TEST_CASE("load_agent_spec reads a file and resolves the script beside it") {
   keel::test::temp_dir dir("spec");
-  write_file(dir.path() / "replies.jsonl", "");
+  write_file(dir.path() / "replies.jsonl", R"({"replies": [{"content": "hi"}]})");
   write_file(dir.path() / "bot.json",
              R"({"name": "bot", "model": {"provider": "scripted", "script": "replies.jsonl"}})");
   auto r = cfg::load_agent_spec((dir.path() / "bot.json").string());
@@ -657,4 +657,29 @@ TEST_CASE("a tool declares the answers that prove a call did nothing, each check
   json worker = {
       {"name", "w"}, {"kind", "worker"}, {"queue", "q"}, {"not_applied", json::object()}};
   CHECK(contains(parse_error(with_tool(worker)), "only applies to kinds http and exec"));
+}
+
+TEST_CASE("a scripted model's replies are checked at load and are part of the type's version") {
+  keel::test::temp_dir dir("spec");
+  write_file(dir.path() / "r.json", R"({"replies": [{"content": "one"}]})");
+  json j = json::parse(R"({"name": "bot", "model": {"provider": "scripted", "script": "r.json"}})");
+  auto a = cfg::parse_agent_spec(j, "bot.json", dir.str());
+  REQUIRE_MESSAGE(a, a.error().to_string());
+  CHECK((*a)->model.script_content["replies"][0]["content"] == "one");
+  // Self-contained: the canonical form holds the replies and parses back
+  // to the same version, with no file.
+  CHECK((*a)->canonical["model"]["script"] == (*a)->model.script_content);
+  auto again = cfg::parse_agent_spec((*a)->canonical, "stored", "/nonexistent");
+  REQUIRE_MESSAGE(again, again.error().to_string());
+  CHECK((*again)->hash == (*a)->hash);
+  // Another script is another version.
+  write_file(dir.path() / "r.json", R"({"replies": [{"content": "two"}]})");
+  auto b = cfg::parse_agent_spec(j, "bot.json", dir.str());
+  REQUIRE(b);
+  CHECK((*b)->hash != (*a)->hash);
+  // A typo in the script fails the load, naming the file and the place.
+  write_file(dir.path() / "r.json", R"({"replies": [{"contnet": "x"}]})");
+  std::string e = parse_error(j, dir.str());
+  CHECK(contains(e, "/model/script"));
+  CHECK(contains(e, "r.json: /replies/0/contnet: unknown key"));
 }
