@@ -80,10 +80,16 @@ TEST_CASE(
     }
     REQUIRE_FALSE(failed.is_ok());
     CHECK((failed.error_code() == code::unavailable || failed.error_code() == code::io_error));
-    // Writes are refused at once now, with the reason; reads go on.
+    // Writes are refused now, with the reason, until the recovery thread
+    // reopens the store; it may already have, since closing the old
+    // handles frees descriptors even while the hog holds the rest.
     auto again = s.write({big_op(++seq)}, true);
-    CHECK_FALSE(again.is_ok());
-    CHECK_FALSE(s.health().writable);
+    if (again.is_ok()) {
+      CHECK(s.health().recoveries >= 1);
+      acked.push_back(seq);
+    } else {
+      CHECK((again.error_code() == code::unavailable || again.error_code() == code::io_error));
+    }
     auto r = s.read_ledger(1, acked.front(), 1, "agent 1");
     CHECK(r.is_ok());
   }
