@@ -21,6 +21,7 @@
 #include "actors/salvage.hpp"
 #include "actors/shell_state.hpp"
 #include "actors/timer_service.hpp"
+#include "actors/type_catalog.hpp"
 #include "base/clock.hpp"
 #include "persistence/keys.hpp"
 
@@ -76,12 +77,15 @@ agent_view make_view(shell_state& s) {
   v.fork_seq = s.meta.fork_seq;
   for (const auto& f : s.st.forks) v.forks.push_back({{"name", f.name}, {"at", f.at}});
   v.compacted_seq = s.meta.compacted_seq;
+  v.version = s.st.version;
   return v;
 }
 
 // Loads meta, snapshot, ledger tail and inbox. Leaves `exists` false when
-// the agent is not on disk (a spawn may create it).
-status load(shell_state& s) {
+// the agent is not on disk (a spawn may create it). Folds with the type's
+// latest version (folding does not depend on the version); pin_version()
+// then picks the one the agent runs.
+status load_state(shell_state& s) {
   auto meta = s.rt->db->get_agent(s.name);
   if (!meta) return meta.error();
   if (!*meta) return status::ok();
@@ -90,7 +94,10 @@ status load(shell_state& s) {
   s.meta = std::move(**meta);
   s.type = s.rt->types->find(s.meta.type);
   if (!s.type)
-    return error(code::corruption, "agent " + s.name + " has unknown type " + s.meta.type);
+    return error(code::conflict, "agent " + s.name + " has type " + s.meta.type +
+                                     ", which this node does not know (its --agents files, or "
+                                     "PUT /v1/types/" +
+                                     s.meta.type + ")");
   // The directory entry names the newest snapshot: it is written in the
   // same batch as the snapshot, so this is a point lookup, never a scan.
   if (const uint64_t seq = s.meta.snapshot_seq; seq > 0) {
@@ -134,6 +141,33 @@ status load(shell_state& s) {
     s.inbox.push_back({std::move(e), {}});
   }
   return status::ok();
+}
+
+// The version the agent runs decides for it. One this node does not have
+// (a spec edited before versions were stored, a stored version that no
+// longer loads) is left for the latest, recorded as an upgrade by "keel"
+// before anything else, when the latest can take the agent over where it
+// is; else the agent stays down with the reason.
+status pin_version(shell_state& s) {
+  if (const agent::agent_type* t = s.rt->catalog->find(s.meta.type, s.st.version)) {
+    s.type = t;
+    return status::ok();
+  }
+  // Read-only or finished agents decide nothing more: the latest shows them.
+  if (s.meta.origin == "import" || s.st.status != "active") return status::ok();
+  const std::string why =
+      "version " + s.st.version + " of agent type " + s.meta.type + " is not on this node";
+  if (status ok = s.type->can_take_over(s.st); !ok)
+    return error(code::conflict,
+                 "agent " + s.name + " cannot run: " + why +
+                     ", and the latest version cannot take it over: " + ok.message());
+  s.adopt = agent::upgrade_input{std::string(s.type->version()), "keel", why};
+  return status::ok();
+}
+
+status load(shell_state& s) {
+  KEEL_TRY(load_state(s));
+  return s.exists ? pin_version(s) : status::ok();
 }
 
 void timer_ops(shell_state& s, const agent::effect& fx, batch& b) {
@@ -300,8 +334,21 @@ void fail_held_calls(shell_state& s, int64_t now, batch& b) {
   }
 }
 
+// A message is about to start a turn of an idle agent whose type's latest
+// version asks to be followed: the agent moves to it first.
+void follow_latest(shell_state& s, int64_t now, batch& b) {
+  const auto* latest = dynamic_cast<const agent::loop_type*>(s.rt->types->find(s.meta.type));
+  if (!latest || !latest->spec().follow_latest || latest == s.type) return;
+  if (s.st.status != "active" || s.type->phase(s.st) != "idle" || !latest->can_take_over(s.st))
+    return;
+  decide_into(s, agent::upgrade_input{std::string(latest->version()), "keel", "follow_latest"}, now,
+              b);
+  if (s.st.version == latest->version()) s.type = latest;
+}
+
 void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b) {
   const auto& e = item.entry;
+  if (e.kind == "message" && s.meta.origin != "import") follow_latest(s, now, b);
   agent::input in;
   if (e.kind == "signal")
     in = agent::signal_input{e.arrival, e.id, e.body};
@@ -389,7 +436,7 @@ void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
   s.st = agent::agent_state{};
   s.st.type = s.meta.type;
   b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
-  decide_into(s, agent::spawn_input{s.meta.type, r->body}, now, b);
+  decide_into(s, agent::spawn_input{s.meta.type, r->body, std::string(t->version())}, now, b);
   s.rt->metrics.spawns.fetch_add(1, std::memory_order_relaxed);
   b.reqs.push_back(r);
   b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
@@ -474,6 +521,7 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
     return true;
   }
   ++direct;
+  if (is_message) follow_latest(s, now, b);
   agent::input in;
   if (is_message)
     in = agent::message_input{arrival, id, r->from, r->body};
@@ -511,6 +559,52 @@ void handle_terminate(shell_state& s, const request_ptr& r, int64_t now, batch& 
   b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
   b.reqs.push_back(r);
   b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
+}
+
+// Moves the agent to another version of its type between two steps:
+// r->id names it (a hash, a unique prefix of one, or "" for the latest).
+void handle_upgrade(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
+  if (s.meta.origin == "import") {
+    fail(*r, error(code::conflict, "agent " + s.name + " is an imported ledger: it is read-only"));
+    return;
+  }
+  const std::string& type = s.meta.type;
+  std::string to;
+  if (r->id.empty()) {
+    const agent::agent_type* latest = s.rt->types->find(type);
+    to = latest ? std::string(latest->version()) : "";
+  } else {
+    for (const auto& v : s.rt->types->versions(type))
+      if (v.hash.starts_with(r->id)) {
+        if (!to.empty()) {
+          fail(*r, error(code::invalid_argument, "version " + r->id + " of agent type " + type +
+                                                     " is ambiguous: give more of the hash"));
+          return;
+        }
+        to = v.hash;
+      }
+  }
+  const agent::agent_type* t = to.empty() ? nullptr : s.rt->catalog->find(type, to);
+  if (!t) {
+    fail(*r, error(code::not_found, "agent type " + type + " has no version " +
+                                        (r->id.empty() ? "(it is a built-in type)" : r->id) +
+                                        " (GET /v1/types/" + type + "/versions lists them)"));
+    return;
+  }
+  if (status ok = t->can_take_over(s.st); !ok) {
+    fail(*r, error(code::conflict,
+                   "agent " + s.name + " cannot move to version " + to + ": " + ok.message()));
+    return;
+  }
+  auto reply = decide_into(s, agent::upgrade_input{to, r->from, ""}, now, b);
+  if (!reply || !reply->ok) {
+    fail(*r, error(code::conflict,
+                   "agent " + s.name + ": " + (reply ? reply->message : "nothing to upgrade")));
+    return;
+  }
+  s.type = t;
+  b.reqs.push_back(r);
+  b.done.push_back([r, body = reply->body] { call_once(r->answered, result<json>(body)); });
 }
 
 // Handles one request; false when it must wait for the write in flight.
@@ -559,6 +653,9 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
       return true;
     case k::terminate:
       handle_terminate(s, r, now, b);
+      return true;
+    case k::upgrade:
+      handle_upgrade(s, r, now, b);
       return true;
     case k::timer:
       if (holding(s)) {
@@ -625,6 +722,11 @@ void pump(shell_actor* self) {
   }
   batch b;
   int64_t now = wall_ms();
+  if (s.adopt) {
+    // The version it ran is gone: the latest takes over, recorded first.
+    decide_into(s, *s.adopt, now, b);
+    s.adopt.reset();
+  }
   if (s.recover_due) {
     // Effects the previous incarnation left running: retried or in doubt,
     // before anything else reaches the agent.
@@ -792,7 +894,7 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
     s.recover_due = true;
     s.broken = load_crash_counts(s);
   }
-  if (!s.inbox.empty() || s.recover_due) pump(self);
+  if (!s.inbox.empty() || s.recover_due || s.adopt) pump(self);
   s.last_active->store(mono_ns(), std::memory_order_relaxed);
   return {
       [self](request_ptr& r) {

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "actors/ledger_codec.hpp"
+#include "actors/type_catalog.hpp"
 #include "base/bytes.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/record.hpp"
@@ -93,6 +94,13 @@ result<agent_bundle> export_agent(persistence::store& db, std::string_view name)
     if (!blob) return blob.error();
     if (*blob) b.kvs.push_back({family::blobs, false, key, std::move(**blob)});
   }
+  // The versions of its type: the receiver may not have the one it runs,
+  // and replay there needs each version its ledger names.
+  KEEL_TRY(scan_all(db, family::meta, type_version_key(meta->type, ""),
+                    [&](std::string& k, std::string& v) -> status {
+                      b.kvs.push_back({family::meta, false, std::move(k), std::move(v)});
+                      return status::ok();
+                    }));
   return b;
 }
 
@@ -117,6 +125,12 @@ result<persistence::write_set> import_ops(const agent_bundle& b, uint64_t local_
       case family::blobs:
         ops.push_back(kv);
         break;
+      case family::meta:
+        // Only agent-type versions travel in the meta family.
+        if (!is_type_version_key(kv.key))
+          return error(code::corruption, "unexpected meta key in a bundle: " + kv.key);
+        ops.push_back(kv);
+        break;
       default:
         if (kv.key.size() < 8) return error(code::corruption, "bad key in a bundle");
         ops.push_back({kv.cf, false, with_id(kv.key, 0, local_id), kv.value});
@@ -128,7 +142,8 @@ result<persistence::write_set> import_ops(const agent_bundle& b, uint64_t local_
 persistence::write_set erase_ops(const agent_bundle& b) {
   persistence::write_set ops;
   for (const auto& kv : b.kvs)
-    if (kv.cf != family::blobs) ops.push_back({kv.cf, true, kv.key, {}});
+    // Blobs and type versions may be shared with other agents.
+    if (kv.cf != family::blobs && kv.cf != family::meta) ops.push_back({kv.cf, true, kv.key, {}});
   return ops;
 }
 

@@ -167,10 +167,13 @@ persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms
     put_varint(out, p.size());
     out.append(p);
   }
-  const bool extras = s.paused || !s.forks.empty();
+  // The version is in the loop's data until an upgrade changes it.
+  const bool upgraded = s.version != agent::legacy_version(s.data);
+  const bool extras = s.paused || !s.forks.empty() || upgraded;
   if (extras) {
     json x = json::object();
     if (s.paused) x["paused"] = true;
+    if (upgraded) x["version"] = s.version;
     for (const auto& f : s.forks) x["forks"].push_back({{"name", f.name}, {"at", f.at}});
     std::string p = persistence::to_msgpack(x);
     put_varint(out, p.size());
@@ -228,11 +231,13 @@ result<agent::agent_state> snapshot_from_record(const persistence::record& r, st
     s.paused = x->value("paused", false);
     for (const auto& f : x->value("forks", json::array()))
       s.forks.push_back({f.value("name", ""), f.value("at", uint64_t{0})});
+    s.version = x->value("version", "");
   }
   auto data = persistence::from_msgpack(in, what);
   if (!data) return data.error();
   if (refs) KEEL_TRY(resolve(*data, blobs, what));
   s.data = std::move(*data);
+  if (s.version.empty()) s.version = agent::legacy_version(s.data);
   return s;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "actors/ledger_codec.hpp"
 #include "actors/scripted_model.hpp"
 #include "actors/timer_service.hpp"
+#include "actors/type_catalog.hpp"
 #include "agent/core.hpp"
 #include "agent/registry.hpp"
 #include "base/clock.hpp"
@@ -114,6 +116,7 @@ struct node::impl {
   std::unique_ptr<persistence::journal_writer> journal;
   std::unique_ptr<timer_service> timers;
   std::unique_ptr<agent::type_registry> types;
+  std::unique_ptr<type_catalog> catalog;
   std::unique_ptr<effect_pool> pool;
   std::unique_ptr<caf::actor_system_config> caf_cfg;
   std::unique_ptr<caf::actor_system> sys;
@@ -246,9 +249,15 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   KEEL_TRY(config::validate(cfg));
   auto types = std::make_unique<agent::type_registry>();
   uint32_t sweep_idle_ms = cfg.idle_ms;
-  for (auto& spec : opts.agent_types) {
+  std::map<std::string, std::string> file_of;
+  for (const auto& spec : opts.agent_types) {
     if (spec->idle_ms) sweep_idle_ms = std::min(sweep_idle_ms, *spec->idle_ms);
-    KEEL_TRY(types->add(std::move(spec)));
+    if (agent::find_builtin_type(spec->name))
+      return error(code::already_exists,
+                   "agent type '" + spec->name + "' is a built-in type (" + spec->source + ")");
+    if (auto [it, fresh] = file_of.emplace(spec->name, spec->source); !fresh)
+      return error(code::already_exists, "agent type '" + spec->name + "' is defined twice (" +
+                                             it->second + ", " + spec->source + ")");
   }
   std::error_code ec;
   std::filesystem::create_directories(cfg.data_dir, ec);
@@ -278,6 +287,14 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   auto db = persistence::store::open(so);
   if (!db) return db.error();
   p->db = std::move(*db);
+  // Every version the store holds, then the files: before any agent runs.
+  p->catalog = std::make_unique<type_catalog>(*p->db, *p->types);
+  p->rt.catalog = p->catalog.get();
+  {
+    std::vector<std::string> notes;
+    KEEL_TRY(p->catalog->open(opts.agent_types, notes));
+    for (const auto& n : notes) std::fprintf(stderr, "keeld: %s\n", n.c_str());
+  }
   p->count_crash();
   p->rt.db = p->db.get();
   p->journal = std::make_unique<persistence::journal_writer>(*p->db, cfg.sync);
@@ -509,6 +526,23 @@ void node::terminate(std::string name, std::string by, callback<agent_view> done
   r->from = std::move(by);
   r->viewed = std::move(done);
   if (impl_->reject_bad_name(*r)) return;
+  impl_->submit(std::move(r));
+}
+
+void node::upgrade(std::string name, std::string to, std::string by, callback<json> done) {
+  auto r = std::make_shared<request>();
+  r->what = request::kind::upgrade;
+  r->name = std::move(name);
+  r->id = to == "latest" ? std::string() : std::move(to);
+  r->from = std::move(by);
+  r->answered = std::move(done);
+  if (impl_->reject_bad_name(*r)) return;
+  if (!r->id.empty() && (r->id.size() < 6 || r->id.size() > 64 ||
+                         r->id.find_first_not_of("0123456789abcdef") != std::string::npos)) {
+    fail(*r, error(code::invalid_argument,
+                   "a version is \"latest\" or a hash (at least its first 6 hex digits)"));
+    return;
+  }
   impl_->submit(std::move(r));
 }
 

@@ -40,6 +40,8 @@ using callback = std::function<void(result<T>)>;
 struct agent_view {
   std::string name;
   std::string type;
+  // The version of the type it runs (a spec hash; "" for built-in types).
+  std::string version;
   std::string status;
   uint64_t last_seq = 0;
   // True when the agent was dormant on disk and this request activated it.
@@ -219,6 +221,30 @@ class node {
   // Marks the agent terminated (its ledger is kept). Errors: not_found,
   // conflict (already terminated).
   void terminate(std::string name, std::string by, callback<agent_view> done);
+
+  // Runs another version of the agent's type from its next step: `to` is a
+  // hash (or a unique prefix of at least 6 hex digits) or "latest".
+  // Recorded as `upgraded` {"from", "to", "by"}; -> {"from", "to"}.
+  // Errors: not_found (agent, or version), invalid_argument (a malformed or
+  // ambiguous version), conflict (not active, already on that version, or
+  // waiting in a call of a tool the version does not have).
+  void upgrade(std::string name, std::string to, std::string by, callback<json> done);
+
+  // Agent types and their versions (actors/node_types.cpp; blocking: call
+  // from threads of your own). put_type: `spec` (a spec as in --agents, a
+  // scripted model's script inline) becomes the latest version of its type,
+  // durably -> {"name", "version", "new", "changed"}. Errors:
+  // invalid_argument (as at load; a name other than `name`), already_exists
+  // (a built-in type), io_error, no_space.
+  result<json> put_type(std::string_view name, const json& spec);
+  // [{"name", "latest", "versions", "builtin"}]
+  json types();
+  // [{"version", "latest", "added_ms", "source", "description"}] in the order
+  // added; with `spec` each version's canonical spec too. Errors: not_found.
+  result<json> type_versions(std::string_view name, bool spec);
+  // {"name", "version", "latest", "spec"}: one version ("latest" or a hash).
+  // Errors: not_found.
+  result<json> type_version(std::string_view name, std::string_view version);
 
   // Cancels the agent's current turn: compensations of its completed tool
   // calls run in reverse order, then the turn ends "cancelled". Recorded as

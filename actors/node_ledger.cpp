@@ -17,6 +17,8 @@
 #include "actors/ledger_audit.hpp"
 #include "actors/node.hpp"
 #include "actors/runtime.hpp"
+#include "actors/type_catalog.hpp"
+#include "agent/registry.hpp"
 #include "agent/replay.hpp"
 #include "base/clock.hpp"
 #include "base/names.hpp"
@@ -30,7 +32,9 @@ namespace {
 // state before its first stored event (the compaction snapshot, if any).
 struct history {
   persistence::agent_meta meta;
-  const agent::agent_type* type = nullptr;
+  const agent::agent_type* type = nullptr;  // the latest version (for what no version changes)
+  // Every version the ledger may name, each step replayed with its own.
+  std::shared_ptr<const agent::type_versions> versions;
   agent::agent_state base;
 };
 
@@ -49,6 +53,7 @@ result<history> load_history(runtime& rt, std::string_view name) {
   history h;
   h.meta = std::move(*meta);
   h.type = rt.types->find(h.meta.type);
+  h.versions = std::make_shared<catalog_versions>(*rt.catalog, h.meta.type);
   if (!h.type)
     return error(code::conflict, "agent " + std::string(name) + " has type " + h.meta.type +
                                      ", which this node does not know");
@@ -121,6 +126,18 @@ result<agent::what_if_options> what_if_from(const json& options) {
   return o;
 }
 
+// A replay's "spec" option: an agent-type spec for the agent's type, as
+// PUT /v1/types takes it (a scripted model's script inline).
+result<std::shared_ptr<const config::agent_spec>> candidate_spec(const json& j,
+                                                                 const std::string& type) {
+  auto spec = config::parse_agent_spec_body(j, "the replay's spec");
+  if (!spec) return spec.error();
+  if ((*spec)->name != type)
+    return error(code::invalid_argument, "the replay's spec is for agent type '" + (*spec)->name +
+                                             "', but the agent's type is '" + type + "'");
+  return spec;
+}
+
 // Writes `text` to `path` and makes it durable (file and directory).
 status write_durably(const std::filesystem::path& path, const std::string& text) {
   const std::string tmp = path.string() + ".tmp";
@@ -169,7 +186,7 @@ std::string file_safe(std::string_view name) {
 // Replays the first `count` of `events` strictly: they must end where a
 // step (one decision) ends. Returns the state after them. `seq` and `what`
 // name the point in errors ("fork at 9: ...").
-result<agent::agent_state> check_step_boundary(const agent::agent_type& t,
+result<agent::agent_state> check_step_boundary(const agent::type_versions& t,
                                                const agent::agent_state& base,
                                                const std::vector<stored_event>& events,
                                                std::size_t count, std::string_view name,
@@ -179,11 +196,16 @@ result<agent::agent_state> check_step_boundary(const agent::agent_type& t,
   for (std::size_t i = 0; i < count; ++i) prefix.push_back({events[i].seq, events[i].ev});
   auto r = agent::replay_strict(t, base, prefix);
   if (r.identical) return std::move(r.state);
-  return error(code::invalid_argument,
-               std::string(what) + " " + std::to_string(seq) + ": seq " +
-                   std::to_string(r.diverged->seq) + " of " + std::string(name) +
-                   " is inside a step or does not replay (" + r.diverged->reason +
-                   "); pick a seq where a step begins (see keel ledger)");
+  const uint64_t last = prefix.empty() ? base.last_seq : prefix.back().seq;
+  if (r.diverged->seq > last)
+    return error(code::invalid_argument,
+                 std::string(what) + " " + std::to_string(seq) + ": seq " + std::to_string(last) +
+                     " of " + std::string(name) +
+                     " is inside a step (its decision goes on past it); pick a seq where a step "
+                     "begins (see keel ledger)");
+  return error(code::conflict, std::string(what) + " " + std::to_string(seq) + ": the ledger of " +
+                                   std::string(name) + " does not replay at seq " +
+                                   std::to_string(r.diverged->seq) + ": " + r.diverged->reason);
 }
 
 std::string hex_of(const chain_hash& h) {
@@ -248,31 +270,44 @@ result<json> node::replay(std::string_view name, const json& options) {
       read_events(*rt->db, h->meta.id, name, h->meta.compacted_seq + 1, UINT64_MAX, false);
   if (!stored) return stored.error();
   const auto events = recorded(std::move(*stored));
+  // Another spec standing in for every version the ledger ran: how an edit
+  // is tried on recorded runs before it is rolled out.
+  std::shared_ptr<const agent::type_versions> versions = h->versions;
+  std::string candidate;
+  if (opts.contains("spec")) {
+    auto spec = candidate_spec(opts["spec"], h->meta.type);
+    if (!spec) return spec.error();
+    candidate = (*spec)->hash;
+    versions = std::make_shared<agent::stand_in_versions>(std::move(*spec));
+  }
   const bool what_if = opts.contains("overrides") && !opts["overrides"].empty();
   if (!what_if) {
-    json j = strict_json(agent::replay_strict(*h->type, h->base, events));
+    json j = strict_json(agent::replay_strict(*versions, h->base, events));
     j["mode"] = "strict";
     j["agent"] = name;
     j["from_seq"] = h->meta.compacted_seq + 1;
+    if (!candidate.empty()) j["spec"] = candidate;
     return j;
   }
   auto o = what_if_from(opts);
   if (!o) return o.error();
-  auto r = agent::replay_what_if(*h->type, h->base, events, *o);
+  auto r = agent::replay_what_if(*versions, h->base, events, *o);
   if (!r) return r.error();
   json out_events = json::array();
   for (const auto& e : r->events) out_events.push_back(event_json(e));
-  return json{{"mode", "what_if"},
-              {"agent", name},
-              {"policy", agent::to_string(o->policy)},
-              {"prefix", strict_json(r->prefix)},
-              {"stopped", r->stopped},
-              {"settled", r->stopped.empty()},
-              {"answered_recorded", r->answered_recorded},
-              {"answered_scripted", r->answered_scripted},
-              {"original", steps_json(r->original)},
-              {"replayed", steps_json(r->replayed)},
-              {"events", std::move(out_events)}};
+  json out = json{{"mode", "what_if"},
+                  {"agent", name},
+                  {"policy", agent::to_string(o->policy)},
+                  {"prefix", strict_json(r->prefix)},
+                  {"stopped", r->stopped},
+                  {"settled", r->stopped.empty()},
+                  {"answered_recorded", r->answered_recorded},
+                  {"answered_scripted", r->answered_scripted},
+                  {"original", steps_json(r->original)},
+                  {"replayed", steps_json(r->replayed)},
+                  {"events", std::move(out_events)}};
+  if (!candidate.empty()) out["spec"] = candidate;
+  return out;
 }
 
 result<fork_source> node::fork_source_of(std::string_view name, uint64_t at, bool with_override) {
@@ -303,7 +338,7 @@ result<fork_source> node::fork_source_of(std::string_view name, uint64_t at, boo
   const std::size_t keep = with_override ? at - 1 : at;
   // A fork starts between two steps, from a history that replays: else it
   // would hold half a decision and never go on.
-  auto st = check_step_boundary(*h->type, h->base, *events, keep, name, at, "fork at");
+  auto st = check_step_boundary(*h->versions, h->base, *events, keep, name, at, "fork at");
   if (!st) return st.error();
   // Without an override a fork goes on as after a crash; what it would wait
   // for without anything running for it (a worker task, which stays the
@@ -424,7 +459,7 @@ result<json> node::compact(std::string_view name, uint64_t before) {
   }
   // The snapshot must be a state between two steps that replay gives too:
   // replay and audit start from it.
-  auto st = check_step_boundary(*h->type, h->base, *events, events->size(), name, before,
+  auto st = check_step_boundary(*h->versions, h->base, *events, events->size(), name, before,
                                 "compact before");
   if (!st) return st.error();
   // The archive: a header line, then the events as exported, so it can be

@@ -26,6 +26,7 @@
 namespace keel::actors {
 
 class timer_service;
+class type_catalog;
 struct request;
 struct ledger_import;
 struct compaction_plan;
@@ -59,6 +60,9 @@ struct runtime {
   persistence::journal_writer* journal = nullptr;
   timer_service* timers = nullptr;
   const agent::type_registry* types = nullptr;
+  // The types' versions in the store: finds a version the registry lacks,
+  // registers new ones (actors/type_catalog.hpp).
+  type_catalog* catalog = nullptr;
   // The shortest idle time of any agent type: the supervisor's sweep uses it.
   uint32_t sweep_idle_ms = 30'000;
   effect_plugins plugins;
@@ -111,13 +115,14 @@ struct request {
     effect_result,
     import,   // create the agent from an exported ledger (import, fork)
     compact,  // apply a compaction_plan
+    upgrade,  // run another version of the agent's type (id: the version, "" = latest)
   };
   kind what = kind::get;
   std::string name;
   std::string type;    // spawn
   std::string id;      // message id; signal name
   std::string dedupe;  // signal: the sender's dedupe key ("" = none)
-  std::string from;    // message sender; terminate: who
+  std::string from;    // message sender; terminate, upgrade: who
   json body;           // message body, signal payload, spawn input, query, effect result
   uint64_t timer_id = 0;
   std::shared_ptr<const ledger_import> ledger;  // import
@@ -126,7 +131,7 @@ struct request {
   callback<agent_view> viewed;    // spawn, get, terminate, import
   callback<send_ack> accepted;    // message, signal
   callback<agent_reply> replied;  // message, signal (optional)
-  callback<json> answered;        // query, effect_result, compact
+  callback<json> answered;        // query, effect_result, compact, upgrade
 };
 using request_ptr = std::shared_ptr<request>;
 

@@ -5,6 +5,7 @@
 
 #include "actors/ledger_audit.hpp"
 #include "actors/shell_state.hpp"
+#include "actors/type_catalog.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors::shell_detail {
@@ -54,9 +55,19 @@ void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b) 
       return;
     }
   }
+  // A fork goes on with the version its history ran at the fork point.
+  const agent::agent_type* run =
+      li.origin == "fork" ? s.rt->catalog->find(type_name, st.version) : t;
+  if (!run) {
+    fail(*r, error(code::conflict, "version " + st.version + " of agent type " + type_name +
+                                       ", which the history runs at its last event, is not on "
+                                       "this node (PUT /v1/types/" +
+                                       type_name + ")"));
+    return;
+  }
   std::optional<agent::effect_result_input> answer;
   if (li.replacement) {
-    auto in = agent::override_input(*t, st, *li.replaced, *li.replacement);
+    auto in = agent::override_input(*run, st, *li.replaced, *li.replacement);
     if (!in) {
       fail(*r, in.error());
       return;
@@ -64,6 +75,7 @@ void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b) 
     answer = std::move(*in);
   }
   if (!create(s, r, t, st.status, now)) return;
+  s.type = run;
   s.meta.origin = li.origin;
   s.meta.unverified = li.unverified;
   s.meta.parent = li.parent;

@@ -48,6 +48,9 @@ struct shell_state {
   // there are any. (effect, attempt)
   std::set<std::pair<uint64_t, uint32_t>> running;
   bool recover_due = false;  // feed recover_input before anything else
+  // Fed before anything else: the version the agent ran is not on this
+  // node, and the latest takes it over (pin_version).
+  std::optional<agent::upgrade_input> adopt;
   // Node crashes in a row each running effect went through (its marker's
   // count), read when recovery is due; kept on the markers of restarts.
   std::map<uint64_t, uint32_t> node_crashes;

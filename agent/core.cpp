@@ -30,6 +30,7 @@ json state_to_json(const agent_state& s) {
             {"data", s.data}};
   // Written only when set: snapshots of agents that never used them keep
   // their size.
+  if (!s.version.empty()) j["version"] = s.version;
   if (s.paused) j["paused"] = true;
   if (!s.forks.empty()) {
     json forks = json::array();
@@ -58,6 +59,8 @@ result<agent_state> state_from_json(const json& j, std::string_view what) {
     for (const auto& t : j.at("timers"))
       s.timers[t.at("id").get<uint64_t>()] = {t.at("due_ms").get<int64_t>(), t.at("payload")};
     s.data = j.at("data");
+    // Snapshots written before versions were recorded: the loop's data.
+    s.version = j.value("version", legacy_version(s.data));
     s.paused = j.value("paused", false);
     if (j.contains("forks"))
       for (const auto& f : j.at("forks"))
@@ -67,6 +70,22 @@ result<agent_state> state_from_json(const json& j, std::string_view what) {
     return error(code::corruption,
                  "corrupt snapshot (" + std::string(what) + "): " + std::string(e.what()));
   }
+}
+
+std::string legacy_version(const json& type_data) {
+  if (!type_data.is_object()) return {};
+  auto ctl = type_data.find("ctl");
+  if (ctl == type_data.end() || !ctl->is_object()) return {};
+  auto h = ctl->find("spec_hash");
+  return h != ctl->end() && h->is_string() ? h->get<std::string>() : std::string();
+}
+
+std::string version_of(const agent_state& st, const event& first) {
+  if (first.type != event_type::spawned) return st.version;
+  auto v = first.data.find("version");
+  if (v != first.data.end() && v->is_string()) return v->get<std::string>();
+  auto d = first.data.find("data");
+  return d == first.data.end() ? std::string() : legacy_version(*d);
 }
 
 namespace {
@@ -149,8 +168,24 @@ struct decider {
       out.effects.push_back(reply_error("invalid_argument", data.error().message()));
       return;
     }
-    emit(event_type::spawned, {{"type", sp.type}, {"input", sp.input}, {"data", *data}});
+    json ev = {{"type", sp.type}, {"input", sp.input}, {"data", *data}};
+    if (!sp.version.empty()) ev["version"] = sp.version;
+    emit(event_type::spawned, std::move(ev));
     out.effects.push_back(reply_ok(*data));
+  }
+  void operator()(const upgrade_input& u) {
+    if (s.status != "active") {
+      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+      return;
+    }
+    if (u.to == s.version) {
+      out.effects.push_back(reply_error("conflict", "agent already runs version " + u.to));
+      return;
+    }
+    json ev = {{"from", s.version}, {"to", u.to}, {"by", u.by}};
+    if (!u.reason.empty()) ev["reason"] = u.reason;
+    emit(event_type::upgraded, std::move(ev));
+    out.effects.push_back(reply_ok({{"from", s.version}, {"to", u.to}}));
   }
   void operator()(const effect_result_input& r) {
     if (s.status == "active")
@@ -208,6 +243,10 @@ void apply(const agent_type& t, agent_state& s, const event& e) {
     case event_type::spawned:
       s.type = e.data.value("type", s.type);
       s.data = e.data.value("data", json::object());
+      s.version = version_of(s, e);
+      break;
+    case event_type::upgraded:
+      s.version = e.data.value("to", s.version);
       break;
     case event_type::message_received:
     case event_type::signal_received:

@@ -33,6 +33,10 @@ struct fork_ref {
 
 struct agent_state {
   std::string type;
+  // The version of the type the agent runs (a spec's hash; "" for the
+  // built-in types): set by `spawned`, changed only by `upgraded`. Whoever
+  // decides for the agent, the node or a replay, uses this version.
+  std::string version;
   std::string status = "active";  // "active" | "terminated" | "failed"
   // Paused by an operator: the shell feeds no new input but operator
   // signals and starts no effect until resumed (see decide()).
@@ -78,6 +82,16 @@ struct timer_input {
 struct spawn_input {
   std::string type;
   json input;
+  std::string version{};  // the type's version() (recorded in `spawned` when not "")
+};
+// Run version `to` of the agent's type from the next step on (an operator's
+// keel upgrade, or the node when it no longer has the agent's version).
+// Whoever feeds it has checked that `to` exists and can take the agent
+// over where it is (agent_type::can_take_over).
+struct upgrade_input {
+  std::string to;
+  std::string by;
+  std::string reason;  // "" for an operator's upgrade
 };
 struct terminate_input {
   std::string by;
@@ -115,7 +129,7 @@ struct fork_input {
   int64_t gap_ms = 0;  // time since the last copied event
 };
 using input = std::variant<message_input, signal_input, timer_input, spawn_input, terminate_input,
-                           effect_result_input, recover_input, fork_input>;
+                           effect_result_input, recover_input, fork_input, upgrade_input>;
 
 // --- effects: what the shell must do once the events are durable ----------
 struct reply_effect {
@@ -171,6 +185,13 @@ class agent_type {
  public:
   virtual ~agent_type() = default;
   virtual std::string_view name() const = 0;
+  // Which version of the type this is: the hash of its spec for an agent
+  // loop, "" for a built-in type (which has one version).
+  virtual std::string_view version() const { return {}; }
+  // Whether this version can run an agent found in `s` (written by another
+  // version): ok, or why not (conflict: it waits in a call of a tool this
+  // version does not have).
+  virtual status can_take_over(const agent_state&) const { return status::ok(); }
   // Validates a spawn input and returns the initial `data`.
   virtual result<json> initial_data(const json& input) const = 0;
   virtual void on_message(const agent_state& s, const message_input& m, int64_t now_ms,
@@ -202,6 +223,34 @@ class agent_type {
 
 // The built-in types by name; nullptr when unknown.
 const agent_type* find_builtin_type(std::string_view name);
+
+// The versions of one agent type that a replay may meet: the ledger names
+// the version of each step (agent_state::version), and a replay decides
+// each step with that version, so a ledger replays after any number of
+// edits of its type.
+class type_versions {
+ public:
+  virtual ~type_versions() = default;
+  // nullptr when this version is unknown.
+  virtual const agent_type* find(std::string_view version) const = 0;
+};
+// One type answering for every version: built-in types, and tests.
+class one_version final : public type_versions {
+ public:
+  explicit one_version(const agent_type& t) : t_(t) {}
+  const agent_type* find(std::string_view) const override { return &t_; }
+
+ private:
+  const agent_type& t_;
+};
+
+// The version the decision beginning with `first` runs on `st`: a spawn
+// names its own, anything else runs the state's. Ledgers written before
+// versions were recorded name theirs only in the loop's initial data
+// (ctl.spec_hash), which this falls back on.
+std::string version_of(const agent_state& st, const event& first);
+// The version a state written before agent_state::version existed runs.
+std::string legacy_version(const json& type_data);
 
 decision decide(const agent_type& t, const agent_state& s, const input& in, int64_t now_ms);
 // decide() as the node runs it (and replay re-runs it): an exception thrown

@@ -56,6 +56,8 @@ std::string_view to_string(event_type t) {
       return "fork_started";
     case event_type::salvaged:
       return "salvaged";
+    case event_type::upgraded:
+      return "upgraded";
   }
   return "unknown";
 }

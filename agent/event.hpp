@@ -52,8 +52,13 @@ enum class event_type : uint16_t {
   // "message_ids_lost", "by"}. Recorded after the signal_received of
   // "salvaged"; changes no state.
   salvaged = 26,
+  // The agent runs another version of its type from here on: {"from",
+  // "to", "by", "reason"?} (versions are spec hashes; keel upgrade, or the
+  // node moving an agent off a version it does not have). A decision of its
+  // own, taken between two steps.
+  upgraded = 27,
 };
-inline constexpr uint16_t max_event_code = 26;
+inline constexpr uint16_t max_event_code = 27;
 
 std::string_view to_string(event_type t);
 std::optional<event_type> event_type_from_code(uint16_t code);

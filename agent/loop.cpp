@@ -383,8 +383,10 @@ int64_t retry_delay_ms(const config::retry_policy& p, uint64_t effect, uint32_t 
   return std::max<int64_t>(0, std::llround(base * spread));
 }
 
-loop_type::loop_type(std::shared_ptr<const config::agent_spec> spec)
-    : spec_(std::move(spec)), tools_(json::array()) {
+loop_type::loop_type(std::shared_ptr<const config::agent_spec> spec, std::string as_version)
+    : spec_(std::move(spec)),
+      version_(as_version.empty() ? spec_->hash : std::move(as_version)),
+      tools_(json::array()) {
   for (const auto& t : spec_->tools)
     tools_.push_back(
         {{"type", "function"},
@@ -401,7 +403,7 @@ result<json> loop_type::initial_data(const json& input) const {
               {"turns", 0},
               {"usage", {{"model_calls", 0}, {"tokens", 0}, {"tool_calls", 0}, {"wall_ms", 0}}},
               {"last", nullptr},
-              {"spec_hash", spec_->hash}};
+              {"spec_hash", version_}};
   return json{{"ctl", std::move(ctl)}, {"conversation", json::array()}};
 }
 
@@ -637,6 +639,23 @@ void loop_type::apply(agent_state& s, const event& e) const {
   json& ctl = s.data["ctl"];
   apply_conversation(s.data["conversation"], ctl, e);
   apply_ctl(ctl, e);
+}
+
+status loop_type::can_take_over(const agent_state& s) const {
+  const json& turn = member(member(s.data, "ctl"), "turn");
+  if (!turn.is_object() || !turn["wait"].is_object()) return status::ok();
+  const json& w = turn["wait"];
+  // The tool of the call it waits in: named by the wait, by the call it
+  // points at, or by the call in doubt.
+  std::string tool = w.value("tool", "");
+  if (tool.empty() && w.contains("call") && turn["calls"].is_array() &&
+      u64(w, "call") < turn["calls"].size())
+    tool = turn["calls"][u64(w, "call")].value("name", "");
+  if (tool.empty() && w["prev"].is_object()) tool = w["prev"].value("tool", "");
+  if (tool.empty() || spec_->find_tool(tool)) return status::ok();
+  return error(code::conflict, "the agent waits (" + phase(s) + ") in a call of tool " + tool +
+                                   ", which version " + version_ +
+                                   " does not have; settle or cancel the turn first");
 }
 
 std::vector<uint64_t> loop_type::open_effects(const agent_state& s) const {

@@ -30,11 +30,19 @@ namespace keel::agent {
 
 class loop_type final : public agent_type {
  public:
-  explicit loop_type(std::shared_ptr<const config::agent_spec> spec);
+  // `as_version`: the version it records (its spawns' version and
+  // ctl.spec_hash); the spec's hash when empty. Another spec standing in
+  // for a recorded version is how a replay evaluates an edited spec against
+  // ledgers written by the old one.
+  explicit loop_type(std::shared_ptr<const config::agent_spec> spec, std::string as_version = {});
 
   const config::agent_spec& spec() const { return *spec_; }
+  std::shared_ptr<const config::agent_spec> spec_ptr() const { return spec_; }
 
   std::string_view name() const override { return spec_->name; }
+  std::string_view version() const override { return version_; }
+  // Refused while the agent waits in a call of a tool this spec lacks.
+  status can_take_over(const agent_state& s) const override;
   result<json> initial_data(const json& input) const override;
   void on_message(const agent_state& s, const message_input& m, int64_t now_ms,
                   decision& out) const override;
@@ -59,6 +67,7 @@ class loop_type final : public agent_type {
 
  private:
   std::shared_ptr<const config::agent_spec> spec_;
+  std::string version_;
   json tools_;  // the request's "tools", built once from the spec
 };
 

@@ -93,7 +93,7 @@ result<input> input_of(const agent_type& t, const agent_state& st, const event& 
   auto flag = [&d](const char* k) { return member(d, k).is_boolean() && member(d, k).get<bool>(); };
   switch (first.type) {
     case event_type::spawned:
-      return input{spawn_input{str(d, "type"), member(d, "input")}};
+      return input{spawn_input{str(d, "type"), member(d, "input"), str(d, "version")}};
     case event_type::message_received:
       return input{
           message_input{u64(d, "arrival"), str(d, "id"), str(d, "from"), member(d, "body")}};
@@ -103,6 +103,8 @@ result<input> input_of(const agent_type& t, const agent_state& st, const event& 
       return input{timer_input{u64(d, "timer")}};
     case event_type::terminated:
       return input{terminate_input{str(d, "by")}};
+    case event_type::upgraded:
+      return input{upgrade_input{str(d, "to"), str(d, "by"), str(d, "reason")}};
     case event_type::fork_started:
       return input{fork_input{str(d, "parent"), u64(d, "at"), str(d, "by"),
                               static_cast<int64_t>(u64(d, "gap_ms"))}};
@@ -147,8 +149,18 @@ result<input> input_of(const agent_type& t, const agent_state& st, const event& 
   }
 }
 
-strict_result walk(const agent_type& t, agent_state base, const std::vector<recorded_event>& events,
-                   uint64_t stop_at, walk_observer* obs) {
+const agent_type* type_for(const type_versions& vs, const agent_state& st, const event& first,
+                           std::string& why) {
+  const std::string v = version_of(st, first);
+  if (const agent_type* t = vs.find(v)) return t;
+  why = "version " + v + " of type " + (st.type.empty() ? str(first.data, "type") : st.type) +
+        " is not on this node (register it: PUT /v1/types/NAME); the ledger runs it from here";
+  return nullptr;
+}
+
+strict_result walk(const type_versions& vs, agent_state base,
+                   const std::vector<recorded_event>& events, uint64_t stop_at,
+                   walk_observer* obs) {
   strict_result r;
   r.state = std::move(base);
   agent_state& st = r.state;
@@ -174,6 +186,13 @@ strict_result walk(const agent_type& t, agent_state base, const std::vector<reco
       break;
     }
     if (stop_at != 0 && first.seq >= stop_at) break;
+    std::string unknown;
+    const agent_type* tp = type_for(vs, st, first.ev, unknown);
+    if (!tp) {
+      diverge(first.seq, std::move(unknown), event_json(first.seq, first.ev), nullptr);
+      break;
+    }
+    const agent_type& t = *tp;
     if (first.ev.type == event_type::failed) {
       // A type threw on some input; decide_guarded() recorded only this
       // event, so there is no input to feed: it is taken as recorded.
@@ -289,7 +308,7 @@ result<effect_result_input> parse_outcome(const json& rep, bool model, uint64_t 
 
 using namespace replay_detail;
 
-strict_result replay_strict(const agent_type& t, agent_state base,
+strict_result replay_strict(const type_versions& t, agent_state base,
                             const std::vector<recorded_event>& events) {
   return walk(t, std::move(base), events, 0, nullptr);
 }

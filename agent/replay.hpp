@@ -66,9 +66,15 @@ struct strict_result {
 
 // Replays `events` (seqs base.last_seq + 1, + 2, ... in order) starting
 // from `base`: a default agent_state for a whole ledger, or the snapshot a
-// compaction left. A gap in seqs is a divergence.
-strict_result replay_strict(const agent_type& t, agent_state base,
+// compaction left. Each decision runs the version of the type that the
+// ledger says the agent ran then (spawned, upgraded); a version `vs` does
+// not have, like a gap in seqs, is a divergence.
+strict_result replay_strict(const type_versions& vs, agent_state base,
                             const std::vector<recorded_event>& events);
+inline strict_result replay_strict(const agent_type& t, agent_state base,
+                                   const std::vector<recorded_event>& events) {
+  return replay_strict(one_version(t), std::move(base), events);
+}
 
 // How model and tool calls are answered after the first override.
 enum class mock_policy {
@@ -136,9 +142,15 @@ struct what_if_result {
 // not an effect's outcome beginning its decision, or not in the ledger; a
 // malformed replacement or script). A ledger that diverges before the
 // first override is no error: the result says so in `stopped`.
-result<what_if_result> replay_what_if(const agent_type& t, agent_state base,
+// The simulation runs the version the agent ran at the first override.
+result<what_if_result> replay_what_if(const type_versions& vs, agent_state base,
                                       const std::vector<recorded_event>& events,
                                       const what_if_options& opts);
+inline result<what_if_result> replay_what_if(const agent_type& t, agent_state base,
+                                             const std::vector<recorded_event>& events,
+                                             const what_if_options& opts) {
+  return replay_what_if(one_version(t), std::move(base), events, opts);
+}
 
 // The input that answers the effect `st` waits for with `replacement` (as
 // in what_if_options::overrides), for a fork that continues live from the

@@ -54,7 +54,7 @@ bool same_call(const call& a, const call& b) {
 // model_call_effect and tool_call_effect, over with their result or an
 // end_effect.
 struct call_book {
-  const loop_type* loop = nullptr;
+  const type_versions* versions = nullptr;
   std::deque<call> pending;
 
   void forget(uint64_t effect) {
@@ -82,6 +82,8 @@ struct call_book {
     for (const auto& fx : d.effects) {
       if (const auto* m = std::get_if<model_call_effect>(&fx)) {
         forget(m->effect);  // a new attempt supersedes an abandoned one
+        // The request as the version the agent runs builds it.
+        const auto* loop = dynamic_cast<const loop_type*>(versions->find(st.version));
         call c{m->effect, m->attempt, true,          loop ? loop->model_request(st) : json(),
                {},        {},         m->call_index, started_at(m->effect, m->attempt)};
         pending.push_back(std::move(c));
@@ -106,7 +108,7 @@ struct call_book {
 // call answered in the ledger, the call and its answer.
 class call_recorder final : public walk_observer {
  public:
-  explicit call_recorder(const loop_type* loop) { book.loop = loop; }
+  explicit call_recorder(const type_versions& vs) { book.versions = &vs; }
 
   call_book book;
   std::vector<answered_call> answered;
@@ -150,9 +152,11 @@ struct recorded_timer {
 
 class simulation {
  public:
-  simulation(const agent_type& t, const what_if_options& opts, what_if_result& out)
-      : t_(t), loop_(dynamic_cast<const loop_type*>(&t)), opts_(opts), out_(out) {
-    book_.loop = loop_;
+  // A simulation runs one version, `t` (it feeds no upgrade).
+  simulation(const type_versions& vs, const agent_type& t, const what_if_options& opts,
+             what_if_result& out)
+      : t_(t), opts_(opts), out_(out) {
+    book_.versions = &vs;
   }
 
   agent_state st;
@@ -285,7 +289,6 @@ class simulation {
   }
 
   const agent_type& t_;
-  const loop_type* loop_;
   const what_if_options& opts_;
   what_if_result& out_;
   call_book book_;
@@ -325,7 +328,7 @@ status check_script(const json& script) {
 
 }  // namespace
 
-result<what_if_result> replay_what_if(const agent_type& t, agent_state base,
+result<what_if_result> replay_what_if(const type_versions& vs, agent_state base,
                                       const std::vector<recorded_event>& events,
                                       const what_if_options& opts) {
   auto invalid = [](std::string why) { return error(code::invalid_argument, std::move(why)); };
@@ -350,17 +353,16 @@ result<what_if_result> replay_what_if(const agent_type& t, agent_state base,
                      "effect_completed, effect_failed or compensation_completed)");
   }
 
-  const loop_type* loop = dynamic_cast<const loop_type*>(&t);
   what_if_result out;
   out.original = trace_of(events);
   const uint64_t first = opts.overrides.begin()->first;
 
   // The original run's calls and answers, from a walk of the whole ledger.
-  call_recorder whole(loop);
-  const strict_result all = walk(t, base, events, 0, &whole);
+  call_recorder whole(vs);
+  const strict_result all = walk(vs, base, events, 0, &whole);
 
-  call_recorder upto(loop);
-  out.prefix = walk(t, std::move(base), events, first, &upto);
+  call_recorder upto(vs);
+  out.prefix = walk(vs, std::move(base), events, first, &upto);
   const std::size_t done = out.prefix.events;
   out.events.assign(events.begin(), events.begin() + static_cast<std::ptrdiff_t>(done));
   if (out.prefix.diverged) {
@@ -377,10 +379,16 @@ result<what_if_result> replay_what_if(const agent_type& t, agent_state base,
                    std::string(to_string(at.ev.type)) +
                    " does not begin a decision (it follows a timer, a signal or a recovery in "
                    "the same decision): only an outcome fed to the agent can be replaced");
+  const agent_type* tp = vs.find(out.prefix.state.version);
+  if (!tp)
+    return invalid("override at seq " + std::to_string(first) + ": the agent runs version " +
+                   out.prefix.state.version + " of type " + out.prefix.state.type +
+                   " there, which this node does not have");
+  const agent_type& t = *tp;
   auto in = override_input(t, out.prefix.state, at.ev, opts.overrides.begin()->second);
   if (!in) return invalid("override at seq " + std::to_string(first) + ": " + in.error().message());
 
-  simulation sim(t, opts, out);
+  simulation sim(vs, t, opts, out);
   sim.original = std::move(whole.answered);
   for (auto& a : sim.original) {
     if (a.seq <= first) a.used = true;  // answered before, or by, the first override

@@ -26,8 +26,10 @@ class walk_observer {
 // != 0 the walk stops before the first decision that begins at seq
 // `stop_at` or later; `identical` then says the part walked matched.
 // `obs` may be nullptr.
-strict_result walk(const agent_type& t, agent_state base, const std::vector<recorded_event>& events,
-                   uint64_t stop_at, walk_observer* obs);
+// Each decision runs the version its state (or its spawn) names; one that
+// `vs` does not have is a divergence.
+strict_result walk(const type_versions& vs, agent_state base,
+                   const std::vector<recorded_event>& events, uint64_t stop_at, walk_observer* obs);
 
 // The input that the recorded event `first`, beginning a decision on `st`,
 // stands for; an error message (a divergence's reason) when none does.

@@ -58,6 +58,8 @@ commands:
                                           what if the model (or a tool) had said
                                           FILE at SEQ: side by side with the
                                           original; P = recorded | scripted | stop
+  replay NAME --spec FILE                 the same with an edited agent-type spec
+                                          deciding: where would it decide otherwise?
   fork NAME --at SEQ [--override FILE] --as NEW [--by WHO]
                                           a new agent sharing NAME's ledger up to
                                           SEQ, going on live from there
@@ -66,7 +68,14 @@ commands:
                                           its chain, which audit then reports as unverified
   compact NAME --before SEQ               fold older events into a snapshot and
                                           archive them on the node
-  eval SUITE.json                         run a suite of replays with expectations
+  eval SUITE.json [--spec FILE]           run a suite of replays with expectations;
+                                          --spec: with an edited agent-type spec
+  types                                   agent types: latest version, how many
+  types versions TYPE                     every version of TYPE, newest last
+  types show TYPE [VERSION]               a version's spec (default: the latest)
+  types put FILE.json                     register a spec as TYPE's latest version
+  upgrade NAME [--to VERSION|latest]      run another version of NAME's type from
+                                          its next step (recorded as upgraded)
   tasks                                   worker queues: ready and leased tasks
   tasks poll QUEUE --worker W [--wait MS] lease the oldest ready task of QUEUE
   tasks complete ID [--result JSON]       report a leased task done
@@ -639,6 +648,8 @@ int cli::run() {
   if (c == "compact") return compact();
   if (c == "pause" || c == "resume" || c == "resolve") return control(c);
   if (c == "eval") return eval();
+  if (c == "types") return types();
+  if (c == "upgrade") return upgrade();
   usage_fail(c.empty() ? "no command given" : "unknown command '" + c + "'");
 }
 

@@ -2,7 +2,8 @@
 // Internal to the keel CLI (apps/keel*.cpp): the parsed command line, the
 // output helpers and the command class, whose commands are split by
 // concern across keel.cpp (agents, tasks, cluster), keel_ledger.cpp
-// (audit, replay, fork, operator controls) and keel_eval.cpp (eval).
+// (audit, replay, fork, operator controls), keel_eval.cpp (eval) and
+// keel_types.cpp (types, upgrade).
 
 #include <cstdint>
 #include <map>
@@ -53,6 +54,11 @@ std::string text_of(const json& j);
 void print_table(const std::vector<std::string>& head,
                  const std::vector<std::vector<std::string>>& rows);
 std::string wait_query(const invocation& inv);
+// An agent-type spec file as a node takes it over the API: a scripted
+// model's script file read in (apps/keel_types.cpp).
+json read_spec_file(const std::string& path);
+// Who an operator command is by when --by is not given: $USER, or "cli".
+std::string who_default();
 
 class cli {
  public:
@@ -91,6 +97,9 @@ class cli {
   int control(const std::string& action);
   // apps/keel_eval.cpp
   int eval();
+  // apps/keel_types.cpp
+  int types();
+  int upgrade();
 
   std::string agent_path(const std::string& name) const {
     return "/v1/agents/" + net::percent_encode(name);

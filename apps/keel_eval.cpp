@@ -107,8 +107,10 @@ std::string check(const json& expect, const json& result, const json& events) {
 }  // namespace
 
 int cli::eval() {
-  expect_args(inv_, 1, 1, "eval SUITE.json", {});
+  expect_args(inv_, 1, 1, "eval SUITE.json [--spec FILE]", {"spec"});
   const json suite = read_json_file(inv_.args[0], "suite");
+  // An edited spec decides every case instead of the versions recorded.
+  const json spec = opt(inv_, "spec") ? read_spec_file(*opt(inv_, "spec")) : json();
   if (!suite.is_object() || !suite.contains("cases") || !suite["cases"].is_array() ||
       suite["cases"].empty())
     usage_fail("a suite is {\"cases\": [{\"name\", \"agent\", \"expect\"}, ...]}");
@@ -123,6 +125,7 @@ int cli::eval() {
     json req = json::object();
     for (const char* k : {"overrides", "policy", "script"})
       if (c.contains(k)) req[k] = c[k];
+    if (!spec.is_null()) req["spec"] = spec;
     std::string outcome;
     auto r = call("POST", agent_path(agent) + "/replay", dump(req));
     if (!r) {

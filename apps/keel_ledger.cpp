@@ -63,11 +63,6 @@ void add_override(json& overrides, const std::string& spec) {
   overrides[seq] = read_json_file(spec.substr(eq + 1), "override");
 }
 
-std::string who_default() {
-  const char* u = std::getenv("USER");
-  return u && *u ? u : "cli";
-}
-
 // Side by side: the original steps on the left, the replayed on the right,
 // aligned on the longest common subsequence of their texts, so a person
 // sees where the runs part and meet again.
@@ -104,6 +99,11 @@ void print_side_by_side(const json& a, const json& b) {
 }
 
 }  // namespace
+
+std::string who_default() {
+  const char* u = std::getenv("USER");
+  return u && *u ? u : "cli";
+}
 
 int cli::ledger() {
   expect_args(inv_, 1, 1, "ledger NAME [--from SEQ] [--limit N] [-f]", {"from", "limit", "follow"});
@@ -224,8 +224,8 @@ int cli::audit() {
 int cli::replay() {
   expect_args(inv_, 1, 1,
               "replay NAME [--override SEQ=FILE]... [--overrides FILE] [--policy P] "
-              "[--script FILE]",
-              {"override", "overrides", "policy", "script"});
+              "[--script FILE] [--spec FILE]",
+              {"override", "overrides", "policy", "script", "spec"});
   json req = json::object();
   json overrides = json::object();
   if (auto f = opt(inv_, "overrides")) overrides = read_json_file(*f, "overrides");
@@ -234,13 +234,15 @@ int cli::replay() {
   if (!overrides.empty()) req["overrides"] = overrides;
   if (auto p = opt(inv_, "policy")) req["policy"] = *p;
   if (auto f = opt(inv_, "script")) req["script"] = read_json_file(*f, "script");
+  if (auto f = opt(inv_, "spec")) req["spec"] = read_spec_file(*f);
   auto j = call("POST", agent_path(inv_.args[0]) + "/replay", dump(req));
   if (!j) return exit_server;
   if (inv_.json_out) return done(*j);
   if (j->value("mode", "") == "strict") {
     if (j->value("identical", false)) {
-      std::printf("identical: %s events in %s decisions replayed through the same code\n",
-                  text_of((*j)["events"]).c_str(), text_of((*j)["decisions"]).c_str());
+      std::printf("identical: %s events in %s decisions replayed through the same code%s\n",
+                  text_of((*j)["events"]).c_str(), text_of((*j)["decisions"]).c_str(),
+                  j->contains("spec") ? " and the given spec" : "");
       return exit_ok;
     }
     const json& d = (*j)["divergence"];

@@ -268,8 +268,9 @@ int run(int argc, char** argv) {
     auto specs = config::load_agent_specs(dir);
     if (!specs) return usage_error(specs.error().message());
     for (auto& spec : *specs) {
-      std::fprintf(stderr, "keeld: agent type %s (%s, %zu tools, model %s)\n", spec->name.c_str(),
-                   spec->source.c_str(), spec->tools.size(), spec->model.provider.c_str());
+      std::fprintf(stderr, "keeld: agent type %s version %.12s (%s, %zu tools, model %s)\n",
+                   spec->name.c_str(), spec->hash.c_str(), spec->source.c_str(), spec->tools.size(),
+                   spec->model.provider.c_str());
       opts.agent_types.push_back(std::move(spec));
     }
   }

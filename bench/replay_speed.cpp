@@ -406,7 +406,7 @@ int run(int argc, char** argv) {
 
   const auto spec = desk_spec(work);
   agent::type_registry types;  // the same types the node runs, for the engine
-  if (auto s = types.add(spec); !s) die("type registry: " + s.to_string());
+  if (auto s = types.add(spec); !s) die("type registry: " + s.error().to_string());
   auto start_opts = [&spec] {
     actors::start_options o;
     o.agent_types.push_back(spec);

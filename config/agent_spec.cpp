@@ -669,7 +669,7 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const 
   fields top(source, j, "");
   KEEL_TRY(top.expect_object());
   KEEL_TRY(top.only({"name", "description", "instructions", "model", "tools", "guardrails",
-                     "budgets", "idle_ms", "max_steps_per_turn"}));
+                     "budgets", "idle_ms", "max_steps_per_turn", "follow_latest"}));
   auto spec = std::make_shared<agent_spec>();
   KEEL_TRY(top.required("name"));
   KEEL_TRY(top.string("name", spec->name));
@@ -687,6 +687,7 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const 
   if (top.find("budgets")) KEEL_TRY(parse_budgets(top.sub("budgets"), spec->budgets));
   KEEL_TRY(top.optional_uint("idle_ms", spec->idle_ms, 1));
   KEEL_TRY(top.uint("max_steps_per_turn", spec->max_steps_per_turn, 1));
+  KEEL_TRY(top.boolean("follow_latest", spec->follow_latest));
   spec->source = source;
   // Self-contained: the scripted model's replies inline, so that the stored
   // version needs no file, and a new script is a new version.
@@ -697,6 +698,17 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const 
   // has no whitespace, so reformatting a file keeps its hash.
   spec->hash = to_hex(sha256(spec->canonical.dump(-1, ' ', false, json::error_handler_t::replace)));
   return std::shared_ptr<const agent_spec>(std::move(spec));
+}
+
+result<std::shared_ptr<const agent_spec>> parse_agent_spec_body(const json& j,
+                                                                const std::string& source) {
+  if (j.is_object() && j.contains("model") && j["model"].is_object() &&
+      j["model"].contains("script") && j["model"]["script"].is_string())
+    return error(code::invalid_argument,
+                 source +
+                     ": /model/script: give the replies inline ({\"replies\": [...]}): a "
+                     "spec sent to a node cannot name a file");
+  return parse_agent_spec(j, source, "");
 }
 
 result<std::shared_ptr<const agent_spec>> load_agent_spec(const std::string& path) {

@@ -136,7 +136,11 @@ struct agent_spec {
   budgets_spec budgets;
   std::optional<uint32_t> idle_ms;   // overrides the node's idle_ms
   uint32_t max_steps_per_turn = 16;  // model calls per turn, >= 1
-  std::string source;                // the file it came from
+  // Agents of this type move to this version, when it is the latest,
+  // between turns (recorded as upgraded by "keel"); else an agent keeps the
+  // version it runs until keel upgrade.
+  bool follow_latest = false;
+  std::string source;  // the file it came from
   // The spec as one self-contained JSON document (a scripted model's replies
   // inline), which parses back to the same spec: what a node stores as this
   // version of the type.
@@ -153,6 +157,11 @@ struct agent_spec {
 // invalid_argument with "<source>: <pointer>: <what>".
 result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const std::string& source,
                                                            const std::string& base_dir);
+// Parses a spec that came without a folder (PUT /v1/types, a replay's
+// candidate spec): a scripted model's replies must be inline, since no file
+// can be named. Errors: invalid_argument.
+result<std::shared_ptr<const agent_spec>> parse_agent_spec_body(const json& j,
+                                                                const std::string& source);
 // Reads and parses a file. Errors: io_error (unreadable), invalid_argument.
 result<std::shared_ptr<const agent_spec>> load_agent_spec(const std::string& path);
 // Loads every *.json file of a folder (not recursive), sorted by file name.

@@ -234,6 +234,19 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
   }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "tasks")
     return task_route(node, defer, req, *t, respond);
+  if (seg.size() >= 2 && seg.size() <= 5 && seg[0] == "v1" && seg[1] == "types") {
+    // A registration writes (synced) to the store: off the server's threads.
+    bool queued = ledger_jobs->submit([this, req, respond] {
+      guarded(respond, [&] {
+        // Parsed again: the target's views point into this copy of it.
+        auto own = parse_target(req.target);
+        if (!own) return respond(error_response(own.error()));
+        types_route(node, req, *own, respond);
+      });
+    });
+    if (!queued) respond(fail(503, "unavailable", "node is shutting down"));
+    return;
+  }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "cluster") {
     if (!opts.cluster) return respond(fail(404, "not_found", "this node is not part of a cluster"));
     return opts.cluster->cluster_route(req, std::vector<std::string>(seg.begin(), seg.end()),
@@ -271,9 +284,10 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
   } else if (n >= 3 && rest[n - 2] == "ledger" && rest[n - 1] == "stream") {
     action = "ledger/stream";
     rest.resize(n - 2);
-  } else if (n >= 2 && (rest[n - 1] == "messages" || rest[n - 1] == "query" ||
-                        rest[n - 1] == "ledger" || rest[n - 1] == "cancel" ||
-                        is_control_action(rest[n - 1]) || is_ledger_action(rest[n - 1]))) {
+  } else if (n >= 2 &&
+             (rest[n - 1] == "messages" || rest[n - 1] == "query" || rest[n - 1] == "ledger" ||
+              rest[n - 1] == "cancel" || rest[n - 1] == "upgrade" ||
+              is_control_action(rest[n - 1]) || is_ledger_action(rest[n - 1]))) {
     action = std::string(rest[n - 1]);
     rest.resize(n - 1);
   }
@@ -328,6 +342,7 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
   if (action == "messages") return message(std::move(name), req, t, respond);
   if (action == "signals") return signal(std::move(name), std::move(sig), req, t, respond);
   if (action == "cancel") return cancel(std::move(name), req, t, respond);
+  if (action == "upgrade") return upgrade(node, std::move(name), req, respond);
   if (is_control_action(action)) return control(std::move(name), action, req, t, respond);
   return query(std::move(name), req, respond);
 }

@@ -25,7 +25,7 @@ void audit(actors::node& node, const std::string& name, const respond_fn& respon
 
 void replay(actors::node& node, const std::string& name, const http_request& req,
             const respond_fn& respond) {
-  auto body = parse_object(req.body, {"overrides", "policy", "script"}, true);
+  auto body = parse_object(req.body, {"overrides", "policy", "script", "spec"}, true);
   if (!body) return respond(error_response(body.error()));
   auto r = node.replay(name, *body);
   respond(r ? json_response(200, *r) : error_response(r.error()));

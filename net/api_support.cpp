@@ -220,6 +220,7 @@ json view_json(const actors::agent_view& v) {
             {"phase", v.phase},
             {"state", v.state},
             {"paused", v.paused}};
+  if (!v.version.empty()) j["version"] = v.version;
   if (!v.origin.empty()) {
     j["origin"] = v.origin;
     if (!v.parent.empty()) j["parent"] = {{"name", v.parent}, {"at", v.fork_seq}};

@@ -98,6 +98,13 @@ void stream_ledger(actors::node& node, const std::shared_ptr<const defer_fn>& de
                    uint64_t max_page_bytes, const std::string& name, const target& t,
                    const respond_fn& respond);
 
+// /v1/types[...]: agent types and their versions; POST
+// /v1/agents/{name}/upgrade (api_types.cpp).
+void types_route(actors::node& node, const http_request& req, const target& t,
+                 const respond_fn& respond);
+void upgrade(actors::node& node, std::string name, const http_request& req,
+             const respond_fn& respond);
+
 // /v1/tasks[...]: the worker queues (api_tasks.cpp).
 void task_route(actors::node& node, const std::shared_ptr<const defer_fn>& defer,
                 const http_request& req, const target& t, const respond_fn& respond);

@@ -24,6 +24,8 @@ enum class value_type : uint16_t {
   effect_marker = 0xF005,
   outbox_entry = 0xF006,
   cluster_state = 0xF007,
+  type_version = 0xF008,  // meta: one stored version of an agent type
+  type_latest = 0xF009,   // meta: the version of a type new agents get
 };
 
 // agents: name -> agent_meta.

@@ -1,0 +1,81 @@
+// The node's agent types and their versions, for the API: registering a
+// version at run time and listing what the node has. CAF-free; the versions
+// live in the registry and the store (actors/type_catalog.hpp).
+
+#include "actors/node.hpp"
+#include "actors/runtime.hpp"
+#include "actors/type_catalog.hpp"
+
+namespace keel::actors {
+
+namespace {
+
+json version_json(const agent::type_registry::version_info& v, bool with_spec) {
+  json j = {{"version", v.hash},
+            {"latest", v.latest},
+            {"added_ms", v.added_ms},
+            {"source", v.spec->source},
+            {"description", v.spec->description}};
+  if (with_spec) j["spec"] = v.spec->canonical;
+  return j;
+}
+
+}  // namespace
+
+result<json> node::put_type(std::string_view name, const json& body) {
+  runtime* rt = live_runtime();
+  if (!rt) return error(code::unavailable, "node is shutting down");
+  const std::string source = "agent type " + std::string(name);
+  if (!body.is_object()) return error(code::invalid_argument, source + ": must be a JSON object");
+  if (body.contains("name") && body["name"] != name)
+    return error(code::invalid_argument, source + ": /name: is " + body["name"].dump() +
+                                             ", but the path names " + std::string(name));
+  json spec_json = body;
+  spec_json["name"] = name;
+  auto spec = config::parse_agent_spec_body(spec_json, source);
+  if (!spec) return spec.error();
+  auto put = rt->catalog->put(std::move(*spec));
+  if (!put) return put.error();
+  return json{
+      {"name", name}, {"version", put->hash}, {"new", put->is_new}, {"changed", !put->was_latest}};
+}
+
+json node::types() {
+  json out = json::array();
+  runtime* rt = live_runtime();
+  if (!rt) return out;
+  for (const auto& name : rt->types->names()) {
+    const agent::agent_type* latest = rt->types->find(name);
+    const bool builtin = agent::find_builtin_type(name) != nullptr;
+    out.push_back({{"name", name},
+                   {"latest", latest ? std::string(latest->version()) : std::string()},
+                   {"versions", builtin ? 1 : rt->types->versions(name).size()},
+                   {"builtin", builtin}});
+  }
+  return out;
+}
+
+result<json> node::type_versions(std::string_view name, bool spec) {
+  runtime* rt = live_runtime();
+  if (!rt) return error(code::unavailable, "node is shutting down");
+  if (!rt->types->find(name))
+    return error(code::not_found, "agent type " + std::string(name) + " is not on this node");
+  json out = json::array();
+  for (const auto& v : rt->types->versions(name)) out.push_back(version_json(v, spec));
+  return out;
+}
+
+result<json> node::type_version(std::string_view name, std::string_view version) {
+  runtime* rt = live_runtime();
+  if (!rt) return error(code::unavailable, "node is shutting down");
+  for (const auto& v : rt->types->versions(name))
+    if (version == "latest" ? v.latest : v.hash == version) {
+      json j = version_json(v, true);
+      j["name"] = name;
+      return j;
+    }
+  return error(code::not_found, "agent type " + std::string(name) + " has no version " +
+                                    std::string(version) + " on this node");
+}
+
+}  // namespace keel::actors
