@@ -58,18 +58,28 @@ bool search(const std::string& text, const std::regex& re) {
   }
 }
 
+// A text matches as sent, or in its normalized form (config/patterns.hpp:
+// spaces trimmed and folded, format characters dropped, fullwidth forms,
+// other scripts' digits and Latin lookalikes made plain), so " vip-7" or
+// "vір-7" cannot pass a rule that "vip-7" does not.
+bool search_text(const std::string& text, const std::regex& re) {
+  if (search(text, re)) return true;
+  const std::string plain = config::normalized_text(text);
+  return plain != text && search(plain, re);
+}
+
 // Strings are searched as they are. Any other value is searched as its JSON
 // text and, for objects and arrays, every key and string inside is searched
 // on its own too: the dump escapes a tab as "\t", which a pattern written
 // for the raw text would miss.
 bool pattern_matches(const json& v, const std::regex& re) {
-  if (v.is_string()) return search(v.get_ref<const std::string&>(), re);
+  if (v.is_string()) return search_text(v.get_ref<const std::string&>(), re);
   // Arguments decoded from MessagePack may hold invalid UTF-8, on which a
   // strict dump() throws.
   if (search(v.dump(-1, ' ', false, json::error_handler_t::replace), re)) return true;
   if (v.is_object()) {
     for (auto it = v.begin(); it != v.end(); ++it)
-      if (search(it.key(), re) || pattern_matches(it.value(), re)) return true;
+      if (search_text(it.key(), re) || pattern_matches(it.value(), re)) return true;
   } else if (v.is_array()) {
     for (const auto& e : v)
       if (pattern_matches(e, re)) return true;

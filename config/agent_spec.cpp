@@ -513,6 +513,41 @@ status parse_tool_names(const fields& f, const char* key, const std::vector<tool
   return status::ok();
 }
 
+// A rule holds only where the tool's schema pins its place down: a loose
+// schema lets the same amount through as "1_000", [1000] or a lookalike
+// key. So a rule whose place a schema leaves loose is refused, as is one
+// comparing numbers on a string (or matching patterns on a non-string).
+status check_rule_pinned(const fields& f, const std::vector<tool_spec>& tools, const arg_rule& r) {
+  const bool numeric = r.above || r.below;
+  bool anywhere = false;
+  for (const auto& t : tools) {
+    if (r.tool != "*" && r.tool != t.name) continue;
+    const pinned_place place = pin_of(t.parameters, r.pointer);
+    if (place.state == pinned_place::kind::absent) continue;
+    if (place.state == pinned_place::kind::loose)
+      return f.fail_key("pointer", "the parameters of tool " + t.name + " do not pin down " +
+                                       r.pointer + " (" + place.why +
+                                       "): a rule there could be passed by another form of the "
+                                       "same value; give every object on the way "
+                                       "\"additionalProperties\": false and the value one "
+                                       "\"type\"");
+    if (numeric && place.type != "number" && place.type != "integer")
+      return f.fail_key(r.above ? "above" : "below", "compares numbers, but tool " + t.name +
+                                                         " takes " + r.pointer + " as type " +
+                                                         place.type);
+    if (r.pattern && place.type != "string")
+      return f.fail_key("pattern", "matches text, but tool " + t.name + " takes " + r.pointer +
+                                       " as type " + place.type);
+    anywhere = true;
+  }
+  if (!anywhere)
+    return f.fail_key("pointer",
+                      (r.tool == "*" ? "no tool's parameters allow "
+                                     : "the parameters of tool " + r.tool + " allow no ") +
+                          r.pointer + ", so the rule never matches");
+  return status::ok();
+}
+
 status parse_rule(const fields& f, const std::vector<tool_spec>& tools, arg_rule& r) {
   KEEL_TRY(f.expect_object());
   KEEL_TRY(f.only({"name", "tool", "pointer", "pattern", "above", "below", "action", "reason"}));
@@ -566,7 +601,7 @@ status parse_rule(const fields& f, const std::vector<tool_spec>& tools, arg_rule
   else
     return f.fail_key("action", "must be \"deny\" or \"require_approval\"");
   KEEL_TRY(f.string("reason", r.reason));
-  return status::ok();
+  return check_rule_pinned(f, tools, r);
 }
 
 status parse_guardrails(const fields& f, const std::vector<tool_spec>& tools, guardrails_spec& g) {

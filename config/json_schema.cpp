@@ -258,4 +258,60 @@ std::optional<std::string> schema_violation(const json& schema, const json& valu
   return violation_at(schema, value, "");
 }
 
+pinned_place pin_of(const json& schema, const std::string& pointer) {
+  using k = pinned_place::kind;
+  auto loose = [](std::string why) { return pinned_place{k::loose, {}, std::move(why)}; };
+  // The single type a schema gives, or "".
+  auto type_of = [](const json& s) -> std::string {
+    auto t = s.find("type");
+    if (t == s.end()) return {};
+    if (t->is_string()) return t->get<std::string>();
+    if (t->is_array() && t->size() == 1 && (*t)[0].is_string()) return (*t)[0].get<std::string>();
+    return {};
+  };
+  std::vector<std::string> tokens;
+  try {
+    json::json_pointer p(pointer);
+    for (json::json_pointer q = p; !q.empty(); q = q.parent_pointer())
+      tokens.insert(tokens.begin(), q.back());
+  } catch (const json::exception&) {
+    return loose("\"" + pointer + "\" is not a JSON pointer");
+  }
+  const json* at = &schema;
+  std::string where;  // the pointer into the schema, for messages
+  auto place = [&where] { return where.empty() ? std::string("the parameters") : where; };
+  for (const auto& token : tokens) {
+    if (!at->is_object()) return loose(place() + " is not a schema object");
+    const std::string type = type_of(*at);
+    if (type == "object") {
+      auto extra = at->find("additionalProperties");
+      auto props = at->find("properties");
+      const bool listed = props != at->end() && props->is_object() && props->contains(token);
+      const bool closed = extra != at->end() && extra->is_boolean() && !extra->get<bool>();
+      if (!closed)
+        return loose(place() + (where.empty() ? " allow" : " allows") +
+                     " properties not listed (\"additionalProperties\" is not false)");
+      if (!listed) return {k::absent, {}, {}};
+      where = pointer_child(pointer_child(where, "properties"), token);
+      at = &(*props)[token];
+    } else if (type == "array") {
+      auto items = at->find("items");
+      if (items == at->end() || !items->is_object())
+        return loose(place() + " is an array without an \"items\" schema");
+      const bool index =
+          !token.empty() && token.find_first_not_of("0123456789") == std::string::npos;
+      if (!index) return {k::absent, {}, {}};
+      where = pointer_child(where, "items");
+      at = &*items;
+    } else {
+      return loose(place() + (type.empty() ? " has no single \"type\"" : " is of type " + type) +
+                   ", so \"" + token + "\" under it is not pinned down");
+    }
+  }
+  if (!at->is_object()) return loose(place() + " is not a schema object");
+  const std::string type = type_of(*at);
+  if (type.empty()) return loose(place() + " has no single \"type\"");
+  return {k::pinned, type, {}};
+}
+
 }  // namespace keel::config

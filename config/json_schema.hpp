@@ -34,4 +34,23 @@ status check_schema(const nlohmann::json& schema);
 std::optional<std::string> schema_violation(const nlohmann::json& schema,
                                             const nlohmann::json& value);
 
+// How a schema constrains one place in the values that conform to it: what
+// a guardrail rule on that place can rely on.
+struct pinned_place {
+  enum class kind {
+    pinned,  // the value there, when present, has exactly `type`
+    absent,  // no conforming value has anything there
+    loose,   // anything may be there, in some form: `why` says what lets it
+  } state = kind::loose;
+  std::string type;  // pinned: "string", "number", "integer", "boolean", "object", ...
+  std::string why;   // loose: e.g. "/properties/amount has no \"type\""
+};
+// The place `pointer` (RFC 6901, "/amount", "/items/0/price") under
+// `schema`: pinned when every object on the way is "type": "object" with
+// "additionalProperties": false and lists the next key in "properties",
+// every array is "type": "array" with "items", and the value there has one
+// "type". A key an object cannot have (not listed, no additional
+// properties) makes it absent. REQUIRES: check_schema(schema) succeeded.
+pinned_place pin_of(const nlohmann::json& schema, const std::string& pointer);
+
 }  // namespace keel::config

@@ -92,12 +92,13 @@ TEST_CASE("an OpenAI model drives http tools: arguments reach the tool and resul
   model.push_text("Refunded 80 on order 9.");
 
   loop_node n;
-  n.write_spec(
-      {{"name", "refund-desk"},
-       {"instructions", "You are a refund desk."},
-       {"model", openai_model(model)},
-       {"tools", {http_tool(tools, "lookup_order", true), http_tool(tools, "refund", false)}},
-       {"guardrails", big_refund_needs_approval()}});
+  n.write_spec({{"name", "refund-desk"},
+                {"instructions", "You are a refund desk."},
+                {"model", openai_model(model)},
+                {"tools",
+                 {http_tool(tools, "lookup_order", true),
+                  pinned(http_tool(tools, "refund", false), refund_parameters())}},
+                {"guardrails", big_refund_needs_approval()}});
   n.start();
 
   const std::string agent = "desk/bob";
@@ -211,7 +212,8 @@ TEST_CASE(
              calls_reply({tool_call("run_shell", {{"command", "RM -RF /var/data"}})}),
              calls_reply({tool_call("run_shell", {{"command", "cd /var && rm  -fr data"}})}),
              text_reply(gave_up)}))},
-       {"tools", {http_tool(tools, "run_shell", false)}},
+       {"tools",
+        {pinned(http_tool(tools, "run_shell", false), {{"command", {{"type", "string"}}}})}},
        {"guardrails",
         {{"rules",
           {{{"name", "no-rm-rf"},
@@ -255,7 +257,7 @@ TEST_CASE("an approval rejected with a reason reaches the model as the call's re
   loop_node n;
   n.write_spec({{"name", "refund-desk"},
                 {"model", openai_model(model)},
-                {"tools", {http_tool(tools, "refund", false)}},
+                {"tools", {pinned(http_tool(tools, "refund", false), refund_parameters())}},
                 {"guardrails", big_refund_needs_approval()}});
   n.start();
 

@@ -181,13 +181,15 @@ json refund_desk_spec(loop_node& n, const std::string& name,
                               calls_reply({tool_call("refund", {{"order", 9}, {"amount", 120}})}),
                               text_reply("Refunded 120 on order 9.")});
   for (const auto& text : later) replies.push_back(text_reply(text));
-  return {{"name", name},
-          {"instructions", "You are a refund desk."},
-          {"model", scripted_model(n.write_script(name, replies))},
-          {"tools",
-           json::array({exec_tool("lookup_order", {{"order", 9}, {"amount", 120}}, true),
-                        exec_tool("refund", {{"refunded", true}, {"refund_id", "r-9"}}, false)})},
-          {"guardrails", big_refund_needs_approval()}};
+  return {
+      {"name", name},
+      {"instructions", "You are a refund desk."},
+      {"model", scripted_model(n.write_script(name, replies))},
+      {"tools",
+       json::array({exec_tool("lookup_order", {{"order", 9}, {"amount", 120}}, true),
+                    pinned(exec_tool("refund", {{"refunded", true}, {"refund_id", "r-9"}}, false),
+                           refund_parameters())})},
+      {"guardrails", big_refund_needs_approval()}};
 }
 
 // A lookup agent on the scripted model: each turn looks an order up with

@@ -265,6 +265,19 @@ inline json http_tool(const fake_tool_server& tools, const std::string& name, bo
           {"retry", {{"attempts", 3}, {"backoff_ms", 50}, {"timeout_ms", 20'000}}}};
 }
 
+// `tool` with parameters that pin each of `properties` ({"name": {"type":
+// ...}}) and allow nothing else: what a guardrail rule on them requires.
+inline json pinned(json tool, json properties) {
+  tool["parameters"] = {
+      {"type", "object"}, {"additionalProperties", false}, {"properties", std::move(properties)}};
+  return tool;
+}
+
+// The refund tool's arguments as the demo's rule needs them pinned.
+inline json refund_parameters() {
+  return {{"order", {{"type", "integer"}}}, {"amount", {{"type", "number"}}}};
+}
+
 inline json tool_messages(const json& messages) {
   json out = json::array();
   for (const auto& m : messages)

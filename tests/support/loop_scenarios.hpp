@@ -50,7 +50,9 @@ inline json booking_spec(loop_node& n, const fake_tool_server& tools) {
                     "booking", {calls_reply({tool_call("reserve", {{"item", "room-4"}})}),
                                 calls_reply({tool_call("refund", {{"order", 9}, {"amount", 500}})}),
                                 text_reply("done")}))},
-      {"tools", {reserve, http_tool(tools, "release", true), http_tool(tools, "refund", false)}},
+      {"tools",
+       {reserve, http_tool(tools, "release", true),
+        pinned(http_tool(tools, "refund", false), refund_parameters())}},
       {"guardrails", big_refund_needs_approval()}};
 }
 

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -35,6 +36,31 @@ json tool(const std::string& name, json extra = json::object()) {
   json t = {{"name", name}, {"kind", "http"}, {"url", "http://127.0.0.1:1/" + name}};
   t.update(extra);
   return t;
+}
+
+// Parameters that pin each named property to one type, and nothing else:
+// the schema a guardrail rule needs.
+json strict(const std::map<std::string, std::string>& props) {
+  json p = json::object();
+  for (const auto& [name, type] : props) p[name] = {{"type", type}};
+  return {{"type", "object"}, {"additionalProperties", false}, {"properties", p}};
+}
+
+json pinned_tool(const std::string& name, const std::map<std::string, std::string>& props,
+                 json extra = json::object()) {
+  extra["parameters"] = strict(props);
+  return tool(name, std::move(extra));
+}
+
+// The error of a spec that must not load.
+std::string refused(json tools, const char* guardrails) {
+  json j = {{"name", "guarded"},
+            {"model", {{"provider", "openai"}, {"base_url", "http://127.0.0.1:1/v1"}}},
+            {"tools", std::move(tools)},
+            {"guardrails", json::parse(guardrails)}};
+  auto r = cfg::parse_agent_spec(j, "guarded.json", ".");
+  REQUIRE_FALSE(r.is_ok());
+  return r.error().message();
 }
 
 }  // namespace
@@ -73,7 +99,9 @@ TEST_CASE("arguments that fail the tool's schema are invalid, with the violation
 }
 
 TEST_CASE("deny_tools and allow_tools decide before any argument rule") {
-  auto s = spec({tool("a"), tool("b"), tool("c")}, R"({
+  auto s = spec({pinned_tool("a", {{"x", "number"}}), pinned_tool("b", {{"x", "number"}}),
+                 pinned_tool("c", {{"x", "number"}})},
+                R"({
     "allow_tools": ["a", "b"], "deny_tools": ["b"],
     "rules": [{"name": "approve-all", "pointer": "/x", "above": 0, "action": "require_approval"}]
   })");
@@ -98,7 +126,8 @@ TEST_CASE("a schema failure is reported before a denied tool") {
 
 TEST_CASE(
     "a model that repeats a denied call does not get it through by rephrasing the arguments") {
-  auto s = spec({tool("query")}, R"({"rules": [{"name": "no-destructive-sql", "tool": "query",
+  auto s = spec({pinned_tool("query", {{"sql", "string"}})},
+                R"({"rules": [{"name": "no-destructive-sql", "tool": "query",
                                       "pointer": "/sql", "pattern": "(?i)\\b(drop|truncate)\\b"}]})");
   for (const char* sql : {"DROP TABLE x", "drop table x", "DrOp\ttable", " truncate  t",
                           "x; DROP TABLE y --", "select 1;\nTRUNCATE accounts"}) {
@@ -107,11 +136,22 @@ TEST_CASE(
     CHECK(v.rule == "no-destructive-sql");
     CHECK(v.reason == "denied by rule no-destructive-sql");
   }
-  SUBCASE("hiding the statement inside an array or object does not help") {
+  SUBCASE("hiding the statement inside an array or object is refused by the schema") {
     for (const char* sql : {R"(["select 1", "DROP TABLE y"])", R"(["select 1", "drop\ttable y"])",
                             R"({"then": ["Truncate t"]})", R"({"DROP TABLE y": 1})"}) {
-      CHECK_MESSAGE(check_tool_call(*s, "query", {{"sql", json::parse(sql)}}).verdict == kind::deny,
-                    sql);
+      CHECK_MESSAGE(
+          check_tool_call(*s, "query", {{"sql", json::parse(sql)}}).verdict == kind::invalid, sql);
+    }
+  }
+  SUBCASE("a statement that only looks different is still the statement") {
+    // Fullwidth letters, a zero-width space, no-break spaces, a Greek
+    // omicron and a Cyrillic es in place of Latin letters, a soft hyphen.
+    for (const char* sql : {"\xEF\xBC\xA4\xEF\xBC\xB2\xEF\xBC\xAF\xEF\xBC\xB0 table x",
+                            "DR\xE2\x80\x8BOP table x", "drop\xC2\xA0table", "DR\xCE\x9FP TABLE x",
+                            "trun\xD1\x81"
+                            "ate t",
+                            "dr\xC2\xADop table"}) {
+      CHECK_MESSAGE(check_tool_call(*s, "query", {{"sql", sql}}).verdict == kind::deny, sql);
     }
   }
   SUBCASE("harmless statements and words that merely contain the keyword pass") {
@@ -125,25 +165,65 @@ TEST_CASE(
 }
 
 TEST_CASE("an amount above the limit needs approval however it is written") {
-  auto s = spec({tool("refund")}, R"({"rules": [{"name": "big-refund", "tool": "refund",
+  auto s = spec({pinned_tool("refund", {{"amount", "number"}})},
+                R"({"rules": [{"name": "big-refund", "tool": "refund",
       "pointer": "/amount", "above": 100, "action": "require_approval",
       "reason": "refunds over 100 need a human"}]})");
-  for (const char* amount : {"120", R"("120")", "1.2e2", "100.5", R"(" 1.2e2 ")", R"("0x78")"}) {
+  for (const char* amount : {"120", "1.2e2", "100.5", "1e9"}) {
     auto v = check_tool_call(*s, "refund", {{"amount", json::parse(amount)}});
     CHECK_MESSAGE(v.verdict == kind::require_approval, amount);
     CHECK(v.rule == "big-refund");
     CHECK(v.reason == "refunds over 100 need a human");
   }
+  for (const char* amount : {"100", "-500", "0"})
+    CHECK_MESSAGE(
+        check_tool_call(*s, "refund", {{"amount", json::parse(amount)}}).verdict == kind::allow,
+        amount);
+  // Every other way of writing an amount is not a number the schema takes:
+  // the call is refused before any rule, so no form slips past one.
   for (const char* amount :
-       {"100", R"("99")", "-500", R"("lots")", R"("120 EUR")", "true", "null", "[500]"}) {
+       {R"("120")", R"(" 1.2e2 ")", R"("0x78")", R"("1_000")", R"("1000\u00a0")", "[1000]",
+        R"("\uff11\uff10\uff10\uff10")", R"("\u0661\u0660\u0660\u0660")", "true", "null"}) {
     auto v = check_tool_call(*s, "refund", {{"amount", json::parse(amount)}});
-    CHECK_MESSAGE(v.verdict == kind::allow, amount);
+    CHECK_MESSAGE(v.verdict == kind::invalid, amount);
   }
+  // Lookalike keys are not the amount, and not allowed at all.
+  for (const char* key : {"Amount", "\xD0\xB0mount", "amount "})
+    CHECK_MESSAGE(check_tool_call(*s, "refund", {{key, 5000}}).verdict == kind::invalid, key);
   CHECK(std::string(keel::agent::to_string(kind::require_approval)) == "require_approval");
 }
 
+TEST_CASE("a rule on a place its tool's schema does not pin down is refused at load") {
+  const char* rule = R"({"rules": [{"name": "big", "tool": "refund", "pointer": "/amount",
+                         "above": 100}]})";
+  // No schema, an open object, a property without a type, several types.
+  for (const char* params :
+       {R"({})", R"({"type": "object"})",
+        R"({"type": "object", "properties": {"amount": {"type": "number"}}})",
+        R"({"type": "object", "additionalProperties": false, "properties": {"amount": {}}})",
+        R"({"type": "object", "additionalProperties": false,
+            "properties": {"amount": {"type": ["number", "string"]}}})"}) {
+    const std::string why = refused({tool("refund", {{"parameters", json::parse(params)}})}, rule);
+    CHECK_MESSAGE(contains(why, "/guardrails/rules/0/pointer"), why);
+    CHECK_MESSAGE(contains(why, "do not pin down /amount"), why);
+  }
+  // A number rule on text, a pattern on a number, a place no call can have.
+  CHECK(contains(refused({pinned_tool("refund", {{"amount", "string"}})}, rule),
+                 "compares numbers, but tool refund takes /amount as type string"));
+  CHECK(contains(refused({pinned_tool("pay", {{"card", "integer"}})},
+                         R"({"rules": [{"name": "t", "pointer": "/card", "pattern": "^4111"}]})"),
+                 "matches text, but tool pay takes /card as type integer"));
+  CHECK(contains(refused({pinned_tool("refund", {{"total", "number"}})}, rule),
+                 "allow no /amount, so the rule never matches"));
+  CHECK(contains(refused({pinned_tool("a", {{"x", "number"}})},
+                         R"({"rules": [{"name": "t", "tool": "*", "pointer": "/y", "above": 1}]})"),
+                 "no tool's parameters allow /y"));
+}
+
 TEST_CASE("a rule applies only to its tool, or to every tool with \"*\"") {
-  auto s = spec({tool("a"), tool("b")}, R"({"rules": [
+  auto s = spec({pinned_tool("a", {{"n", "number"}, {"secret", "string"}}),
+                 pinned_tool("b", {{"n", "number"}, {"secret", "string"}})},
+                R"({"rules": [
     {"name": "only-a", "tool": "a", "pointer": "/n", "above": 1},
     {"name": "any", "tool": "*", "pointer": "/secret", "pattern": "."}]})");
   CHECK(check_tool_call(*s, "a", {{"n", 5}}).verdict == kind::deny);
@@ -153,39 +233,46 @@ TEST_CASE("a rule applies only to its tool, or to every tool with \"*\"") {
 }
 
 TEST_CASE("a rule whose pointer is absent from the arguments does not match") {
-  auto s =
-      spec({tool("a")}, R"({"rules": [{"name": "r", "pointer": "/items/3/qty", "above": 1}]})");
-  for (const char* args :
-       {"{}", R"({"items": [1, 2]})", R"({"items": "x"})", R"({"items": {"3": {"qty": 0}}})"})
+  const json params = json::parse(R"({"type": "object", "additionalProperties": false,
+    "properties": {"items": {"type": "array", "items": {"type": "object",
+      "additionalProperties": false, "properties": {"qty": {"type": "number"}}}}}})");
+  auto s = spec({tool("a", {{"parameters", params}})},
+                R"({"rules": [{"name": "r", "pointer": "/items/3/qty", "above": 1}]})");
+  for (const char* args : {"{}", R"({"items": []})", R"({"items": [{}, {}, {}, {}]})",
+                           R"({"items": [{"qty": 9}, {}, {}]})"})
     CHECK_MESSAGE(check_tool_call(*s, "a", json::parse(args)).verdict == kind::allow, args);
-  CHECK(check_tool_call(*s, "a", json::parse(R"({"items": [0, 0, 0, {"qty": 5}]})")).verdict ==
+  CHECK(check_tool_call(*s, "a", json::parse(R"({"items": [{}, {}, {}, {"qty": 5}]})")).verdict ==
         kind::deny);
+  // An object keyed "3" is not the array the rule watches: the schema
+  // refuses it.
   CHECK(check_tool_call(*s, "a", json::parse(R"({"items": {"3": {"qty": 5}}})")).verdict ==
-        kind::deny);
+        kind::invalid);
 }
 
 TEST_CASE("above and below together match the open range between them") {
-  auto s = spec({tool("a")},
+  auto s = spec({pinned_tool("a", {{"n", "number"}})},
                 R"({"rules": [{"name": "mid", "pointer": "/n", "above": 10, "below": 20}]})");
   CHECK(check_tool_call(*s, "a", {{"n", 15}}).verdict == kind::deny);
-  CHECK(check_tool_call(*s, "a", {{"n", "15"}}).verdict == kind::deny);
   CHECK(check_tool_call(*s, "a", {{"n", 10}}).verdict == kind::allow);
   CHECK(check_tool_call(*s, "a", {{"n", 20}}).verdict == kind::allow);
-  CHECK(check_tool_call(*s, "a", {{"n", "-3"}}).verdict == kind::allow);
+  CHECK(check_tool_call(*s, "a", {{"n", -3}}).verdict == kind::allow);
+  CHECK(check_tool_call(*s, "a", {{"n", "15"}}).verdict == kind::invalid);
 }
 
-TEST_CASE("a pattern rule also sees numbers and booleans as their JSON text") {
-  auto s = spec({tool("pay")}, R"({"rules": [
-    {"name": "test-card", "pointer": "/card", "pattern": "^4111"},
-    {"name": "no-force", "pointer": "/force", "pattern": "true"}]})");
-  CHECK(check_tool_call(*s, "pay", {{"card", 4111111111111111ull}}).rule == "test-card");
-  CHECK(check_tool_call(*s, "pay", {{"card", "4111-1111"}}).rule == "test-card");
-  CHECK(check_tool_call(*s, "pay", {{"force", true}}).rule == "no-force");
-  CHECK(check_tool_call(*s, "pay", {{"force", false}}).verdict == kind::allow);
+TEST_CASE("a pattern rule matches the text as sent or in its normalized form") {
+  auto s = spec({pinned_tool("tag", {{"code", "string"}})},
+                R"({"rules": [{"name": "no-vip", "pointer": "/code", "pattern": "(?i)^vip-"}]})");
+  // Leading spaces of any kind, fullwidth, lookalike letters, zero-width.
+  for (const char* code : {"vip-7", "VIP-7", " vip-7", "\xC2\xA0vip-7", "\xE3\x80\x80VIP-7",
+                           "\xEF\xBD\x96\xEF\xBD\x89\xEF\xBD\x90-7", "v\xD1\x96p-7",
+                           "\xE2\x80\x8Bvip-7", "\xCE\xBD\xCE\xB9p-7"})
+    CHECK_MESSAGE(check_tool_call(*s, "tag", {{"code", code}}).verdict == kind::deny, code);
+  for (const char* code : {"vip7", "my-vip-7", "v ip-7"})
+    CHECK_MESSAGE(check_tool_call(*s, "tag", {{"code", code}}).verdict == kind::allow, code);
 }
 
 TEST_CASE("a matching deny rule wins over an approval rule listed before it") {
-  auto s = spec({tool("refund")}, R"({"rules": [
+  auto s = spec({pinned_tool("refund", {{"amount", "number"}})}, R"({"rules": [
     {"name": "big", "pointer": "/amount", "above": 100, "action": "require_approval"},
     {"name": "huge", "pointer": "/amount", "above": 10000, "reason": "far too large"}]})");
   auto v = check_tool_call(*s, "refund", {{"amount", 50000}});
@@ -199,7 +286,7 @@ TEST_CASE("a matching deny rule wins over an approval rule listed before it") {
 }
 
 TEST_CASE("the tool's require_approval flag applies when no rule decided") {
-  auto s = spec({tool("wire", {{"require_approval", true}})},
+  auto s = spec({pinned_tool("wire", {{"to", "string"}}, json{{"require_approval", true}})},
                 R"({"rules": [{"name": "no-offshore", "pointer": "/to", "pattern": "^KY"}]})");
   auto v = check_tool_call(*s, "wire", {{"to", "DE89"}});
   CHECK(v.verdict == kind::require_approval);
@@ -209,7 +296,7 @@ TEST_CASE("the tool's require_approval flag applies when no rule decided") {
 }
 
 TEST_CASE("a long argument is checked against a pattern rule without crashing") {
-  auto s = spec({tool("query")}, R"({"rules": [
+  auto s = spec({pinned_tool("query", {{"sql", "string"}, {"word", "string"}})}, R"({"rules": [
     {"name": "no-drop", "pointer": "/sql", "pattern": "(?i)\\bdrop\\b"},
     {"name": "only-letters", "pointer": "/word", "pattern": "^[a-z]+$"}]})");
   std::string padding(50'000, 'a');

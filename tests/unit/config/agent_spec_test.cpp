@@ -66,12 +66,14 @@ TEST_CASE("a spec using every field parses into the matching struct") {
     "tools": [
       {"name": "refund", "description": "issue a refund", "kind": "http",
        "url": "https://pay.test/refund", "headers": {"X-Team": "support"},
-       "parameters": {"type": "object", "required": ["amount"],
+       "parameters": {"type": "object", "required": ["amount"], "additionalProperties": false,
                       "properties": {"amount": {"type": "number"}}},
        "idempotent": true, "require_approval": true, "compensate": "unrefund",
        "retry": {"attempts": 2, "timeout_ms": 5000}},
       {"name": "unrefund", "kind": "http", "url": "http://pay.test/unrefund"},
       {"name": "grep", "kind": "exec", "argv": ["sh", "-c", "cat"],
+       "parameters": {"type": "object", "additionalProperties": false,
+                      "properties": {"sql": {"type": "string"}}},
        "limits": {"cpu_seconds": 2, "memory_bytes": 1048576, "max_open_files": 8,
                   "max_processes": 1, "max_output_bytes": 4096, "allow_network": true}},
       {"name": "render", "kind": "worker", "queue": "renders", "lease_ms": 60000},
@@ -84,7 +86,7 @@ TEST_CASE("a spec using every field parses into the matching struct") {
       "rules": [
         {"name": "big", "tool": "refund", "pointer": "/amount", "above": 100,
          "action": "require_approval", "reason": "refunds over 100 need a human"},
-        {"name": "no-drop", "pointer": "/sql", "pattern": "(?i)\\bdrop\\b"}
+        {"name": "no-drop", "tool": "grep", "pointer": "/sql", "pattern": "(?i)\\bdrop\\b"}
       ]
     },
     "budgets": {"per_turn": {"model_calls": 8, "tokens": 10000, "tool_calls": 20, "wall_ms": 60000},
@@ -157,7 +159,7 @@ TEST_CASE("a spec using every field parses into the matching struct") {
   CHECK(big.action == cfg::arg_rule::action_kind::require_approval);
   CHECK(big.reason == "refunds over 100 need a human");
   const cfg::arg_rule& drop = s.guardrails.rules[1];
-  CHECK(drop.tool == "*");
+  CHECK(drop.tool == "grep");
   CHECK(drop.pattern == "(?i)\\bdrop\\b");
   CHECK(drop.action == cfg::arg_rule::action_kind::deny);
 
@@ -487,7 +489,11 @@ TEST_CASE("guardrails refer only to declared tools") {
 }
 
 TEST_CASE("argument rules are validated when the spec loads") {
-  json j = with_tool(http_tool("lookup"));
+  json tool = http_tool("lookup");
+  tool["parameters"] = json::parse(R"({"type": "object", "additionalProperties": false,
+      "properties": {"a": {"type": "number"}, "b": {"type": "number"},
+                     "c": {"type": "array", "items": {"type": "number"}}}})");
+  json j = with_tool(tool);
   auto rule_error = [&](json rule) {
     j["guardrails"] = {{"rules", {std::move(rule)}}};
     return parse_error(j);
@@ -512,7 +518,7 @@ TEST_CASE("argument rules are validated when the spec loads") {
                  "/guardrails/rules/0/below: must be greater than above"));
   CHECK(contains(rule_error({{"name", "r"}, {"pointer", "/a"}, {"above", 1}, {"action", "warn"}}),
                  "/guardrails/rules/0/action: must be \"deny\" or \"require_approval\""));
-  CHECK(rule_error({{"name", "r"}, {"pointer", "/a/0"}, {"above", 1}, {"below", 5}}) == "");
+  CHECK(rule_error({{"name", "r"}, {"pointer", "/c/0"}, {"above", 1}, {"below", 5}}) == "");
 
   j["guardrails"] = {{"rules",
                       {{{"name", "r"}, {"pointer", "/a"}, {"above", 1}},
