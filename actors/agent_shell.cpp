@@ -346,6 +346,19 @@ void follow_latest(shell_state& s, int64_t now, batch& b) {
   if (s.st.version == latest->version()) s.type = latest;
 }
 
+// The processed entry of a message id (or signal dedupe key): it answers
+// retries with `reply` until the type's dedupe window has passed.
+std::string processed_entry(const shell_state& s, uint64_t arrival, const json& reply,
+                            int64_t now) {
+  uint64_t window = s.rt->cfg.dedupe_window_ms;
+  if (const auto* loop = loop_of(s); loop && loop->spec().dedupe_window_ms)
+    window = *loop->spec().dedupe_window_ms;
+  const int64_t expires = window == 0 || window > static_cast<uint64_t>(INT64_MAX - now)
+                              ? INT64_MAX
+                              : now + static_cast<int64_t>(window);
+  return persistence::encode(persistence::dedupe_entry{arrival, true, reply, expires}, now);
+}
+
 void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b) {
   const auto& e = item.entry;
   if (e.kind == "message" && s.meta.origin != "import") follow_latest(s, now, b);
@@ -366,7 +379,7 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
   if (!key.empty() && !(e.kind == "message" && is_generated_id(key))) {
     s.writing_ids.insert(key);
     b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, key),
-                     persistence::encode(persistence::dedupe_entry{e.arrival, true, rj}, now)});
+                     processed_entry(s, e.arrival, rj, now)});
   }
   for (auto& w : item.waiters) {
     if (later) {
@@ -455,7 +468,8 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
       fail(*r, seen.error());
       return true;
     }
-    if (*seen) {
+    // Past its window a processed id is forgotten: the retry is new.
+    if (*seen && (*seen)->live(now)) {
       s.rt->metrics.duplicates.fetch_add(1, std::memory_order_relaxed);
       const auto& d = **seen;
       call_once(r->accepted, send_ack{r->id, d.arrival, true});
@@ -536,7 +550,7 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   if (later && r->replied) s.answer_waiters[id].push_back(r);
   if (dedupe)
     b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, dkey),
-                     persistence::encode(persistence::dedupe_entry{arrival, true, rj}, now)});
+                     processed_entry(s, arrival, rj, now)});
   b.done.push_back([r, ack, rj, received, rt, later] {
     rt->metrics.accept_ns.record(static_cast<uint64_t>(mono_ns() - received));
     call_once(r->accepted, ack);

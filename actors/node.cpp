@@ -12,6 +12,7 @@
 #include "actors/caf_types.hpp"
 #include "actors/exec_tool.hpp"
 #include "actors/ledger_codec.hpp"
+#include "actors/retention.hpp"
 #include "actors/scripted_model.hpp"
 #include "actors/timer_service.hpp"
 #include "actors/type_catalog.hpp"
@@ -117,6 +118,8 @@ struct node::impl {
   std::unique_ptr<timer_service> timers;
   std::unique_ptr<agent::type_registry> types;
   std::unique_ptr<type_catalog> catalog;
+  // Started last and stopped first: it calls into the node.
+  std::unique_ptr<retention_worker> retention;
   std::unique_ptr<effect_pool> pool;
   std::unique_ptr<caf::actor_system_config> caf_cfg;
   std::unique_ptr<caf::actor_system> sys;
@@ -283,6 +286,8 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   p->rt.route = [raw = p.get()](request_ptr r) { raw->submit(std::move(r)); };
   persistence::store_options so{cfg.data_dir, cfg.block_cache_bytes, true};
   so.reserved_disk_bytes = cfg.reserved_disk_bytes;
+  so.dedupe_default_window_ms = static_cast<int64_t>(
+      std::min<uint64_t>(cfg.dedupe_window_ms, std::numeric_limits<int64_t>::max() / 2));
   so.max_open_files = cfg.store_open_files;
   auto db = persistence::store::open(so);
   if (!db) return db.error();
@@ -340,12 +345,32 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
                    s.message().c_str());
     raw->timers->notify(0);
   });
-  return std::unique_ptr<node>(new node(std::move(p)));
+  auto n = std::unique_ptr<node>(new node(std::move(p)));
+  node* self = n.get();
+  retention_worker::options ro;
+  ro.interval_ms = cfg.retention_interval_ms;
+  raw->retention = std::make_unique<retention_worker>(
+      *raw->db, *raw->types, ro,
+      [self](const std::string& name) {
+        auto r = self->apply_retention(name);
+        if (!r) {
+          std::fprintf(stderr, "keeld: retention of %s: %s\n", name.c_str(),
+                       r.error().message().c_str());
+          return false;
+        }
+        return r->value("compacted", false);
+      },
+      [raw](const std::string& name) {
+        auto rr = raw->rt.router.load(std::memory_order_acquire);
+        return !rr || rr->is_local(name);
+      });
+  return n;
 }
 
 void node::stop() {
   std::lock_guard lk(impl_->stop_mu);
   if (impl_->stopped.exchange(true)) return;
+  impl_->retention.reset();
   impl_->rt.router.store(nullptr, std::memory_order_release);
   impl_->timers->stop();
   caf::anon_send(impl_->supervisor, shutdown_atom::value);

@@ -304,6 +304,13 @@ class node {
   // not_found, invalid_argument (`before` not after the last compaction,
   // or past the last seq: the last event always stays).
   result<json> compact(std::string_view name, uint64_t before);
+  // Applies the retention policy of the agent's type (its latest version's
+  // agent_spec retention): compacts before the newest step start that
+  // leaves at least keep_events events and every event younger than
+  // keep_ms live, when that archives at least 32 events. -> {"compacted":
+  // false, "why"} or compact()'s answer with "compacted": true. Errors: as
+  // compact().
+  result<json> apply_retention(std::string_view name);
   result<std::vector<agent_summary>> list(std::string_view prefix, std::string_view after,
                                           std::size_t limit);
 

@@ -18,6 +18,7 @@
 #include "actors/node.hpp"
 #include "actors/runtime.hpp"
 #include "actors/type_catalog.hpp"
+#include "agent/loop.hpp"
 #include "agent/registry.hpp"
 #include "agent/replay.hpp"
 #include "base/clock.hpp"
@@ -414,6 +415,51 @@ void node::import(std::string name, const json& body, callback<agent_view> done)
   r->ledger = std::move(li);
   r->viewed = std::move(done);
   rt->route(std::move(r));
+}
+
+result<json> node::apply_retention(std::string_view name) {
+  runtime* rt = live_runtime();
+  if (!rt) return error(code::unavailable, "node is shutting down");
+  auto skip = [](const char* why) { return json{{"compacted", false}, {"why", why}}; };
+  auto h = load_history(*rt, name);
+  if (!h) return h.error();
+  const auto* loop = dynamic_cast<const agent::loop_type*>(h->type);
+  if (!loop) return skip("the type has no retention policy");
+  const auto& policy = loop->spec().retention;
+  if (policy.keep_events == 0 && policy.keep_ms == 0) return skip("the type keeps everything");
+  if (h->meta.origin == "import") return skip("an imported ledger is read-only");
+  auto last = rt->db->last_ledger_seq(h->meta.id);
+  if (!last) return last.error();
+  const uint64_t from = h->meta.compacted_seq + 1;
+  constexpr uint64_t min_batch = 32;  // archives smaller than this wait for more
+  // The first seq to keep live: the last event always stays.
+  uint64_t keep = *last;
+  if (policy.keep_events)
+    keep = std::min(keep, *last >= policy.keep_events ? *last - policy.keep_events + 1 : 1);
+  if (keep < from + min_batch) return skip("not enough events outside the live window");
+  auto stored = read_events(*rt->db, h->meta.id, name, from, *last, false);
+  if (!stored) return stored.error();
+  const auto events = recorded(std::move(*stored));
+  if (policy.keep_ms) {
+    const int64_t horizon =
+        wall_ms() - static_cast<int64_t>(std::min<uint64_t>(policy.keep_ms, INT64_MAX / 2));
+    for (const auto& e : events)
+      if (e.ev.time_ms >= horizon) {
+        keep = std::min(keep, e.seq);
+        break;
+      }
+  }
+  if (keep < from + min_batch) return skip("not enough events outside the live window");
+  // A compaction cuts between two steps: the newest step start at or
+  // before `keep`.
+  uint64_t before = 0;
+  for (uint64_t s : agent::step_starts(*h->versions, h->base, events))
+    if (s <= keep) before = s;
+  if (before < from + min_batch) return skip("no step begins far enough back");
+  auto r = compact(name, before);
+  if (!r) return r.error();
+  (*r)["compacted"] = true;
+  return r;
 }
 
 result<json> node::compact(std::string_view name, uint64_t before) {

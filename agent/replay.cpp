@@ -313,6 +313,20 @@ strict_result replay_strict(const type_versions& t, agent_state base,
   return walk(t, std::move(base), events, 0, nullptr);
 }
 
+std::vector<uint64_t> step_starts(const type_versions& vs, agent_state base,
+                                  const std::vector<recorded_event>& events) {
+  class starts final : public walk_observer {
+   public:
+    std::vector<uint64_t> seqs;
+    void before(const input*, const agent_state&, uint64_t seq) override { seqs.push_back(seq); }
+    void after(const input*, const decision&, const agent_state&) override {}
+  } obs;
+  const strict_result r = walk(vs, std::move(base), events, 0, &obs);
+  // A decision that diverged is no boundary to cut at.
+  if (r.diverged && !obs.seqs.empty() && obs.seqs.back() >= r.diverged->seq) obs.seqs.pop_back();
+  return obs.seqs;
+}
+
 std::optional<mock_policy> mock_policy_from_string(std::string_view s) {
   if (s == "recorded") return mock_policy::recorded;
   if (s == "scripted") return mock_policy::scripted;

@@ -76,6 +76,11 @@ inline strict_result replay_strict(const agent_type& t, agent_state base,
   return replay_strict(one_version(t), std::move(base), events);
 }
 
+// The seqs of `events` where a step (one decision) begins, in order, as far
+// as they replay strictly: where a ledger may be cut (compaction, forks).
+std::vector<uint64_t> step_starts(const type_versions& vs, agent_state base,
+                                  const std::vector<recorded_event>& events);
+
 // How model and tool calls are answered after the first override.
 enum class mock_policy {
   // The recorded answer where the request is unchanged: the first unused

@@ -704,7 +704,8 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const 
   fields top(source, j, "");
   KEEL_TRY(top.expect_object());
   KEEL_TRY(top.only({"name", "description", "instructions", "model", "tools", "guardrails",
-                     "budgets", "idle_ms", "max_steps_per_turn", "follow_latest"}));
+                     "budgets", "idle_ms", "max_steps_per_turn", "follow_latest",
+                     "dedupe_window_ms", "retention"}));
   auto spec = std::make_shared<agent_spec>();
   KEEL_TRY(top.required("name"));
   KEEL_TRY(top.string("name", spec->name));
@@ -723,6 +724,16 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const 
   KEEL_TRY(top.optional_uint("idle_ms", spec->idle_ms, 1));
   KEEL_TRY(top.uint("max_steps_per_turn", spec->max_steps_per_turn, 1));
   KEEL_TRY(top.boolean("follow_latest", spec->follow_latest));
+  KEEL_TRY(top.optional_uint("dedupe_window_ms", spec->dedupe_window_ms, 0));
+  if (top.find("retention")) {
+    fields rf = top.sub("retention");
+    KEEL_TRY(rf.expect_object());
+    KEEL_TRY(rf.only({"keep_events", "keep_ms"}));
+    KEEL_TRY(rf.uint("keep_events", spec->retention.keep_events));
+    KEEL_TRY(rf.uint("keep_ms", spec->retention.keep_ms));
+    if (spec->retention.keep_events == 0 && spec->retention.keep_ms == 0)
+      return rf.fail(rf.pointer(), "needs keep_events or keep_ms (at least one above 0)");
+  }
   spec->source = source;
   // Self-contained: the scripted model's replies inline, so that the stored
   // version needs no file, and a new script is a new version.

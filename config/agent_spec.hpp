@@ -140,6 +140,16 @@ struct agent_spec {
   // between turns (recorded as upgraded by "keel"); else an agent keeps the
   // version it runs until keel upgrade.
   bool follow_latest = false;
+  // Overrides the node's dedupe_window_ms for this type's agents (0: keep
+  // their processed message ids forever).
+  std::optional<uint64_t> dedupe_window_ms;
+  // Automatic compaction of this type's agents (the latest version's policy
+  // applies): the node archives what falls outside the live ledger, as
+  // keel compact does. 0 = no bound of that kind; both 0: off.
+  struct retention_spec {
+    uint64_t keep_events = 0;  // keep at least the last N events live
+    uint64_t keep_ms = 0;      // ... and every event younger than this
+  } retention;
   std::string source;  // the file it came from
   // The spec as one self-contained JSON document (a scripted model's replies
   // inline), which parses back to the same spec: what a node stores as this

@@ -90,6 +90,10 @@ result<node_config> from_json(const json& j, const std::string& source) {
       s = read_uint(v, where, c.max_effect_crashes);
     else if (k == "max_page_bytes")
       s = read_uint(v, where, c.max_page_bytes);
+    else if (k == "dedupe_window_ms")
+      s = read_uint(v, where, c.dedupe_window_ms);
+    else if (k == "retention_interval_ms")
+      s = read_uint(v, where, c.retention_interval_ms);
     else if (k == "sync") {
       if (!v.is_boolean())
         s = error(code::invalid_argument, where + ": expected true or false");
@@ -123,6 +127,8 @@ status validate(const node_config& c) {
   if (c.max_body_bytes < 1024)
     return error(code::invalid_argument, "max_body_bytes must be at least 1024");
   if (c.idle_ms == 0) return error(code::invalid_argument, "idle_ms must be at least 1");
+  if (c.retention_interval_ms == 0)
+    return error(code::invalid_argument, "retention_interval_ms must be at least 1");
   if (c.effect_threads == 0 || c.effect_threads > 1024)
     return error(code::invalid_argument, "effect_threads must be from 1 to 1024");
   if (c.max_connections == 0)

@@ -67,6 +67,15 @@ struct node_config {
   // a page ends early with a `next` cursor rather than exceed it (a single
   // event larger than this is sent alone). Default 4 MiB.
   uint64_t max_page_bytes = 4ull << 20;
+  // How long a processed message id (or a signal's dedupe key) keeps
+  // answering retries with the first reply: the horizon of exactly-once.
+  // A retry after it is a new message. Expired ids are trimmed as the
+  // store compacts. A type may set its own (dedupe_window_ms in its spec).
+  // Default 7 days; 0 keeps them forever.
+  uint64_t dedupe_window_ms = 7ull * 24 * 3600 * 1000;
+  // How often the node applies agent types' retention policies (automatic
+  // compaction; agent_spec retention). Default 60 s, at least 1.
+  uint32_t retention_interval_ms = 60'000;
 };
 
 // Reads the JSON object `j` (keys as in node_config, plus "http":

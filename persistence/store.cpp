@@ -25,6 +25,7 @@
 #include <filesystem>
 
 #include <rocksdb/cache.h>
+#include <rocksdb/compaction_filter.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/listener.h>
 #include <rocksdb/options.h>
@@ -34,7 +35,9 @@
 
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
+#include "persistence/record.hpp"
 #include "persistence/store_engine.hpp"
+#include "persistence/values.hpp"
 #include "persistence/wal_reader.hpp"
 
 namespace keel::persistence {
@@ -205,6 +208,37 @@ store::impl::~impl() {
   close_db(healthy && !read_only);
 }
 
+namespace {
+
+// Trims processed message ids past their expiry as compactions rewrite the
+// dedupe family: no I/O of its own, and a removal RocksDB turns into a
+// tombstone, so an older version of the key never reappears. A newer
+// version written meanwhile (the id arriving again) is kept.
+class dedupe_trimmer final : public rocksdb::CompactionFilter {
+ public:
+  explicit dedupe_trimmer(int64_t default_window_ms) : default_window_ms_(default_window_ms) {}
+  const char* Name() const override { return "keel.dedupe_trimmer"; }
+  bool Filter(int, const rocksdb::Slice&, const rocksdb::Slice& value, std::string*,
+              bool*) const override {
+    const std::string_view bytes(value.data(), value.size());
+    auto rec = decode_record(bytes, "dedupe entry");
+    if (!rec) return false;  // not ours to judge: kept
+    auto e = decode_dedupe_entry(bytes, "dedupe entry");
+    if (!e || !e->processed) return false;
+    int64_t expires = e->expires_ms;
+    if (expires == 0) {
+      if (default_window_ms_ <= 0) return false;
+      expires = rec->time_ms + default_window_ms_;
+    }
+    return expires <= wall_ms();
+  }
+
+ private:
+  int64_t default_window_ms_;
+};
+
+}  // namespace
+
 status store::impl::open_db(bool read_only_mode) {
   rocksdb::Options o;
   o.create_if_missing = opts.create && !read_only_mode;
@@ -238,9 +272,18 @@ status store::impl::open_db(bool read_only_mode) {
   cfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
   if (opts.write_buffer_bytes > 0) cfo.write_buffer_size = opts.write_buffer_bytes;
 
+  // Expired message ids go with compactions; a family that sees no writes
+  // is still rewritten once a day, so its expired ids do not stay forever.
+  if (!dedupe_filter)
+    dedupe_filter = std::make_unique<dedupe_trimmer>(opts.dedupe_default_window_ms);
+  rocksdb::ColumnFamilyOptions dedupe_cfo = cfo;
+  dedupe_cfo.compaction_filter = dedupe_filter.get();
+  dedupe_cfo.periodic_compaction_seconds = 24 * 3600;
+
   std::vector<rocksdb::ColumnFamilyDescriptor> descs;
   descs.emplace_back(rocksdb::kDefaultColumnFamilyName, cfo);
-  for (const char* n : family_names) descs.emplace_back(n, cfo);
+  for (const char* n : family_names)
+    descs.emplace_back(n, std::string_view(n) == "dedupe" ? dedupe_cfo : cfo);
   std::vector<rocksdb::ColumnFamilyHandle*> hs;
   rocksdb::DB* raw = nullptr;
   auto s = read_only_mode
@@ -569,6 +612,17 @@ const char* family_name(family f) {
 uint32_t store::family_id(family f) const {
   std::shared_lock lk(impl_->mu);
   return impl_->cf(f)->GetID();
+}
+
+status store::compact(family f) {
+  std::shared_lock lk(impl_->mu);
+  if (!impl_->db) return error(code::unavailable, "the store is not open");
+  rocksdb::CompactRangeOptions o;
+  o.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  auto s = impl_->db->CompactRange(o, impl_->cf(f), nullptr, nullptr);
+  if (!s.ok())
+    return error(code::io_error, "compacting " + std::string(family_name(f)) + ": " + s.ToString());
+  return status::ok();
 }
 
 uint64_t store::estimate_keys(family f) {

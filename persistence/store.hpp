@@ -74,6 +74,10 @@ struct store_options {
   // Size of one memtable of a family before it is flushed to a table file;
   // 0 = RocksDB's default (64 MiB). Small values make tests flush often.
   uint64_t write_buffer_bytes = 0;
+  // Processed message ids (dedupe entries) written without an expiry, by
+  // versions before it existed, are trimmed this long after they were
+  // written; 0 keeps them. Default 0 (keeld sets node_config's window).
+  int64_t dedupe_default_window_ms = 0;
   // The recovery thread's first retry delay; doubles up to 16 times that.
   // Default 1 s.
   uint32_t recovery_interval_ms = 1000;
@@ -206,6 +210,10 @@ class store {
   result<std::vector<std::pair<std::string, std::string>>> scan(family f, std::string_view prefix,
                                                                 std::string_view from,
                                                                 std::size_t limit);
+
+  // Rewrites a whole family now (what compactions do over time): expired
+  // message ids are trimmed by it. Blocking; for operators and tests.
+  status compact(family f);
 
   // Number of keys RocksDB estimates in a family (for metrics).
   uint64_t estimate_keys(family f);

@@ -2,6 +2,7 @@
 // Internal to persistence/ (store.cpp, store_reads.cpp): the RocksDB side
 // of the store. Nothing outside this folder includes it.
 
+#include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 
 #include <atomic>
@@ -33,6 +34,8 @@ struct store::impl {
   // The database. Every use holds `mu` shared; reopening holds it
   // exclusively. `db` is null only while a reopen found no way to open.
   mutable std::shared_mutex mu;
+  // Outlives every opening of `db` (RocksDB holds a raw pointer to it).
+  std::unique_ptr<rocksdb::CompactionFilter> dedupe_filter;
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;  // index = family
   rocksdb::ColumnFamilyHandle* default_cf = nullptr;

@@ -90,9 +90,9 @@ std::string encode(const inbox_entry& v, int64_t time_ms) {
 }
 
 std::string encode(const dedupe_entry& v, int64_t time_ms) {
-  return encode_value(value_type::dedupe_entry,
-                      {{"arrival", v.arrival}, {"processed", v.processed}, {"reply", v.reply}},
-                      time_ms);
+  nlohmann::json j = {{"arrival", v.arrival}, {"processed", v.processed}, {"reply", v.reply}};
+  if (v.expires_ms) j["expires_ms"] = v.expires_ms;
+  return encode_value(value_type::dedupe_entry, j, time_ms);
 }
 
 std::string encode(const timer_entry& v, int64_t time_ms) {
@@ -165,6 +165,7 @@ result<dedupe_entry> decode_dedupe_entry(std::string_view bytes, std::string_vie
     v.arrival = j->at("arrival").get<uint64_t>();
     v.processed = j->at("processed").get<bool>();
     v.reply = j->at("reply");
+    v.expires_ms = j->value("expires_ms", int64_t{0});
   });
 }
 

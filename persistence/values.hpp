@@ -79,6 +79,13 @@ struct dedupe_entry {
   uint64_t arrival = 0;
   bool processed = false;
   nlohmann::json reply;
+  // When a processed entry stops answering retries of its id (the horizon
+  // of exactly-once) and may be trimmed; INT64_MAX: never. 0: not set (an
+  // entry not yet processed, which is never trimmed, or one written before
+  // expiry existed, which the store's default window covers).
+  int64_t expires_ms = 0;
+  // Whether a retry at `now` is still the same message.
+  bool live(int64_t now) const { return !processed || expires_ms == 0 || expires_ms > now; }
 };
 
 // timers: due + agent id + timer id -> timer_entry.

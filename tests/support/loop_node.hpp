@@ -110,9 +110,9 @@ inline uint64_t effect_of(const std::vector<json>& events, const std::string& to
 // replay strictly.
 class loop_node {
  public:
-  loop_node()
-      : keeld_(KEEL_KEELD_PATH, (dir_.path() / "data").string(),
-               {"--agents", (dir_.path() / "agents").string()}) {
+  // `config`: keys of keeld's config file (written next to the data).
+  explicit loop_node(const json& config = json::object())
+      : keeld_(KEEL_KEELD_PATH, (dir_.path() / "data").string(), args(dir_.path(), config)) {
     fs::create_directories(dir_.path() / "agents");
     fs::create_directories(dir_.path() / "scripts");
   }
@@ -230,6 +230,14 @@ class loop_node {
   }
 
  private:
+  static std::vector<std::string> args(const fs::path& dir, const json& config) {
+    std::vector<std::string> a{"--agents", (dir / "agents").string()};
+    if (!config.empty()) {
+      write_json(dir / "keeld.json", config);
+      a.insert(a.end(), {"--config", (dir / "keeld.json").string()});
+    }
+    return a;
+  }
   temp_dir dir_{"keel-loop"};
   keeld_process keeld_;
   net::http_client client_;

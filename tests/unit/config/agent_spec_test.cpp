@@ -689,3 +689,34 @@ TEST_CASE("a scripted model's replies are checked at load and are part of the ty
   CHECK(contains(e, "/model/script"));
   CHECK(contains(e, "r.json: /replies/0/contnet: unknown key"));
 }
+
+TEST_CASE("retention, the dedupe window and follow_latest parse, and bad values are refused") {
+  json j = minimal();
+  auto parsed = [&j] {
+    auto r = cfg::parse_agent_spec(j, "spec.json", ".");
+    REQUIRE_MESSAGE(r.is_ok(), r.error().to_string());
+    return *r;
+  };
+  auto s = parsed();
+  CHECK_FALSE(s->follow_latest);
+  CHECK_FALSE(s->dedupe_window_ms);
+  CHECK(s->retention.keep_events == 0);
+  CHECK(s->retention.keep_ms == 0);
+  j["follow_latest"] = true;
+  j["dedupe_window_ms"] = 0;
+  j["retention"] = {{"keep_events", 500}, {"keep_ms", 86'400'000}};
+  s = parsed();
+  CHECK(s->follow_latest);
+  CHECK(s->dedupe_window_ms == 0u);
+  CHECK(s->retention.keep_events == 500u);
+  CHECK(s->retention.keep_ms == 86'400'000u);
+  j["retention"] = json::object();
+  CHECK(contains(parse_error(j), "/retention: needs keep_events or keep_ms"));
+  j["retention"] = {{"keep", 3}};
+  CHECK(contains(parse_error(j), "/retention/keep: unknown key"));
+  j["retention"] = {{"keep_events", -1}};
+  CHECK(contains(parse_error(j), "/retention/keep_events"));
+  j.erase("retention");
+  j["follow_latest"] = "yes";
+  CHECK(contains(parse_error(j), "/follow_latest"));
+}
