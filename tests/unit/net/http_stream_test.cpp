@@ -301,7 +301,14 @@ TEST_CASE("a streamed response reaches the client event by event, in order") {
       REQUIRE(events[i].data == "line one of " + std::to_string(i) + "\nline two");
     }
     producer.join();
-    // The body ended after the last write, so every report has run.
+    // Every write reports once it completed on the server, which may be
+    // after the client has read it all: bounded wait for the last report.
+    CHECK(test::eventually(
+        [&] {
+          std::lock_guard lock(mu);
+          return reported.size() == static_cast<std::size_t>(n);
+        },
+        10s));
     std::lock_guard lock(mu);
     CHECK(failed.load() == 0);
     REQUIRE(reported.size() == static_cast<std::size_t>(n));
