@@ -158,9 +158,10 @@ status pin_version(shell_state& s) {
   const std::string why =
       "version " + s.st.version + " of agent type " + s.meta.type + " is not on this node";
   if (status ok = s.type->can_take_over(s.st); !ok)
-    return error(code::conflict,
-                 "agent " + s.name + " cannot run: " + why +
-                     ", and the latest version cannot take it over: " + ok.message());
+    return error(code::conflict, "agent " + s.name + " cannot run: " + why +
+                                     ", and the latest version cannot take it over (" +
+                                     ok.message() + "); register version " + s.st.version +
+                                     " again (PUT /v1/types/" + s.meta.type + ") to let it go on");
   s.adopt = agent::upgrade_input{std::string(s.type->version()), "keel", why};
   return status::ok();
 }

@@ -299,6 +299,10 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
     std::vector<std::string> notes;
     KEEL_TRY(p->catalog->open(opts.agent_types, notes));
     for (const auto& n : notes) std::fprintf(stderr, "keeld: %s\n", n.c_str());
+    // Versions from the store sweep as often as their idle_ms needs too.
+    for (const auto& name : p->types->names())
+      for (const auto& v : p->types->versions(name))
+        if (v.spec->idle_ms) p->rt.lower_sweep_idle(std::max<uint32_t>(1, *v.spec->idle_ms));
   }
   p->count_crash();
   p->rt.db = p->db.get();

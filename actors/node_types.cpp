@@ -2,6 +2,8 @@
 // version at run time and listing what the node has. CAF-free; the versions
 // live in the registry and the store (actors/type_catalog.hpp).
 
+#include <optional>
+
 #include "actors/node.hpp"
 #include "actors/runtime.hpp"
 #include "actors/type_catalog.hpp"
@@ -9,6 +11,11 @@
 namespace keel::actors {
 
 namespace {
+
+// A built-in type has one version, "", and no spec.
+json builtin_version(std::string_view name) {
+  return {{"name", name}, {"version", ""}, {"latest", true}, {"builtin", true}};
+}
 
 json version_json(const agent::type_registry::version_info& v, bool with_spec) {
   json j = {{"version", v.hash},
@@ -34,8 +41,10 @@ result<json> node::put_type(std::string_view name, const json& body) {
   spec_json["name"] = name;
   auto spec = config::parse_agent_spec_body(spec_json, source);
   if (!spec) return spec.error();
+  const std::optional<uint32_t> idle_ms = (*spec)->idle_ms;
   auto put = rt->catalog->put(std::move(*spec));
   if (!put) return put.error();
+  if (idle_ms) rt->lower_sweep_idle(std::max<uint32_t>(1, *idle_ms));
   return json{
       {"name", name}, {"version", put->hash}, {"new", put->is_new}, {"changed", !put->was_latest}};
 }
@@ -58,6 +67,7 @@ json node::types() {
 result<json> node::type_versions(std::string_view name, bool spec) {
   runtime* rt = live_runtime();
   if (!rt) return error(code::unavailable, "node is shutting down");
+  if (agent::find_builtin_type(name)) return json::array({builtin_version(name)});
   if (!rt->types->find(name))
     return error(code::not_found, "agent type " + std::string(name) + " is not on this node");
   json out = json::array();
@@ -68,12 +78,22 @@ result<json> node::type_versions(std::string_view name, bool spec) {
 result<json> node::type_version(std::string_view name, std::string_view version) {
   runtime* rt = live_runtime();
   if (!rt) return error(code::unavailable, "node is shutting down");
+  if (agent::find_builtin_type(name) && (version == "latest" || version.empty()))
+    return builtin_version(name);
+  // "latest", a hash, or a unique prefix of one (at least 6 digits).
+  std::optional<json> found;
   for (const auto& v : rt->types->versions(name))
-    if (version == "latest" ? v.latest : v.hash == version) {
-      json j = version_json(v, true);
-      j["name"] = name;
-      return j;
+    if (version == "latest"
+            ? v.latest
+            : v.hash == version || (version.size() >= 6 && v.hash.starts_with(version))) {
+      if (found)
+        return error(code::invalid_argument, "version " + std::string(version) + " of agent type " +
+                                                 std::string(name) +
+                                                 " is ambiguous: give more of the hash");
+      found = version_json(v, true);
+      (*found)["name"] = name;
     }
+  if (found) return *found;
   return error(code::not_found, "agent type " + std::string(name) + " has no version " +
                                     std::string(version) + " on this node");
 }

@@ -64,7 +64,13 @@ struct runtime {
   // registers new ones (actors/type_catalog.hpp).
   type_catalog* catalog = nullptr;
   // The shortest idle time of any agent type: the supervisor's sweep uses it.
-  uint32_t sweep_idle_ms = 30'000;
+  // Lowered when a version with a shorter idle_ms is registered.
+  std::atomic<uint32_t> sweep_idle_ms{30'000};
+  void lower_sweep_idle(uint32_t ms) {
+    uint32_t cur = sweep_idle_ms.load();
+    while (ms < cur && !sweep_idle_ms.compare_exchange_weak(cur, ms)) {
+    }
+  }
   effect_plugins plugins;
   effect_pool* pool = nullptr;
   task_queue tasks;

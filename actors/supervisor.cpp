@@ -52,9 +52,12 @@ void forget(supervisor_actor* self, runtime* rt, const caf::actor_addr& who) {
 caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
   // A quarter of idle_ms, between 1 ms and 1 s: agents hibernate within
   // idle_ms plus one tick.
-  const auto tick =
-      std::chrono::milliseconds(std::clamp<int64_t>(int64_t{rt->sweep_idle_ms} / 4, 1, 1000));
-  self->delayed_send(self, tick, idle_atom::value);
+  // (Read at each tick: a type registered at run time may lower it.)
+  auto tick = [rt] {
+    return std::chrono::milliseconds(
+        std::clamp<int64_t>(int64_t{rt->sweep_idle_ms.load()} / 4, 1, 1000));
+  };
+  self->delayed_send(self, tick(), idle_atom::value);
   self->set_down_handler([self, rt](caf::down_msg& dm) {
     if (auto ev = self->state.evicting.find(dm.source); ev != self->state.evicting.end()) {
       evict_ptr e = std::move(ev->second);
@@ -105,7 +108,7 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
       },
       [self, rt, tick](idle_atom) {
         const int64_t now = mono_ns();
-        const int64_t idle_ns = int64_t{rt->sweep_idle_ms} * 1'000'000;
+        const int64_t idle_ns = int64_t{rt->sweep_idle_ms.load()} * 1'000'000;
         for (auto& [name, entry] : self->state.live)
           if (now - entry.last_active->load(std::memory_order_relaxed) >= idle_ns)
             self->send(entry.shell, idle_atom::value);
@@ -117,7 +120,7 @@ caf::behavior supervisor(supervisor_actor* self, runtime* rt) {
                                                   " past its lease without reporting: it may "
                                                   "have done the work",
                                               false));
-        self->delayed_send(self, tick, idle_atom::value);
+        self->delayed_send(self, tick(), idle_atom::value);
       },
       [self, rt](evict_atom, evict_ptr& e) {
         auto& s = self->state;

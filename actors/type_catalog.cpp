@@ -30,8 +30,8 @@ bool is_type_version_key(std::string_view key) {
   return key.starts_with(version_prefix);
 }
 
-status type_catalog::store_version(const config::agent_spec& spec, bool version, bool latest) {
-  const int64_t now = wall_ms();
+status type_catalog::store_version(const config::agent_spec& spec, bool version, bool latest,
+                                   int64_t now) {
   persistence::write_set ops;
   if (version)
     ops.push_back(
@@ -99,11 +99,12 @@ status type_catalog::open(const std::vector<std::shared_ptr<const config::agent_
   // The files: each the latest of its name (a restart with an edited file
   // gives new agents the edit; agents already running keep theirs).
   for (const auto& spec : files) {
-    auto a = types_.add(spec, true, wall_ms());
+    const int64_t now = wall_ms();
+    auto a = types_.add(spec, true, now);
     if (!a) return a.error();
     // A store that takes no writes (a full disk: it opened read-only)
     // spawns nothing either; the version is stored at the next start.
-    if (status st = store_version(*spec, a->is_new, true); !st)
+    if (status st = store_version(*spec, a->is_new, true, now); !st)
       notes.push_back("cannot store version " + spec->hash + " of agent type " + spec->name +
                       " yet: " + st.message());
   }
@@ -119,8 +120,9 @@ result<type_catalog::put_result> type_catalog::put(std::shared_ptr<const config:
   if (out.was_latest) return out;
   // Durable first: a version is never used before the store has it.
   const bool known = types_.find(spec->name, spec->hash) != nullptr;
-  KEEL_TRY(store_version(*spec, !known, true));
-  auto a = types_.add(std::move(spec), true, wall_ms());
+  const int64_t now = wall_ms();
+  KEEL_TRY(store_version(*spec, !known, true, now));
+  auto a = types_.add(std::move(spec), true, now);
   if (!a) return a.error();
   out.is_new = a->is_new;
   return out;

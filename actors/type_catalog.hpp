@@ -54,7 +54,7 @@ class type_catalog {
  private:
   // Writes the version (when `version`) and makes it the latest (when
   // `latest`), synced.
-  status store_version(const config::agent_spec& spec, bool version, bool latest);
+  status store_version(const config::agent_spec& spec, bool version, bool latest, int64_t now);
   persistence::store& db_;
   agent::type_registry& types_;
   std::mutex mu_;  // one registration at a time: the stored latest follows the registry's

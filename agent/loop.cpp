@@ -654,8 +654,7 @@ status loop_type::can_take_over(const agent_state& s) const {
   if (tool.empty() && w["prev"].is_object()) tool = w["prev"].value("tool", "");
   if (tool.empty() || spec_->find_tool(tool)) return status::ok();
   return error(code::conflict, "the agent waits (" + phase(s) + ") in a call of tool " + tool +
-                                   ", which version " + version_ +
-                                   " does not have; settle or cancel the turn first");
+                                   ", which version " + version_ + " does not have");
 }
 
 std::vector<uint64_t> loop_type::open_effects(const agent_state& s) const {

@@ -70,11 +70,12 @@ commands:
                                           archive them on the node
   eval SUITE.json [--spec FILE]           run a suite of replays with expectations;
                                           --spec: with an edited agent-type spec
-  types                                   agent types: latest version, how many
+  types [ls]                              agent types: latest version, how many
   types versions TYPE                     every version of TYPE, newest last
   types show TYPE [VERSION]               a version's spec (default: the latest)
   types put FILE.json                     register a spec as TYPE's latest version
-  upgrade NAME [--to VERSION|latest]      run another version of NAME's type from
+  upgrade NAME [--to VERSION|latest] [--by WHO]
+                                          run another version of NAME's type from
                                           its next step (recorded as upgraded)
   tasks                                   worker queues: ready and leased tasks
   tasks poll QUEUE --worker W [--wait MS] lease the oldest ready task of QUEUE

@@ -136,9 +136,10 @@ struct agent_spec {
   budgets_spec budgets;
   std::optional<uint32_t> idle_ms;   // overrides the node's idle_ms
   uint32_t max_steps_per_turn = 16;  // model calls per turn, >= 1
-  // Agents of this type move to this version, when it is the latest,
-  // between turns (recorded as upgraded by "keel"); else an agent keeps the
-  // version it runs until keel upgrade.
+  // Agents of this type move to this version, when it is the latest, as a
+  // message reaches them while idle (recorded as upgraded by "keel"; a
+  // message queued behind a running turn starts its turn on the version
+  // running); else an agent keeps its version until keel upgrade.
   bool follow_latest = false;
   // Overrides the node's dedupe_window_ms for this type's agents (0: keep
   // their processed message ids forever).

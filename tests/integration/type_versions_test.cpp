@@ -811,3 +811,56 @@ TEST_CASE("agents of the release before versions whose spec was edited first mov
   check_replays_identically(n, "ticket/1");
   check_replays_identically(n, "acct/alice");
 }
+
+TEST_CASE(
+    "an agent the latest version cannot take over stays down until its version is registered") {
+  loop_node n;
+  extract_fixture(n);
+  const json original_file = fixture_spec(n);
+  // Edited before the new release ran, and without the refund tool that
+  // ticket/2 waits in.
+  json lookup_only = original_file;
+  json tools = json::array();
+  for (const auto& t : lookup_only["tools"])
+    if (t["name"] == "lookup_order") tools.push_back(t);
+  lookup_only["tools"] = tools;
+  lookup_only.erase("guardrails");
+  write_json(n.dir() / "agents" / "refund-desk.json", lookup_only);
+  n.start();
+  const std::string latest = latest_of(n);
+  const std::string old = n.ledger("ticket/2")[0]["data"]["data"]["ctl"]["spec_hash"];
+  REQUIRE(old != latest);
+
+  // ticket/2 cannot run, and says why; nothing reaches it.
+  auto down = n.call("GET", loop_node::path("ticket/2"));
+  CHECK_MESSAGE(down.status == 409, down.raw);
+  CHECK_MESSAGE(has(error_message(down), "cannot run"), down.raw);
+  CHECK_MESSAGE(has(error_message(down), old), down.raw);
+  CHECK_MESSAGE(has(error_message(down), "in a call of tool refund"), down.raw);
+  auto refused = n.post(loop_node::path("ticket/2") + "/signals/approve", {{"payload", {}}});
+  CHECK_MESSAGE(refused.status == 409, refused.raw);
+  CHECK(n.ledger("ticket/2").size() == 12);
+
+  // ticket/1 is idle: the latest takes it over.
+  CHECK(version_of(n, "ticket/1") == latest);
+  auto up = of_type(n.ledger("ticket/1"), "upgraded");
+  REQUIRE(up.size() == 1);
+  CHECK(up[0]["from"] == old);
+  CHECK(up[0]["by"] == "keel");
+
+  // With its version registered again, ticket/2 runs it and goes on.
+  json original = original_file;
+  original["model"]["script"] = read_json(n.dir() / "scripts" / "refund-desk.json");
+  auto put = put_type(n, "refund-desk", original);
+  REQUIRE_MESSAGE(put.status == 201, put.raw);
+  CHECK(put.body["version"] == old);
+  json v = n.view("ticket/2");
+  CHECK(v["version"] == old);
+  CHECK(v["phase"] == "waiting_approval");
+  approve(n, "ticket/2");
+  CHECK(of_type(n.ledger("ticket/2"), "upgraded").empty());
+  for (const std::string name : {"ticket/1", "ticket/2"}) {
+    check_replays_identically(n, name);
+    audit(n, name);
+  }
+}
