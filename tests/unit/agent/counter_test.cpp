@@ -13,6 +13,7 @@
 #include "agent/counter.hpp"
 #include "agent/registry.hpp"
 #include "persistence/values.hpp"
+#include "support/decisions.hpp"
 
 using keel::code;
 namespace a = keel::agent;
@@ -84,13 +85,7 @@ json to_json(const a::decision& d) {
   return {{"events", events}, {"effects", effects}};
 }
 
-template <class T>
-std::vector<T> effects_of(const a::decision& d) {
-  std::vector<T> out;
-  for (const auto& f : d.effects)
-    if (auto* x = std::get_if<T>(&f)) out.push_back(*x);
-  return out;
-}
+using keel::test::effects_of;
 
 a::reply_effect only_reply(const a::decision& d) {
   auto replies = effects_of<a::reply_effect>(d);

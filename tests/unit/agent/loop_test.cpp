@@ -11,6 +11,7 @@
 
 #include "agent/core.hpp"
 #include "agent/loop.hpp"
+#include "support/decisions.hpp"
 #include "unit/agent/refund_desk.hpp"
 
 namespace a = keel::agent;
@@ -70,13 +71,7 @@ struct driver {
   }
 };
 
-template <class T>
-std::vector<T> effects_of(const a::decision& d) {
-  std::vector<T> out;
-  for (const auto& fx : d.effects)
-    if (auto* x = std::get_if<T>(&fx)) out.push_back(*x);
-  return out;
-}
+using keel::test::effects_of;
 
 std::vector<std::string> kinds(const a::decision& d) {
   std::vector<std::string> out;

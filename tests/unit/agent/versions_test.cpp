@@ -19,6 +19,7 @@
 #include "agent/registry.hpp"
 #include "agent/replay.hpp"
 #include "config/agent_spec.hpp"
+#include "support/decisions.hpp"
 
 namespace a = keel::agent;
 namespace c = keel::config;
@@ -142,13 +143,7 @@ struct recorder {
   }
 };
 
-template <class T>
-std::vector<T> effects_of(const a::decision& d) {
-  std::vector<T> out;
-  for (const auto& fx : d.effects)
-    if (auto* x = std::get_if<T>(&fx)) out.push_back(*x);
-  return out;
-}
+using keel::test::effects_of;
 uint64_t model_of(const a::decision& d) {
   auto m = effects_of<a::model_call_effect>(d);
   REQUIRE(m.size() == 1);
