@@ -643,15 +643,16 @@ void loop_type::apply(agent_state& s, const event& e) const {
 
 status loop_type::can_take_over(const agent_state& s) const {
   const json& turn = member(member(s.data, "ctl"), "turn");
-  if (!turn.is_object() || !turn["wait"].is_object()) return status::ok();
-  const json& w = turn["wait"];
+  const json& w = member(turn, "wait");
+  if (!w.is_object()) return status::ok();
   // The tool of the call it waits in: named by the wait, by the call it
   // points at, or by the call in doubt.
   std::string tool = w.value("tool", "");
-  if (tool.empty() && w.contains("call") && turn["calls"].is_array() &&
-      u64(w, "call") < turn["calls"].size())
-    tool = turn["calls"][u64(w, "call")].value("name", "");
-  if (tool.empty() && w["prev"].is_object()) tool = w["prev"].value("tool", "");
+  const json& calls = member(turn, "calls");
+  if (tool.empty() && w.contains("call") && calls.is_array() && u64(w, "call") < calls.size())
+    tool = calls[u64(w, "call")].value("name", "");
+  const json& prev = member(w, "prev");
+  if (tool.empty() && prev.is_object()) tool = prev.value("tool", "");
   if (tool.empty() || spec_->find_tool(tool)) return status::ok();
   return error(code::conflict, "the agent waits (" + phase(s) + ") in a call of tool " + tool +
                                    ", which version " + version_ + " does not have");
