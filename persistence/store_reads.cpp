@@ -13,6 +13,7 @@
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
 #include "persistence/keys.hpp"
+#include "persistence/record.hpp"
 #include "persistence/store_engine.hpp"
 
 namespace keel::persistence {
@@ -329,9 +330,16 @@ result<std::optional<dedupe_entry>> store::find_message(uint64_t agent_id,
                        dedupe_key(agent_id, message_id), &v);
   if (s.IsNotFound()) return std::optional<dedupe_entry>();
   if (!s.ok()) return impl_->read_error(s, "reading a message id of " + std::string(who));
-  auto e = decode_dedupe_entry(
-      v, "dedupe of " + std::string(who) + " message " + std::string(message_id));
+  const std::string what = "dedupe of " + std::string(who) + " message " + std::string(message_id);
+  auto e = decode_dedupe_entry(v, what);
   if (!e) return e.error();
+  // Written before entries carried their expiry: the default window from
+  // when it was written, as the trimming reads it.
+  if (e->processed && e->expires_ms == 0 && impl_->opts.dedupe_default_window_ms > 0) {
+    auto rec = decode_record(v, what);
+    if (!rec) return rec.error();
+    e->expires_ms = rec->time_ms + impl_->opts.dedupe_default_window_ms;
+  }
   return std::optional<dedupe_entry>(std::move(*e));
 }
 

@@ -55,6 +55,16 @@ TEST_CASE("expired message ids are trimmed as the dedupe family compacts, and on
               .is_ok());
   for (const char* id : {"expired", "live", "unprocessed", "old-format-stale", "older-version"})
     CHECK_MESSAGE(has(s, id), id);
+  // An entry written before expiry existed answers with the default window
+  // counted from when it was written.
+  auto stale = s.find_message(7, "old-format-stale", "agent 7");
+  REQUIRE(stale.is_ok());
+  REQUIRE(stale->has_value());
+  CHECK((*stale)->expires_ms > 0);
+  CHECK_FALSE((*stale)->live(now));
+  auto fresh = s.find_message(7, "old-format-fresh", "agent 7");
+  REQUIRE(fresh.is_ok());
+  CHECK((*fresh)->live(now));
 
   REQUIRE(s.compact(p::family::dedupe).is_ok());
   CHECK_FALSE(has(s, "expired"));
