@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/keel_cli.hpp"
+#include "base/token_file.hpp"
 
 namespace keel::cli_app {
 
@@ -98,6 +99,7 @@ approvals, doubts and human answers are signals, e.g.
 global flags:
   --server URL     node to talk to (default $KEEL_SERVER or http://127.0.0.1:7070)
   --token TOKEN    bearer token (default $KEEL_TOKEN)
+  --token-file F   read the bearer token from F (default $KEEL_TOKEN_FILE)
   --json           print the server's JSON instead of tables
 )";
 
@@ -112,6 +114,15 @@ invocation parse_command_line(int argc, char** argv) {
   else
     inv.server = "http://127.0.0.1:7070";
   if (const char* t = std::getenv("KEEL_TOKEN"); t && *t) inv.token = t;
+  auto token_from = [&inv](const std::string& path) {
+    std::string warning;
+    auto t = read_token_file(path, &warning);
+    if (!t) usage_fail(t.error().message());
+    if (!warning.empty()) std::fprintf(stderr, "keel: warning: %s\n", warning.c_str());
+    inv.token = std::move(*t);
+  };
+  if (const char* f = std::getenv("KEEL_TOKEN_FILE"); f && *f && !std::getenv("KEEL_TOKEN"))
+    token_from(f);
 
   std::vector<std::string> a(argv + 1, argv + argc);
   bool flags_done = false;
@@ -159,6 +170,8 @@ invocation parse_command_line(int argc, char** argv) {
       inv.server = value;
     else if (name == "token")
       inv.token = value;
+    else if (name == "token-file")
+      token_from(value);
     else {
       inv.opts[name] = value;
       inv.all_opts.emplace_back(name, value);

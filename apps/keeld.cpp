@@ -25,6 +25,7 @@
 #include "actors/exec_sandbox.hpp"
 #include "actors/node.hpp"
 #include "actors/salvage.hpp"
+#include "base/token_file.hpp"
 #include "config/agent_spec.hpp"
 #include "config/cluster_config.hpp"
 #include "config/node_config.hpp"
@@ -47,6 +48,9 @@ Runs one Keel node: the durable agent runtime and its HTTP API.
                      picks a free port)
   --config FILE      JSON config file (keys as in config/node_config.hpp,
                      "http": "HOST:PORT"); flags override it
+  --token-file FILE  read the bearer token from FILE's first line (default
+                     $KEEL_TOKEN_FILE); unlike --token, keeps it out of the
+                     process list
   --token TOKEN      bearer token for the HTTP API (default $KEEL_TOKEN);
                      required unless the address is loopback
   --idle-ms N        idle time before a live agent hibernates (default 30000)
@@ -72,7 +76,7 @@ struct flags {
   bool help = false;
   bool join = false;
   bool salvage = false;
-  std::optional<std::string> data, http, config, token, idle_ms, cluster, node_id;
+  std::optional<std::string> data, http, config, token, token_file, idle_ms, cluster, node_id;
   std::vector<std::string> agents;
 };
 
@@ -121,6 +125,8 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
       slot = &f.config;
     else if (name == "--token")
       slot = &f.token;
+    else if (name == "--token-file")
+      slot = &f.token_file;
     else if (name == "--idle-ms")
       slot = &f.idle_ms;
     else if (name == "--cluster")
@@ -140,7 +146,17 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
   return f;
 }
 
-// The config file first, then $KEEL_TOKEN, then the flags.
+// A token file, with a warning when others may read it.
+result<std::string> read_token_file(const std::string& path) {
+  std::string warning;
+  auto t = keel::read_token_file(path, &warning);
+  if (t && !warning.empty()) std::fprintf(stderr, "keeld: warning: %s\n", warning.c_str());
+  return t;
+}
+
+// The config file first, then $KEEL_TOKEN (or $KEEL_TOKEN_FILE), then the
+// flags. A token given on the command line is readable by any local user
+// (in /proc): --token-file keeps it off it.
 result<config::node_config> build_config(const flags& f) {
   config::node_config cfg;
   if (f.config) {
@@ -149,8 +165,20 @@ result<config::node_config> build_config(const flags& f) {
     cfg = std::move(*loaded);
   }
   if (const char* env = std::getenv("KEEL_TOKEN"); env && *env) cfg.token = env;
+  if (const char* env = std::getenv("KEEL_TOKEN_FILE"); env && *env && !f.token) {
+    auto t = read_token_file(env);
+    if (!t) return t.error();
+    cfg.token = std::move(*t);
+  }
   if (f.data) cfg.data_dir = *f.data;
+  if (f.token && f.token_file)
+    return error(code::invalid_argument, "give --token or --token-file, not both");
   if (f.token) cfg.token = *f.token;
+  if (f.token_file) {
+    auto t = read_token_file(*f.token_file);
+    if (!t) return t.error();
+    cfg.token = std::move(*t);
+  }
   if (f.http) KEEL_TRY(config::set_http_address(cfg, *f.http));
   if (f.idle_ms) {
     char* end = nullptr;

@@ -7,6 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -306,4 +309,48 @@ TEST_CASE("keel reads the server from KEEL_SERVER and the token from KEEL_TOKEN"
   auto health = run_keel({"health"}, {{"KEEL_SERVER", n.server()}});  // open without a token
   CHECK(health.exit_code == 0);
   CHECK(health.out.rfind("ok", 0) == 0);
+}
+
+TEST_CASE("a token read from a file serves like --token, and stays out of the process list") {
+  test::temp_dir secrets("keel-token");
+  const std::string file = secrets.str() + "/token";
+  {
+    std::ofstream out(file);
+    out << "  s3cret-from-file \n";
+  }
+  std::filesystem::permissions(
+      file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  cli_node n({"--token-file", file});
+  n.token = "s3cret-from-file";  // for the replay check
+  // Nothing in keeld's command line gives the token away.
+  std::ifstream cmdline("/proc/" + std::to_string(n.keeld.pid()) + "/cmdline");
+  std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+  CHECK_FALSE(has(args, "s3cret"));
+  CHECK_FALSE(has(n.keeld.output(), "readable by others"));
+
+  auto refused = run_keel({"spawn", "counter", "a"}, {{"KEEL_SERVER", n.server()}});
+  CHECK(refused.exit_code == 1);
+  CHECK(has(refused.err, "401"));
+  auto flag =
+      run_keel({"--token-file", file, "spawn", "counter", "a"}, {{"KEEL_SERVER", n.server()}});
+  CHECK_MESSAGE(flag.exit_code == 0, flag.err);
+  auto env = run_keel({"show", "a"}, {{"KEEL_SERVER", n.server()}, {"KEEL_TOKEN_FILE", file}});
+  CHECK_MESSAGE(env.exit_code == 0, env.err);
+  CHECK(has(env.out, "name        a\n"));
+  auto missing =
+      run_keel({"--token-file", file + ".nope", "show", "a"}, {{"KEEL_SERVER", n.server()}});
+  CHECK(missing.exit_code == 2);
+  CHECK(has(missing.err, "cannot read the token file"));
+
+  // keeld refuses an empty file, or a token given twice, before it starts.
+  const std::string empty = secrets.str() + "/empty";
+  std::ofstream(empty).flush();
+  test::temp_dir data("keel-token-data");
+  test::keeld_process bad(KEEL_KEELD_PATH, data.str(), {"--token-file", empty});
+  CHECK_FALSE(bad.start());
+  CHECK(bad.exit_code() == 2);
+  CHECK(has(bad.output(), "is empty"));
+  test::keeld_process twice(KEEL_KEELD_PATH, data.str(), {"--token-file", file, "--token", "x"});
+  CHECK_FALSE(twice.start());
+  CHECK(has(twice.output(), "not both"));
 }
