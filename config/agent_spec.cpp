@@ -326,33 +326,36 @@ status parse_limits(const fields& f, exec_limits& l) {
   return status::ok();
 }
 
+// An array of integers from `lo` to `hi` at `key` (when present), into
+// `out`; `what` names one in errors, `why` says why the range.
+template <class T>
+status int_list(const fields& f, const char* key, int64_t lo, int64_t hi, const std::string& what,
+                const std::string& why, std::vector<T>& out) {
+  const json* list = f.find(key);
+  if (!list) return status::ok();
+  if (!list->is_array()) return f.fail_key(key, "must be an array of " + what + "s");
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    const json& v = (*list)[i];
+    if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+      return f.fail(pointer_child(f.at(key), i), "must be a " + what + " from " +
+                                                     std::to_string(lo) + " to " +
+                                                     std::to_string(hi) + " (" + why + ")");
+    out.push_back(v.get<T>());
+  }
+  return status::ok();
+}
+
 // "not_applied": {"http_statuses": [400, 409], "exit_codes": [64]}.
 status parse_not_applied(const fields& f, tool_kind kind, tool_spec::not_applied_spec& n) {
   KEEL_TRY(f.expect_object());
   KEEL_TRY(f.only({"http_statuses", "exit_codes"}));
-  if (const json* s = f.find("http_statuses")) {
-    if (kind != tool_kind::http) return f.fail_key("http_statuses", "only applies to kind http");
-    if (!s->is_array()) return f.fail_key("http_statuses", "must be an array of status codes");
-    for (std::size_t i = 0; i < s->size(); ++i) {
-      const json& v = (*s)[i];
-      if (!v.is_number_integer() || v.get<int64_t>() < 400 || v.get<int64_t>() > 599)
-        return f.fail(pointer_child(f.at("http_statuses"), i),
-                      "must be a status code from 400 to 599 (a 2xx is a success)");
-      n.http_statuses.push_back(v.get<unsigned>());
-    }
-  }
-  if (const json* c = f.find("exit_codes")) {
-    if (kind != tool_kind::exec) return f.fail_key("exit_codes", "only applies to kind exec");
-    if (!c->is_array()) return f.fail_key("exit_codes", "must be an array of exit codes");
-    for (std::size_t i = 0; i < c->size(); ++i) {
-      const json& v = (*c)[i];
-      if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 255)
-        return f.fail(pointer_child(f.at("exit_codes"), i),
-                      "must be an exit code from 1 to 255 (0 is a success)");
-      n.exit_codes.push_back(v.get<int>());
-    }
-  }
-  return status::ok();
+  if (f.find("http_statuses") && kind != tool_kind::http)
+    return f.fail_key("http_statuses", "only applies to kind http");
+  if (f.find("exit_codes") && kind != tool_kind::exec)
+    return f.fail_key("exit_codes", "only applies to kind exec");
+  KEEL_TRY(
+      int_list(f, "http_statuses", 400, 599, "status code", "a 2xx is a success", n.http_statuses));
+  return int_list(f, "exit_codes", 1, 255, "exit code", "0 is a success", n.exit_codes);
 }
 
 // check_schema reports "<pointer in the schema>: <what>" with the root as
