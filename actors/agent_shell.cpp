@@ -338,6 +338,7 @@ void fail_held_calls(shell_state& s, int64_t now, batch& b) {
 // A message is about to start a turn of an idle agent whose type's latest
 // version asks to be followed: the agent moves to it first.
 void follow_latest(shell_state& s, int64_t now, batch& b) {
+  if (!s.rt->types->any_follows()) return;
   const auto* latest = dynamic_cast<const agent::loop_type*>(s.rt->types->find(s.meta.type));
   if (!latest || !latest->spec().follow_latest || latest == s.type) return;
   if (s.st.status != "active" || s.type->phase(s.st) != "idle" || !latest->can_take_over(s.st))

@@ -20,6 +20,7 @@ result<type_registry::added> type_registry::add(std::shared_ptr<const config::ag
   auto it = v.by_hash.find(spec->hash);
   if (it == v.by_hash.end()) {
     const std::string hash = spec->hash;
+    if (spec->follow_latest) any_follows_.store(true, std::memory_order_release);
     it = v.by_hash.emplace(hash, std::make_unique<loop_type>(std::move(spec))).first;
     v.by_order[++added_] = hash;
     v.added_ms[hash] = added_ms;

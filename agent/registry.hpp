@@ -7,6 +7,7 @@
 // the registry's life: lookups take a shared lock, and the agent_type
 // pointers they return may be kept without one.
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -46,6 +47,9 @@ class type_registry {
   // unknown.
   const agent_type* find(std::string_view name, std::string_view version) const;
   std::vector<std::string> names() const;
+  // Whether any version added asks agents to follow it (follow_latest):
+  // a lock-free check, so agents pay no lookup per message when none does.
+  bool any_follows() const { return any_follows_.load(std::memory_order_acquire); }
 
   struct version_info {
     std::string hash;
@@ -68,6 +72,7 @@ class type_registry {
   mutable std::shared_mutex mu_;
   std::map<std::string, versions_of_name, std::less<>> types_;
   uint64_t added_ = 0;
+  std::atomic<bool> any_follows_{false};
 };
 
 // A spec standing in for every version of its type: each recorded version
