@@ -1,6 +1,7 @@
 #include "actors/type_catalog.hpp"
 
 #include <algorithm>
+#include <map>
 
 #include "base/clock.hpp"
 #include "persistence/values.hpp"
@@ -18,6 +19,28 @@ constexpr std::string_view latest_prefix = "type_latest/";
 
 std::string latest_key(std::string_view name) {
   return std::string(latest_prefix) + std::string(name);
+}
+
+struct stored_version {
+  std::shared_ptr<const config::agent_spec> spec;
+  int64_t added_ms = 0;
+};
+
+// The version stored under `key` (type/<name>/<hash>). Errors: corruption
+// (the record does not decode), invalid_argument (it no longer parses on
+// this build, or parses to another version than its key names).
+result<stored_version> parse_stored(std::string_view key, std::string_view value) {
+  const std::string what =
+      "stored agent-type version " + std::string(key.substr(version_prefix.size()));
+  auto j = persistence::decode_object(value_type::type_version, value, what);
+  if (!j) return j.error();
+  auto spec = config::parse_agent_spec(j->value("spec", json()), j->value("source", what), "");
+  if (!spec)
+    return error(code::invalid_argument, what + " no longer loads: " + spec.error().message());
+  if ((*spec)->hash != key.substr(key.rfind('/') + 1))
+    return error(code::invalid_argument,
+                 what + " parses to another version (" + (*spec)->hash + ") on this build");
+  return stored_version{std::move(*spec), j->value("added_ms", int64_t{0})};
 }
 
 }  // namespace
@@ -49,51 +72,44 @@ status type_catalog::store_version(const config::agent_spec& spec, bool version,
 status type_catalog::open(const std::vector<std::shared_ptr<const config::agent_spec>>& files,
                           std::vector<std::string>& notes) {
   std::lock_guard lk(mu_);
-  struct stored {
-    std::shared_ptr<const config::agent_spec> spec;
-    int64_t added_ms = 0;
-  };
-  std::vector<stored> versions;
+  std::vector<stored_version> versions;
   std::string from(version_prefix);
   for (;;) {
     auto page = db_.scan(family::meta, version_prefix, from, 256);
     if (!page) return page.error();
     for (const auto& [key, value] : *page) {
-      const std::string what = "stored agent-type version " + key.substr(version_prefix.size());
-      auto j = persistence::decode_object(value_type::type_version, value, what);
-      if (!j) return j.error();
-      auto spec = config::parse_agent_spec(j->value("spec", json()), j->value("source", what), "");
-      if (!spec) {
-        notes.push_back(what +
-                        " no longer loads, and agents running it move to their type's "
-                        "latest version: " +
-                        spec.error().message());
-        continue;
+      auto v = parse_stored(key, value);
+      if (v) {
+        versions.push_back(std::move(*v));
+      } else if (v.error().error_code() == code::corruption) {
+        return v.error();
+      } else {
+        notes.push_back(v.error().message() +
+                        "; agents running it move to their type's latest version");
       }
-      if ((*spec)->hash != key.substr(key.rfind('/') + 1)) {
-        notes.push_back(what + " parses to another version (" + (*spec)->hash +
-                        ") on this build; it is kept under its stored hash only in the store");
-        continue;
-      }
-      versions.push_back({std::move(*spec), j->value("added_ms", int64_t{0})});
     }
     if (page->size() < 256) break;
     from = page->back().first + '\0';
   }
-  std::sort(versions.begin(), versions.end(), [](const stored& a, const stored& b) {
+  std::sort(versions.begin(), versions.end(), [](const stored_version& a, const stored_version& b) {
     return a.added_ms != b.added_ms ? a.added_ms < b.added_ms : a.spec->hash < b.spec->hash;
   });
+  std::map<std::string, std::string, std::less<>> latest_of;  // read once per name
   for (auto& v : versions) {
     const std::string name = v.spec->name;
-    auto latest = db_.get(family::meta, latest_key(name));
-    if (!latest) return latest.error();
-    std::string latest_hash;
-    if (*latest) {
-      auto j = persistence::decode_object(value_type::type_latest, **latest, "latest of " + name);
-      if (!j) return j.error();
-      latest_hash = j->value("hash", "");
+    auto it = latest_of.find(name);
+    if (it == latest_of.end()) {
+      auto latest = db_.get(family::meta, latest_key(name));
+      if (!latest) return latest.error();
+      std::string hash;
+      if (*latest) {
+        auto j = persistence::decode_object(value_type::type_latest, **latest, "latest of " + name);
+        if (!j) return j.error();
+        hash = j->value("hash", "");
+      }
+      it = latest_of.emplace(name, std::move(hash)).first;
     }
-    const bool is_latest = v.spec->hash == latest_hash;
+    const bool is_latest = v.spec->hash == it->second;
     if (auto a = types_.add(std::move(v.spec), is_latest, v.added_ms); !a) return a.error();
   }
   // The files: each the latest of its name (a restart with an edited file
@@ -129,18 +145,14 @@ result<type_catalog::put_result> type_catalog::put(std::shared_ptr<const config:
 }
 
 const agent::agent_type* type_catalog::find(std::string_view name, std::string_view version) {
-  using json = nlohmann::json;
   if (const agent::agent_type* t = types_.find(name, version)) return t;
   if (version.empty()) return nullptr;
-  auto v = db_.get(family::meta, type_version_key(name, version));
-  if (!v || !*v) return nullptr;
-  auto j = persistence::decode_object(value_type::type_version, **v, "stored agent-type version");
-  if (!j) return nullptr;
-  auto spec = config::parse_agent_spec(
-      j->value("spec", json()),
-      "stored version " + std::string(version) + " of " + std::string(name), "");
-  if (!spec || (*spec)->hash != version || (*spec)->name != name) return nullptr;
-  auto a = types_.add(std::move(*spec), false, j->value("added_ms", int64_t{0}));
+  const std::string key = type_version_key(name, version);
+  auto raw = db_.get(family::meta, key);
+  if (!raw || !*raw) return nullptr;
+  auto v = parse_stored(key, **raw);
+  if (!v || v->spec->name != name) return nullptr;
+  auto a = types_.add(std::move(v->spec), false, v->added_ms);
   return a ? a->type : nullptr;
 }
 
