@@ -585,26 +585,15 @@ void handle_upgrade(shell_state& s, const request_ptr& r, int64_t now, batch& b)
     return;
   }
   const std::string& type = s.meta.type;
-  std::string to;
-  if (r->id.empty()) {
-    const agent::agent_type* latest = s.rt->types->find(type);
-    to = latest ? std::string(latest->version()) : "";
-  } else {
-    for (const auto& v : s.rt->types->versions(type))
-      if (v.hash.starts_with(r->id)) {
-        if (!to.empty()) {
-          fail(*r, error(code::invalid_argument, "version " + r->id + " of agent type " + type +
-                                                     " is ambiguous: give more of the hash"));
-          return;
-        }
-        to = v.hash;
-      }
+  auto resolved = s.rt->types->resolve(type, r->id);
+  if (!resolved) {
+    fail(*r, resolved.error());
+    return;
   }
-  const agent::agent_type* t = to.empty() ? nullptr : s.rt->catalog->find(type, to);
+  const std::string& to = *resolved;
+  const agent::agent_type* t = s.rt->catalog->find(type, to);
   if (!t) {
-    fail(*r, error(code::not_found, "agent type " + type + " has no version " +
-                                        (r->id.empty() ? "(it is a built-in type)" : r->id) +
-                                        " (GET /v1/types/" + type + "/versions lists them)"));
+    fail(*r, error(code::not_found, "version " + to + " of agent type " + type + " does not load"));
     return;
   }
   if (status ok = t->can_take_over(s.st); !ok) {

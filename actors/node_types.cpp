@@ -81,21 +81,18 @@ result<json> node::type_version(std::string_view name, std::string_view version)
   if (agent::find_builtin_type(name) && (version == "latest" || version.empty()))
     return builtin_version(name);
   // "latest", a hash, or a unique prefix of one (at least 6 digits).
-  std::optional<json> found;
+  if (version.empty() || (version != "latest" && version.size() < 6))
+    return error(code::not_found, "agent type " + std::string(name) + " has no version " +
+                                      std::string(version) + " on this node");
+  auto hash = rt->types->resolve(name, version);
+  if (!hash) return hash.error();
   for (const auto& v : rt->types->versions(name))
-    if (version == "latest"
-            ? v.latest
-            : v.hash == version || (version.size() >= 6 && v.hash.starts_with(version))) {
-      if (found)
-        return error(code::invalid_argument, "version " + std::string(version) + " of agent type " +
-                                                 std::string(name) +
-                                                 " is ambiguous: give more of the hash");
-      found = version_json(v, true);
-      (*found)["name"] = name;
+    if (v.hash == *hash) {
+      json j = version_json(v, true);
+      j["name"] = name;
+      return j;
     }
-  if (found) return *found;
-  return error(code::not_found, "agent type " + std::string(name) + " has no version " +
-                                    std::string(version) + " on this node");
+  return error(code::not_found, "agent type " + std::string(name) + " has no version " + *hash);
 }
 
 }  // namespace keel::actors

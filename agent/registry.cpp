@@ -56,6 +56,24 @@ std::vector<std::string> type_registry::names() const {
   return out;
 }
 
+result<std::string> type_registry::resolve(std::string_view name, std::string_view version) const {
+  std::string found;
+  for (const auto& v : versions(name))
+    if (version.empty() || version == "latest" ? v.latest : v.hash.starts_with(version)) {
+      if (!found.empty())
+        return error(code::invalid_argument, "version " + std::string(version) + " of agent type " +
+                                                 std::string(name) +
+                                                 " is ambiguous: give more of the hash");
+      found = v.hash;
+    }
+  if (found.empty())
+    return error(code::not_found,
+                 "agent type " + std::string(name) + " has no version " +
+                     (version.empty() ? std::string("latest") : std::string(version)) +
+                     " on this node (GET /v1/types/" + std::string(name) + "/versions lists them)");
+  return found;
+}
+
 std::vector<type_registry::version_info> type_registry::versions(std::string_view name) const {
   std::vector<version_info> out;
   std::shared_lock lk(mu_);

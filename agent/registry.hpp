@@ -58,6 +58,11 @@ class type_registry {
     uint64_t order = 0;  // the order versions were added in (1, 2, ...)
     int64_t added_ms = 0;
   };
+  // The hash `version` names among the versions of `name`: "" or "latest"
+  // the latest, else a hash or a unique prefix of one (callers check the
+  // prefix's length). Errors: not_found, invalid_argument (ambiguous).
+  result<std::string> resolve(std::string_view name, std::string_view version) const;
+
   // Every version of `name`, in the order added; empty for a built-in or
   // unknown type.
   std::vector<version_info> versions(std::string_view name) const;
