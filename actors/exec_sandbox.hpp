@@ -5,11 +5,18 @@
 // a new network namespace. Where the kernel allows a PID namespace (root,
 // or unprivileged user namespaces), the tool runs as PID 2 of its own PID
 // and mount namespaces: it cannot see or signal the node or any process
-// outside (a private /proc), the node's data directory is covered, and
-// when the tool ends or times out every process it started ends with it,
-// those that called setsid() included. Elsewhere the tool gets its own
-// process group, which a timeout kills. The arguments go to stdin as JSON;
-// the tool answers with one JSON document on stdout.
+// outside (a private /proc), and when the tool ends or times out every
+// process it started ends with it, those that called setsid() included.
+// Its file system is a view built for the call: the system's directories
+// (/usr, /etc, ...) read-only, a private /tmp that is its work directory
+// and vanishes with the call, a minimal /dev, and only the host paths the
+// tool's spec grants; the node's data directory, config and keys are never
+// in it. The tool runs with no new privileges, under a seccomp filter that
+// refuses what a tool never needs (ptrace, mount, modules, keyrings, bpf,
+// new namespaces...), and, when the node runs as root, as an unprivileged
+// uid of its own (tool_uid). Elsewhere the tool gets its own process
+// group, which a timeout kills. The arguments go to stdin as JSON; the
+// tool answers with one JSON document on stdout.
 //
 // Blocking: call from an effect thread, never a scheduler thread.
 // Thread-safe: concurrent calls are independent.
@@ -34,15 +41,29 @@ struct sandbox_capabilities {
   bool pid_namespace = false;
   // ... with a /proc that shows only its namespace.
   bool private_proc = false;
+  // ... and a file system view of its own (read-only system, private /tmp).
+  bool system_view = false;
+  // A seccomp filter and no_new_privs (needs a kernel with seccomp).
+  bool seccomp = false;
+  // The node runs as root: tools run as an unprivileged uid instead.
+  bool separate_uid = false;
   std::string detail;  // why a protection is missing, for the log
 };
 const sandbox_capabilities& probe_sandbox();
 
 struct sandbox_options {
-  // Absolute paths the tool must not see: each is covered with an empty,
-  // read-only directory (the node's data directory). Needs the PID
-  // namespace path; ignored without it.
+  // Absolute paths the tool must not see even where the view would show
+  // them (the node's data directory, its config, token and key files): a
+  // directory is covered with an empty, read-only one, a file with an empty
+  // one. Needs the PID namespace path; ignored without it.
   std::vector<std::string> hidden;
+  // Host paths the tool's spec grants, shown at the same path in the view:
+  // read-only, or writable. Each must exist (a missing one fails the call).
+  std::vector<std::string> read_paths;
+  std::vector<std::string> write_paths;
+  // The uid and gid tools run as when the node runs as root.
+  uint32_t tool_uid = 65534;
+  uint32_t tool_gid = 65534;
 };
 
 struct exec_outcome {

@@ -5,6 +5,8 @@
 #include "actors/exec_sandbox_child.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -16,6 +18,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace keel::actors::sandbox_detail {
 
@@ -131,6 +136,23 @@ pid_t raw_fork(int flags) {
     // Staying in the node's directory is acceptable; the tool still runs.
   }
 
+  // A node running as root hands its tools an unprivileged identity: no
+  // capabilities, root's files out of reach, and max_processes applies
+  // (the kernel exempts root from RLIMIT_NPROC).
+  if (p.uid >= 0) {
+    const auto gid = static_cast<gid_t>(p.gid);
+    const auto uid = static_cast<uid_t>(p.uid);
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0)
+      child_fail(report, child_step::identity, errno, exit_setup_failed);
+  }
+  // Nothing the tool runs gains privileges (setuid binaries, file
+  // capabilities); the filter needs it too.
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    child_fail(report, child_step::seccomp, errno, exit_setup_failed);
+  if (p.filter && ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, p.filter) != 0)
+    child_fail(report, child_step::seccomp, errno, exit_setup_failed);
+
   // Like execvp: keep trying on "not here", remember a more telling error.
   int exec_err = ENOENT;
   for (const auto& path : p.candidates) {
@@ -151,19 +173,33 @@ pid_t raw_fork(int flags) {
   // before this line; a node killed in that instant leaves the call to run
   // out on its own.)
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // The init is a copy of the node: its /proc/1/cmdline and environ would
+  // show the node's (a --token among them). Blank both, and let nothing
+  // attach to it or read its memory.
+  for (int i = 0; i < 2; ++i)
+    if (p.wipe_from[i] && p.wipe_to[i] > p.wipe_from[i])
+      std::memset(p.wipe_from[i], 0, static_cast<std::size_t>(p.wipe_to[i] - p.wipe_from[i]));
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   int keep[] = {p.stdin_fd, p.stdout_fd, p.stderr_fd, report};
   close_all_but(keep, 4, p.max_fd);
   if (p.clone_flags & CLONE_NEWNS) {
     // Nothing mounted here may reach the node's view.
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
       child_fail(report, child_step::mount, errno, exit_setup_failed);
+    if (p.view.enabled) {
+      if (int err = enter_view(p.view); err != 0)
+        child_fail(report, child_step::view, err, exit_setup_failed);
+    }
     if (p.private_proc &&
         ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
       child_fail(report, child_step::mount, errno, exit_setup_failed);
-    for (const auto& path : p.hidden)
+    for (const auto& path : p.hidden_dirs)
       if (::mount("tmpfs", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
                   "size=4k,mode=000") != 0 &&
           errno != ENOENT)
+        child_fail(report, child_step::mount, errno, exit_setup_failed);
+    for (const auto& path : p.hidden_files)
+      if (::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr) != 0 && errno != ENOENT)
         child_fail(report, child_step::mount, errno, exit_setup_failed);
   }
   const pid_t tool = raw_fork(0);
@@ -207,13 +243,16 @@ int wait_for(pid_t pid) {
 }
 
 // Whether a child made with `flags` (and, with mount_proc, mounting a
-// fresh /proc in it) works here. 0 on success, else the errno.
-int try_namespaces(int flags, bool mount_proc) {
+// fresh /proc in it; with a view, entering that first) works here. 0 on
+// success, else the errno.
+int try_namespaces(int flags, bool mount_proc, const view_plan* view = nullptr) {
   pid_t pid = raw_fork(flags);
   if (pid < 0) return errno;
   if (pid == 0) {
     if (mount_proc) {
       if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(errno & 0xff);
+      if (view)
+        if (int err = enter_view(*view); err != 0) ::_exit(err & 0xff);
       if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
         ::_exit(errno & 0xff);
     }
@@ -240,6 +279,12 @@ const char* step_name(int step) {
       return "mounting the sandbox's /proc or covering a hidden path";
     case child_step::spawn:
       return "starting the tool inside the namespace";
+    case child_step::view:
+      return "building the tool's file system view";
+    case child_step::identity:
+      return "switching to the tool's uid";
+    case child_step::seccomp:
+      return "no_new_privs or the seccomp filter";
     case child_step::tool_ended:
       return "tool ended";
   }
@@ -270,15 +315,57 @@ struct probe_result {
   sandbox_capabilities caps;
   bool user_namespace = false;  // a new user namespace works
   int namespace_flags = 0;      // the init's clone flags, without the network one
+  const sock_fprog* filter = nullptr;
+  // The node's argv and environment strings (from /proc/self/stat).
+  char* wipe_from[2] = {nullptr, nullptr};
+  char* wipe_to[2] = {nullptr, nullptr};
 };
+
+// Whether a child can set no_new_privs and load the filter.
+int try_filter(const sock_fprog* filter) {
+  pid_t pid = raw_fork(0);
+  if (pid < 0) return errno;
+  if (pid == 0) {
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(errno & 0xff);
+    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, filter) != 0) ::_exit(errno & 0xff);
+    ::_exit(0);
+  }
+  int status = wait_for(pid);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : ECANCELED;
+}
+
+// Fields 48-51 of /proc/self/stat: where the kernel reads cmdline and
+// environ from.
+void find_args(probe_result& probed) {
+  std::ifstream in("/proc/self/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = text.rfind(')');
+  if (close == std::string::npos) return;
+  std::istringstream fields(text.substr(close + 2));
+  std::vector<std::string> f;
+  for (std::string x; fields >> x;) f.push_back(x);
+  // f[0] is field 3 (state); field n is f[n - 3].
+  if (f.size() < 49) return;
+  auto addr = [&](int field) {
+    return reinterpret_cast<char*>(static_cast<uintptr_t>(std::stoull(f[field - 3])));
+  };
+  probed.wipe_from[0] = addr(48);
+  probed.wipe_to[0] = addr(49);
+  probed.wipe_from[1] = addr(50);
+  probed.wipe_to[1] = addr(51);
+}
 
 probe_result run_probe() {
   probe_result probed;
   sandbox_capabilities& caps = probed.caps;
   caps.rlimits = true;  // lowering one's own limits needs no privilege
+  const bool root = ::geteuid() == 0;
+  caps.separate_uid = root;
   std::vector<std::string> missing;
   probed.user_namespace = try_namespaces(CLONE_NEWUSER, false) == 0;
-  const int user = probed.user_namespace ? CLONE_NEWUSER : 0;
+  // Root makes namespaces without a user namespace, and must: a uid
+  // switch inside an unmapped user namespace is impossible.
+  const int user = probed.user_namespace && !root ? CLONE_NEWUSER : 0;
   if (int err = try_namespaces(user | CLONE_NEWNET, false); err == 0) {
     caps.network_namespace = true;
   } else {
@@ -297,19 +384,37 @@ probe_result run_probe() {
     else
       missing.push_back(std::string("private /proc: mounting one failed: ") + std::strerror(perr) +
                         "; tools see every process's /proc entry");
+    const view_plan view = plan_view({});
+    if (int verr = try_namespaces(ns, caps.private_proc, &view); verr == 0 && caps.private_proc)
+      caps.system_view = true;
+    else
+      missing.push_back(std::string("file system view: building one failed: ") +
+                        std::strerror(verr) +
+                        "; tools see the host's files, but for the node's data directory");
   } else {
     missing.push_back(std::string("PID namespace: a new one failed: ") + std::strerror(err) +
                       "; tools run in a process group of their own, can signal the node's "
                       "user's processes, and a process that leaves the group outlives the call");
   }
-  if (::geteuid() == 0) {
-    missing.push_back(
-        "running as root: the kernel does not apply RLIMIT_NPROC (max_processes) to root");
-  } else if (!probed.user_namespace) {
+  std::string why;
+  probed.filter = tool_filter(&why);
+  if (probed.filter) {
+    if (int err = try_filter(probed.filter); err == 0)
+      caps.seccomp = true;
+    else
+      why = std::string("loading it failed: ") + std::strerror(err);
+  }
+  if (!caps.seccomp) {
+    probed.filter = nullptr;
+    missing.push_back("seccomp filter: " + why + "; tools may call ptrace, mount, bpf, ...");
+  }
+  if (!root && !probed.user_namespace)
     missing.push_back(
         "max_processes: without a user namespace RLIMIT_NPROC counts every process and "
         "thread of the node's user, not just the tool's");
-  }
+  missing.push_back(
+      "cgroups: not used; a tool's memory, CPU time and processes are bounded by rlimits");
+  find_args(probed);
   for (const auto& m : missing) caps.detail += (caps.detail.empty() ? "" : "; ") + m;
   return probed;
 }
@@ -341,14 +446,27 @@ child_plan make_plan(const std::vector<std::string>& argv, const config::exec_li
   for (const auto& a : argv) p.argv.push_back(const_cast<char*>(a.c_str()));
   p.argv.push_back(nullptr);
   const bool cut_network = !limits.allow_network && found.caps.network_namespace;
+  const bool root = found.caps.separate_uid;
   if (found.caps.pid_namespace) {
     p.clone_flags = found.namespace_flags | (cut_network ? CLONE_NEWNET : 0);
     p.private_proc = found.caps.private_proc;
-    p.hidden = opts.hidden;
+    std::error_code ec;
+    for (const auto& path : opts.hidden)
+      (std::filesystem::is_directory(path, ec) ? p.hidden_dirs : p.hidden_files).push_back(path);
+    if (found.caps.system_view) p.view = plan_view(opts);
   } else if (cut_network) {
-    p.unshare_flags = CLONE_NEWUSER | CLONE_NEWNET;
-  } else if (found.user_namespace) {
+    p.unshare_flags = (root ? 0 : CLONE_NEWUSER) | CLONE_NEWNET;
+  } else if (found.user_namespace && !root) {
     p.unshare_flags = CLONE_NEWUSER;
+  }
+  if (root) {
+    p.uid = opts.tool_uid;
+    p.gid = opts.tool_gid;
+  }
+  p.filter = found.filter;
+  for (int i = 0; i < 2; ++i) {
+    p.wipe_from[i] = found.wipe_from[i];
+    p.wipe_to[i] = found.wipe_to[i];
   }
 
   // CPU: SIGXCPU at the soft limit (a tool may catch it and print what it

@@ -13,6 +13,7 @@
 // shows only the namespace. Without one, the tool runs alone in its own
 // process group, as before.
 
+#include <linux/filter.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 
@@ -37,6 +38,9 @@ enum class child_step : int {
   exec,
   mount,
   spawn,
+  view,      // building the file system view
+  identity,  // becoming the tool's uid
+  seccomp,   // no_new_privs or the seccomp filter
   // Not a failure: the init's report of how the tool ended (`err` holds
   // its wait status).
   tool_ended = 100,
@@ -50,6 +54,41 @@ struct child_report {
   int step = 0;
   int err = 0;
 };
+
+// One host path shown in the view, at `target` (absolute, as the tool sees
+// it).
+struct view_mount {
+  std::string source;
+  std::string target;
+  bool directory = true;
+  bool writable = false;
+};
+
+// The tool's file system: a tmpfs root holding the mounts, symlinks
+// (/bin -> usr/bin on merged-/usr systems), a minimal /dev and a private,
+// writable /tmp. Directories to create come first, parents before
+// children.
+struct view_plan {
+  bool enabled = false;
+  std::vector<std::string> dirs;   // created in the new root
+  std::vector<std::string> files;  // empty files created (file mount points)
+  std::vector<view_mount> mounts;
+  std::vector<std::pair<std::string, std::string>> links;  // path -> target
+  std::vector<std::string> devices;                        // /dev/null, ... bound from the host
+  uint64_t tmp_bytes = 0;                                  // size of the private /tmp
+};
+
+// Plans the view for a call: system directories that exist here, the
+// granted paths, the devices. Parent side (allocates).
+view_plan plan_view(const sandbox_options& opts);
+
+// Builds the view and enters it (pivot_root); in the init, after the mount
+// namespace is private. Async-signal-safe. 0 on success, else the errno.
+int enter_view(const view_plan& v);
+
+// The seccomp filter as a BPF program, built once; null (and the reason in
+// `why`) when it cannot be built.
+const sock_fprog* tool_filter(std::string* why);
 
 struct limit_setting {
   int resource;
@@ -67,8 +106,21 @@ struct child_plan {
   int unshare_flags = 0;
   // The namespace path: clone flags of the init (0: process-group path).
   int clone_flags = 0;
-  bool private_proc = false;        // mount a fresh /proc in the init
-  std::vector<std::string> hidden;  // covered with an empty read-only tmpfs
+  bool private_proc = false;  // mount a fresh /proc in the init
+  // Covered in the view: directories with an empty read-only tmpfs, files
+  // with an empty file.
+  std::vector<std::string> hidden_dirs;
+  std::vector<std::string> hidden_files;
+  // The file system view (exec_sandbox_view.cpp); empty: the host's.
+  view_plan view;
+  // The tool's identity when the node is root (-1: unchanged).
+  long uid = -1, gid = -1;
+  // Loaded just before execve, after no_new_privs; null: none.
+  const sock_fprog* filter = nullptr;
+  // The node's argv and environment strings, which the init (a copy of
+  // the node) blanks so /proc/1/cmdline and environ show nothing.
+  char* wipe_from[2] = {nullptr, nullptr};
+  char* wipe_to[2] = {nullptr, nullptr};
   limit_setting limits[5];
   int limit_count = 0;
   long max_fd = 1024;  // for the close() loop when close_range is missing

@@ -206,6 +206,20 @@ status node::impl::wake_pending(bool requeue_tasks) {
 namespace {
 // In meta while a node runs; removed by a clean stop.
 constexpr std::string_view running_key = "node_running";
+
+// What every exec tool call's sandbox hides and who it runs as: a tool
+// never sees the node's own files.
+sandbox_options tool_sandbox(const config::node_config& cfg,
+                             const std::vector<std::string>& hidden) {
+  sandbox_options o;
+  std::error_code ec;
+  o.hidden.push_back(std::filesystem::weakly_canonical(cfg.data_dir, ec).string());
+  for (const auto& path : hidden)
+    if (!path.empty()) o.hidden.push_back(std::filesystem::weakly_canonical(path, ec).string());
+  o.tool_uid = cfg.tool_uid;
+  o.tool_gid = cfg.tool_gid;
+  return o;
+}
 }  // namespace
 
 void node::impl::count_crash() {
@@ -277,9 +291,8 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   if (!p->rt.plugins.providers.count("scripted"))
     p->rt.plugins.providers["scripted"] = std::make_shared<scripted_model>();
   if (!p->rt.plugins.runners.count(config::tool_kind::exec))
-    // A tool never sees the node's own files.
-    p->rt.plugins.runners[config::tool_kind::exec] = std::make_shared<exec_tool>(
-        sandbox_options{{std::filesystem::weakly_canonical(cfg.data_dir, ec).string()}});
+    p->rt.plugins.runners[config::tool_kind::exec] =
+        std::make_shared<exec_tool>(tool_sandbox(cfg, opts.hidden_paths));
   p->pool =
       std::make_unique<effect_pool>(opts.effect_threads ? opts.effect_threads : cfg.effect_threads);
   p->rt.pool = p->pool.get();

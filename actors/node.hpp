@@ -151,6 +151,9 @@ struct start_options {
   // effects in flight, no timers firing) until begin(): a cluster member
   // first sets its router, so it never wakes an agent it does not serve.
   bool hold_recovery = false;
+  // Paths exec tools must never see, beyond the data directory (which is
+  // always hidden): the node's config, token and key files.
+  std::vector<std::string> hidden_paths;
 };
 
 struct inbound_message {

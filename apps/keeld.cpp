@@ -305,12 +305,21 @@ int run(int argc, char** argv) {
   opts.plugins.providers["openai"] = std::make_shared<net::openai_model>();
   opts.plugins.runners[config::tool_kind::http] = std::make_shared<net::http_tool>();
   const auto& sandbox = actors::probe_sandbox();
+  auto yes = [](bool b) { return b ? "yes" : "no"; };
+  std::string tool_user = sandbox.separate_uid ? " (uid " + std::to_string(cfg->tool_uid) + ")"
+                                               : " (not root: the node's own uid)";
   std::fprintf(stderr,
                "keeld: exec sandbox: rlimits %s, network namespace %s, pid namespace %s, "
-               "private /proc %s%s%s\n",
-               sandbox.rlimits ? "yes" : "no", sandbox.network_namespace ? "yes" : "no",
-               sandbox.pid_namespace ? "yes" : "no", sandbox.private_proc ? "yes" : "no",
-               sandbox.detail.empty() ? "" : " - ", sandbox.detail.c_str());
+               "private /proc %s, file system view %s, seccomp %s, separate uid %s%s%s%s\n",
+               yes(sandbox.rlimits), yes(sandbox.network_namespace), yes(sandbox.pid_namespace),
+               yes(sandbox.private_proc), yes(sandbox.system_view), yes(sandbox.seccomp),
+               yes(sandbox.separate_uid), tool_user.c_str(), sandbox.detail.empty() ? "" : " - ",
+               sandbox.detail.c_str());
+  // Beyond the data directory, what tools must never read.
+  for (const auto& file : {f->config, f->token_file})
+    if (file) opts.hidden_paths.push_back(*file);
+  if (const char* env = std::getenv("KEEL_TOKEN_FILE"); env && *env)
+    opts.hidden_paths.emplace_back(env);
 
   if (f->salvage) return run_salvage(*cfg, std::move(opts));
 

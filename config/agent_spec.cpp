@@ -399,11 +399,33 @@ status parse_argv(const fields& f, std::vector<std::string>& argv) {
   return status::ok();
 }
 
+// {"read": [...], "write": [...]}: absolute paths that exist here.
+status parse_paths(const fields& f, tool_spec::exec_paths& paths) {
+  KEEL_TRY(f.expect_object());
+  KEEL_TRY(f.only({"read", "write"}));
+  for (auto [key, out] : {std::pair{"read", &paths.read}, std::pair{"write", &paths.write}}) {
+    const json* list = f.find(key);
+    if (!list) continue;
+    if (!list->is_array()) return f.fail_key(key, "must be an array of absolute paths");
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      const json& p = (*list)[i];
+      const std::string where = pointer_child(f.at(key), i);
+      if (!p.is_string() || p.get<std::string>().empty() || p.get<std::string>().front() != '/')
+        return f.fail(where, "must be an absolute path");
+      std::error_code ec;
+      if (!std::filesystem::exists(p.get<std::string>(), ec))
+        return f.fail(where, p.get<std::string>() + " does not exist on this node");
+      out->push_back(p.get<std::string>());
+    }
+  }
+  return status::ok();
+}
+
 status parse_tool(const fields& f, tool_spec& t) {
   KEEL_TRY(f.expect_object());
   KEEL_TRY(f.only({"name", "description", "parameters", "kind", "url", "headers", "argv", "limits",
-                   "queue", "lease_ms", "idempotent", "not_applied", "require_approval", "retry",
-                   "compensate"}));
+                   "paths", "queue", "lease_ms", "idempotent", "not_applied", "require_approval",
+                   "retry", "compensate"}));
   KEEL_TRY(f.required("name"));
   KEEL_TRY(f.string("name", t.name));
   if (!is_tool_name(t.name)) return f.fail_key("name", "must match [A-Za-z0-9_-]{1,64}");
@@ -421,6 +443,7 @@ status parse_tool(const fields& f, tool_spec& t) {
   KEEL_TRY(only_for("headers", tool_kind::http));
   KEEL_TRY(only_for("argv", tool_kind::exec));
   KEEL_TRY(only_for("limits", tool_kind::exec));
+  KEEL_TRY(only_for("paths", tool_kind::exec));
   KEEL_TRY(only_for("queue", tool_kind::worker));
   KEEL_TRY(only_for("lease_ms", tool_kind::worker));
 
@@ -443,6 +466,7 @@ status parse_tool(const fields& f, tool_spec& t) {
     KEEL_TRY(f.required("argv"));
     KEEL_TRY(parse_argv(f, t.argv));
     if (f.find("limits")) KEEL_TRY(parse_limits(f.sub("limits"), t.limits));
+    if (f.find("paths")) KEEL_TRY(parse_paths(f.sub("paths"), t.paths));
   } else if (t.kind == tool_kind::worker) {
     KEEL_TRY(f.required("queue"));
     KEEL_TRY(f.string("queue", t.queue));

@@ -73,6 +73,14 @@ struct tool_spec {
   // exec: argv[0] is an absolute path or found on the node's PATH at load.
   std::vector<std::string> argv;
   exec_limits limits;
+  // exec: host paths shown to the tool at the same path (it sees only the
+  // system's directories, read-only, and a private /tmp otherwise):
+  // absolute, existing at load. Writable ones must be writable by the
+  // tool's uid.
+  struct exec_paths {
+    std::vector<std::string> read;
+    std::vector<std::string> write;
+  } paths;
   // worker: the queue external workers poll; a task leased for lease_ms is
   // requeued when not completed in time.
   std::string queue;

@@ -94,6 +94,10 @@ result<node_config> from_json(const json& j, const std::string& source) {
       s = read_uint(v, where, c.dedupe_window_ms);
     else if (k == "retention_interval_ms")
       s = read_uint(v, where, c.retention_interval_ms);
+    else if (k == "tool_uid")
+      s = read_uint(v, where, c.tool_uid);
+    else if (k == "tool_gid")
+      s = read_uint(v, where, c.tool_gid);
     else if (k == "sync") {
       if (!v.is_boolean())
         s = error(code::invalid_argument, where + ": expected true or false");
@@ -129,6 +133,8 @@ status validate(const node_config& c) {
   if (c.idle_ms == 0) return error(code::invalid_argument, "idle_ms must be at least 1");
   if (c.retention_interval_ms == 0)
     return error(code::invalid_argument, "retention_interval_ms must be at least 1");
+  if (c.tool_uid == 0 || c.tool_gid == 0)
+    return error(code::invalid_argument, "tool_uid and tool_gid must not be 0 (root)");
   if (c.effect_threads == 0 || c.effect_threads > 1024)
     return error(code::invalid_argument, "effect_threads must be from 1 to 1024");
   if (c.max_connections == 0)

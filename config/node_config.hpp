@@ -76,6 +76,11 @@ struct node_config {
   // How often the node applies agent types' retention policies (automatic
   // compaction; agent_spec retention). Default 60 s, at least 1.
   uint32_t retention_interval_ms = 60'000;
+  // The uid and gid exec tools run as when keeld runs as root (a tool never
+  // runs as root). Default 65534 (nobody); a uid of its own makes
+  // max_processes count only the tools' processes.
+  uint32_t tool_uid = 65534;
+  uint32_t tool_gid = 65534;
 };
 
 // Reads the JSON object `j` (keys as in node_config, plus "http":

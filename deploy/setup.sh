@@ -13,9 +13,10 @@ build_dir=${BUILD_DIR:-build}
 build_type=${BUILD_TYPE:-Release}
 
 # libssl-dev: https for model providers and http tools; ca-certificates: the
-# system trust store that verifies their certificates.
+# system trust store that verifies their certificates; libseccomp-dev: the
+# exec tool sandbox's system call filter.
 packages=(g++ cmake ninja-build ccache libcaf-dev librocksdb-dev libboost-dev
-          nlohmann-json3-dev doctest-dev libssl-dev ca-certificates)
+          nlohmann-json3-dev doctest-dev libssl-dev ca-certificates libseccomp-dev)
 
 missing=()
 for p in "${packages[@]}"; do

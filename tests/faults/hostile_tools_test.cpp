@@ -101,11 +101,14 @@ TEST_CASE(
     "a call the node died in twice in a row is not started again but fails, with the reason") {
   temp_dir marks("keel-marks");
   const fs::path runs = marks.path() / "runs";
+  // Granted to the tool, which runs as an unprivileged uid under root.
+  fs::permissions(marks.path(), fs::perms::all);
   loop_node n;
   // Each run notes itself, then stays until the node is killed under it.
-  n.write_spec(one_call_spec(
-      n, "crasher",
-      exec_tool("linger", "echo run >> " + runs.string() + "; sleep 120; echo '{}'", true)));
+  json linger =
+      exec_tool("linger", "echo run >> " + runs.string() + "; sleep 120; echo '{}'", true);
+  linger["paths"] = {{"write", {marks.path().string()}}};
+  n.write_spec(one_call_spec(n, "crasher", linger));
   n.start();
   n.spawn("hostile/c", "crasher");
   n.send("hostile/c", "go");

@@ -38,12 +38,25 @@ json with_retry(json tool, int attempts, int timeout_ms = 20'000) {
   return tool;
 }
 
-json exec_tool(const std::string& name, const std::string& script, bool idempotent) {
-  return {{"name", name},
-          {"parameters", {{"type", "object"}}},
-          {"kind", "exec"},
-          {"argv", {"/bin/sh", "-c", "cat >/dev/null; " + script}},
-          {"idempotent", idempotent}};
+// `writable`, if given, is granted to the tool (which sees only the
+// system's files and a private /tmp otherwise).
+json exec_tool(const std::string& name, const std::string& script, bool idempotent,
+               const fs::path& writable = {}) {
+  json tool = {{"name", name},
+               {"parameters", {{"type", "object"}}},
+               {"kind", "exec"},
+               {"argv", {"/bin/sh", "-c", "cat >/dev/null; " + script}},
+               {"idempotent", idempotent}};
+  if (!writable.empty()) tool["paths"] = {{"write", {writable.string()}}};
+  return tool;
+}
+
+// A directory the tools of a test may write to, also as the unprivileged
+// uid they run as under root.
+fs::path marks_dir(const fs::path& under) {
+  fs::create_directories(under / "marks");
+  fs::permissions(under / "marks", fs::perms::all);
+  return under / "marks";
 }
 
 int lines_in(const fs::path& p) {
@@ -224,16 +237,18 @@ TEST_CASE("http failures that prove nothing was applied are retried, or fail pla
 
 TEST_CASE("an exec call killed, timed out or failing on its own ends in doubt and ran once") {
   loop_node n;
-  const fs::path runs = n.dir() / "runs";
+  const fs::path marks = marks_dir(n.dir());
+  const fs::path runs = marks / "runs";
   auto counted = [&](const std::string& rest) {
     return "echo run >> " + runs.string() + "; " + rest;
   };
-  n.write_spec(one_call_type(n, "e-timeout",
-                             with_retry(exec_tool("t", counted("sleep 30"), false), 3, 300)));
-  n.write_spec(one_call_type(n, "e-exit", with_retry(exec_tool("x", counted("exit 1"), false), 3)));
+  n.write_spec(one_call_type(
+      n, "e-timeout", with_retry(exec_tool("t", counted("sleep 30"), false, marks), 3, 300)));
   n.write_spec(
-      one_call_type(n, "e-killed", with_retry(exec_tool("k", counted("kill -9 $$"), false), 3)));
-  json declared = with_retry(exec_tool("d", counted("exit 3"), false), 3);
+      one_call_type(n, "e-exit", with_retry(exec_tool("x", counted("exit 1"), false, marks), 3)));
+  n.write_spec(one_call_type(n, "e-killed",
+                             with_retry(exec_tool("k", counted("kill -9 $$"), false, marks), 3)));
+  json declared = with_retry(exec_tool("d", counted("exit 3"), false, marks), 3);
   declared["not_applied"] = {{"exit_codes", {3}}};
   n.write_spec(one_call_type(n, "e-declared", declared));
   n.write_spec(one_call_type(n, "e-tempfail",
@@ -241,7 +256,7 @@ TEST_CASE("an exec call killed, timed out or failing on its own ends in doubt an
                                                   counted("[ $(wc -l < " + runs.string() +
                                                           ") -ge 2 ] || exit 75; "
                                                           "echo '{}'"),
-                                                  false),
+                                                  false, marks),
                                         3)));
   n.start();
 

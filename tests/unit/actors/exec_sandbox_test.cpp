@@ -270,8 +270,8 @@ TEST_CASE("the open-files limit is enforced") {
 }
 
 TEST_CASE("the process limit is enforced on the tool's own processes") {
-  if (::geteuid() == 0) {
-    MESSAGE("running as root, which RLIMIT_NPROC does not apply to: not checked");
+  if (::geteuid() == 0 && !probe_sandbox().separate_uid) {
+    MESSAGE("running as root without a tool uid, which RLIMIT_NPROC does not apply to");
     return;
   }
   const std::string script = "for i in 1 2 3 4 5 6; do sleep 1 & done; wait; echo forked";
@@ -434,7 +434,10 @@ TEST_CASE("a hidden path shows the tool an empty directory it cannot read or wri
   auto dir = std::filesystem::temp_directory_path() / ("keel-hidden-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   { std::ofstream(dir / "secret") << "the node's data"; }
-  keel::actors::sandbox_options opts{{dir.string()}};
+  // Granted and hidden: hiding wins.
+  keel::actors::sandbox_options opts;
+  opts.hidden = {dir.string()};
+  opts.write_paths = {dir.string()};
   auto r = run_sandboxed({"/bin/sh", "-c",
                           "cat " + (dir / "secret").string() + " || echo unreadable; touch " +
                               (dir / "mine").string() + " || echo unwritable"},
