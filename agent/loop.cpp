@@ -438,6 +438,9 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
                {"rule", "human"},
                {"by", by},
                {"reason", str(p, "reason")}};
+    // The signer's own words about who they are, beside the principal
+    // that signed (only when given: older ledgers have no note).
+    if (const std::string note = str(p, "note"); !note.empty()) ev["note"] = note;
     if (!ok && ev["reason"] == "")
       ev["reason"] = "rejected" + (by.empty() ? std::string() : " by " + by);
     d.emit(event_type::guardrail_decided, std::move(ev));

@@ -83,6 +83,12 @@ commands:
   tasks complete ID [--result JSON]       report a leased task done
   tasks fail ID --error TEXT [--retryable true|false] [--maybe-applied true|false]
                                           report a leased task failed
+  token create PRINCIPAL --scopes S1,S2 [--agents 'ticket/*,...']
+                                          a token for PRINCIPAL (printed once);
+                                          scopes: read, send, approve, operate, admin
+  token [ls]                              the node's tokens (never the tokens)
+  token revoke ID                         revoke a token at once
+  whoami                                  the principal and scopes the CLI has
   health                                  is the node up?
   cluster status                          members, up/down, shards, epoch, outbox
   cluster add-node ID --cluster HOST:PORT --http HOST:PORT
@@ -90,16 +96,19 @@ commands:
                                           moves its shards to it
   cluster remove-node ID                  move a member's shards away, drop it
 
-approvals, doubts and human answers are signals, e.g.
-  keel signal ticket/4711 approve --payload '{"by": "maria"}'
-  keel signal ticket/4711 reject --payload '{"by": "maria", "reason": "duplicate"}'
+approvals, doubts and human answers are signals, recorded with the principal
+of the token that sent them (a "by" in the payload is kept as a note), e.g.
+  keel signal ticket/4711 approve
+  keel signal ticket/4711 reject --payload '{"reason": "duplicate"}'
   keel signal ticket/4711 resolve --payload '{"outcome": "succeeded", "result": {}}'
   (or keel resolve ticket/4711 --outcome succeeded --result '{}')
 
 global flags:
   --server URL     node to talk to (default $KEEL_SERVER or http://127.0.0.1:7070)
   --token TOKEN    bearer token (default $KEEL_TOKEN)
-  --token-file F   read the bearer token from F (default $KEEL_TOKEN_FILE)
+  --token-file F   read the bearer token from F (default $KEEL_TOKEN_FILE);
+                   a node without a configured token keeps its admin token
+                   in DATA/admin.token
   --json           print the server's JSON instead of tables
 )";
 
@@ -664,6 +673,8 @@ int cli::run() {
   if (c == "eval") return eval();
   if (c == "types") return types();
   if (c == "upgrade") return upgrade();
+  if (c == "token") return token();
+  if (c == "whoami") return whoami();
   usage_fail(c.empty() ? "no command given" : "unknown command '" + c + "'");
 }
 

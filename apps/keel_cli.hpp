@@ -100,6 +100,9 @@ class cli {
   // apps/keel_types.cpp
   int types();
   int upgrade();
+  // apps/keel_tokens.cpp
+  int token();
+  int whoami();
 
   std::string agent_path(const std::string& name) const {
     return "/v1/agents/" + net::percent_encode(name);

@@ -5,15 +5,20 @@
 // SIGINT: stop accepting, answer requests in flight, finish durable writes,
 // exit 0. Exit 2 for a bad command line or config, 1 when starting fails.
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -25,11 +30,14 @@
 #include "actors/exec_sandbox.hpp"
 #include "actors/node.hpp"
 #include "actors/salvage.hpp"
+#include "base/principal.hpp"
+#include "base/sha256.hpp"
 #include "base/token_file.hpp"
 #include "config/agent_spec.hpp"
 #include "config/cluster_config.hpp"
 #include "config/node_config.hpp"
 #include "net/api.hpp"
+#include "net/auth_tokens.hpp"
 #include "net/cluster_node.hpp"
 #include "net/http_server.hpp"
 #include "net/http_tool.hpp"
@@ -69,6 +77,10 @@ Runs one Keel node: the durable agent runtime and its HTTP API.
                      event in each affected agent's ledger), reserve the
                      names of agents lost entirely, then exit; start keeld
                      normally afterwards (docs/operations.md, "Faults")
+  --anonymous SCOPES what a request without a token may do: a comma list of
+                     read, send, approve, operate, admin, or "none"
+                     (default: read,send when no token is configured,
+                     none when one is; docs/operations.md, "Security")
   --help             show this text
 )";
 
@@ -76,7 +88,8 @@ struct flags {
   bool help = false;
   bool join = false;
   bool salvage = false;
-  std::optional<std::string> data, http, config, token, token_file, idle_ms, cluster, node_id;
+  std::optional<std::string> data, http, config, token, token_file, idle_ms, cluster, node_id,
+      anonymous;
   std::vector<std::string> agents;
 };
 
@@ -129,6 +142,8 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
       slot = &f.token_file;
     else if (name == "--idle-ms")
       slot = &f.idle_ms;
+    else if (name == "--anonymous")
+      slot = &f.anonymous;
     else if (name == "--cluster")
       slot = &f.cluster;
     else if (name == "--node-id")
@@ -144,6 +159,35 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
     if (agents_dir) f.agents.push_back(std::move(*agents_dir));
   }
   return f;
+}
+
+// The node's own admin token, for a node given none: DATA/admin.token,
+// made (0600, 256 random bits) at the first start.
+result<std::string> node_admin_token(const std::string& data_dir) {
+  const std::string path = data_dir + "/admin.token";
+  if (::access(path.c_str(), F_OK) == 0) return keel::read_token_file(path);
+  unsigned char raw[32];
+  for (std::size_t got = 0; got < sizeof raw;) {
+    ssize_t n = ::getrandom(raw + got, sizeof raw - got, 0);
+    if (n < 0 && errno != EINTR)
+      return error(code::io_error, std::string("getrandom: ") + std::strerror(errno));
+    if (n > 0) got += static_cast<std::size_t>(n);
+  }
+  std::string token = "keel_admin_" + to_hex(raw);
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return error(code::io_error, "cannot create " + tmp + ": " + std::strerror(errno));
+  const std::string line = token + "\n";
+  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
+            ::fsync(fd) == 0;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0)
+    return error(code::io_error, "cannot write " + path + ": " + std::strerror(errno));
+  std::fprintf(stderr,
+               "keeld: made the node's admin token in %s (use it with keel --token-file %s, "
+               "or export KEEL_TOKEN_FILE=%s)\n",
+               path.c_str(), path.c_str(), path.c_str());
+  return token;
 }
 
 // A token file, with a warning when others may read it.
@@ -180,6 +224,15 @@ result<config::node_config> build_config(const flags& f) {
     cfg.token = std::move(*t);
   }
   if (f.http) KEEL_TRY(config::set_http_address(cfg, *f.http));
+  if (f.anonymous) {
+    std::string bad;
+    auto bits =
+        *f.anonymous == "none" ? std::optional<uint32_t>(0) : parse_scopes(*f.anonymous, &bad);
+    if (!bits)
+      return error(code::invalid_argument, "--anonymous: unknown scope '" + bad +
+                                               "' (read, send, approve, operate, admin, none)");
+    cfg.anonymous_scopes = *bits;
+  }
   if (f.idle_ms) {
     char* end = nullptr;
     unsigned long long n = std::strtoull(f.idle_ms->c_str(), &end, 10);
@@ -333,7 +386,42 @@ int run(int argc, char** argv) {
     // not restart on this code).
     return node.error().error_code() == code::corruption ? exit_needs_operator : 1;
   }
-  auto http = net::http_server::open(*cfg);
+  // Who may do what: the admin token (configured, or the node's own in
+  // DATA/admin.token), the tokens kept in the store, and what anonymous
+  // requests may do.
+  const bool token_configured = !cfg->token.empty();
+  std::string admin_token = cfg->token;
+  if (!token_configured) {
+    auto own = node_admin_token(cfg->data_dir);
+    if (!own) {
+      std::fprintf(stderr, "keeld: %s\n", own.error().to_string().c_str());
+      (*node)->stop();
+      return 1;
+    }
+    admin_token = std::move(*own);
+  }
+  const uint32_t anonymous =
+      cfg->anonymous_scopes >= 0 ? static_cast<uint32_t>(cfg->anonymous_scopes)
+      : token_configured         ? 0u
+                         : static_cast<uint32_t>(scope::read) | static_cast<uint32_t>(scope::send);
+  auto tokens = net::token_store::open(**node, admin_token, anonymous);
+  if (!tokens) {
+    std::fprintf(stderr, "keeld: cannot load API tokens: %s\n", tokens.error().to_string().c_str());
+    (*node)->stop();
+    return 1;
+  }
+  {
+    std::string names;
+    for (const auto& n : scope_names(anonymous)) names += (names.empty() ? "" : ",") + n;
+    std::fprintf(stderr, "keeld: auth: admin token %s; %zu API tokens; anonymous requests: %s\n",
+                 token_configured ? "configured" : ("in " + cfg->data_dir + "/admin.token").c_str(),
+                 (*tokens)->list().size(), names.empty() ? "none" : names.c_str());
+  }
+  net::server_options server_opts;
+  server_opts.authenticate = [t = tokens->get()](std::string_view authorization) {
+    return t->authenticate(authorization);
+  };
+  auto http = net::http_server::open(*cfg, std::move(server_opts));
   if (!http) {
     std::fprintf(stderr, "keeld: %s\n", http.error().message().c_str());
     (*node)->stop();
@@ -354,6 +442,7 @@ int run(int argc, char** argv) {
   net::api_options api_opts;
   api_opts.cluster = member.get();
   api_opts.max_page_bytes = cfg->max_page_bytes;
+  api_opts.tokens = tokens->get();
   api_opts.extra_metrics = [server] { return net::server_metrics_text(server->stats()); };
   net::api api(
       **node,

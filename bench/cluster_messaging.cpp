@@ -146,7 +146,7 @@ std::vector<int64_t> transport_round_trips(net::cluster_node& a, uint64_t count)
     unsigned status = 0;
     int64_t t1 = 0;
     int64_t t0 = now_ns();
-    a.forward("b", net::http_request{"GET", "/v1/health", "", {}}, [&](net::http_response r) {
+    a.forward("b", net::http_request{"GET", "/v1/health", "", {}, {}}, [&](net::http_response r) {
       std::lock_guard lk(mu);
       t1 = now_ns();
       status = r.status;

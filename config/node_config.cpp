@@ -6,6 +6,7 @@
 #include <boost/asio/ip/address_v4.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/principal.hpp"
 #include "config/json_fields.hpp"
 
 namespace keel::config {
@@ -64,7 +65,19 @@ result<node_config> from_json(const json& j, const std::string& source) {
       }
     } else if (k == "token")
       s = read_string(v, where, c.token);
-    else if (k == "idle_ms")
+    else if (k == "anonymous_scopes") {
+      uint32_t bits = 0;
+      if (!v.is_array()) s = error(code::invalid_argument, where + ": expected an array of scopes");
+      for (std::size_t i = 0; s && i < v.size(); ++i) {
+        auto bit = v[i].is_string() ? parse_scope(v[i].get<std::string>()) : std::nullopt;
+        if (!bit)
+          s = error(code::invalid_argument, where + ": unknown scope " + v[i].dump() +
+                                                " (read, send, approve, operate, admin)");
+        else
+          bits |= static_cast<uint32_t>(*bit);
+      }
+      c.anonymous_scopes = bits;
+    } else if (k == "idle_ms")
       s = read_uint(v, where, c.idle_ms);
     else if (k == "max_body_bytes")
       s = read_uint(v, where, c.max_body_bytes);

@@ -18,8 +18,15 @@ struct node_config {
   // HTTP listen address. Default 127.0.0.1:7070; port 0 picks a free port.
   std::string http_host = "127.0.0.1";
   uint16_t http_port = 7070;
-  // Bearer token for the HTTP API; required when http_host is not loopback.
+  // The node's admin token for the HTTP API (principal "admin", every
+  // scope); required when http_host is not loopback. Without one keeld
+  // uses the token it keeps in DATA/admin.token (made at first start).
   std::string token;
+  // What a request without a token may do (base/principal.hpp scope bits).
+  // -1: the default, read and send when no token was configured (a tool
+  // allowed on the network can then reach the API, but never approve,
+  // resolve or administer), nothing when one was.
+  int64_t anonymous_scopes = -1;
   // Idle time after which a live agent snapshots and hibernates. Default 30 s.
   uint32_t idle_ms = 30'000;
   // Largest accepted HTTP request body. Default 1 MiB.

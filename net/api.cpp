@@ -148,7 +148,7 @@ struct api::impl {
   void spawn(const http_request& req, const respond_fn& respond);
   void list(const target& t, const respond_fn& respond);
   void get(std::string name, const respond_fn& respond);
-  void terminate(std::string name, const target& t, const respond_fn& respond);
+  void terminate(std::string name, const http_request& req, const respond_fn& respond);
   void message(std::string name, const http_request& req, const target& t,
                const respond_fn& respond);
   void signal(std::string name, std::string sig, const http_request& req, const target& t,
@@ -211,6 +211,7 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
 
   if (seg.size() == 1 && seg[0] == "metrics") {
     if (m != "GET") return respond(method_not_allowed(m, "GET"));
+    if (auto refused = refuse_unless(req, scope::read, {})) return respond(std::move(*refused));
     std::string text = node.metrics_text();
     if (opts.extra_metrics) text += opts.extra_metrics();
     return respond({200, "text/plain; version=0.0.4; charset=utf-8", std::move(text), {}});
@@ -231,6 +232,16 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
     });
     if (!queued) respond(fail(503, "unavailable", "node is shutting down"));
     return;
+  }
+  if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "whoami") return whoami(req, respond);
+  if (seg.size() >= 2 && seg.size() <= 3 && seg[0] == "v1" && seg[1] == "tokens")
+    return token_route(opts.tokens, req, seg, respond);
+  // Node-wide routes: reading needs read; workers (tasks) need send;
+  // changing types or the cluster needs admin.
+  if (seg.size() >= 2 && seg[0] == "v1" &&
+      (seg[1] == "tasks" || seg[1] == "types" || seg[1] == "cluster")) {
+    scope needed = m == "GET" ? scope::read : seg[1] == "tasks" ? scope::send : scope::admin;
+    if (auto refused = refuse_unless(req, needed, {})) return respond(std::move(*refused));
   }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "tasks")
     return task_route(node, defer, req, *t, respond);
@@ -255,6 +266,7 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "agents") {
     if (seg.size() == 2) {
       if (m == "GET") {
+        if (auto refused = refuse_unless(req, scope::read, {})) return respond(std::move(*refused));
         if (opts.cluster && req.header(forwarded_header).empty() &&
             string_param(*t, "local") != "1")
           return opts.cluster->list_all(req, respond);
@@ -302,6 +314,8 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
     return respond(fail(404, "not_found", "no such path: " + std::string(req.target)));
 
   const std::string& m = req.method;
+  if (auto refused = refuse_unless(req, scope_for_agent_action(m, action, sig), name))
+    return respond(std::move(*refused));
   if (auto owner = owner_elsewhere(name, req); !owner.empty()) {
     // Messages and signals only need acceptance: the outbox takes them even
     // while the owner is down. Everything else is the owner's to answer.
@@ -320,7 +334,7 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
   }
   if (action.empty()) {
     if (m == "GET") return get(std::move(name), respond);
-    if (m == "DELETE") return terminate(std::move(name), t, respond);
+    if (m == "DELETE") return terminate(std::move(name), req, respond);
     return respond(method_not_allowed(m, "GET, DELETE"));
   }
   if (action == "ledger") {
@@ -355,6 +369,7 @@ void api::impl::spawn(const http_request& req, const respond_fn& respond) {
   auto type = string_field(*body, "type", true);
   if (!type) return respond(error_response(type.error()));
   if (auto s = validate_agent_name(*name); !s) return respond(error_response(s));
+  if (auto refused = refuse_unless(req, scope::send, *name)) return respond(std::move(*refused));
   if (auto owner = owner_elsewhere(*name, req); !owner.empty())
     return opts.cluster->forward(owner, req, respond);
   json input = body->contains("input") ? (*body)["input"] : json();
@@ -393,10 +408,8 @@ void api::impl::get(std::string name, const respond_fn& respond) {
   });
 }
 
-void api::impl::terminate(std::string name, const target& t, const respond_fn& respond) {
-  std::string by = string_param(t, "by");
-  if (by.empty()) by = "api";
-  node.terminate(std::move(name), std::move(by), [respond](result<actors::agent_view> r) {
+void api::impl::terminate(std::string name, const http_request& req, const respond_fn& respond) {
+  node.terminate(std::move(name), req.who.name, [respond](result<actors::agent_view> r) {
     guarded(respond,
             [&] { respond(r ? json_response(200, view_json(*r)) : error_response(r.error())); });
   });
@@ -456,6 +469,9 @@ void api::impl::signal(std::string name, std::string sig, const http_request& re
     return respond(bad_request("\"forked\" is recorded by POST /v1/agents/{name}/fork"));
   if (sig == "salvaged") return respond(bad_request("\"salvaged\" is recorded by keeld --salvage"));
   json payload = body->contains("payload") ? std::move((*body)["payload"]) : json();
+  // Who sent it is the authenticated principal, not what the payload says.
+  // (A signal the cluster delivers was stamped by the member it came in at.)
+  if (req.header(forwarded_header).empty()) payload = stamp_by(std::move(payload), req.who);
   send_signal(std::move(name), std::move(sig), std::move(payload), req, t, respond);
 }
 
@@ -468,7 +484,7 @@ void api::impl::control(std::string name, const std::string& action, const http_
   auto by = string_field(*body, "by", false);
   if (!by) return respond(error_response(by.error()));
   json payload = body->is_object() ? *body : json::object();
-  payload["by"] = by->empty() ? "api" : *by;
+  payload = stamp_by(std::move(payload), req.who);
   send_signal(std::move(name), action, std::move(payload), req, t, respond);
 }
 
@@ -497,8 +513,7 @@ void api::impl::cancel(std::string name, const http_request& req, const target& 
   auto w = make_waiter(t, respond);
   if (!w) return respond(error_response(w.error()));
   auto [accepted, replied] = waiter_callbacks(*w);
-  node.cancel(std::move(name), by->empty() ? "api" : std::move(*by), std::move(accepted),
-              std::move(replied));
+  node.cancel(std::move(name), req.who.name, std::move(accepted), std::move(replied));
 }
 
 void api::impl::query(std::string name, const http_request& req, const respond_fn& respond) {

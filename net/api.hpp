@@ -28,6 +28,8 @@
 
 namespace keel::net {
 
+class token_store;
+
 // invalid_argument 400, not_found 404, already_exists and conflict 409,
 // too_large 413, unauthorized 401, unavailable 503, timeout 504, no_space 507,
 // else 500.
@@ -97,6 +99,10 @@ struct api_options {
   // The cluster this node is part of; null for a single node. Must outlive
   // the api.
   api_cluster* cluster = nullptr;
+  // The node's API tokens, for /v1/tokens; null: none kept. Authorization
+  // itself uses each request's principal (http_request::who). Must outlive
+  // the api.
+  token_store* tokens = nullptr;
   // More Prometheus text appended to GET /metrics (the HTTP server's own
   // counters); may be empty.
   std::function<std::string()> extra_metrics;

@@ -13,11 +13,6 @@ namespace {
 
 using actors::agent_view;
 
-std::string who(const json& body) {
-  std::string by = body.is_object() ? body.value("by", "") : "";
-  return by.empty() ? "api" : by;
-}
-
 void audit(actors::node& node, const std::string& name, const respond_fn& respond) {
   auto r = node.audit(name);
   respond(r ? json_response(200, *r) : error_response(r.error()));
@@ -74,7 +69,8 @@ void fork(actors::node& node, api_cluster* cluster, const std::string& parent,
   const bool with_override = body->contains("override") && !(*body)["override"].is_null();
   auto src = node.fork_source_of(parent, at, with_override);
   if (!src) return respond(error_response(src.error()));
-  const std::string by = who(*body);
+  // Recorded as the authenticated principal, whatever the body says.
+  const std::string by = req.who.name;
   json import_body = {
       {"events", std::move(src->events)}, {"parent", parent}, {"at", at}, {"by", by}};
   if (with_override) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -91,6 +92,26 @@ void create_fork(actors::node& node, const std::string& name, const http_request
                  const respond_fn& respond);
 void ledger_route(actors::node& node, api_cluster* cluster, const http_request& req,
                   const std::string& name, const std::string& action, const respond_fn& respond);
+
+// Authorization (api_auth.cpp). The scope a request on one agent needs:
+// read for GET, the ledger, query, audit and replay; send for messages and
+// ordinary signals; approve for the approve and reject signals; admin for
+// DELETE and import; operate for the rest (pause, resume, resolve, cancel,
+// fork, compact, upgrade, and those signals).
+scope scope_for_agent_action(std::string_view method, std::string_view action,
+                             std::string_view signal);
+// 403 naming what the caller lacks, unless it may use `needed` on `agent`
+// ("" for a node-wide route).
+std::optional<http_response> refuse_unless(const http_request& req, scope needed,
+                                           std::string_view agent);
+// `payload` with "by" set to the caller's principal; a different "by" the
+// client sent is kept as "note". Payloads other than objects (and null)
+// are left as they are.
+json stamp_by(json payload, const principal& who);
+// GET /v1/whoami; /v1/tokens[/{id}] (admin).
+void whoami(const http_request& req, const respond_fn& respond);
+void token_route(token_store* tokens, const http_request& req,
+                 const std::vector<std::string_view>& segments, const respond_fn& respond);
 
 // GET /v1/agents/{name}/ledger/stream: new events as Server-Sent Events
 // (api_stream.cpp).

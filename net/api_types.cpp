@@ -50,8 +50,9 @@ void upgrade(actors::node& node, std::string name, const http_request& req,
   if (!to) return respond(error_response(to.error()));
   auto by = string_field(*body, "by", false);
   if (!by) return respond(error_response(by.error()));
-  node.upgrade(std::move(name), to->empty() ? "latest" : std::move(*to),
-               by->empty() ? "api" : std::move(*by), [respond](result<json> r) {
+  // The authenticated principal upgrades; a "by" in the body is not trusted.
+  node.upgrade(std::move(name), to->empty() ? "latest" : std::move(*to), req.who.name,
+               [respond](result<json> r) {
                  guarded(respond,
                          [&] { respond(r ? json_response(200, *r) : error_response(r.error())); });
                });

@@ -107,7 +107,9 @@ void cluster_node::spawn(std::string name, std::string type, json input,
   http_request req{"POST",
                    "/v1/agents",
                    dump(json{{"name", name}, {"type", type}, {"input", std::move(input)}}),
-                   {}};
+                   {},
+                   // The node's own request, for one of its agents.
+                   principal{"keeld", all_scopes, {}}};
   forward(owner, std::move(req), [done = std::move(done)](http_response r) mutable {
     auto j = json::parse(r.body, nullptr, false);
     if (r.status == 201 && j.is_object()) {

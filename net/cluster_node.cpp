@@ -215,7 +215,11 @@ void cluster_node::forward(const std::string& owner, http_request req, respond_f
            {"epoch", impl_->current_map()->epoch()},
            {"method", req.method},
            {"target", req.target},
-           {"body", req.body}};
+           {"body", req.body},
+           // The caller as this member authenticated it: the owner checks
+           // and records the same principal.
+           {"principal",
+            {{"name", req.who.name}, {"scopes", req.who.scopes}, {"agents", req.who.agents}}}};
   // ?wait=MS makes the owner hold the answer that long.
   uint64_t wait = 0;
   if (auto t = api_detail::parse_target(req.target); t)
@@ -244,6 +248,11 @@ void cluster_node::impl::on_http(json msg, transport_handlers::respond_fn respon
   req.method = msg.value("method", "GET");
   req.target = msg.value("target", "/");
   req.body = msg.value("body", "");
+  // A member that sent no principal (an older one) vouches for an admin.
+  const json who = msg.value("principal", json::object());
+  req.who.name = who.value("name", "admin");
+  req.who.scopes = who.value("scopes", all_scopes);
+  req.who.agents = who.value("agents", std::vector<std::string>{});
   const std::string from = msg.value("from", "peer");
   // The API may block on store reads (ledger, listings): not on a
   // transport thread.
@@ -299,7 +308,7 @@ void cluster_node::list_all(const http_request& req, respond_fn respond) {
   };
   if (members.empty()) return finish();
   for (const auto& m : members) {
-    http_request sub{"GET", target, "", {}};
+    http_request sub{"GET", target, "", {}, req.who};
     if (m.id == impl_->self.id) {
       bool ok = impl_->workers.submit([this, sub, take, id = m.id]() mutable {
         impl_->http.load()->handle_forwarded(std::move(sub), impl_->self.id,

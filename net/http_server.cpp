@@ -53,14 +53,6 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-// Compares in time independent of where the strings differ.
-bool same_secret(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-  return diff == 0;
-}
-
 void log_error(const char* what, const std::string& detail) {
   std::fprintf(stderr, "keel http: %s: %s\n", what, detail.c_str());
 }
@@ -228,7 +220,9 @@ struct http_server::impl {
   bool stopping = false;                                            // guarded by mu
   std::unordered_map<session*, std::shared_ptr<session>> sessions;  // guarded by mu
 
-  bool authorized(std::string_view target, std::string_view authorization) const;
+  // The caller's principal; nullopt when the request must be refused (401).
+  std::optional<principal> authorized(std::string_view target,
+                                      std::string_view authorization) const;
   // Registers a new connection; false when stopping or at the limit.
   bool add(const std::shared_ptr<session>& s, bool& at_limit);
   void forget(session* s);
@@ -413,8 +407,9 @@ class session : public std::enable_shared_from_this<session> {
     // never makes the server buffer a body.
     auto target = h.target();
     auto auth = h[http::field::authorization];
-    if (!srv_.authorized(std::string_view(target.data(), target.size()),
-                         std::string_view(auth.data(), auth.size()))) {
+    auto who = srv_.authorized(std::string_view(target.data(), target.size()),
+                               std::string_view(auth.data(), auth.size()));
+    if (!who) {
       busy_ = true;
       linger_ = true;
       http_response denied{
@@ -422,6 +417,7 @@ class session : public std::enable_shared_from_this<session> {
       denied.headers.emplace_back("WWW-Authenticate", "Bearer");
       return deliver(std::move(denied));
     }
+    who_ = std::move(*who);
     // curl and others wait for this before sending a larger body.
     if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
       asio::async_write(stream_, asio::buffer(continue_line.data(), continue_line.size()),
@@ -478,6 +474,7 @@ class session : public std::enable_shared_from_this<session> {
     r.body = std::move(req.body());
     for (const auto& f : req)
       r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    r.who = std::move(who_);
 
     auto ex = std::make_shared<exchange>(srv_.door, weak_from_this());
     try {
@@ -635,6 +632,7 @@ class session : public std::enable_shared_from_this<session> {
   bool busy_ = false;  // a request is being handled or answered
   bool stopping_ = false;
   bool linger_ = false;  // close after the answer, draining the rest
+  principal who_;        // of the request being read, from its headers
   bool closed_ = false;
   bool first_request_ = true;
 
@@ -703,21 +701,31 @@ std::string server_metrics_text(const server_stats& st) {
   return o;
 }
 
+std::optional<std::string_view> bearer_token(std::string_view auth) {
+  constexpr std::string_view scheme = "bearer ";
+  if (auth.size() < scheme.size() || !iequals(auth.substr(0, scheme.size()), scheme))
+    return std::nullopt;
+  auth.remove_prefix(scheme.size());
+  while (!auth.empty() && auth.front() == ' ') auth.remove_prefix(1);
+  return auth;
+}
+
 std::string error_json(std::string_view code, std::string_view message) {
   nlohmann::json j{{"error", {{"code", code}, {"message", message}}}};
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-bool http_server::impl::authorized(std::string_view target, std::string_view auth) const {
-  if (token.empty()) return true;
+std::optional<principal> http_server::impl::authorized(std::string_view target,
+                                                       std::string_view auth) const {
   std::string_view path = target.substr(0, target.find('?'));
   for (const auto& open_path : opts.open_paths)
-    if (path == open_path) return true;
-  constexpr std::string_view scheme = "bearer ";
-  if (auth.size() < scheme.size() || !iequals(auth.substr(0, scheme.size()), scheme)) return false;
-  auth.remove_prefix(scheme.size());
-  while (!auth.empty() && auth.front() == ' ') auth.remove_prefix(1);
-  return same_secret(auth, token);
+    if (path == open_path) return principal{"anonymous", 0, {}};
+  if (opts.authenticate) return opts.authenticate(auth);
+  // No authenticator: the config's token, which admits everything.
+  if (token.empty()) return principal{"anonymous", all_scopes, {}};
+  auto bearer = bearer_token(auth);
+  if (!bearer || !same_secret(*bearer, token)) return std::nullopt;
+  return principal{"admin", all_scopes, {}};
 }
 
 bool http_server::impl::add(const std::shared_ptr<session>& s, bool& at_limit) {

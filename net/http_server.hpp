@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/principal.hpp"
 #include "base/status.hpp"
 #include "config/node_config.hpp"
 
@@ -43,6 +44,8 @@ struct http_request {
   std::string target;  // path and query as sent, still percent-encoded
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // Who sent it, as the server authenticated them (server_options).
+  principal who;
 
   // The first header named `name` (ASCII case-insensitive); empty if absent.
   std::string_view header(std::string_view name) const;
@@ -122,7 +125,16 @@ struct server_options {
   std::chrono::milliseconds header_timeout{10'000};
   // Paths (without query) that need no bearer token. Default /v1/health.
   std::vector<std::string> open_paths{"/v1/health"};
+  // Turns an Authorization header's value ("" when absent) into the
+  // caller's principal; nullopt refuses the request (401). Called on the
+  // headers, before any body is read. Unset: cfg.token, when set, admits
+  // its bearer as "admin" with every scope and refuses everyone else;
+  // without one every caller is "anonymous" with every scope.
+  std::function<std::optional<principal>(std::string_view authorization)> authenticate;
 };
+
+// The token of an "Authorization: Bearer <token>" value; nullopt otherwise.
+std::optional<std::string_view> bearer_token(std::string_view authorization);
 
 // Counters of the server's connections (for metrics).
 struct server_stats {

@@ -26,6 +26,7 @@ enum class value_type : uint16_t {
   cluster_state = 0xF007,
   type_version = 0xF008,  // meta: one stored version of an agent type
   type_latest = 0xF009,   // meta: the version of a type new agents get
+  api_token = 0xF00C,     // meta: an API token (its hash), principal and scopes
 };
 
 // agents: name -> agent_meta.

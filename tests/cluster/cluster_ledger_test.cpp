@@ -70,7 +70,7 @@ TEST_CASE("a fork is placed by its own name and both sides audit, replay and sho
   CHECK(cl[11]["prev"] == pl[10]["hash"]);
   // The parent's ledger records who forked it, and where to.
   CHECK(pl.back()["type"] == "forked");
-  CHECK(pl.back()["data"] == json{{"as", child}, {"at", 11}, {"by", "qa"}});
+  CHECK(pl.back()["data"] == json{{"as", child}, {"at", 11}, {"by", "anonymous"}});
   auto show = c.call("n2", "GET", agent_path(parent));
   REQUIRE(show.status == 200);
   CHECK(show.body["forks"] == json::array({{{"name", child}, {"at", 11}}}));

@@ -256,9 +256,10 @@ void test_cluster::start(const std::string& id, const std::string& config,
   auto& n = nodes_[id];
   n.config = config;
   n.extra = std::move(extra);
-  std::vector<std::string> argv = {
-      KEEL_KEELD_PATH, "--data", (root() / id / "data").string(), "--cluster", config,
-      "--node-id",     id};
+  std::vector<std::string> argv = {KEEL_KEELD_PATH, "--data", (root() / id / "data").string(),
+                                   "--cluster", config, "--node-id", id,
+                                   // The tests drive each member's whole API without tokens.
+                                   "--anonymous", "admin"};
   argv.insert(argv.end(), n.extra.begin(), n.extra.end());
   fs::create_directories(root() / id);
   if (n.process) n.process->kill9();

@@ -48,7 +48,10 @@ TEST_CASE("the refund desk asks for approval, survives SIGKILL and refunds once 
   CHECK(v["phase"] == "waiting_approval");
   CHECK(v["state"]["turn"]["wait"]["arguments"] == json{{"order", 9}, {"amount", 120}});
 
-  auto approved = n.signal(agent, "approve", {{"by", "maria"}});
+  // Maria approves with a token of her own: the ledger names her
+  // principal, whatever a payload says.
+  const std::string maria = n.create_token("maria", {"approve"});
+  auto approved = n.signal(agent, "approve", {{"by", "someone else"}}, maria);
   CHECK(approved.body["reply"] == json{{"call", "refund"}, {"approved", true}});
   v = n.wait_turns(agent);
   const std::string answer = "Refunded 120 on order 9 for customer 42 (refund r-9).";
@@ -70,8 +73,10 @@ TEST_CASE("the refund desk asks for approval, survives SIGKILL and refunds once 
        {"guardrail_decided",
         {{"tool", "refund"}, {"verdict", "require_approval"}, {"rule", "big-refund"}}},
        {"approval_requested", {{"tool", "refund"}, {"arguments", {{"order", 9}, {"amount", 120}}}}},
-       {"signal_received", {{"signal", "approve"}, {"payload", {{"by", "maria"}}}}},
-       {"guardrail_decided", {{"tool", "refund"}, {"verdict", "approved"}, {"by", "maria"}}},
+       {"signal_received",
+        {{"signal", "approve"}, {"payload", {{"by", "maria"}, {"note", "someone else"}}}}},
+       {"guardrail_decided",
+        {{"tool", "refund"}, {"verdict", "approved"}, {"by", "maria"}, {"note", "someone else"}}},
        {"effect_started", {{"tool", "refund"}, {"attempt", 1}}},
        {"effect_completed",
         {{"tool", "refund"}, {"result", {{"refunded", true}, {"refund_id", "r-9"}}}}},
@@ -194,7 +199,7 @@ TEST_CASE("a non-idempotent http call cut by SIGKILL is in doubt until a human r
   CHECK(tools.calls("post_entry") == 1);
   check_in_order(
       n.ledger(agent),
-      {{"effect_completed", {{"effect", effect}, {"result", result}, {"resolved_by", "ops"}}},
+      {{"effect_completed", {{"effect", effect}, {"result", result}, {"resolved_by", "anonymous"}}},
        {"turn_completed", {{"status", "completed"}}}});
 }
 
@@ -266,7 +271,8 @@ TEST_CASE("an approval rejected with a reason reaches the model as the call's re
   n.send(agent, "Refund 500 on order 9.");
   n.wait_phase(agent, "waiting_approval");
   const std::string why = "500 exceeds the order total of 120";
-  auto rejected = n.signal(agent, "reject", {{"by", "maria"}, {"reason", why}});
+  auto rejected =
+      n.signal(agent, "reject", {{"reason", why}}, n.create_token("maria", {"approve"}));
   CHECK(rejected.body["reply"] == json{{"call", "refund"}, {"rejected", true}});
   json v = n.wait_turns(agent);
   CHECK(v["state"]["last"]["answer"] == "A human refused the refund of 500.");
@@ -467,7 +473,7 @@ TEST_CASE("cancelling a turn that waits for approval compensates its completed c
   CHECK(cancelled.body["reply"] == json{{"cancelled", true}});
   json v = n.wait_turns(agent);
   CHECK(v["state"]["last"]["status"] == "cancelled");
-  CHECK(v["state"]["last"]["reason"] == "cancelled by ops");
+  CHECK(v["state"]["last"]["reason"] == "cancelled by anonymous");
   CHECK(tools.calls("refund") == 0);
   REQUIRE(tools.calls("release") == 1);
 

@@ -343,7 +343,8 @@ TEST_CASE("signals are acknowledged with 202 and reset zeroes the total") {
   REQUIRE(signals.size() == 2);
   CHECK(signals[0]["signal"] == "reset");
   CHECK(signals[1]["signal"] == "ping");
-  CHECK(signals[1]["payload"] == json{{"why", "test"}});
+  // Recorded with who sent it: the caller's principal.
+  CHECK(signals[1]["payload"] == json{{"why", "test"}, {"by", "anonymous"}});
 
   auto extra =
       n.call_json("POST", agent_path("acct/alice") + "/signals/reset", json{{"force", true}});
@@ -444,7 +445,7 @@ TEST_CASE(
   REQUIRE(events.size() == 4);  // spawned, message_received, state_changed, terminated
   CHECK(events[1]["data"]["id"] == "m-1");
   CHECK(events.back()["type"] == "terminated");
-  CHECK(events.back()["data"]["by"] == "ops");
+  CHECK(events.back()["data"]["by"] == "anonymous");  // the caller, not ?by
   CHECK(n.view("acct/alice")["state"]["total"] == 2);
 }
 

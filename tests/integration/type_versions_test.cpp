@@ -310,7 +310,7 @@ TEST_CASE("an upgrade moves a waiting agent to another version, refused where it
   CHECK(up.body == json({{"from", v0}, {"to", v2}}));
   auto events = n.ledger(agent);
   REQUIRE(events.back()["type"] == "upgraded");
-  CHECK(events.back()["data"] == json({{"from", v0}, {"to", v2}, {"by", "ops"}}));
+  CHECK(events.back()["data"] == json({{"from", v0}, {"to", v2}, {"by", "anonymous"}}));
   json v = n.view(agent);
   CHECK(v["version"] == v2);
   CHECK(v["phase"] == "waiting_approval");
@@ -361,7 +361,7 @@ TEST_CASE("an upgrade moves a waiting agent to another version, refused where it
   approve(n, agent, 2);
   auto upgrades = of_type(n.ledger(agent), "upgraded");
   REQUIRE(upgrades.size() == 1);  // the first one was compacted away
-  CHECK(upgrades[0] == json({{"from", v2}, {"to", v0}, {"by", "ops"}}));
+  CHECK(upgrades[0] == json({{"from", v2}, {"to", v0}, {"by", "anonymous"}}));
   check_replays_identically(n, agent);
   audit(n, agent);
 }

@@ -24,6 +24,10 @@ class keeld_process {
 
   // The child's RLIMIT_NOFILE (soft and hard), set before it starts.
   void set_open_files_limit(uint64_t n) { nofile_ = n; }
+  // start() lets requests without a token do everything (--anonymous
+  // admin) unless the extra arguments configure authentication; after
+  // use_default_auth() it starts keeld with its shipped defaults instead.
+  void use_default_auth() { open_api_ = false; }
 
   // Starts the child and waits (up to `timeout`) for its "listening" line.
   // Returns false if it exited or did not listen in time; output() says why
@@ -57,6 +61,7 @@ class keeld_process {
 
  private:
   std::string binary_;
+  bool open_api_ = true;
   std::string data_dir_;
   std::vector<std::string> extra_;
   pid_t pid_ = -1;

@@ -148,8 +148,13 @@ class loop_node {
   uint16_t port() const { return keeld_.port(); }
   keeld_process& process() { return keeld_; }
 
-  answer call(std::string_view method, const std::string& target, std::string_view body = {}) {
-    auto r = client_.request(method, target, body);
+  // `token`: sent as the bearer token (else none: the tests' keeld lets
+  // anonymous requests do everything).
+  answer call(std::string_view method, const std::string& target, std::string_view body = {},
+              const std::string& token = {}) {
+    net::http_client::header_list headers;
+    if (!token.empty()) headers.emplace_back("Authorization", "Bearer " + token);
+    auto r = client_.request(method, target, body, headers);
     REQUIRE_MESSAGE(r.is_ok(), std::string(method)
                                    << " " << target << ": " << r.error().to_string());
     answer a{r->status, r->body, json::parse(r->body, nullptr, false)};
@@ -172,10 +177,18 @@ class loop_node {
     REQUIRE_MESSAGE(r.status == 202, r.raw);
   }
   // The signal with ?wait, so the answer carries the agent's reply.
-  answer signal(const std::string& name, const std::string& sig, const json& payload) {
-    auto r = post(path(name) + "/signals/" + sig + "?wait=5000", {{"payload", payload}});
+  answer signal(const std::string& name, const std::string& sig, const json& payload,
+                const std::string& token = {}) {
+    auto r = call("POST", path(name) + "/signals/" + sig + "?wait=5000",
+                  json{{"payload", payload}}.dump(), token);
     REQUIRE_MESSAGE(r.status == 202, r.raw);
     return r;
+  }
+  // A token for `principal` with `scopes` (POST /v1/tokens).
+  std::string create_token(const std::string& principal, const std::vector<std::string>& scopes) {
+    auto r = post("/v1/tokens", {{"principal", principal}, {"scopes", scopes}});
+    REQUIRE_MESSAGE(r.status == 201, r.raw);
+    return r.body["token"].get<std::string>();
   }
   json view(const std::string& name) {
     auto r = call("GET", path(name));
