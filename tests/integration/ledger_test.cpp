@@ -556,10 +556,9 @@ TEST_CASE("keel resolve settles a call left in doubt by SIGKILL and records who 
   const auto events = n.ledger(agent);
   for (const auto& d : of_type(events, "signal_received"))
     if (d["signal"] == "resolve")
-      CHECK(d["payload"] == json{{"by", "anonymous"},
-                                 {"note", "ops"},
-                                 {"outcome", "succeeded"},
-                                 {"result", result}});
+      CHECK(
+          d["payload"] ==
+          json{{"by", "anonymous"}, {"note", "ops"}, {"outcome", "succeeded"}, {"result", result}});
   check_in_order(events, {{"effect_in_doubt", {{"effect", effect}, {"tool", "post_entry"}}},
                           {"signal_received", {{"signal", "resolve"}}},
                           {"effect_completed",

@@ -14,15 +14,20 @@
 //   bpf              a BPF map
 //   uid              the uid it runs as (always ok)
 //   forks:N          start N children that wait; ok when all started
+//   post:PORT/PATH   POST {} to http://127.0.0.1:PORT/PATH without a token
+//                    (detail: the status line; ok when 2xx)
 // The exec sandbox tests run it as a tool (stdin is read and ignored).
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/keyctl.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -106,12 +111,46 @@ json try_forks(int n) {
   return outcome(true, "started " + std::to_string(kids.size()));
 }
 
+json try_post(const std::string& where) {
+  auto slash = where.find('/');
+  const int port = std::stoi(where.substr(0, slash));
+  const std::string path = slash == std::string::npos ? "/" : where.substr(slash);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return outcome(false, std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    ::close(fd);
+    return outcome(false, std::strerror(err));
+  }
+  const std::string req = "POST " + path +
+                          " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+  if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    int err = errno;
+    ::close(fd);
+    return outcome(false, std::strerror(err));
+  }
+  std::string answer;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+    answer.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  const std::string status_line = answer.substr(0, answer.find("\r\n"));
+  const bool ok = status_line.size() > 9 && status_line[9] == '2';
+  return outcome(ok, status_line);
+}
+
 json attempt(const std::string& what) {
   auto arg = [&](std::string_view prefix) { return what.substr(prefix.size()); };
   if (what.rfind("read:", 0) == 0) return try_read(arg("read:"));
   if (what.rfind("list:", 0) == 0) return try_list(arg("list:"));
   if (what.rfind("write:", 0) == 0) return try_write(arg("write:"));
   if (what.rfind("forks:", 0) == 0) return try_forks(std::stoi(arg("forks:")));
+  if (what.rfind("post:", 0) == 0) return try_post(arg("post:"));
   if (what == "ptrace") return from_rc(::ptrace(PTRACE_ATTACH, 1, nullptr, nullptr));
   if (what == "ptrace_self") return from_rc(::ptrace(PTRACE_TRACEME, 0, nullptr, nullptr));
   if (what == "mount") return from_rc(::mount("tmpfs", "/tmp", "tmpfs", 0, nullptr));

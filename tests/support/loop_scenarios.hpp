@@ -68,17 +68,17 @@ inline void start_booking_awaiting_approval(const fake_tool_server& tools, loop_
   REQUIRE(tools.calls("reserve") == 1);
 }
 
-// A booking cancelled (by an anonymous request of the tests' keeld) while it waited: its ledger has the cancel,
-// the release of the reservation (effect `reserved`) and the cancelled turn,
-// in that order.
+// A booking cancelled (by an anonymous request of the tests' keeld) while it waited: its ledger has
+// the cancel, the release of the reservation (effect `reserved`) and the cancelled turn, in that
+// order.
 inline void check_booking_cancelled(const std::vector<json>& events, uint64_t reserved) {
-  check_in_order(events,
-                 {{"approval_requested", {{"tool", "refund"}}},
-                  {"signal_received", {{"signal", "cancel"}, {"payload", {{"by", "anonymous"}}}}},
-                  {"compensation_started", {{"tool", "release"}, {"for", reserved}}},
-                  {"compensation_completed", {{"for", reserved}, {"ok", true}}},
-                  {"turn_completed",
-                   {{"status", "cancelled"}, {"reason", "cancelled by anonymous"}}}});
+  check_in_order(
+      events,
+      {{"approval_requested", {{"tool", "refund"}}},
+       {"signal_received", {{"signal", "cancel"}, {"payload", {{"by", "anonymous"}}}}},
+       {"compensation_started", {{"tool", "release"}, {"for", reserved}}},
+       {"compensation_completed", {{"for", reserved}, {"ok", true}}},
+       {"turn_completed", {{"status", "cancelled"}, {"reason", "cancelled by anonymous"}}}});
 }
 
 // --- a call held at the tool server ------------------------------------------
