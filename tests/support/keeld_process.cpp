@@ -90,7 +90,7 @@ bool keeld_process::start(std::chrono::milliseconds timeout) {
   std::vector<std::string> args = {binary_, "--data", data_dir_, "--http", "127.0.0.1:0"};
   args.insert(args.end(), extra_.begin(), extra_.end());
   if (!spawn(args)) return false;
-  static const std::regex listening(R"(listening on http://[^:]+:(\d+))");
+  static const std::regex listening(R"(listening on https?://[^:]+:(\d+))");
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     pollfd p{out_fd_, POLLIN, 0};
