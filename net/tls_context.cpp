@@ -1,5 +1,9 @@
 #include "net/tls_context.hpp"
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -10,10 +14,17 @@ namespace ssl = boost::asio::ssl;
 
 namespace {
 
+// OpenSSL reports a file it cannot open as a bare "system library" error:
+// the reason then comes from errno.
 status failed(std::string_view what, const std::string& file, const boost::system::error_code& ec,
               std::string_view hint = {}) {
+  std::string why = ec.message();
+  if (std::FILE* f = std::fopen(file.c_str(), "rb"))
+    std::fclose(f);
+  else
+    why = std::strerror(errno);
   return error(code::invalid_argument, "cannot load the " + std::string(what) + " '" + file + "'" +
-                                           std::string(hint) + ": " + ec.message());
+                                           std::string(hint) + ": " + why);
 }
 
 }  // namespace
