@@ -316,6 +316,8 @@ bool cli::connect() {
   if (!addr) usage_fail(addr.error().message());
   set_up(client_);
   if (auto s = client_.connect(*addr); !s) {
+    // A CA file, client certificate or key that does not load.
+    if (s.error_code() == code::invalid_argument) usage_fail(s.message());
     print_failure(s, client_);
     return false;
   }

@@ -136,10 +136,16 @@ TEST_CASE("with --tls-client-ca only a client with a certificate that CA signed 
     CHECK(r.exit_code == 1);
     CHECK_MESSAGE(has(r.err, "refused the client certificate"), said(r));
   }
-  SUBCASE("--cert without --key is a usage error") {
+  SUBCASE("--cert without --key, or a file that cannot be read, is a usage error") {
     auto r = n.keel({"--ca", p.ca.cert(), "--cert", p.client.cert, "health"});
     CHECK(r.exit_code == 2);
     CHECK_MESSAGE(has(r.err, "--cert (KEEL_CERT) needs --key"), said(r));
+    const std::string missing = p.dir.str() + "/missing.key";
+    auto unread =
+        n.keel({"--ca", p.ca.cert(), "--cert", p.client.cert, "--key", missing, "health"});
+    CHECK(unread.exit_code == 2);
+    CHECK_MESSAGE(has(unread.err, "cannot load the client key '" + missing + "'"), said(unread));
+    CHECK_MESSAGE(has(unread.err, "No such file or directory"), said(unread));
   }
 }
 
