@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -104,11 +105,16 @@ of the token that sent them (a "by" in the payload is kept as a note), e.g.
   (or keel resolve ticket/4711 --outcome succeeded --result '{}')
 
 global flags:
-  --server URL     node to talk to (default $KEEL_SERVER or http://127.0.0.1:7070)
+  --server URL     node to talk to: http://HOST:PORT or https://HOST:PORT
+                   (default $KEEL_SERVER or http://127.0.0.1:7070)
   --token TOKEN    bearer token (default $KEEL_TOKEN)
   --token-file F   read the bearer token from F (default $KEEL_TOKEN_FILE);
                    a node without a configured token keeps its admin token
                    in DATA/admin.token
+  --ca FILE        for https://, trust the CA certificates in FILE (PEM)
+                   instead of the system's (default $KEEL_CA)
+  --cert FILE      for https:// nodes that require client certificates: this
+  --key FILE       certificate (PEM) and its key (default $KEEL_CERT, $KEEL_KEY)
   --json           print the server's JSON instead of tables
 )";
 
@@ -132,6 +138,9 @@ invocation parse_command_line(int argc, char** argv) {
   };
   if (const char* f = std::getenv("KEEL_TOKEN_FILE"); f && *f && !std::getenv("KEEL_TOKEN"))
     token_from(f);
+  for (auto [var, slot] : {std::pair{"KEEL_CA", &inv.ca}, std::pair{"KEEL_CERT", &inv.cert},
+                           std::pair{"KEEL_KEY", &inv.key}})
+    if (const char* v = std::getenv(var); v && *v) *slot = v;
 
   std::vector<std::string> a(argv + 1, argv + argc);
   bool flags_done = false;
@@ -181,11 +190,20 @@ invocation parse_command_line(int argc, char** argv) {
       inv.token = value;
     else if (name == "token-file")
       token_from(value);
+    else if (name == "ca")
+      inv.ca = value;
+    else if (name == "cert")
+      inv.cert = value;
+    else if (name == "key")
+      inv.key = value;
     else {
       inv.opts[name] = value;
       inv.all_opts.emplace_back(name, value);
     }
   }
+  if (inv.cert.empty() != inv.key.empty())
+    usage_fail(inv.cert.empty() ? "--key (KEEL_KEY) needs --cert (KEEL_CERT)"
+                                : "--cert (KEEL_CERT) needs --key (KEEL_KEY)");
   return inv;
 }
 
@@ -278,13 +296,38 @@ void print_table(const std::vector<std::string>& head,
   for (const auto& r : rows) line(r);
 }
 
+void cli::set_up(net::http_client& c) const {
+  if (!inv_.token.empty()) c.set_header("Authorization", "Bearer " + inv_.token);
+  if (!inv_.ca.empty()) c.set_ca_file(inv_.ca);
+  if (!inv_.cert.empty()) c.set_client_certificate(inv_.cert, inv_.key);
+}
+
+void cli::print_failure(const status& s, const net::http_client& c) const {
+  const char* fix = "";
+  switch (c.tls_problem()) {
+    case net::http_client::tls_failure::server_not_trusted:
+      fix = inv_.ca.empty() ? "; pass --ca FILE or set KEEL_CA to trust the node's CA"
+                            : "; is --ca (KEEL_CA) the CA that signed the node's certificate?";
+      break;
+    case net::http_client::tls_failure::client_certificate_refused:
+      fix = inv_.cert.empty() ? "; pass --cert FILE --key FILE (or set KEEL_CERT and KEEL_KEY)"
+                              : "; is --cert (KEEL_CERT) signed by a CA the node trusts?";
+      break;
+    case net::http_client::tls_failure::none:
+      break;
+  }
+  std::fprintf(stderr, "keel: %s%s\n", s.message().c_str(), fix);
+}
+
 bool cli::connect() {
   if (connected_) return true;
   auto addr = net::parse_url(inv_.server);
   if (!addr) usage_fail(addr.error().message());
-  if (!inv_.token.empty()) client_.set_header("Authorization", "Bearer " + inv_.token);
+  set_up(client_);
   if (auto s = client_.connect(*addr); !s) {
-    std::fprintf(stderr, "keel: %s\n", s.message().c_str());
+    // A CA file, client certificate or key that does not load.
+    if (s.error_code() == code::invalid_argument) usage_fail(s.message());
+    print_failure(s, client_);
     return false;
   }
   connected_ = true;
@@ -296,7 +339,7 @@ std::optional<json> cli::call(const char* method, const std::string& target,
   if (!connect()) return std::nullopt;
   auto r = client_.request(method, target, body);
   if (!r) {
-    std::fprintf(stderr, "keel: %s\n", r.error().message().c_str());
+    print_failure(r.error(), client_);
     return std::nullopt;
   }
   json j = json::parse(r->body, nullptr, false);

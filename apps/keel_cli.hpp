@@ -30,6 +30,8 @@ struct usage_failure {
 struct invocation {
   std::string server;
   std::string token;
+  std::string ca;         // trusted for https:// servers instead of the system store
+  std::string cert, key;  // a client certificate for https:// servers that ask for one
   bool json_out = false;
   std::string command;
   std::vector<std::string> args;            // positional, after the command
@@ -110,6 +112,11 @@ class cli {
 
   // Connects on first use; false after printing why it could not.
   bool connect();
+  // Gives `c` the token and the TLS files of the command line.
+  void set_up(net::http_client& c) const;
+  // Prints why a connection or request of `c` failed, with the flag that
+  // fixes a TLS failure.
+  void print_failure(const status& s, const net::http_client& c) const;
 
   invocation inv_;
   net::http_client client_;

@@ -168,6 +168,7 @@ int cli::follow(const std::string& name, uint64_t from) {
   // In a cluster a member that does not serve the agent names its owner
   // (307): the stream is read from there.
   net::http_client owner;
+  const net::http_client* answered_by = &client_;  // the client `r` came from
   if (r && r->status == 307) {
     json j = json::parse(r->body, nullptr, false);
     auto to = net::parse_url_target(j.is_object() ? j.value("location", "") : "");
@@ -175,15 +176,16 @@ int cli::follow(const std::string& name, uint64_t from) {
       std::fprintf(stderr, "keel: the node answered 307 without a usable location\n");
       return exit_server;
     }
-    if (!inv_.token.empty()) owner.set_header("Authorization", "Bearer " + inv_.token);
+    set_up(owner);
     if (auto s = owner.connect(to->server); !s) {
-      std::fprintf(stderr, "keel: %s\n", s.message().c_str());
+      print_failure(s, owner);
       return exit_server;
     }
     r = owner.stream("GET", to->target, on_data, idle);
+    answered_by = &owner;
   }
   if (!r) {
-    std::fprintf(stderr, "keel: %s\n", r.error().message().c_str());
+    print_failure(r.error(), *answered_by);
     return exit_server;
   }
   if (r->status >= 300) {

@@ -1,9 +1,10 @@
 // keeld: one Keel node, the agent runtime and its HTTP API.
 //
-// Prints "keeld listening on http://HOST:PORT (data DIR)" once it serves
-// (tests read the port from it when --http asks for port 0). SIGTERM or
-// SIGINT: stop accepting, answer requests in flight, finish durable writes,
-// exit 0. Exit 2 for a bad command line or config, 1 when starting fails.
+// Prints "keeld listening on http://HOST:PORT (data DIR)" (https:// with
+// TLS) once it serves (tests read the port from it when --http asks for port
+// 0). SIGTERM or SIGINT: stop accepting, answer requests in flight, finish
+// durable writes, exit 0. Exit 2 for a bad command line or config, 1 when
+// starting fails.
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -20,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -61,6 +63,12 @@ Runs one Keel node: the durable agent runtime and its HTTP API.
                      process list
   --token TOKEN      bearer token for the HTTP API (default $KEEL_TOKEN);
                      required unless the address is loopback
+  --tls-cert FILE    serve the HTTP API over TLS only (HTTPS, TLS 1.2+) with
+                     this PEM certificate chain; needs --tls-key
+  --tls-key FILE     the certificate's PEM private key (not encrypted)
+  --tls-client-ca FILE
+                     mutual TLS: refuse, in the handshake, every client
+                     without a certificate signed by a CA in this PEM file
   --idle-ms N        idle time before a live agent hibernates (default 30000)
   --agents DIR       load every *.json agent-type spec in DIR (see
                      docs/agent-types.md); may be given more than once
@@ -89,7 +97,7 @@ struct flags {
   bool join = false;
   bool salvage = false;
   std::optional<std::string> data, http, config, token, token_file, idle_ms, cluster, node_id,
-      anonymous;
+      anonymous, tls_cert, tls_key, tls_client_ca;
   std::vector<std::string> agents;
 };
 
@@ -148,6 +156,12 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
       slot = &f.cluster;
     else if (name == "--node-id")
       slot = &f.node_id;
+    else if (name == "--tls-cert")
+      slot = &f.tls_cert;
+    else if (name == "--tls-key")
+      slot = &f.tls_key;
+    else if (name == "--tls-client-ca")
+      slot = &f.tls_client_ca;
     else
       return error(code::invalid_argument, "unknown argument '" + std::string(a) + "'");
     if (!inline_value) {
@@ -233,6 +247,9 @@ result<config::node_config> build_config(const flags& f) {
                                                "' (read, send, approve, operate, admin, none)");
     cfg.anonymous_scopes = *bits;
   }
+  if (f.tls_cert) cfg.tls_cert = *f.tls_cert;
+  if (f.tls_key) cfg.tls_key = *f.tls_key;
+  if (f.tls_client_ca) cfg.tls_client_ca = *f.tls_client_ca;
   if (f.idle_ms) {
     char* end = nullptr;
     unsigned long long n = std::strtoull(f.idle_ms->c_str(), &end, 10);
@@ -242,7 +259,33 @@ result<config::node_config> build_config(const flags& f) {
     cfg.idle_ms = static_cast<uint32_t>(n);
   }
   KEEL_TRY(config::validate(cfg));
+  // Before the store opens: a certificate that does not load is a bad
+  // config, not a failed start.
+  KEEL_TRY(net::http_server::check_tls(cfg));
   return cfg;
+}
+
+// Says whether the API speaks TLS, and warns where it should and does not.
+void log_tls(const config::node_config& cfg) {
+  if (!config::tls_enabled(cfg)) {
+    std::fprintf(stderr, "keeld: TLS off: the HTTP API is plain HTTP\n");
+    if (!config::is_loopback_host(cfg.http_host))
+      std::fprintf(stderr,
+                   "keeld: warning: serving %s without TLS: the bearer token and every request "
+                   "cross the network in cleartext; pass --tls-cert and --tls-key\n",
+                   cfg.http_host.c_str());
+    return;
+  }
+  std::fprintf(stderr, "keeld: TLS on: certificate %s; %s%s\n", cfg.tls_cert.c_str(),
+               cfg.tls_client_ca.empty() ? "no client certificates asked for"
+                                         : "client certificates required, signed by ",
+               cfg.tls_client_ca.c_str());
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::perms mode = fs::status(cfg.tls_key, ec).permissions();
+  if (!ec && (mode & (fs::perms::group_read | fs::perms::others_read)) != fs::perms::none)
+    std::fprintf(stderr, "keeld: warning: the TLS key %s is readable by others (chmod 600 it)\n",
+                 cfg.tls_key.c_str());
 }
 
 // Splits the process's file descriptors between the store's table files,
@@ -371,6 +414,7 @@ int run(int argc, char** argv) {
   // Beyond the data directory, what tools must never read.
   for (const auto& file : {f->config, f->token_file})
     if (file) opts.hidden_paths.push_back(*file);
+  if (!cfg->tls_key.empty()) opts.hidden_paths.push_back(cfg->tls_key);
   if (const char* env = std::getenv("KEEL_TOKEN_FILE"); env && *env)
     opts.hidden_paths.emplace_back(env);
 
@@ -430,7 +474,8 @@ int run(int argc, char** argv) {
   net::http_server* server = http->get();
   std::shared_ptr<net::cluster_node> member;
   if (cluster) {
-    auto started = net::cluster_node::start(**node, {*cluster, *f->node_id, f->join, {}});
+    auto started = net::cluster_node::start(
+        **node, {*cluster, *f->node_id, f->join, {}, config::tls_enabled(*cfg) ? "https" : "http"});
     if (!started) {
       std::fprintf(stderr, "keeld: cannot join cluster '%s': %s\n", cluster->cluster_id.c_str(),
                    started.error().to_string().c_str());
@@ -466,8 +511,10 @@ int run(int argc, char** argv) {
     api.handle(std::move(req), std::move(respond));
   });
 
-  std::printf("keeld listening on http://%s:%u (data %s)\n", url_host(server->host()).c_str(),
-              static_cast<unsigned>(server->port()), cfg->data_dir.c_str());
+  log_tls(*cfg);
+  std::printf("keeld listening on %s://%s:%u (data %s)\n", server->tls() ? "https" : "http",
+              url_host(server->host()).c_str(), static_cast<unsigned>(server->port()),
+              cfg->data_dir.c_str());
   std::fflush(stdout);
 
   int sig = 0;

@@ -1,5 +1,7 @@
 #include "config/node_config.hpp"
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -17,6 +19,38 @@ namespace {
 
 using detail::read_string;
 using detail::read_uint;
+
+// The file must open and hold at least a byte: an empty path or a
+// directory would otherwise fail later, in OpenSSL, with a vaguer message.
+status check_readable(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return error(code::invalid_argument, std::string("cannot read the ") + what + " file '" + path +
+                                             "': " + std::strerror(errno));
+  char c;
+  if (!in.get(c))
+    return error(code::invalid_argument,
+                 std::string("the ") + what + " file '" + path + "' is empty or not a file");
+  return status::ok();
+}
+
+status validate_tls(const node_config& c) {
+  if (c.tls_cert.empty() != c.tls_key.empty())
+    return error(code::invalid_argument,
+                 c.tls_cert.empty()
+                     ? "a TLS key is set (tls_key) but no certificate: give --tls-cert and "
+                       "--tls-key together"
+                     : "a TLS certificate is set (tls_cert) but no key: give --tls-cert and "
+                       "--tls-key together");
+  if (!c.tls_client_ca.empty() && c.tls_cert.empty())
+    return error(code::invalid_argument,
+                 "tls_client_ca needs TLS on: give --tls-cert and --tls-key as well");
+  if (c.tls_cert.empty()) return status::ok();
+  KEEL_TRY(check_readable(c.tls_cert, "TLS certificate"));
+  KEEL_TRY(check_readable(c.tls_key, "TLS key"));
+  if (!c.tls_client_ca.empty()) KEEL_TRY(check_readable(c.tls_client_ca, "TLS client CA"));
+  return status::ok();
+}
 
 }  // namespace
 
@@ -77,7 +111,13 @@ result<node_config> from_json(const json& j, const std::string& source) {
           bits |= static_cast<uint32_t>(*bit);
       }
       c.anonymous_scopes = bits;
-    } else if (k == "idle_ms")
+    } else if (k == "tls_cert")
+      s = read_string(v, where, c.tls_cert);
+    else if (k == "tls_key")
+      s = read_string(v, where, c.tls_key);
+    else if (k == "tls_client_ca")
+      s = read_string(v, where, c.tls_client_ca);
+    else if (k == "idle_ms")
       s = read_uint(v, where, c.idle_ms);
     else if (k == "max_body_bytes")
       s = read_uint(v, where, c.max_body_bytes);
@@ -159,7 +199,7 @@ status validate(const node_config& c) {
                  "store_open_files must be 0 (sized at start) or at least 16");
   if (c.max_page_bytes < 4096)
     return error(code::invalid_argument, "max_page_bytes must be at least 4096");
-  return status::ok();
+  return validate_tls(c);
 }
 
 }  // namespace keel::config

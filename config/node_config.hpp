@@ -27,6 +27,15 @@ struct node_config {
   // allowed on the network can then reach the API, but never approve,
   // resolve or administer), nothing when one was.
   int64_t anonymous_scopes = -1;
+  // TLS on the HTTP port: PEM files of the server's certificate (its chain,
+  // leaf first) and private key. Both or neither; with them the port speaks
+  // only HTTPS (TLS 1.2 or newer). Default none: plain HTTP.
+  std::string tls_cert;
+  std::string tls_key;
+  // PEM file of the CA(s) whose client certificates are accepted; when set,
+  // a client without such a certificate is refused in the handshake
+  // (mutual TLS). Needs tls_cert. Default none.
+  std::string tls_client_ca;
   // Idle time after which a live agent snapshots and hibernates. Default 30 s.
   uint32_t idle_ms = 30'000;
   // Largest accepted HTTP request body. Default 1 MiB.
@@ -100,8 +109,14 @@ result<node_config> load_file(const std::string& path);
 status set_http_address(node_config& c, const std::string& host_port);
 
 // Checks the whole config: data_dir set, a token when not bound to
-// loopback, limits in range.
+// loopback, limits in range, TLS files given in pairs and readable (that
+// they hold valid PEM is checked where they are loaded, net/http_server).
 status validate(const node_config& c);
+
+// Whether the HTTP port speaks TLS.
+inline bool tls_enabled(const node_config& c) {
+  return !c.tls_cert.empty();
+}
 
 bool is_loopback_host(const std::string& host);
 

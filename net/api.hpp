@@ -67,7 +67,8 @@ class api_cluster {
   // owner cannot take it now; `replied` (may be empty) the agent's reply.
   virtual void deliver(remote_delivery d, actors::callback<actors::send_ack> accepted,
                        actors::callback<actors::agent_reply> replied) = 0;
-  // The HTTP base URL of member `id` ("http://host:port"); "" if unknown.
+  // The HTTP base URL of member `id` ("http://host:port"; https:// when
+  // the members' APIs speak TLS); "" if unknown.
   // Streams are not forwarded: a client is redirected to the owner.
   virtual std::string http_url(const std::string& id) const = 0;
   // Whether this node's outbox still holds messages for `name`.

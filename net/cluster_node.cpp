@@ -189,7 +189,7 @@ std::string cluster_node::http_url(const std::string& id) const {
   const config::cluster_member* m = impl_->current_map()->find(id);
   if (!m) return {};
   const bool v6 = m->http_host.find(':') != std::string::npos;
-  return "http://" + (v6 ? "[" + m->http_host + "]" : m->http_host) + ":" +
+  return impl_->opts.http_scheme + "://" + (v6 ? "[" + m->http_host + "]" : m->http_host) + ":" +
          std::to_string(m->http_port);
 }
 

@@ -40,6 +40,9 @@ class cluster_node final : public actors::remote_router, public api_cluster {
     bool join = false;
     // This node's address when it is not in cluster.members (a joiner).
     std::optional<config::cluster_member> self_member;
+    // The scheme of the members' HTTP APIs, for the URLs clients are sent
+    // to: "https" when they serve TLS (members are configured alike).
+    std::string http_scheme = "http";
   };
 
   // Loads the shard map (stored by an earlier run, or the config's members

@@ -6,6 +6,7 @@
 #include <limits>
 #include <optional>
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -16,6 +17,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+
+#include "net/tls_context.hpp"
 
 namespace keel::net {
 
@@ -122,22 +125,30 @@ std::string percent_encode(std::string_view s) {
 
 namespace {
 
-// Made once per CA file: loading a trust store costs milliseconds, and an
-// SSL_CTX, once set up, may be shared by clients on any thread.
-result<std::shared_ptr<ssl::context>> make_tls_context(const std::string& ca_file) {
+// What a client trusts and presents; all empty: the system store, no
+// certificate of its own.
+struct tls_files {
+  std::string ca;  // empty: the system store
+  std::string cert, key;
+};
+
+// Made once per client (once per process for the system store alone):
+// loading a trust store costs milliseconds, and an SSL_CTX, once set up, may
+// be shared by clients on any thread.
+result<std::shared_ptr<ssl::context>> make_tls_context(const tls_files& files) {
   try {
     auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-    SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
-    beast::error_code ec;
-    if (ca_file.empty())
+    tls::harden(*ctx);
+    if (files.ca.empty()) {
+      beast::error_code ec;
       ctx->set_default_verify_paths(ec);
-    else
-      ctx->load_verify_file(ca_file, ec);
-    if (ec)
-      return error(code::invalid_argument,
-                   (ca_file.empty() ? std::string("cannot load the system's trusted certificates")
-                                    : "cannot load CA file '" + ca_file + "'") +
-                       ": " + ec.message());
+      if (ec)
+        return error(code::invalid_argument,
+                     "cannot load the system's trusted certificates: " + ec.message());
+    } else {
+      KEEL_TRY(tls::trust(*ctx, files.ca, "CA file"));
+    }
+    if (!files.cert.empty()) KEEL_TRY(tls::use_key_pair(*ctx, files.cert, files.key, "client"));
     ctx->set_verify_mode(ssl::verify_peer);
     return ctx;
   } catch (const std::exception& e) {
@@ -146,7 +157,7 @@ result<std::shared_ptr<ssl::context>> make_tls_context(const std::string& ca_fil
 }
 
 const result<std::shared_ptr<ssl::context>>& system_tls_context() {
-  static const result<std::shared_ptr<ssl::context>> ctx = make_tls_context("");
+  static const result<std::shared_ptr<ssl::context>> ctx = make_tls_context({});
   return ctx;
 }
 
@@ -168,8 +179,9 @@ struct http_client::impl {
   server_address server;
   std::string host_header;
   tcp::resolver::results_type endpoints;
-  std::string ca_file;                    // empty: the system store
+  tls_files tls;
   std::shared_ptr<ssl::context> tls_ctx;  // made at the first https connection
+  tls_failure tls_problem = tls_failure::none;
   bool connected = false;
   bool used = false;  // a response came back on this connection
   std::chrono::milliseconds timeout{30'000};
@@ -208,7 +220,8 @@ struct http_client::impl {
 
   status prepare_tls() {
     if (!tls_ctx) {
-      auto ctx = ca_file.empty() ? system_tls_context() : make_tls_context(ca_file);
+      bool system = tls.ca.empty() && tls.cert.empty();
+      auto ctx = system ? system_tls_context() : make_tls_context(tls);
       if (!ctx) return ctx.error();
       tls_ctx = *ctx;
     }
@@ -240,11 +253,38 @@ struct http_client::impl {
     drop();
     if (ec == beast::error::timeout)
       return error(code::timeout, "TLS handshake with " + where() + " timed out");
-    if (verify != X509_V_OK)
+    if (verify != X509_V_OK) {
+      tls_problem = http_client::tls_failure::server_not_trusted;
       return error(code::unauthorized,
-                   "TLS: the certificate of " + where() +
-                       " failed verification: " + X509_verify_cert_error_string(verify));
+                   "TLS handshake with " + where() +
+                       ": certificate verify failed: " + X509_verify_cert_error_string(verify));
+    }
+    if (auto refused = refused_certificate(ec); !refused.is_ok()) return refused;
     return error(code::unavailable, "TLS handshake with " + where() + " failed: " + ec.message());
+  }
+
+  // A server that wanted a client certificate, or did not take ours, says
+  // so with an alert: in the handshake under TLS 1.2, at the first read
+  // after it under TLS 1.3. ok for any other failure.
+  status refused_certificate(const beast::error_code& ec) {
+    if (ec.category() != asio::error::get_ssl_category()) return status::ok();
+    const int reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
+    std::string what;
+    if (reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED)
+      what = tls.cert.empty() ? "requires a client certificate, and none was given"
+                              : "requires a client certificate";
+    else if (reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA ||
+             reason == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE ||
+             reason == SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN ||
+             reason == SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED ||
+             reason == SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED ||
+             reason == SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE ||
+             reason == SSL_R_TLSV1_ALERT_ACCESS_DENIED)
+      what = tls.cert.empty() ? "wants a client certificate" : "refused the client certificate";
+    else
+      return status::ok();
+    tls_problem = http_client::tls_failure::client_certificate_refused;
+    return error(code::unauthorized, "TLS: " + where() + " " + what + " (" + ec.message() + ")");
   }
 
   status open() {
@@ -403,6 +443,7 @@ status http_client::connect(std::string host, uint16_t port) {
 status http_client::connect(const server_address& server) {
   auto& m = *impl_;
   m.drop();
+  m.tls_problem = tls_failure::none;
   m.server = server;
   m.endpoints = {};
   bool v6 = m.server.host.find(':') != std::string::npos;
@@ -413,8 +454,18 @@ status http_client::connect(const server_address& server) {
 }
 
 void http_client::set_ca_file(std::string pem_path) {
-  impl_->ca_file = std::move(pem_path);
+  impl_->tls.ca = std::move(pem_path);
   impl_->tls_ctx.reset();
+}
+
+void http_client::set_client_certificate(std::string cert_pem_path, std::string key_pem_path) {
+  impl_->tls.cert = std::move(cert_pem_path);
+  impl_->tls.key = std::move(key_pem_path);
+  impl_->tls_ctx.reset();
+}
+
+http_client::tls_failure http_client::tls_problem() const {
+  return impl_->tls_problem;
 }
 
 void http_client::set_timeout(std::chrono::milliseconds timeout) {
@@ -435,6 +486,7 @@ result<http_client::response> http_client::request(std::string_view method, std:
                                                    const header_list& headers, bool* sent) {
   auto& m = *impl_;
   if (sent) *sent = false;
+  m.tls_problem = tls_failure::none;
   if (m.server.host.empty()) return error(code::invalid_argument, "http client: connect() first");
   auto req = m.make_request(method, target, body, headers);
 
@@ -452,6 +504,7 @@ result<http_client::response> http_client::request(std::string_view method, std:
     }
     m.drop();
     if (!sent && reused && tries == 0 && !a.got_some && closed_by_peer(a.ec)) continue;
+    KEEL_TRY(m.refused_certificate(a.ec));
     if (a.ec == beast::error::timeout)
       return error(code::timeout, std::string(method) + " " + std::string(target) + " on " +
                                       m.where() + " timed out after " +
@@ -466,6 +519,7 @@ result<http_client::response> http_client::stream(
     const std::function<bool(std::string_view chunk)>& on_data,
     std::chrono::milliseconds idle_timeout, std::string_view body, const header_list& headers) {
   auto& m = *impl_;
+  m.tls_problem = tls_failure::none;
   if (m.server.host.empty()) return error(code::invalid_argument, "http client: connect() first");
   auto req = m.make_request(method, target, body, headers);
   auto what = [&] { return std::string(method) + " " + std::string(target) + " on " + m.where(); };
@@ -491,6 +545,7 @@ result<http_client::response> http_client::stream(
     }
     m.drop();
     if (reused && tries == 0 && !a.got_some && closed_by_peer(a.ec)) continue;
+    KEEL_TRY(m.refused_certificate(a.ec));
     if (a.ec == beast::error::timeout) {
       if (!a.got_some)
         return error(code::timeout, what() + " timed out (" + std::to_string(m.timeout.count()) +

@@ -9,14 +9,16 @@
 // certificate chain against the system trust store (OpenSSL's default
 // paths; SSL_CERT_FILE / SSL_CERT_DIR override them) or against
 // set_ca_file(), and its name against the host connected to. SNI is sent
-// for host names (not for IP literals).
+// for host names (not for IP literals). A client certificate
+// (set_client_certificate) is presented to servers that ask for one.
 //
 // Thread-safety: one http_client per thread; distinct clients are
 // independent. Errors: unavailable (cannot connect, connection lost, TLS
 // handshake failed), unauthorized (the server's TLS certificate failed
-// verification), timeout (the deadline passed; the connection is dropped),
-// invalid_argument (no connect() yet, an unreadable CA file). An HTTP error
-// status is a response, not an error.
+// verification, or the server refused ours or wanted one: tls_problem()
+// says which), timeout (the deadline passed; the connection is dropped),
+// invalid_argument (no connect() yet, an unreadable CA file, client
+// certificate or key). An HTTP error status is a response, not an error.
 //
 // stream() reads a body as it arrives (Server-Sent Events; net/sse.hpp
 // parses them).
@@ -87,6 +89,19 @@ class http_client {
   // Trusts only the certificates in this PEM file, instead of the system
   // store, for https connections opened afterwards (tests, private CAs).
   void set_ca_file(std::string pem_path);
+  // Presents this certificate (PEM, the chain leaf first) and its key (PEM,
+  // not encrypted) on https connections opened afterwards, to servers that
+  // require client certificates (mutual TLS).
+  void set_client_certificate(std::string cert_pem_path, std::string key_pem_path);
+
+  // What the last unauthorized error was about, for a caller that tells its
+  // user the fix; none after any other outcome.
+  enum class tls_failure {
+    none,
+    server_not_trusted,          // the server's certificate failed verification
+    client_certificate_refused,  // the server wanted a certificate, or refused ours
+  };
+  tls_failure tls_problem() const;
 
   // Deadline of each request (write and read together) and of connecting.
   // Default 30 s.

@@ -10,6 +10,14 @@
 // request_handler as plain strings, so the code that answers requests
 // (net/api.hpp) never sees Beast.
 //
+// With cfg.tls_cert and cfg.tls_key the port speaks only TLS (1.2 or newer):
+// every limit above holds over it, the header timeout covers the handshake
+// too, and a connection past the limit is told 503 once its handshake is done
+// (only a few at once; beyond that it is closed at once). With
+// cfg.tls_client_ca, a client without a certificate that CA signed is refused
+// in the handshake. A failed handshake is closed without an answer and
+// counted (server_stats::tls_handshake_failures).
+//
 // An answer is either a whole body or a stream (http_response::on_stream):
 // the status line and headers go out at once and the body follows piece by
 // piece through a stream_sink, for Server-Sent Events and the like.
@@ -138,10 +146,11 @@ std::optional<std::string_view> bearer_token(std::string_view authorization);
 
 // Counters of the server's connections (for metrics).
 struct server_stats {
-  uint64_t open = 0;      // connections open now
-  uint64_t accepted = 0;  // connections taken since start
-  uint64_t refused = 0;   // connections answered 503 at the limit
-  uint64_t limit = 0;     // the connection limit
+  uint64_t open = 0;                    // connections open now
+  uint64_t accepted = 0;                // connections taken since start
+  uint64_t refused = 0;                 // connections answered 503 at the limit
+  uint64_t limit = 0;                   // the connection limit
+  uint64_t tls_handshake_failures = 0;  // failed or timed out (TLS only)
 };
 
 // The stats as Prometheus text (keel_http_connections, ...).
@@ -150,11 +159,16 @@ std::string server_metrics_text(const server_stats& st);
 class http_server {
  public:
   // Binds and listens on cfg.http_host:cfg.http_port (port 0 picks a free
-  // port), using cfg.token and cfg.max_body_bytes. Nothing is accepted before
-  // start(). Errors: invalid_argument (unresolvable host), unavailable (the
-  // address is in use or cannot be bound).
+  // port), using cfg.token, cfg.max_body_bytes and the TLS files. Nothing is
+  // accepted before start(). Errors: invalid_argument (unresolvable host; a
+  // TLS file that does not load, or a key that does not match its
+  // certificate: the message names the file), unavailable (the address is in
+  // use or cannot be bound).
   static result<std::unique_ptr<http_server>> open(const config::node_config& cfg,
                                                    server_options opts = {});
+  // Loads cfg's TLS files as open() would, without listening, so a bad file
+  // stops a start before anything else is opened. ok when TLS is off.
+  static status check_tls(const config::node_config& cfg);
   ~http_server();
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;
@@ -162,6 +176,8 @@ class http_server {
   // The bound port: the real one when cfg.http_port was 0.
   uint16_t port() const;
   const std::string& host() const;
+  // Whether the port speaks TLS.
+  bool tls() const;
 
   // Starts the threads and accepting. REQUIRES: called at most once, before
   // stop(); `handler` stays callable until stop() returns.

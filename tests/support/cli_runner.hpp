@@ -2,9 +2,9 @@
 // The keel CLI (KEEL_CLI_PATH) as a child of the test: run to the end with
 // its stdout and stderr captured, or left following (`keel ledger NAME -f`)
 // while the test reads what it prints. Its environment is the test's minus
-// KEEL_SERVER and KEEL_TOKEN, so only what a test passes decides where it
-// goes. REQUIRES: KEEL_CLI_PATH is the keel executable. Uses doctest
-// assertions: include it from test files only.
+// KEEL_SERVER, KEEL_TOKEN, KEEL_CA, KEEL_CERT and KEEL_KEY, so only what a
+// test passes decides where it goes and what it trusts. REQUIRES: KEEL_CLI_PATH is the keel
+// executable. Uses doctest assertions: include it from test files only.
 
 #include <poll.h>
 #include <signal.h>
@@ -36,13 +36,15 @@ inline std::string server_url(uint16_t port) {
   return "http://127.0.0.1:" + std::to_string(port);
 }
 
-// The environment of a keel child: this process's minus KEEL_SERVER and
-// KEEL_TOKEN, plus `extra`.
+// The environment of a keel child: this process's minus the variables the
+// CLI reads for where to go and whom to trust, plus `extra`.
 inline std::vector<std::string> keel_environment(const env_list& extra = {}) {
   std::vector<std::string> env;
   for (auto& kv : this_environment()) {
-    if (kv.rfind("KEEL_SERVER=", 0) == 0 || kv.rfind("KEEL_TOKEN=", 0) == 0) continue;
-    env.push_back(std::move(kv));
+    bool dropped = false;
+    for (const char* var : {"KEEL_SERVER=", "KEEL_TOKEN=", "KEEL_CA=", "KEEL_CERT=", "KEEL_KEY="})
+      dropped = dropped || kv.rfind(var, 0) == 0;
+    if (!dropped) env.push_back(std::move(kv));
   }
   for (const auto& [k, v] : extra) env.push_back(k + "=" + v);
   return env;

@@ -100,7 +100,7 @@ bool keeld_process::start(std::chrono::milliseconds timeout) {
     args.emplace_back("admin");
   }
   if (!spawn(args)) return false;
-  static const std::regex listening(R"(listening on http://[^:]+:(\d+))");
+  static const std::regex listening(R"(listening on https?://[^:]+:(\d+))");
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     pollfd p{out_fd_, POLLIN, 0};

@@ -299,3 +299,92 @@ TEST_CASE("load_file reports a missing file, bad JSON and bad keys with the path
     CHECK(contains(r.error().message(), "\"dta_dir\""));
   }
 }
+
+TEST_CASE("from_json reads the TLS file keys") {
+  auto r = cfg::from_json({{"tls_cert", "/etc/keel/tls.pem"},
+                           {"tls_key", "/etc/keel/tls.key"},
+                           {"tls_client_ca", "/etc/keel/clients.pem"}},
+                          "node.json");
+  REQUIRE_MESSAGE(r.is_ok(), r.error().to_string());
+  CHECK(r->tls_cert == "/etc/keel/tls.pem");
+  CHECK(r->tls_key == "/etc/keel/tls.key");
+  CHECK(r->tls_client_ca == "/etc/keel/clients.pem");
+  CHECK(cfg::tls_enabled(*r));
+  CHECK_FALSE(cfg::tls_enabled(node_config{}));
+}
+
+TEST_CASE("validate wants the TLS certificate and key together, readable, and names the file") {
+  keel::test::temp_dir dir("keel-config");
+  const std::string cert = dir.str() + "/tls.pem", key = dir.str() + "/tls.key",
+                    ca = dir.str() + "/ca.pem", missing = dir.str() + "/missing.pem";
+  write_file(cert, "-----BEGIN CERTIFICATE-----\n");
+  write_file(key, "-----BEGIN PRIVATE KEY-----\n");
+  write_file(ca, "-----BEGIN CERTIFICATE-----\n");
+  node_config c = valid_config();
+
+  SUBCASE("both readable, with or without a client CA") {
+    c.tls_cert = cert;
+    c.tls_key = key;
+    CHECK(cfg::validate(c).is_ok());
+    c.tls_client_ca = ca;
+    CHECK(cfg::validate(c).is_ok());
+  }
+  SUBCASE("a certificate without a key") {
+    c.tls_cert = cert;
+    auto s = cfg::validate(c);
+    CHECK(s.error_code() == code::invalid_argument);
+    CHECK_MESSAGE(contains(s.message(), "no key"), s.message());
+    CHECK(contains(s.message(), "--tls-key"));
+  }
+  SUBCASE("a key without a certificate") {
+    c.tls_key = key;
+    auto s = cfg::validate(c);
+    CHECK(s.error_code() == code::invalid_argument);
+    CHECK_MESSAGE(contains(s.message(), "no certificate"), s.message());
+  }
+  SUBCASE("a client CA without TLS") {
+    c.tls_client_ca = ca;
+    auto s = cfg::validate(c);
+    CHECK(s.error_code() == code::invalid_argument);
+    CHECK_MESSAGE(contains(s.message(), "tls_client_ca"), s.message());
+  }
+  SUBCASE("a file that cannot be read is named") {
+    std::string* slot = nullptr;
+    c.tls_cert = cert;
+    c.tls_key = key;
+    SUBCASE("certificate") {
+      slot = &c.tls_cert;
+    }
+    SUBCASE("key") {
+      slot = &c.tls_key;
+    }
+    SUBCASE("client CA") {
+      slot = &c.tls_client_ca;
+    }
+    *slot = missing;
+    auto s = cfg::validate(c);
+    CHECK(s.error_code() == code::invalid_argument);
+    CHECK_MESSAGE(contains(s.message(), "'" + missing + "'"), s.message());
+    CHECK_MESSAGE(contains(s.message(), "No such file"), s.message());
+  }
+  SUBCASE("an empty file or a directory is refused") {
+    const std::string empty = dir.str() + "/empty.pem";
+    write_file(empty, "");
+    for (const std::string& bad : {empty, dir.str()}) {
+      CAPTURE(bad);
+      c.tls_cert = bad;
+      c.tls_key = key;
+      auto s = cfg::validate(c);
+      CHECK(s.error_code() == code::invalid_argument);
+      CHECK_MESSAGE(contains(s.message(), "'" + bad + "'"), s.message());
+    }
+  }
+  SUBCASE("TLS does not lift the token rule off a non-loopback address") {
+    c.tls_cert = cert;
+    c.tls_key = key;
+    c.http_host = "0.0.0.0";
+    CHECK(cfg::validate(c).error_code() == code::invalid_argument);
+    c.token = "s3cret";
+    CHECK(cfg::validate(c).is_ok());
+  }
+}
