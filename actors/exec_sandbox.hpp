@@ -15,6 +15,7 @@
 // Thread-safe: concurrent calls are independent.
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,11 @@ struct sandbox_options {
   // read-only directory (the node's data directory). Needs the PID
   // namespace path; ignored without it.
   std::vector<std::string> hidden;
+  // Variables set on top of the fixed environment (PATH=/usr/bin:/bin,
+  // HOME=/tmp, LANG=C.UTF-8): the tool's env, its secrets expanded. HOME
+  // and LANG may be replaced; PATH is always the sandbox's (a PATH entry
+  // here is ignored). Nothing of the node's own environment is added.
+  std::map<std::string, std::string> env;
 };
 
 struct exec_outcome {

@@ -94,7 +94,9 @@ effect_outcome exec_tool::run(const config::tool_spec& tool, const json& argumen
   // replace it, the tool sees U+FFFD where the bad bytes were.
   std::string input =
       exec_tool_input(arguments, ctx).dump(-1, ' ', false, json::error_handler_t::replace);
-  auto ran = run_sandboxed(tool.argv, input, tool.limits, ctx.timeout_ms, sandbox_);
+  sandbox_options opts = sandbox_;
+  opts.env = tool.env;  // its secrets were expanded by the caller
+  auto ran = run_sandboxed(tool.argv, input, tool.limits, ctx.timeout_ms, opts);
   // The sandbox itself failed (out of processes or file descriptors, say):
   // a condition of the node that may pass, and the tool never ran.
   if (!ran) return effect_outcome::failure(who + ": " + ran.error().message(), true);

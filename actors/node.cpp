@@ -279,7 +279,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   if (!p->rt.plugins.runners.count(config::tool_kind::exec))
     // A tool never sees the node's own files.
     p->rt.plugins.runners[config::tool_kind::exec] = std::make_shared<exec_tool>(
-        sandbox_options{{std::filesystem::weakly_canonical(cfg.data_dir, ec).string()}});
+        sandbox_options{{std::filesystem::weakly_canonical(cfg.data_dir, ec).string()}, {}});
   p->pool =
       std::make_unique<effect_pool>(opts.effect_threads ? opts.effect_threads : cfg.effect_threads);
   p->rt.pool = p->pool.get();
