@@ -105,6 +105,10 @@ void types_route(actors::node& node, const http_request& req, const target& t,
 void upgrade(actors::node& node, std::string name, const http_request& req,
              const respond_fn& respond);
 
+// /v1/secrets[/{name}]: the node's named secrets (api_secrets.cpp).
+void secrets_route(actors::node& node, const http_request& req, const target& t,
+                   const respond_fn& respond);
+
 // /v1/tasks[...]: the worker queues (api_tasks.cpp).
 void task_route(actors::node& node, const std::shared_ptr<const defer_fn>& defer,
                 const http_request& req, const target& t, const respond_fn& respond);
