@@ -34,6 +34,7 @@
 #include "net/http_server.hpp"
 #include "net/http_tool.hpp"
 #include "net/openai_model.hpp"
+#include "persistence/secret_store.hpp"
 
 namespace {
 
@@ -69,6 +70,9 @@ Runs one Keel node: the durable agent runtime and its HTTP API.
                      event in each affected agent's ledger), reserve the
                      names of agents lost entirely, then exit; start keeld
                      normally afterwards (docs/operations.md, "Faults")
+  --forget-secrets   delete every secret stored in DIR (set with keel secret
+                     set), unread, then exit: for when their key file is lost
+                     and keeld refuses to start; set them again afterwards
   --help             show this text
 )";
 
@@ -76,6 +80,7 @@ struct flags {
   bool help = false;
   bool join = false;
   bool salvage = false;
+  bool forget_secrets = false;
   std::optional<std::string> data, http, config, token, token_file, idle_ms, cluster, node_id;
   std::vector<std::string> agents;
 };
@@ -104,6 +109,10 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
     }
     if (a == "--salvage") {
       f.salvage = true;
+      continue;
+    }
+    if (a == "--forget-secrets") {
+      f.forget_secrets = true;
       continue;
     }
     std::string_view name = a, value;
@@ -251,6 +260,26 @@ int run_salvage(const config::node_config& cfg, actors::start_options opts) {
   return 0;
 }
 
+// keeld --forget-secrets: the store's secrets go, their values unread.
+int run_forget_secrets(const config::node_config& cfg) {
+  persistence::store_options so{cfg.data_dir, cfg.block_cache_bytes, false};
+  auto db = persistence::store::open(so);
+  if (!db) {
+    std::fprintf(stderr, "keeld: cannot open %s: %s\n", cfg.data_dir.c_str(),
+                 db.error().to_string().c_str());
+    return 1;
+  }
+  auto n = persistence::forget_secrets(**db);
+  if (!n) {
+    std::fprintf(stderr, "keeld: cannot delete the stored secrets: %s\n",
+                 n.error().to_string().c_str());
+    return 1;
+  }
+  std::printf("keeld: deleted %zu stored secrets from %s; set them again with keel secret set\n",
+              *n, cfg.data_dir.c_str());
+  return 0;
+}
+
 std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -280,6 +309,7 @@ int run(int argc, char** argv) {
   }
   auto cfg = build_config(*f);
   if (!cfg) return usage_error(cfg.error().message());
+  if (f->forget_secrets) return run_forget_secrets(*cfg);
   budget_descriptors(*cfg);
 
   // Block the stop signals before any thread starts, so every thread
