@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <sys/types.h>
@@ -24,6 +25,11 @@ class keeld_process {
 
   // The child's RLIMIT_NOFILE (soft and hard), set before it starts.
   void set_open_files_limit(uint64_t n) { nofile_ = n; }
+  // A variable added to (or replaced in) the environment the child gets
+  // from this process, for its next start.
+  void set_env(std::string name, std::string value) {
+    env_.emplace_back(std::move(name), std::move(value));
+  }
 
   // Starts the child and waits (up to `timeout`) for its "listening" line.
   // Returns false if it exited or did not listen in time; output() says why
@@ -61,6 +67,7 @@ class keeld_process {
   std::vector<std::string> extra_;
   pid_t pid_ = -1;
   std::optional<uint64_t> nofile_;
+  std::vector<std::pair<std::string, std::string>> env_;
   std::optional<int> exit_code_;
   // Forks and execs binary_ with `args`, output to a pipe; false on failure.
   bool spawn(const std::vector<std::string>& args);
