@@ -135,6 +135,11 @@ status check_header_value(const std::string& header, const std::string& value) {
                    "cannot go in an HTTP header");
 }
 
+bool any_expansion(const std::map<std::string, std::string>& values) {
+  return std::any_of(values.begin(), values.end(),
+                     [](const auto& kv) { return config::needs_expansion(kv.second); });
+}
+
 }  // namespace
 
 const char* to_string(secret_source s) {
@@ -166,21 +171,23 @@ result<std::string> secret_scope::expand(std::string_view text) const {
   });
 }
 
-result<std::optional<config::tool_spec>> secret_scope::resolve(
-    const config::tool_spec& tool) const {
-  auto refers = [](const auto& m) {
-    return std::any_of(m.begin(), m.end(),
-                       [](const auto& kv) { return config::needs_expansion(kv.second); });
-  };
-  if (!refers(tool.headers) && !refers(tool.env)) return std::optional<config::tool_spec>();
-  config::tool_spec out = tool;
-  for (auto& [header, value] : out.headers) {
+status secret_scope::expand_headers(std::map<std::string, std::string>& headers) const {
+  for (auto& [header, value] : headers) {
     if (!config::needs_expansion(value)) continue;
     auto v = expand(value);
     if (!v) return error(v.error().error_code(), "header " + header + ": " + v.error().message());
     KEEL_TRY(check_header_value(header, *v));
     value = std::move(*v);
   }
+  return status::ok();
+}
+
+result<std::optional<config::tool_spec>> secret_scope::resolve(
+    const config::tool_spec& tool) const {
+  if (!any_expansion(tool.headers) && !any_expansion(tool.env))
+    return std::optional<config::tool_spec>();
+  config::tool_spec out = tool;
+  KEEL_TRY(expand_headers(out.headers));
   for (auto& [var, value] : out.env) {
     if (!config::needs_expansion(value)) continue;
     auto v = expand(value);
@@ -195,10 +202,8 @@ result<std::optional<config::tool_spec>> secret_scope::resolve(
 
 result<std::optional<config::model_spec>> secret_scope::resolve(
     const config::model_spec& model) const {
-  const bool headers = std::any_of(model.headers.begin(), model.headers.end(), [](const auto& kv) {
-    return config::needs_expansion(kv.second);
-  });
-  if (model.api_key.empty() && !headers) return std::optional<config::model_spec>();
+  if (model.api_key.empty() && !any_expansion(model.headers))
+    return std::optional<config::model_spec>();
   config::model_spec out = model;
   if (!out.api_key.empty()) {
     auto v = expand(out.api_key);
@@ -206,13 +211,7 @@ result<std::optional<config::model_spec>> secret_scope::resolve(
     KEEL_TRY(check_header_value("Authorization (api_key)", *v));
     out.api_key = std::move(*v);
   }
-  for (auto& [header, value] : out.headers) {
-    if (!config::needs_expansion(value)) continue;
-    auto v = expand(value);
-    if (!v) return error(v.error().error_code(), "header " + header + ": " + v.error().message());
-    KEEL_TRY(check_header_value(header, *v));
-    value = std::move(*v);
-  }
+  KEEL_TRY(expand_headers(out.headers));
   return std::optional<config::model_spec>(std::move(out));
 }
 

@@ -83,6 +83,8 @@ class secret_scope {
                std::function<std::shared_ptr<const secret_values>()> now)
       : values_(std::move(values)), now_(std::move(now)) {}
   result<std::string> expand(std::string_view text) const;
+  // Expands the values that refer to secrets; a value must stay one line.
+  status expand_headers(std::map<std::string, std::string>& headers) const;
 
   std::shared_ptr<const secret_values> values_;
   std::function<std::shared_ptr<const secret_values>()> now_;

@@ -9,7 +9,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -18,6 +17,7 @@
 #include "base/sha256.hpp"
 #include "support/cli_runner.hpp"
 #include "support/fake_tool_server.hpp"
+#include "support/file_scan.hpp"
 #include "support/loop_node.hpp"
 #include "support/temp_dir.hpp"
 
@@ -41,15 +41,12 @@ void set_secret(loop_node& n, const std::string& name, const std::string& value,
   CHECK(r.out == said_ok + " secret " + name + "\n");
 }
 
-// Whether any file under `dir` holds `needle` byte for byte.
-bool any_file_holds(const fs::path& dir, const std::string& needle) {
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::ifstream in(e.path(), std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (contains(bytes, needle)) return true;
-  }
-  return false;
+// Spawns `agent` of `type`, sends it one message and waits for the turn;
+// returns its view.
+json first_turn(loop_node& n, const std::string& agent, const std::string& type) {
+  n.spawn(agent, type);
+  n.send(agent, "go");
+  return n.wait_turns(agent);
 }
 
 std::string all_text(const std::vector<json>& events) {
@@ -91,9 +88,7 @@ TEST_CASE(
   set_secret(n, "crm", value);
 
   const std::string agent = "crm/one";
-  n.spawn(agent, "crm-desk");
-  n.send(agent, "look it up");
-  json v = n.wait_turns(agent);
+  json v = first_turn(n, agent, "crm-desk");
   CHECK(v["state"]["last"]["status"] == "completed");
   REQUIRE(tools.calls("lookup_crm") == 1);
   CHECK(tools.last_call("lookup_crm").header("Authorization") == "Bearer " + value);
@@ -133,9 +128,7 @@ TEST_CASE("a replaced secret goes with the next call, the version stays, and it 
   const std::string first = "first-crm-value-1111", second = "second-crm-value-2222";
   set_secret(n, "crm", first);
   const std::string agent = "crm/two";
-  n.spawn(agent, "crm-desk");
-  n.send(agent, "one");
-  n.wait_turns(agent, 1);
+  first_turn(n, agent, "crm-desk");
   CHECK(tools.last_call("lookup_crm").header("Authorization") == "Bearer " + first);
   const json version = n.call("GET", "/v1/types/crm-desk").body["version"];
 
@@ -158,8 +151,8 @@ TEST_CASE("a replaced secret goes with the next call, the version stays, and it 
   REQUIRE(n.process().terminate() == 0);
   const fs::path data = n.dir() / "data";
   CHECK(fs::exists(data / "secret.key"));
-  CHECK_FALSE(any_file_holds(data, first));
-  CHECK_FALSE(any_file_holds(data, second));
+  CHECK_FALSE(keel::test::any_file_holds(data, first));
+  CHECK_FALSE(keel::test::any_file_holds(data, second));
 }
 
 TEST_CASE("an exec tool gets a secret in its env, and its echo of it is recorded redacted") {
@@ -178,9 +171,7 @@ TEST_CASE("an exec tool gets a secret in its env, and its echo of it is recorded
   set_secret(n, "tok", value);
 
   const std::string agent = "rep/one";
-  n.spawn(agent, "reporter");
-  n.send(agent, "report");
-  json v = n.wait_turns(agent);
+  json v = first_turn(n, agent, "reporter");
   CHECK(v["state"]["last"]["status"] == "completed");
   auto done = of_type(n.ledger(agent), "effect_completed");
   REQUIRE(done.size() == 1);
@@ -207,9 +198,7 @@ TEST_CASE("secrets from a file and a variable in the node config are used and ca
   n.write_spec(one_tool_type(n, "crm-desk", tool));
   n.start();
 
-  n.spawn("crm/three", "crm-desk");
-  n.send("crm/three", "go");
-  n.wait_turns("crm/three");
+  first_turn(n, "crm/three", "crm-desk");
   REQUIRE(tools.calls("lookup_crm") == 1);
   CHECK(tools.last_call("lookup_crm").header("Authorization") == "Bearer " + from_file);
   CHECK(tools.last_call("lookup_crm").header("X-Token") == from_env);
@@ -274,9 +263,7 @@ TEST_CASE(
   n.write_spec(one_tool_type(n, "crm-desk", crm_tool(tools, false)));
   n.start();
   const std::string agent = "crm/four";
-  n.spawn(agent, "crm-desk");
-  n.send(agent, "look it up");
-  json v = n.wait_turns(agent);
+  json v = first_turn(n, agent, "crm-desk");
   CHECK(v["state"]["last"]["status"] == "failed");
   CHECK(tools.calls("lookup_crm") == 0);
   auto events = n.ledger(agent);
@@ -301,9 +288,7 @@ TEST_CASE("a tool's error quoting the secret is recorded redacted") {
   n.start();
   const std::string value = "crm-token-rejected-42";
   set_secret(n, "crm", value);
-  n.spawn("crm/five", "crm-desk");
-  n.send("crm/five", "look it up");
-  n.wait_turns("crm/five");
+  first_turn(n, "crm/five", "crm-desk");
   auto events = n.ledger("crm/five");
   auto failed = of_type(events, "effect_failed");
   REQUIRE(failed.size() == 1);

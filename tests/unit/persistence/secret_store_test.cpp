@@ -6,8 +6,6 @@
 #include <sys/stat.h>
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +13,7 @@
 #include "persistence/secret_cipher.hpp"
 #include "persistence/secret_store.hpp"
 #include "persistence/store.hpp"
+#include "support/file_scan.hpp"
 #include "support/temp_dir.hpp"
 
 using keel::code;
@@ -37,17 +36,6 @@ std::unique_ptr<p::store> open_store(const fs::path& dir) {
   auto r = p::store::open({dir.string(), 8 << 20, true});
   REQUIRE_MESSAGE(r.is_ok(), r.error().to_string());
   return std::move(r).value();
-}
-
-// Whether any file under `dir` holds `needle` byte for byte.
-bool any_file_holds(const fs::path& dir, const std::string& needle) {
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::ifstream in(e.path(), std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (contains(bytes, needle)) return true;
-  }
-  return false;
 }
 
 }  // namespace
@@ -149,8 +137,8 @@ TEST_CASE("stored secrets come back after a reopen and are on disk only sealed")
     // Into a table file, out of the memtable and the log.
     REQUIRE(db->compact(p::family::meta).is_ok());
   }
-  CHECK_FALSE(any_file_holds(data, value));
-  CHECK_FALSE(any_file_holds(data, "erp-token-0000"));
+  CHECK_FALSE(keel::test::any_file_holds(data, value));
+  CHECK_FALSE(keel::test::any_file_holds(data, "erp-token-0000"));
 
   auto db = open_store(data);
   std::vector<p::stored_secret> loaded;
