@@ -1,5 +1,6 @@
 #include "actors/effect_dispatch.hpp"
 
+#include "actors/secret_table.hpp"
 #include "base/clock.hpp"
 #include "base/names.hpp"
 
@@ -7,21 +8,33 @@ namespace keel::actors {
 
 namespace {
 
-// False when the pool is stopping: the effect is left to recovery.
+// False when the pool is stopping: the effect is left to recovery. The
+// call gets the node's secrets as they are when it starts (references are
+// expanded then, on this node), and its outcome is redacted before the
+// agent records it.
 bool run_on_pool(const effect_target& t, uint64_t effect, uint32_t attempt,
-                 std::function<effect_outcome()> call) {
+                 std::function<effect_outcome(const secret_scope&)> call) {
   runtime* rt = t.rt;
   std::string name = t.agent;
   return rt->pool->submit([rt, name, effect, attempt, call = std::move(call)] {
+    const secret_scope secrets = rt->secrets ? rt->secrets->scope() : secret_scope();
     effect_outcome o;
     try {
-      o = call();
+      o = call(secrets);
     } catch (const std::exception& e) {
       // A runner that threw may have got as far as the tool.
       o = effect_outcome::unknown(std::string("effect threw: ") + e.what(), true);
     }
+    secrets.redact(o);
     post_result(rt, name, effect, attempt, o);
   });
+}
+
+// A reference to a secret that is missing (or unusable) fails the call
+// before anything is sent: not applied, and not worth retrying until an
+// operator sets it.
+effect_outcome unresolved(const std::string& who, const status& s) {
+  return effect_outcome::failure(who + ": " + s.message(), false);
 }
 
 }  // namespace
@@ -67,9 +80,13 @@ bool dispatch_model(const effect_target& s, const agent::agent_state& st,
   model_call_context ctx{s.agent, m.call_index, effect_key(s.agent, m.effect), m.attempt,
                          spec.model.retry.timeout_ms};
   json req = loop->model_request(st);
-  return run_on_pool(s, m.effect, m.attempt, [provider, &spec, req = std::move(req), ctx] {
-    return provider->complete(spec.model, req, ctx);
-  });
+  return run_on_pool(s, m.effect, m.attempt,
+                     [provider, &spec, req = std::move(req), ctx](const secret_scope& secrets) {
+                       auto resolved = secrets.resolve(spec.model);
+                       if (!resolved)
+                         return unresolved("model " + spec.model.model, resolved.error());
+                       return provider->complete(*resolved ? **resolved : spec.model, req, ctx);
+                     });
 }
 
 bool dispatch_tool(const effect_target& s, const agent::tool_call_effect& t) {
@@ -169,9 +186,12 @@ bool dispatch_tool(const effect_target& s, const agent::tool_call_effect& t) {
       }
       std::shared_ptr<tool_runner> runner = it->second;
       tool_call_context ctx{name, key, attempt, ts->retry.timeout_ms};
-      return run_on_pool(s, effect, attempt, [runner, ts, args = t.arguments, ctx] {
-        return runner->run(*ts, args, ctx);
-      });
+      return run_on_pool(s, effect, attempt,
+                         [runner, ts, args = t.arguments, ctx](const secret_scope& secrets) {
+                           auto resolved = secrets.resolve(*ts);
+                           if (!resolved) return unresolved("tool " + ts->name, resolved.error());
+                           return runner->run(*resolved ? **resolved : *ts, args, ctx);
+                         });
     }
     case config::tool_kind::sleep:
     case config::tool_kind::ask_human:

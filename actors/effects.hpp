@@ -83,6 +83,10 @@ struct tool_call_context {
   uint32_t timeout_ms = 30'000;
 };
 
+// The spec a runner (or a model provider) gets has its secret references
+// expanded for this call (an http tool's headers, an exec tool's env, a
+// model's api_key and headers; actors/secret_table.hpp); what it returns
+// is redacted by the runtime before anything records it.
 class tool_runner {
  public:
   virtual ~tool_runner() = default;

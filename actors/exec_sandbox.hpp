@@ -22,6 +22,7 @@
 // Thread-safe: concurrent calls are independent.
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,11 @@ struct sandbox_options {
   // The uid and gid tools run as when the node runs as root.
   uint32_t tool_uid = 65534;
   uint32_t tool_gid = 65534;
+  // Variables set on top of the fixed environment (PATH=/usr/bin:/bin,
+  // HOME=/tmp, LANG=C.UTF-8): the tool's env, its secrets expanded. HOME
+  // and LANG may be replaced; PATH is always the sandbox's (a PATH entry
+  // here is ignored). Nothing of the node's own environment is added.
+  std::map<std::string, std::string> env;
 };
 
 struct exec_outcome {

@@ -21,16 +21,21 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <iterator>
+#include <string_view>
+#include <utility>
 
 namespace keel::actors::sandbox_detail {
 
 namespace {
 
-// The child's whole environment. PATH finds the usual tools (argv[0] itself
-// is resolved before the fork); HOME points somewhere writable because many
-// programs want one; LANG makes text tools agree on UTF-8. Nothing of the
-// node's environment (API keys above all) reaches a tool.
-constexpr const char* sandbox_env[] = {"PATH=/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8", nullptr};
+// The child's environment, before the tool's own env (sandbox_options::env)
+// is added. PATH finds the usual tools (argv[0] itself is resolved before
+// the fork); HOME points somewhere writable because many programs want one;
+// LANG makes text tools agree on UTF-8. Nothing of the node's environment
+// (API keys above all) reaches a tool.
+constexpr std::pair<const char*, const char*> sandbox_env[] = {
+    {"PATH", "/usr/bin:/bin"}, {"HOME", "/tmp"}, {"LANG", "C.UTF-8"}};
 constexpr const char* sandbox_path[] = {"/usr/bin", "/bin"};
 // The child starts in HOME, not in the node's working directory (which is
 // often its data directory).
@@ -156,7 +161,7 @@ pid_t raw_fork(int flags) {
   // Like execvp: keep trying on "not here", remember a more telling error.
   int exec_err = ENOENT;
   for (const auto& path : p.candidates) {
-    ::execve(path.c_str(), p.argv.data(), const_cast<char* const*>(sandbox_env));
+    ::execve(path.c_str(), p.argv.data(), p.envp.data());
     if (errno != ENOENT && errno != ENOTDIR) exec_err = errno;
   }
   child_fail(report, child_step::exec, exec_err,
@@ -445,6 +450,19 @@ child_plan make_plan(const std::vector<std::string>& argv, const config::exec_li
   }
   for (const auto& a : argv) p.argv.push_back(const_cast<char*>(a.c_str()));
   p.argv.push_back(nullptr);
+  for (const auto& [name, value] : sandbox_env) {
+    auto own = opts.env.find(name);
+    const bool replace = own != opts.env.end() && std::string_view(name) != "PATH";
+    p.env_strings.push_back(std::string(name) + "=" + (replace ? own->second : value));
+  }
+  for (const auto& [name, value] : opts.env) {
+    const bool fixed = std::any_of(std::begin(sandbox_env), std::end(sandbox_env),
+                                   [&](const auto& kv) { return name == kv.first; });
+    if (!fixed) p.env_strings.push_back(name + "=" + value);
+  }
+  // After every push_back: the strings no longer move.
+  for (auto& e : p.env_strings) p.envp.push_back(e.data());
+  p.envp.push_back(nullptr);
   const bool cut_network = !limits.allow_network && found.caps.network_namespace;
   const bool root = found.caps.separate_uid;
   if (found.caps.pid_namespace) {

@@ -102,6 +102,9 @@ struct limit_setting {
 struct child_plan {
   std::vector<std::string> candidates;  // paths to try execve on, in order
   std::vector<char*> argv;
+  // The tool's whole environment, "NAME=value" (env_strings own the bytes).
+  std::vector<std::string> env_strings;
+  std::vector<char*> envp;
   // Flags of the tool's own unshare (the process-group path only).
   int unshare_flags = 0;
   // The namespace path: clone flags of the init (0: process-group path).

@@ -97,6 +97,7 @@ effect_outcome exec_tool::run(const config::tool_spec& tool, const json& argumen
   sandbox_options sandbox = sandbox_;
   sandbox.read_paths = tool.paths.read;
   sandbox.write_paths = tool.paths.write;
+  sandbox.env = tool.env;  // its secrets were expanded by the caller
   auto ran = run_sandboxed(tool.argv, input, tool.limits, ctx.timeout_ms, sandbox);
   // The sandbox itself failed (out of processes or file descriptors, say):
   // a condition of the node that may pass, and the tool never ran.

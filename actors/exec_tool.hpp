@@ -1,6 +1,7 @@
 #pragma once
 // The exec tool runner: runs a tool_spec's argv in the exec sandbox
-// (actors/exec_sandbox.hpp) with the tool's limits and the call's timeout.
+// (actors/exec_sandbox.hpp) with the tool's limits, its env on top of the
+// sandbox's environment, and the call's timeout.
 //
 // The tool reads one JSON document on stdin:
 //   {"arguments": <the model's arguments>, "idempotency_key": "<effect id>",

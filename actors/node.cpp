@@ -14,6 +14,7 @@
 #include "actors/ledger_codec.hpp"
 #include "actors/retention.hpp"
 #include "actors/scripted_model.hpp"
+#include "actors/secret_table.hpp"
 #include "actors/timer_service.hpp"
 #include "actors/type_catalog.hpp"
 #include "agent/core.hpp"
@@ -120,6 +121,8 @@ struct node::impl {
   std::unique_ptr<type_catalog> catalog;
   // Started last and stopped first: it calls into the node.
   std::unique_ptr<retention_worker> retention;
+  // Before the pool: destroyed after it, so no call outlives it.
+  std::unique_ptr<secret_table> secrets;
   std::unique_ptr<effect_pool> pool;
   std::unique_ptr<caf::actor_system_config> caf_cfg;
   std::unique_ptr<caf::actor_system> sys;
@@ -305,6 +308,14 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   auto db = persistence::store::open(so);
   if (!db) return db.error();
   p->db = std::move(*db);
+  {
+    std::vector<std::string> notes;
+    auto secrets = secret_table::open(cfg, *p->db, notes);
+    for (const auto& n : notes) std::fprintf(stderr, "keeld: %s\n", n.c_str());
+    if (!secrets) return secrets.error();
+    p->secrets = std::move(*secrets);
+    p->rt.secrets = p->secrets.get();
+  }
   // Every version the store holds, then the files: before any agent runs.
   p->catalog = std::make_unique<type_catalog>(*p->db, *p->types);
   p->rt.catalog = p->catalog.get();

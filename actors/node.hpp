@@ -249,6 +249,20 @@ class node {
   // Errors: not_found.
   result<json> type_version(std::string_view name, std::string_view version);
 
+  // Named secrets for agent types' ${secret:NAME} references
+  // (actors/secret_table.hpp; actors/node_secrets.cpp). Blocking: call from
+  // threads of your own. No answer ever holds a value.
+  // put_secret: sets `name` in the store, sealed, durably -> {"name",
+  // "source": "store", "created", "updated_ms"}. Errors: invalid_argument
+  // (name, an empty or too large value), conflict (set in the node
+  // config), no_space, unavailable, io_error.
+  result<json> put_secret(std::string_view name, std::string_view value);
+  // -> {"name", "deleted": true}. Errors: invalid_argument, not_found,
+  // conflict (set in the node config), the store's.
+  result<json> remove_secret(std::string_view name);
+  // [{"name", "source": "store"|"file"|"env", "from"?, "updated_ms"}] by name.
+  json secrets();
+
   // Cancels the agent's current turn: compensations of its completed tool
   // calls run in reverse order, then the turn ends "cancelled". Recorded as
   // the signal "cancel" with {"by"}. Errors: not_found, conflict (no turn).

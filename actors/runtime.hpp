@@ -27,6 +27,7 @@ namespace keel::actors {
 
 class timer_service;
 class type_catalog;
+class secret_table;
 struct request;
 struct ledger_import;
 struct compaction_plan;
@@ -72,6 +73,9 @@ struct runtime {
     }
   }
   effect_plugins plugins;
+  // The node's secrets (actors/secret_table.hpp): effects expand their
+  // references and redact their outcomes through it.
+  secret_table* secrets = nullptr;
   effect_pool* pool = nullptr;
   task_queue tasks;
   node_metrics metrics;

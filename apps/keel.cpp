@@ -79,6 +79,12 @@ commands:
   upgrade NAME [--to VERSION|latest] [--by WHO]
                                           run another version of NAME's type from
                                           its next step (recorded as upgraded)
+  secret set NAME [--from-file FILE]      set a secret on the node; the value comes
+                                          from stdin (a terminal does not echo it)
+                                          or FILE, never from the command line
+  secret ls                               the node's secrets: name, source, updated
+                                          (never a value)
+  secret rm NAME                          remove a secret set with secret set
   tasks                                   worker queues: ready and leased tasks
   tasks poll QUEUE --worker W [--wait MS] lease the oldest ready task of QUEUE
   tasks complete ID [--result JSON]       report a leased task done
@@ -718,6 +724,7 @@ int cli::run() {
   if (c == "upgrade") return upgrade();
   if (c == "token") return token();
   if (c == "whoami") return whoami();
+  if (c == "secret") return secret();
   usage_fail(c.empty() ? "no command given" : "unknown command '" + c + "'");
 }
 

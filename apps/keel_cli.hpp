@@ -2,8 +2,8 @@
 // Internal to the keel CLI (apps/keel*.cpp): the parsed command line, the
 // output helpers and the command class, whose commands are split by
 // concern across keel.cpp (agents, tasks, cluster), keel_ledger.cpp
-// (audit, replay, fork, operator controls), keel_eval.cpp (eval) and
-// keel_types.cpp (types, upgrade).
+// (audit, replay, fork, operator controls), keel_eval.cpp (eval),
+// keel_types.cpp (types, upgrade) and keel_secrets.cpp (secret).
 
 #include <cstdint>
 #include <map>
@@ -105,6 +105,8 @@ class cli {
   // apps/keel_tokens.cpp
   int token();
   int whoami();
+  // apps/keel_secrets.cpp
+  int secret();
 
   std::string agent_path(const std::string& name) const {
     return "/v1/agents/" + net::percent_encode(name);

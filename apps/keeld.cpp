@@ -44,6 +44,7 @@
 #include "net/http_server.hpp"
 #include "net/http_tool.hpp"
 #include "net/openai_model.hpp"
+#include "persistence/secret_store.hpp"
 
 namespace {
 
@@ -89,6 +90,9 @@ Runs one Keel node: the durable agent runtime and its HTTP API.
                      read, send, approve, operate, admin, or "none"
                      (default: read,send when no token is configured,
                      none when one is; docs/operations.md, "Security")
+  --forget-secrets   delete every secret stored in DIR (set with keel secret
+                     set), unread, then exit: for when their key file is lost
+                     and keeld refuses to start; set them again afterwards
   --help             show this text
 )";
 
@@ -96,6 +100,7 @@ struct flags {
   bool help = false;
   bool join = false;
   bool salvage = false;
+  bool forget_secrets = false;
   std::optional<std::string> data, http, config, token, token_file, idle_ms, cluster, node_id,
       anonymous, tls_cert, tls_key, tls_client_ca;
   std::vector<std::string> agents;
@@ -125,6 +130,10 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
     }
     if (a == "--salvage") {
       f.salvage = true;
+      continue;
+    }
+    if (a == "--forget-secrets") {
+      f.forget_secrets = true;
       continue;
     }
     std::string_view name = a, value;
@@ -347,6 +356,26 @@ int run_salvage(const config::node_config& cfg, actors::start_options opts) {
   return 0;
 }
 
+// keeld --forget-secrets: the store's secrets go, their values unread.
+int run_forget_secrets(const config::node_config& cfg) {
+  persistence::store_options so{cfg.data_dir, cfg.block_cache_bytes, false};
+  auto db = persistence::store::open(so);
+  if (!db) {
+    std::fprintf(stderr, "keeld: cannot open %s: %s\n", cfg.data_dir.c_str(),
+                 db.error().to_string().c_str());
+    return 1;
+  }
+  auto n = persistence::forget_secrets(**db);
+  if (!n) {
+    std::fprintf(stderr, "keeld: cannot delete the stored secrets: %s\n",
+                 n.error().to_string().c_str());
+    return 1;
+  }
+  std::printf("keeld: deleted %zu stored secrets from %s; set them again with keel secret set\n",
+              *n, cfg.data_dir.c_str());
+  return 0;
+}
+
 std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -376,6 +405,7 @@ int run(int argc, char** argv) {
   }
   auto cfg = build_config(*f);
   if (!cfg) return usage_error(cfg.error().message());
+  if (f->forget_secrets) return run_forget_secrets(*cfg);
   budget_descriptors(*cfg);
 
   // Block the stop signals before any thread starts, so every thread
@@ -415,6 +445,10 @@ int run(int argc, char** argv) {
   for (const auto& file : {f->config, f->token_file})
     if (file) opts.hidden_paths.push_back(*file);
   if (!cfg->tls_key.empty()) opts.hidden_paths.push_back(cfg->tls_key);
+  // The secrets' key and the files config secrets come from.
+  if (!cfg->secret_key_file.empty()) opts.hidden_paths.push_back(cfg->secret_key_file);
+  for (const auto& [name, origin] : cfg->secrets)
+    if (origin.from == config::secret_origin::kind::file) opts.hidden_paths.push_back(origin.where);
   if (const char* env = std::getenv("KEEL_TOKEN_FILE"); env && *env)
     opts.hidden_paths.emplace_back(env);
 

@@ -10,7 +10,8 @@
 //   approve  the approve and reject signals
 //   operate  pause, resume, cancel, resolve, fork, upgrade, replay,
 //            compaction of one agent
-//   admin    agent types, the cluster, DELETE, import, tokens, secrets
+//   admin    changing agent types and the cluster, DELETE, import, tokens,
+//            secrets (listing their names too)
 // A prefix limit ("ticket/*" or an exact name) applies to agent routes; a
 // limited principal cannot use node-wide routes beyond read.
 

@@ -21,6 +21,7 @@
 
 #include "base/sha256.hpp"
 #include "config/json_schema.hpp"
+#include "config/secret_refs.hpp"
 
 namespace keel::config {
 
@@ -243,10 +244,41 @@ status parse_retry(const fields& f, retry_policy& r, bool with_timeout) {
   return status::ok();
 }
 
+// An object of strings (headers, env) whose values may refer to secrets:
+// each reference must be well-formed, the value itself is kept as written.
+status parse_string_map(const fields& f, const char* key, std::map<std::string, std::string>& out) {
+  const json* m = f.find(key);
+  if (!m) return status::ok();
+  if (!m->is_object()) return f.fail_key(key, "must be an object of strings");
+  for (auto it = m->begin(); it != m->end(); ++it) {
+    const std::string where = pointer_child(f.at(key), it.key());
+    if (!it.value().is_string()) return f.fail(where, "must be a string");
+    auto refs = secret_references(it.value().get_ref<const std::string&>());
+    if (!refs) return f.fail(where, refs.error().message());
+    out[it.key()] = it.value().get<std::string>();
+  }
+  return status::ok();
+}
+
+// The openai model's key: a reference to a secret, so that no key is ever
+// stored, hashed or shown with the spec.
+status parse_api_key(const fields& f, model_spec& m) {
+  if (!f.find("api_key")) return status::ok();
+  KEEL_TRY(f.string("api_key", m.api_key));
+  auto refs = secret_references(m.api_key);
+  if (!refs) return f.fail_key("api_key", refs.error().message());
+  if (refs->empty())
+    return f.fail_key("api_key",
+                      "must refer to a secret (\"${secret:NAME}\"); a key written into the spec "
+                      "would be stored and shown with it");
+  if (f.find("api_key_env")) return f.fail_key("api_key", "give api_key or api_key_env, not both");
+  return status::ok();
+}
+
 status parse_model(const fields& f, const std::string& base_dir, model_spec& m) {
   KEEL_TRY(f.expect_object());
-  KEEL_TRY(f.only({"provider", "model", "base_url", "api_key_env", "temperature", "max_tokens",
-                   "timeout_ms", "retry", "script"}));
+  KEEL_TRY(f.only({"provider", "model", "base_url", "api_key_env", "api_key", "headers",
+                   "temperature", "max_tokens", "timeout_ms", "retry", "script"}));
   KEEL_TRY(f.required("provider"));
   KEEL_TRY(f.string("provider", m.provider));
   if (m.provider != "openai" && m.provider != "scripted")
@@ -257,6 +289,8 @@ status parse_model(const fields& f, const std::string& base_dir, model_spec& m) 
   if (f.find("api_key_env") && !is_env_name(m.api_key_env))
     return f.fail_key("api_key_env",
                       "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
+  KEEL_TRY(parse_api_key(f, m));
+  KEEL_TRY(parse_string_map(f, "headers", m.headers));
   if (f.find("temperature")) {
     double t = 0;
     KEEL_TRY(f.number("temperature", t, 0, 2));
@@ -421,11 +455,27 @@ status parse_paths(const fields& f, tool_spec::exec_paths& paths) {
   return status::ok();
 }
 
+// exec "env": added to the sandbox's fixed environment. PATH stays the
+// sandbox's: argv[0] was resolved against the node's PATH at load, and a
+// tool's PATH could point programs it starts anywhere.
+status parse_env(const fields& f, std::map<std::string, std::string>& env) {
+  KEEL_TRY(parse_string_map(f, "env", env));
+  for (const auto& [name, value] : env) {
+    const std::string where = pointer_child(f.at("env"), name);
+    if (!is_env_name(name))
+      return f.fail(where, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
+    if (name == "PATH")
+      return f.fail(where, "PATH is the sandbox's (/usr/bin:/bin) and cannot be set");
+    if (value.find('\0') != std::string::npos) return f.fail(where, "must not hold a NUL byte");
+  }
+  return status::ok();
+}
+
 status parse_tool(const fields& f, tool_spec& t) {
   KEEL_TRY(f.expect_object());
-  KEEL_TRY(f.only({"name", "description", "parameters", "kind", "url", "headers", "argv", "limits",
-                   "paths", "queue", "lease_ms", "idempotent", "not_applied", "require_approval",
-                   "retry", "compensate"}));
+  KEEL_TRY(f.only({"name", "description", "parameters", "kind", "url", "headers", "argv", "env",
+                   "limits", "paths", "queue", "lease_ms", "idempotent", "not_applied",
+                   "require_approval", "retry", "compensate"}));
   KEEL_TRY(f.required("name"));
   KEEL_TRY(f.string("name", t.name));
   if (!is_tool_name(t.name)) return f.fail_key("name", "must match [A-Za-z0-9_-]{1,64}");
@@ -442,6 +492,7 @@ status parse_tool(const fields& f, tool_spec& t) {
   KEEL_TRY(only_for("url", tool_kind::http));
   KEEL_TRY(only_for("headers", tool_kind::http));
   KEEL_TRY(only_for("argv", tool_kind::exec));
+  KEEL_TRY(only_for("env", tool_kind::exec));
   KEEL_TRY(only_for("limits", tool_kind::exec));
   KEEL_TRY(only_for("paths", tool_kind::exec));
   KEEL_TRY(only_for("queue", tool_kind::worker));
@@ -454,17 +505,11 @@ status parse_tool(const fields& f, tool_spec& t) {
     KEEL_TRY(f.required("url"));
     KEEL_TRY(f.string("url", t.url));
     if (!is_http_url(t.url)) return f.fail_key("url", "must start with http:// or https://");
-    if (const json* h = f.find("headers")) {
-      if (!h->is_object()) return f.fail_key("headers", "must be an object of strings");
-      for (auto it = h->begin(); it != h->end(); ++it) {
-        if (!it.value().is_string())
-          return f.fail(pointer_child(f.at("headers"), it.key()), "must be a string");
-        t.headers[it.key()] = it.value().get<std::string>();
-      }
-    }
+    KEEL_TRY(parse_string_map(f, "headers", t.headers));
   } else if (t.kind == tool_kind::exec) {
     KEEL_TRY(f.required("argv"));
     KEEL_TRY(parse_argv(f, t.argv));
+    KEEL_TRY(parse_env(f, t.env));
     if (f.find("limits")) KEEL_TRY(parse_limits(f.sub("limits"), t.limits));
     if (f.find("paths")) KEEL_TRY(parse_paths(f.sub("paths"), t.paths));
   } else if (t.kind == tool_kind::worker) {

@@ -39,6 +39,12 @@ struct model_spec {
   std::string model;        // sent as "model" (openai); free text (scripted)
   std::string base_url;     // openai: e.g. "http://127.0.0.1:8000/v1" (required)
   std::string api_key_env;  // openai: environment variable with the key (optional)
+  // openai: the key, as a reference to a node's secret ("${secret:openai}",
+  // config/secret_refs.hpp), sent as "Authorization: Bearer <key>"; not
+  // with api_key_env. Extra request headers, whose values may refer to
+  // secrets too. Both hold the reference text, never a value.
+  std::string api_key;
+  std::map<std::string, std::string> headers;
   std::optional<double> temperature;
   std::optional<uint32_t> max_tokens;
   // scripted: the replies (config/model_script.hpp), read and checked at
@@ -68,10 +74,14 @@ struct tool_spec {
   json parameters = json::object();  // JSON schema of the arguments (config/json_schema.hpp)
   tool_kind kind = tool_kind::http;
   // http: POST the arguments as JSON to url, with these extra headers.
+  // Header values may refer to secrets (config/secret_refs.hpp).
   std::string url;
   std::map<std::string, std::string> headers;
   // exec: argv[0] is an absolute path or found on the node's PATH at load.
   std::vector<std::string> argv;
+  // exec: variables added to the sandbox's environment (names
+  // [A-Za-z_][A-Za-z0-9_]*, never PATH); values may refer to secrets.
+  std::map<std::string, std::string> env;
   exec_limits limits;
   // exec: host paths shown to the tool at the same path (it sees only the
   // system's directories, read-only, and a private /tmp otherwise):

@@ -10,6 +10,7 @@
 
 #include "base/principal.hpp"
 #include "config/json_fields.hpp"
+#include "config/secret_refs.hpp"
 
 namespace keel::config {
 
@@ -49,6 +50,31 @@ status validate_tls(const node_config& c) {
   KEEL_TRY(check_readable(c.tls_cert, "TLS certificate"));
   KEEL_TRY(check_readable(c.tls_key, "TLS key"));
   if (!c.tls_client_ca.empty()) KEEL_TRY(check_readable(c.tls_client_ca, "TLS client CA"));
+  return status::ok();
+}
+
+// "secrets": {"NAME": {"file": "/path"} | {"env": "VAR"}, ...}
+status read_secrets(const json& v, const std::string& where,
+                    std::map<std::string, secret_origin>& out) {
+  if (!v.is_object()) return error(code::invalid_argument, where + ": expected an object");
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    const std::string at = where + ": \"" + it.key() + "\"";
+    if (status s = check_secret_name(it.key()); !s)
+      return error(code::invalid_argument, at + ": " + s.message());
+    const json& src = it.value();
+    const bool file = src.is_object() && src.size() == 1 && src.contains("file");
+    const bool env = src.is_object() && src.size() == 1 && src.contains("env");
+    if (!file && !env)
+      return error(code::invalid_argument,
+                   at + ": expected {\"file\": \"/path\"} or {\"env\": \"VARIABLE\"}");
+    secret_origin o;
+    o.from = file ? secret_origin::kind::file : secret_origin::kind::env;
+    KEEL_TRY(read_string(src.begin().value(), at + ": \"" + src.begin().key() + "\"", o.where));
+    if (o.where.empty())
+      return error(code::invalid_argument,
+                   at + ": the " + std::string(file ? "file" : "variable") + " name is empty");
+    out[it.key()] = std::move(o);
+  }
   return status::ok();
 }
 
@@ -151,6 +177,10 @@ result<node_config> from_json(const json& j, const std::string& source) {
       s = read_uint(v, where, c.tool_uid);
     else if (k == "tool_gid")
       s = read_uint(v, where, c.tool_gid);
+    else if (k == "secrets")
+      s = read_secrets(v, where, c.secrets);
+    else if (k == "secret_key_file")
+      s = read_string(v, where, c.secret_key_file);
     else if (k == "sync") {
       if (!v.is_boolean())
         s = error(code::invalid_argument, where + ": expected true or false");

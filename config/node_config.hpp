@@ -4,6 +4,7 @@
 // never read globals.
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include <nlohmann/json_fwd.hpp>
@@ -11,6 +12,14 @@
 #include "base/status.hpp"
 
 namespace keel::config {
+
+// Where a secret named in the node config comes from: the content of a
+// file (one trailing newline dropped) or an environment variable of keeld,
+// read once at start.
+struct secret_origin {
+  enum class kind { file, env } from = kind::file;
+  std::string where;  // the file's path or the variable's name
+};
 
 struct node_config {
   // Directory of the node's RocksDB; created when missing. Required.
@@ -97,6 +106,13 @@ struct node_config {
   // max_processes count only the tools' processes.
   uint32_t tool_uid = 65534;
   uint32_t tool_gid = 65534;
+  // Secrets for agent types' ${secret:NAME} references, by name
+  // ([A-Za-z0-9_.-]{1,64}): {"NAME": {"file": "/path"}} or {"NAME":
+  // {"env": "VAR"}}. Others are set through the API and kept in the store.
+  std::map<std::string, secret_origin> secrets;
+  // The key that seals the store's secrets (32 bytes, mode 0600; created
+  // at the first secret set). Default "": <data_dir>/secret.key.
+  std::string secret_key_file;
 };
 
 // Reads the JSON object `j` (keys as in node_config, plus "http":

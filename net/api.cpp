@@ -179,6 +179,21 @@ struct api::impl {
     return owner;
   }
 
+  // Answers `req` with `route` on the api's own threads.
+  void on_jobs(const http_request& req, const respond_fn& respond,
+               void (*route)(actors::node&, const http_request&, const target&,
+                             const respond_fn&)) {
+    bool queued = ledger_jobs->submit([this, req, respond, route] {
+      guarded(respond, [&] {
+        // Parsed again: the target's views point into this copy of it.
+        auto own = parse_target(req.target);
+        if (!own) return respond(error_response(own.error()));
+        route(node, req, *own, respond);
+      });
+    });
+    if (!queued) respond(fail(503, "unavailable", "node is shutting down"));
+  }
+
   // A waiter for ?wait=MS, or the error for a bad one.
   result<waiter_ptr> make_waiter(const target& t, const respond_fn& respond) const;
 };
@@ -245,18 +260,14 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
   }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "tasks")
     return task_route(node, defer, req, *t, respond);
-  if (seg.size() >= 2 && seg.size() <= 5 && seg[0] == "v1" && seg[1] == "types") {
-    // A registration writes (synced) to the store: off the server's threads.
-    bool queued = ledger_jobs->submit([this, req, respond] {
-      guarded(respond, [&] {
-        // Parsed again: the target's views point into this copy of it.
-        auto own = parse_target(req.target);
-        if (!own) return respond(error_response(own.error()));
-        types_route(node, req, *own, respond);
-      });
-    });
-    if (!queued) respond(fail(503, "unavailable", "node is shutting down"));
-    return;
+  // A type registration, a secret's set or delete write (synced) to the
+  // store: off the server's threads.
+  if (seg.size() >= 2 && seg.size() <= 5 && seg[0] == "v1" && seg[1] == "types")
+    return on_jobs(req, respond, types_route);
+  if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "secrets") {
+    // Even their names are the operator's business.
+    if (auto refused = refuse_unless(req, scope::admin, {})) return respond(std::move(*refused));
+    return on_jobs(req, respond, secrets_route);
   }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "cluster") {
     if (!opts.cluster) return respond(fail(404, "not_found", "this node is not part of a cluster"));

@@ -96,7 +96,8 @@ void ledger_route(actors::node& node, api_cluster* cluster, const http_request& 
 // Authorization (api_auth.cpp). The scope a request on one agent needs:
 // read for GET, the ledger, query, audit and replay; send for messages and
 // ordinary signals; approve for the approve and reject signals; admin for
-// DELETE and import; operate for the rest (pause, resume, resolve, cancel,
+// DELETE and import (node-wide: types, cluster, tokens and secrets but
+// for reading types and the cluster); operate for the rest (pause, resume, resolve, cancel,
 // fork, compact, upgrade, and those signals).
 scope scope_for_agent_action(std::string_view method, std::string_view action,
                              std::string_view signal);
@@ -125,6 +126,10 @@ void types_route(actors::node& node, const http_request& req, const target& t,
                  const respond_fn& respond);
 void upgrade(actors::node& node, std::string name, const http_request& req,
              const respond_fn& respond);
+
+// /v1/secrets[/{name}]: the node's named secrets (api_secrets.cpp).
+void secrets_route(actors::node& node, const http_request& req, const target& t,
+                   const respond_fn& respond);
 
 // /v1/tasks[...]: the worker queues (api_tasks.cpp).
 void task_route(actors::node& node, const std::shared_ptr<const defer_fn>& defer,

@@ -1,6 +1,7 @@
 #pragma once
 // The runner of http tools: run() POSTs the arguments as JSON to tool.url
-// (http:// or https://) with the tool's headers plus
+// (http:// or https://) with the tool's headers (their secrets expanded by
+// the runtime; no header value is ever logged or put in an error) plus
 //   Idempotency-Key: <ctx.idempotency_key>  (stable across attempts)
 //   X-Keel-Agent:    <ctx.agent>
 //   X-Keel-Attempt:  <ctx.attempt>

@@ -142,7 +142,9 @@ effect_outcome openai_model::complete(const config::model_spec& spec, const json
   while (!target.empty() && target.back() == '/') target.pop_back();
   target += "/chat/completions";
 
-  http_client::header_list headers;
+  // The spec's headers first: an api_key's Authorization wins over one there.
+  http_client::header_list headers(spec.headers.begin(), spec.headers.end());
+  if (!spec.api_key.empty()) headers.emplace_back("Authorization", "Bearer " + spec.api_key);
   if (!spec.api_key_env.empty()) {
     const char* key = std::getenv(spec.api_key_env.c_str());
     if (key == nullptr || *key == '\0')

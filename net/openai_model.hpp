@@ -3,9 +3,11 @@
 // endpoint (OpenAI, vLLM, llama.cpp server, Ollama). complete() POSTs the
 // runtime's request plus the spec's "model", "temperature" and "max_tokens"
 // to <spec.base_url>/chat/completions (http:// or https://), with
-// "Authorization: Bearer <key>" when spec.api_key_env names the variable
-// holding the key, and a deadline of ctx.timeout_ms. The reply is
-// normalized as actors/effects.hpp documents.
+// spec.headers, "Authorization: Bearer <key>" when spec.api_key (expanded
+// from a secret by the runtime) or spec.api_key_env (the variable holding
+// the key) gives one, and a deadline of ctx.timeout_ms. The reply is
+// normalized as actors/effects.hpp documents. No header value is logged
+// or put in an error message.
 //
 // Outcomes: retryable failure for a connection failure, a timeout, 5xx, 429
 // and 408; permanent failure for other statuses (with the server's

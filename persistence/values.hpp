@@ -27,6 +27,7 @@ enum class value_type : uint16_t {
   type_version = 0xF008,  // meta: one stored version of an agent type
   type_latest = 0xF009,   // meta: the version of a type new agents get
   api_token = 0xF00C,     // meta: an API token (its hash), principal and scopes
+  secret_value = 0xF00A,  // meta: a sealed secret (persistence/secret_store.hpp)
 };
 
 // agents: name -> agent_meta.

@@ -46,10 +46,11 @@ inline pipe_ends cloexec_pipe() {
 }
 
 // Forks and execs argv[0] (an absolute path) with the environment `env`,
-// stdin from /dev/null, stdout to `out_fd` and stderr to `err_fd` (-1: the
-// test's own). Returns its PID; the caller closes its copies of the fds.
+// stdin from `in_fd` (-1: /dev/null), stdout to `out_fd` and stderr to
+// `err_fd` (-1: the test's own). Returns its PID; the caller closes its
+// copies of the fds.
 inline pid_t start_child(std::vector<std::string> argv, std::vector<std::string> env, int out_fd,
-                         int err_fd) {
+                         int err_fd, int in_fd = -1) {
   // Built before fork: the child only calls async-signal-safe functions.
   std::vector<char*> args, envp;
   for (auto& a : argv) args.push_back(a.data());
@@ -60,7 +61,7 @@ inline pid_t start_child(std::vector<std::string> argv, std::vector<std::string>
   REQUIRE(pid >= 0);
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ::dup2(::open("/dev/null", O_RDONLY | O_CLOEXEC), STDIN_FILENO);
+    ::dup2(in_fd >= 0 ? in_fd : ::open("/dev/null", O_RDONLY | O_CLOEXEC), STDIN_FILENO);
     if (out_fd >= 0) ::dup2(out_fd, STDOUT_FILENO);
     if (err_fd >= 0) ::dup2(err_fd, STDERR_FILENO);
     ::execve(args[0], args.data(), envp.data());

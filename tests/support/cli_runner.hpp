@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -50,17 +51,28 @@ inline std::vector<std::string> keel_environment(const env_list& extra = {}) {
   return env;
 }
 
-// Runs `keel args...` with keel_environment(env) to the end; kills it (by
-// its pid) after `timeout`.
-inline cli_result run_keel(const std::vector<std::string>& args, const env_list& env = {},
-                           std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+// Runs `keel args...` with keel_environment(env) to the end, `input` (if
+// any) on its stdin, else /dev/null; kills it (by its pid) after `timeout`.
+inline cli_result run_keel_fed(const std::vector<std::string>& args, const env_list& env,
+                               std::chrono::milliseconds timeout,
+                               const std::optional<std::string>& input) {
   std::vector<std::string> argv{KEEL_CLI_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
   const pipe_ends out_pipe = cloexec_pipe(), err_pipe = cloexec_pipe();
-  const pid_t pid =
-      start_child(std::move(argv), keel_environment(env), out_pipe.write, err_pipe.write);
+  pipe_ends in_pipe;
+  if (input) {
+    in_pipe = cloexec_pipe();
+    // Small enough for the pipe's buffer: written whole before the child runs.
+    REQUIRE(input->size() < 4096);
+    REQUIRE(::write(in_pipe.write, input->data(), input->size()) ==
+            static_cast<ssize_t>(input->size()));
+    ::close(in_pipe.write);
+  }
+  const pid_t pid = start_child(std::move(argv), keel_environment(env), out_pipe.write,
+                                err_pipe.write, in_pipe.read);
   ::close(out_pipe.write);
   ::close(err_pipe.write);
+  if (input) ::close(in_pipe.read);
 
   cli_result res;
   pollfd fds[2] = {{out_pipe.read, POLLIN, 0}, {err_pipe.read, POLLIN, 0}};
@@ -99,12 +111,24 @@ inline cli_result run_keel(const std::vector<std::string>& args, const env_list&
   return res;
 }
 
+inline cli_result run_keel(const std::vector<std::string>& args, const env_list& env = {},
+                           std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  return run_keel_fed(args, env, timeout, std::nullopt);
+}
+
 // Runs `keel --server URL args...` against the node listening on
 // 127.0.0.1:`port`.
 inline cli_result run_keel(uint16_t port, std::vector<std::string> args,
                            std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   args.insert(args.begin(), {"--server", server_url(port)});
   return run_keel(args, {}, timeout);
+}
+
+// The same with `input` on the CLI's stdin (keel secret set NAME).
+inline cli_result run_keel_with_stdin(uint16_t port, std::vector<std::string> args,
+                                      const std::string& input) {
+  args.insert(args.begin(), {"--server", server_url(port)});
+  return run_keel_fed(args, {}, std::chrono::seconds(30), input);
 }
 
 // Starts `keel --server URL args...` for a command that runs until stopped

@@ -33,6 +33,7 @@ tool_behaviour tool_behaviour::from_json(const json& j) {
       std::chrono::milliseconds(j.value("hold_timeout_ms", uint64_t(b.hold_timeout.count())));
   if (auto body = j.find("body"); body != j.end()) b.body = *body;
   if (auto raw = j.find("raw_body"); raw != j.end()) b.raw_body = raw->get<std::string>();
+  if (auto echo = j.find("echo_header"); echo != j.end()) b.echo_header = echo->get<std::string>();
   return b;
 }
 
@@ -231,15 +232,22 @@ void fake_tool_server::on_tool_call(const std::string& tool, net::http_request r
       else if (b.body)
         answer = json_response(b.status, *b.body);
       else
-        answer = error_response(b.status, "fake tool server: " + tool + " refuses the call");
+        answer = error_response(b.status,
+                                "fake tool server: " + tool + " refuses the call" +
+                                    (b.echo_header ? " with " + *b.echo_header + ": " +
+                                                         std::string(req.header(*b.echo_header))
+                                                   : ""));
     } else {
       rec.applied = true;
       ++t.applied;
       if (b.raw_body)
         answer = {b.status, "text/plain", *b.raw_body, {}};
-      else
-        answer = json_response(
-            b.status, b.body ? *b.body : json{{"ok", true}, {"tool", tool}, {"args", args}});
+      else {
+        json body = b.body ? *b.body : json{{"ok", true}, {"tool", tool}, {"args", args}};
+        if (b.echo_header && body.is_object())
+          body["header"] = std::string(req.header(*b.echo_header));
+        answer = json_response(b.status, body);
+      }
       if (!key.empty()) applied_answers_[applied_key] = answer;
       delay = b.delay;
       if (b.hold) {

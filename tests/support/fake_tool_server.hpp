@@ -40,8 +40,8 @@ namespace keel::test {
 
 // JSON form: {"fail_first": n, "fail_status": 500, "fail_applied": false,
 // "retry_after": "", "status": 200, "delay_ms": 0, "hold": false,
-// "hold_timeout_ms": 30000, "body": any JSON, "raw_body": "text"}; every key
-// optional.
+// "hold_timeout_ms": 30000, "body": any JSON, "raw_body": "text",
+// "echo_header": "Name"}; every key optional.
 struct tool_behaviour {
   // The first `fail_first` calls of the tool (counting every call, in
   // arrival order) are answered `fail_status` and not applied...
@@ -65,6 +65,10 @@ struct tool_behaviour {
   std::optional<nlohmann::json> body;
   // Sent verbatim as text/plain instead (non-JSON, empty or large bodies).
   std::optional<std::string> raw_body;
+  // A request header whose value the answer repeats, as a careless API
+  // echoes a credential: in a JSON body as "header", in the message of a
+  // default error body.
+  std::optional<std::string> echo_header;
 
   static tool_behaviour from_json(const nlohmann::json& j);  // throws on a wrong shape
 };

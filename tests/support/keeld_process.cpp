@@ -13,6 +13,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <regex>
+#include <string_view>
+
+extern char** environ;
 
 namespace keel::test {
 
@@ -32,6 +35,19 @@ bool keeld_process::spawn(const std::vector<std::string>& args_in) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // Built before fork: this process's environment with env_ on top.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    std::string_view kv(*e);
+    const bool replaced = std::any_of(env_.begin(), env_.end(), [&](const auto& v) {
+      return kv.size() > v.first.size() && kv.starts_with(v.first) && kv[v.first.size()] == '=';
+    });
+    if (!replaced) env_strings.emplace_back(kv);
+  }
+  for (const auto& [k, v] : env_) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
   const std::optional<uint64_t> nofile = nofile_;
   pid_t pid = ::fork();
   if (pid < 0) return false;
@@ -44,7 +60,7 @@ bool keeld_process::spawn(const std::vector<std::string>& args_in) {
       rlimit lim{static_cast<rlim_t>(*nofile), static_cast<rlim_t>(*nofile)};
       if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) std::_Exit(126);
     }
-    ::execv(binary_.c_str(), argv.data());
+    ::execve(binary_.c_str(), argv.data(), envp.data());
     std::_Exit(127);
   }
   ::close(fds[1]);

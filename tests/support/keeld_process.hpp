@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <sys/types.h>
@@ -28,6 +29,11 @@ class keeld_process {
   // admin) unless the extra arguments configure authentication; after
   // use_default_auth() it starts keeld with its shipped defaults instead.
   void use_default_auth() { open_api_ = false; }
+  // A variable added to (or replaced in) the environment the child gets
+  // from this process, for its next start.
+  void set_env(std::string name, std::string value) {
+    env_.emplace_back(std::move(name), std::move(value));
+  }
 
   // Starts the child and waits (up to `timeout`) for its "listening" line.
   // Returns false if it exited or did not listen in time; output() says why
@@ -66,6 +72,7 @@ class keeld_process {
   std::vector<std::string> extra_;
   pid_t pid_ = -1;
   std::optional<uint64_t> nofile_;
+  std::vector<std::pair<std::string, std::string>> env_;
   std::optional<int> exit_code_;
   // Forks and execs binary_ with `args`, output to a pipe; false on failure.
   bool spawn(const std::vector<std::string>& args);

@@ -297,6 +297,20 @@ TEST_CASE("the environment holds only the documented variables") {
         std::set<std::string>{"PATH=/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"});
 }
 
+TEST_CASE("a tool's env is added on top, HOME may change, PATH never does, the node's stays out") {
+  ::setenv("KEEL_SANDBOX_TEST_SECRET", "do-not-leak", 1);
+  keel::actors::sandbox_options opts;
+  opts.env = {{"API_TOKEN", "tok en=1"}, {"HOME", "/tmp/tool-home"}, {"PATH", "/opt/evil"}};
+  auto r = run_sandboxed({"/usr/bin/env"}, "", {}, generous_ms, opts);
+  ::unsetenv("KEEL_SANDBOX_TEST_SECRET");
+  REQUIRE_MESSAGE(r.is_ok(), r.error().to_string());
+  CHECK(r->exit_code == 0);
+  auto vars = lines_of(r->stdout_text);
+  CHECK(std::set<std::string>(vars.begin(), vars.end()) ==
+        std::set<std::string>{"PATH=/usr/bin:/bin", "HOME=/tmp/tool-home", "LANG=C.UTF-8",
+                              "API_TOKEN=tok en=1"});
+}
+
 TEST_CASE("the program inherits no file descriptors but 0, 1 and 2") {
   int leaky = ::open("/dev/null", O_RDONLY);  // deliberately not close-on-exec
   REQUIRE(leaky >= 0);

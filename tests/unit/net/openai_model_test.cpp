@@ -250,6 +250,19 @@ TEST_CASE("the api key is sent as a bearer token only when api_key_env is set") 
   ::unsetenv("KEEL_TEST_OPENAI_KEY");
 }
 
+TEST_CASE("an api_key (a secret the runtime expanded) and headers go with the request") {
+  test::fake_openai_server ai;
+  ai.push_text("one");
+  net::openai_model model;
+  auto spec = spec_for(ai.base_url());
+  spec.api_key = "sk-from-secret";
+  spec.headers = {{"OpenAI-Organization", "org-7"}, {"Authorization", "Bearer overridden"}};
+  auto out = model.complete(spec, refund_request(), call_ctx());
+  REQUIRE_MESSAGE(out.ok, out.error);
+  CHECK(ai.last_request().header("Authorization") == "Bearer sk-from-secret");
+  CHECK(ai.last_request().header("OpenAI-Organization") == "org-7");
+}
+
 TEST_CASE("concurrent calls from several threads each get an answer") {
   test::fake_openai_server ai;
   ai.set_default_reply(test::scripted_reply::text("ok"));
