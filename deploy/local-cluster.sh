@@ -12,8 +12,9 @@
 #
 # Node K listens for HTTP on 127.0.0.1:707K and for its peers on 127.0.0.1:717K
 # (K from 1 to 99: 7070+K and 7170+K). Under the cluster directory: cluster.json
-# (written on the first `up`, with a random secret), and per node nK/data (the
-# store), nK/keeld.pid, nK/keeld.log.
+# (written on the first `up`, with a random secret), admin.token (the members'
+# admin token, also made on the first `up`; requests without it may read and
+# send), and per node nK/data (the store), nK/keeld.pid, nK/keeld.log.
 #
 # Environment: KEEL_BIN_DIR (default ./build), KEEL_CLUSTER_DIR (default
 # ./cluster-data), KEEL_AGENTS (a directory of agent types, passed as --agents;
@@ -23,6 +24,7 @@ set -euo pipefail
 bin_dir=${KEEL_BIN_DIR:-./build}
 cluster_dir=${KEEL_CLUSTER_DIR:-./cluster-data}
 config=$cluster_dir/cluster.json
+admin_token=$cluster_dir/admin.token
 start_timeout_s=20
 stop_timeout_s=30
 
@@ -82,6 +84,9 @@ write_config() {
   local n=$1 k secret
   secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
   mkdir -p "$cluster_dir"
+  if [ ! -f "$admin_token" ]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$admin_token" && echo >>"$admin_token")
+  fi
   {
     echo '{'
     echo '  "cluster_id": "local",'
@@ -128,6 +133,10 @@ start_node() {
   has_member "$k" || die "n$k is not a member in $config (grow a running cluster with 'add $k')"
   mkdir -p "$dir"
   args=(--data "$dir/data" --cluster "$config" --node-id "n$k")
+  # One admin token for every member (KEEL_TOKEN, when set, wins); without
+  # a token, requests may read and send.
+  [ -z "${KEEL_TOKEN:-}" ] && [ -f "$admin_token" ] &&
+    args+=(--token-file "$admin_token" --anonymous read,send)
   [ -n "${KEEL_AGENTS:-}" ] && args+=(--agents "$KEEL_AGENTS")
   # A node added with --join keeps the flag: until the cluster has handed it
   # its shards, it must not place agents on its own.
@@ -287,7 +296,7 @@ cmd_add() {
   mkdir -p "$(node_dir "$k")"
   touch "$(node_dir "$k")/join"
   start_node "$k"
-  "$bin_dir/keel" --server "$url" cluster add-node "n$k" \
+  KEEL_TOKEN_FILE=${KEEL_TOKEN_FILE:-$admin_token} "$bin_dir/keel" --server "$url" cluster add-node "n$k" \
     --cluster "127.0.0.1:$(cluster_port "$k")" --http "127.0.0.1:$(http_port "$k")"
 }
 
