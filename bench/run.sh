@@ -27,7 +27,7 @@ for arg in "$@"; do
 done
 
 benches=(hibernate_resume step_throughput memory turn_overhead ledger_growth cluster_messaging
-         replay_speed fork_cost)
+         replay_speed fork_cost exec_sandbox_cost)
 
 missing=()
 for b in "${benches[@]}"; do
@@ -59,6 +59,7 @@ if ((quick)); then
                 --forward-samples 100 --idle-s 0 --fsync-samples 100)
   replay_args=(--events 1000 --reps 3 --cold-reps 1)
   fork_args=(--at 100,1000 --reps 2 --fsync-samples 50)
+  sandbox_args=(--calls 30)
 else
   hibernate_args=()
   step_args=()
@@ -68,6 +69,7 @@ else
   cluster_args=()
   replay_args=()
   fork_args=()
+  sandbox_args=()
 fi
 
 run_one() {
@@ -88,3 +90,4 @@ run_one ledger_growth "${ledger_args[@]}"
 run_one cluster_messaging "${cluster_args[@]}"
 run_one replay_speed "${replay_args[@]}"
 run_one fork_cost "${fork_args[@]}"
+run_one exec_sandbox_cost "${sandbox_args[@]}"
