@@ -69,8 +69,8 @@ TEST_CASE("hmac_sha256 matches the RFC 4231 test vectors") {
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
   // Case 6: a key longer than the block is hashed first.
   std::string long_key(131, '\xaa');
-  CHECK(keel::to_hex(keel::hmac_sha256(
-            long_key, "Test Using Larger Than Block-Size Key - Hash Key First")) ==
+  CHECK(keel::to_hex(keel::hmac_sha256(long_key,
+                                       "Test Using Larger Than Block-Size Key - Hash Key First")) ==
         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
   // A different key gives a different MAC.
   CHECK(keel::hmac_sha256("Jefe", "x") != keel::hmac_sha256("Jeff", "x"));
