@@ -65,6 +65,8 @@ void fork(actors::node& node, api_cluster* cluster, const std::string& parent,
   if (!as) return respond(error_response(as.error()));
   if (auto s = validate_agent_name(*as); !s) return respond(error_response(s));
   if (*as == parent) return respond(bad_request("a fork needs a name of its own"));
+  // A principal limited to some agents may not make one outside them.
+  if (auto refused = refuse_unless(req, scope::operate, *as)) return respond(std::move(*refused));
   const uint64_t at = (*body)["at"].get<uint64_t>();
   const bool with_override = body->contains("override") && !(*body)["override"].is_null();
   auto src = node.fork_source_of(parent, at, with_override);

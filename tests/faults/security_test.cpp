@@ -197,6 +197,15 @@ TEST_CASE("a token's scopes and agent limits decide what its holder may do") {
   CHECK(decided.back()["by"] == "maria");
   CHECK(decided.back()["note"] == "the CFO");
 
+  // An operator of tickets cannot fork one into a name outside them.
+  auto ops =
+      n.call("POST", "/v1/tokens",
+             R"({"principal": "ops", "scopes": ["operate"], "agents": ["ticket/*"]})", admin);
+  REQUIRE_MESSAGE(ops.status == 201, ops.raw);
+  auto fork_out = n.call("POST", loop_node::path("ticket/1") + "/fork",
+                         R"({"at": 3, "as": "other/fork"})", ops.body["token"]);
+  CHECK_MESSAGE(fork_out.status == 403, fork_out.raw);
+
   // Kept hashed: the token itself is nowhere in the store's files, and it
   // survives a restart.
   CHECK_FALSE(any_file_holds(n.dir() / "data", maria));
@@ -205,9 +214,11 @@ TEST_CASE("a token's scopes and agent limits decide what its holder may do") {
 
   // Revoked: refused at once, also after a restart.
   auto listed = n.call("GET", "/v1/tokens", {}, admin);
-  REQUIRE(listed.body["tokens"].size() == 1);
+  REQUIRE(listed.body["tokens"].size() == 2);
   CHECK_FALSE(listed.body.dump().find(maria) != std::string::npos);
-  const std::string id = listed.body["tokens"][0]["id"];
+  std::string id;
+  for (const auto& t : listed.body["tokens"])
+    if (t["principal"] == "maria") id = t["id"];
   CHECK(n.call("DELETE", "/v1/tokens/" + id, {}, admin).status == 200);
   CHECK(n.call("GET", "/v1/whoami", {}, maria).status == 401);
   n.kill9_and_restart();
