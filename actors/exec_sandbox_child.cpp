@@ -74,6 +74,32 @@ void close_all_but(int* keep, int n, long max_fd) {
   close_from(from, max_fd);
 }
 
+// Writes `text` to `path` in one write; 0 on success, else the errno.
+int write_file(const char* path, const char* text, std::size_t n) {
+  int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  ssize_t w = ::write(fd, text, n);
+  int err = w == static_cast<ssize_t>(n) ? 0 : (w < 0 ? errno : EIO);
+  ::close(fd);
+  return err;
+}
+
+// In a new user namespace: maps the ids as `uid_map`/`gid_map` say (none
+// when empty). 0 on success, else the errno.
+int map_own_ids(const std::string& uid_map, const std::string& gid_map) {
+  if (uid_map.empty()) return 0;
+  constexpr char deny[] = "deny";
+  int err = write_file("/proc/self/setgroups", deny, sizeof deny - 1);
+  if (err == 0) err = write_file("/proc/self/uid_map", uid_map.data(), uid_map.size());
+  if (err == 0) err = write_file("/proc/self/gid_map", gid_map.data(), gid_map.size());
+  return err;
+}
+
+// "U U 1\n" for the node's own uid or gid.
+std::string identity_map(unsigned id) {
+  return std::to_string(id) + " " + std::to_string(id) + " 1\n";
+}
+
 // fork() without glibc's fork handlers: in a child of a multi-threaded
 // process they would take locks another thread may have held at the fork.
 pid_t raw_fork(int flags) {
@@ -147,6 +173,11 @@ pid_t raw_fork(int flags) {
   if (p.uid >= 0) {
     const auto gid = static_cast<gid_t>(p.gid);
     const auto uid = static_cast<uid_t>(p.uid);
+    // The pipes were made by root (mode 0600): the tool must be able to
+    // reopen them (/dev/stdin is /proc/self/fd/0).
+    for (int fd = 0; fd <= 2; ++fd)
+      if (::fchown(fd, uid, gid) != 0)
+        child_fail(report, child_step::identity, errno, exit_setup_failed);
     if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 ||
         ::setresuid(uid, uid, uid) != 0)
       child_fail(report, child_step::identity, errno, exit_setup_failed);
@@ -184,6 +215,11 @@ pid_t raw_fork(int flags) {
   for (int i = 0; i < 2; ++i)
     if (p.wipe_from[i] && p.wipe_to[i] > p.wipe_from[i])
       std::memset(p.wipe_from[i], 0, static_cast<std::size_t>(p.wipe_to[i] - p.wipe_from[i]));
+  // The node's ids map to themselves: files it creates in the view get an
+  // owner, and the tool still runs as the node's (unprivileged) uid. (While
+  // the init is still dumpable: /proc/self is then its own to write.)
+  if (int err = map_own_ids(p.uid_map, p.gid_map); err != 0)
+    child_fail(report, child_step::view, err, exit_setup_failed);
   ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   int keep[] = {p.stdin_fd, p.stdout_fd, p.stderr_fd, report};
   close_all_but(keep, 4, p.max_fd);
@@ -195,7 +231,7 @@ pid_t raw_fork(int flags) {
       if (int err = enter_view(p.view); err != 0)
         child_fail(report, child_step::view, err, exit_setup_failed);
     }
-    if (p.private_proc &&
+    if (p.private_proc && !p.view.enabled &&
         ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
       child_fail(report, child_step::mount, errno, exit_setup_failed);
     for (const auto& path : p.hidden_dirs)
@@ -251,15 +287,20 @@ int wait_for(pid_t pid) {
 // fresh /proc in it; with a view, entering that first) works here. 0 on
 // success, else the errno.
 int try_namespaces(int flags, bool mount_proc, const view_plan* view = nullptr) {
+  const bool own_user = (flags & CLONE_NEWUSER) != 0;
+  const std::string uid_map = own_user ? identity_map(::geteuid()) : std::string();
+  const std::string gid_map = own_user ? identity_map(::getegid()) : std::string();
   pid_t pid = raw_fork(flags);
   if (pid < 0) return errno;
   if (pid == 0) {
+    if (int err = map_own_ids(uid_map, gid_map); err != 0) ::_exit(err & 0xff);
     if (mount_proc) {
       if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(errno & 0xff);
-      if (view)
+      if (view) {
         if (int err = enter_view(*view); err != 0) ::_exit(err & 0xff);
-      if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+      } else if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
         ::_exit(errno & 0xff);
+      }
     }
     ::_exit(0);
   }
@@ -480,6 +521,10 @@ child_plan make_plan(const std::vector<std::string>& argv, const config::exec_li
   if (root) {
     p.uid = opts.tool_uid;
     p.gid = opts.tool_gid;
+  }
+  if (p.clone_flags & CLONE_NEWUSER) {
+    p.uid_map = identity_map(::geteuid());
+    p.gid_map = identity_map(::getegid());
   }
   p.filter = found.filter;
   for (int i = 0; i < 2; ++i) {

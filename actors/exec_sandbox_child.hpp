@@ -82,8 +82,9 @@ struct view_plan {
 // granted paths, the devices. Parent side (allocates).
 view_plan plan_view(const sandbox_options& opts);
 
-// Builds the view and enters it (pivot_root); in the init, after the mount
-// namespace is private. Async-signal-safe. 0 on success, else the errno.
+// Builds the view, with a /proc of the caller's PID namespace, and enters
+// it (pivot_root); in the init, after the mount namespace is private.
+// Async-signal-safe. 0 on success, else the errno.
 int enter_view(const view_plan& v);
 
 // The seccomp filter as a BPF program, built once; null (and the reason in
@@ -124,6 +125,11 @@ struct child_plan {
   // the node) blanks so /proc/1/cmdline and environ show nothing.
   char* wipe_from[2] = {nullptr, nullptr};
   char* wipe_to[2] = {nullptr, nullptr};
+  // With a new user namespace (a node not running as root): the init maps
+  // the node's own uid and gid to themselves ("U U 1"), which an
+  // unprivileged process may do for itself; without a map nothing can be
+  // created on the view's tmpfs. Empty: no map written.
+  std::string uid_map, gid_map;
   limit_setting limits[5];
   int limit_count = 0;
   long max_fd = 1024;  // for the close() loop when close_range is missing

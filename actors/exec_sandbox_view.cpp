@@ -5,6 +5,7 @@
 #include "actors/exec_sandbox_child.hpp"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -78,6 +79,23 @@ void fd_path(int fd, char* out) {
   put_decimal(out + sizeof prefix - 1, static_cast<uint64_t>(fd));
 }
 
+// `attrs` (MOUNT_ATTR_*) on a bind mount and everything under it; kernels
+// without mount_setattr (before 5.12) leave the mount as it is.
+int restrict_mount(const char* path, uint64_t attrs) {
+#ifdef SYS_mount_setattr
+  mount_attr attr{};
+  attr.attr_set = attrs;
+  if (::syscall(SYS_mount_setattr, AT_FDCWD, path, AT_RECURSIVE, &attr, sizeof attr) == 0 ||
+      errno == ENOSYS)
+    return 0;
+  return errno;
+#else
+  (void)path;
+  (void)attrs;
+  return 0;
+#endif
+}
+
 // Read-only (and nosuid) for a bind mount and everything under it.
 int make_readonly(const char* path) {
 #ifdef SYS_mount_setattr
@@ -102,6 +120,20 @@ int make_readonly(const char* path) {
   return 0;
 }
 
+// An O_PATH descriptor of `path`, refusing symlinks anywhere in it (the
+// kernel's openat2 RESOLVE_NO_SYMLINKS; before 5.6, in its last part only):
+// a tool that can write near a granted path cannot swap a link in.
+int open_exact(const char* path) {
+#ifdef SYS_openat2
+  open_how how{};
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = RESOLVE_NO_SYMLINKS;
+  int fd = static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how));
+  if (fd >= 0 || errno != ENOSYS) return fd;
+#endif
+  return ::open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+}
+
 int make_file(const char* path) {
   int fd = ::open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
   if (fd < 0) return errno;
@@ -109,11 +141,22 @@ int make_file(const char* path) {
   return 0;
 }
 
-int bind_from(int fd, const char* target, bool writable) {
+enum class bind_kind { read_only, writable, device };
+
+int bind_from(int fd, const char* target, bind_kind kind) {
   char source[40];
   fd_path(fd, source);
   if (::mount(source, target, nullptr, MS_BIND | MS_REC, nullptr) != 0) return errno;
-  return writable ? 0 : make_readonly(target);
+  switch (kind) {
+    case bind_kind::read_only:
+      return make_readonly(target);
+    case bind_kind::writable:
+      // A tool must not leave setuid programs or device nodes behind.
+      return restrict_mount(target, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+    case bind_kind::device:
+      return 0;
+  }
+  return 0;
 }
 
 // Parents of `path` (not itself), outermost first: "/a/b/c" -> /a, /a/b.
@@ -176,12 +219,12 @@ int enter_view(const view_plan& v) {
     return err;
   };
   for (const auto& m : v.mounts) {
-    int fd = ::open(m.source.c_str(), O_PATH | O_CLOEXEC);
+    int fd = open_exact(m.source.c_str());
     if (fd < 0) return fail(errno);
     fds[opened++] = fd;
   }
   for (const auto& d : v.devices) {
-    int fd = ::open(d.c_str(), O_PATH | O_CLOEXEC);
+    int fd = open_exact(d.c_str());
     if (fd < 0) return fail(errno);
     fds[opened++] = fd;
   }
@@ -209,7 +252,8 @@ int enter_view(const view_plan& v) {
   }
   for (std::size_t i = 0; i < v.mounts.size(); ++i) {
     staged_path p(v.mounts[i].target);
-    if (int err = bind_from(fds[i], p.c_str(), v.mounts[i].writable); err != 0) return fail(err);
+    const bind_kind kind = v.mounts[i].writable ? bind_kind::writable : bind_kind::read_only;
+    if (int err = bind_from(fds[i], p.c_str(), kind); err != 0) return fail(err);
   }
   for (const auto& [path, target] : v.links) {
     staged_path p(path);
@@ -223,7 +267,8 @@ int enter_view(const view_plan& v) {
   for (std::size_t i = 0; i < v.devices.size(); ++i) {
     staged_path p(v.devices[i]);
     if (int err = make_file(p.c_str()); err != 0) return fail(err);
-    if (int err = bind_from(fds[v.mounts.size() + i], p.c_str(), true); err != 0) return fail(err);
+    if (int err = bind_from(fds[v.mounts.size() + i], p.c_str(), bind_kind::device); err != 0)
+      return fail(err);
   }
   staged_path shm("/dev/shm");
   if (::mkdir(shm.c_str(), 01777) != 0 ||
@@ -241,6 +286,13 @@ int enter_view(const view_plan& v) {
   close_all();
   opened = 0;
 
+  // A /proc of the call's PID namespace, mounted while the host's is still
+  // in view: in a user namespace the kernel mounts a proc only where one
+  // is already fully visible.
+  staged_path proc("/proc");
+  if (::mount("proc", proc.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+    return errno;
+
   // Enter it: the old root goes away entirely (pivot_root(".", ".") stacks
   // it under the new one, and the detach unmounts it).
   if (::chdir(staging) != 0) return errno;
@@ -248,7 +300,9 @@ int enter_view(const view_plan& v) {
   if (::umount2(".", MNT_DETACH) != 0) return errno;
   if (::chdir("/") != 0) return errno;
   // Nothing outside /tmp (and granted writable paths) takes a write.
-  if (::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0)
+  // (A bind remount: it changes this mount only, never a superblock.)
+  if (::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+              nullptr) != 0)
     return errno;
   return 0;
 }

@@ -92,7 +92,7 @@ commands:
                                           report a leased task failed
   token create PRINCIPAL --scopes S1,S2 [--agents 'ticket/*,...']
                                           a token for PRINCIPAL (printed once);
-                                          scopes: read, send, approve, operate, admin
+                                          scopes: read, send, approve, operate, admin, work
   token [ls]                              the node's tokens (never the tokens)
   token revoke ID                         revoke a token at once
   whoami                                  the principal and scopes the CLI has

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -22,12 +23,15 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "actors/exec_sandbox.hpp"
 #include "actors/node.hpp"
@@ -87,7 +91,7 @@ Runs one Keel node: the durable agent runtime and its HTTP API.
                      names of agents lost entirely, then exit; start keeld
                      normally afterwards (docs/operations.md, "Faults")
   --anonymous SCOPES what a request without a token may do: a comma list of
-                     read, send, approve, operate, admin, or "none"
+                     read, send, approve, operate, admin, work, or "none"
                      (default: read,send when no token is configured,
                      none when one is; docs/operations.md, "Security")
   --forget-secrets   delete every secret stored in DIR (set with keel secret
@@ -252,8 +256,9 @@ result<config::node_config> build_config(const flags& f) {
     auto bits =
         *f.anonymous == "none" ? std::optional<uint32_t>(0) : parse_scopes(*f.anonymous, &bad);
     if (!bits)
-      return error(code::invalid_argument, "--anonymous: unknown scope '" + bad +
-                                               "' (read, send, approve, operate, admin, none)");
+      return error(code::invalid_argument,
+                   "--anonymous: unknown scope '" + bad +
+                       "' (read, send, approve, operate, admin, work, none)");
     cfg.anonymous_scopes = *bits;
   }
   if (f.tls_cert) cfg.tls_cert = *f.tls_cert;
@@ -381,6 +386,10 @@ std::string url_host(const std::string& host) {
 }
 
 int run(int argc, char** argv) {
+  // Nothing of the node's user (a tool on a host without PID namespaces,
+  // say) may read keeld's memory or /proc/PID/environ, where a token may
+  // be; it also means no core files.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   std::vector<std::string_view> args(argv + 1, argv + argc);
   auto f = parse_flags(args);
   if (!f) return usage_error(f.error().message());
@@ -451,6 +460,19 @@ int run(int argc, char** argv) {
     if (origin.from == config::secret_origin::kind::file) opts.hidden_paths.push_back(origin.where);
   if (const char* env = std::getenv("KEEL_TOKEN_FILE"); env && *env)
     opts.hidden_paths.emplace_back(env);
+  // The cluster's secret (in its config or a secret_file) and TLS key: with
+  // them a tool could pass for a member.
+  if (f->cluster) {
+    opts.hidden_paths.push_back(*f->cluster);
+    std::ifstream in(*f->cluster);
+    auto raw = nlohmann::json::parse(in, nullptr, false);
+    if (raw.is_object() && raw.contains("secret_file") && raw["secret_file"].is_string())
+      opts.hidden_paths.push_back(raw["secret_file"].get<std::string>());
+  }
+  if (cluster && !cluster->tls.key.empty()) opts.hidden_paths.push_back(cluster->tls.key);
+  // keeld's own configuration directory (the packaged layout's; the
+  // systemd unit's environment file with the token lives there).
+  opts.hidden_paths.emplace_back("/etc/keel");
 
   if (f->salvage) return run_salvage(*cfg, std::move(opts));
 

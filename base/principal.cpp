@@ -4,8 +4,8 @@ namespace keel {
 
 namespace {
 
-constexpr scope every_scope[] = {scope::read, scope::send, scope::approve, scope::operate,
-                                 scope::admin};
+constexpr scope every_scope[] = {scope::read,    scope::send,  scope::approve,
+                                 scope::operate, scope::admin, scope::work};
 
 bool matches(std::string_view pattern, std::string_view agent) {
   if (!pattern.empty() && pattern.back() == '*')
@@ -27,6 +27,8 @@ const char* to_string(scope s) {
       return "operate";
     case scope::admin:
       return "admin";
+    case scope::work:
+      return "work";
   }
   return "?";
 }

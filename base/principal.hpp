@@ -6,8 +6,10 @@
 //
 // Scopes (admin implies every other):
 //   read     GET: agents, ledgers, streams, audit, types, tasks, metrics
-//   send     spawn agents, send messages and ordinary signals, workers
-//   approve  the approve and reject signals
+//   send     spawn agents, send messages and ordinary signals
+//   approve  the approve and reject signals, and answer (a human's reply
+//            to ask_human)
+//   work     worker tasks: poll, complete, fail (/v1/tasks)
 //   operate  pause, resume, cancel, resolve, fork, upgrade, replay,
 //            compaction of one agent
 //   admin    changing agent types and the cluster, DELETE, import, tokens,
@@ -29,9 +31,10 @@ enum class scope : uint32_t {
   approve = 4,
   operate = 8,
   admin = 16,
+  work = 32,
 };
 
-inline constexpr uint32_t all_scopes = 31;
+inline constexpr uint32_t all_scopes = 63;
 
 const char* to_string(scope s);
 // "read", ... ; nullopt for anything else.

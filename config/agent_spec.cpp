@@ -447,9 +447,17 @@ status parse_paths(const fields& f, tool_spec::exec_paths& paths) {
       if (!p.is_string() || p.get<std::string>().empty() || p.get<std::string>().front() != '/')
         return f.fail(where, "must be an absolute path");
       std::error_code ec;
-      if (!std::filesystem::exists(p.get<std::string>(), ec))
-        return f.fail(where, p.get<std::string>() + " does not exist on this node");
-      out->push_back(p.get<std::string>());
+      const std::string path = p.get<std::string>();
+      if (!std::filesystem::exists(path, ec))
+        return f.fail(where, path + " does not exist on this node");
+      // As written is as shown: no symlink, "." or ".." may redirect a grant
+      // (a hidden path is compared by its real path).
+      const std::string real = std::filesystem::canonical(path, ec).string();
+      if (ec || real != path)
+        return f.fail(where, "must be the path itself, without symlinks, \".\" or \"..\" (" +
+                                 (ec ? ec.message() : "it is " + real) + ")");
+      if (path == "/") return f.fail(where, "must not be / (the whole host)");
+      out->push_back(path);
     }
   }
   return status::ok();

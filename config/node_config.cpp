@@ -132,7 +132,7 @@ result<node_config> from_json(const json& j, const std::string& source) {
         auto bit = v[i].is_string() ? parse_scope(v[i].get<std::string>()) : std::nullopt;
         if (!bit)
           s = error(code::invalid_argument, where + ": unknown scope " + v[i].dump() +
-                                                " (read, send, approve, operate, admin)");
+                                                " (read, send, approve, operate, admin, work)");
         else
           bits |= static_cast<uint32_t>(*bit);
       }

@@ -251,11 +251,11 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
   if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "whoami") return whoami(req, respond);
   if (seg.size() >= 2 && seg.size() <= 3 && seg[0] == "v1" && seg[1] == "tokens")
     return token_route(opts.tokens, req, seg, respond);
-  // Node-wide routes: reading needs read; workers (tasks) need send;
+  // Node-wide routes: reading needs read; workers (tasks) need work;
   // changing types or the cluster needs admin.
   if (seg.size() >= 2 && seg[0] == "v1" &&
       (seg[1] == "tasks" || seg[1] == "types" || seg[1] == "cluster")) {
-    scope needed = m == "GET" ? scope::read : seg[1] == "tasks" ? scope::send : scope::admin;
+    scope needed = m == "GET" ? scope::read : seg[1] == "tasks" ? scope::work : scope::admin;
     if (auto refused = refuse_unless(req, needed, {})) return respond(std::move(*refused));
   }
   if (seg.size() >= 2 && seg[0] == "v1" && seg[1] == "tasks")

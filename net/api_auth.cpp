@@ -34,7 +34,8 @@ scope scope_for_agent_action(std::string_view method, std::string_view action,
   if (action == "messages") return scope::send;
   if (action == "import") return scope::admin;
   if (action == "signals") {
-    if (signal == "approve" || signal == "reject") return scope::approve;
+    // A human's word: approvals and the answer to ask_human.
+    if (signal == "approve" || signal == "reject" || signal == "answer") return scope::approve;
     if (signal == "pause" || signal == "resume" || signal == "resolve" || signal == "cancel")
       return scope::operate;
     return scope::send;
@@ -100,12 +101,12 @@ void token_route(token_store* tokens, const http_request& req,
     if (!scopes.is_array() || scopes.empty())
       return respond(
           bad_request("\"scopes\" must be a non-empty array of read, send, approve, "
-                      "operate, admin"));
+                      "operate, admin, work"));
     for (const auto& s : scopes) {
       auto bit = s.is_string() ? parse_scope(s.get<std::string>()) : std::nullopt;
       if (!bit)
         return respond(bad_request("unknown scope " + s.dump() +
-                                   ": one of read, send, approve, operate, admin"));
+                                   ": one of read, send, approve, operate, admin, work"));
       who.scopes |= static_cast<uint32_t>(*bit);
     }
     if (auto a = body->find("agents"); a != body->end()) {

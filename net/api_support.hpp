@@ -95,7 +95,8 @@ void ledger_route(actors::node& node, api_cluster* cluster, const http_request& 
 
 // Authorization (api_auth.cpp). The scope a request on one agent needs:
 // read for GET, the ledger, query, audit and replay; send for messages and
-// ordinary signals; approve for the approve and reject signals; admin for
+// ordinary signals; approve for the approve, reject and answer signals;
+// admin for
 // DELETE and import (node-wide: types, cluster, tokens and secrets but
 // for reading types and the cluster); operate for the rest (pause, resume, resolve, cancel,
 // fork, compact, upgrade, and those signals).

@@ -248,10 +248,11 @@ void cluster_node::impl::on_http(json msg, transport_handlers::respond_fn respon
   req.method = msg.value("method", "GET");
   req.target = msg.value("target", "/");
   req.body = msg.value("body", "");
-  // A member that sent no principal (an older one) vouches for an admin.
+  // A member names the principal it authenticated; a request without one
+  // may do nothing (it is not trusted to be an admin's).
   const json who = msg.value("principal", json::object());
-  req.who.name = who.value("name", "admin");
-  req.who.scopes = who.value("scopes", all_scopes);
+  req.who.name = who.value("name", "anonymous");
+  req.who.scopes = who.value("scopes", 0u);
   req.who.agents = who.value("agents", std::vector<std::string>{});
   const std::string from = msg.value("from", "peer");
   // The API may block on store reads (ledger, listings): not on a

@@ -176,6 +176,9 @@ TEST_CASE("a token's scopes and agent limits decide what its holder may do") {
   CHECK(anon.body["error"]["message"].get<std::string>().find("lacks scope approve") !=
         std::string::npos);
   CHECK(n.call("POST", "/v1/tokens", R"({"principal": "x", "scopes": ["admin"]})").status == 401);
+  // Nor answer a human's question, nor work a task queue.
+  CHECK(n.call("POST", loop_node::path("ticket/1") + "/signals/answer", "{}").status == 401);
+  CHECK(n.call("POST", "/v1/tasks/poll", R"({"queue": "q", "worker": "w"})").status == 401);
 
   // Maria may approve tickets, nothing else.
   auto created =

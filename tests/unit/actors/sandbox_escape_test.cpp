@@ -186,3 +186,13 @@ TEST_CASE("a fork bomb stops at max_processes, also when the node runs as root")
   CHECK(report["forks:200"]["detail"].get<std::string>().find("Resource temporarily unavailable") !=
         std::string::npos);
 }
+
+TEST_CASE("a tool can reopen its own stdin, stdout and stderr, also as the tool uid") {
+  auto r = run_sandboxed(
+      {"/bin/sh", "-c", "cat /dev/stdin; echo out > /dev/stdout; echo err > /dev/stderr"}, "hello ",
+      {}, generous_ms);
+  REQUIRE(r.is_ok());
+  CHECK(r->exit_code == 0);
+  CHECK(r->stdout_text == "hello out\n");
+  CHECK(r->stderr_text == "err\n");
+}

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -413,6 +415,26 @@ TEST_CASE("each kind requires its own fields and refuses another kind's") {
     t["url"] = "http://x.test";
     t["headers"] = {{"X-N", 1}};
     CHECK(contains(parse_error(with_tool(t)), "/tools/0/headers/X-N: must be a string"));
+  }
+  SUBCASE("exec paths are real, existing, absolute paths, never / or through a symlink") {
+    auto dir =
+        std::filesystem::temp_directory_path() / ("keel-grant-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir / "real");
+    std::filesystem::create_symlink(dir / "real", dir / "link");
+    json t = {{"name", "t"}, {"kind", "exec"}, {"argv", {"sh"}}};
+    t["paths"] = {{"read", {(dir / "link").string()}}};
+    CHECK(contains(parse_error(with_tool(t)), "/tools/0/paths/read/0: must be the path itself"));
+    t["paths"] = {{"write", {(dir / "real" / ".." / "real").string()}}};
+    CHECK(contains(parse_error(with_tool(t)), "/tools/0/paths/write/0: must be the path itself"));
+    t["paths"] = {{"read", {"/"}}};
+    CHECK(contains(parse_error(with_tool(t)), "must not be /"));
+    t["paths"] = {{"read", {"relative/dir"}}};
+    CHECK(contains(parse_error(with_tool(t)), "must be an absolute path"));
+    t["paths"] = {{"read", {(dir / "missing").string()}}};
+    CHECK(contains(parse_error(with_tool(t)), "does not exist on this node"));
+    t["paths"] = {{"read", {(dir / "real").string()}}};
+    CHECK(parse_error(with_tool(t)).empty());
+    std::filesystem::remove_all(dir);
   }
   SUBCASE("exec needs a non-empty argv whose program exists") {
     json t = {{"name", "t"}, {"kind", "exec"}};
