@@ -22,6 +22,7 @@
 #include "agent/registry.hpp"
 #include "agent/replay.hpp"
 #include "base/clock.hpp"
+#include "base/durable_file.hpp"
 #include "base/names.hpp"
 #include "persistence/keys.hpp"
 
@@ -137,35 +138,6 @@ result<std::shared_ptr<const config::agent_spec>> candidate_spec(const json& j,
     return error(code::invalid_argument, "the replay's spec is for agent type '" + (*spec)->name +
                                              "', but the agent's type is '" + type + "'");
   return spec;
-}
-
-// Writes `text` to `path` and makes it durable (file and directory).
-status write_durably(const std::filesystem::path& path, const std::string& text) {
-  const std::string tmp = path.string() + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) return error(code::io_error, "cannot create " + tmp + ": " + std::strerror(errno));
-  std::size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd);
-      return error(code::io_error, "cannot write " + tmp + ": " + std::strerror(errno));
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced) return error(code::io_error, "cannot fsync " + tmp + ": " + std::strerror(errno));
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return error(code::io_error, "cannot rename " + tmp + ": " + ec.message());
-  int dfd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return status::ok();
 }
 
 // A file name for an agent name: bytes outside [A-Za-z0-9._-] as %XX.
@@ -529,7 +501,7 @@ result<json> node::compact(std::string_view name, uint64_t before) {
   if (ec) return error(code::io_error, "cannot create " + dir.string() + ": " + ec.message());
   const std::filesystem::path file = dir / (file_safe(name) + "." + std::to_string(from) + "-" +
                                             std::to_string(through) + ".jsonl");
-  KEEL_TRY(write_durably(file, text));
+  KEEL_TRY(write_durably(file.string(), text));
 
   auto plan = std::make_shared<compaction_plan>();
   plan->from = from;

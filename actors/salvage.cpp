@@ -15,6 +15,7 @@
 #include "actors/ledger_codec.hpp"
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
+#include "base/durable_file.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/store.hpp"
 #include "persistence/wal_reader.hpp"
@@ -45,16 +46,6 @@ status fsync_path(const fs::path& p, bool dir) {
   int r = ::fsync(fd);
   ::close(fd);
   return r == 0 ? status::ok() : error(code::io_error, "cannot sync " + p.string());
-}
-
-status write_synced(const fs::path& p, const std::string& text) {
-  {
-    std::ofstream out(p, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out) return error(code::io_error, "cannot write " + p.string());
-  }
-  KEEL_TRY(fsync_path(p, false));
-  return fsync_path(p.parent_path(), true);
 }
 
 // What one agent lost.
@@ -293,7 +284,7 @@ result<json> salvage(const config::node_config& cfg, start_options opts) {
     report["keys_compared"] = lost->keys_compared;
     report["keys_lost"] = lost->keys_lost;
     if (!reserve.empty()) KEEL_TRY((*db)->write(reserve, true));
-    KEEL_TRY(write_synced(report_path, report.dump(2) + "\n"));
+    KEEL_TRY(write_durably(report_path, report.dump(2) + "\n"));
     // The node below needs the store to itself.
     db->reset();
 
@@ -305,7 +296,7 @@ result<json> salvage(const config::node_config& cfg, start_options opts) {
       (*started)->stop();
     }
   }
-  KEEL_TRY(write_synced(report_path, report.dump(2) + "\n"));
+  KEEL_TRY(write_durably(report_path, report.dump(2) + "\n"));
   report["report"] = report_path;
   return report;
 }

@@ -10,7 +10,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -36,6 +35,7 @@
 #include "actors/exec_sandbox.hpp"
 #include "actors/node.hpp"
 #include "actors/salvage.hpp"
+#include "base/durable_file.hpp"
 #include "base/principal.hpp"
 #include "base/sha256.hpp"
 #include "base/token_file.hpp"
@@ -193,23 +193,11 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
 result<std::string> node_admin_token(const std::string& data_dir) {
   const std::string path = data_dir + "/admin.token";
   if (::access(path.c_str(), F_OK) == 0) return keel::read_token_file(path);
-  unsigned char raw[32];
-  for (std::size_t got = 0; got < sizeof raw;) {
-    ssize_t n = ::getrandom(raw + got, sizeof raw - got, 0);
-    if (n < 0 && errno != EINTR)
-      return error(code::io_error, std::string("getrandom: ") + std::strerror(errno));
-    if (n > 0) got += static_cast<std::size_t>(n);
-  }
-  std::string token = "keel_admin_" + to_hex(raw);
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return error(code::io_error, "cannot create " + tmp + ": " + std::strerror(errno));
-  const std::string line = token + "\n";
-  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
-            ::fsync(fd) == 0;
-  ok = ::close(fd) == 0 && ok;
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0)
-    return error(code::io_error, "cannot write " + path + ": " + std::strerror(errno));
+  auto raw = random_bytes(32);
+  if (!raw) return raw.error();
+  std::string token =
+      "keel_admin_" + to_hex({reinterpret_cast<const uint8_t*>(raw->data()), raw->size()});
+  KEEL_TRY(write_durably(path, token + "\n", 0600));
   std::fprintf(stderr,
                "keeld: made the node's admin token in %s (use it with keel --token-file %s, "
                "or export KEEL_TOKEN_FILE=%s)\n",

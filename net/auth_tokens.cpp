@@ -1,15 +1,12 @@
 #include "net/auth_tokens.hpp"
 
-#include <sys/random.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 
 #include <nlohmann/json.hpp>
 
 #include "actors/node.hpp"
 #include "base/clock.hpp"
+#include "base/durable_file.hpp"
 #include "base/sha256.hpp"
 #include "net/http_server.hpp"
 #include "persistence/values.hpp"
@@ -27,15 +24,9 @@ constexpr std::size_t id_hex = 12;        // 48 bits: unique enough to look up b
 constexpr std::size_t secret_bytes = 32;  // 256 bits: what makes it unguessable
 
 result<std::string> random_hex(std::size_t bytes) {
-  std::string raw(bytes, '\0');
-  std::size_t got = 0;
-  while (got < bytes) {
-    ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return error(code::io_error, std::string("getrandom: ") + std::strerror(errno));
-    got += static_cast<std::size_t>(n);
-  }
-  return to_hex({reinterpret_cast<const uint8_t*>(raw.data()), raw.size()});
+  auto raw = random_bytes(bytes);
+  if (!raw) return raw.error();
+  return to_hex({reinterpret_cast<const uint8_t*>(raw->data()), raw->size()});
 }
 
 std::string hash_of(std::string_view token) {
