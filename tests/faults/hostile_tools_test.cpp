@@ -26,16 +26,6 @@ json exec_tool(const std::string& name, const std::string& script, bool idempote
           {"retry", {{"attempts", 1}, {"timeout_ms", 60'000}}}};
 }
 
-// A type whose model calls `tool` once, then answers "done".
-json one_call_spec(loop_node& n, const std::string& type, const json& tool) {
-  return {
-      {"name", type},
-      {"model",
-       scripted_model(n.write_script(
-           type, {calls_reply({tool_call(tool["name"], json::object())}), text_reply("done")}))},
-      {"tools", {tool}}};
-}
-
 int lines_in(const fs::path& p) {
   std::ifstream in(p);
   int n = 0;
@@ -64,7 +54,7 @@ int processes_with(const std::string& token) {
 
 TEST_CASE("a tool that kills its parent and all it can reach leaves keeld running") {
   loop_node n;
-  n.write_spec(one_call_spec(
+  n.write_spec(one_call_type(
       n, "killer",
       exec_tool("kill_all", "kill -9 $PPID; kill -9 -1; kill -9 1; echo '{\"tried\": true}'",
                 true)));
@@ -85,7 +75,7 @@ TEST_CASE("a tool that kills its parent and all it can reach leaves keeld runnin
 TEST_CASE("a tool's setsid grandchildren end with its call") {
   const std::string token = "keel-escapee-" + std::to_string(::getpid());
   loop_node n;
-  n.write_spec(one_call_spec(n, "leaver",
+  n.write_spec(one_call_type(n, "leaver",
                              exec_tool("leave",
                                        "setsid sh -c 'sleep 120; echo " + token +
                                            "' >/dev/null 2>&1 </dev/null & echo '{\"left\": true}'",
@@ -108,7 +98,7 @@ TEST_CASE(
   json linger =
       exec_tool("linger", "echo run >> " + runs.string() + "; sleep 120; echo '{}'", true);
   linger["paths"] = {{"write", {marks.path().string()}}};
-  n.write_spec(one_call_spec(n, "crasher", linger));
+  n.write_spec(one_call_type(n, "crasher", linger));
   n.start();
   n.spawn("hostile/c", "crasher");
   n.send("hostile/c", "go");

@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "faults/fault_support.hpp"
+#include "support/file_scan.hpp"
 #include "support/loop_node.hpp"
 
 using namespace keel::test;
@@ -32,16 +33,6 @@ json probe_tool(const std::string& name, const std::vector<std::string>& attempt
           {"idempotent", true}};
 }
 
-// A type whose model calls `tool` once, then answers "done".
-json one_call_type(loop_node& n, const std::string& type, const json& tool) {
-  return {
-      {"name", type},
-      {"model",
-       scripted_model(n.write_script(
-           type, {calls_reply({tool_call(tool["name"], json::object())}), text_reply("done")}))},
-      {"tools", {tool}}};
-}
-
 // A type whose one tool needs a human's approval before it runs.
 json guarded_type(loop_node& n) {
   json refund = {{"name", "refund"},
@@ -62,13 +53,6 @@ json probe_result(loop_node& n, const std::string& agent) {
 std::string read_file(const fs::path& p) {
   std::ifstream in(p);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// Whether any file under `dir` holds `needle` (the store's own bytes).
-bool any_file_holds(const fs::path& dir, const std::string& needle) {
-  for (const auto& e : fs::recursive_directory_iterator(dir))
-    if (e.is_regular_file() && read_file(e.path()).find(needle) != std::string::npos) return true;
-  return false;
 }
 
 }  // namespace

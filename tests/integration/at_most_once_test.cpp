@@ -23,14 +23,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A type whose model calls `tool` once and then answers "done".
-json one_call_type(loop_node& n, const std::string& type, const json& tool) {
-  return {
-      {"name", type},
-      {"model",
-       scripted_model(n.write_script(
-           type, {calls_reply({tool_call(tool["name"], {{"amount", 5}})}), text_reply("done")}))},
-      {"tools", {tool}}};
+// A type whose model calls `tool` once with {"amount": 5}, then answers
+// "done".
+json one_amount_call(loop_node& n, const std::string& type, const json& tool) {
+  return one_call_type(n, type, tool, {{"amount", 5}});
 }
 
 json with_retry(json tool, int attempts, int timeout_ms = 20'000) {
@@ -137,9 +133,9 @@ TEST_CASE("an http call that may have been applied ends in doubt and runs once, 
                          {"url", hole.url()},
                          {"idempotent", false}},
                         3);
-  n.write_spec(one_call_type(n, "p-slow", with_retry(http_tool(tools, "slow", false), 3, 300)));
-  n.write_spec(one_call_type(n, "p-broke", with_retry(http_tool(tools, "broke", false), 3)));
-  n.write_spec(one_call_type(n, "p-cut", cut));
+  n.write_spec(one_amount_call(n, "p-slow", with_retry(http_tool(tools, "slow", false), 3, 300)));
+  n.write_spec(one_amount_call(n, "p-broke", with_retry(http_tool(tools, "broke", false), 3)));
+  n.write_spec(one_amount_call(n, "p-cut", cut));
   n.start();
 
   SUBCASE("a timeout after the request was taken") {
@@ -202,10 +198,10 @@ TEST_CASE("http failures that prove nothing was applied are retried, or fail pla
                             {"url", "http://127.0.0.1:1/closed"},  // nothing listens
                             {"idempotent", false}},
                            3);
-  n.write_spec(one_call_type(n, "q-busy", with_retry(http_tool(tools, "busy", false), 3)));
-  n.write_spec(one_call_type(n, "q-limited", with_retry(http_tool(tools, "limited", false), 3)));
-  n.write_spec(one_call_type(n, "q-refuses", declared));
-  n.write_spec(one_call_type(n, "q-nobody", nobody));
+  n.write_spec(one_amount_call(n, "q-busy", with_retry(http_tool(tools, "busy", false), 3)));
+  n.write_spec(one_amount_call(n, "q-limited", with_retry(http_tool(tools, "limited", false), 3)));
+  n.write_spec(one_amount_call(n, "q-refuses", declared));
+  n.write_spec(one_amount_call(n, "q-nobody", nobody));
   n.start();
 
   SUBCASE("503 with Retry-After and 429: retried, applied once") {
@@ -242,22 +238,22 @@ TEST_CASE("an exec call killed, timed out or failing on its own ends in doubt an
   auto counted = [&](const std::string& rest) {
     return "echo run >> " + runs.string() + "; " + rest;
   };
-  n.write_spec(one_call_type(
+  n.write_spec(one_amount_call(
       n, "e-timeout", with_retry(exec_tool("t", counted("sleep 30"), false, marks), 3, 300)));
   n.write_spec(
-      one_call_type(n, "e-exit", with_retry(exec_tool("x", counted("exit 1"), false, marks), 3)));
-  n.write_spec(one_call_type(n, "e-killed",
-                             with_retry(exec_tool("k", counted("kill -9 $$"), false, marks), 3)));
+      one_amount_call(n, "e-exit", with_retry(exec_tool("x", counted("exit 1"), false, marks), 3)));
+  n.write_spec(one_amount_call(n, "e-killed",
+                               with_retry(exec_tool("k", counted("kill -9 $$"), false, marks), 3)));
   json declared = with_retry(exec_tool("d", counted("exit 3"), false, marks), 3);
   declared["not_applied"] = {{"exit_codes", {3}}};
-  n.write_spec(one_call_type(n, "e-declared", declared));
-  n.write_spec(one_call_type(n, "e-tempfail",
-                             with_retry(exec_tool("f",
-                                                  counted("[ $(wc -l < " + runs.string() +
-                                                          ") -ge 2 ] || exit 75; "
-                                                          "echo '{}'"),
-                                                  false, marks),
-                                        3)));
+  n.write_spec(one_amount_call(n, "e-declared", declared));
+  n.write_spec(one_amount_call(n, "e-tempfail",
+                               with_retry(exec_tool("f",
+                                                    counted("[ $(wc -l < " + runs.string() +
+                                                            ") -ge 2 ] || exit 75; "
+                                                            "echo '{}'"),
+                                                    false, marks),
+                                          3)));
   n.start();
 
   for (const char* type : {"e-timeout", "e-exit", "e-killed"}) {

@@ -276,6 +276,17 @@ inline json text_reply(const std::string& text) {
   return {{"content", text}};
 }
 
+// A type (written into `n`'s scripts) whose model calls `tool` once with
+// `arguments`, then answers "done".
+inline json one_call_type(loop_node& n, const std::string& type, const json& tool,
+                          const json& arguments = json::object()) {
+  return {{"name", type},
+          {"model",
+           scripted_model(n.write_script(
+               type, {calls_reply({tool_call(tool["name"], arguments)}), text_reply("done")}))},
+          {"tools", {tool}}};
+}
+
 inline json http_tool(const fake_tool_server& tools, const std::string& name, bool idempotent) {
   return {{"name", name},
           {"description", "the " + name + " tool"},
