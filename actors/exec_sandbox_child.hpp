@@ -55,12 +55,9 @@ struct child_report {
   int err = 0;
 };
 
-// One host path shown in the view, at `target` (absolute, as the tool sees
-// it).
+// One host path shown in the view, at the same path.
 struct view_mount {
-  std::string source;
-  std::string target;
-  bool directory = true;
+  std::string path;
   bool writable = false;
 };
 

@@ -168,40 +168,50 @@ void add_parents(const std::string& path, std::vector<std::string>& dirs,
   }
 }
 
+// The part of every call's view that depends only on this machine: the
+// system's directories (or links) and the devices. Looked up once.
+const view_plan& system_part() {
+  static const view_plan base = [] {
+    namespace fs = std::filesystem;
+    view_plan v;
+    v.enabled = true;
+    v.tmp_bytes = tmp_bytes;
+    v.dirs = {"/dev", "/proc", "/tmp"};
+    std::error_code ec;
+    for (const char* dir : system_dirs) {
+      auto st = fs::symlink_status(dir, ec);
+      if (ec || !fs::exists(st)) continue;
+      if (fs::is_symlink(st)) {
+        v.links.emplace_back(dir, fs::read_symlink(dir, ec).string());
+      } else if (fs::is_directory(st)) {
+        v.dirs.push_back(dir);
+        v.mounts.push_back({dir, false});
+      }
+    }
+    for (const char* d : devices)
+      if (fs::exists(d, ec)) v.devices.emplace_back(d);
+    return v;
+  }();
+  return base;
+}
+
 }  // namespace
 
 view_plan plan_view(const sandbox_options& opts) {
-  namespace fs = std::filesystem;
-  view_plan v;
-  v.enabled = true;
-  v.tmp_bytes = tmp_bytes;
-  std::set<std::string> seen{"/dev", "/proc", "/tmp"};
-  v.dirs = {"/dev", "/proc", "/tmp"};
-  std::error_code ec;
-  for (const char* dir : system_dirs) {
-    auto st = fs::symlink_status(dir, ec);
-    if (ec || !fs::exists(st)) continue;
-    if (fs::is_symlink(st)) {
-      v.links.emplace_back(dir, fs::read_symlink(dir, ec).string());
-      continue;
-    }
-    if (!fs::is_directory(st)) continue;
-    seen.insert(dir);
-    v.dirs.push_back(dir);
-    v.mounts.push_back({dir, dir, true, false});
-  }
+  view_plan v = system_part();
+  if (opts.read_paths.empty() && opts.write_paths.empty()) return v;
+  std::set<std::string> seen(v.dirs.begin(), v.dirs.end());
+  // Granted paths come after the system's so they can sit inside them.
   auto grant = [&](const std::string& path, bool writable) {
-    const bool dir = fs::is_directory(path, ec);
+    std::error_code ec;
+    const bool dir = std::filesystem::is_directory(path, ec);
     add_parents(path, v.dirs, seen);
     if (dir && seen.insert(path).second) v.dirs.push_back(path);
     if (!dir) v.files.push_back(path);
-    v.mounts.push_back({path, path, dir, writable});
+    v.mounts.push_back({path, writable});
   };
   for (const auto& p : opts.read_paths) grant(p, false);
   for (const auto& p : opts.write_paths) grant(p, true);
-  for (const char* d : devices)
-    if (fs::exists(d, ec)) v.devices.emplace_back(d);
-  // Granted paths come after the system's so they can sit inside them.
   return v;
 }
 
@@ -219,7 +229,7 @@ int enter_view(const view_plan& v) {
     return err;
   };
   for (const auto& m : v.mounts) {
-    int fd = open_exact(m.source.c_str());
+    int fd = open_exact(m.path.c_str());
     if (fd < 0) return fail(errno);
     fds[opened++] = fd;
   }
@@ -251,7 +261,7 @@ int enter_view(const view_plan& v) {
     if (int err = make_file(p.c_str()); err != 0) return fail(err);
   }
   for (std::size_t i = 0; i < v.mounts.size(); ++i) {
-    staged_path p(v.mounts[i].target);
+    staged_path p(v.mounts[i].path);
     const bind_kind kind = v.mounts[i].writable ? bind_kind::writable : bind_kind::read_only;
     if (int err = bind_from(fds[i], p.c_str(), kind); err != 0) return fail(err);
   }
