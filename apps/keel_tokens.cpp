@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "apps/keel_cli.hpp"
+#include "base/principal.hpp"
 
 namespace keel::cli_app {
 
@@ -39,7 +40,7 @@ int cli::token() {
                 {"scopes", "agents"});
     const std::string* scopes = opt(inv_, "scopes");
     if (!scopes || scopes->empty())
-      usage_fail("token create needs --scopes (read, send, approve, operate, admin, work)");
+      usage_fail(std::string("token create needs --scopes (") + scope_choices + ")");
     json req = {{"principal", inv_.args[1]}, {"scopes", split_list(*scopes)}};
     if (const std::string* agents = opt(inv_, "agents")) req["agents"] = split_list(*agents);
     auto j = call("POST", "/v1/tokens", dump(req));

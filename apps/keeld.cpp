@@ -245,8 +245,7 @@ result<config::node_config> build_config(const flags& f) {
         *f.anonymous == "none" ? std::optional<uint32_t>(0) : parse_scopes(*f.anonymous, &bad);
     if (!bits)
       return error(code::invalid_argument,
-                   "--anonymous: unknown scope '" + bad +
-                       "' (read, send, approve, operate, admin, work, none)");
+                   "--anonymous: unknown scope '" + bad + "' (" + scope_choices + ", or none)");
     cfg.anonymous_scopes = *bits;
   }
   if (f.tls_cert) cfg.tls_cert = *f.tls_cert;

@@ -1,5 +1,7 @@
 #include "base/principal.hpp"
 
+#include <nlohmann/json.hpp>
+
 namespace keel {
 
 namespace {
@@ -51,6 +53,23 @@ std::optional<uint32_t> parse_scopes(std::string_view list, std::string* bad) {
     }
     bits |= static_cast<uint32_t>(*s);
     list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+  }
+  return bits;
+}
+
+const char* const scope_choices = "read, send, approve, operate, admin, work";
+
+result<uint32_t> scopes_from_json(const nlohmann::json& list) {
+  if (!list.is_array())
+    return error(code::invalid_argument,
+                 std::string("expected an array of scopes (") + scope_choices + ")");
+  uint32_t bits = 0;
+  for (const auto& name : list) {
+    auto bit = name.is_string() ? parse_scope(name.get<std::string>()) : std::nullopt;
+    if (!bit)
+      return error(code::invalid_argument,
+                   "unknown scope " + name.dump() + " (" + scope_choices + ")");
+    bits |= static_cast<uint32_t>(*bit);
   }
   return bits;
 }

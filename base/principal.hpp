@@ -23,6 +23,10 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
+#include "base/status.hpp"
+
 namespace keel {
 
 enum class scope : uint32_t {
@@ -41,7 +45,12 @@ const char* to_string(scope s);
 std::optional<scope> parse_scope(std::string_view name);
 // "read,send" -> bits; nullopt (and the bad name in `bad`) on an unknown one.
 std::optional<uint32_t> parse_scopes(std::string_view comma_list, std::string* bad = nullptr);
+// A JSON array of scope names -> bits. Errors: invalid_argument naming the
+// first entry that is not a scope (or the value, when not an array).
+result<uint32_t> scopes_from_json(const nlohmann::json& list);
 std::vector<std::string> scope_names(uint32_t bits);
+// "read, send, approve, operate, admin, work": the choices, for messages.
+extern const char* const scope_choices;
 
 struct principal {
   std::string name;

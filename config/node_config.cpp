@@ -126,17 +126,11 @@ result<node_config> from_json(const json& j, const std::string& source) {
     } else if (k == "token")
       s = read_string(v, where, c.token);
     else if (k == "anonymous_scopes") {
-      uint32_t bits = 0;
-      if (!v.is_array()) s = error(code::invalid_argument, where + ": expected an array of scopes");
-      for (std::size_t i = 0; s && i < v.size(); ++i) {
-        auto bit = v[i].is_string() ? parse_scope(v[i].get<std::string>()) : std::nullopt;
-        if (!bit)
-          s = error(code::invalid_argument, where + ": unknown scope " + v[i].dump() +
-                                                " (read, send, approve, operate, admin, work)");
-        else
-          bits |= static_cast<uint32_t>(*bit);
-      }
-      c.anonymous_scopes = bits;
+      auto bits = scopes_from_json(v);
+      if (!bits)
+        s = error(code::invalid_argument, where + ": " + bits.error().message());
+      else
+        c.anonymous_scopes = *bits;
     } else if (k == "tls_cert")
       s = read_string(v, where, c.tls_cert);
     else if (k == "tls_key")

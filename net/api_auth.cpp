@@ -100,15 +100,10 @@ void token_route(token_store* tokens, const http_request& req,
     const json& scopes = body->value("scopes", json::array());
     if (!scopes.is_array() || scopes.empty())
       return respond(
-          bad_request("\"scopes\" must be a non-empty array of read, send, approve, "
-                      "operate, admin, work"));
-    for (const auto& s : scopes) {
-      auto bit = s.is_string() ? parse_scope(s.get<std::string>()) : std::nullopt;
-      if (!bit)
-        return respond(bad_request("unknown scope " + s.dump() +
-                                   ": one of read, send, approve, operate, admin, work"));
-      who.scopes |= static_cast<uint32_t>(*bit);
-    }
+          bad_request(std::string("\"scopes\" must be a non-empty array of ") + scope_choices));
+    auto bits = scopes_from_json(scopes);
+    if (!bits) return respond(error_response(bits.error()));
+    who.scopes = *bits;
     if (auto a = body->find("agents"); a != body->end()) {
       if (!a->is_array()) return respond(bad_request("\"agents\" must be an array of patterns"));
       for (const auto& p : *a) {

@@ -388,3 +388,23 @@ TEST_CASE("validate wants the TLS certificate and key together, readable, and na
     CHECK(cfg::validate(c).is_ok());
   }
 }
+
+TEST_CASE(
+    "from_json reads the scopes of anonymous requests and the tools' uid, and refuses bad ones") {
+  auto r = cfg::from_json(
+      json{{"anonymous_scopes", {"read"}}, {"tool_uid", 4242}, {"tool_gid", 4243}}, "node.json");
+  REQUIRE(r);
+  CHECK(r->anonymous_scopes == 1);
+  CHECK(r->tool_uid == 4242);
+  CHECK(r->tool_gid == 4243);
+  CHECK(cfg::from_json(json::object(), "node.json")->anonymous_scopes == -1);  // the default
+
+  auto bad = cfg::from_json(json{{"anonymous_scopes", {"read", "everything"}}}, "node.json");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message().find("\"anonymous_scopes\": unknown scope \"everything\"") !=
+        std::string::npos);
+  cfg::node_config root_tools;
+  root_tools.data_dir = "/tmp/x";
+  root_tools.tool_uid = 0;
+  CHECK_FALSE(cfg::validate(root_tools));
+}
