@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "config/model_script.hpp"
+#include "config/script_template.hpp"
 
 namespace keel::actors {
 
@@ -77,21 +78,43 @@ effect_outcome scripted_model::complete(const config::model_spec& spec, const js
                                        std::to_string(replies.size()) + ")",
                                    false);
   }
-  const json& reply = replies[index];
+  const config::template_scope scope(request);
+  const json* picked = &replies[index];
+  const std::string which = "script reply #" + std::to_string(index);
+  if (picked->contains("choose")) {
+    const json* chosen = nullptr;
+    for (const auto& alt : (*picked)["choose"]) {
+      if (alt.contains("if") && !scope.holds(alt["if"].get<std::string>())) continue;
+      if (alt.contains("unless") && scope.holds(alt["unless"].get<std::string>())) continue;
+      chosen = &alt;
+      break;
+    }
+    if (chosen == nullptr)
+      return effect_outcome::failure(which + ": no alternative of \"choose\" applies", false);
+    picked = chosen;
+  }
+  const json& reply = *picked;
   if (reply.contains("error"))
     return effect_outcome::failure(reply["error"].get<std::string>(),
                                    reply["retryable"].get<bool>());
 
+  // Placeholders ({{result.lookup_order/amount}}) take what happened in
+  // the turn; a value the turn does not have fails the call for good.
+  auto content = scope.render(reply["content"]);
+  if (!content) return effect_outcome::failure(which + ": " + content.error().message(), false);
   json calls = json::array();
-  uint64_t completion_chars = content_chars(reply["content"]);
+  uint64_t completion_chars = content_chars(*content);
   for (std::size_t i = 0; i < reply["tool_calls"].size(); ++i) {
     const json& c = reply["tool_calls"][i];
+    auto arguments = scope.render(c["arguments"]);
+    if (!arguments)
+      return effect_outcome::failure(which + ": " + arguments.error().message(), false);
     std::string id = c.contains("id")
                          ? c["id"].get<std::string>()
                          : "call_" + std::to_string(ctx.call_index) + "_" + std::to_string(i);
-    completion_chars += utf8_chars(c["arguments"].dump());
+    completion_chars += utf8_chars(arguments->dump());
     calls.push_back(
-        json{{"id", std::move(id)}, {"name", c["name"]}, {"arguments", c["arguments"]}});
+        json{{"id", std::move(id)}, {"name", c["name"]}, {"arguments", std::move(*arguments)}});
   }
   json usage = reply.contains("usage") ? reply["usage"]
                                        : json{{"prompt_tokens", tokens_for(prompt_chars(request))},
@@ -99,7 +122,7 @@ effect_outcome scripted_model::complete(const config::model_spec& spec, const js
   std::string finish = reply.contains("finish_reason") ? reply["finish_reason"].get<std::string>()
                        : calls.empty()                 ? "stop"
                                                        : "tool_calls";
-  return effect_outcome::success(json{{"content", reply["content"]},
+  return effect_outcome::success(json{{"content", std::move(*content)},
                                       {"tool_calls", std::move(calls)},
                                       {"usage", std::move(usage)},
                                       {"finish_reason", std::move(finish)}});

@@ -13,7 +13,12 @@
 //    "finish_reason"?: "stop"}   // default "tool_calls" when there are
 //                                // tool calls, else "stop"
 // or a failure of the call
-//   {"error": "text", "retryable"?: false}.
+//   {"error": "text", "retryable"?: false},
+// or alternatives, the first whose condition holds being the reply
+//   {"choose": [{"if"?: PATH, "unless"?: PATH, <reply or failure>}...]}.
+// Strings in content and tool call arguments may hold placeholders
+// ({{result.lookup_order/amount}}, config/script_template.hpp); a PATH is
+// a placeholder without its braces.
 // Unknown keys are errors (a typo must not silently change a test).
 //
 // Model call n of an agent (model_call_context::call_index, 0-based) gets

@@ -415,9 +415,11 @@ int run(int argc, char** argv) {
 
   actors::start_options opts;
   for (const auto& dir : f->agents) {
-    auto specs = config::load_agent_specs(dir);
-    if (!specs) return usage_error(specs.error().message());
-    for (auto& spec : *specs) {
+    auto folder = config::load_agent_specs(dir);
+    if (!folder) return usage_error(folder.error().message());
+    for (const auto& [file, why] : folder->skipped)
+      std::fprintf(stderr, "keeld: skipped %s: %s\n", file.c_str(), why.c_str());
+    for (auto& spec : folder->specs) {
       std::fprintf(stderr, "keeld: agent type %s version %.12s (%s, %zu tools, model %s)\n",
                    spec->name.c_str(), spec->hash.c_str(), spec->source.c_str(), spec->tools.size(),
                    spec->model.provider.c_str());

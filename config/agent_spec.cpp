@@ -837,7 +837,10 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec_body(const json& j,
   return parse_agent_spec(j, source, "");
 }
 
-result<std::shared_ptr<const agent_spec>> load_agent_spec(const std::string& path) {
+namespace {
+
+// A spec file's JSON, with a duplicated key refused.
+result<json> read_spec_json(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec))
     return error(code::io_error, "cannot read agent spec " + path + ": is a directory");
@@ -863,11 +866,30 @@ result<std::shared_ptr<const agent_spec>> load_agent_spec(const std::string& pat
   }
   if (dups.found())
     return error(code::invalid_argument, path + ": " + *dups.found() + ": key appears twice");
+  return j;
+}
+
+result<std::shared_ptr<const agent_spec>> parse_spec_file(const json& j, const std::string& path) {
   fs::path base = fs::path(path).parent_path();
   return parse_agent_spec(j, path, base.empty() ? "." : base.string());
 }
 
-result<std::vector<std::shared_ptr<const agent_spec>>> load_agent_specs(const std::string& dir) {
+// Why a file's JSON declares no type, or "" when it declares one.
+std::string not_a_spec(const json& j) {
+  if (j.is_object() && j.contains("name")) return {};
+  if (j.is_object() && j.contains("replies")) return "a scripted model's script, not a spec";
+  return "no \"name\": not an agent-type spec";
+}
+
+}  // namespace
+
+result<std::shared_ptr<const agent_spec>> load_agent_spec(const std::string& path) {
+  auto j = read_spec_json(path);
+  if (!j) return j.error();
+  return parse_spec_file(*j, path);
+}
+
+result<spec_folder> load_agent_specs(const std::string& dir) {
   std::error_code ec;
   auto st = fs::status(dir, ec);
   if (ec && ec != std::errc::no_such_file_or_directory)
@@ -889,19 +911,25 @@ result<std::vector<std::shared_ptr<const agent_spec>>> load_agent_specs(const st
   std::sort(files.begin(), files.end(),
             [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
 
-  std::vector<std::shared_ptr<const agent_spec>> specs;
+  spec_folder folder;
   std::map<std::string, std::string> seen;  // type name -> file
   for (const auto& file : files) {
-    auto spec = load_agent_spec(file.string());
+    auto j = read_spec_json(file.string());
+    if (!j) return j.error();
+    if (std::string why = not_a_spec(*j); !why.empty()) {
+      folder.skipped.emplace_back(file.string(), std::move(why));
+      continue;
+    }
+    auto spec = parse_spec_file(*j, file.string());
     if (!spec) return spec.error();
     auto [prev, fresh] = seen.emplace((*spec)->name, file.string());
     if (!fresh)
       return error(code::invalid_argument, "agent type \"" + (*spec)->name +
                                                "\" is declared twice: in " + prev->second +
                                                " and in " + file.string());
-    specs.push_back(std::move(*spec));
+    folder.specs.push_back(std::move(*spec));
   }
-  return specs;
+  return folder;
 }
 
 }  // namespace keel::config

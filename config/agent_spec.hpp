@@ -193,8 +193,18 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec_body(const json& j,
                                                                 const std::string& source);
 // Reads and parses a file. Errors: io_error (unreadable), invalid_argument.
 result<std::shared_ptr<const agent_spec>> load_agent_spec(const std::string& path);
-// Loads every *.json file of a folder (not recursive), sorted by file name.
-// Two specs with one name are an error naming both files.
-result<std::vector<std::shared_ptr<const agent_spec>>> load_agent_specs(const std::string& dir);
+// What a folder of specs holds: the types it declares, in file-name order,
+// and the JSON files beside them that declare none.
+struct spec_folder {
+  std::vector<std::shared_ptr<const agent_spec>> specs;
+  // (file, why): files whose top level is not an object with a "name" (a
+  // scripted model's script, say), which are not specs.
+  std::vector<std::pair<std::string, std::string>> skipped;
+};
+// Loads every *.json file of a folder (not recursive) that declares a type
+// (an object with "name"), sorted by file name; a file that declares one
+// must be a valid spec. Two specs with one name are an error naming both
+// files. Errors: io_error (the folder or a file), invalid_argument.
+result<spec_folder> load_agent_specs(const std::string& dir);
 
 }  // namespace keel::config

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "config/patterns.hpp"
+#include "config/script_template.hpp"
 
 namespace keel::config {
 
@@ -37,6 +38,23 @@ bool is_count(const json& v) {
   return v.is_number_unsigned();
 }
 
+// Every string in `value` (recursively) holds well-formed placeholders.
+status check_templates(const json& value, const std::string& path, const std::string& pointer) {
+  if (value.is_string()) {
+    if (auto s = check_template_text(value.get_ref<const std::string&>()); !s)
+      return bad(path, pointer, s.message());
+    return status::ok();
+  }
+  if (value.is_object()) {
+    for (const auto& [key, v] : value.items())
+      KEEL_TRY(check_templates(v, path, pointer_child(pointer, key)));
+  } else if (value.is_array()) {
+    for (std::size_t i = 0; i < value.size(); ++i)
+      KEEL_TRY(check_templates(value[i], path, pointer_child(pointer, i)));
+  }
+  return status::ok();
+}
+
 status check_tool_call(const json& call, const std::string& path, const std::string& pointer,
                        json& out) {
   if (!call.is_object()) return bad(path, pointer, "must be an object");
@@ -45,6 +63,7 @@ status check_tool_call(const json& call, const std::string& path, const std::str
   if (name == call.end() || !name->is_string() || name->get_ref<const std::string&>().empty())
     return bad(path, pointer + "/name", "must be a non-empty string");
   out = json{{"name", *name}, {"arguments", call.value("arguments", json::object())}};
+  KEEL_TRY(check_templates(out["arguments"], path, pointer + "/arguments"));
   if (auto id = call.find("id"); id != call.end()) {
     if (!id->is_string() || id->get_ref<const std::string&>().empty())
       return bad(path, pointer + "/id", "must be a non-empty string");
@@ -53,9 +72,28 @@ status check_tool_call(const json& call, const std::string& path, const std::str
   return status::ok();
 }
 
-status check_reply(const json& reply, const std::string& path, const std::string& pointer,
-                   json& out) {
+// A reply or a failure, with the condition keys of a "choose" alternative
+// when `conditions` is set.
+status check_answer(const json& reply, const std::string& path, const std::string& pointer,
+                    json& out, bool conditions) {
   if (!reply.is_object()) return bad(path, pointer, "must be an object");
+  json when = json::object();
+  if (conditions) {
+    json rest = reply;
+    for (const char* k : {"if", "unless"}) {
+      auto c = rest.find(k);
+      if (c == rest.end()) continue;
+      if (!c->is_string())
+        return bad(path, pointer + "/" + k, "must be a placeholder path such as result.refund/ok");
+      if (auto s = check_template_path(c->get_ref<const std::string&>()); !s)
+        return bad(path, pointer + "/" + k, s.message());
+      when[k] = *c;
+      rest.erase(k);
+    }
+    KEEL_TRY(check_answer(rest, path, pointer, out, false));
+    out.update(when);
+    return status::ok();
+  }
   if (reply.contains("error")) {
     KEEL_TRY(only_keys(reply, {"error", "retryable"}, path, pointer));
     const json& e = reply["error"];
@@ -75,6 +113,7 @@ status check_reply(const json& reply, const std::string& path, const std::string
   if (auto c = reply.find("content"); c != reply.end()) {
     if (!c->is_string() && !c->is_null())
       return bad(path, pointer + "/content", "must be a string or null");
+    KEEL_TRY(check_templates(*c, path, pointer + "/content"));
     out["content"] = *c;
   }
   if (auto calls = reply.find("tool_calls"); calls != reply.end()) {
@@ -98,6 +137,23 @@ status check_reply(const json& reply, const std::string& path, const std::string
     if (!f->is_string() || f->get_ref<const std::string&>().empty())
       return bad(path, pointer + "/finish_reason", "must be a non-empty string");
     out["finish_reason"] = *f;
+  }
+  return status::ok();
+}
+
+status check_reply(const json& reply, const std::string& path, const std::string& pointer,
+                   json& out) {
+  if (!reply.is_object() || !reply.contains("choose"))
+    return check_answer(reply, path, pointer, out, false);
+  KEEL_TRY(only_keys(reply, {"choose"}, path, pointer));
+  const json& alts = reply["choose"];
+  if (!alts.is_array() || alts.empty())
+    return bad(path, pointer + "/choose", "must be a non-empty array of replies");
+  out = json{{"choose", json::array()}};
+  for (std::size_t i = 0; i < alts.size(); ++i) {
+    json alt;
+    KEEL_TRY(check_answer(alts[i], path, pointer + "/choose/" + std::to_string(i), alt, true));
+    out["choose"].push_back(std::move(alt));
   }
   return status::ok();
 }

@@ -15,7 +15,12 @@
 //    "usage"?: {"prompt_tokens": n, "completion_tokens": n},
 //    "finish_reason"?: "stop"}
 // or a failure of the call
-//   {"error": "text", "retryable"?: false}.
+//   {"error": "text", "retryable"?: false},
+// or alternatives, the first whose condition holds being the reply
+//   {"choose": [{"if"?: PATH, "unless"?: PATH, <reply or failure>}...]}.
+// Strings in content and tool call arguments may hold placeholders
+// ({{result.lookup_order/amount}}, config/script_template.hpp); a PATH is
+// a placeholder without its braces.
 // Unknown keys are errors (a typo must not silently change a test).
 
 #include <string>

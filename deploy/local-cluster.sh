@@ -2,13 +2,14 @@
 # Runs a Keel cluster on 127.0.0.1 for development and demos
 # (docs/operations.md, "Running a cluster").
 #
-#   ./deploy/local-cluster.sh up [N]    start nodes n1..nN (default 3)
+#   ./deploy/local-cluster.sh up [N]    start nodes n1..nN (default: the existing cluster's size, 3 for a new one)
 #   ./deploy/local-cluster.sh status    keel cluster status, asked of the first running node
 #   ./deploy/local-cluster.sh kill K    SIGKILL node K (a crash)
 #   ./deploy/local-cluster.sh stop K    SIGTERM node K and wait until it exits
 #   ./deploy/local-cluster.sh start K   start node K again, with the flags it had
 #   ./deploy/local-cluster.sh add K     start node K with --join, then add it to the cluster
 #   ./deploy/local-cluster.sh down      SIGTERM every node and wait until all exit
+#   ./deploy/local-cluster.sh clean     down, then delete the cluster directory (every node's data)
 #
 # Node K listens for HTTP on 127.0.0.1:707K and for its peers on 127.0.0.1:717K
 # (K from 1 to 99: 7070+K and 7170+K). Under the cluster directory: cluster.json
@@ -201,15 +202,29 @@ signal_node() {
   echo "local-cluster: n$k stopped (SIG$sig)"
 }
 
+member_count() {
+  grep -c '^ *{"id": "n' "$config"
+}
+
+# up [N]: without N, the cluster the directory holds (3 members for a new
+# one); with N, a cluster of N members, refusing data of another size.
 cmd_up() {
-  local n=$1 k
-  [[ $n =~ ^[1-9][0-9]?$ ]] || die "up takes a node count from 1 to 99, got '$n'"
+  local n=${1:-} k have
   if [ ! -x "$bin_dir/keeld" ] || [ ! -x "$bin_dir/keel" ]; then
     die "no keeld/keel in $bin_dir: run ./deploy/setup.sh (or set KEEL_BIN_DIR)"
   fi
+  if [ -f "$config" ]; then
+    have=$(member_count)
+    if [ -n "$n" ] && [ "$n" != "$have" ]; then
+      die "$cluster_dir holds a cluster of $have members (its data and config), not $n: run 'up $have' to start it again, or '$0 clean' to delete it and start afresh"
+    fi
+    n=$have
+  fi
+  n=${n:-3}
+  [[ $n =~ ^[1-9][0-9]?$ ]] || die "up takes a node count from 1 to 99, got '$n'"
   [ -f "$config" ] || write_config "$n"
   for ((k = 1; k <= n; k++)); do
-    has_member "$k" || die "n$k is not a member in $config; use 'add $k' to grow a running cluster, or remove $cluster_dir to start afresh"
+    has_member "$k" || die "n$k is not a member in $config; use 'add $k' to grow a running cluster, or '$0 clean' to start afresh"
   done
   for ((k = 1; k <= n; k++)); do
     start_node "$k"
@@ -269,6 +284,16 @@ cmd_down() {
   echo "local-cluster: stopped ${#pids[@]} node(s)"
 }
 
+cmd_clean() {
+  cmd_down
+  if [ -d "$cluster_dir" ]; then
+    rm -rf -- "$cluster_dir"
+    echo "local-cluster: deleted $cluster_dir"
+  else
+    echo "local-cluster: no $cluster_dir to delete"
+  fi
+}
+
 # The HTTP URL of the first running node other than $1 (if given).
 any_running_url() {
   local k
@@ -303,13 +328,14 @@ cmd_add() {
 main() {
   local cmd=${1:-} k
   case $cmd in
-    up | down | status) ;;
+    up | down | status | clean) ;;
     kill | stop | start | add) k=$(node_index "${2:-}") ;;
     *) usage ;;
   esac
   case $cmd in
-    up) cmd_up "${2:-3}" ;;
+    up) cmd_up "${2:-}" ;;
     down) cmd_down ;;
+    clean) cmd_clean ;;
     status) cmd_status ;;
     kill) signal_node KILL "$k" ;;
     stop) signal_node TERM "$k" ;;

@@ -26,15 +26,24 @@ using namespace keel;
 using namespace keel::test::loop;
 namespace fs = std::filesystem;
 
-TEST_CASE("the refund desk asks for approval, survives SIGKILL and refunds once approved") {
-  loop_node n;
+namespace {
+
+// Starts `n` with the example refund desk, in the example's layout:
+// agents/ and scripts/ side by side.
+void start_example_refund_desk(loop_node& n) {
   const fs::path examples = fs::path(KEEL_SOURCE_DIR) / "examples";
-  // The same layout as the example: agents/ and scripts/ side by side.
   write_json(n.dir() / "agents" / "refund-desk.json",
              read_json(examples / "agents" / "refund-desk.json"));
   write_json(n.dir() / "scripts" / "refund-desk.json",
              read_json(examples / "scripts" / "refund-desk.json"));
   n.start();
+}
+
+}  // namespace
+
+TEST_CASE("the refund desk asks for approval, survives SIGKILL and refunds once approved") {
+  loop_node n;
+  start_example_refund_desk(n);
 
   const std::string agent = "desk/alice";
   n.spawn(agent, "refund-desk");
@@ -84,6 +93,21 @@ TEST_CASE("the refund desk asks for approval, survives SIGKILL and refunds once 
   // Each tool ran once: lookup_order before the crash, refund after it.
   CHECK(of_type(events, "effect_started").size() == 2);
   CHECK(of_type(events, "turn_completed").size() == 1);
+}
+
+TEST_CASE("the refund desk's answer says what happened: a rejected refund is not reported done") {
+  loop_node n;
+  start_example_refund_desk(n);
+  const std::string agent = "desk/carol";
+  n.spawn(agent, "refund-desk");
+  n.send(agent, "Please refund order 9.");
+  n.wait_phase(agent, "waiting_approval");
+  n.signal(agent, "reject", {{"reason", "duplicate of ticket 4700"}});
+  json v = n.wait_turns(agent);
+  CHECK(v["state"]["last"]["status"] == "completed");
+  // The script's answer follows the refusal the model was given.
+  CHECK(v["state"]["last"]["answer"] == "I did not refund order 9: duplicate of ticket 4700.");
+  CHECK(of_type(n.ledger(agent), "effect_started").size() == 1);  // the lookup only
 }
 
 TEST_CASE("an OpenAI model drives http tools: arguments reach the tool and results the model") {

@@ -634,10 +634,29 @@ TEST_CASE("load_agent_specs loads every json file of a folder in file-name order
 
   auto r = cfg::load_agent_specs(dir.str());
   REQUIRE_MESSAGE(r.is_ok(), r.error().to_string());
-  REQUIRE(r->size() == 3);
-  CHECK((*r)[0]->name == "zeta");
-  CHECK((*r)[1]->name == "beta");
-  CHECK((*r)[2]->name == "alpha");
+  REQUIRE(r->specs.size() == 3);
+  CHECK(r->specs[0]->name == "zeta");
+  CHECK(r->specs[1]->name == "beta");
+  CHECK(r->specs[2]->name == "alpha");
+  CHECK(r->skipped.empty());
+
+  SUBCASE("a script or other JSON beside the specs is skipped, saying why") {
+    write_file(dir.path() / "bot.script.json", R"({"replies": [{"content": "hi"}]})");
+    write_file(dir.path() / "suite.json", R"([1, 2])");
+    auto mixed = cfg::load_agent_specs(dir.str());
+    REQUIRE_MESSAGE(mixed.is_ok(), mixed.error().to_string());
+    CHECK(mixed->specs.size() == 3);
+    REQUIRE(mixed->skipped.size() == 2);
+    CHECK(mixed->skipped[0].first == (dir.path() / "bot.script.json").string());
+    CHECK(contains(mixed->skipped[0].second, "a scripted model's script"));
+    CHECK(contains(mixed->skipped[1].second, "not an agent-type spec"));
+  }
+  SUBCASE("a file with a name is a spec: its errors fail the load") {
+    write_file(dir.path() / "d.json", R"({"name": "delta", "replies": []})");
+    auto bad = cfg::load_agent_specs(dir.str());
+    REQUIRE_FALSE(bad.is_ok());
+    CHECK(contains(bad.error().message(), "d.json"));
+  }
 
   SUBCASE("a broken file fails the whole load, naming it") {
     write_file(dir.path() / "d.json", "{\"name\": 1}");
@@ -666,7 +685,7 @@ TEST_CASE("load_agent_specs reports a missing folder as an io_error naming it") 
 
   auto empty = cfg::load_agent_specs(dir.str());
   REQUIRE(empty.is_ok());
-  CHECK(empty->empty());
+  CHECK(empty->specs.empty());
 }
 
 TEST_CASE("a tool declares the answers that prove a call did nothing, each checked at load") {
