@@ -106,7 +106,11 @@ std::string who_default() {
 }
 
 int cli::ledger() {
-  expect_args(inv_, 1, 1, "ledger NAME [--from SEQ] [--limit N] [-f]", {"from", "limit", "follow"});
+  expect_args(inv_, 1, 1, "ledger NAME [--from SEQ] [--limit N] [-f [--until TYPE]]",
+              {"from", "limit", "follow", "until"});
+  const std::string* until = opt(inv_, "until");
+  if (until && !opt(inv_, "follow")) usage_fail("--until goes with -f (follow until an event)");
+  bool reached = false;  // an event of type --until was printed
   const std::string& name = inv_.args[0];
   uint64_t from = 1;
   if (auto f = number_opt(inv_, "from"); !f.empty()) from = std::max<uint64_t>(std::stoull(f), 1);
@@ -122,6 +126,7 @@ int cli::ledger() {
     if (!j) return exit_server;
     const json& events = (*j)["events"];
     for (const auto& e : events) {
+      reached = reached || (until && e.value("type", "") == *until);
       if (inv_.json_out)
         std::printf("%s\n", dump(e).c_str());
       else
@@ -135,7 +140,7 @@ int cli::ledger() {
     from = (*j)["next"].get<uint64_t>();
   }
   if (!inv_.json_out) print_table({"SEQ", "TIME", "TYPE", "SUMMARY"}, rows);
-  if (!opt(inv_, "follow")) return exit_ok;
+  if (!opt(inv_, "follow") || reached) return exit_ok;
   std::fflush(stdout);
   return follow(name, from);
 }
@@ -143,8 +148,12 @@ int cli::ledger() {
 int cli::follow(const std::string& name, uint64_t from) {
   if (!connect()) return exit_server;
   net::sse_parser parser;
+  // --until TYPE: the stream ends after the first event of that type.
+  const std::string* until = opt(inv_, "until");
+  bool reached = false;
   auto on_data = [&](std::string_view chunk) {
     parser.feed(chunk, [&](const net::sse_event& ev) {
+      if (reached) return;
       json e = json::parse(ev.data, nullptr, false);
       if (ev.event == "error" || e.is_discarded()) {
         std::fprintf(stderr, "keel: %s\n", ev.data.c_str());
@@ -158,8 +167,9 @@ int cli::follow(const std::string& name, uint64_t from) {
                     row[3].c_str());
       }
       std::fflush(stdout);
+      reached = reached || (until && e.value("type", "") == *until);
     });
-    return true;
+    return !reached;
   };
   // Quiet agents are fine: the server sends a comment every 15 s.
   constexpr auto idle = std::chrono::minutes(2);
