@@ -14,9 +14,10 @@ build_type=${BUILD_TYPE:-Release}
 
 # libssl-dev: https for model providers and http tools; ca-certificates: the
 # system trust store that verifies their certificates; libseccomp-dev: the
-# exec tool sandbox's system call filter.
+# exec tool sandbox's system call filter; curl: the README's HTTP quick
+# start, which the tests run as written.
 packages=(g++ cmake ninja-build ccache libcaf-dev librocksdb-dev libboost-dev
-          nlohmann-json3-dev doctest-dev libssl-dev ca-certificates libseccomp-dev)
+          nlohmann-json3-dev doctest-dev libssl-dev ca-certificates libseccomp-dev curl)
 
 missing=()
 for p in "${packages[@]}"; do
