@@ -475,6 +475,12 @@ status explain_corruption(const std::string& dir, const status& opened) {
                                      "docs/operations.md (\"Faults\") for the repair steps");
 }
 
+status in_use(const std::string& dir, int pid) {
+  return error(code::conflict, "the store in " + dir + " is open in another process" +
+                                   (pid > 0 ? " (pid " + std::to_string(pid) + ")" : "") +
+                                   ": only one may use it at a time");
+}
+
 }  // namespace
 
 result<std::unique_ptr<store>> store::open(const store_options& opts) {
@@ -487,6 +493,12 @@ result<std::unique_ptr<store>> store::open(const store_options& opts) {
   p->listener = std::make_shared<store_listener>(p.get());
   status s = p->open_db(false);
   if (!s && s.error_code() == code::corruption) return explain_corruption(opts.dir, s);
+  // Another process has it open: not a reason to open read-only below
+  // (which takes no lock), but to refuse.
+  if (!s && s.message().find("While lock file") != std::string::npos)
+    return in_use(opts.dir, lock_holder(opts.dir).value_or(0));
+  if (!s && s.message().find("lock hold by current process") != std::string::npos)
+    return error(code::conflict, "the store in " + opts.dir + " is already open in this process");
   if (!s) {
     // A full disk (or too few descriptors) cannot stop reads of what is
     // there: serve them, and write once the recovery thread can reopen.
