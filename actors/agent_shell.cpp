@@ -17,6 +17,7 @@
 
 #include "actors/caf_types.hpp"
 #include "actors/effect_dispatch.hpp"
+#include "actors/event_log.hpp"
 #include "actors/ledger_audit.hpp"
 #include "actors/salvage.hpp"
 #include "actors/shell_state.hpp"
@@ -288,6 +289,9 @@ std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::inpu
     b.ops.push_back(
         {family::ledger, false, persistence::agent_seq_key(s.meta.id, s.st.last_seq),
          persistence::encode_record(chained_record(e, s.st.last_seq, *s.head, &blobs))});
+    // Logged once durable, like everything else the event causes.
+    if (auto record = event_log_record(s.name, s.st.last_seq, e))
+      b.done.push_back(std::move(record));
   }
   blob_ops(blobs, b.ops);
   s.rt->metrics.events.fetch_add(d.events.size(), std::memory_order_relaxed);

@@ -20,6 +20,7 @@
 #include "agent/core.hpp"
 #include "agent/registry.hpp"
 #include "base/clock.hpp"
+#include "base/log.hpp"
 #include "base/names.hpp"
 #include "persistence/keys.hpp"
 
@@ -240,16 +241,13 @@ void node::impl::count_crash() {
                        persistence::encode(e.marker, wall_ms())});
       }
       if (!ops.empty())
-        std::fprintf(stderr,
-                     "keeld: the node did not stop cleanly; %zu model or tool calls were running "
-                     "and recover now\n",
-                     ops.size());
+        log::warn("the node did not stop cleanly; " + std::to_string(ops.size()) +
+                  " model or tool calls were running and recover now");
     }
   }
   ops.push_back({persistence::family::meta, false, std::string(running_key), "1"});
   if (status s = db->write(ops, true); !s)
-    std::fprintf(stderr, "keeld: cannot record the start (%s); crashes are not counted this time\n",
-                 s.message().c_str());
+    log::warn("cannot record the start (" + s.message() + "); crashes are not counted this time");
 }
 
 node::node(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
@@ -311,7 +309,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   {
     std::vector<std::string> notes;
     auto secrets = secret_table::open(cfg, *p->db, notes);
-    for (const auto& n : notes) std::fprintf(stderr, "keeld: %s\n", n.c_str());
+    for (const auto& n : notes) log::warn(n);
     if (!secrets) return secrets.error();
     p->secrets = std::move(*secrets);
     p->rt.secrets = p->secrets.get();
@@ -322,7 +320,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   {
     std::vector<std::string> notes;
     KEEL_TRY(p->catalog->open(opts.agent_types, notes));
-    for (const auto& n : notes) std::fprintf(stderr, "keeld: %s\n", n.c_str());
+    for (const auto& n : notes) log::warn(n);
     // Versions from the store sweep as often as their idle_ms needs too.
     for (const auto& name : p->types->names())
       for (const auto& v : p->types->versions(name))
@@ -369,8 +367,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   p->db->on_writable([raw] {
     if (raw->stopped.load() || raw->held.load()) return;
     if (status s = raw->wake_pending(false); !s)
-      std::fprintf(stderr, "keeld: waking agents after the store recovered: %s\n",
-                   s.message().c_str());
+      log::error("waking agents after the store recovered: " + s.message());
     raw->timers->notify(0);
   });
   auto n = std::unique_ptr<node>(new node(std::move(p)));
@@ -382,8 +379,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
       [self](const std::string& name) {
         auto r = self->apply_retention(name);
         if (!r) {
-          std::fprintf(stderr, "keeld: retention of %s: %s\n", name.c_str(),
-                       r.error().message().c_str());
+          log::warn("retention of " + name + ": " + r.error().message(), {{"agent", name}});
           return false;
         }
         return r->value("compacted", false);

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "base/clock.hpp"
+#include "base/log.hpp"
 
 namespace keel::actors {
 
@@ -44,7 +45,7 @@ int64_t timer_service::scan(int64_t now) {
   for (;;) {
     auto due = db_.due_timers(now, scan_batch, after);
     if (!due) {
-      std::fprintf(stderr, "keel: timer scan failed: %s\n", due.error().to_string().c_str());
+      log::error("timer scan failed: " + due.error().to_string());
       return now + 1000;
     }
     for (auto& t : *due) {

@@ -1,4 +1,5 @@
-// keel: the command line over a node's HTTP API v1.
+// keel: the command line over a node's HTTP API v1. Its commands, their
+// flags and help are the table in apps/keel_help.cpp.
 //
 // Exit codes: 0 ok; 1 the server answered with an error (its code and
 // message go to stderr) or could not be reached; 2 a usage error.
@@ -23,322 +24,9 @@
 
 #include "apps/keel_cli.hpp"
 #include "base/token_file.hpp"
+#include "base/version.hpp"
 
 namespace keel::cli_app {
-
-constexpr const char* usage_text =
-    R"(usage: keel [--server URL] [--token TOKEN] [--json] COMMAND [ARGS]
-
-Talks to a keeld node over its HTTP API.
-
-commands:
-  spawn TYPE NAME [--input JSON]          create an agent
-  send NAME BODY_JSON [--id ID] [--from NAME] [--wait MS]
-                                          send a message; --wait shows the reply
-  signal NAME SIGNAL [--payload JSON] [--wait MS]
-                                          send a signal
-  show NAME                               status, last seq and state
-  ls [--prefix P] [--limit N] [--after NAME]
-                                          list agents
-  ledger NAME [--from SEQ] [--limit N] [-f]
-                                          the agent's timeline; --json writes one
-                                          event per line (the export format);
-                                          -f follows new events as they happen
-  rm NAME                                 terminate an agent (its ledger stays)
-  query NAME [JSON]                       ask the agent's state (read-only)
-  cancel NAME [--by WHO] [--wait MS]      cancel the agent's turn; completed tool
-                                          calls are compensated in reverse order
-  pause NAME [--by WHO]                   finish the current step, then hold;
-                                          messages queue durably
-  resume NAME [--by WHO]                  go on where it held
-  resolve NAME --outcome succeeded|failed|retry [--result JSON] [--by WHO]
-                                          settle an effect in doubt
-  audit verify NAME                       check the ledger's hash chain
-  replay NAME                             strict replay: identical, or the first
-                                          seq where decisions differ
-  replay NAME --override SEQ=FILE... [--overrides FILE] [--policy P] [--script FILE]
-                                          what if the model (or a tool) had said
-                                          FILE at SEQ: side by side with the
-                                          original; P = recorded | scripted | stop
-  replay NAME --spec FILE                 the same with an edited agent-type spec
-                                          deciding: where would it decide otherwise?
-  fork NAME --at SEQ [--override FILE] --as NEW [--by WHO]
-                                          a new agent sharing NAME's ledger up to
-                                          SEQ, going on live from there
-  import NAME FILE.jsonl [--unverified]   load an exported ledger (read-only); each line's
-                                          hash is checked; --unverified loads one without
-                                          its chain, which audit then reports as unverified
-  compact NAME --before SEQ               fold older events into a snapshot and
-                                          archive them on the node
-  eval SUITE.json [--spec FILE]           run a suite of replays with expectations;
-                                          --spec: with an edited agent-type spec
-  types [ls]                              agent types: latest version, how many
-  types versions TYPE                     every version of TYPE, newest last
-  types show TYPE [VERSION]               a version's spec (default: the latest)
-  types put FILE.json                     register a spec as TYPE's latest version
-  upgrade NAME [--to VERSION|latest] [--by WHO]
-                                          run another version of NAME's type from
-                                          its next step (recorded as upgraded)
-  secret set NAME [--from-file FILE]      set a secret on the node; the value comes
-                                          from stdin (a terminal does not echo it)
-                                          or FILE, never from the command line
-  secret ls                               the node's secrets: name, source, updated
-                                          (never a value)
-  secret rm NAME                          remove a secret set with secret set
-  tasks                                   worker queues: ready and leased tasks
-  tasks poll QUEUE --worker W [--wait MS] lease the oldest ready task of QUEUE
-  tasks complete ID [--result JSON]       report a leased task done
-  tasks fail ID --error TEXT [--retryable true|false] [--maybe-applied true|false]
-                                          report a leased task failed
-  token create PRINCIPAL --scopes S1,S2 [--agents 'ticket/*,...']
-                                          a token for PRINCIPAL (printed once);
-                                          scopes: read, send, approve, operate, admin, work
-  token [ls]                              the node's tokens (never the tokens)
-  token revoke ID                         revoke a token at once
-  whoami                                  the principal and scopes the CLI has
-  health                                  is the node up?
-  cluster status                          members, up/down, shards, epoch, outbox
-  cluster add-node ID --cluster HOST:PORT --http HOST:PORT
-                                          add a member (started with --join);
-                                          moves its shards to it
-  cluster remove-node ID                  move a member's shards away, drop it
-
-approvals, doubts and human answers are signals, recorded with the principal
-of the token that sent them (a "by" in the payload is kept as a note), e.g.
-  keel signal ticket/4711 approve
-  keel signal ticket/4711 reject --payload '{"reason": "duplicate"}'
-  keel signal ticket/4711 resolve --payload '{"outcome": "succeeded", "result": {}}'
-  (or keel resolve ticket/4711 --outcome succeeded --result '{}')
-
-global flags:
-  --server URL     node to talk to: http://HOST:PORT or https://HOST:PORT
-                   (default $KEEL_SERVER or http://127.0.0.1:7070)
-  --token TOKEN    bearer token (default $KEEL_TOKEN)
-  --token-file F   read the bearer token from F (default $KEEL_TOKEN_FILE);
-                   a node without a configured token keeps its admin token
-                   in DATA/admin.token
-  --ca FILE        for https://, trust the CA certificates in FILE (PEM)
-                   instead of the system's (default $KEEL_CA)
-  --cert FILE      for https:// nodes that require client certificates: this
-  --key FILE       certificate (PEM) and its key (default $KEEL_CERT, $KEEL_KEY)
-  --json           print the server's JSON instead of tables
-)";
-
-[[noreturn]] void usage_fail(const std::string& message) {
-  throw usage_failure{message};
-}
-
-invocation parse_command_line(int argc, char** argv) {
-  invocation inv;
-  if (const char* s = std::getenv("KEEL_SERVER"); s && *s)
-    inv.server = s;
-  else
-    inv.server = "http://127.0.0.1:7070";
-  if (const char* t = std::getenv("KEEL_TOKEN"); t && *t) inv.token = t;
-  auto token_from = [&inv](const std::string& path) {
-    std::string warning;
-    auto t = read_token_file(path, &warning);
-    if (!t) usage_fail(t.error().message());
-    if (!warning.empty()) std::fprintf(stderr, "keel: warning: %s\n", warning.c_str());
-    inv.token = std::move(*t);
-  };
-  if (const char* f = std::getenv("KEEL_TOKEN_FILE"); f && *f && !std::getenv("KEEL_TOKEN"))
-    token_from(f);
-  for (auto [var, slot] : {std::pair{"KEEL_CA", &inv.ca}, std::pair{"KEEL_CERT", &inv.cert},
-                           std::pair{"KEEL_KEY", &inv.key}})
-    if (const char* v = std::getenv(var); v && *v) *slot = v;
-
-  std::vector<std::string> a(argv + 1, argv + argc);
-  bool flags_done = false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const std::string& s = a[i];
-    if (!flags_done && (s == "-f" || s == "--follow")) {
-      inv.opts["follow"] = "";
-      continue;
-    }
-    if (!flags_done && s == "--unverified") {
-      inv.opts["unverified"] = "";
-      continue;
-    }
-    if (flags_done || s.size() < 3 || s.rfind("--", 0) != 0) {
-      if (s == "--") {
-        flags_done = true;
-        continue;
-      }
-      if (inv.command.empty())
-        inv.command = s;
-      else
-        inv.args.push_back(s);
-      continue;
-    }
-    std::string name = s.substr(2), value;
-    bool has_value = false;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.resize(eq);
-      has_value = true;
-    }
-    if (name == "json" || name == "help") {
-      if (has_value) usage_fail("--" + name + " takes no value");
-      if (name == "help")
-        inv.command = "help";
-      else
-        inv.json_out = true;
-      continue;
-    }
-    if (!has_value) {
-      if (i + 1 >= a.size()) usage_fail("--" + name + " needs a value");
-      value = a[++i];
-    }
-    if (name == "server")
-      inv.server = value;
-    else if (name == "token")
-      inv.token = value;
-    else if (name == "token-file")
-      token_from(value);
-    else if (name == "ca")
-      inv.ca = value;
-    else if (name == "cert")
-      inv.cert = value;
-    else if (name == "key")
-      inv.key = value;
-    else {
-      inv.opts[name] = value;
-      inv.all_opts.emplace_back(name, value);
-    }
-  }
-  if (inv.cert.empty() != inv.key.empty())
-    usage_fail(inv.cert.empty() ? "--key (KEEL_KEY) needs --cert (KEEL_CERT)"
-                                : "--cert (KEEL_CERT) needs --key (KEEL_KEY)");
-  return inv;
-}
-
-std::vector<std::string> opt_all(const invocation& inv, const std::string& name) {
-  std::vector<std::string> out;
-  for (const auto& [k, v] : inv.all_opts)
-    if (k == name) out.push_back(v);
-  return out;
-}
-
-json read_json_file(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) usage_fail("cannot read " + what + " " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json j = json::parse(ss.str(), nullptr, false);
-  if (j.is_discarded()) usage_fail(what + " " + path + " is not valid JSON");
-  return j;
-}
-
-void expect_args(const invocation& inv, std::size_t min, std::size_t max, const char* shape,
-                 std::set<std::string> allowed_opts) {
-  if (inv.args.size() < min || inv.args.size() > max)
-    usage_fail(std::string("usage: keel ") + shape);
-  for (const auto& [k, v] : inv.opts)
-    if (!allowed_opts.count(k)) usage_fail("'" + inv.command + "' has no flag --" + k);
-}
-
-const std::string* opt(const invocation& inv, const std::string& name) {
-  auto it = inv.opts.find(name);
-  return it == inv.opts.end() ? nullptr : &it->second;
-}
-
-std::string number_opt(const invocation& inv, const std::string& name) {
-  const std::string* v = opt(inv, name);
-  if (!v) return {};
-  if (v->empty() || !std::all_of(v->begin(), v->end(), [](char c) { return c >= '0' && c <= '9'; }))
-    usage_fail("--" + name + " must be a non-negative integer, got '" + *v + "'");
-  return *v;
-}
-
-json parse_json_arg(const std::string& text, const std::string& what) {
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    std::string why = e.what();
-    if (auto close = why.find("] "); close != std::string::npos) why.erase(0, close + 2);
-    usage_fail(what + " must be JSON: " + why);
-  }
-}
-
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-// "2024-05-01T12:00:00.123Z"
-std::string iso_time(int64_t ms) {
-  std::time_t secs = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-  int frac = static_cast<int>(ms - int64_t{secs} * 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[40];
-  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", frac);
-  return buf;
-}
-
-std::string text_of(const json& j) {
-  if (j.is_string()) return j.get<std::string>();
-  if (j.is_null()) return "-";
-  return dump(j);
-}
-
-void print_table(const std::vector<std::string>& head,
-                 const std::vector<std::vector<std::string>>& rows) {
-  std::vector<std::size_t> width(head.size());
-  for (std::size_t c = 0; c < head.size(); ++c) width[c] = head[c].size();
-  for (const auto& r : rows)
-    for (std::size_t c = 0; c < r.size() && c < width.size(); ++c)
-      width[c] = std::max(width[c], r[c].size());
-  auto line = [&](const std::vector<std::string>& cells) {
-    std::string out;
-    for (std::size_t c = 0; c < cells.size(); ++c) {
-      out += cells[c];
-      if (c + 1 < cells.size()) out.append(width[c] - cells[c].size() + 2, ' ');
-    }
-    std::printf("%s\n", out.c_str());
-  };
-  line(head);
-  for (const auto& r : rows) line(r);
-}
-
-void cli::set_up(net::http_client& c) const {
-  if (!inv_.token.empty()) c.set_header("Authorization", "Bearer " + inv_.token);
-  if (!inv_.ca.empty()) c.set_ca_file(inv_.ca);
-  if (!inv_.cert.empty()) c.set_client_certificate(inv_.cert, inv_.key);
-}
-
-void cli::print_failure(const status& s, const net::http_client& c) const {
-  const char* fix = "";
-  switch (c.tls_problem()) {
-    case net::http_client::tls_failure::server_not_trusted:
-      fix = inv_.ca.empty() ? "; pass --ca FILE or set KEEL_CA to trust the node's CA"
-                            : "; is --ca (KEEL_CA) the CA that signed the node's certificate?";
-      break;
-    case net::http_client::tls_failure::client_certificate_refused:
-      fix = inv_.cert.empty() ? "; pass --cert FILE --key FILE (or set KEEL_CERT and KEEL_KEY)"
-                              : "; is --cert (KEEL_CERT) signed by a CA the node trusts?";
-      break;
-    case net::http_client::tls_failure::none:
-      break;
-  }
-  std::fprintf(stderr, "keel: %s%s\n", s.message().c_str(), fix);
-}
-
-bool cli::connect() {
-  if (connected_) return true;
-  auto addr = net::parse_url(inv_.server);
-  if (!addr) usage_fail(addr.error().message());
-  set_up(client_);
-  if (auto s = client_.connect(*addr); !s) {
-    // A CA file, client certificate or key that does not load.
-    if (s.error_code() == code::invalid_argument) usage_fail(s.message());
-    print_failure(s, client_);
-    return false;
-  }
-  connected_ = true;
-  return true;
-}
 
 std::optional<json> cli::call(const char* method, const std::string& target,
                               const std::string& body) {
@@ -413,7 +101,7 @@ void print_view(const json& v) {
 }
 
 int cli::spawn() {
-  expect_args(inv_, 2, 2, "spawn TYPE NAME [--input JSON]", {"input"});
+  expect_args(inv_, 2, 2);
   json req{{"name", inv_.args[1]}, {"type", inv_.args[0]}};
   if (auto in = opt(inv_, "input")) req["input"] = parse_json_arg(*in, "--input");
   auto j = call("POST", "/v1/agents", dump(req));
@@ -458,8 +146,7 @@ std::string wait_query(const invocation& inv) {
 }
 
 int cli::send() {
-  expect_args(inv_, 2, 2, "send NAME BODY_JSON [--id ID] [--from NAME] [--wait MS]",
-              {"id", "from", "wait"});
+  expect_args(inv_, 2, 2);
   json req{{"body", parse_json_arg(inv_.args[1], "the message body")}};
   if (auto id = opt(inv_, "id")) req["id"] = *id;
   if (auto from = opt(inv_, "from")) req["from"] = *from;
@@ -468,7 +155,7 @@ int cli::send() {
 }
 
 int cli::signal() {
-  expect_args(inv_, 2, 2, "signal NAME SIGNAL [--payload JSON] [--wait MS]", {"payload", "wait"});
+  expect_args(inv_, 2, 2);
   json req = json::object();
   if (auto p = opt(inv_, "payload")) req["payload"] = parse_json_arg(*p, "--payload");
   auto j = call(
@@ -479,7 +166,7 @@ int cli::signal() {
 }
 
 int cli::show() {
-  expect_args(inv_, 1, 1, "show NAME", {});
+  expect_args(inv_, 1, 1);
   auto j = call("GET", agent_path(inv_.args[0]));
   if (!j) return exit_server;
   if (inv_.json_out) return done(*j);
@@ -488,8 +175,7 @@ int cli::show() {
 }
 
 int cli::ls() {
-  expect_args(inv_, 0, 0, "ls [--prefix P] [--limit N] [--after NAME]",
-              {"prefix", "limit", "after"});
+  expect_args(inv_, 0, 0);
   std::string q;
   auto add = [&q](const char* k, const std::string& v) {
     q += (q.empty() ? "?" : "&") + std::string(k) + "=" + net::percent_encode(v);
@@ -517,7 +203,7 @@ int cli::ls() {
 }
 
 int cli::rm() {
-  expect_args(inv_, 1, 1, "rm NAME", {});
+  expect_args(inv_, 1, 1);
   auto j = call("DELETE", agent_path(inv_.args[0]));
   if (!j) return exit_server;
   if (inv_.json_out) return done(*j);
@@ -528,7 +214,7 @@ int cli::rm() {
 }
 
 int cli::query() {
-  expect_args(inv_, 1, 2, "query NAME [JSON]", {});
+  expect_args(inv_, 1, 2);
   std::string body = inv_.args.size() == 2 ? dump(parse_json_arg(inv_.args[1], "the query")) : "";
   auto j = call("POST", agent_path(inv_.args[0]) + "/query", body);
   if (!j) return exit_server;
@@ -536,7 +222,7 @@ int cli::query() {
 }
 
 int cli::cancel() {
-  expect_args(inv_, 1, 1, "cancel NAME [--by WHO] [--wait MS]", {"by", "wait"});
+  expect_args(inv_, 1, 1);
   json req = json::object();
   if (auto by = opt(inv_, "by")) req["by"] = *by;
   auto j = call("POST", agent_path(inv_.args[0]) + "/cancel" + wait_query(inv_), dump(req));
@@ -546,7 +232,7 @@ int cli::cancel() {
 int cli::tasks() {
   const std::string sub = inv_.args.empty() ? "" : inv_.args[0];
   if (sub.empty()) {
-    expect_args(inv_, 0, 0, "tasks", {});
+    expect_args(inv_, 0, 0);
     auto j = call("GET", "/v1/tasks");
     if (!j) return exit_server;
     if (inv_.json_out) return done(*j);
@@ -561,9 +247,9 @@ int cli::tasks() {
     return exit_ok;
   }
   if (sub == "poll") {
-    expect_args(inv_, 2, 2, "tasks poll QUEUE --worker W [--wait MS]", {"worker", "wait"});
+    expect_args(inv_, 2, 2);
     const std::string* worker = opt(inv_, "worker");
-    if (!worker) usage_fail("usage: keel tasks poll QUEUE --worker W [--wait MS]");
+    if (!worker) usage_of(inv_);
     json req{{"queue", inv_.args[1]}, {"worker", *worker}};
     if (auto w = number_opt(inv_, "wait"); !w.empty()) req["wait_ms"] = std::stoull(w);
     auto j = call("POST", "/v1/tasks/poll", dump(req));
@@ -572,18 +258,13 @@ int cli::tasks() {
   }
   if (sub == "complete" || sub == "fail") {
     const bool ok = sub == "complete";
-    expect_args(inv_, 2, 2,
-                ok ? "tasks complete ID [--result JSON]"
-                   : "tasks fail ID --error TEXT [--retryable true|false] "
-                     "[--maybe-applied true|false]",
-                ok ? std::set<std::string>{"result"}
-                   : std::set<std::string>{"error", "retryable", "maybe-applied"});
+    expect_args(inv_, 2, 2);
     json req = json::object();
     if (ok) {
       if (auto r = opt(inv_, "result")) req["result"] = parse_json_arg(*r, "--result");
     } else {
       const std::string* e = opt(inv_, "error");
-      if (!e) usage_fail("usage: keel tasks fail ID --error TEXT [--retryable true|false]");
+      if (!e) usage_of(inv_);
       req["error"] = *e;
       for (const char* flag : {"retryable", "maybe-applied"}) {
         const std::string* r = opt(inv_, flag);
@@ -599,11 +280,11 @@ int cli::tasks() {
     std::printf("recorded %s\n", inv_.args[1].c_str());
     return exit_ok;
   }
-  usage_fail("unknown tasks command '" + sub + "' (poll, complete, fail)");
+  usage_fail(unknown_command(sub, "tasks"));
 }
 
 int cli::health() {
-  expect_args(inv_, 0, 0, "health", {});
+  expect_args(inv_, 0, 0);
   auto j = call("GET", "/v1/health");
   if (!j) return exit_server;
   if (inv_.json_out) return done(*j);
@@ -627,7 +308,7 @@ std::pair<std::string, uint16_t> host_port(const std::string& s, const char* fla
 int cli::cluster() {
   const std::string sub = inv_.args.empty() ? "status" : inv_.args[0];
   if (sub == "status") {
-    expect_args(inv_, 0, 1, "cluster status", {});
+    expect_args(inv_, 0, 1);
     auto j = call("GET", "/v1/cluster");
     if (!j) return exit_server;
     if (inv_.json_out) return done(*j);
@@ -660,12 +341,10 @@ int cli::cluster() {
     return exit_ok;
   }
   if (sub == "add-node") {
-    expect_args(inv_, 2, 2, "cluster add-node ID --cluster HOST:PORT --http HOST:PORT",
-                {"cluster", "http"});
+    expect_args(inv_, 2, 2);
     const std::string* cl = opt(inv_, "cluster");
     const std::string* ht = opt(inv_, "http");
-    if (!cl || !ht)
-      usage_fail("usage: keel cluster add-node ID --cluster HOST:PORT --http HOST:PORT");
+    if (!cl || !ht) usage_of(inv_);
     auto [ch, cp] = host_port(*cl, "cluster");
     auto [hh, hp] = host_port(*ht, "http");
     json member{{"id", inv_.args[1]},
@@ -682,7 +361,7 @@ int cli::cluster() {
     return exit_ok;
   }
   if (sub == "remove-node") {
-    expect_args(inv_, 2, 2, "cluster remove-node ID", {});
+    expect_args(inv_, 2, 2);
     auto j = call("DELETE", "/v1/cluster/members/" + net::percent_encode(inv_.args[1]));
     if (!j) return exit_server;
     if (inv_.json_out) return done(*j);
@@ -691,7 +370,7 @@ int cli::cluster() {
                 text_of(j->value("moved", json())).c_str());
     return exit_ok;
   }
-  usage_fail("unknown cluster command '" + sub + "' (status, add-node, remove-node)");
+  usage_fail(unknown_command(sub, "cluster"));
 }
 
 int cli::run() {
@@ -725,23 +404,63 @@ int cli::run() {
   if (c == "token") return token();
   if (c == "whoami") return whoami();
   if (c == "secret") return secret();
-  usage_fail(c.empty() ? "no command given" : "unknown command '" + c + "'");
+  if (c == "wait") return wait();
+  usage_fail(c.empty() ? "no command given" : unknown_command(c));
 }
 
 }  // namespace keel::cli_app
 
+namespace {
+
+using namespace keel::cli_app;
+
+// What keel prints without talking to a node: its version, help and
+// completion script; nullopt when the command is for the node.
+std::optional<int> answer_locally(const invocation& inv) {
+  if (inv.version) {
+    std::printf("%s\n", keel::version_line("keel").c_str());
+    return exit_ok;
+  }
+  if (inv.command == "help" || (inv.help && inv.command.empty())) {
+    std::fputs(help_text(inv.args).c_str(), stdout);
+    return exit_ok;
+  }
+  if (inv.help) {
+    std::vector<std::string> words{inv.command};
+    if (!inv.args.empty()) words.push_back(inv.args[0]);
+    std::fputs(help_text(words).c_str(), stdout);
+    return exit_ok;
+  }
+  if (inv.command == "completion") {
+    expect_args(inv, 1, 1);
+    if (inv.args[0] != "bash")
+      usage_fail("keel completion knows bash only, not '" + inv.args[0] + "'");
+    std::fputs(completion_bash().c_str(), stdout);
+    return exit_ok;
+  }
+  return std::nullopt;
+}
+
+// "(run keel send --help for its usage)": the help that the usage error is about.
+std::string usage_hint(const usage_failure& u, const std::string& command) {
+  std::string about = u.command;
+  if (about.empty() && !command.empty() && entry_for(command, {})) about = command;
+  return about.empty() ? "run keel --help for the commands"
+                       : "run keel " + about + " --help for its usage";
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  using namespace keel::cli_app;
+  std::string command;
   try {
     invocation inv = parse_command_line(argc, argv);
-    if (inv.command == "help") {
-      std::fputs(usage_text, stdout);
-      return exit_ok;
-    }
+    command = inv.command;
+    if (auto code = answer_locally(inv)) return *code;
     cli app(std::move(inv));
     return app.run();
   } catch (const usage_failure& u) {
-    std::fprintf(stderr, "keel: %s\n(run keel --help for usage)\n", u.message.c_str());
+    std::fprintf(stderr, "keel: %s\n(%s)\n", u.message.c_str(), usage_hint(u, command).c_str());
     return exit_usage;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "keel: %s\n", e.what());

@@ -3,8 +3,12 @@
 // output helpers and the command class, whose commands are split by
 // concern across keel.cpp (agents, tasks, cluster), keel_ledger.cpp
 // (audit, replay, fork, operator controls), keel_eval.cpp (eval),
-// keel_types.cpp (types, upgrade) and keel_secrets.cpp (secret).
+// keel_types.cpp (types, upgrade), keel_secrets.cpp (secret) and
+// keel_connect.cpp (reaching the node, keel wait). keel_help.cpp holds the
+// table of commands that the help, the usage errors, the flag checks and
+// the shell completion all read.
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -25,7 +29,56 @@ constexpr int exit_ok = 0, exit_server = 1, exit_usage = 2;
 
 struct usage_failure {
   std::string message;
+  std::string command;  // whose --help the message points to; empty: keel --help
 };
+
+// One flag of a command, as its help and the completion show it.
+struct flag_help {
+  const char* name;     // without "--": "wait"
+  const char* value;    // "MS"; nullptr for a switch that takes no value
+  const char* meaning;  // one line
+  char short_name = 0;  // 'f' for -f; 0: none
+};
+
+// One command of the CLI: "send", or a subcommand such as "types show".
+struct command_help {
+  const char* name;
+  const char* group;     // the heading it is listed under in the overview
+  const char* synopsis;  // after "keel ": "send NAME BODY_JSON [--id ID] ..."
+  const char* summary;   // one line
+  const char* details;   // paragraphs for its help; "" when the summary says it all
+  std::vector<flag_help> flags;
+  std::vector<const char*> examples;
+  // A subcommand that also runs without its word: `keel types` is
+  // `keel types ls`.
+  bool is_default = false;
+};
+
+// Every command, in the overview's order.
+const std::vector<command_help>& command_table();
+// The top-level command words in table order ("spawn", ..., "types", ...);
+// with `parent`, its subcommand words ("ls", "versions", ...).
+std::vector<std::string> command_words(std::string_view parent = {});
+// The entry named `name` ("types show"); nullptr when there is none.
+const command_help* find_command(std::string_view name);
+// The entry `keel COMMAND ARGS...` runs: "COMMAND ARGS[0]" when that is a
+// subcommand, else COMMAND's own entry or its default subcommand.
+const command_help* entry_for(const std::string& command, const std::vector<std::string>& args);
+// Whether `--name` takes no value for `command` (any command when empty).
+bool is_switch(const std::string& command, std::string_view name);
+// The flag name of a short flag (-f -> "follow"); nullptr when none.
+const char* long_name(const std::string& command, char short_name);
+// "unknown command 'spwan'; did you mean 'spawn'?" (the parent command's
+// subcommands when `parent` is set).
+std::string unknown_command(std::string_view word, std::string_view parent = {});
+// keel --help: the commands grouped, one line each, and the global flags.
+std::string overview_text();
+// keel help COMMAND [SUB]: usage, flags and examples of the entry, or of
+// every subcommand of COMMAND. Throws usage_failure for an unknown one.
+std::string help_text(const std::vector<std::string>& words);
+// keel completion bash: a script that completes commands, subcommands and
+// flags from the table.
+std::string completion_bash();
 
 struct invocation {
   std::string server;
@@ -33,6 +86,8 @@ struct invocation {
   std::string ca;         // trusted for https:// servers instead of the system store
   std::string cert, key;  // a client certificate for https:// servers that ask for one
   bool json_out = false;
+  bool help = false;     // --help or -h: the command's help instead of running it
+  bool version = false;  // --version
   std::string command;
   std::vector<std::string> args;            // positional, after the command
   std::map<std::string, std::string> opts;  // command flags, without "--" (the last value)
@@ -40,9 +95,13 @@ struct invocation {
 };
 
 [[noreturn]] void usage_fail(const std::string& message);
+// "usage: keel SYNOPSIS" of the entry the invocation runs.
+[[noreturn]] void usage_of(const invocation& inv);
 invocation parse_command_line(int argc, char** argv);
-void expect_args(const invocation& inv, std::size_t min, std::size_t max, const char* shape,
-                 std::set<std::string> allowed_opts);
+// Between `min` and `max` positional arguments (a subcommand counts), and
+// only the flags the command's entry in the table lists; a usage error
+// with the entry's synopsis otherwise.
+void expect_args(const invocation& inv, std::size_t min, std::size_t max);
 const std::string* opt(const invocation& inv, const std::string& name);
 // Every value of a flag given more than once (--override 3=a.json --override 7=b.json).
 std::vector<std::string> opt_all(const invocation& inv, const std::string& name);
@@ -84,6 +143,7 @@ class cli {
   int rm();
   int query();
   int health();
+  int wait();  // apps/keel_connect.cpp
   int cancel();
   int tasks();
   int cluster();
@@ -112,8 +172,17 @@ class cli {
     return "/v1/agents/" + net::percent_encode(name);
   }
 
-  // Connects on first use; false after printing why it could not.
+  // Connects on first use; false after printing why it could not. A node
+  // that refuses the connection (starting up) is tried again for up to
+  // $KEEL_CONNECT_WAIT_MS (default 5000 ms), saying so on stderr once it
+  // has taken half a second.
   bool connect();
+  // Connects to `server`, trying again while it refuses the connection,
+  // for up to `budget`; `announce`: say so on stderr after half a second.
+  status connect_waiting(const net::server_address& server, std::chrono::milliseconds budget,
+                         bool announce);
+  // The server as a URL, for messages: "http://127.0.0.1:7070".
+  std::string server_url() const;
   // Gives `c` the token and the TLS files of the command line.
   void set_up(net::http_client& c) const;
   // Prints why a connection or request of `c` failed, with the flag that

@@ -107,7 +107,7 @@ std::string check(const json& expect, const json& result, const json& events) {
 }  // namespace
 
 int cli::eval() {
-  expect_args(inv_, 1, 1, "eval SUITE.json [--spec FILE]", {"spec"});
+  expect_args(inv_, 1, 1);
   const json suite = read_json_file(inv_.args[0], "suite");
   // An edited spec decides every case instead of the versions recorded.
   const json spec = opt(inv_, "spec") ? read_spec_file(*opt(inv_, "spec")) : json();

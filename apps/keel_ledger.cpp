@@ -106,8 +106,7 @@ std::string who_default() {
 }
 
 int cli::ledger() {
-  expect_args(inv_, 1, 1, "ledger NAME [--from SEQ] [--limit N] [-f [--until TYPE]]",
-              {"from", "limit", "follow", "until"});
+  expect_args(inv_, 1, 1);
   const std::string* until = opt(inv_, "until");
   if (until && !opt(inv_, "follow")) usage_fail("--until goes with -f (follow until an event)");
   bool reached = false;  // an event of type --until was printed
@@ -206,8 +205,8 @@ int cli::follow(const std::string& name, uint64_t from) {
 }
 
 int cli::audit() {
-  expect_args(inv_, 2, 2, "audit verify NAME", {});
-  if (inv_.args[0] != "verify") usage_fail("usage: keel audit verify NAME");
+  expect_args(inv_, 2, 2);
+  if (inv_.args[0] != "verify") usage_of(inv_);
   auto j = call("GET", agent_path(inv_.args[1]) + "/audit");
   if (!j) return exit_server;
   if (inv_.json_out) {
@@ -234,10 +233,7 @@ int cli::audit() {
 }
 
 int cli::replay() {
-  expect_args(inv_, 1, 1,
-              "replay NAME [--override SEQ=FILE]... [--overrides FILE] [--policy P] "
-              "[--script FILE] [--spec FILE]",
-              {"override", "overrides", "policy", "script", "spec"});
+  expect_args(inv_, 1, 1);
   json req = json::object();
   json overrides = json::object();
   if (auto f = opt(inv_, "overrides")) overrides = read_json_file(*f, "overrides");
@@ -276,11 +272,10 @@ int cli::replay() {
 }
 
 int cli::fork() {
-  expect_args(inv_, 1, 1, "fork NAME --at SEQ [--override FILE] --as NEW [--by WHO]",
-              {"at", "override", "as", "by"});
+  expect_args(inv_, 1, 1);
   const std::string at = number_opt(inv_, "at");
   const std::string* as = opt(inv_, "as");
-  if (at.empty() || !as) usage_fail("usage: keel fork NAME --at SEQ [--override FILE] --as NEW");
+  if (at.empty() || !as) usage_of(inv_);
   json req = {{"at", std::stoull(at)}, {"as", *as}};
   if (auto f = opt(inv_, "override")) req["override"] = read_json_file(*f, "override");
   req["by"] = opt(inv_, "by") ? *opt(inv_, "by") : who_default();
@@ -296,7 +291,7 @@ int cli::fork() {
 }
 
 int cli::import() {
-  expect_args(inv_, 2, 2, "import NAME FILE.jsonl [--unverified]", {"unverified"});
+  expect_args(inv_, 2, 2);
   std::ifstream in(inv_.args[1], std::ios::binary);
   if (!in) usage_fail("cannot read " + inv_.args[1]);
   json events = json::array();
@@ -328,9 +323,9 @@ int cli::import() {
 }
 
 int cli::compact() {
-  expect_args(inv_, 1, 1, "compact NAME --before SEQ", {"before"});
+  expect_args(inv_, 1, 1);
   const std::string before = number_opt(inv_, "before");
-  if (before.empty()) usage_fail("usage: keel compact NAME --before SEQ");
+  if (before.empty()) usage_of(inv_);
   auto j = call("POST", agent_path(inv_.args[0]) + "/compact",
                 dump(json{{"before", std::stoull(before)}}));
   if (!j) return exit_server;
@@ -342,16 +337,11 @@ int cli::compact() {
 }
 
 int cli::control(const std::string& action) {
-  if (action == "resolve") {
-    expect_args(inv_, 1, 1, "resolve NAME --outcome succeeded|failed|retry [--result JSON]",
-                {"outcome", "result", "by", "wait"});
-  } else {
-    expect_args(inv_, 1, 1, (action + " NAME [--by WHO] [--wait MS]").c_str(), {"by", "wait"});
-  }
+  expect_args(inv_, 1, 1);
   json req = {{"by", opt(inv_, "by") ? *opt(inv_, "by") : who_default()}};
   if (action == "resolve") {
     const std::string* outcome = opt(inv_, "outcome");
-    if (!outcome) usage_fail("usage: keel resolve NAME --outcome succeeded|failed|retry");
+    if (!outcome) usage_of(inv_);
     req["outcome"] = *outcome;
     if (auto r = opt(inv_, "result")) req["result"] = parse_json_arg(*r, "--result");
   }

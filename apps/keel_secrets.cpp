@@ -66,7 +66,7 @@ int cli::secret() {
       usage_fail(
           "keel secret set takes no value on the command line (any local user can read it "
           "there): pipe it to stdin or pass --from-file FILE");
-    expect_args(inv_, 2, 2, "secret set NAME [--from-file FILE]", {"from-file"});
+    expect_args(inv_, 2, 2);
     const std::string& name = inv_.args[1];
     const std::string* file = opt(inv_, "from-file");
     std::string value = file ? read_value_file(*file) : read_value_stdin(name);
@@ -78,7 +78,7 @@ int cli::secret() {
     return exit_ok;
   }
   if (sub == "ls") {
-    expect_args(inv_, 1, 1, "secret ls", {});
+    expect_args(inv_, 1, 1);
     auto j = call("GET", "/v1/secrets");
     if (!j) return exit_server;
     if (inv_.json_out) return done(*j);
@@ -93,7 +93,7 @@ int cli::secret() {
     return exit_ok;
   }
   if (sub == "rm") {
-    expect_args(inv_, 2, 2, "secret rm NAME", {});
+    expect_args(inv_, 2, 2);
     auto j = call("DELETE", "/v1/secrets/" + net::percent_encode(inv_.args[1]));
     if (!j) return exit_server;
     if (inv_.json_out) return done(*j);
@@ -101,7 +101,7 @@ int cli::secret() {
     return exit_ok;
   }
   usage_fail(sub.empty() ? "usage: keel secret set NAME | secret ls | secret rm NAME"
-                         : "unknown secret command '" + sub + "' (set, ls, rm)");
+                         : unknown_command(sub, "secret"));
 }
 
 }  // namespace keel::cli_app

@@ -36,8 +36,7 @@ json split_list(const std::string& text) {
 int cli::token() {
   const std::string sub = inv_.args.empty() ? "ls" : inv_.args[0];
   if (sub == "create") {
-    expect_args(inv_, 2, 2, "token create PRINCIPAL --scopes S1,S2 [--agents 'ticket/*,...']",
-                {"scopes", "agents"});
+    expect_args(inv_, 2, 2);
     const std::string* scopes = opt(inv_, "scopes");
     if (!scopes || scopes->empty())
       usage_fail(std::string("token create needs --scopes (") + scope_choices + ")");
@@ -54,7 +53,7 @@ int cli::token() {
     return exit_ok;
   }
   if (sub == "ls") {
-    expect_args(inv_, 0, 1, "token [ls]", {});
+    expect_args(inv_, 0, 1);
     auto j = call("GET", "/v1/tokens");
     if (!j) return exit_server;
     if (inv_.json_out) return done(*j);
@@ -67,18 +66,18 @@ int cli::token() {
     return exit_ok;
   }
   if (sub == "revoke") {
-    expect_args(inv_, 2, 2, "token revoke ID", {});
+    expect_args(inv_, 2, 2);
     auto j = call("DELETE", "/v1/tokens/" + net::percent_encode(inv_.args[1]));
     if (!j) return exit_server;
     if (inv_.json_out) return done(*j);
     std::printf("revoked %s\n", inv_.args[1].c_str());
     return exit_ok;
   }
-  usage_fail("unknown token command '" + sub + "' (create, ls, revoke)");
+  usage_fail(unknown_command(sub, "token"));
 }
 
 int cli::whoami() {
-  expect_args(inv_, 0, 0, "whoami", {});
+  expect_args(inv_, 0, 0);
   auto j = call("GET", "/v1/whoami");
   if (!j) return exit_server;
   if (inv_.json_out) return done(*j);

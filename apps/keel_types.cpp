@@ -25,7 +25,7 @@ json read_spec_file(const std::string& path) {
 int cli::types() {
   const std::string sub = inv_.args.empty() ? "ls" : inv_.args[0];
   if (sub == "ls") {
-    expect_args(inv_, 0, 1, "types [ls]", {});
+    expect_args(inv_, 0, 1);
     auto j = call("GET", "/v1/types");
     if (!j) return exit_server;
     if (inv_.json_out) return done(*j);
@@ -38,7 +38,7 @@ int cli::types() {
     return exit_ok;
   }
   if (sub == "versions") {
-    expect_args(inv_, 2, 2, "types versions TYPE", {});
+    expect_args(inv_, 2, 2);
     auto j = call("GET", "/v1/types/" + net::percent_encode(inv_.args[1]) + "/versions");
     if (!j) return exit_server;
     if (inv_.json_out) return done(*j);
@@ -51,7 +51,7 @@ int cli::types() {
     return exit_ok;
   }
   if (sub == "show") {
-    expect_args(inv_, 2, 3, "types show TYPE [VERSION]", {});
+    expect_args(inv_, 2, 3);
     const std::string version = inv_.args.size() == 3 ? inv_.args[2] : "latest";
     auto j = call("GET", "/v1/types/" + net::percent_encode(inv_.args[1]) + "/versions/" +
                              net::percent_encode(version));
@@ -61,7 +61,7 @@ int cli::types() {
     return exit_ok;
   }
   if (sub == "put") {
-    expect_args(inv_, 2, 2, "types put FILE.json", {});
+    expect_args(inv_, 2, 2);
     json spec = read_spec_file(inv_.args[1]);
     if (!spec.contains("name") || !spec["name"].is_string())
       usage_fail(inv_.args[1] + ": the spec has no \"name\"");
@@ -74,11 +74,11 @@ int cli::types() {
                 (*j)["changed"].get<bool>() ? " is now the latest" : " was the latest already");
     return exit_ok;
   }
-  usage_fail("unknown types command '" + sub + "' (ls, versions, show, put)");
+  usage_fail(unknown_command(sub, "types"));
 }
 
 int cli::upgrade() {
-  expect_args(inv_, 1, 1, "upgrade NAME [--to VERSION|latest] [--by WHO]", {"to", "by"});
+  expect_args(inv_, 1, 1);
   json req = json::object();
   if (auto to = opt(inv_, "to")) req["to"] = *to;
   req["by"] = opt(inv_, "by") ? *opt(inv_, "by") : who_default();

@@ -1,5 +1,6 @@
 #include "config/node_config.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -8,18 +9,11 @@
 #include <boost/asio/ip/address_v4.hpp>
 #include <nlohmann/json.hpp>
 
-#include "base/principal.hpp"
-#include "config/json_fields.hpp"
-#include "config/secret_refs.hpp"
-
 namespace keel::config {
 
 using nlohmann::json;
 
 namespace {
-
-using detail::read_string;
-using detail::read_uint;
 
 // The file must open and hold at least a byte: an empty path or a
 // directory would otherwise fail later, in OpenSSL, with a vaguer message.
@@ -53,31 +47,6 @@ status validate_tls(const node_config& c) {
   return status::ok();
 }
 
-// "secrets": {"NAME": {"file": "/path"} | {"env": "VAR"}, ...}
-status read_secrets(const json& v, const std::string& where,
-                    std::map<std::string, secret_origin>& out) {
-  if (!v.is_object()) return error(code::invalid_argument, where + ": expected an object");
-  for (auto it = v.begin(); it != v.end(); ++it) {
-    const std::string at = where + ": \"" + it.key() + "\"";
-    if (status s = check_secret_name(it.key()); !s)
-      return error(code::invalid_argument, at + ": " + s.message());
-    const json& src = it.value();
-    const bool file = src.is_object() && src.size() == 1 && src.contains("file");
-    const bool env = src.is_object() && src.size() == 1 && src.contains("env");
-    if (!file && !env)
-      return error(code::invalid_argument,
-                   at + ": expected {\"file\": \"/path\"} or {\"env\": \"VARIABLE\"}");
-    secret_origin o;
-    o.from = file ? secret_origin::kind::file : secret_origin::kind::env;
-    KEEL_TRY(read_string(src.begin().value(), at + ": \"" + src.begin().key() + "\"", o.where));
-    if (o.where.empty())
-      return error(code::invalid_argument,
-                   at + ": the " + std::string(file ? "file" : "variable") + " name is empty");
-    out[it.key()] = std::move(o);
-  }
-  return status::ok();
-}
-
 }  // namespace
 
 bool is_loopback_host(const std::string& host) {
@@ -108,81 +77,14 @@ status set_http_address(node_config& c, const std::string& host_port) {
 
 result<node_config> from_json(const json& j, const std::string& source) {
   if (!j.is_object()) return error(code::invalid_argument, source + ": expected a JSON object");
+  const auto& keys = config_keys();
   node_config c;
   for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& k = it.key();
-    const json& v = it.value();
-    std::string where = source + ": \"" + k + "\"";
-    status s;
-    if (k == "data_dir")
-      s = read_string(v, where, c.data_dir);
-    else if (k == "http") {
-      std::string hp;
-      s = read_string(v, where, hp);
-      if (s) {
-        s = set_http_address(c, hp);
-        if (!s) s = error(code::invalid_argument, where + ": " + s.message());
-      }
-    } else if (k == "token")
-      s = read_string(v, where, c.token);
-    else if (k == "anonymous_scopes") {
-      auto bits = scopes_from_json(v);
-      if (!bits)
-        s = error(code::invalid_argument, where + ": " + bits.error().message());
-      else
-        c.anonymous_scopes = *bits;
-    } else if (k == "tls_cert")
-      s = read_string(v, where, c.tls_cert);
-    else if (k == "tls_key")
-      s = read_string(v, where, c.tls_key);
-    else if (k == "tls_client_ca")
-      s = read_string(v, where, c.tls_client_ca);
-    else if (k == "idle_ms")
-      s = read_uint(v, where, c.idle_ms);
-    else if (k == "max_body_bytes")
-      s = read_uint(v, where, c.max_body_bytes);
-    else if (k == "max_unacked_per_agent")
-      s = read_uint(v, where, c.max_unacked_per_agent);
-    else if (k == "scheduler_threads")
-      s = read_uint(v, where, c.scheduler_threads);
-    else if (k == "scheduler_poll_attempts")
-      s = read_uint(v, where, c.scheduler_poll_attempts);
-    else if (k == "block_cache_bytes")
-      s = read_uint(v, where, c.block_cache_bytes);
-    else if (k == "effect_threads")
-      s = read_uint(v, where, c.effect_threads);
-    else if (k == "max_connections")
-      s = read_uint(v, where, c.max_connections);
-    else if (k == "http_header_timeout_ms")
-      s = read_uint(v, where, c.http_header_timeout_ms);
-    else if (k == "store_open_files")
-      s = read_uint(v, where, c.store_open_files);
-    else if (k == "reserved_disk_bytes")
-      s = read_uint(v, where, c.reserved_disk_bytes);
-    else if (k == "max_effect_crashes")
-      s = read_uint(v, where, c.max_effect_crashes);
-    else if (k == "max_page_bytes")
-      s = read_uint(v, where, c.max_page_bytes);
-    else if (k == "dedupe_window_ms")
-      s = read_uint(v, where, c.dedupe_window_ms);
-    else if (k == "retention_interval_ms")
-      s = read_uint(v, where, c.retention_interval_ms);
-    else if (k == "tool_uid")
-      s = read_uint(v, where, c.tool_uid);
-    else if (k == "tool_gid")
-      s = read_uint(v, where, c.tool_gid);
-    else if (k == "secrets")
-      s = read_secrets(v, where, c.secrets);
-    else if (k == "secret_key_file")
-      s = read_string(v, where, c.secret_key_file);
-    else if (k == "sync") {
-      if (!v.is_boolean())
-        s = error(code::invalid_argument, where + ": expected true or false");
-      else
-        c.sync = v.get<bool>();
-    } else
-      s = error(code::invalid_argument, source + ": unknown key \"" + k + "\"");
-    if (!s) return s;
+    auto key = std::find_if(keys.begin(), keys.end(),
+                            [&](const config_key& k) { return it.key() == k.name; });
+    if (key == keys.end())
+      return error(code::invalid_argument, source + ": unknown key \"" + it.key() + "\"");
+    KEEL_TRY(key->read(it.value(), source + ": \"" + it.key() + "\"", c));
   }
   return c;
 }

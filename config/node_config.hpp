@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "base/log.hpp"
 #include "base/status.hpp"
 
 namespace keel::config {
@@ -113,7 +115,35 @@ struct node_config {
   // The key that seals the store's secrets (32 bytes, mode 0600; created
   // at the first secret set). Default "": <data_dir>/secret.key.
   std::string secret_key_file;
+  // The least severe log records written (base/log.hpp), and how: text
+  // lines for a terminal or JSON Lines. Default info, text.
+  log::level log_level = log::level::info;
+  log::format log_format = log::format::text;
 };
+
+// One key of the config file. The loader (from_json), keeld --help
+// (keys_help) and keeld --print-config (to_json) all read the table of
+// them, config_keys(), so the three cannot drift apart; a key's default is
+// what node_config{} holds.
+struct config_key {
+  const char* name;
+  const char* type;     // as --help shows it: "integer", "string", "HOST:PORT", ...
+  const char* meaning;  // one line
+  // The default as --help words it when the value of node_config{} would
+  // not say it (an empty path that means "none"); nullptr: that value.
+  const char* default_text;
+  bool secret;  // redacted by to_json
+  status (*read)(const nlohmann::json& value, const std::string& where, node_config& c);
+  nlohmann::json (*show)(const node_config& c);
+};
+const std::vector<config_key>& config_keys();
+
+// The config as a JSON object of every key of config_keys(), as the file
+// would set it; a set secret (the token) reads "<redacted>".
+nlohmann::json to_json(const node_config& c);
+// Every key with its type, default and meaning, for keeld --help: two lines
+// each ("  idle_ms  integer, default 30000" and the meaning, indented).
+std::string keys_help();
 
 // Reads the JSON object `j` (keys as in node_config, plus "http":
 // "HOST:PORT"); unknown keys and wrong types are errors naming `source` and

@@ -157,7 +157,8 @@ wait_healthy() {
       tail -n 20 "$(node_dir "$k")/keeld.log" >&2
       die "n$k exited while starting; log: $(node_dir "$k")/keeld.log"
     fi
-    if "$bin_dir/keel" --server "$url" health >/dev/null 2>&1; then
+    # Asked again every 0.1 s here, so keel itself must not wait.
+    if KEEL_CONNECT_WAIT_MS=0 "$bin_dir/keel" --server "$url" health >/dev/null 2>&1; then
       echo "local-cluster: n$k up (pid $pid, $url)"
       return 0
     fi

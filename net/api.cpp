@@ -15,6 +15,7 @@
 #include "actors/effect_pool.hpp"
 #include "base/clock.hpp"
 #include "base/names.hpp"
+#include "base/version.hpp"
 #include "net/api_support.hpp"
 
 namespace keel::net {
@@ -576,7 +577,9 @@ void api::impl::health(const respond_fn& respond) {
                               {"reasons", std::move(reasons)},
                               {"store", std::move(store)},
                               {"live_agents", node.live_agents()},
-                              {"uptime_ms", wall_ms() - started_ms}}));
+                              {"uptime_ms", wall_ms() - started_ms},
+                              {"version", version()},
+                              {"commit", build_commit()}}));
 }
 
 }  // namespace keel::net

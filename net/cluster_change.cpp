@@ -28,6 +28,7 @@
 #include "actors/agent_transfer.hpp"
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
+#include "base/log.hpp"
 #include "base/sha256.hpp"
 #include "net/cluster_node_impl.hpp"
 #include "persistence/values.hpp"
@@ -170,7 +171,7 @@ bool cluster_node::impl::run_handoff(uint32_t shard, const std::string& to, uint
 
   auto names = actors::agents_where(node.storage(), in_shard);
   if (!names) {
-    std::fprintf(stderr, "keel: cluster: shard %u: %s\n", shard, names.error().message().c_str());
+    log::error("cluster: shard " + std::to_string(shard) + ": " + names.error().message());
     return false;
   }
   persistence::write_set erase;
@@ -186,8 +187,8 @@ bool cluster_node::impl::run_handoff(uint32_t shard, const std::string& to, uint
     chunk.clear();
     chunk_size = 0;
     if (!r) {
-      std::fprintf(stderr, "keel: cluster: handing shard %u to %s: %s (will retry)\n", shard,
-                   to.c_str(), r.error().message().c_str());
+      log::warn("cluster: handing shard " + std::to_string(shard) + " to " + to + ": " +
+                r.error().message() + " (will retry)");
       return false;
     }
     return true;
@@ -195,8 +196,7 @@ bool cluster_node::impl::run_handoff(uint32_t shard, const std::string& to, uint
   for (const auto& name : *names) {
     auto b = actors::export_agent(node.storage(), name);
     if (!b) {
-      std::fprintf(stderr, "keel: cluster: exporting %s: %s\n", name.c_str(),
-                   b.error().message().c_str());
+      log::error("cluster: exporting " + name + ": " + b.error().message(), {{"agent", name}});
       return false;
     }
     auto e = actors::erase_ops(*b);
@@ -265,10 +265,9 @@ keel::status cluster_node::impl::commit(const config::shard_map& target) {
   KEEL_TRY(node.adopt(names));
   outbox->wake();
   change_cv.notify_all();
-  std::fprintf(stderr,
-               "keel: cluster: node %s now at epoch %llu (%zu members, took in %zu agents)\n",
-               self.id.c_str(), static_cast<unsigned long long>(target.epoch()),
-               target.members().size(), names.size());
+  log::info("cluster: node " + self.id + " now at epoch " + std::to_string(target.epoch()) + " (" +
+            std::to_string(target.members().size()) + " members, took in " +
+            std::to_string(names.size()) + " agents)");
   return status::ok();
 }
 
@@ -320,17 +319,15 @@ void cluster_node::impl::change_loop() {
         // change is visible in `keel cluster status`; two owners are not.
         if (st.value("epoch", uint64_t{0}) == target->epoch() &&
             st.value("map_digest", "") != want) {
-          std::fprintf(stderr,
-                       "keel: cluster: %s committed another map at epoch %llu; change stalled\n",
-                       m.id.c_str(), static_cast<unsigned long long>(target->epoch()));
+          log::warn("cluster: " + m.id + " committed another map at epoch " +
+                    std::to_string(target->epoch()) + "; change stalled");
           all_ready = false;
         }
         continue;
       }
       if (st.contains("next_digest") && st.value("next_digest", "") != want) {
-        std::fprintf(stderr,
-                     "keel: cluster: %s prepared another change to epoch %llu; change stalled\n",
-                     m.id.c_str(), static_cast<unsigned long long>(target->epoch()));
+        log::warn("cluster: " + m.id + " prepared another change to epoch " +
+                  std::to_string(target->epoch()) + "; change stalled");
         all_ready = false;
         continue;
       }

@@ -17,6 +17,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "base/log.hpp"
 #include "base/status.hpp"
 #include "config/cluster_config.hpp"
 #include "net/cluster_transport.hpp"
@@ -45,7 +46,7 @@ using ms = std::chrono::milliseconds;
 using done_fn = std::function<void(result<std::string>)>;
 
 inline void log_line(const std::string& line) {
-  std::cerr << "keel: cluster: " << line << std::endl;
+  keel::log::warn("cluster: " + line);
 }
 
 inline std::string address_of(const config::cluster_member& m) {

@@ -5,6 +5,7 @@
 
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
+#include "base/log.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/values.hpp"
 
@@ -215,7 +216,7 @@ void cluster_outbox::run() {
       // owner already has, and its dedupe absorbs that.
       status s = node_.storage().write(ops, false);
       lk.lock();
-      if (!s) std::fprintf(stderr, "keel: outbox: erase failed: %s\n", s.message().c_str());
+      if (!s) log::error("outbox: erase failed: " + s.message());
     }
     if (rebucket_) {
       rebucket_ = false;

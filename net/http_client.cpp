@@ -183,7 +183,8 @@ struct http_client::impl {
   std::shared_ptr<ssl::context> tls_ctx;  // made at the first https connection
   tls_failure tls_problem = tls_failure::none;
   bool connected = false;
-  bool used = false;  // a response came back on this connection
+  bool refused = false;  // the last connect was refused (ECONNREFUSED)
+  bool used = false;     // a response came back on this connection
   std::chrono::milliseconds timeout{30'000};
   header_list fixed_headers;
 
@@ -289,6 +290,7 @@ struct http_client::impl {
 
   status open() {
     drop();
+    refused = false;
     if (endpoints.empty()) {
       beast::error_code ec;
       tcp::resolver resolver(ioc);
@@ -310,6 +312,7 @@ struct http_client::impl {
         await([&](auto handler) { transport().async_connect(endpoints, std::move(handler)); });
     if (ec) {
       drop();
+      refused = ec == boost::asio::error::connection_refused;
       if (ec == beast::error::timeout)
         return error(code::timeout, "connecting to " + where() + " timed out");
       return error(code::unavailable, "cannot connect to " + where() + ": " + ec.message());
@@ -466,6 +469,10 @@ void http_client::set_client_certificate(std::string cert_pem_path, std::string 
 
 http_client::tls_failure http_client::tls_problem() const {
   return impl_->tls_problem;
+}
+
+bool http_client::connection_refused() const {
+  return impl_->refused;
 }
 
 void http_client::set_timeout(std::chrono::milliseconds timeout) {

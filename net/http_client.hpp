@@ -102,6 +102,9 @@ class http_client {
     client_certificate_refused,  // the server wanted a certificate, or refused ours
   };
   tls_failure tls_problem() const;
+  // Whether the last connect (or a request's reconnect) failed because the
+  // server refused the connection: nothing listens on the port (yet).
+  bool connection_refused() const;
 
   // Deadline of each request (write and read together) and of connecting.
   // Default 30 s.

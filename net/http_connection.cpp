@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <exception>
 
+#include "base/log.hpp"
+
 namespace keel::net::http_detail {
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -15,7 +17,7 @@ bool iequals(std::string_view a, std::string_view b) {
 }
 
 void log_error(const char* what, const std::string& detail) {
-  std::fprintf(stderr, "keel http: %s: %s\n", what, detail.c_str());
+  log::error(std::string("http: ") + what + ": " + detail);
 }
 
 void report(std::vector<write_done> dones, bool ok) {

@@ -20,6 +20,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include "base/log.hpp"
 #include "net/http_server_impl.hpp"
 
 namespace keel::net::http_detail {
@@ -211,8 +212,23 @@ class session final : public connection {
     }
   }
 
+  // At debug, one record per answer: never a header (the token) or a
+  // body. The clock runs from the request's headers.
+  void log_answer(unsigned status) {
+    if (!log::enabled(log::level::debug)) return;
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - req_start_)
+                        .count();
+    log::debug("request", {{"method", req_method_.empty() ? "-" : req_method_},
+                           {"path", req_path_.empty() ? "-" : req_path_},
+                           {"status", status},
+                           {"ms", static_cast<double>(us) / 1000.0},
+                           {"principal", req_who_.empty() ? "-" : req_who_}});
+  }
+
   void deliver(http_response r) {
     if (closed_) return;
+    log_answer(r.status);
     if (r.on_stream) return start_stream(std::move(r));
     res_ = {};
     res_.version(version_);
@@ -268,6 +284,13 @@ class session final : public connection {
     // The token is checked before the body is read: a client without it
     // never makes the server buffer a body.
     auto target = h.target();
+    if (log::enabled(log::level::debug)) {
+      req_start_ = std::chrono::steady_clock::now();
+      req_method_ = std::string(h.method_string());
+      const std::string_view t(target.data(), target.size());
+      req_path_ = std::string(t.substr(0, t.find('?')));
+      req_who_.clear();
+    }
     auto auth = h[http::field::authorization];
     auto who = srv_.authorized(std::string_view(target.data(), target.size()),
                                std::string_view(auth.data(), auth.size()));
@@ -280,6 +303,7 @@ class session final : public connection {
       return deliver(std::move(denied));
     }
     who_ = std::move(*who);
+    if (log::enabled(log::level::debug)) req_who_ = who_.name;
     // curl and others wait for this before sending a larger body.
     if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
       asio::async_write(stream_, asio::buffer(continue_line.data(), continue_line.size()),
@@ -512,6 +536,9 @@ class session final : public connection {
   bool stopping_ = false;
   bool linger_ = false;  // close after the answer, draining the rest
   principal who_;        // of the request being read, from its headers
+  // For the request's log record, set from its headers at debug level.
+  std::chrono::steady_clock::time_point req_start_ = std::chrono::steady_clock::now();
+  std::string req_method_, req_path_, req_who_;
   bool closed_ = false;
   bool first_request_ = true;
   bool refusing_ = false;  // past the limit: a 503 after the handshake

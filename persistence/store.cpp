@@ -35,6 +35,7 @@
 
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
+#include "base/log.hpp"
 #include "persistence/record.hpp"
 #include "persistence/store_engine.hpp"
 #include "persistence/values.hpp"
@@ -357,7 +358,7 @@ void store::impl::stop_writes(status why, bool reopen) {
     if (stopped.is_ok()) {
       stopped = std::move(why);
       stopped_ms = wall_ms();
-      std::fprintf(stderr, "keeld: store: %s\n", stopped.message().c_str());
+      log::error("store: " + stopped.message());
     }
     needs_reopen = needs_reopen || reopen;
   }
@@ -366,7 +367,7 @@ void store::impl::stop_writes(status why, bool reopen) {
 
 void store::impl::warn(std::string text) {
   std::lock_guard lk(state_mu);
-  std::fprintf(stderr, "keeld: store: %s\n", text.c_str());
+  log::warn("store: " + text);
   warnings.push_back(std::move(text));
   if (warnings.size() > max_warnings) warnings.erase(warnings.begin());
 }
@@ -414,8 +415,9 @@ void store::impl::run_doctor() {
       status s = open_db(false);
       if (s) {
         std::lock_guard st(state_mu);
-        std::fprintf(stderr, "keeld: store: reopened after \"%s\"; writes resume\n",
-                     stopped.is_ok() ? "a background error" : stopped.message().c_str());
+        log::info("store: reopened after \"" +
+                  (stopped.is_ok() ? std::string("a background error") : stopped.message()) +
+                  "\"; writes resume");
         stopped = status::ok();
         stopped_ms = 0;
         needs_reopen = false;
@@ -431,7 +433,7 @@ void store::impl::run_doctor() {
           stopped_ms = wall_ms();
         }
         needs_reopen = true;
-        if (!ro) std::fprintf(stderr, "keeld: store: %s\n", ro.message().c_str());
+        if (!ro) log::error("store: " + ro.message());
         delay = std::min(delay * 2, base * 16);
       }
     } else if (!reopen) {
@@ -475,6 +477,12 @@ status explain_corruption(const std::string& dir, const status& opened) {
                                      "docs/operations.md (\"Faults\") for the repair steps");
 }
 
+status in_use(const std::string& dir, int pid) {
+  return error(code::conflict, "the store in " + dir + " is open in another process" +
+                                   (pid > 0 ? " (pid " + std::to_string(pid) + ")" : "") +
+                                   ": only one may use it at a time");
+}
+
 }  // namespace
 
 result<std::unique_ptr<store>> store::open(const store_options& opts) {
@@ -487,6 +495,12 @@ result<std::unique_ptr<store>> store::open(const store_options& opts) {
   p->listener = std::make_shared<store_listener>(p.get());
   status s = p->open_db(false);
   if (!s && s.error_code() == code::corruption) return explain_corruption(opts.dir, s);
+  // Another process has it open: not a reason to open read-only below
+  // (which takes no lock), but to refuse.
+  if (!s && s.message().find("While lock file") != std::string::npos)
+    return in_use(opts.dir, lock_holder(opts.dir).value_or(0));
+  if (!s && s.message().find("lock hold by current process") != std::string::npos)
+    return error(code::conflict, "the store in " + opts.dir + " is already open in this process");
   if (!s) {
     // A full disk (or too few descriptors) cannot stop reads of what is
     // there: serve them, and write once the recovery thread can reopen.
@@ -496,7 +510,7 @@ result<std::unique_ptr<store>> store::open(const store_options& opts) {
                        "opened read-only: " + s.message());
     p->stopped_ms = wall_ms();
     p->needs_reopen = true;
-    std::fprintf(stderr, "keeld: store: %s\n", p->stopped.message().c_str());
+    log::warn("store: " + p->stopped.message());
   }
 
   std::unique_ptr<store> st(new store(std::move(p)));

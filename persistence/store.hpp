@@ -134,11 +134,21 @@ struct due_timer {
   timer_entry entry;
 };
 
+// The process that has the store in `dir` open, by its lock on DIR/LOCK
+// (RocksDB takes an fcntl lock there): its pid, or 0 when it is in another
+// PID namespace. nullopt when no process holds it (or there is no LOCK
+// file yet). REQUIRES: this process does not have the store open: the probe
+// opens and closes DIR/LOCK, and closing a file drops every fcntl lock the
+// process holds on it.
+std::optional<int> lock_holder(const std::string& dir);
+
 class store {
  public:
   // Opens (or creates) the database and checks its schema version. Errors:
-  // io_error when RocksDB cannot open the directory, corruption when the
-  // schema is not one this build reads.
+  // conflict when another process has the directory's store open (its
+  // LOCK file is locked; lock_holder() names the process), io_error when
+  // RocksDB cannot open the directory, corruption when the schema is not
+  // one this build reads.
   static result<std::unique_ptr<store>> open(const store_options& opts);
   ~store();
   store(const store&) = delete;

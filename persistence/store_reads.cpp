@@ -12,6 +12,7 @@
 
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
+#include "base/log.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/record.hpp"
 #include "persistence/store_engine.hpp"
@@ -138,9 +139,9 @@ void store::impl::note_corruption(const rocksdb::Status& s) {
   std::lock_guard lk(state_mu);
   for (const auto& known : damage)
     if (known.file == d.file) return;
-  std::fprintf(stderr, "keeld: store: corrupt table file %s (%s keys %s .. %s): %s\n",
-               d.file.c_str(), d.family.c_str(), d.smallest.c_str(), d.largest.c_str(),
-               d.error.c_str());
+  log::error("store: corrupt table file " + d.file + " (" + d.family + " keys " + d.smallest +
+                 " .. " + d.largest + "): " + d.error,
+             {{"file", d.file}});
   damage.push_back(std::move(d));
 }
 

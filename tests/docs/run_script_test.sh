@@ -45,5 +45,5 @@ wait "$pid"
 rc=$?
 pid=
 ((rc == 0)) || fail "run.sh exited $rc after SIGTERM"
-grep -q 'keeld: stopped' "$work/out" || fail "keeld did not stop cleanly"
+grep -Eq ' stopped$' "$work/out" || fail "keeld did not stop cleanly"
 echo "run.sh test: ok"

@@ -59,7 +59,7 @@ TEST_CASE("keeld with a certificate answers the CLI over https when it trusts th
   pki p;
   tls_node n(p);
   CHECK_MESSAGE(has(n.keeld.output(), "listening on https://127.0.0.1:"), n.keeld.output());
-  CHECK_MESSAGE(has(n.keeld.output(), "keeld: TLS on: certificate " + p.server.cert),
+  CHECK_MESSAGE(has(n.keeld.output(), "info  TLS on: certificate " + p.server.cert),
                 n.keeld.output());
   CHECK_FALSE(has(n.keeld.output(), "without TLS"));
 
@@ -247,6 +247,6 @@ TEST_CASE("keeld warns when it serves a non-loopback address without TLS") {
   test::keeld_process keeld(KEEL_KEELD_PATH, (dir.path() / "data").string(),
                             {"--http", "0.0.0.0:0", "--token", "s3cret"});
   REQUIRE_MESSAGE(keeld.start(), keeld.output());
-  CHECK_MESSAGE(has(keeld.output(), "keeld: TLS off"), keeld.output());
-  CHECK_MESSAGE(has(keeld.output(), "warning: serving 0.0.0.0 without TLS"), keeld.output());
+  CHECK_MESSAGE(has(keeld.output(), "info  TLS off"), keeld.output());
+  CHECK_MESSAGE(has(keeld.output(), "warn  serving 0.0.0.0 without TLS"), keeld.output());
 }

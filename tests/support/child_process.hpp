@@ -129,6 +129,19 @@ class child_process {
     return out_.substr(0, out_.find('\n'));
   }
 
+  // Reads the child's output to its end and reaps it: its exit code, or
+  // nullopt when it had not ended within `timeout` (it then runs on) or a
+  // signal ended it.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
+    wait_output([](const std::string&) { return false; }, timeout);
+    if (out_fd_ >= 0 || pid_ <= 0) return std::nullopt;
+    int st = 0;
+    if (::waitpid(pid_, &st, 0) != pid_) return std::nullopt;
+    pid_ = -1;
+    if (!WIFEXITED(st)) return std::nullopt;
+    return WEXITSTATUS(st);
+  }
+
   // SIGKILL and reap; returns whether the child was still running. A no-op
   // once done.
   bool kill9() {

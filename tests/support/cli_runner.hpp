@@ -3,7 +3,9 @@
 // its stdout and stderr captured, or left following (`keel ledger NAME -f`)
 // while the test reads what it prints. Its environment is the test's minus
 // KEEL_SERVER, KEEL_TOKEN, KEEL_CA, KEEL_CERT and KEEL_KEY, so only what a
-// test passes decides where it goes and what it trusts. REQUIRES: KEEL_CLI_PATH is the keel
+// test passes decides where it goes and what it trusts; and it does not wait
+// for a node that refuses connections (KEEL_CONNECT_WAIT_MS=0) unless the
+// test passes KEEL_CONNECT_WAIT_MS itself. REQUIRES: KEEL_CLI_PATH is the keel
 // executable. Uses doctest assertions: include it from test files only.
 
 #include <poll.h>
@@ -38,16 +40,24 @@ inline std::string server_url(uint16_t port) {
 }
 
 // The environment of a keel child: this process's minus the variables the
-// CLI reads for where to go and whom to trust, plus `extra`.
+// CLI reads for where to go, whom to trust and how long to wait, plus
+// `extra` (and KEEL_CONNECT_WAIT_MS=0 unless `extra` sets it).
 inline std::vector<std::string> keel_environment(const env_list& extra = {}) {
   std::vector<std::string> env;
   for (auto& kv : this_environment()) {
     bool dropped = false;
-    for (const char* var : {"KEEL_SERVER=", "KEEL_TOKEN=", "KEEL_CA=", "KEEL_CERT=", "KEEL_KEY="})
+    for (const char* var : {"KEEL_SERVER=", "KEEL_TOKEN=", "KEEL_CA=", "KEEL_CERT=", "KEEL_KEY=",
+                            "KEEL_CONNECT_WAIT_MS="})
       dropped = dropped || kv.rfind(var, 0) == 0;
     if (!dropped) env.push_back(std::move(kv));
   }
-  for (const auto& [k, v] : extra) env.push_back(k + "=" + v);
+  bool waits = false;
+  for (const auto& [k, v] : extra) {
+    env.push_back(k + "=" + v);
+    waits = waits || k == "KEEL_CONNECT_WAIT_MS";
+  }
+  // A test of a dead node must fail fast, not wait for it to start.
+  if (!waits) env.emplace_back("KEEL_CONNECT_WAIT_MS=0");
   return env;
 }
 

@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <set>
+#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +24,39 @@ bool contains(const std::string& haystack, const std::string& needle) {
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream out(path);
   out << text;
+}
+
+// A config with every key away from its default.
+node_config changed_config() {
+  json j = {{"data_dir", "/data"},
+            {"http", "[::1]:8181"},
+            {"token", "s3cret"},
+            {"anonymous_scopes", {"read"}},
+            {"idle_ms", 5},
+            {"max_body_bytes", 4096},
+            {"max_unacked_per_agent", 3},
+            {"scheduler_threads", 2},
+            {"scheduler_poll_attempts", 7},
+            {"sync", false},
+            {"block_cache_bytes", 1 << 20},
+            {"effect_threads", 4},
+            {"max_connections", 9},
+            {"http_header_timeout_ms", 11},
+            {"store_open_files", 32},
+            {"reserved_disk_bytes", 0},
+            {"max_effect_crashes", 1},
+            {"max_page_bytes", 8192},
+            {"dedupe_window_ms", 60000},
+            {"retention_interval_ms", 13},
+            {"tool_uid", 1001},
+            {"tool_gid", 1002},
+            {"secrets", {{"crm", {{"file", "/etc/keel/crm.token"}}}, {"ai", {{"env", "AI_KEY"}}}}},
+            {"secret_key_file", "/etc/keel/secret.key"},
+            {"log_level", "debug"},
+            {"log_format", "json"}};
+  auto r = cfg::from_json(j, "test");
+  REQUIRE_MESSAGE(r.is_ok(), r.error().to_string());
+  return *r;
 }
 
 node_config valid_config() {
@@ -407,4 +442,75 @@ TEST_CASE(
   root_tools.data_dir = "/tmp/x";
   root_tools.tool_uid = 0;
   CHECK_FALSE(cfg::validate(root_tools));
+}
+
+// The table of keys: the loader, keeld --help and keeld --print-config
+// read the same rows, and the operations guide documents every one.
+
+TEST_CASE("every config key is read and shown through the same table row") {
+  const node_config c = changed_config();
+  const json shown = cfg::to_json(c);
+  std::set<std::string> names;
+  for (const auto& k : cfg::config_keys()) names.insert(k.name);
+  // One row per key, and to_json shows every row.
+  CHECK(names.size() == cfg::config_keys().size());
+  CHECK(shown.size() == names.size());
+  for (const auto& n : names) CHECK_MESSAGE(shown.contains(n), n);
+  // What is shown loads back to the same config (the token aside: it is
+  // redacted).
+  json again = shown;
+  again["token"] = "s3cret";
+  auto r = cfg::from_json(again, "shown");
+  REQUIRE_MESSAGE(r.is_ok(), r.error().to_string());
+  CHECK(cfg::to_json(*r) == shown);
+  CHECK(r->http_host == "::1");
+  CHECK(r->http_port == 8181);
+  CHECK(r->log_level == keel::log::level::debug);
+  CHECK(r->log_format == keel::log::format::json);
+  CHECK(r->secrets.at("ai").where == "AI_KEY");
+}
+
+TEST_CASE("the printed config never holds the token") {
+  const json shown = cfg::to_json(changed_config());
+  CHECK(shown["token"] == "<redacted>");
+  CHECK_FALSE(contains(shown.dump(), "s3cret"));
+  // No token is shown as none, not as a redaction.
+  CHECK(cfg::to_json(node_config{})["token"] == "");
+}
+
+TEST_CASE("the keys' help names each key with its type and the default node_config holds") {
+  const std::string help = cfg::keys_help();
+  for (const auto& k : cfg::config_keys()) {
+    CAPTURE(k.name);
+    CHECK(contains(help, "  " + std::string(k.name) + "  " + k.type + ", default "));
+    CHECK(contains(help, k.meaning));
+  }
+  CHECK(contains(help, "idle_ms  integer, default 30000\n"));
+  CHECK(contains(help, "http  HOST:PORT, default \"127.0.0.1:7070\"\n"));
+  CHECK(contains(help, "log_level  string, default \"info\"\n"));
+  CHECK(contains(help, "sync  bool, default true\n"));
+}
+
+TEST_CASE("a log level or format the log does not know is refused, naming the key") {
+  for (const char* key : {"log_level", "log_format"}) {
+    auto r = cfg::from_json({{key, "loud"}}, "node.json");
+    REQUIRE_FALSE(r.is_ok());
+    CHECK(r.error().error_code() == code::invalid_argument);
+    CHECK(contains(r.error().message(), std::string("node.json: \"") + key + "\""));
+    CHECK(contains(r.error().message(), "\"loud\" is not one of"));
+  }
+}
+
+TEST_CASE("the operations guide documents every config key, and the example file loads") {
+  std::ifstream in(std::string(KEEL_SOURCE_DIR) + "/docs/operations.md");
+  REQUIRE(in);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string guide = ss.str();
+  for (const auto& k : cfg::config_keys())
+    CHECK_MESSAGE(contains(guide, "`" + std::string(k.name) + "`"), k.name);
+
+  auto example = cfg::load_file(std::string(KEEL_SOURCE_DIR) + "/deploy/keeld.example.json");
+  REQUIRE_MESSAGE(example.is_ok(), example.error().to_string());
+  CHECK(cfg::validate(*example).is_ok());
 }

@@ -13,8 +13,8 @@
 #include "net/http_client.hpp"
 #include "net/http_tool.hpp"
 #include "support/fake_tool_server.hpp"
+#include "support/refused_port.hpp"
 #include "support/wait.hpp"
-#include "unit/net/refused_port.hpp"
 
 using namespace keel;
 using nlohmann::json;

@@ -14,7 +14,7 @@
 
 #include "net/openai_model.hpp"
 #include "support/fake_openai_server.hpp"
-#include "unit/net/refused_port.hpp"
+#include "support/refused_port.hpp"
 
 using namespace keel;
 using nlohmann::json;

@@ -1,6 +1,6 @@
 #pragma once
 // A loopback port that refuses connections: bound, never listening, so no
-// other process can take it while the test runs.
+// other process can take it while the test runs (until release()).
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -24,11 +24,17 @@ class refused_port {
       throw std::runtime_error("refused_port: cannot bind a loopback socket");
     port_ = ntohs(a.sin_port);
   }
-  ~refused_port() { ::close(fd_); }
+  ~refused_port() { release(); }
   refused_port(const refused_port&) = delete;
   refused_port& operator=(const refused_port&) = delete;
 
   uint16_t port() const { return port_; }
+  // Closes the socket: the port is free for a server to listen on (a test
+  // of a client that starts before its server).
+  void release() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
 
  private:
   int fd_ = -1;
