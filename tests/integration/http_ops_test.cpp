@@ -30,7 +30,7 @@ TEST_CASE("metrics are Prometheus text with the counters named in the operations
   n.spawn("a");
   n.spawn("b");
   REQUIRE(n.send("a", {{"body", {{"add", 1}}}}).status == 202);
-  REQUIRE(n.call("POST", agent_path("b") + "/signals/ping", "").status == 202);
+  REQUIRE(n.call("POST", agent_path("b") + "/signals/reset", "").status == 202);
 
   auto r = n.call("GET", "/metrics");
   REQUIRE(r.status == 200);
