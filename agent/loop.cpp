@@ -372,40 +372,6 @@ void reply_to(decision& out, json body) {
   out.effects.push_back(reply_ok(std::move(body)));
 }
 
-// Whether a signal the loop interprets applies to its control state `ctl`
-// as it was before the signal (`conv`: its conversation). The one check
-// of both the node's acceptance (signal_applies) and the decision, which
-// refuses what was accepted behind other input and no longer applies.
-status check_loop_signal(const json& ctl, const json& conv, const signal_input& sig) {
-  const json& turn = member(ctl, "turn");
-  const json& w = member(turn, "wait");
-  const std::string on = str(w, "on");
-  const std::string& n = sig.name;
-  if (n == "approve" || n == "reject")
-    return on == "approval" ? status::ok() : error(code::conflict, "nothing awaits approval");
-  if (n == "resolve") {
-    if (on != "in_doubt") return error(code::conflict, "no effect is in doubt");
-    const std::string outcome = str(sig.payload, "outcome");
-    if (outcome != "succeeded" && outcome != "failed" && outcome != "retry")
-      return error(code::invalid_argument,
-                   "resolve needs {\"outcome\": \"succeeded\"|\"failed\"|\"retry\", \"result\"?}");
-    return status::ok();
-  }
-  if (n == "answer")
-    return on == "human" ? status::ok() : error(code::conflict, "nobody asked a human");
-  if (n == "cancel") {
-    if (!turn.is_object()) return error(code::conflict, "no turn is in progress");
-    if (on == "in_doubt")
-      return error(code::conflict, "an effect is in doubt: resolve it first, then cancel");
-    return status::ok();
-  }
-  if (n == "retry") {
-    const std::string why = retry_refusal(ctl, conv);
-    return why.empty() ? status::ok() : error(code::conflict, why);
-  }
-  return status::ok();
-}
-
 }  // namespace
 
 int64_t retry_delay_ms(const config::retry_policy& p, uint64_t effect, uint32_t attempt) {

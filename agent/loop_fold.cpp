@@ -52,6 +52,38 @@ std::string retry_refusal(const json& ctl, const json& conv) {
   return {};
 }
 
+// Reads the state before the signal: the signal's own fold (a cancel's
+// failing turn, a retry's queued input) must not answer for it.
+status check_loop_signal(const json& ctl, const json& conv, const signal_input& sig) {
+  const json& turn = member(ctl, "turn");
+  const json& w = member(turn, "wait");
+  const std::string on = str(w, "on");
+  const std::string& n = sig.name;
+  if (n == "approve" || n == "reject")
+    return on == "approval" ? status::ok() : error(code::conflict, "nothing awaits approval");
+  if (n == "resolve") {
+    if (on != "in_doubt") return error(code::conflict, "no effect is in doubt");
+    const std::string outcome = str(sig.payload, "outcome");
+    if (outcome != "succeeded" && outcome != "failed" && outcome != "retry")
+      return error(code::invalid_argument,
+                   "resolve needs {\"outcome\": \"succeeded\"|\"failed\"|\"retry\", \"result\"?}");
+    return status::ok();
+  }
+  if (n == "answer")
+    return on == "human" ? status::ok() : error(code::conflict, "nobody asked a human");
+  if (n == "cancel") {
+    if (!turn.is_object()) return error(code::conflict, "no turn is in progress");
+    if (on == "in_doubt")
+      return error(code::conflict, "an effect is in doubt: resolve it first, then cancel");
+    return status::ok();
+  }
+  if (n == "retry") {
+    const std::string why = retry_refusal(ctl, conv);
+    return why.empty() ? status::ok() : error(code::conflict, why);
+  }
+  return status::ok();
+}
+
 namespace {
 
 std::string content_of(const json& body) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "agent/core.hpp"
 #include "agent/event.hpp"
 #include "config/agent_spec.hpp"
 
@@ -19,6 +20,14 @@ bool is_control_signal(const std::string& name);
 // the last turn neither failed nor was stopped. `conv`: the conversation,
 // where the failed turn's input is.
 std::string retry_refusal(const json& ctl, const json& conv);
+
+// Whether a signal the loop interprets applies to its control state `ctl`
+// as it was before the signal (`conv`: its conversation): ok, conflict
+// with the reason, or invalid_argument for a resolve without an outcome.
+// The one check of the node's acceptance (loop_type::signal_applies) and
+// of the decision, which refuses what was accepted behind other input and
+// no longer applies.
+status check_loop_signal(const json& ctl, const json& conv, const signal_input& sig);
 
 // Fields of JSON from outside, never trusted to have a shape: "" / 0 when
 // absent, of another type, or `j` is no object.
