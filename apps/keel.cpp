@@ -572,16 +572,31 @@ int cli::ls() {
   expect_args(inv_, 0, 0,
               "ls [--prefix P] [--limit N] [--after NAME] [--phase P]... [--waiting] [--all]",
               {"prefix", "limit", "after", "phase", "waiting", "all"});
-  std::string q;
+  std::string q, again;  // the query; the flags the next page's command repeats
   auto add = [&q](const char* k, const std::string& v) {
     q += (q.empty() ? "?" : "&") + std::string(k) + "=" + net::percent_encode(v);
   };
-  if (auto p = opt(inv_, "prefix")) add("prefix", *p);
-  if (auto limit = number_opt(inv_, "limit"); !limit.empty()) add("limit", limit);
+  if (auto p = opt(inv_, "prefix")) {
+    add("prefix", *p);
+    again += " --prefix " + *p;
+  }
+  if (auto limit = number_opt(inv_, "limit"); !limit.empty()) {
+    add("limit", limit);
+    again += " --limit " + limit;
+  }
   if (auto a = opt(inv_, "after")) add("after", *a);
-  for (const auto& p : opt_all(inv_, "phase")) add("phase", p);
-  if (opt(inv_, "waiting")) add("waiting", "true");
-  if (opt(inv_, "all")) add("all", "true");
+  for (const auto& p : opt_all(inv_, "phase")) {
+    add("phase", p);
+    again += " --phase " + p;
+  }
+  if (opt(inv_, "waiting")) {
+    add("waiting", "true");
+    again += " --waiting";
+  }
+  if (opt(inv_, "all")) {
+    add("all", "true");
+    again += " --all";
+  }
   auto j = call("GET", "/v1/agents" + q);
   if (!j) return exit_server;
   if (inv_.json_out) return done(*j);
@@ -604,8 +619,8 @@ int cli::ls() {
     for (auto& r : rows) r.pop_back();
   print_table(head, rows);
   if (j->contains("next_after") && (*j)["next_after"].is_string())
-    std::fprintf(stderr, "more: keel ls --after %s\n",
-                 (*j)["next_after"].get<std::string>().c_str());
+    std::fprintf(stderr, "more: keel ls --after %s%s\n",
+                 (*j)["next_after"].get<std::string>().c_str(), again.c_str());
   if (j->contains("unavailable_nodes"))
     std::fprintf(stderr, "not listed: nodes %s did not answer\n",
                  dump((*j)["unavailable_nodes"]).c_str());

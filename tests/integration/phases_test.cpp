@@ -220,6 +220,12 @@ TEST_CASE("send --wait exits 4 on a failed turn and 5 while it still runs; keel 
   tools.set_behaviour("slow", test::tool_behaviour{});
   tools.release();
   n.wait_turns("shop/2", 2);
+
+  // The next page's command keeps the filters.
+  auto page = run_keel(n.port(), {"ls", "--phase", "idle", "--limit", "1"});
+  CHECK_MESSAGE(has(page.out, "shop/1"), said(page));
+  CHECK_FALSE(has(page.out, "shop/2"));
+  CHECK_MESSAGE(has(page.err, "more: keel ls --after shop/1 --limit 1 --phase idle"), said(page));
 }
 
 TEST_CASE("restarted without --agents, an agent runs the version of its type the node stored") {
