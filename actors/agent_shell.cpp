@@ -41,47 +41,6 @@ json reply_json(const agent::reply_effect& r) {
   return {{"ok", false}, {"code", r.code}, {"message", r.message}};
 }
 
-agent_reply reply_from_json(const json& j) {
-  agent_reply r;
-  r.ok = j.value("ok", false);
-  if (r.ok) {
-    r.body = j.value("body", json());
-  } else {
-    r.code = j.value("code", "");
-    r.message = j.value("message", "");
-  }
-  return r;
-}
-
-void deliver_reply(const request_ptr& r, const json& reply) {
-  call_once(r->replied, reply_from_json(reply));
-}
-
-agent_view make_view(shell_state& s) {
-  agent_view v;
-  v.name = s.name;
-  v.type = s.meta.type;
-  v.status = s.st.status;
-  v.last_seq = s.st.last_seq;
-  v.hibernated = s.view_pending_hibernated;
-  s.view_pending_hibernated = false;
-  v.created_ms = s.meta.created_ms;
-  if (s.type) {
-    v.state = s.type->view(s.st);
-    v.phase = s.type->phase(s.st);
-  } else {
-    v.state = s.st.data;
-  }
-  v.paused = s.st.paused;
-  v.origin = s.meta.origin;
-  v.parent = s.meta.parent;
-  v.fork_seq = s.meta.fork_seq;
-  for (const auto& f : s.st.forks) v.forks.push_back({{"name", f.name}, {"at", f.at}});
-  v.compacted_seq = s.meta.compacted_seq;
-  v.version = s.st.version;
-  return v;
-}
-
 // Loads meta, snapshot, ledger tail and inbox. Leaves `exists` false when
 // the agent is not on disk (a spawn may create it). Folds with the type's
 // latest version (folding does not depend on the version); pin_version()
@@ -93,12 +52,8 @@ status load_state(shell_state& s) {
   s.exists = true;
   s.view_pending_hibernated = true;
   s.meta = std::move(**meta);
-  s.type = s.rt->types->find(s.meta.type);
-  if (!s.type)
-    return error(code::conflict, "agent " + s.name + " has type " + s.meta.type +
-                                     ", which this node does not know (its --agents files, or "
-                                     "PUT /v1/types/" +
-                                     s.meta.type + ")");
+  s.type = s.rt->catalog->for_folding(s.meta.type);
+  if (!s.type) return type_not_loaded(s.name, s.meta.type);
   // The directory entry names the newest snapshot: it is written in the
   // same batch as the snapshot, so this is a point lookup, never a scan.
   if (const uint64_t seq = s.meta.snapshot_seq; seq > 0) {
@@ -189,10 +144,6 @@ void timer_ops(shell_state& s, const agent::effect& fx, batch& b) {
 }
 
 // --- effects -------------------------------------------------------------------
-
-const agent::loop_type* loop_of(const shell_state& s) {
-  return dynamic_cast<const agent::loop_type*>(s.type);
-}
 
 effect_target target_of(const shell_state& s) {
   return {s.rt, s.name, s.meta.id, loop_of(s)};
@@ -375,7 +326,10 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
     in = agent::message_input{e.arrival, e.id, e.from, e.body};
   auto reply = decide_into(s, in, now, b);
   if (e.kind == "signal" && e.id == "cancel" && holding(s)) fail_held_calls(s, now, b);
-  const bool later = !reply && e.kind == "message" && loop_of(s);
+  // An agent loop answers a message, and a signal that starts a turn
+  // without a reply of its own (retry), when the turn ends.
+  const bool later = !reply && loop_of(s);
+  const std::string answer_id = e.kind == "message" ? e.id : agent::signal_input_id(e.arrival);
   json rj = reply   ? reply_json(*reply)
             : later ? accepted_reply
                     : json{{"ok", true}, {"body", nullptr}};
@@ -389,7 +343,7 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
   }
   for (auto& w : item.waiters) {
     if (later) {
-      s.answer_waiters[e.id].push_back(w);
+      s.answer_waiters[answer_id].push_back(w);
       continue;
     }
     b.reqs.push_back(w);
@@ -502,6 +456,24 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
          error(code::conflict, "agent " + s.name + " is an imported ledger: it takes no input"));
     return true;
   }
+  // A paused agent holds everything but operator controls in its inbox;
+  // once resumed, what it held is consumed before anything newer.
+  const bool control = !is_message && agent::passes_pause(r->id);
+  const bool hold = holding(s) ? !control : !s.inbox.empty();
+  const bool spill = hold || direct >= s.rt->cfg.max_unacked_per_agent;
+  if (!is_message) {
+    // A signal its type does not take, or one that would only be refused
+    // where the agent stands, is refused before anything is recorded. One
+    // that waits behind other input is checked when it is decided.
+    status ok = agent::check_signal_name(*s.type, r->id, s.name);
+    if (ok && !spill)
+      ok = agent::check_signal_now(*s.type, s.st, agent::signal_input{0, r->id, r->body}, s.name);
+    if (!ok) {
+      s.rt->metrics.signals_refused.fetch_add(1, std::memory_order_relaxed);
+      fail(*r, ok);
+      return true;
+    }
+  }
   uint64_t arrival = s.next_arrival++;
   std::string id = r->id;
   // A message without an id gets one for the reply, but no dedupe entry:
@@ -517,11 +489,7 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   int64_t received = r->received_ns;
   runtime* rt = s.rt;
   b.reqs.push_back(r);
-  // A paused agent holds everything but operator controls in its inbox;
-  // once resumed, what it held is consumed before anything newer.
-  const bool control = !is_message && agent::passes_pause(r->id);
-  const bool hold = holding(s) ? !control : !s.inbox.empty();
-  if (hold || direct >= s.rt->cfg.max_unacked_per_agent) {
+  if (spill) {
     // Spill: durable in the inbox now, consumed by the next write.
     persistence::inbox_entry e{s.name,  arrival, is_message ? "message" : "signal", id,
                                r->from, r->body, is_message ? std::string() : dkey};
@@ -549,11 +517,12 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
     in = agent::signal_input{arrival, r->id, r->body};
   auto reply = decide_into(s, in, now, b);
   if (!is_message && r->id == "cancel" && holding(s)) fail_held_calls(s, now, b);
-  const bool later = !reply && is_message && loop_of(s);
+  const bool later = !reply && loop_of(s);
   json rj = reply   ? reply_json(*reply)
             : later ? accepted_reply
                     : json{{"ok", true}, {"body", nullptr}};
-  if (later && r->replied) s.answer_waiters[id].push_back(r);
+  if (later && r->replied)
+    s.answer_waiters[is_message ? id : agent::signal_input_id(arrival)].push_back(r);
   if (dedupe)
     b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, dkey),
                      processed_entry(s, arrival, rj, now)});
@@ -779,6 +748,8 @@ void pump(shell_actor* self) {
         break;
       }
   }
+  sync_meta(s, b, now);
+  tell_parked(s, b);
   if (b.ops.empty()) {
     s.writing_ids.clear();
     for (auto& f : b.done) f();
@@ -820,9 +791,7 @@ void leave(shell_actor* self) {
   // The agent goes to disk while a turn waits (an approval, a worker): those
   // still waiting for its answer hear where it stands instead.
   if (!s.answer_waiters.empty()) {
-    json waiting = {
-        {"ok", true},
-        {"body", {{"status", "waiting"}, {"phase", s.type ? s.type->phase(s.st) : ""}}}};
+    const json waiting = waiting_reply(s);
     for (auto& [id, ws] : s.answer_waiters)
       for (auto& w : ws) deliver_reply(w, waiting);
     s.answer_waiters.clear();
@@ -838,7 +807,11 @@ void on_idle(shell_actor* self) {
   if (s.writing || s.leaving || !s.queue.empty() || (!s.inbox.empty() && !holding(s)) ||
       !s.running.empty() || !s.held.empty())
     return;
-  if (!s.exists || !s.broken.is_ok() || (s.meta.clean && s.st.last_seq == s.meta.snapshot_seq)) {
+  // An entry written before phases were kept gets its listing now.
+  persistence::agent_meta meta = s.meta;
+  const bool relist = s.exists && s.broken.is_ok() && refresh_listing(s, meta);
+  if (!s.exists || !s.broken.is_ok() ||
+      (s.meta.clean && s.st.last_seq == s.meta.snapshot_seq && !relist)) {
     leave(self);
     return;
   }
@@ -863,16 +836,16 @@ void on_idle(shell_actor* self) {
                        persistence::agent_seq_key(s.meta.id, s.meta.snapshot_seq),
                        {}});
   }
-  persistence::agent_meta meta = s.meta;
   meta.snapshot_seq = seq;
   // A paused agent may sleep with messages held in its inbox: then the
   // next activation must read them.
   meta.clean = s.inbox.empty();
   b.ops.push_back({family::agents, false, s.name, persistence::encode(meta, now)});
   const bool wrote_snapshot = seq > s.meta.snapshot_seq;
-  b.done.push_back([self, meta, wrote_snapshot] {
+  b.done.push_back([self, meta, wrote_snapshot, relist] {
     auto& st = self->state;
     st.meta = meta;
+    if (relist) count_as(st, meta);
     if (wrote_snapshot) st.rt->metrics.snapshots.fetch_add(1, std::memory_order_relaxed);
     if (st.queue.empty() && (st.inbox.empty() || holding(st))) leave(self);
   });
@@ -896,6 +869,11 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
   int64_t t0 = mono_ns();
   s.broken = load(s);
   rt->metrics.activation_ns.record(static_cast<uint64_t>(mono_ns() - t0));
+  // The census counted the entry already (at start, or when it was written).
+  if (s.exists) {
+    s.counted = census_of(s.meta);
+    s.live.set(&rt->census, s.meta.status == "active");
+  }
   s.idle_ns = int64_t{rt->cfg.idle_ms} * 1'000'000;
   if (const auto* loop = loop_of(s); loop && loop->spec().idle_ms)
     s.idle_ns = int64_t{*loop->spec().idle_ms} * 1'000'000;

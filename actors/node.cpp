@@ -6,7 +6,6 @@
 #include <limits>
 #include <map>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include "actors/caf_types.hpp"
@@ -77,17 +76,6 @@ status validate_message_id(std::string_view id) {
     return error(code::invalid_argument, "message ids starting with \"" +
                                              std::string(generated_id_prefix) +
                                              "\" are reserved for ids the node generates");
-  return status::ok();
-}
-
-status validate_signal_name(std::string_view name) {
-  auto allowed = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '-' || c == '.' || c == ':';
-  };
-  if (name.empty() || name.size() > 64 || !std::all_of(name.begin(), name.end(), allowed))
-    return error(code::invalid_argument,
-                 "signal name must be 1 to 64 letters, digits, '_', '-', '.' or ':'");
   return status::ok();
 }
 
@@ -326,6 +314,8 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
       for (const auto& v : p->types->versions(name))
         if (v.spec->idle_ms) p->rt.lower_sweep_idle(std::max<uint32_t>(1, *v.spec->idle_ms));
   }
+  // The agent gauges: one read of the directory, kept exact from here on.
+  KEEL_TRY(p->rt.census.count(*p->db));
   p->count_crash();
   p->rt.db = p->db.get();
   p->journal = std::make_unique<persistence::journal_writer>(*p->db, cfg.sync);
@@ -426,6 +416,11 @@ persistence::store& node::storage() {
 
 void node::commit(persistence::write_set ops, std::function<void(const status&)> done) {
   impl_->journal->submit(std::move(ops), std::move(done));
+}
+
+status node::write_agents(const persistence::write_set& ops) {
+  if (impl_->stopped) return error(code::unavailable, "node is shutting down");
+  return write_counted(*impl_->db, impl_->rt.census, ops);
 }
 
 void node::evict(std::function<bool(std::string_view)> pick, std::function<void()> done) {
@@ -696,113 +691,19 @@ runtime* node::live_runtime() {
   return impl_->stopped ? nullptr : &impl_->rt;
 }
 
-result<std::vector<agent_summary>> node::list(std::string_view prefix, std::string_view after,
-                                              std::size_t limit) {
+result<agent_list> node::list(std::string_view prefix, std::string_view after, std::size_t limit,
+                              const list_filter& filter) {
   if (impl_->stopped) return error(code::unavailable, "node is shutting down");
-  auto page = impl_->db->list_agents(prefix, after, limit);
-  if (!page) return page.error();
-  std::vector<agent_summary> out;
-  out.reserve(page->size());
-  for (auto& a : *page) {
-    bool live = impl_->rt.is_live(a.name);
-    out.push_back({std::move(a.name), a.meta.type, a.meta.status, a.meta.created_ms, live});
-  }
-  return out;
+  return list_agents(impl_->rt, prefix, after, limit, filter);
 }
 
 uint64_t node::live_agents() const {
   return impl_->rt.metrics.live.load();
 }
 
-namespace {
-
-void counter_line(std::ostringstream& o, const char* name, const char* help, uint64_t v,
-                  const char* type = "counter") {
-  o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
-    << name << ' ' << v << '\n';
-}
-
-void summary(std::ostringstream& o, const char* name, const char* help, const histogram& h,
-             double scale) {
-  o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " summary\n";
-  for (double q : {0.5, 0.9, 0.99, 0.999})
-    o << name << "{quantile=\"" << q << "\"} " << static_cast<double>(h.quantile(q)) * scale
-      << '\n';
-  o << name << "_sum " << static_cast<double>(h.sum()) * scale << '\n'
-    << name << "_count " << h.count() << '\n';
-}
-
-}  // namespace
-
 std::string node::metrics_text() {
-  const auto& m = impl_->rt.metrics;
-  std::ostringstream o;
-  uint64_t live = m.live.load();
-  uint64_t known = impl_->stopped ? 0 : impl_->db->estimate_keys(persistence::family::agents);
-  counter_line(o, "keel_agents_live", "Agents with a live actor.", live, "gauge");
-  counter_line(o, "keel_agents_hibernated", "Agents on disk without a live actor (estimate).",
-               known > live ? known - live : 0, "gauge");
-  counter_line(o, "keel_activations_total", "Agent actors started.", m.activations.load());
-  counter_line(o, "keel_hibernations_total", "Agent actors that hibernated.",
-               m.hibernations.load());
-  counter_line(o, "keel_snapshots_total", "Snapshots written.", m.snapshots.load());
-  counter_line(o, "keel_spawns_total", "Agents created.", m.spawns.load());
-  counter_line(o, "keel_messages_total", "Messages accepted.", m.messages.load());
-  counter_line(o, "keel_duplicate_messages_total", "Messages refused as duplicates.",
-               m.duplicates.load());
-  counter_line(o, "keel_signals_total", "Signals accepted.", m.signals.load());
-  counter_line(o, "keel_queries_total", "Read-only queries answered.", m.queries.load());
-  counter_line(o, "keel_events_appended_total", "Ledger events appended.", m.events.load());
-  counter_line(o, "keel_inbox_spills_total", "Messages acknowledged from the durable inbox.",
-               m.inbox_spills.load());
-  counter_line(o, "keel_timers_fired_total", "Durable timers delivered.", m.timers_fired.load());
-  counter_line(o, "keel_agent_failures_total", "Agents stopped by an internal error.",
-               m.agent_failures.load());
-  counter_line(o, "keel_model_calls_total", "Model calls started.", m.model_calls.load());
-  counter_line(o, "keel_tool_calls_total", "Tool calls started.", m.tool_calls.load());
-  counter_line(o, "keel_effect_failures_total", "Effect attempts that failed.",
-               m.effect_failures.load());
-  counter_line(o, "keel_recoveries_total", "Activations that recovered interrupted effects.",
-               m.recoveries.load());
-  counter_line(o, "keel_worker_tasks_requeued_total", "Worker tasks whose lease ran out.",
-               impl_->rt.tasks.requeued());
-  if (impl_->journal) {
-    const auto& j = impl_->journal->stats();
-    counter_line(o, "keel_journal_batches_total", "Journal writes (fsyncs when sync is on).",
-                 j.batches.load());
-    counter_line(o, "keel_journal_appends_total", "Write sets submitted to the journal.",
-                 j.submits.load());
-    counter_line(o, "keel_journal_ops_total", "Keys written or erased by the journal.",
-                 j.ops.load());
-    counter_line(o, "keel_journal_failures_total", "Journal writes that failed.",
-                 j.failures.load());
-    summary(o, "keel_journal_batch_appends", "Write sets per journal batch.", j.batch_submits, 1.0);
-    summary(o, "keel_journal_commit_seconds", "Submit to durable, per write set.", j.commit_ns,
-            1e-9);
-    summary(o, "keel_journal_write_seconds", "One journal write including fsync.", j.write_ns,
-            1e-9);
-  }
-  if (!impl_->stopped) {
-    const auto h = impl_->db->health();
-    counter_line(o, "keel_store_writable",
-                 "1 when the store takes writes, 0 when they are refused.", h.writable ? 1 : 0,
-                 "gauge");
-    counter_line(o, "keel_store_read_only", "1 when the store is open read-only.",
-                 h.read_only ? 1 : 0, "gauge");
-    counter_line(o, "keel_store_free_bytes", "Free space on the store's disk.", h.free_bytes,
-                 "gauge");
-    counter_line(o, "keel_store_write_errors_total", "Store writes refused or failed.",
-                 h.write_errors);
-    counter_line(o, "keel_store_recoveries_total", "Times store writes resumed after a stop.",
-                 h.recoveries);
-    counter_line(o, "keel_store_damaged_files", "Table files found corrupt.", h.damage.size(),
-                 "gauge");
-  }
-  summary(o, "keel_activation_seconds", "Loading an agent (snapshot + ledger tail).",
-          m.activation_ns, 1e-9);
-  summary(o, "keel_accept_seconds", "Request received to durable acknowledgement.", m.accept_ns,
-          1e-9);
-  return o.str();
+  const bool up = !impl_->stopped;
+  return render_metrics(impl_->rt, impl_->journal.get(), up ? impl_->db.get() : nullptr);
 }
 
 }  // namespace keel::actors

@@ -113,6 +113,23 @@ struct agent_summary {
   std::string status;
   int64_t created_ms = 0;
   bool live = false;
+  // Where it stands, from its directory entry (no activation): its type's
+  // phase ("idle" for types without), its status once it is no longer
+  // active, "unknown" for an entry of an earlier version until the agent's
+  // next write.
+  std::string phase;
+  bool paused = false;
+};
+
+// Which agents a listing shows (node::list).
+struct list_filter {
+  std::vector<std::string> phases;  // only these listed phases; empty: any
+  bool all = false;                 // terminated agents too (else only when `phases` names them)
+};
+struct agent_list {
+  std::vector<agent_summary> agents;
+  // Where the next page starts (pass it as `after`); "" at the end.
+  std::string next_after;
 };
 
 // A worker task handed to an external worker (POST /v1/tasks/poll).
@@ -165,8 +182,6 @@ struct inbound_message {
 // A client's message id: at most 256 bytes, no control characters, not in
 // the range the node generates ("auto-..."). Errors: invalid_argument.
 status validate_message_id(std::string_view id);
-// A signal's name: 1 to 64 of [A-Za-z0-9_.:-]. Errors: invalid_argument.
-status validate_signal_name(std::string_view name);
 // A signal's dedupe key: at most 256 bytes, no control characters.
 status validate_dedupe_key(std::string_view key);
 // What a client may send: also not in the range the cluster generates for
@@ -328,8 +343,13 @@ class node {
   // false, "why"} or compact()'s answer with "compacted": true. Errors: as
   // compact().
   result<json> apply_retention(std::string_view name);
-  result<std::vector<agent_summary>> list(std::string_view prefix, std::string_view after,
-                                          std::size_t limit);
+  // A page of the agents whose names start with `prefix`, after `after`,
+  // at most `limit`, as `filter` keeps them, read from their directory
+  // entries: listing activates no agent. A filter few agents pass may end
+  // a page before `limit` (after reading 100000 entries), with next_after
+  // set. Blocking. Errors: the store's, unavailable once stopped.
+  result<agent_list> list(std::string_view prefix, std::string_view after, std::size_t limit,
+                          const list_filter& filter = {});
 
   // Prometheus text exposition of the node's counters and latencies.
   std::string metrics_text();
@@ -349,6 +369,11 @@ class node {
   // `done` once they are durable (on the journal thread: be quick).
   persistence::store& storage();
   void commit(persistence::write_set ops, std::function<void(const status&)> done);
+  // A synced write that may put or erase agents' directory entries (a
+  // shard handoff): the node's agent gauges follow it. Blocking. REQUIRES:
+  // no live actor holds those agents (evicted, or not yet served). Errors:
+  // the store's, unavailable once stopped.
+  status write_agents(const persistence::write_set& ops);
 
   // Shard handoff. evict(): stops the live agents `pick` selects and runs
   // `done` once they are gone and every write they had submitted is

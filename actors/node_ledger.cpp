@@ -54,11 +54,9 @@ result<history> load_history(runtime& rt, std::string_view name) {
   if (!meta) return meta.error();
   history h;
   h.meta = std::move(*meta);
-  h.type = rt.types->find(h.meta.type);
+  h.type = rt.catalog->for_folding(h.meta.type);
   h.versions = std::make_shared<catalog_versions>(*rt.catalog, h.meta.type);
-  if (!h.type)
-    return error(code::conflict, "agent " + std::string(name) + " has type " + h.meta.type +
-                                     ", which this node does not know");
+  if (!h.type) return type_not_loaded(name, h.meta.type);
   if (h.meta.compacted_seq > 0) {
     auto snap = rt.db->read_snapshot(h.meta.id, h.meta.compacted_seq, name);
     if (!snap) return snap.error();

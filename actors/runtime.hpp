@@ -12,6 +12,7 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "actors/agent_census.hpp"
 #include "actors/effect_pool.hpp"
 #include "actors/effects.hpp"
 #include "actors/node.hpp"
@@ -41,6 +42,7 @@ struct node_metrics {
   std::atomic<uint64_t> messages{0};
   std::atomic<uint64_t> duplicates{0};
   std::atomic<uint64_t> signals{0};
+  std::atomic<uint64_t> signals_refused{0};
   std::atomic<uint64_t> queries{0};
   std::atomic<uint64_t> events{0};
   std::atomic<uint64_t> inbox_spills{0};
@@ -79,6 +81,8 @@ struct runtime {
   effect_pool* pool = nullptr;
   task_queue tasks;
   node_metrics metrics;
+  // Agents on disk by phase, and the live ones (actors/agent_census.hpp).
+  agent_census census;
   // Hands a request to the supervisor (from any thread); after stop() it
   // fails the request with unavailable. Set by the node.
   std::function<void(std::shared_ptr<request>)> route;
@@ -168,5 +172,13 @@ bool hand_elsewhere(runtime& rt, request_ptr& r);
 
 // Fails every callback of `r` that has not run yet with `s`.
 void fail(request& r, const status& s);
+
+// node_listing.cpp: what the node tells without activating an agent. A
+// page of the directory entries `filter` keeps (blocking store reads); the
+// metrics (`journal`, `db` null once stopped).
+result<agent_list> list_agents(runtime& rt, std::string_view prefix, std::string_view after,
+                               std::size_t limit, const list_filter& filter);
+std::string render_metrics(runtime& rt, persistence::journal_writer* journal,
+                           persistence::store* db);
 
 }  // namespace keel::actors

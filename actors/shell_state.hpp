@@ -82,10 +82,39 @@ struct shell_state {
   // written) but not started until it is resumed.
   std::vector<agent::effect> held;
   bool timers_held = false;  // a timer came while paused
+  // What the census counts for this agent: its directory entry as stored
+  // (nullopt while it has none), and this actor's part in the live count.
+  std::optional<census_entry> counted;
+  live_mark live;
 };
 
+inline const agent::loop_type* loop_of(const shell_state& s) {
+  return dynamic_cast<const agent::loop_type*>(s.type);
+}
+
+// shell_standing.cpp: where the agent stands, as requests, its directory
+// entry and waiting senders are told.
+//
 // The agent as requests see it.
 agent_view make_view(shell_state& s);
+// Sets the listing fields of `m` (phase, paused, status) to where the
+// agent stands; true when that changed them.
+bool refresh_listing(const shell_state& s, persistence::agent_meta& m);
+// Once directory entry `m` of the agent is durable: the census follows.
+void count_as(shell_state& s, const persistence::agent_meta& m);
+// The directory entry follows where the agent stands: a batch that changes
+// its listing fields or writes the entry anyway carries it once, as it is
+// after the batch; the census moves once that is durable. A batch that
+// writes nothing writes no entry (a read never writes).
+void sync_meta(shell_state& s, batch& b, int64_t now);
+// What those waiting for a turn's answer hear while it waits instead:
+// {"ok": true, "body": {"status": "waiting", "phase", "wait"?, "paused"?}}.
+json waiting_reply(const shell_state& s);
+// When the turn now waits for a person, whoever waits for its answer hears
+// waiting_reply() once the batch is durable.
+void tell_parked(shell_state& s, batch& b);
+// Hands `reply` ({"ok", "body"} or {"ok", "code", "message"}) to `r`.
+void deliver_reply(const request_ptr& r, const json& reply);
 // The timers family's side of a set_timer or cancel_timer effect.
 void timer_ops(shell_state& s, const agent::effect& fx, batch& b);
 // Runs decide() and appends the events (applied to the state) to the batch.

@@ -156,6 +156,20 @@ const agent::agent_type* type_catalog::find(std::string_view name, std::string_v
   return a ? a->type : nullptr;
 }
 
+const agent::agent_type* type_catalog::for_folding(std::string_view name) const {
+  if (const agent::agent_type* t = types_.find(name)) return t;
+  const auto versions = types_.versions(name);
+  return versions.empty() ? nullptr : types_.find(name, versions.back().hash);
+}
+
+status type_not_loaded(std::string_view agent, std::string_view type) {
+  const std::string t(type);
+  return error(code::conflict, "agent " + std::string(agent) + " is of type " + t +
+                                   ", which this node has not loaded; start keeld with --agents "
+                                   "DIR (the folder of " +
+                                   t + "'s spec), or register it: keel types put FILE");
+}
+
 result<persistence::write_set> type_catalog::version_ops(std::string_view name) {
   persistence::write_set ops;
   const std::string prefix = type_version_key(name, "");

@@ -45,6 +45,11 @@ class type_catalog {
   // into the registry). nullptr when neither has it.
   const agent::agent_type* find(std::string_view name, std::string_view version);
 
+  // A version of `name` to fold an agent's history with (folding does not
+  // depend on the version; the agent then runs its own): the latest, else
+  // the newest the node has; nullptr when it has none.
+  const agent::agent_type* for_folding(std::string_view name) const;
+
   // Every stored version of `name` as write ops: what travels with an agent
   // handed to another node (which keeps its own latest).
   result<persistence::write_set> version_ops(std::string_view name);
@@ -59,6 +64,12 @@ class type_catalog {
   agent::type_registry& types_;
   std::mutex mu_;  // one registration at a time: the stored latest follows the registry's
 };
+
+// Why agent `agent` of type `type` cannot be loaded: no version of its type
+// is on this node (keeld started without the --agents folder of its spec).
+// A conflict (409), not a corruption: the data is whole, the node lacks
+// the code to run it.
+status type_not_loaded(std::string_view agent, std::string_view type);
 
 std::string type_version_key(std::string_view name, std::string_view hash);
 bool is_type_version_key(std::string_view key);

@@ -1,6 +1,10 @@
 #include "agent/core.hpp"
 
+#include <algorithm>
+
 #include "agent/counter.hpp"
+#include "base/names.hpp"
+#include "config/agent_spec.hpp"
 
 namespace keel::agent {
 
@@ -41,7 +45,58 @@ json state_to_json(const agent_state& s) {
 }
 
 bool is_operator_signal(std::string_view name) {
-  return name == "pause" || name == "resume" || name == "forked" || name == "salvaged";
+  return std::find(config::node_signals.begin(), config::node_signals.end(), name) !=
+         config::node_signals.end();
+}
+
+std::string signal_input_id(uint64_t arrival) {
+  return "auto-signal-" + std::to_string(arrival);
+}
+
+status check_signal_name(const agent_type& t, std::string_view name, std::string_view agent) {
+  if (is_operator_signal(name)) return status::ok();
+  const std::vector<std::string> own = t.signals();
+  if (std::find(own.begin(), own.end(), name) != own.end()) return status::ok();
+  std::string takes;
+  for (const auto& n : own) takes += (takes.empty() ? "" : ", ") + n;
+  std::string msg = "agent " + std::string(agent) + " (type " + std::string(t.name()) +
+                    ") takes no signal '" + std::string(name) + "'";
+  if (const std::string near = nearest_name(name, own); !near.empty())
+    msg += " (did you mean " + near + "?)";
+  msg += takes.empty() ? "; it takes only pause and resume" : "; it takes " + takes;
+  return error(code::invalid_argument, std::move(msg));
+}
+
+status check_signal_now(const agent_type& t, const agent_state& s, const signal_input& sig,
+                        std::string_view agent) {
+  // The node's own records: a terminated parent still records its forks.
+  if (sig.name == "forked" || sig.name == "salvaged") return status::ok();
+  const std::string who = "agent " + std::string(agent);
+  if (s.status != "active") return error(code::conflict, who + " is " + s.status);
+  if (sig.name == "pause" && s.paused) return error(code::conflict, who + " is already paused");
+  if (sig.name == "resume" && !s.paused) return error(code::conflict, who + " is not paused");
+  if (is_operator_signal(sig.name)) return status::ok();
+  status ok = t.signal_applies(s, sig);
+  if (ok || ok.error_code() != code::conflict) return ok;
+  return error(code::conflict, who + " is " + listed_phase(t, s) + ": " + ok.message());
+}
+
+bool waits_for_human(std::string_view phase) {
+  return phase == "waiting_approval" || phase == "waiting_human" || phase == "in_doubt";
+}
+
+const std::vector<std::string>& known_phases() {
+  static const std::vector<std::string> phases = {
+      "idle",          "running",  "thinking", "running_tool", "waiting_worker", "waiting_approval",
+      "waiting_human", "sleeping", "in_doubt", "retrying",     "compensating",   "terminated",
+      "failed",        "unknown"};
+  return phases;
+}
+
+std::string listed_phase(const agent_type& t, const agent_state& s) {
+  if (s.status != "active") return s.status;
+  std::string p = t.phase(s);
+  return p.empty() ? "idle" : p;
 }
 
 bool passes_pause(std::string_view signal) {

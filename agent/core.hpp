@@ -71,8 +71,12 @@ struct signal_input {
 // Signals every type shares, decided by the core before the type sees any
 // signal: "pause" and "resume" ({"by"}), "forked" ({"as", "at", "by"},
 // sent to the parent of a new fork) and "salvaged" (what a salvage of the
-// node's store dropped for this agent). A type never receives them.
+// node's store dropped for this agent); config::node_signals. A type never
+// receives them.
 bool is_operator_signal(std::string_view name);
+// The id a signal's input goes by when it starts a turn ("auto-signal-N",
+// N its arrival): the turn's answer names it (reply_effect::to).
+std::string signal_input_id(uint64_t arrival);
 // What a paused agent still takes: the operator signals, and cancel and
 // resolve (an operator may end or settle what it holds).
 bool passes_pause(std::string_view signal);
@@ -192,6 +196,18 @@ class agent_type {
   // version): ok, or why not (conflict: it waits in a call of a tool this
   // version does not have).
   virtual status can_take_over(const agent_state&) const { return status::ok(); }
+  // The signals this type takes besides the node's (config::node_signals),
+  // in the order a refusal lists them. The node refuses any other signal
+  // before recording it (check_signal_name).
+  virtual std::vector<std::string> signals() const { return {}; }
+  // Whether `sig` (one of signals()) applies to an agent in `s` now: ok;
+  // conflict with the reason when deciding it could only refuse it
+  // (approve with nothing awaiting approval); invalid_argument for a
+  // payload it cannot take. Pure, like decide(), which keeps the same
+  // check for signals that waited behind other input.
+  virtual status signal_applies(const agent_state&, const signal_input&) const {
+    return status::ok();
+  }
   // Validates a spawn input and returns the initial `data`.
   virtual result<json> initial_data(const json& input) const = 0;
   virtual void on_message(const agent_state& s, const message_input& m, int64_t now_ms,
@@ -251,6 +267,28 @@ class one_version final : public type_versions {
 std::string version_of(const agent_state& st, const event& first);
 // The version a state written before agent_state::version existed runs.
 std::string legacy_version(const json& type_data);
+
+// Whether an agent `agent` of type `t` takes a signal called `name` at
+// all: the node's signals and t.signals(). Errors: invalid_argument naming
+// the signals it takes, and the nearest one to a typo.
+status check_signal_name(const agent_type& t, std::string_view name, std::string_view agent);
+// Whether `sig` applies to agent `agent` in `s` now (pause of a paused
+// agent, t.signal_applies): the node refuses a signal that would only be
+// refused when decided, before recording it. REQUIRES: check_signal_name
+// passed. Errors: conflict (naming the agent's phase), invalid_argument.
+status check_signal_now(const agent_type& t, const agent_state& s, const signal_input& sig,
+                        std::string_view agent);
+// Where an agent stands for listings and metrics: its status once it is
+// no longer active, else its type's phase ("idle" for types without).
+std::string listed_phase(const agent_type& t, const agent_state& s);
+// Whether an agent in `phase` waits for a person (an approval, an answer
+// to ask_human, an effect in doubt to resolve): waiting_approval,
+// waiting_human, in_doubt.
+bool waits_for_human(std::string_view phase);
+// Every phase listed_phase() gives for the built-in types and agent loops,
+// and "unknown" (a listing's word for an entry an earlier version wrote):
+// what a listing's phase filter takes.
+const std::vector<std::string>& known_phases();
 
 decision decide(const agent_type& t, const agent_state& s, const input& in, int64_t now_ms);
 // decide() as the node runs it (and replay re-runs it): an exception thrown

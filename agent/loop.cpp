@@ -34,7 +34,7 @@ struct loop_decider {
         next_timer(st.next_timer_id) {
     // The generic event (message_received, signal_received, timer_fired) is
     // already in `out`; the loop's view must include it.
-    for (const auto& e : out.events) apply_ctl(ctl, e);
+    for (const auto& e : out.events) apply_ctl(ctl, e, conversation());
   }
 
   uint64_t next_seq() const { return s.last_seq + out.events.size() + 1; }
@@ -45,9 +45,12 @@ struct loop_decider {
     return in_turn() && wait().is_object() ? wait().value("on", "") : std::string();
   }
 
+  // The conversation as the state holds it (the decider does not fold it).
+  const json& conversation() const { return member(s.data, "conversation"); }
+
   void emit(event_type t, json data) {
     event e{t, now, std::move(data)};
-    apply_ctl(ctl, e);
+    apply_ctl(ctl, e, conversation());
     out.events.push_back(std::move(e));
   }
   void effect(agent::effect fx) { out.effects.push_back(std::move(fx)); }
@@ -252,9 +255,11 @@ struct loop_decider {
       if (!in_turn()) {
         if (ctl["queue"].empty()) return;
         const json q = ctl["queue"][0];
-        emit(event_type::turn_started, {{"turn", u64(ctl, "turns") + 1},
-                                        {"id", q.value("id", "")},
-                                        {"from", q.value("from", "")}});
+        json started = {{"turn", u64(ctl, "turns") + 1},
+                        {"id", q.value("id", "")},
+                        {"from", q.value("from", "")}};
+        if (q.contains("retry_of")) started["retry_of"] = q["retry_of"];
+        emit(event_type::turn_started, std::move(started));
         continue;
       }
       if (wait().is_object()) return;
@@ -421,13 +426,14 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
   loop_decider d(*this, s, now, out);
   const json& p = sig.payload;
   const std::string by = str(p, "by");
-  const std::string on = d.wait_on();
-  auto conflict = [&](std::string why) {
-    out.effects.push_back(reply_error("conflict", std::move(why)));
-  };
+  if (status ok = check_loop_signal(member(s.data, "ctl"), member(s.data, "conversation"), sig);
+      !ok) {
+    out.effects.push_back(reply_error(
+        ok.error_code() == code::conflict ? "conflict" : "invalid_argument", ok.message()));
+    return;
+  }
 
   if (sig.name == "approve" || sig.name == "reject") {
-    if (on != "approval") return conflict("nothing awaits approval");
     const uint64_t i = u64(d.wait(), "call");
     const json c = d.turn()["calls"][i];
     const bool ok = sig.name == "approve";
@@ -454,7 +460,6 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
     return reply_to(out, {{"call", c.value("name", "")}, {ok ? "approved" : "rejected", true}});
   }
   if (sig.name == "resolve") {
-    if (on != "in_doubt") return conflict("no effect is in doubt");
     const std::string outcome = str(p, "outcome");
     const json prev = d.wait()["prev"];
     const uint64_t eff = u64(prev, "effect");
@@ -486,36 +491,43 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
                 {"final", true},
                 {"resolved_by", by}});
       }
-    } else if (outcome == "retry") {
+    } else {  // "retry", as check_loop_signal made sure
       d.restart(prev, static_cast<uint32_t>(u64(prev, "attempt") + 1), false);
-    } else {
-      out.effects.push_back(reply_error(
-          "invalid_argument",
-          "resolve needs {\"outcome\": \"succeeded\"|\"failed\"|\"retry\", \"result\"?}"));
-      return;
     }
     d.advance();
     return reply_to(out, {{"resolved", outcome}, {"effect", eff}});
   }
   if (sig.name == "answer") {
-    if (on != "human") return conflict("nobody asked a human");
     const json w = d.wait();
     d.complete_call(w, p, "answered_by", by);
     d.advance();
     return reply_to(out, {{"answered", true}});
   }
   if (sig.name == "cancel") {
-    if (!before.is_object()) return conflict("no turn is in progress");
-    if (before["wait"].is_object() && before["wait"].value("on", "") == "in_doubt")
-      return conflict("an effect is in doubt: resolve it first, then cancel");
     if (before["wait"].is_object() && before["wait"].value("on", "") == "worker")
       d.effect(end_effect{u64(before["wait"], "effect")});
     d.advance();
     return reply_to(out, {{"cancelled", true}});
   }
+  if (sig.name == "retry") {
+    // The fold queued the failed turn's input: the turn starts now, and
+    // its end answers the retry (as a message's turn answers the message).
+    d.advance();
+    return;
+  }
   const bool queued = before.is_object();
   d.advance();
   reply_to(out, {{"status", queued ? "queued" : "started"}});
+}
+
+std::vector<std::string> loop_type::signals() const {
+  std::vector<std::string> out(config::loop_signals.begin(), config::loop_signals.end());
+  out.insert(out.end(), spec_->signals.begin(), spec_->signals.end());
+  return out;
+}
+
+status loop_type::signal_applies(const agent_state& s, const signal_input& sig) const {
+  return check_loop_signal(member(s.data, "ctl"), member(s.data, "conversation"), sig);
 }
 
 void loop_type::on_timer(const agent_state& s, const pending_timer& t, int64_t now,
@@ -641,7 +653,7 @@ void loop_type::on_recover(const agent_state& s, const recover_input& r, int64_t
 void loop_type::apply(agent_state& s, const event& e) const {
   json& ctl = s.data["ctl"];
   apply_conversation(s.data["conversation"], ctl, e);
-  apply_ctl(ctl, e);
+  apply_ctl(ctl, e, s.data["conversation"]);
 }
 
 status loop_type::can_take_over(const agent_state& s) const {
@@ -686,6 +698,10 @@ std::string loop_type::phase(const agent_state& s) const {
   if (on == "retry") return "retrying";
   if (on == "compensation") return "compensating";
   return on;
+}
+
+std::string loop_type::turn_id(const agent_state& s) const {
+  return str(member(member(s.data, "ctl"), "turn"), "id");
 }
 
 json loop_type::view(const agent_state& s) const {

@@ -11,6 +11,8 @@
 //             durable timer) | effect_in_doubt (after a crash) ... resolve
 //     -> model_requested ... until a reply without tool calls
 //   -> turn_completed {status: completed | failed | cancelled | stopped}
+//   ... signal retry (after failed or stopped): the failed turn's input again,
+//       as a new turn (turn_started {retry_of})
 //
 // A failed or cancelled turn first runs the compensations of its completed
 // tool calls in reverse order (compensation_started/_completed). Budgets and
@@ -43,6 +45,9 @@ class loop_type final : public agent_type {
   std::string_view version() const override { return version_; }
   // Refused while the agent waits in a call of a tool this spec lacks.
   status can_take_over(const agent_state& s) const override;
+  // config::loop_signals and the spec's own.
+  std::vector<std::string> signals() const override;
+  status signal_applies(const agent_state& s, const signal_input& sig) const override;
   result<json> initial_data(const json& input) const override;
   void on_message(const agent_state& s, const message_input& m, int64_t now_ms,
                   decision& out) const override;
@@ -59,6 +64,9 @@ class loop_type final : public agent_type {
   result<json> query(const agent_state& s, const json& q) const override;
   json view(const agent_state& s) const override;
   std::string phase(const agent_state& s) const override;
+  // The id of the input whose turn runs or waits ("" when none): a
+  // message's id, or signal_input_id() of the signal that started it.
+  std::string turn_id(const agent_state& s) const;
   std::vector<uint64_t> open_effects(const agent_state& s) const override;
 
   // The chat-completions request for the model call the state waits for:

@@ -16,8 +16,72 @@ using config::tool_kind;
 // Signals the loop interprets itself, and the core's operator signals
 // (pause, resume, forked); any other signal starts a turn.
 bool is_control_signal(const std::string& name) {
-  return name == "approve" || name == "reject" || name == "resolve" || name == "answer" ||
-         name == "cancel" || is_operator_signal(name);
+  return std::find(config::loop_signals.begin(), config::loop_signals.end(), name) !=
+             config::loop_signals.end() ||
+         is_operator_signal(name);
+}
+
+namespace {
+
+// The input of the last turn: its user message, the last in the
+// conversation (a turn adds exactly one, first).
+const json* last_input(const json& conv) {
+  if (!conv.is_array()) return nullptr;
+  for (auto it = conv.rbegin(); it != conv.rend(); ++it)
+    if (it->is_object() && it->value("role", "") == "user" && it->contains("content"))
+      return &(*it)["content"];
+  return nullptr;
+}
+
+}  // namespace
+
+std::string retry_refusal(const json& ctl, const json& conv) {
+  const json& turn = member(ctl, "turn");
+  if (turn.is_object())
+    return "turn " + std::to_string(u64(turn, "n")) +
+           " is in progress; retry a turn once it failed";
+  if (const json& q = member(ctl, "queue"); q.is_array() && !q.empty())
+    return "a turn is queued; retry a turn once it failed";
+  const json& last = member(ctl, "last");
+  if (!last.is_object()) return "no turn has run yet: nothing to retry";
+  const std::string st = str(last, "status");
+  if (st != "failed" && st != "stopped")
+    return "the last turn (" + std::to_string(u64(last, "turn")) + ") " +
+           (st == "completed" ? std::string("completed") : "was " + st) + ": nothing to retry";
+  if (!last_input(conv)) return "the failed turn's input is not in the conversation";
+  return {};
+}
+
+// Reads the state before the signal: the signal's own fold (a cancel's
+// failing turn, a retry's queued input) must not answer for it.
+status check_loop_signal(const json& ctl, const json& conv, const signal_input& sig) {
+  const json& turn = member(ctl, "turn");
+  const json& w = member(turn, "wait");
+  const std::string on = str(w, "on");
+  const std::string& n = sig.name;
+  if (n == "approve" || n == "reject")
+    return on == "approval" ? status::ok() : error(code::conflict, "nothing awaits approval");
+  if (n == "resolve") {
+    if (on != "in_doubt") return error(code::conflict, "no effect is in doubt");
+    const std::string outcome = str(sig.payload, "outcome");
+    if (outcome != "succeeded" && outcome != "failed" && outcome != "retry")
+      return error(code::invalid_argument,
+                   "resolve needs {\"outcome\": \"succeeded\"|\"failed\"|\"retry\", \"result\"?}");
+    return status::ok();
+  }
+  if (n == "answer")
+    return on == "human" ? status::ok() : error(code::conflict, "nobody asked a human");
+  if (n == "cancel") {
+    if (!turn.is_object()) return error(code::conflict, "no turn is in progress");
+    if (on == "in_doubt")
+      return error(code::conflict, "an effect is in doubt: resolve it first, then cancel");
+    return status::ok();
+  }
+  if (n == "retry") {
+    const std::string why = retry_refusal(ctl, conv);
+    return why.empty() ? status::ok() : error(code::conflict, why);
+  }
+  return status::ok();
 }
 
 namespace {
@@ -113,7 +177,7 @@ uint64_t busy_ms(const json& turn, int64_t now) {
   return static_cast<uint64_t>(std::max<int64_t>(0, now - turn.value("started_ms", now) - waited));
 }
 
-void apply_ctl(json& ctl, const event& e) {
+void apply_ctl(json& ctl, const event& e, const json& conv) {
   const json& d = e.data;
   json& turn = turn_of(ctl);
   json& usage = ctl["usage"];
@@ -130,9 +194,18 @@ void apply_ctl(json& ctl, const event& e) {
       if (!is_control_signal(name)) {
         ctl["queue"].push_back(
             // "auto-" ids are the node's own: no client message shares one.
-            {{"id", "auto-signal-" + std::to_string(u64(d, "arrival"))},
+            {{"id", signal_input_id(u64(d, "arrival"))},
              {"from", ""},
              {"input", "[signal " + name + "] " + d.value("payload", json()).dump()}});
+      } else if (name == "retry" && retry_refusal(ctl, conv).empty()) {
+        // The failed turn again: its input, as a new turn that answers the
+        // retry (a refused retry changes nothing).
+        const json& input = *last_input(conv);
+        ctl["queue"].push_back(
+            {{"id", signal_input_id(u64(d, "arrival"))},
+             {"from", ""},
+             {"input", input.is_string() ? input.get<std::string>() : input.dump()},
+             {"retry_of", u64(ctl["last"], "turn")}});
       } else if (name == "cancel" && turn.is_object() && turn["failing"].is_null() &&
                  !(turn["wait"].is_object() && turn["wait"].value("on", "") == "in_doubt")) {
         const json& p = d.value("payload", json());

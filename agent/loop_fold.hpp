@@ -6,14 +6,28 @@
 #include <cstdint>
 #include <string>
 
+#include "agent/core.hpp"
 #include "agent/event.hpp"
 #include "config/agent_spec.hpp"
 
 namespace keel::agent::loop_detail {
 
-// Signals the loop interprets itself (approve, reject, resolve, answer,
-// cancel); any other signal starts a turn.
+// Signals the loop interprets itself (config::loop_signals) and the node's;
+// any other signal starts a turn.
 bool is_control_signal(const std::string& name);
+
+// Why a retry cannot start now ("" when it can): a turn runs or waits, or
+// the last turn neither failed nor was stopped. `conv`: the conversation,
+// where the failed turn's input is.
+std::string retry_refusal(const json& ctl, const json& conv);
+
+// Whether a signal the loop interprets applies to its control state `ctl`
+// as it was before the signal (`conv`: its conversation): ok, conflict
+// with the reason, or invalid_argument for a resolve without an outcome.
+// The one check of the node's acceptance (loop_type::signal_applies) and
+// of the decision, which refuses what was accepted behind other input and
+// no longer applies.
+status check_loop_signal(const json& ctl, const json& conv, const signal_input& sig);
 
 // Fields of JSON from outside, never trusted to have a shape: "" / 0 when
 // absent, of another type, or `j` is no object.
@@ -33,8 +47,11 @@ bool is_passive_wait(const std::string& on);
 // Time `turn` has been busy at `now`, not counting waits for people.
 uint64_t busy_ms(const json& turn, int64_t now);
 
-// Folds `e` into the control state.
-void apply_ctl(json& ctl, const event& e);
+// Folds `e` into the control state. `conv` is the conversation before `e`;
+// only a retry's signal_received reads it (for the failed turn's input),
+// and that is always the first event of its decision, so a decider may
+// pass the state's conversation for every event it emits.
+void apply_ctl(json& ctl, const event& e, const json& conv);
 // Folds `e` into the conversation; call before apply_ctl (it reads the turn
 // as it was before the event).
 void apply_conversation(json& conv, const json& ctl, const event& e);

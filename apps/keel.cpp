@@ -1,8 +1,17 @@
 // keel: the command line over a node's HTTP API v1. Its commands, their
 // flags and help are the table in apps/keel_help.cpp.
 //
-// Exit codes: 0 ok; 1 the server answered with an error (its code and
-// message go to stderr) or could not be reached; 2 a usage error.
+// Exit codes: 0 ok (with --wait: answered); 1 the server answered with an
+// error (its code and message go to stderr), the agent answered with one,
+// or the server could not be reached; 2 a usage error. With --wait, send,
+// signal, cancel, pause, resume, resolve and retry also end in
+//   3  parked: the turn waits for a person (an approval, an answer to
+//      ask_human, an effect in doubt); what for and the commands that
+//      move it on are printed
+//   4  the turn failed, was stopped (a budget) or was cancelled; the reason
+//      is printed (and `keel retry NAME` for a failed or stopped one)
+//   5  no reply within the wait, and the agent is still at it; its phase is
+//      printed
 
 #include <algorithm>
 #include <chrono>
@@ -64,6 +73,7 @@ void print_view(const json& v) {
   std::printf("name        %s\n", text_of(v.value("name", json())).c_str());
   std::printf("type        %s\n", text_of(v.value("type", json())).c_str());
   std::printf("status      %s\n", text_of(v.value("status", json())).c_str());
+  if (v.contains("node")) std::printf("node        %s\n", text_of(v["node"]).c_str());
   std::printf("last_seq    %s\n", text_of(v.value("last_seq", json())).c_str());
   std::printf("hibernated  %s\n", text_of(v.value("hibernated", json())).c_str());
   if (v.contains("created_ms") && v["created_ms"].is_number_integer())
@@ -112,9 +122,12 @@ int cli::spawn() {
   return exit_ok;
 }
 
-// Shared by send and signal: the acknowledgement and, with --wait, the reply.
+// Shared by send, signal, cancel and the operator controls: the
+// acknowledgement and, with --wait, what became of it, as exit codes
+// (see the header comment).
 int cli::print_ack(const json& j) {
-  if (inv_.json_out)
+  const bool text = !inv_.json_out;
+  if (!text)
     done(j);
   else if (j.value("queued", false))
     std::printf("queued id=%s (the agent's node is down; delivered when it returns)\n",
@@ -124,9 +137,10 @@ int cli::print_ack(const json& j) {
                 text_of(j.value("seq", json())).c_str(),
                 j.value("duplicate", false) ? " (duplicate: not processed again)" : "");
   if (!j.contains("reply")) {
-    if (opt(inv_, "wait") && !inv_.json_out && !j.value("duplicate", false))
-      std::printf("no reply within %s ms\n", opt(inv_, "wait")->c_str());
-    return exit_ok;
+    if (!opt(inv_, "wait") || j.value("duplicate", false)) return exit_ok;
+    if (j.contains("phase")) return print_standing(j, true);
+    if (text) std::printf("no reply within %s ms\n", opt(inv_, "wait")->c_str());
+    return exit_no_reply;
   }
   const json& reply = j["reply"];
   if (reply.is_object() && reply.size() == 1 && reply.contains("error") &&
@@ -136,8 +150,62 @@ int cli::print_ack(const json& j) {
                  text_of(reply["error"].value("message", json())).c_str());
     return exit_server;
   }
-  if (!inv_.json_out) std::printf("reply %s\n", dump(reply).c_str());
+  // An agent loop's turn that waits instead of ending ({"status": "waiting"}).
+  if (reply.is_object() && reply.value("status", "") == "waiting" && reply.contains("phase"))
+    return print_standing(reply, false);
+  if (text) std::printf("reply %s\n", dump(reply).c_str());
+  // The outcome of a turn: {"turn", "status", "answer" | "reason"}.
+  const std::string status =
+      reply.is_object() && reply.contains("turn") ? reply.value("status", "") : "";
+  if (status == "failed" || status == "stopped" || status == "cancelled") {
+    if (text) {
+      std::printf("%s: %s\n", status.c_str(), text_of(reply.value("reason", json())).c_str());
+      if (status != "cancelled") std::printf("  retry: keel retry %s\n", inv_.args[0].c_str());
+    }
+    return exit_turn_failed;
+  }
   return exit_ok;
+}
+
+int cli::print_standing(const json& s, bool timed_out) {
+  const std::string phase = s.value("phase", "");
+  const std::string& name = inv_.args[0];
+  const json& w = s.value("wait", json());
+  const std::string call = w.is_object() && w.contains("tool")
+                               ? text_of(w["tool"]) + "(" + dump(w.value("arguments", json())) + ")"
+                               : std::string("a call");
+  const bool text = !inv_.json_out;
+  const bool paused = s.value("paused", false);
+  if (phase != "waiting_approval" && phase != "waiting_human" && phase != "in_doubt") {
+    if (text) {
+      if (timed_out)
+        std::printf("no reply within %s ms; the agent is %s%s\n", opt(inv_, "wait")->c_str(),
+                    phase.c_str(), paused ? " (paused)" : "");
+      else
+        std::printf("no reply yet: the agent is %s%s\n", phase.c_str(), paused ? " (paused)" : "");
+      if (paused) std::printf("  resume: keel resume %s\n", name.c_str());
+      std::printf("  follow: keel ledger %s -f\n", name.c_str());
+    }
+    return exit_no_reply;
+  }
+  if (!text) return exit_parked;
+  if (phase == "waiting_approval") {
+    std::printf("parked: waiting for approval of %s\n", call.c_str());
+    std::printf("  approve: keel signal %s approve\n", name.c_str());
+    std::printf("  reject: keel signal %s reject --payload '{\"reason\": \"...\"}'\n",
+                name.c_str());
+  } else if (phase == "waiting_human") {
+    std::printf("parked: waiting for a person's answer to %s\n", call.c_str());
+    std::printf("  answer: keel signal %s answer --payload '{\"answer\": \"...\"}'\n",
+                name.c_str());
+  } else {
+    std::printf("parked: %s is in doubt (it may or may not have happened)\n",
+                w.is_object() && w.contains("tool") ? text_of(w["tool"]).c_str() : "a call");
+    std::printf("  resolve: keel resolve %s --outcome succeeded|failed|retry [--result JSON]\n",
+                name.c_str());
+  }
+  if (paused) std::printf("  (paused: keel resume %s)\n", name.c_str());
+  return exit_parked;
 }
 
 std::string wait_query(const invocation& inv) {
@@ -176,29 +244,58 @@ int cli::show() {
 
 int cli::ls() {
   expect_args(inv_, 0, 0);
-  std::string q;
+  std::string q, again;  // the query; the flags the next page's command repeats
   auto add = [&q](const char* k, const std::string& v) {
     q += (q.empty() ? "?" : "&") + std::string(k) + "=" + net::percent_encode(v);
   };
-  if (auto p = opt(inv_, "prefix")) add("prefix", *p);
-  if (auto limit = number_opt(inv_, "limit"); !limit.empty()) add("limit", limit);
+  if (auto p = opt(inv_, "prefix")) {
+    add("prefix", *p);
+    again += " --prefix " + *p;
+  }
+  if (auto limit = number_opt(inv_, "limit"); !limit.empty()) {
+    add("limit", limit);
+    again += " --limit " + limit;
+  }
   if (auto a = opt(inv_, "after")) add("after", *a);
+  for (const auto& p : opt_all(inv_, "phase")) {
+    add("phase", p);
+    again += " --phase " + p;
+  }
+  if (opt(inv_, "waiting")) {
+    add("waiting", "true");
+    again += " --waiting";
+  }
+  if (opt(inv_, "all")) {
+    add("all", "true");
+    again += " --all";
+  }
   auto j = call("GET", "/v1/agents" + q);
   if (!j) return exit_server;
   if (inv_.json_out) return done(*j);
   std::vector<std::vector<std::string>> rows;
+  bool any_paused = false;
   for (const auto& a : j->value("agents", json::array())) {
     std::string created = a.contains("created_ms") && a["created_ms"].is_number_integer()
                               ? iso_time(a["created_ms"].get<int64_t>())
                               : "-";
+    const bool paused = a.value("paused", false);
+    any_paused = any_paused || paused;
     rows.push_back({text_of(a.value("name", json())), text_of(a.value("type", json())),
-                    text_of(a.value("status", json())), created,
-                    a.value("live", false) ? "live" : "hibernated"});
+                    text_of(a.value("phase", json())), text_of(a.value("node", json())), created,
+                    a.value("live", false) ? "live" : "hibernated", paused ? "paused" : ""});
   }
-  print_table({"NAME", "TYPE", "STATUS", "CREATED", "MEMORY"}, rows);
+  std::vector<std::string> head{"NAME", "TYPE", "PHASE", "NODE", "CREATED", "MEMORY"};
+  if (any_paused)
+    head.push_back("PAUSED");
+  else
+    for (auto& r : rows) r.pop_back();
+  print_table(head, rows);
   if (j->contains("next_after") && (*j)["next_after"].is_string())
-    std::fprintf(stderr, "more: keel ls --after %s\n",
-                 (*j)["next_after"].get<std::string>().c_str());
+    std::fprintf(stderr, "more: keel ls --after %s%s\n",
+                 (*j)["next_after"].get<std::string>().c_str(), again.c_str());
+  if (j->contains("unavailable_nodes"))
+    std::fprintf(stderr, "not listed: nodes %s did not answer\n",
+                 dump((*j)["unavailable_nodes"]).c_str());
   return exit_ok;
 }
 
@@ -397,7 +494,7 @@ int cli::run() {
   if (c == "fork") return fork();
   if (c == "import") return import();
   if (c == "compact") return compact();
-  if (c == "pause" || c == "resume" || c == "resolve") return control(c);
+  if (c == "pause" || c == "resume" || c == "resolve" || c == "retry") return control(c);
   if (c == "eval") return eval();
   if (c == "types") return types();
   if (c == "upgrade") return upgrade();

@@ -25,7 +25,11 @@ namespace keel::cli_app {
 
 using json = nlohmann::json;
 
-constexpr int exit_ok = 0, exit_server = 1, exit_usage = 2;
+// Exit codes (keel.cpp's header says what each means): send, signal,
+// cancel and the operator controls with --wait also end in exit_parked,
+// exit_turn_failed or exit_no_reply.
+constexpr int exit_ok = 0, exit_server = 1, exit_usage = 2, exit_parked = 3, exit_turn_failed = 4,
+              exit_no_reply = 5;
 
 struct usage_failure {
   std::string message;
@@ -148,6 +152,11 @@ class cli {
   int tasks();
   int cluster();
   int print_ack(const json& j);
+  // What a turn's standing means for a caller that waited: a phase that
+  // waits for a person (exit_parked, with the commands that move it on),
+  // or one still running (exit_no_reply). `s` holds "phase", "wait"?,
+  // "paused"?.
+  int print_standing(const json& s, bool timed_out);
 
   // apps/keel_ledger.cpp: audit, replay, fork, operator controls.
   int follow(const std::string& name, uint64_t from);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "apps/keel_cli.hpp"
+#include "base/names.hpp"
 
 namespace keel::cli_app {
 
@@ -70,25 +71,26 @@ std::vector<command_help> make_table() {
   t.push_back({"show",
                g_agents,
                "show NAME",
-               "an agent's status, last seq, phase and state",
+               "an agent's status, node, last seq, phase and state",
                "For agent loops it adds the phase with what the turn waits for, and the\n"
                "last turn's outcome.",
                {},
                {"keel show acct/alice", "keel show acct/alice --json"}});
-  t.push_back(
-      {"ls",
-       g_agents,
-       "ls [--prefix P] [--limit N] [--after NAME] [--waiting] [--phase PHASE] [--all]",
-       "list agents",
-       "One page at a time: `more: keel ls --after NAME` on stderr when there is\n"
-       "another (or --all).",
-       {{"prefix", "P", "only names starting with P"},
-        {"limit", "N", "at most N agents per page"},
-        {"after", "NAME", "the page after NAME (what `more:` says)"},
-        {"waiting", nullptr, "only agents waiting for a person: an approval, an answer, a resolve"},
-        {"phase", "PHASE", "only agents in this phase, e.g. waiting_approval"},
-        {"all", nullptr, "every page, not only the first"}},
-       {"keel ls --prefix ticket/", "keel ls --waiting"}});
+  t.push_back({"ls",
+               g_agents,
+               "ls [--prefix P] [--limit N] [--after NAME] [--phase P]... [--waiting] [--all]",
+               "list agents with their phase and node (no agent is woken)",
+               "Columns NAME TYPE PHASE NODE CREATED MEMORY, and PAUSED when one is paused.\n"
+               "One page at a time: `more: keel ls --after NAME ...` on stderr when there is\n"
+               "another. Terminated agents are left out unless --all.",
+               {{"prefix", "P", "only names starting with P"},
+                {"limit", "N", "at most N agents per page"},
+                {"after", "NAME", "the page after NAME (what `more:` says)"},
+                {"phase", "P", "only agents in phase P, e.g. waiting_approval (repeatable)"},
+                {"waiting", nullptr,
+                 "only agents waiting for a person: an approval, an answer, an effect in doubt"},
+                {"all", nullptr, "terminated agents too"}},
+               {"keel ls --prefix ticket/", "keel ls --waiting", "keel ls --phase failed --all"}});
   t.push_back({"query",
                g_agents,
                "query NAME [JSON]",
@@ -105,11 +107,13 @@ std::vector<command_help> make_table() {
                {"keel rm acct/alice"}});
   t.push_back({"retry",
                g_agents,
-               "retry NAME",
-               "run an agent's failed turn again",
-               "",
-               {},
-               {"keel retry ticket/4711"}});
+               "retry NAME [--by WHO] [--wait MS]",
+               "run a failed (or budget-stopped) turn again with the same input",
+               "Recorded in the ledger (turn_started with retry_of), so replay reproduces it.\n"
+               "Refused (409) when the last turn did not fail or a turn is in progress.\n"
+               "With --wait the exit codes are those of send.",
+               {f_by, f_wait_reply},
+               {"keel retry ticket/4711", "keel retry ticket/4711 --wait 30000"}});
   // Operator controls
   t.push_back({"cancel",
                g_control,
@@ -391,21 +395,6 @@ std::string first_word(std::string_view name) {
   return std::string(name.substr(0, name.find(' ')));
 }
 
-// Edits (insert, delete, replace, swap two neighbours) between a and b.
-std::size_t distance(std::string_view a, std::string_view b) {
-  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
-  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i)
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min(
-          {d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-    }
-  return d[a.size()][b.size()];
-}
-
 std::string joined(const std::vector<std::string>& words) {
   std::string out;
   for (const auto& w : words) out += (out.empty() ? "" : ", ") + w;
@@ -498,14 +487,8 @@ const char* long_name(const std::string& command, char short_name) {
 std::string unknown_command(std::string_view word, std::string_view parent) {
   const std::vector<std::string> choices = command_words(parent);
   const std::string what = parent.empty() ? "command" : std::string(parent) + " command";
-  std::string best;
-  std::size_t best_d = SIZE_MAX;
-  for (const auto& c : choices) {
-    const std::size_t d = distance(word, c);
-    if (d < best_d) best = c, best_d = d;
-  }
-  // A suggestion only for a likely slip: at most 2 edits, fewer than the word has letters.
-  if (!best.empty() && best_d > 0 && best_d <= 2 && best_d < word.size())
+  // A suggestion only for a likely slip (base/names.hpp).
+  if (const std::string best = nearest_name(word, choices); !best.empty())
     return "unknown " + what + " '" + std::string(word) + "'; did you mean '" + best + "'?";
   if (parent.empty()) return "unknown " + what + " '" + std::string(word) + "'";
   return "unknown " + what + " '" + std::string(word) + "' (" + joined(choices) + ")";

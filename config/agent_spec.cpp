@@ -19,6 +19,7 @@
 #include <system_error>
 #include <utility>
 
+#include "base/names.hpp"
 #include "base/sha256.hpp"
 #include "config/json_schema.hpp"
 #include "config/secret_refs.hpp"
@@ -706,6 +707,30 @@ status parse_guardrails(const fields& f, const std::vector<tool_spec>& tools, gu
   return status::ok();
 }
 
+// "signals": the type's own signal names; the built-in ones are refused,
+// so that a declaration never changes what approve or pause do.
+status parse_signals(const fields& f, std::vector<std::string>& out) {
+  const json* arr = f.find("signals");
+  if (!arr) return status::ok();
+  if (!arr->is_array()) return f.fail_key("signals", "must be an array of signal names");
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const json& n = (*arr)[i];
+    const std::string where = pointer_child(f.at("signals"), i);
+    if (!n.is_string()) return f.fail(where, "must be a string");
+    const std::string name = n.get<std::string>();
+    if (status ok = validate_signal_name(name); !ok) return f.fail(where, ok.message());
+    auto built_in = [&name](const auto& list) {
+      return std::find(list.begin(), list.end(), name) != list.end();
+    };
+    if (built_in(loop_signals) || built_in(node_signals))
+      return f.fail(where, "\"" + name + "\" is a built-in signal; every agent loop takes it");
+    if (std::find(out.begin(), out.end(), name) != out.end())
+      return f.fail(where, "\"" + name + "\" is declared twice");
+    out.push_back(name);
+  }
+  return status::ok();
+}
+
 status parse_budget_limits(const fields& f, budget_limits& b) {
   KEEL_TRY(f.expect_object());
   KEEL_TRY(f.only({"model_calls", "tokens", "tool_calls", "wall_ms"}));
@@ -785,7 +810,7 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const 
   KEEL_TRY(top.expect_object());
   KEEL_TRY(top.only({"name", "description", "instructions", "model", "tools", "guardrails",
                      "budgets", "idle_ms", "max_steps_per_turn", "follow_latest",
-                     "dedupe_window_ms", "retention"}));
+                     "dedupe_window_ms", "retention", "signals"}));
   auto spec = std::make_shared<agent_spec>();
   KEEL_TRY(top.required("name"));
   KEEL_TRY(top.string("name", spec->name));
@@ -814,6 +839,7 @@ result<std::shared_ptr<const agent_spec>> parse_agent_spec(const json& j, const 
     if (spec->retention.keep_events == 0 && spec->retention.keep_ms == 0)
       return rf.fail(rf.pointer(), "needs keep_events or keep_ms (at least one above 0)");
   }
+  KEEL_TRY(parse_signals(top, spec->signals));
   spec->source = source;
   // Self-contained: the scripted model's replies inline, so that the stored
   // version needs no file, and a new script is a new version.

@@ -7,11 +7,13 @@
 //
 // The full format is documented in docs/agent-types.md.
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -144,6 +146,16 @@ struct budgets_spec {
   budget_limits lifetime;
 };
 
+// The signals an agent loop interprets itself, in the order messages list
+// them: every loop agent takes them, and a spec cannot declare them.
+inline constexpr std::array<std::string_view, 6> loop_signals = {"approve", "reject", "resolve",
+                                                                 "answer",  "cancel", "retry"};
+// The signals of the node itself: pause and resume (an operator's), forked
+// and salvaged (recorded by the node). Every agent takes them; a spec
+// cannot declare them.
+inline constexpr std::array<std::string_view, 4> node_signals = {"pause", "resume", "forked",
+                                                                 "salvaged"};
+
 struct agent_spec {
   std::string name;  // the agent type's name: [a-z0-9][a-z0-9_.-]{0,63}
   std::string description;
@@ -169,6 +181,11 @@ struct agent_spec {
     uint64_t keep_events = 0;  // keep at least the last N events live
     uint64_t keep_ms = 0;      // ... and every event younger than this
   } retention;
+  // The signals of its own the type takes ("signals": ["escalate", ...]),
+  // besides loop_signals and node_signals: each starts a turn whose input
+  // is "[signal NAME] payload". The node refuses any other signal (400)
+  // before recording it. Names as signal names (base/names.hpp), unique.
+  std::vector<std::string> signals;
   std::string source;  // the file it came from
   // The spec as one self-contained JSON document (a scripted model's replies
   // inline), which parses back to the same spec: what a node stores as this

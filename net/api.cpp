@@ -17,6 +17,7 @@
 #include "base/names.hpp"
 #include "base/version.hpp"
 #include "net/api_support.hpp"
+#include "net/http_client.hpp"
 
 namespace keel::net {
 
@@ -36,6 +37,10 @@ json reply_json(const result<actors::agent_reply>& r) {
 
 // A message or signal on its way: answered when the acknowledgement is in
 // and, with ?wait, when the reply is too or the wait ran out.
+// Where the agent stands, for a wait that ran out: `done` gets what
+// standing_of() says, or null when it cannot be had.
+using standing_fn = std::function<void(std::function<void(json)> done)>;
+
 struct waiter {
   std::mutex mu;
   bool done = false;
@@ -44,17 +49,38 @@ struct waiter {
   respond_fn respond;
   uint64_t wait_ms = 0;
   std::shared_ptr<const defer_fn> defer;
+  standing_fn standing;
 };
 using waiter_ptr = std::shared_ptr<waiter>;
 
-void finish(const waiter_ptr& w, std::unique_lock<std::mutex>& lock) {
+void finish(const waiter_ptr& w, std::unique_lock<std::mutex>& lock, const json& standing = {}) {
   w->done = true;
   json j{{"id", w->ack->id}, {"seq", w->ack->seq}};
   if (w->ack->duplicate) j["duplicate"] = true;
   if (w->ack->queued) j["queued"] = true;
-  if (w->reply) j["reply"] = std::move(*w->reply);
+  if (w->reply)
+    j["reply"] = std::move(*w->reply);
+  else if (standing.is_object())
+    j.update(standing);
   lock.unlock();
   w->respond(json_response(202, j));
+}
+
+// The wait ran out without a reply: the answer says where the agent
+// stands, so a client need not ask again. A reply that comes meanwhile
+// still wins.
+void on_wait_over(const waiter_ptr& w) {
+  {
+    std::unique_lock l(w->mu);
+    if (w->done) return;
+    if (!w->standing || w->ack->queued) return finish(w, l);
+  }
+  w->standing([w](json standing) {
+    guarded(w->respond, [&] {
+      std::unique_lock l(w->mu);
+      if (!w->done) finish(w, l, standing);
+    });
+  });
 }
 
 void on_accepted(const waiter_ptr& w, result<actors::send_ack> r) {
@@ -70,12 +96,8 @@ void on_accepted(const waiter_ptr& w, result<actors::send_ack> r) {
   // A duplicate gets the first reply again (at once if it was processed).
   if (w->wait_ms == 0 || w->reply) return finish(w, lock);
   lock.unlock();
-  (*w->defer)(std::chrono::milliseconds(w->wait_ms), [w] {
-    guarded(w->respond, [&] {
-      std::unique_lock l(w->mu);
-      if (!w->done) finish(w, l);
-    });
-  });
+  (*w->defer)(std::chrono::milliseconds(w->wait_ms),
+              [w] { guarded(w->respond, [&] { on_wait_over(w); }); });
 }
 
 void on_replied(const waiter_ptr& w, const result<actors::agent_reply>& r) {
@@ -147,7 +169,6 @@ struct api::impl {
   void agent_route(const http_request& req, const target& t, const respond_fn& respond);
 
   void spawn(const http_request& req, const respond_fn& respond);
-  void list(const target& t, const respond_fn& respond);
   void get(std::string name, const respond_fn& respond);
   void terminate(std::string name, const http_request& req, const respond_fn& respond);
   void message(std::string name, const http_request& req, const target& t,
@@ -195,8 +216,13 @@ struct api::impl {
     if (!queued) respond(fail(503, "unavailable", "node is shutting down"));
   }
 
-  // A waiter for ?wait=MS, or the error for a bad one.
-  result<waiter_ptr> make_waiter(const target& t, const respond_fn& respond) const;
+  // A waiter for ?wait=MS on agent `name`, or the error for a bad one.
+  result<waiter_ptr> make_waiter(const std::string& name, const http_request& req, const target& t,
+                                 const respond_fn& respond);
+
+  // The id listings and views give as an agent's node: this member's, or
+  // single_node_id.
+  std::string node_id() const { return opts.cluster ? opts.cluster->self_id() : single_node_id; }
 };
 
 api::api(actors::node& node, defer_fn defer, api_options opts)
@@ -282,7 +308,7 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
         if (opts.cluster && req.header(forwarded_header).empty() &&
             string_param(*t, "local") != "1")
           return opts.cluster->list_all(req, respond);
-        return list(*t, respond);
+        return list_agents(node, opts, node_id(), *t, respond);
       }
       if (m == "POST") return spawn(req, respond);
       return respond(method_not_allowed(m, "GET, POST"));
@@ -393,30 +419,14 @@ void api::impl::spawn(const http_request& req, const respond_fn& respond) {
              });
 }
 
-void api::impl::list(const target& t, const respond_fn& respond) {
-  auto limit = uint_param(t, "limit", opts.list_default_limit);
-  if (!limit) return respond(error_response(limit.error()));
-  std::size_t n = std::clamp<uint64_t>(*limit, 1, opts.list_max_limit);
-  // One more than asked says whether another page exists.
-  auto r = node.list(string_param(t, "prefix"), string_param(t, "after"), n + 1);
-  if (!r) return respond(error_response(r.error()));
-  bool more = r->size() > n;
-  if (more) r->resize(n);
-  json agents = json::array();
-  for (const auto& a : *r)
-    agents.push_back({{"name", a.name},
-                      {"type", a.type},
-                      {"status", a.status},
-                      {"created_ms", a.created_ms},
-                      {"live", a.live}});
-  json next = more ? json(r->back().name) : json(nullptr);
-  respond(json_response(200, {{"agents", std::move(agents)}, {"next_after", std::move(next)}}));
-}
-
 void api::impl::get(std::string name, const respond_fn& respond) {
-  node.get(std::move(name), [respond](result<actors::agent_view> r) {
-    guarded(respond,
-            [&] { respond(r ? json_response(200, view_json(*r)) : error_response(r.error())); });
+  node.get(std::move(name), [respond, self = node_id()](result<actors::agent_view> r) {
+    guarded(respond, [&] {
+      if (!r) return respond(error_response(r.error()));
+      json v = view_json(*r);
+      v["node"] = self;
+      respond(json_response(200, v));
+    });
   });
 }
 
@@ -427,7 +437,8 @@ void api::impl::terminate(std::string name, const http_request& req, const respo
   });
 }
 
-result<waiter_ptr> api::impl::make_waiter(const target& t, const respond_fn& respond) const {
+result<waiter_ptr> api::impl::make_waiter(const std::string& name, const http_request& req,
+                                          const target& t, const respond_fn& respond) {
   auto wait = uint_param(t, "wait", 0);
   if (!wait) return wait.error();
   if (*wait > opts.max_wait_ms)
@@ -437,6 +448,25 @@ result<waiter_ptr> api::impl::make_waiter(const target& t, const respond_fn& res
   w->respond = respond;
   w->wait_ms = *wait;
   w->defer = defer;
+  // Where the agent stands is for those who may read it; asked of its
+  // owner: this node, or the member the view is forwarded to.
+  if (*wait == 0 || !req.who.may(scope::read, name)) return w;
+  const std::string owner = owner_elsewhere(name, req);
+  if (owner.empty()) {
+    w->standing = [this, name](std::function<void(json)> done) {
+      node.get(name, [done = std::move(done)](result<actors::agent_view> v) {
+        done(v ? standing_of(view_json(*v)) : json());
+      });
+    };
+  } else {
+    w->standing = [this, name, owner, who = req.who](std::function<void(json)> done) {
+      http_request view{"GET", "/v1/agents/" + percent_encode(name), "", {}, who};
+      opts.cluster->forward(owner, std::move(view), [done = std::move(done)](http_response r) {
+        json v = r.status == 200 ? json::parse(r.body, nullptr, false) : json();
+        done(v.is_object() ? standing_of(v) : json());
+      });
+    };
+  }
   return w;
 }
 
@@ -453,7 +483,7 @@ void api::impl::message(std::string name, const http_request& req, const target&
         bad_request("field \"id\" is empty; leave it out for a message without a dedupe key"));
   auto from = string_field(*body, "from", false);
   if (!from) return respond(error_response(from.error()));
-  auto w = make_waiter(t, respond);
+  auto w = make_waiter(name, req, t, respond);
   if (!w) return respond(error_response(w.error()));
 
   // Checked here for both paths: through the outbox the owner would refuse
@@ -502,12 +532,12 @@ void api::impl::control(std::string name, const std::string& action, const http_
 
 void api::impl::send_signal(std::string name, std::string sig, json payload,
                             const http_request& req, const target& t, const respond_fn& respond) {
-  auto w = make_waiter(t, respond);
+  auto w = make_waiter(name, req, t, respond);
   if (!w) return respond(error_response(w.error()));
   auto [accepted, replied] = waiter_callbacks(*w);
   if (auto owner = owner_elsewhere(name, req); !owner.empty() || queued_here(name, req)) {
     if (status s = validate_agent_name(name); !s) return respond(error_response(s));
-    if (status s = actors::validate_signal_name(sig); !s) return respond(error_response(s));
+    if (status s = validate_signal_name(sig); !s) return respond(error_response(s));
     return opts.cluster->deliver(
         {std::move(name), "signal", std::move(sig), "", std::move(payload)}, std::move(accepted),
         std::move(replied));
@@ -522,7 +552,7 @@ void api::impl::cancel(std::string name, const http_request& req, const target& 
   if (!body) return respond(error_response(body.error()));
   auto by = string_field(*body, "by", false);
   if (!by) return respond(error_response(by.error()));
-  auto w = make_waiter(t, respond);
+  auto w = make_waiter(name, req, t, respond);
   if (!w) return respond(error_response(w.error()));
   auto [accepted, replied] = waiter_callbacks(*w);
   node.cancel(std::move(name), req.who.name, std::move(accepted), std::move(replied));

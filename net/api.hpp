@@ -78,7 +78,12 @@ class api_cluster {
                              respond_fn respond) = 0;
   // GET /v1/agents on every member, merged. `local_list` lists this node.
   virtual void list_all(const http_request& req, respond_fn respond) = 0;
+  // This node's member id: what listings and views name as an agent's node.
+  virtual std::string self_id() const = 0;
 };
+
+// What a single node (no cluster) names as its agents' node.
+inline constexpr const char* single_node_id = "local";
 
 // Requests a node forwards to the owner carry this header (the sender's
 // member id); the owner answers them itself and never forwards them again.

@@ -36,11 +36,12 @@ scope scope_for_agent_action(std::string_view method, std::string_view action,
   if (action == "signals") {
     // A human's word: approvals and the answer to ask_human.
     if (signal == "approve" || signal == "reject" || signal == "answer") return scope::approve;
-    if (signal == "pause" || signal == "resume" || signal == "resolve" || signal == "cancel")
+    if (signal == "pause" || signal == "resume" || signal == "resolve" || signal == "cancel" ||
+        signal == "retry")
       return scope::operate;
     return scope::send;
   }
-  // cancel, upgrade, pause, resume, resolve, fork, compact.
+  // cancel, upgrade, pause, resume, resolve, retry, fork, compact.
   return scope::operate;
 }
 

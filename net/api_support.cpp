@@ -110,6 +110,14 @@ std::string string_param(const target& t, std::string_view name) {
   return v ? *v : std::string();
 }
 
+result<bool> bool_param(const target& t, std::string_view name) {
+  const std::string* v = t.param(name);
+  if (!v || v->empty() || *v == "false" || *v == "0") return false;
+  if (*v == "true" || *v == "1") return true;
+  return error(code::invalid_argument, "query parameter '" + std::string(name) +
+                                           "' must be true or false, got '" + *v + "'");
+}
+
 // Counts bracket nesting outside strings, so deep documents are refused
 // before nlohmann builds them.
 bool too_deep(std::string_view s) {

@@ -45,6 +45,9 @@ result<target> parse_target(std::string_view t);
 // A missing or empty parameter gives `fallback`.
 result<uint64_t> uint_param(const target& t, std::string_view name, uint64_t fallback);
 std::string string_param(const target& t, std::string_view name);
+// "true" or "1", "false" or "0"; missing or empty gives false. Errors:
+// invalid_argument for anything else.
+result<bool> bool_param(const target& t, std::string_view name);
 
 // An empty body gives null; documents nested deeper than 100 levels are
 // refused before they are built.
@@ -79,10 +82,19 @@ void guarded(const respond_fn& respond, F&& f) noexcept {
 
 namespace keel::net::api_detail {
 
-// /v1/agents/{name}/{pause | resume | resolve}: operator signals.
+// /v1/agents/{name}/{pause | resume | resolve | retry}: the signals of the
+// same name, with who sent them.
 inline bool is_control_action(std::string_view a) {
-  return a == "pause" || a == "resume" || a == "resolve";
+  return a == "pause" || a == "resume" || a == "resolve" || a == "retry";
 }
+
+// GET /v1/agents on this node (api_listing.cpp): `node_id` names the node
+// in each item.
+void list_agents(actors::node& node, const api_options& opts, const std::string& node_id,
+                 const target& t, const respond_fn& respond);
+// Where an agent stands, from its view: {"phase", "paused"?, "wait"?},
+// what a wait that ran out adds to an acknowledgement.
+json standing_of(const json& view);
 
 // /v1/agents/{name}/{audit | replay | fork | import | compact}
 // (api_ledger.cpp).
@@ -98,8 +110,8 @@ void ledger_route(actors::node& node, api_cluster* cluster, const http_request& 
 // ordinary signals; approve for the approve, reject and answer signals;
 // admin for
 // DELETE and import (node-wide: types, cluster, tokens and secrets but
-// for reading types and the cluster); operate for the rest (pause, resume, resolve, cancel,
-// fork, compact, upgrade, and those signals).
+// for reading types and the cluster); operate for the rest (pause, resume, resolve, retry,
+// cancel, fork, compact, upgrade, and those signals).
 scope scope_for_agent_action(std::string_view method, std::string_view action,
                              std::string_view signal);
 // 403 naming what the caller lacks, unless it may use `needed` on `agent`

@@ -73,9 +73,10 @@ std::string hex(std::string_view bytes) {
 }
 
 // Handoff state is written with fsync whatever the node's `sync` setting:
-// the sender deletes its copy once the receiver says it has the data.
+// the sender deletes its copy once the receiver says it has the data. The
+// node's agent gauges follow the directory entries that come and go.
 keel::status write_synced(actors::node& n, const persistence::write_set& ops) {
-  return n.storage().write(ops, true);
+  return n.write_agents(ops);
 }
 
 std::string digest(const config::shard_map& m) {

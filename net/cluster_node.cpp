@@ -264,6 +264,10 @@ void cluster_node::impl::on_http(json msg, transport_handlers::respond_fn respon
   if (!queued) respond(error(code::unavailable, "node is shutting down"));
 }
 
+std::string cluster_node::self_id() const {
+  return impl_->self.id;
+}
+
 void cluster_node::list_all(const http_request& req, respond_fn respond) {
   auto t = api_detail::parse_target(req.target);
   if (!t) return respond(error_response(t.error()));

@@ -75,6 +75,7 @@ class cluster_node final : public actors::remote_router, public api_cluster {
   void cluster_route(const http_request& req, std::vector<std::string> segments,
                      respond_fn respond) override;
   void list_all(const http_request& req, respond_fn respond) override;
+  std::string self_id() const override;
   bool has_queued(std::string_view name) const override;
   std::string http_url(const std::string& id) const override;
 

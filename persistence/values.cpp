@@ -74,6 +74,8 @@ std::string encode(const agent_meta& v, int64_t time_ms) {
     j["fork_seq"] = v.fork_seq;
   }
   if (v.unverified) j["unverified"] = true;
+  if (!v.phase.empty()) j["phase"] = v.phase;
+  if (v.paused) j["paused"] = true;
   return encode_value(value_type::agent_meta, j, time_ms);
 }
 
@@ -141,6 +143,8 @@ result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view wh
     v.parent = j->value("parent", "");
     v.fork_seq = j->value("fork_seq", uint64_t{0});
     v.unverified = j->value("unverified", false);
+    v.phase = j->value("phase", "");  // absent in entries of earlier versions
+    v.paused = j->value("paused", false);
   });
 }
 

@@ -57,6 +57,13 @@ struct agent_meta {
   uint64_t fork_seq = 0;
   // An import loaded without its hash chain (keel import --unverified).
   bool unverified = false;
+  // What listings and metrics show without activating the agent, written
+  // in the same batch as the events that change it: where it stands (its
+  // type's phase, e.g. "idle" or "waiting_approval"; its status once not
+  // active) and whether an operator paused it. "" in entries written
+  // before phases were kept, until the agent's next write.
+  std::string phase{};
+  bool paused = false;
 
   friend bool operator==(const agent_meta&, const agent_meta&) = default;
 };

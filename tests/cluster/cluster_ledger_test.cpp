@@ -37,9 +37,7 @@ TEST_CASE("a fork is placed by its own name and both sides audit, replay and sho
   const auto map = c.initial_map(ids);
   const std::string parent = name_owned_by(map, "ledger/parent-", "n1");
   const std::string child = name_owned_by(map, "ledger/child-", "n2");
-  const auto cfg = c.write_config("cluster", ids);
-  for (const auto& id : ids) c.start(id, cfg);
-  c.wait_connected(ids);
+  c.start_all();
   spawn_counter(c.clients(), "n3", parent);
   add_ones(c, "n3", parent, 10, 10);  // seqs 2..21: message_received, state_changed
 

@@ -294,6 +294,13 @@ json test_cluster::status(const std::string& id) {
   return a.body;
 }
 
+void test_cluster::start_all(const std::vector<std::string>& extra) {
+  const auto members = ids();
+  const auto cfg = write_config("cluster", members);
+  for (const auto& id : members) start(id, cfg, extra);
+  wait_connected(members);
+}
+
 void test_cluster::wait_connected(const std::vector<std::string>& members,
                                   std::chrono::milliseconds timeout) {
   std::string last;

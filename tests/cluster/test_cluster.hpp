@@ -161,6 +161,10 @@ class test_cluster {
   // appended to its flags (--join, --agents DIR). A member started before
   // keeps its data folder.
   void start(const std::string& id, const std::string& config, std::vector<std::string> extra = {});
+  // Starts every planned member with one config naming them all (written
+  // as root/cluster.json), `extra` appended to each one's flags, and waits
+  // until they are connected.
+  void start_all(const std::vector<std::string>& extra = {});
   // SIGKILL / start again with the same flags and data.
   void kill9(const std::string& id);
   void restart(const std::string& id);

@@ -30,7 +30,7 @@ TEST_CASE("metrics are Prometheus text with the counters named in the operations
   n.spawn("a");
   n.spawn("b");
   REQUIRE(n.send("a", {{"body", {{"add", 1}}}}).status == 202);
-  REQUIRE(n.call("POST", agent_path("b") + "/signals/ping", "").status == 202);
+  REQUIRE(n.call("POST", agent_path("b") + "/signals/reset", "").status == 202);
 
   auto r = n.call("GET", "/metrics");
   REQUIRE(r.status == 200);
@@ -40,9 +40,9 @@ TEST_CASE("metrics are Prometheus text with the counters named in the operations
        {"keel_agents_live", "keel_agents_hibernated", "keel_activations_total",
         "keel_hibernations_total", "keel_snapshots_total", "keel_spawns_total",
         "keel_messages_total", "keel_duplicate_messages_total", "keel_signals_total",
-        "keel_queries_total", "keel_events_appended_total", "keel_inbox_spills_total",
-        "keel_timers_fired_total", "keel_agent_failures_total", "keel_journal_batches_total",
-        "keel_journal_appends_total", "keel_journal_ops_total"}) {
+        "keel_signals_refused_total", "keel_queries_total", "keel_events_appended_total",
+        "keel_inbox_spills_total", "keel_timers_fired_total", "keel_agent_failures_total",
+        "keel_journal_batches_total", "keel_journal_appends_total", "keel_journal_ops_total"}) {
     CAPTURE(name);
     CHECK(r.raw.find(std::string("# TYPE ") + name + " ") != std::string::npos);
     CHECK(n.metric(name).has_value());
@@ -59,7 +59,13 @@ TEST_CASE("metrics are Prometheus text with the counters named in the operations
   CHECK(n.metric("keel_messages_total") == 1.0);
   CHECK(n.metric("keel_signals_total") == 1.0);
   CHECK(n.metric("keel_agents_live") == 2.0);
-  CHECK(n.metric("keel_events_appended_total") == 5.0);  // 2 spawned + 2 + 1 signal_received
+  // 2 spawned + message_received, state_changed + signal_received, state_changed (reset)
+  CHECK(n.metric("keel_events_appended_total") == 6.0);
+  CHECK(n.metric("keel_agents{phase=\"idle\"}") == 2.0);
+  CHECK(n.metric("keel_agents_hibernated") == 0.0);
+  CHECK(n.call("POST", agent_path("b") + "/signals/ping", "").status == 400);
+  CHECK(n.metric("keel_signals_refused_total") == 1.0);
+  CHECK(n.metric("keel_signals_total") == 1.0);
   CHECK(n.metric("keel_journal_batches_total").value_or(0) >= 1);
 }
 

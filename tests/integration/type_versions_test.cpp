@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
@@ -863,4 +864,39 @@ TEST_CASE(
     check_replays_identically(n, name);
     audit(n, name);
   }
+}
+
+TEST_CASE(
+    "an agent whose type the node never loaded stays listed and answers 409 naming --agents") {
+  loop_node n;
+  extract_fixture(n);
+  // Started without its type's file: the release before versions stored none.
+  fs::remove(n.dir() / "agents" / "refund-desk.json");
+  n.start();
+  // The listing reads the directory: every agent is there, whatever its
+  // type; entries written before phases were kept say "unknown".
+  auto list = n.call("GET", "/v1/agents");
+  REQUIRE_MESSAGE(list.status == 200, list.raw);
+  std::map<std::string, std::string> phases;
+  for (const auto& a : list.body["agents"])
+    phases[a["name"].get<std::string>()] = a["phase"].get<std::string>();
+  CHECK(phases == std::map<std::string, std::string>{
+                      {"acct/alice", "unknown"}, {"ticket/1", "unknown"}, {"ticket/2", "unknown"}});
+
+  const std::string why =
+      "agent ticket/2 is of type refund-desk, which this node has not loaded; start keeld with "
+      "--agents DIR";
+  auto view = n.call("GET", loop_node::path("ticket/2"));
+  CHECK(view.status == 409);
+  CHECK_MESSAGE(view.raw.find(why) != std::string::npos, view.raw);
+  auto send = n.post(loop_node::path("ticket/2") + "/messages", {{"body", "hello"}});
+  CHECK(send.status == 409);
+  auto show = test::cli::run_keel(n.port(), {"show", "ticket/2"});
+  CHECK(show.exit_code == 1);
+  CHECK_MESSAGE(show.err.find(why) != std::string::npos, show.err);
+  // The built-in counter runs, and its entry gets its phase once written.
+  auto add =
+      n.post(loop_node::path("acct/alice") + "/messages?wait=5000", {{"body", {{"add", 1}}}});
+  CHECK(add.body["reply"] == json{{"total", 6}});
+  CHECK(n.call("GET", "/v1/agents?phase=idle").body["agents"][0]["name"] == "acct/alice");
 }

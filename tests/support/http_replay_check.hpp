@@ -22,8 +22,9 @@ namespace keel::test {
 // replay is identical, quoting the divergence when it is not. `token` is
 // the keeld's --token, if it has one. `local_only` lists with ?local=1
 // only the agents stored on this member, for a member whose peers cannot
-// all be reached. Agents of a type the node does not know are skipped
-// (counted in the closing MESSAGE); imported agents replay like any other.
+// all be reached. Terminated agents are listed too (?all=true); agents of a
+// type the node has not loaded are skipped (counted in the closing
+// MESSAGE); imported agents replay like any other.
 // Does nothing while an exception unwinds (a REQUIRE failed: the test has
 // failed already). Returns how many ledgers replayed identically.
 inline int check_strict_replays_over_http(uint16_t port, const std::string& token = "",
@@ -42,7 +43,7 @@ inline int check_strict_replays_over_http(uint16_t port, const std::string& toke
   uint64_t events = 0;
   json after;  // null: the first page
   for (int pages = 0; pages < 10'000; ++pages) {
-    std::string target = "/v1/agents?limit=1000";
+    std::string target = "/v1/agents?all=true&limit=1000";
     if (local_only) target += "&local=1";
     if (after.is_string()) target += "&after=" + net::percent_encode(after.get<std::string>());
     auto r = c.request("GET", target);
@@ -64,7 +65,7 @@ inline int check_strict_replays_over_http(uint16_t port, const std::string& toke
       json body = json::parse(rr->body, nullptr, false);
       const std::string message =
           body.is_object() && body["error"].is_object() ? body["error"].value("message", "") : "";
-      if (rr->status == 409 && message.find("does not know") != std::string::npos) {
+      if (rr->status == 409 && message.find("has not loaded") != std::string::npos) {
         ++skipped;
         continue;
       }

@@ -165,6 +165,17 @@ struct test_node {
     return **rep;
   }
 
+  // How a signal refused before it is recorded fails (its acknowledgement).
+  status refused_signal(const std::string& name, const std::string& sig, json payload) {
+    future_value<result<actors::send_ack>> a;
+    node->signal(
+        name, sig, std::move(payload), [&a](result<actors::send_ack> x) { a.set(std::move(x)); },
+        nullptr);
+    auto ack = a.wait();
+    REQUIRE(ack);
+    return ack->error();  // ok when it was accepted
+  }
+
   result<actors::agent_view> try_view(const std::string& name) {
     future_value<result<actors::agent_view>> v;
     node->get(name, [&v](result<actors::agent_view> r) { v.set(std::move(r)); });
@@ -631,9 +642,9 @@ TEST_CASE("an exported ledger imports as a read-only agent with the same chain")
 TEST_CASE("compaction archives a prefix and the agent, audit and replay go on from it") {
   test_node n;
   n.spawn("cp/1");
-  // A signal the counter only records (one event), so that seq 11 begins
-  // a decision: the messages take two events each, seqs 3..22.
-  n.signal("cp/1", "hello", nullptr);
+  // A query by message, which the counter only records (one event), so
+  // that seq 11 begins a decision: the adds take two events each, 3..22.
+  n.send("cp/1", {{"get", true}});
   for (int i = 1; i <= 10; ++i) n.send("cp/1", {{"add", i}});
   const auto before = n.ledger("cp/1");
   REQUIRE(before.size() == 22);
@@ -1013,9 +1024,12 @@ TEST_CASE("a paused counter holds its messages until resumed, also across a rest
   auto p = n.signal("pz/1", "pause", {{"by", "op"}});
   REQUIRE(p.ok);
   CHECK(p.body == json{{"paused", true}});
-  auto twice = n.signal("pz/1", "pause", {{"by", "op"}});
-  CHECK_FALSE(twice.ok);
-  CHECK(twice.code == "conflict");
+  // A second pause is refused before it is recorded.
+  const std::size_t events = n.ledger("pz/1").size();
+  auto twice = n.refused_signal("pz/1", "pause", {{"by", "op"}});
+  CHECK(twice.error_code() == code::conflict);
+  CHECK(twice.message() == "agent pz/1 is already paused");
+  CHECK(n.ledger("pz/1").size() == events);
   CHECK(n.view("pz/1").paused);
   const uint64_t paused_at = first_seq_of(n.ledger("pz/1"), "paused");
   REQUIRE(paused_at > 0);
@@ -1061,9 +1075,9 @@ TEST_CASE("a paused counter holds its messages until resumed, also across a rest
     CHECK((*b)->body == json{{"total", 13}});
     REQUIRE(eventually([&] { return n.total("pz/1") == 17; }));
     check_applied_in_order();
-    auto again = n.signal("pz/1", "resume", {{"by", "op"}});
-    CHECK_FALSE(again.ok);
-    CHECK(again.code == "conflict");
+    auto again = n.refused_signal("pz/1", "resume", {{"by", "op"}});
+    CHECK(again.error_code() == code::conflict);
+    CHECK(again.message() == "agent pz/1 is not paused");
     CHECK(n.send("pz/1", {{"add", 3}}).body == json{{"total", 20}});
   }
   SUBCASE("the pause and the held messages survive a restart") {

@@ -365,7 +365,18 @@ TEST_CASE("signals are recorded; reset sets the total to 0") {
     CHECK(total(s) == 0);
     CHECK(s.last_arrival == 5);
   }
-  SUBCASE("another signal only records itself") {
+  SUBCASE("the node refuses any other signal before it is recorded") {
+    auto poke = a::check_signal_name(counter(), "poke", "acct/a");
+    CHECK(poke.error_code() == keel::code::invalid_argument);
+    CHECK(poke.message() == "agent acct/a (type counter) takes no signal 'poke'; it takes reset");
+    CHECK(a::check_signal_name(counter(), "rest", "acct/a").message() ==
+          "agent acct/a (type counter) takes no signal 'rest' (did you mean reset?); it takes "
+          "reset");
+    CHECK(a::check_signal_name(counter(), "reset", "acct/a").is_ok());
+    CHECK(
+        a::check_signal_now(counter(), s, a::signal_input{0, "reset", nullptr}, "acct/a").is_ok());
+  }
+  SUBCASE("another signal, recorded before the node refused them, only records itself") {
     auto d = step(s, a::signal_input{6, "poke", {{"x", 1}}});
     CHECK(types(d) == std::vector<event_type>{event_type::signal_received});
     CHECK(d.events[0].data.at("payload") == json{{"x", 1}});

@@ -612,3 +612,90 @@ TEST_CASE("a worker compensation waits passively and needs no recovery") {
   CHECK_FALSE(d.type.needs_recovery(d.s));
   d.check_fold();
 }
+
+TEST_CASE("retry runs a failed turn again with its input, and only a failed or stopped one") {
+  driver d;
+  const a::signal_input retry{0, "retry", {{"by", "ops"}}};
+  auto none = a::check_signal_now(d.type, d.s, retry, "desk/1");
+  CHECK(none.error_code() == keel::code::conflict);
+  CHECK(none.message() == "agent desk/1 is idle: no turn has run yet: nothing to retry");
+
+  auto m = effects_of<a::model_call_effect>(d.message("look up order 9"))[0];
+  CHECK(a::check_signal_now(d.type, d.s, retry, "desk/1").message() ==
+        "agent desk/1 is thinking: turn 1 is in progress; retry a turn once it failed");
+  auto lk = effects_of<a::tool_call_effect>(
+      d.result(m.effect, 1, calls({{"lookup", {{"order", 9}}}})))[0];
+  auto dec = d.failure(lk.effect, 1, false);  // permanent: the turn fails
+  auto failed = find_event(dec.events, a::event_type::turn_completed);
+  REQUIRE(failed);
+  CHECK(failed->data["status"] == "failed");
+
+  REQUIRE(a::check_signal_now(d.type, d.s, retry, "desk/1").is_ok());
+  dec = d.signal("retry", {{"by", "ops"}});
+  CHECK(effects_of<a::reply_effect>(dec).empty());  // the new turn answers it
+  const std::string retry_id = a::signal_input_id(d.arrival);
+  auto started = find_event(dec.events, a::event_type::turn_started);
+  REQUIRE(started);
+  CHECK(started->data == json{{"turn", 2}, {"id", retry_id}, {"from", ""}, {"retry_of", 1}});
+  REQUIRE(effects_of<a::model_call_effect>(dec).size() == 1);
+  // The model sees the same input again, after what happened the first time.
+  const json msgs = d.type.model_request(d.s)["messages"];
+  CHECK(msgs.back() == json{{"role", "user"}, {"content", "look up order 9"}});
+  int inputs = 0;
+  for (const auto& msg : msgs) inputs += msg["role"] == "user";
+  CHECK(inputs == 2);
+
+  auto m2 = effects_of<a::model_call_effect>(dec)[0];
+  dec = d.result(m2.effect, 1, reply("order 9 is delivered"));
+  auto answers = effects_of<a::reply_effect>(dec);
+  REQUIRE(answers.size() == 2);  // the effect result's, and the turn's answer
+  CHECK(answers[0].to == retry_id);
+  CHECK(answers[0].body["status"] == "completed");
+
+  // A completed turn is not retried; a retry decided anyway (it waited
+  // behind other input) is refused and only recorded.
+  CHECK(a::check_signal_now(d.type, d.s, retry, "desk/1").message() ==
+        "agent desk/1 is idle: the last turn (2) completed: nothing to retry");
+  dec = d.signal("retry");
+  CHECK(kinds(dec) == std::vector<std::string>{"signal_received"});
+  auto refused = effects_of<a::reply_effect>(dec);
+  REQUIRE(refused.size() == 1);
+  CHECK_FALSE(refused[0].ok);
+  CHECK(refused[0].code == "conflict");
+  d.check_fold();
+}
+
+TEST_CASE("a signal the loop does not take, or that does not apply now, is refused up front") {
+  driver d;
+  d.spec->signals = {"escalate"};
+  auto typo = a::check_signal_name(d.type, "aprove", "desk/1");
+  CHECK(typo.error_code() == keel::code::invalid_argument);
+  CHECK(typo.message() ==
+        "agent desk/1 (type refund-desk) takes no signal 'aprove' (did you mean approve?); it "
+        "takes approve, reject, resolve, answer, cancel, retry, escalate");
+  for (const char* ok : {"escalate", "approve", "retry", "pause", "resume"})
+    CHECK_MESSAGE(a::check_signal_name(d.type, ok, "desk/1").is_ok(), ok);
+
+  auto now = [&d](const char* name, json payload = nullptr) {
+    return a::check_signal_now(d.type, d.s, a::signal_input{0, name, std::move(payload)}, "desk/1");
+  };
+  CHECK(now("approve").message() == "agent desk/1 is idle: nothing awaits approval");
+  CHECK(now("reject").error_code() == keel::code::conflict);
+  CHECK(now("answer").message() == "agent desk/1 is idle: nobody asked a human");
+  CHECK(now("resolve", {{"outcome", "succeeded"}}).message() ==
+        "agent desk/1 is idle: no effect is in doubt");
+  CHECK(now("cancel").message() == "agent desk/1 is idle: no turn is in progress");
+  CHECK(now("resume").message() == "agent desk/1 is not paused");
+  CHECK(now("escalate").is_ok());
+
+  auto m = effects_of<a::model_call_effect>(d.message("refund 500"))[0];
+  d.result(m.effect, 1, calls({{"refund", {{"amount", 500}}}}));
+  REQUIRE(d.phase() == "waiting_approval");
+  CHECK(now("approve").is_ok());
+  CHECK(now("reject").is_ok());
+  CHECK(now("cancel").is_ok());
+  CHECK(now("answer").message() == "agent desk/1 is waiting_approval: nobody asked a human");
+  d.signal("pause", {{"by", "ops"}});
+  CHECK(now("pause").message() == "agent desk/1 is already paused");
+  d.check_fold();
+}

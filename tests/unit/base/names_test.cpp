@@ -1,11 +1,14 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <vector>
 
 #include "base/names.hpp"
 
 using keel::code;
+using keel::nearest_name;
 using keel::validate_agent_name;
+using keel::validate_signal_name;
 
 TEST_CASE("agent names that match [a-z0-9][a-z0-9._/-]{0,127} are accepted") {
   for (const char* name : {"a", "0", "acct/alice", "counter-1", "a.b_c/d-e", "9lives", "x/", "a..b",
@@ -69,5 +72,30 @@ TEST_CASE("a character outside the alphabet is refused and its position reported
       CAPTURE(c);
       CHECK(validate_agent_name(name).is_ok() == allowed);
     }
+  }
+}
+
+TEST_CASE("a mistyped name finds the one it most likely meant, and only a near one") {
+  const std::vector<std::string> signals = {"approve", "reject", "resolve",
+                                            "answer",  "cancel", "retry"};
+  CHECK(nearest_name("aprove", signals) == "approve");
+  CHECK(nearest_name("Approve", signals) == "approve");
+  CHECK(nearest_name("rejcet", signals) == "reject");
+  CHECK(nearest_name("retyr", signals) == "retry");
+  CHECK(nearest_name("approve", signals) == "approve");
+  // Too far, too short to tell, or two as near: no guess.
+  CHECK(nearest_name("escalate", signals).empty());
+  CHECK(nearest_name("ab", signals).empty());
+  CHECK(nearest_name("bat", {"cat", "hat"}).empty());
+  CHECK(nearest_name("x", {}).empty());
+}
+
+TEST_CASE("signal names are short words of letters, digits and . _ : -") {
+  for (const char* ok : {"approve", "a", "ops:wake", "remind.later", "Re_try-2"})
+    CHECK_MESSAGE(validate_signal_name(ok).is_ok(), ok);
+  for (std::string bad : {std::string(), std::string(65, 'a'), std::string("has space"),
+                          std::string("a/b"), std::string("a\0b", 3)}) {
+    CAPTURE(bad);
+    CHECK(validate_signal_name(bad).error_code() == code::invalid_argument);
   }
 }

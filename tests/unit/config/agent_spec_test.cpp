@@ -291,6 +291,34 @@ TEST_CASE("the top level needs a valid, unreserved name and a model") {
   CHECK(contains(parse_error(j), "/name: must be a string"));
 }
 
+TEST_CASE("a spec declares signals of its own, never a built-in one") {
+  json j = minimal();
+  auto plain = cfg::parse_agent_spec(j, "spec.json", ".");
+  REQUIRE(plain);
+  CHECK((*plain)->signals.empty());
+  j["signals"] = {"escalate", "remind.later", "ops:wake"};
+  auto r = cfg::parse_agent_spec(j, "spec.json", ".");
+  REQUIRE_MESSAGE(r, r.error().to_string());
+  CHECK((*r)->signals == std::vector<std::string>{"escalate", "remind.later", "ops:wake"});
+  // A declaration is part of the version.
+  CHECK((*r)->hash != (*plain)->hash);
+
+  j["signals"] = "escalate";
+  CHECK(contains(parse_error(j), "/signals: must be an array of signal names"));
+  j["signals"] = {"escalate", 3};
+  CHECK(contains(parse_error(j), "/signals/1: must be a string"));
+  j["signals"] = {"has space"};
+  CHECK(contains(parse_error(j), "/signals/0: signal name must be 1 to 64"));
+  j["signals"] = {"escalate", "escalate"};
+  CHECK(contains(parse_error(j), "/signals/1: \"escalate\" is declared twice"));
+  for (const char* built_in : {"approve", "retry", "cancel", "pause", "forked"}) {
+    j["signals"] = {built_in};
+    CHECK_MESSAGE(contains(parse_error(j),
+                           "/signals/0: \"" + std::string(built_in) + "\" is a built-in signal"),
+                  built_in);
+  }
+}
+
 TEST_CASE("the model section is checked per provider") {
   json j = minimal();
   SUBCASE("provider is required and known") {

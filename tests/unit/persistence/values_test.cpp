@@ -59,6 +59,20 @@ TEST_CASE("agent_meta round trips") {
   CHECK(d->status == v.status);
   CHECK(d->created_ms == v.created_ms);
 
+  SUBCASE("the listing fields, and an entry of an earlier version without them") {
+    CHECK(d->phase.empty());
+    CHECK_FALSE(d->paused);
+    // Absent when unset: an entry of an earlier version reads the same.
+    CHECK(p::from_msgpack(p::decode_record(bytes, what)->payload, what)->count("phase") == 0);
+    auto m = v;
+    m.phase = "waiting_approval";
+    m.paused = true;
+    auto d2 = p::decode_agent_meta(p::encode(m, 0), what);
+    REQUIRE(d2.is_ok());
+    CHECK(d2->phase == "waiting_approval");
+    CHECK(d2->paused);
+    CHECK(*d2 == m);
+  }
   SUBCASE("negative created time and largest id") {
     p::agent_meta m{UINT64_MAX, "", "failed", -5};
     auto d2 = p::decode_agent_meta(p::encode(m, 0), what);
