@@ -6,7 +6,8 @@
 #   ./deploy/local-cluster.sh status    keel cluster status, asked of the first running node
 #   ./deploy/local-cluster.sh kill K    SIGKILL node K (a crash)
 #   ./deploy/local-cluster.sh stop K    SIGTERM node K and wait until it exits
-#   ./deploy/local-cluster.sh start K   start node K again, with the flags it had
+#   ./deploy/local-cluster.sh start K   start node K again, with the flags it had; waits until the
+#                                       others see it and have delivered what they queued for it
 #   ./deploy/local-cluster.sh add K     start node K with --join, then add it to the cluster
 #   ./deploy/local-cluster.sh down      SIGTERM every node and wait until all exit
 #   ./deploy/local-cluster.sh clean     down, then delete the cluster directory (every node's data)
@@ -233,14 +234,26 @@ cmd_up() {
   wait_connected "$n"
 }
 
-# Waits until another running node sees node K up again (it reconnects with
-# backoff), so calls through any node reach K's agents right away.
+# Waits until every other running node sees node K up again (they
+# reconnect with backoff) and has delivered what its outbox held for K, so
+# calls through any node reach K's agents, and queued messages have
+# arrived, right away.
 wait_seen() {
-  local k=$1 i url
-  url=$(any_running_url "$k") || return 0
+  local k=$1 i j status ready
   for ((i = 0; i < start_timeout_s * 10; i++)); do
-    if "$bin_dir/keel" --server "$url" --json cluster status 2>/dev/null | tr -d ' \n' |
-      grep -q "\"id\":\"n$k\"[^}]*\"up\":true"; then
+    ready=1
+    for j in $(known_nodes); do
+      [ "$j" = "$k" ] && continue
+      node_pid "$j" >/dev/null || continue
+      status=$(KEEL_CONNECT_WAIT_MS=0 "$bin_dir/keel" --server "http://127.0.0.1:$(http_port "$j")" \
+        --json cluster status 2>/dev/null | tr -d ' \n')
+      if ! grep -q "\"id\":\"n$k\"[^}]*\"up\":true" <<<"$status" ||
+        sed -n 's/.*"by_node":{\([^}]*\)}.*/\1/p' <<<"$status" | grep -q "\"n$k\":[1-9]"; then
+        ready=0
+        break
+      fi
+    done
+    if ((ready)); then
       echo "local-cluster: n$k connected"
       return 0
     fi
@@ -249,15 +262,22 @@ wait_seen() {
   die "n$k did not reconnect within ${start_timeout_s}s; see $(node_dir "$k")/keeld.log"
 }
 
-# Waits until node 1 sees every member up: nodes answer HTTP before they
-# have found each other, and a call for an agent on a peer not yet
-# connected would be answered 503 (or queued).
+# Waits until every node sees every member up: nodes answer HTTP before
+# they have found each other, and a call through a node not yet connected
+# to the agent's owner would be answered 503 (or queued).
 wait_connected() {
-  local n=$1 i url
-  url="http://127.0.0.1:$(http_port 1)"
+  local n=$1 i k url ready
   for ((i = 0; i < start_timeout_s * 10; i++)); do
-    if [ "$("$bin_dir/keel" --server "$url" --json cluster status 2>/dev/null |
-      grep -o '"up":true' | wc -l)" -ge "$n" ]; then
+    ready=1
+    for ((k = 1; k <= n; k++)); do
+      url="http://127.0.0.1:$(http_port "$k")"
+      if [ "$(KEEL_CONNECT_WAIT_MS=0 "$bin_dir/keel" --server "$url" --json cluster status 2>/dev/null |
+        grep -o '"up":true' | wc -l)" -lt "$n" ]; then
+        ready=0
+        break
+      fi
+    done
+    if ((ready)); then
       echo "local-cluster: all $n nodes connected"
       return 0
     fi

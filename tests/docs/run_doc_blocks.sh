@@ -32,6 +32,17 @@ shift
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 block_timeout_s=${DOC_BLOCK_TIMEOUT_S:-300}
 
+# The blocks use fixed ports, as a newcomer would; something already
+# listening on one of them would answer in their place.
+busy=()
+for port in ${DOC_BLOCK_PORTS:-7070 7071 7072 7073 7074 7075 7076 7171 7172 7173 7174}; do
+  if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then busy+=("$port"); fi
+done
+if ((${#busy[@]})); then
+  echo "doc-blocks: something already listens on 127.0.0.1 port(s) ${busy[*]}, which the blocks use; stop it first" >&2
+  exit 1
+fi
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/keel-doc-blocks.XXXXXX")
 cleanup() {
   [ -n "${block_pid:-}" ] && kill -KILL -- "-$block_pid" 2>/dev/null
