@@ -267,8 +267,7 @@ int run(int argc, char** argv) {
   for (const auto& dir : f->agents) {
     auto folder = config::load_agent_specs(dir);
     if (!folder) return usage_error(folder.error().message());
-    for (const auto& [file, why] : folder->skipped)
-      log::info("skipped " + file + ": " + why);
+    for (const auto& [file, why] : folder->skipped) log::info("skipped " + file + ": " + why);
     for (auto& spec : folder->specs) {
       log::info("agent type " + spec->name + " version " + spec->hash.substr(0, 12) + " (" +
                 spec->source + ", " + std::to_string(spec->tools.size()) + " tools, model " +
