@@ -16,7 +16,7 @@ namespace {
 using std::chrono::milliseconds;
 using clock_type = std::chrono::steady_clock;
 
-constexpr milliseconds default_connect_wait{5000};
+constexpr milliseconds default_connect_wait{10'000};
 constexpr milliseconds default_wait_timeout{10'000};
 // After this long the CLI says what it waits for.
 constexpr milliseconds announce_after{500};

@@ -525,7 +525,7 @@ global flags:
   --help, -h       this text; after a command, that command's help
   --version        print the version
 
-A command waits up to $KEEL_CONNECT_WAIT_MS ms (default 5000; 0: not at all)
+A command waits up to $KEEL_CONNECT_WAIT_MS ms (default 10000; 0: not at all)
 for a node that refuses connections (one starting up).
 
 exit codes: 0 done, 1 the server answered with an error or could not be
