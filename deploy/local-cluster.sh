@@ -234,6 +234,13 @@ cmd_up() {
   wait_connected "$n"
 }
 
+# Node K's `keel cluster status` as compact JSON; nothing when it does not
+# answer (asked once: the callers poll).
+cluster_status() {
+  KEEL_CONNECT_WAIT_MS=0 "$bin_dir/keel" --server "http://127.0.0.1:$(http_port "$1")" \
+    --json cluster status 2>/dev/null | tr -d ' \n'
+}
+
 # Waits until every other running node sees node K up again (they
 # reconnect with backoff) and has delivered what its outbox held for K, so
 # calls through any node reach K's agents, and queued messages have
@@ -245,8 +252,7 @@ wait_seen() {
     for j in $(known_nodes); do
       [ "$j" = "$k" ] && continue
       node_pid "$j" >/dev/null || continue
-      status=$(KEEL_CONNECT_WAIT_MS=0 "$bin_dir/keel" --server "http://127.0.0.1:$(http_port "$j")" \
-        --json cluster status 2>/dev/null | tr -d ' \n')
+      status=$(cluster_status "$j")
       if ! grep -q "\"id\":\"n$k\"[^}]*\"up\":true" <<<"$status" ||
         sed -n 's/.*"by_node":{\([^}]*\)}.*/\1/p' <<<"$status" | grep -q "\"n$k\":[1-9]"; then
         ready=0
@@ -266,13 +272,11 @@ wait_seen() {
 # they have found each other, and a call through a node not yet connected
 # to the agent's owner would be answered 503 (or queued).
 wait_connected() {
-  local n=$1 i k url ready
+  local n=$1 i k ready
   for ((i = 0; i < start_timeout_s * 10; i++)); do
     ready=1
     for ((k = 1; k <= n; k++)); do
-      url="http://127.0.0.1:$(http_port "$k")"
-      if [ "$(KEEL_CONNECT_WAIT_MS=0 "$bin_dir/keel" --server "$url" --json cluster status 2>/dev/null |
-        grep -o '"up":true' | wc -l)" -lt "$n" ]; then
+      if [ "$(cluster_status "$k" | grep -o '"up":true' | wc -l)" -lt "$n" ]; then
         ready=0
         break
       fi

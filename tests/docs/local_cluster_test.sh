@@ -7,6 +7,8 @@
 set -uo pipefail
 build_dir=$(cd "$1" && pwd) || exit 2
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/docs/processes.sh
+. "$repo/tests/docs/processes.sh"
 work=$(mktemp -d "${TMPDIR:-/tmp}/keel-local-cluster.XXXXXX")
 export KEEL_BIN_DIR=$build_dir KEEL_CLUSTER_DIR=$work/cluster
 lc=$repo/deploy/local-cluster.sh
@@ -15,13 +17,6 @@ finish() {
   rm -rf -- "$work"
 }
 trap finish EXIT
-# Runs and is not a zombie (a node outlives the script that started it and
-# is reaped by init, maybe not at once).
-alive() {
-  local state
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
 fail() {
   echo "local-cluster test: $*"
   exit 1

@@ -30,6 +30,8 @@ fi
 build_dir=$(cd "$1" && pwd) || exit 2
 shift
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/docs/processes.sh
+. "$repo/tests/docs/processes.sh"
 block_timeout_s=${DOC_BLOCK_TIMEOUT_S:-300}
 
 # The blocks use fixed ports, as a newcomer would; something already
@@ -127,12 +129,6 @@ translate() {
   } >"$dir/run.sh"
 }
 
-# Whether a process runs: exists and is not a zombie.
-alive() {
-  local state
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
 
 # Processes of a session, but its leader.
 session_members() {

@@ -7,6 +7,8 @@
 set -uo pipefail
 build_dir=$(cd "$1" && pwd) || exit 2
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/docs/processes.sh
+. "$repo/tests/docs/processes.sh"
 work=$(mktemp -d "${TMPDIR:-/tmp}/keel-run-sh.XXXXXX")
 pid=
 finish() {
@@ -25,7 +27,7 @@ KEEL_RUN_SETUP=0 BUILD_DIR=$build_dir KEEL_RUN_DATA=$work/data KEEL_RUN_HTTP=127
 pid=$!
 for ((i = 0; i < 300; i++)); do
   grep -q 'Ctrl-C stops the node' "$work/out" && break
-  kill -0 "$pid" 2>/dev/null || fail "run.sh exited before the node was up"
+  alive "$pid" || fail "run.sh exited before the node was up"
   sleep 0.1
 done
 grep -q 'Ctrl-C stops the node' "$work/out" || fail "no 'what to try next' within 30 s"
