@@ -18,12 +18,12 @@
 #include "actors/caf_types.hpp"
 #include "actors/effect_dispatch.hpp"
 #include "actors/event_log.hpp"
-#include "actors/ledger_audit.hpp"
 #include "actors/salvage.hpp"
 #include "actors/shell_state.hpp"
 #include "actors/timer_service.hpp"
-#include "actors/type_catalog.hpp"
 #include "base/clock.hpp"
+#include "ledger/audit.hpp"
+#include "ledger/type_catalog.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors {

@@ -1,8 +1,8 @@
 #include "actors/effect_dispatch.hpp"
 
-#include "actors/secret_table.hpp"
 #include "base/clock.hpp"
 #include "base/names.hpp"
+#include "effects/secret_table.hpp"
 
 namespace keel::actors {
 

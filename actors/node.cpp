@@ -9,18 +9,18 @@
 #include <thread>
 
 #include "actors/caf_types.hpp"
-#include "actors/exec_tool.hpp"
-#include "actors/ledger_codec.hpp"
-#include "actors/retention.hpp"
-#include "actors/scripted_model.hpp"
-#include "actors/secret_table.hpp"
 #include "actors/timer_service.hpp"
-#include "actors/type_catalog.hpp"
 #include "agent/core.hpp"
 #include "agent/registry.hpp"
 #include "base/clock.hpp"
 #include "base/log.hpp"
 #include "base/names.hpp"
+#include "effects/exec_tool.hpp"
+#include "effects/scripted_model.hpp"
+#include "effects/secret_table.hpp"
+#include "ledger/codec.hpp"
+#include "ledger/retention.hpp"
+#include "ledger/type_catalog.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors {

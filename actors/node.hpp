@@ -24,10 +24,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/effects.hpp"
 #include "base/status.hpp"
 #include "config/agent_spec.hpp"
 #include "config/node_config.hpp"
+#include "effects/contexts.hpp"
 #include "persistence/store.hpp"
 
 namespace keel::actors {
@@ -102,7 +102,7 @@ struct ledger_page {
 // What a fork of an agent at seq `at` starts from (node::fork_source).
 struct fork_source {
   std::string type;
-  json events = json::array();  // export lines (actors/ledger_audit.hpp) of the copied prefix
+  json events = json::array();  // export lines (ledger/audit.hpp) of the copied prefix
   json replaced;                // the export line of the event at `at` (null without override)
   uint64_t bytes = 0;           // size of the copied prefix as exported
 };
@@ -191,7 +191,7 @@ status validate_client_message_id(std::string_view id);
 inline constexpr std::string_view cluster_id_prefix = "keel-";
 
 // Where a node sends requests for agents it does not serve: the cluster
-// layer (net/cluster_node.hpp) implements it. Without one, every agent is
+// layer (net/cluster/node.hpp) implements it. Without one, every agent is
 // local. Methods are called from node threads and must not block.
 class remote_router {
  public:
@@ -265,7 +265,7 @@ class node {
   result<json> type_version(std::string_view name, std::string_view version);
 
   // Named secrets for agent types' ${secret:NAME} references
-  // (actors/secret_table.hpp; actors/node_secrets.cpp). Blocking: call from
+  // (effects/secret_table.hpp; actors/node_secrets.cpp). Blocking: call from
   // threads of your own. No answer ever holds a value.
   // put_secret: sets `name` in the store, sealed, durably -> {"name",
   // "source": "store", "created", "updated_ms"}. Errors: invalid_argument

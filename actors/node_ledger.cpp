@@ -14,16 +14,16 @@
 #include <filesystem>
 #include <future>
 
-#include "actors/ledger_audit.hpp"
 #include "actors/node.hpp"
 #include "actors/runtime.hpp"
-#include "actors/type_catalog.hpp"
 #include "agent/loop.hpp"
 #include "agent/registry.hpp"
 #include "agent/replay.hpp"
 #include "base/clock.hpp"
 #include "base/durable_file.hpp"
 #include "base/names.hpp"
+#include "ledger/audit.hpp"
+#include "ledger/type_catalog.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors {

@@ -1,9 +1,9 @@
 // The node's named secrets, for the API: set, remove and list
-// (actors/secret_table.hpp holds them). CAF-free. No answer holds a value.
+// (effects/secret_table.hpp holds them). CAF-free. No answer holds a value.
 
 #include "actors/node.hpp"
 #include "actors/runtime.hpp"
-#include "actors/secret_table.hpp"
+#include "effects/secret_table.hpp"
 
 namespace keel::actors {
 

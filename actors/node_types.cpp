@@ -1,12 +1,12 @@
 // The node's agent types and their versions, for the API: registering a
 // version at run time and listing what the node has. CAF-free; the versions
-// live in the registry and the store (actors/type_catalog.hpp).
+// live in the registry and the store (ledger/type_catalog.hpp).
 
 #include <optional>
 
 #include "actors/node.hpp"
 #include "actors/runtime.hpp"
-#include "actors/type_catalog.hpp"
+#include "ledger/type_catalog.hpp"
 
 namespace keel::actors {
 

@@ -14,13 +14,13 @@
 
 #include "actors/agent_census.hpp"
 #include "actors/effect_pool.hpp"
-#include "actors/effects.hpp"
 #include "actors/node.hpp"
 #include "actors/task_queue.hpp"
 #include "agent/registry.hpp"
 #include "base/call_once.hpp"
 #include "base/histogram.hpp"
 #include "config/node_config.hpp"
+#include "effects/contexts.hpp"
 #include "persistence/journal_writer.hpp"
 #include "persistence/store.hpp"
 
@@ -64,7 +64,7 @@ struct runtime {
   timer_service* timers = nullptr;
   const agent::type_registry* types = nullptr;
   // The types' versions in the store: finds a version the registry lacks,
-  // registers new ones (actors/type_catalog.hpp).
+  // registers new ones (ledger/type_catalog.hpp).
   type_catalog* catalog = nullptr;
   // The shortest idle time of any agent type: the supervisor's sweep uses it.
   // Lowered when a version with a shorter idle_ms is registered.
@@ -75,7 +75,7 @@ struct runtime {
     }
   }
   effect_plugins plugins;
-  // The node's secrets (actors/secret_table.hpp): effects expand their
+  // The node's secrets (effects/secret_table.hpp): effects expand their
   // references and redact their outcomes through it.
   secret_table* secrets = nullptr;
   effect_pool* pool = nullptr;

@@ -12,10 +12,10 @@
 #include <map>
 #include <set>
 
-#include "actors/ledger_codec.hpp"
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
 #include "base/durable_file.hpp"
+#include "ledger/codec.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/store.hpp"
 #include "persistence/wal_reader.hpp"

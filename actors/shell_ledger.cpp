@@ -3,9 +3,9 @@
 // a compaction. Both run on the agent's actor, which owns its directory
 // entry, like every other change to the agent.
 
-#include "actors/ledger_audit.hpp"
 #include "actors/shell_state.hpp"
-#include "actors/type_catalog.hpp"
+#include "ledger/audit.hpp"
+#include "ledger/type_catalog.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors::shell_detail {

@@ -17,10 +17,10 @@
 #include <utility>
 #include <vector>
 
-#include "actors/ledger_codec.hpp"
 #include "actors/runtime.hpp"
 #include "agent/core.hpp"
 #include "agent/loop.hpp"
+#include "ledger/codec.hpp"
 
 namespace keel::actors::shell_detail {
 

@@ -19,7 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/http_client.hpp"
+#include "http/client.hpp"
 
 namespace keel::cli_app {
 

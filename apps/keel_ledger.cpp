@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "apps/keel_cli.hpp"
-#include "net/sse.hpp"
+#include "http/sse.hpp"
 
 namespace keel::cli_app {
 

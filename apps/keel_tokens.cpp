@@ -1,5 +1,5 @@
 // keel token create|ls|revoke and keel whoami: the node's API tokens
-// (net/auth_tokens.hpp) and who the CLI is to the node.
+// (net/api/auth_tokens.hpp) and who the CLI is to the node.
 
 #include <cstdio>
 

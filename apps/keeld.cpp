@@ -33,7 +33,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/exec_sandbox.hpp"
 #include "actors/node.hpp"
 #include "actors/salvage.hpp"
 #include "apps/keeld_flags.hpp"
@@ -46,12 +45,13 @@
 #include "config/agent_spec.hpp"
 #include "config/cluster_config.hpp"
 #include "config/node_config.hpp"
-#include "net/api.hpp"
-#include "net/auth_tokens.hpp"
-#include "net/cluster_node.hpp"
-#include "net/http_server.hpp"
-#include "net/http_tool.hpp"
-#include "net/openai_model.hpp"
+#include "effects/exec_sandbox.hpp"
+#include "effects/http_tool.hpp"
+#include "effects/openai_model.hpp"
+#include "http/server.hpp"
+#include "net/api/api.hpp"
+#include "net/api/auth_tokens.hpp"
+#include "net/cluster/node.hpp"
 #include "persistence/secret_store.hpp"
 #include "persistence/store.hpp"
 

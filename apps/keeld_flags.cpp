@@ -10,7 +10,7 @@
 
 #include "base/principal.hpp"
 #include "base/token_file.hpp"
-#include "net/http_server.hpp"
+#include "http/server.hpp"
 
 namespace keel::keeld {
 

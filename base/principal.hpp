@@ -2,7 +2,7 @@
 // Who is calling the HTTP API, and what they may do: a principal with
 // scopes, optionally limited to agents whose names match a set of
 // prefixes. The server authenticates a bearer token into one
-// (net/auth_tokens.hpp); the API checks the scope each route needs.
+// (net/api/auth_tokens.hpp); the API checks the scope each route needs.
 //
 // Scopes (admin implies every other):
 //   read     GET: agents, ledgers, streams, audit, types, tasks, metrics

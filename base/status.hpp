@@ -2,7 +2,7 @@
 // status and result<T>: how every layer reports failure.
 //
 // Codes are stable: they travel on the wire as strings (to_string(code)) and
-// map to HTTP statuses in net/. A status is cheap to copy when ok (no
+// map to HTTP statuses in net/api/. A status is cheap to copy when ok (no
 // allocation); a failed one carries a message written for the user.
 
 #include <cassert>

@@ -40,8 +40,8 @@
 #include "bench/bench_util.hpp"
 #include "bench/node_driver.hpp"
 #include "config/cluster_config.hpp"
-#include "net/api.hpp"
-#include "net/cluster_node.hpp"
+#include "net/api/api.hpp"
+#include "net/cluster/node.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/store.hpp"
 

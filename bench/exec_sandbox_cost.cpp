@@ -14,8 +14,8 @@
 
 #include <cstdio>
 
-#include "actors/exec_sandbox.hpp"
 #include "bench/bench_util.hpp"
+#include "effects/exec_sandbox.hpp"
 
 namespace keel::bench {
 

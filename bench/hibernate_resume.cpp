@@ -25,9 +25,9 @@
 
 #include "bench/bench_util.hpp"
 #include "bench/node_driver.hpp"
-#include "net/api.hpp"
-#include "net/http_client.hpp"
-#include "net/http_server.hpp"
+#include "http/client.hpp"
+#include "http/server.hpp"
+#include "net/api/api.hpp"
 
 namespace keel::bench {
 

@@ -29,10 +29,10 @@
 #include <cstdio>
 #include <functional>
 
-#include "actors/ledger_codec.hpp"
 #include "base/clock.hpp"
 #include "bench/bench_util.hpp"
 #include "bench/node_driver.hpp"
+#include "ledger/codec.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/store.hpp"
 #include "persistence/values.hpp"

@@ -156,7 +156,7 @@ status set_http_address(node_config& c, const std::string& host_port);
 
 // Checks the whole config: data_dir set, a token when not bound to
 // loopback, limits in range, TLS files given in pairs and readable (that
-// they hold valid PEM is checked where they are loaded, net/http_server).
+// they hold valid PEM is checked where they are loaded, http/server).
 status validate(const node_config& c);
 
 // Whether the HTTP port speaks TLS.

@@ -1,27 +1,104 @@
 #!/usr/bin/env bash
-# Fails when a layer includes a layer above it (dependencies point down:
-# base <- config, persistence <- agent <- actors <- net <- apps).
+# Checks that the code's layering is the build's: every #include "DIR/..."
+# in a source folder names a folder whose library that folder's libraries
+# link (directly or through others), the folders link without cycles, and
+# each folder has its CMakeLists.txt and README.md.
+#
+#   tools/check_layers.sh BUILD_DIR/layer_graph.txt [SOURCE_DIR]
+#
+# The graph is written at configure time from the CMake targets
+# (cmake/LayerGraph.cmake), so the rule cannot drift from the build.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-declare -A may=(
-  [base]=""
-  [config]="base"
-  [persistence]="base"
-  [agent]="base config"
-  [actors]="base config persistence agent"
-  [net]="base config persistence agent actors"
-)
+graph=$(realpath "${1:?usage: check_layers.sh BUILD_DIR/layer_graph.txt [SOURCE_DIR]}")
+cd "${2:-$(dirname "$0")/..}"
+
+declare -A folder_of deps targets_of
+folders=()
+while read -r dir target rest; do
+  [ -n "$dir" ] || continue
+  [[ " ${folders[*]} " == *" $dir "* ]] || folders+=("$dir")
+  [ "$target" = "-" ] && continue
+  folder_of[$target]=$dir
+  deps[$target]=$rest
+  targets_of[$dir]+=" $target"
+done <"$graph"
+
+# The folders a folder may include: its own and those of every library its
+# libraries reach.
+declare -A allowed
+for dir in "${folders[@]}"; do
+  seen=" "
+  todo=(${targets_of[$dir]:-})
+  while ((${#todo[@]})); do
+    t=${todo[0]}
+    todo=("${todo[@]:1}")
+    [[ "$seen" == *" $t "* ]] && continue
+    seen+="$t "
+    todo+=(${deps[$t]:-})
+  done
+  reach=" $dir "
+  for t in $seen; do
+    f=${folder_of[$t]:-}
+    [ -n "$f" ] && [[ "$reach" != *" $f "* ]] && reach+="$f "
+  done
+  allowed[$dir]=$reach
+done
+
 bad=0
-for layer in "${!may[@]}"; do
-  for other in base config persistence agent actors net apps; do
-    [ "$other" = "$layer" ] && continue
-    case " ${may[$layer]} " in *" $other "*) continue ;; esac
-    if hits=$(grep -rnE "#include +\"$other/" "$layer" 2>/dev/null); then
-      echo "layering: $layer must not include $other/:"
-      echo "$hits"
+# Folders that reach each other form a cycle.
+for a in "${folders[@]}"; do
+  for b in "${folders[@]}"; do
+    [[ "$a" < "$b" ]] || continue
+    if [[ "${allowed[$a]}" == *" $b "* && "${allowed[$b]}" == *" $a "* ]]; then
+      echo "layering: $a and $b link each other (a cycle)"
       bad=1
     fi
   done
 done
-[ $bad -eq 0 ] && echo "layering: ok"
+
+# The folder an include path is in: the longest folder of the graph that
+# is a prefix of it ("net/api/support.hpp" is in net/api, not net).
+folder_of_path() {
+  local path=$1 best=""
+  for f in "${folders[@]}"; do
+    if [[ "$path" == "$f/"* && ${#f} -gt ${#best} ]]; then best=$f; fi
+  done
+  printf '%s' "$best"
+}
+
+checked=0
+for dir in "${folders[@]}"; do
+  for required in CMakeLists.txt README.md; do
+    if [ ! -f "$dir/$required" ]; then
+      echo "layering: $dir has no $required"
+      bad=1
+    fi
+  done
+  for file in "$dir"/*.cpp "$dir"/*.hpp "$dir"/*.in; do
+    [ -f "$file" ] || continue
+    while IFS=: read -r line inc; do
+      target_folder=$(folder_of_path "$inc")
+      [ -n "$target_folder" ] || continue
+      checked=$((checked + 1))
+      if [[ "${allowed[$dir]}" != *" $target_folder "* ]]; then
+        echo "layering: $file:$line includes $inc, but $dir's libraries do not link $target_folder's"
+        bad=1
+      fi
+    done < <(grep -nE '^#include +"' "$file" | sed -E 's/^([0-9]+):#include +"([^"]+)".*/\1:\2/')
+  done
+done
+
+# A folder of sources the build does not add escapes the check.
+for dir in */; do
+  dir=${dir%/}
+  case $dir in tests | bench | tools | cmake | build* | deploy | docs | examples) continue ;; esac
+  if [[ " ${folders[*]} " != *" $dir "* ]] && compgen -G "$dir/*.[ch]pp" >/dev/null; then
+    echo "layering: $dir has sources but the build adds no targets from it"
+    bad=1
+  fi
+done
+
+if [ $bad -eq 0 ]; then
+  echo "layering: ok (${#folders[@]} folders, $checked includes checked against the build's links)"
+fi
 exit $bad

@@ -27,7 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/cluster_config.hpp"
-#include "net/http_client.hpp"
+#include "http/client.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 

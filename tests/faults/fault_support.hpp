@@ -24,7 +24,7 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
-#include "net/http_client.hpp"
+#include "http/client.hpp"
 #include "support/http_replay_check.hpp"
 #include "support/keeld_process.hpp"
 #include "support/ledger_pages.hpp"

@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/http_client.hpp"
+#include "http/client.hpp"
 #include "support/child_process.hpp"
 #include "support/fake_openai_server.hpp"
 #include "support/fake_tool_server.hpp"
@@ -511,7 +511,7 @@ TEST_CASE("cancelling a turn that waits for approval compensates its completed c
 }
 
 // Reply n of a script answers every attempt of the agent's n-th model call
-// (actors/scripted_model.hpp): a retry must not move on to the next reply.
+// (effects/scripted_model.hpp): a retry must not move on to the next reply.
 TEST_CASE("every attempt of a retried scripted model call gets the same reply") {
   loop_node n;
   n.write_spec(

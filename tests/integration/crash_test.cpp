@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/http_client.hpp"
+#include "http/client.hpp"
 #include "support/http_replay_check.hpp"
 #include "support/keeld_process.hpp"
 #include "support/temp_dir.hpp"

@@ -1,4 +1,4 @@
-// net/http_client.hpp: parse_url and percent_encode (pure functions), and
+// http/client.hpp: parse_url and percent_encode (pure functions), and
 // the errors a client reports before any server answers.
 
 #include <doctest/doctest.h>
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "net/http_client.hpp"
+#include "http/client.hpp"
 
 using namespace keel;
 

@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/node_config.hpp"
-#include "net/http_client.hpp"
+#include "http/client.hpp"
 #include "support/cli_runner.hpp"
 #include "support/keeld_process.hpp"
 #include "support/temp_dir.hpp"

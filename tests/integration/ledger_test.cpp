@@ -23,9 +23,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/ledger_codec.hpp"
-#include "net/http_client.hpp"
-#include "net/sse.hpp"
+#include "http/client.hpp"
+#include "http/sse.hpp"
+#include "ledger/codec.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/store.hpp"
 #include "support/cli_runner.hpp"
@@ -162,7 +162,7 @@ json exec_tool(const std::string& name, const json& output, bool idempotent) {
 }
 
 // An exec tool that answers with its whole input: {"arguments", "agent",
-// "idempotency_key", "attempt"} (actors/exec_tool.hpp), so its result
+// "idempotency_key", "attempt"} (effects/exec_tool.hpp), so its result
 // shows which agent ran it with what.
 json echo_tool(const std::string& name) {
   return {{"name", name},

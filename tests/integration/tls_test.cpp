@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "net/http_client.hpp"
+#include "http/client.hpp"
 #include "support/cli_runner.hpp"
 #include "support/keeld_process.hpp"
 #include "support/raw_http.hpp"

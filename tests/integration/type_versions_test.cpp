@@ -22,7 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/http_client.hpp"
+#include "http/client.hpp"
 #include "support/cli_runner.hpp"
 #include "support/loop_node.hpp"
 

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/http_server.hpp"
+#include "http/server.hpp"
 
 namespace keel::test {
 

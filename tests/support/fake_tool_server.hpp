@@ -34,7 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/http_server.hpp"
+#include "http/server.hpp"
 
 namespace keel::test {
 

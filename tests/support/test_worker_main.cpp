@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/http_client.hpp"
+#include "http/client.hpp"
 
 int main(int argc, char** argv) {
   if (argc != 5) {

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "actors/ledger_codec.hpp"
+#include "ledger/codec.hpp"
 
 using namespace keel;
 using agent::json;

@@ -1,4 +1,4 @@
-// net/cluster_transport.hpp: transports in one process on 127.0.0.1, each
+// net/cluster/transport.hpp: transports in one process on 127.0.0.1, each
 // with its own actor system, talking over real sockets.
 
 #include <doctest/doctest.h>
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "base/clock.hpp"
-#include "net/cluster_transport.hpp"
+#include "net/cluster/transport.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 

@@ -1,0 +1,61 @@
+// /v1/types[/{name}[/versions]]: the agent types a node runs and their
+// versions (ledger/type_catalog.hpp), and /v1/agents/{name}/upgrade.
+
+#include "net/api/support.hpp"
+
+namespace keel::net::api_detail {
+
+void types_route(actors::node& node, const http_request& req, const target& t,
+                 const respond_fn& respond) {
+  const auto& seg = t.segments;
+  const std::string& m = req.method;
+  auto answer = [&respond](const result<json>& r) {
+    respond(r ? json_response(200, *r) : error_response(r.error()));
+  };
+  if (seg.size() == 2) {
+    if (m != "GET") return respond(method_not_allowed(m, "GET"));
+    return respond(json_response(200, {{"types", node.types()}}));
+  }
+  auto name = percent_decode(seg[2], false);
+  if (!name) return respond(error_response(name.error()));
+  if (seg.size() == 3) {
+    if (m == "GET") return answer(node.type_version(*name, "latest"));
+    if (m != "PUT") return respond(method_not_allowed(m, "GET, PUT"));
+    auto body = parse_body(req.body);
+    if (!body) return respond(error_response(body.error()));
+    auto r = node.put_type(*name, *body);
+    if (!r) return respond(error_response(r.error()));
+    return respond(json_response((*r)["new"].get<bool>() ? 201 : 200, *r));
+  }
+  if (seg.size() == 4 && seg[3] == "versions") {
+    if (m != "GET") return respond(method_not_allowed(m, "GET"));
+    auto r = node.type_versions(*name, string_param(t, "spec") == "1");
+    if (!r) return respond(error_response(r.error()));
+    return respond(json_response(200, {{"name", *name}, {"versions", std::move(*r)}}));
+  }
+  if (seg.size() == 5 && seg[3] == "versions") {
+    if (m != "GET") return respond(method_not_allowed(m, "GET"));
+    auto version = percent_decode(seg[4], false);
+    if (!version) return respond(error_response(version.error()));
+    return answer(node.type_version(*name, *version));
+  }
+  respond(fail(404, "not_found", "no such path: " + req.target.substr(0, req.target.find('?'))));
+}
+
+void upgrade(actors::node& node, std::string name, const http_request& req,
+             const respond_fn& respond) {
+  auto body = parse_object(req.body, {"to", "by"}, true);
+  if (!body) return respond(error_response(body.error()));
+  auto to = string_field(*body, "to", false);
+  if (!to) return respond(error_response(to.error()));
+  auto by = string_field(*body, "by", false);
+  if (!by) return respond(error_response(by.error()));
+  // The authenticated principal upgrades; a "by" in the body is not trusted.
+  node.upgrade(std::move(name), to->empty() ? "latest" : std::move(*to), req.who.name,
+               [respond](result<json> r) {
+                 guarded(respond,
+                         [&] { respond(r ? json_response(200, *r) : error_response(r.error())); });
+               });
+}
+
+}  // namespace keel::net::api_detail
