@@ -1,9 +1,10 @@
 #pragma once
-// Internal to persistence/ (store.cpp, store_reads.cpp): the RocksDB side
+// Internal to persistence/ (store.cpp, store_reads.cpp, store_doctor.cpp): the RocksDB side
 // of the store. Nothing outside this folder includes it.
 
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
+#include <rocksdb/listener.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -88,6 +89,24 @@ struct store::impl {
   status read_error(const rocksdb::Status& s, const std::string& what);
   void run_doctor();
   void start_doctor();
+};
+
+// Hears RocksDB's background errors (store_doctor.cpp): a corrupt table
+// file met by a compaction is reported and writes go on; a hard error stops
+// writes until the recovery thread reopens; a soft one is only reported.
+// RocksDB's own recovery is refused (store.cpp says why).
+class store_listener final : public rocksdb::EventListener {
+ public:
+  explicit store_listener(store::impl* s) : s_(s) {}
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* e) override;
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status,
+                            bool* auto_recovery) override;
+
+  // Guarded by s_->state_mu.
+  std::vector<std::string> pending_corruption_;
+
+ private:
+  store::impl* s_;
 };
 
 }  // namespace keel::persistence

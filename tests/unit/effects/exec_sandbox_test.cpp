@@ -382,17 +382,31 @@ TEST_CASE("a program that ignores its input does not hurt the caller") {
 
 TEST_CASE("concurrent calls keep their inputs and outputs apart") {
   std::vector<std::string> outputs(6);
+  std::vector<std::string> failures(outputs.size());
   std::vector<std::thread> threads;
   for (std::size_t i = 0; i < outputs.size(); ++i) {
-    threads.emplace_back([i, &outputs] {
+    threads.emplace_back([i, &outputs, &failures] {
       std::string input(100'000 + i * 777, static_cast<char>('a' + i));
       auto r = run_sandboxed({"/bin/cat"}, input, {}, generous_ms);
-      if (r.is_ok()) outputs[i] = r->stdout_text;
+      if (!r.is_ok()) {
+        failures[i] = r.error().message();
+      } else {
+        outputs[i] = r->stdout_text;
+        if (r->exit_code != 0 || r->timed_out)
+          failures[i] = "exit " + std::to_string(r->exit_code) +
+                        (r->timed_out ? " (timed out)" : "") + ", stderr: " + r->stderr_text;
+      }
     });
   }
   for (auto& t : threads) t.join();
-  for (std::size_t i = 0; i < outputs.size(); ++i)
-    CHECK(outputs[i] == std::string(100'000 + i * 777, static_cast<char>('a' + i)));
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    CAPTURE(i);
+    CHECK_MESSAGE(failures[i].empty(), failures[i]);
+    CHECK(outputs[i].size() == 100'000 + i * 777);
+    // (Compared as a bool: doctest would print both 100 kB strings.)
+    const bool same = outputs[i] == std::string(100'000 + i * 777, static_cast<char>('a' + i));
+    CHECK(same);
+  }
 }
 
 TEST_CASE("a tool cannot signal or see the process that runs it") {
