@@ -28,6 +28,7 @@
 #include "config/agent_spec.hpp"
 #include "config/node_config.hpp"
 #include "effects/contexts.hpp"
+#include "effects/secret_table.hpp"
 #include "persistence/journal_sink.hpp"
 #include "persistence/store.hpp"
 
@@ -98,6 +99,41 @@ struct ledger_page {
   // Where the next page starts when this one ended before the ledger did
   // (its event or byte bound was reached); 0 when it reached the end.
   uint64_t next = 0;
+};
+
+// An agent type the node runs (node::types).
+struct type_summary {
+  std::string name;
+  std::string latest;  // the latest version's hash ("" for a built-in type)
+  std::size_t versions = 0;
+  bool builtin = false;
+};
+
+// One version of an agent type (node::type_versions, node::type_version).
+// A built-in type has one: version "", latest, no spec.
+struct type_version_info {
+  std::string version;  // the spec's hash
+  bool latest = false;
+  bool builtin = false;
+  int64_t added_ms = 0;
+  std::string source;  // where it came from (a file, "PUT /v1/types/...")
+  std::string description;
+  json spec;  // the canonical spec when asked for, else null
+};
+
+// What node::put_type did.
+struct type_put {
+  std::string name;
+  std::string version;
+  bool is_new = false;   // a version the node did not have
+  bool changed = false;  // the latest version changed
+};
+
+// What node::put_secret did.
+struct secret_put {
+  std::string name;
+  bool created = false;  // there was no such secret in the store before
+  int64_t updated_ms = 0;
 };
 
 struct agent_summary {
@@ -251,32 +287,30 @@ class node {
   // Agent types and their versions (actors/node_types.cpp; blocking: call
   // from threads of your own). put_type: `spec` (a spec as in --agents, a
   // scripted model's script inline) becomes the latest version of its type,
-  // durably -> {"name", "version", "new", "changed"}. Errors:
-  // invalid_argument (as at load; a name other than `name`), already_exists
-  // (a built-in type), io_error, no_space.
-  result<json> put_type(std::string_view name, const json& spec);
-  // [{"name", "latest", "versions", "builtin"}]
-  json types();
-  // [{"version", "latest", "added_ms", "source", "description"}] in the order
-  // added; with `spec` each version's canonical spec too. Errors: not_found.
-  result<json> type_versions(std::string_view name, bool spec);
-  // {"name", "version", "latest", "spec"}: one version ("latest" or a hash).
-  // Errors: not_found.
-  result<json> type_version(std::string_view name, std::string_view version);
+  // durably. Errors: invalid_argument (as at load; a name other than
+  // `name`), already_exists (a built-in type), io_error, no_space.
+  result<type_put> put_type(std::string_view name, const json& spec);
+  // Every type the node runs, by name.
+  std::vector<type_summary> types();
+  // The versions of type `name` in the order added; with `spec` each
+  // version's canonical spec too. Errors: not_found.
+  result<std::vector<type_version_info>> type_versions(std::string_view name, bool spec);
+  // One version ("latest" or a hash, or a unique prefix of at least 6 hex
+  // digits), with its spec. Errors: not_found.
+  result<type_version_info> type_version(std::string_view name, std::string_view version);
 
   // Named secrets for agent types' ${secret:NAME} references
   // (effects/secret_table.hpp; actors/node_secrets.cpp). Blocking: call from
   // threads of your own. No answer ever holds a value.
-  // put_secret: sets `name` in the store, sealed, durably -> {"name",
-  // "source": "store", "created", "updated_ms"}. Errors: invalid_argument
-  // (name, an empty or too large value), conflict (set in the node
-  // config), no_space, unavailable, io_error.
-  result<json> put_secret(std::string_view name, std::string_view value);
-  // -> {"name", "deleted": true}. Errors: invalid_argument, not_found,
-  // conflict (set in the node config), the store's.
-  result<json> remove_secret(std::string_view name);
-  // [{"name", "source": "store"|"file"|"env", "from"?, "updated_ms"}] by name.
-  json secrets();
+  // put_secret: sets `name` in the store, sealed, durably. Errors:
+  // invalid_argument (name, an empty or too large value), conflict (set in
+  // the node config), no_space, unavailable, io_error.
+  result<secret_put> put_secret(std::string_view name, std::string_view value);
+  // Errors: invalid_argument, not_found, conflict (set in the node
+  // config), the store's.
+  status remove_secret(std::string_view name);
+  // Every secret the node knows, by name (never a value).
+  std::vector<secret_listing> secrets();
 
   // Cancels the agent's current turn: compensations of its completed tool
   // calls run in reverse order, then the turn ends "cancelled". Recorded as
