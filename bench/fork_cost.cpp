@@ -192,7 +192,7 @@ int run(int argc, char** argv) {
   sync_driver d(*n);
   for (int64_t total = 1; static_cast<uint64_t>(2 * total + 2) <= max_at; ++total)
     d.send_add(parent, 1, total);
-  auto end = n->ledger_end(parent);
+  auto end = n->ledgers().ledger_end(parent);
   if (!end || *end != max_at) die("the parent's ledger does not end at the largest N");
   rep.metric("parent_events", *end);
   rep.metric("parent_build_s", round2(static_cast<double>(now_ns() - t0) / 1e9));
