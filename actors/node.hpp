@@ -28,6 +28,8 @@
 #include "config/agent_spec.hpp"
 #include "config/node_config.hpp"
 #include "effects/contexts.hpp"
+#include "effects/secret_table.hpp"
+#include "persistence/journal_sink.hpp"
 #include "persistence/store.hpp"
 
 namespace keel::actors {
@@ -99,12 +101,39 @@ struct ledger_page {
   uint64_t next = 0;
 };
 
-// What a fork of an agent at seq `at` starts from (node::fork_source).
-struct fork_source {
-  std::string type;
-  json events = json::array();  // export lines (ledger/audit.hpp) of the copied prefix
-  json replaced;                // the export line of the event at `at` (null without override)
-  uint64_t bytes = 0;           // size of the copied prefix as exported
+// An agent type the node runs (node::types).
+struct type_summary {
+  std::string name;
+  std::string latest;  // the latest version's hash ("" for a built-in type)
+  std::size_t versions = 0;
+  bool builtin = false;
+};
+
+// One version of an agent type (node::type_versions, node::type_version).
+// A built-in type has one: version "", latest, no spec.
+struct type_version_info {
+  std::string version;  // the spec's hash
+  bool latest = false;
+  bool builtin = false;
+  int64_t added_ms = 0;
+  std::string source;  // where it came from (a file, "PUT /v1/types/...")
+  std::string description;
+  json spec;  // the canonical spec when asked for, else null
+};
+
+// What node::put_type did.
+struct type_put {
+  std::string name;
+  std::string version;
+  bool is_new = false;   // a version the node did not have
+  bool changed = false;  // the latest version changed
+};
+
+// What node::put_secret did.
+struct secret_put {
+  std::string name;
+  bool created = false;  // there was no such secret in the store before
+  int64_t updated_ms = 0;
 };
 
 struct agent_summary {
@@ -171,6 +200,12 @@ struct start_options {
   // Paths exec tools must never see, beyond the data directory (which is
   // always hidden): the node's config, token and key files.
   std::vector<std::string> hidden_paths;
+  // For tests, never a config key: wraps the sink the journal writes
+  // through (the store) in another, e.g. one that fails or delays writes
+  // (tests/support/faulty_sink.hpp). Null: the store itself.
+  std::function<std::unique_ptr<persistence::journal_sink>(
+      std::unique_ptr<persistence::journal_sink>)>
+      wrap_journal_sink;
 };
 
 struct inbound_message {
@@ -208,6 +243,7 @@ class remote_router {
 };
 
 struct runtime;
+class ledger_ops;
 
 class node {
  public:
@@ -251,32 +287,30 @@ class node {
   // Agent types and their versions (actors/node_types.cpp; blocking: call
   // from threads of your own). put_type: `spec` (a spec as in --agents, a
   // scripted model's script inline) becomes the latest version of its type,
-  // durably -> {"name", "version", "new", "changed"}. Errors:
-  // invalid_argument (as at load; a name other than `name`), already_exists
-  // (a built-in type), io_error, no_space.
-  result<json> put_type(std::string_view name, const json& spec);
-  // [{"name", "latest", "versions", "builtin"}]
-  json types();
-  // [{"version", "latest", "added_ms", "source", "description"}] in the order
-  // added; with `spec` each version's canonical spec too. Errors: not_found.
-  result<json> type_versions(std::string_view name, bool spec);
-  // {"name", "version", "latest", "spec"}: one version ("latest" or a hash).
-  // Errors: not_found.
-  result<json> type_version(std::string_view name, std::string_view version);
+  // durably. Errors: invalid_argument (as at load; a name other than
+  // `name`), already_exists (a built-in type), io_error, no_space.
+  result<type_put> put_type(std::string_view name, const json& spec);
+  // Every type the node runs, by name.
+  std::vector<type_summary> types();
+  // The versions of type `name` in the order added; with `spec` each
+  // version's canonical spec too. Errors: not_found.
+  result<std::vector<type_version_info>> type_versions(std::string_view name, bool spec);
+  // One version ("latest" or a hash, or a unique prefix of at least 6 hex
+  // digits), with its spec. Errors: not_found.
+  result<type_version_info> type_version(std::string_view name, std::string_view version);
 
   // Named secrets for agent types' ${secret:NAME} references
   // (effects/secret_table.hpp; actors/node_secrets.cpp). Blocking: call from
   // threads of your own. No answer ever holds a value.
-  // put_secret: sets `name` in the store, sealed, durably -> {"name",
-  // "source": "store", "created", "updated_ms"}. Errors: invalid_argument
-  // (name, an empty or too large value), conflict (set in the node
-  // config), no_space, unavailable, io_error.
-  result<json> put_secret(std::string_view name, std::string_view value);
-  // -> {"name", "deleted": true}. Errors: invalid_argument, not_found,
-  // conflict (set in the node config), the store's.
-  result<json> remove_secret(std::string_view name);
-  // [{"name", "source": "store"|"file"|"env", "from"?, "updated_ms"}] by name.
-  json secrets();
+  // put_secret: sets `name` in the store, sealed, durably. Errors:
+  // invalid_argument (name, an empty or too large value), conflict (set in
+  // the node config), no_space, unavailable, io_error.
+  result<secret_put> put_secret(std::string_view name, std::string_view value);
+  // Errors: invalid_argument, not_found, conflict (set in the node
+  // config), the store's.
+  status remove_secret(std::string_view name);
+  // Every secret the node knows, by name (never a value).
+  std::vector<secret_listing> secrets();
 
   // Cancels the agent's current turn: compensations of its completed tool
   // calls run in reverse order, then the turn ends "cancelled". Recorded as
@@ -302,47 +336,10 @@ class node {
   result<ledger_page> ledger(std::string_view name, uint64_t from, std::size_t limit,
                              uint64_t max_bytes = UINT64_MAX);
 
-  // Audit, replay, fork and compaction (actors/node_ledger.cpp). Blocking:
-  // call from threads of your own. None of them starts an effect.
-  //
-  // audit: checks the agent's hash chain -> {"intact", "first_seq",
-  // "last_seq", "events", "head"} or {"intact": false, "bad_seq",
-  // "reason", ...}.
-  result<json> audit(std::string_view name);
-  // The seq of the agent's last event (0: none). Errors: not_found.
-  result<uint64_t> ledger_end(std::string_view name);
-  // replay: {"overrides"?: {"SEQ": replacement}, "policy"?: "recorded" |
-  // "scripted" | "stop", "script"?: {...}} (agent/replay.hpp). Without
-  // overrides a strict replay -> {"mode": "strict", "identical", "events",
-  // "divergence"?}; with them a what-if -> {"mode": "what_if", "stopped",
-  // "original": [step], "replayed": [step], "events": [line], ...}.
-  // Errors: not_found, invalid_argument (bad options), failed_precondition
-  // style conflicts (the type is unknown here).
-  result<json> replay(std::string_view name, const json& options);
-  // The prefix a fork at `at` copies: seqs 1..at-1 and the event at `at`
-  // to replace when `with_override`, else seqs 1..at. Errors: not_found,
-  // invalid_argument (at is 0, past the ledger or compacted away).
-  result<fork_source> fork_source_of(std::string_view name, uint64_t at, bool with_override);
-  // Creates agent `name` from export lines: body {"events": [line...],
-  // "origin"?: "import" (default) | "fork", "parent"?, "at"?, "by"?,
-  // "replacement"?, "replaced"?}. An import is read-only; a fork goes on
-  // live (agent/replay.hpp override_input). Errors: invalid_argument (bad
-  // lines, hashes that do not match), already_exists.
-  void import(std::string name, const json& body, callback<agent_view> done);
-  // Folds the events before `before` into a snapshot, writes them to an
-  // archive file in <data_dir>/archive (fsynced) and deletes them from
-  // the ledger; the chain stays verifiable from the archive's last hash.
-  // -> {"archive": path, "archived": n, "compacted_seq", "head"}. Errors:
-  // not_found, invalid_argument (`before` not after the last compaction,
-  // or past the last seq: the last event always stays).
-  result<json> compact(std::string_view name, uint64_t before);
-  // Applies the retention policy of the agent's type (its latest version's
-  // agent_spec retention): compacts before the newest step start that
-  // leaves at least keep_events events and every event younger than
-  // keep_ms live, when that archives at least 32 events. -> {"compacted":
-  // false, "why"} or compact()'s answer with "compacted": true. Errors: as
-  // compact().
-  result<json> apply_retention(std::string_view name);
+  // Audit, replay, fork sources, import, compaction and retention
+  // (actors/ledger_ops.hpp). Valid as long as the node.
+  ledger_ops& ledgers();
+
   // A page of the agents whose names start with `prefix`, after `after`,
   // at most `limit`, as `filter` keeps them, read from their directory
   // entries: listing activates no agent. A filter few agents pass may end
@@ -391,8 +388,8 @@ class node {
 
  private:
   explicit node(std::unique_ptr<impl> p);
-  // For node_ledger.cpp, which stays free of CAF: the runtime, or null
-  // once stopped.
+  // For node_types.cpp and node_secrets.cpp, which stay free of CAF: the
+  // runtime, or null once stopped.
   runtime* live_runtime();
   std::unique_ptr<impl> impl_;
 };

@@ -7,17 +7,7 @@
 
 namespace keel::actors {
 
-namespace {
-
-json listing_json(const secret_listing& s) {
-  json j = {{"name", s.name}, {"source", to_string(s.source)}, {"updated_ms", s.updated_ms}};
-  if (!s.from.empty()) j["from"] = s.from;
-  return j;
-}
-
-}  // namespace
-
-result<json> node::put_secret(std::string_view name, std::string_view value) {
+result<secret_put> node::put_secret(std::string_view name, std::string_view value) {
   runtime* rt = live_runtime();
   if (!rt || !rt->secrets) return error(code::unavailable, "node is shutting down");
   auto created = rt->secrets->set(name, value);
@@ -25,22 +15,19 @@ result<json> node::put_secret(std::string_view name, std::string_view value) {
   int64_t updated = 0;
   for (const auto& s : rt->secrets->list())
     if (s.name == name) updated = s.updated_ms;
-  return json{{"name", name}, {"source", "store"}, {"created", *created}, {"updated_ms", updated}};
+  return secret_put{std::string(name), *created, updated};
 }
 
-result<json> node::remove_secret(std::string_view name) {
+status node::remove_secret(std::string_view name) {
   runtime* rt = live_runtime();
   if (!rt || !rt->secrets) return error(code::unavailable, "node is shutting down");
-  KEEL_TRY(rt->secrets->remove(name));
-  return json{{"name", name}, {"deleted", true}};
+  return rt->secrets->remove(name);
 }
 
-json node::secrets() {
-  json out = json::array();
+std::vector<secret_listing> node::secrets() {
   runtime* rt = live_runtime();
-  if (!rt || !rt->secrets) return out;
-  for (const auto& s : rt->secrets->list()) out.push_back(listing_json(s));
-  return out;
+  if (!rt || !rt->secrets) return {};
+  return rt->secrets->list();
 }
 
 }  // namespace keel::actors

@@ -13,23 +13,27 @@ namespace keel::actors {
 namespace {
 
 // A built-in type has one version, "", and no spec.
-json builtin_version(std::string_view name) {
-  return {{"name", name}, {"version", ""}, {"latest", true}, {"builtin", true}};
+type_version_info builtin_version() {
+  type_version_info v;
+  v.latest = true;
+  v.builtin = true;
+  return v;
 }
 
-json version_json(const agent::type_registry::version_info& v, bool with_spec) {
-  json j = {{"version", v.hash},
-            {"latest", v.latest},
-            {"added_ms", v.added_ms},
-            {"source", v.spec->source},
-            {"description", v.spec->description}};
-  if (with_spec) j["spec"] = v.spec->canonical;
-  return j;
+type_version_info version_info(const agent::type_registry::version_info& v, bool with_spec) {
+  type_version_info i;
+  i.version = v.hash;
+  i.latest = v.latest;
+  i.added_ms = v.added_ms;
+  i.source = v.spec->source;
+  i.description = v.spec->description;
+  if (with_spec) i.spec = v.spec->canonical;
+  return i;
 }
 
 }  // namespace
 
-result<json> node::put_type(std::string_view name, const json& body) {
+result<type_put> node::put_type(std::string_view name, const json& body) {
   runtime* rt = live_runtime();
   if (!rt) return error(code::unavailable, "node is shutting down");
   const std::string source = "agent type " + std::string(name);
@@ -45,41 +49,38 @@ result<json> node::put_type(std::string_view name, const json& body) {
   auto put = rt->catalog->put(std::move(*spec));
   if (!put) return put.error();
   if (idle_ms) rt->lower_sweep_idle(std::max<uint32_t>(1, *idle_ms));
-  return json{
-      {"name", name}, {"version", put->hash}, {"new", put->is_new}, {"changed", !put->was_latest}};
+  return type_put{std::string(name), put->hash, put->is_new, !put->was_latest};
 }
 
-json node::types() {
-  json out = json::array();
+std::vector<type_summary> node::types() {
+  std::vector<type_summary> out;
   runtime* rt = live_runtime();
   if (!rt) return out;
   for (const auto& name : rt->types->names()) {
     const agent::agent_type* latest = rt->types->find(name);
     const bool builtin = agent::find_builtin_type(name) != nullptr;
-    out.push_back({{"name", name},
-                   {"latest", latest ? std::string(latest->version()) : std::string()},
-                   {"versions", builtin ? 1 : rt->types->versions(name).size()},
-                   {"builtin", builtin}});
+    out.push_back({name, latest ? std::string(latest->version()) : std::string(),
+                   builtin ? 1 : rt->types->versions(name).size(), builtin});
   }
   return out;
 }
 
-result<json> node::type_versions(std::string_view name, bool spec) {
+result<std::vector<type_version_info>> node::type_versions(std::string_view name, bool spec) {
   runtime* rt = live_runtime();
   if (!rt) return error(code::unavailable, "node is shutting down");
-  if (agent::find_builtin_type(name)) return json::array({builtin_version(name)});
+  if (agent::find_builtin_type(name)) return std::vector<type_version_info>{builtin_version()};
   if (!rt->types->find(name))
     return error(code::not_found, "agent type " + std::string(name) + " is not on this node");
-  json out = json::array();
-  for (const auto& v : rt->types->versions(name)) out.push_back(version_json(v, spec));
+  std::vector<type_version_info> out;
+  for (const auto& v : rt->types->versions(name)) out.push_back(version_info(v, spec));
   return out;
 }
 
-result<json> node::type_version(std::string_view name, std::string_view version) {
+result<type_version_info> node::type_version(std::string_view name, std::string_view version) {
   runtime* rt = live_runtime();
   if (!rt) return error(code::unavailable, "node is shutting down");
   if (agent::find_builtin_type(name) && (version == "latest" || version.empty()))
-    return builtin_version(name);
+    return builtin_version();
   // "latest", a hash, or a unique prefix of one (at least 6 digits).
   if (version.empty() || (version != "latest" && version.size() < 6))
     return error(code::not_found, "agent type " + std::string(name) + " has no version " +
@@ -87,11 +88,7 @@ result<json> node::type_version(std::string_view name, std::string_view version)
   auto hash = rt->types->resolve(name, version);
   if (!hash) return hash.error();
   for (const auto& v : rt->types->versions(name))
-    if (v.hash == *hash) {
-      json j = version_json(v, true);
-      j["name"] = name;
-      return j;
-    }
+    if (v.hash == *hash) return version_info(v, true);
   return error(code::not_found, "agent type " + std::string(name) + " has no version " + *hash);
 }
 

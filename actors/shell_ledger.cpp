@@ -108,7 +108,7 @@ void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b) 
   b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
 }
 
-// Applies a compaction prepared by node::compact: the snapshot at
+// Applies a compaction prepared by ledger_ops::compact: the snapshot at
 // plan.through, the archived records deleted, the anchor in the directory
 // entry. The newest snapshot stays the one activation reads.
 void handle_compact(shell_state& s, const request_ptr& r, int64_t now, batch& b) {

@@ -127,7 +127,7 @@ bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, st
             int64_t now);
 
 // shell_ledger.cpp: an agent created from an exported ledger (import,
-// fork), and a compaction prepared by node::compact.
+// fork), and a compaction prepared by ledger_ops::compact.
 void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b);
 void handle_compact(shell_state& s, const request_ptr& r, int64_t now, batch& b);
 

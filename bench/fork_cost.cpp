@@ -8,11 +8,11 @@
 // each N (rep by rep, N by N), a fork at N without an override, as POST
 // /v1/agents/{name}/fork does it on one node:
 //
-//   source: node::fork_source_of(parent, N, false): the directory entry,
+//   source: ledger_ops::fork_source_of(parent, N, false): the directory entry,
 //     the ledger read of seqs 1..N (blobs resolved), a strict replay of
 //     them (the node's check that N ends a step) and each event turned
 //     into an export line (JSON with its chain fields as hex);
-//   import: node::import(fork, {"events", "origin": "fork", "parent",
+//   import: ledger_ops::import(fork, {"events", "origin": "fork", "parent",
 //     "at"}) until its view callback: the lines parsed, every record
 //     encoded and hashed again (each hash must equal the exported one),
 //     every event applied to rebuild the state, the fork's first own event
@@ -33,6 +33,7 @@
 #include <map>
 #include <optional>
 
+#include "actors/ledger_ops.hpp"
 #include "bench/bench_util.hpp"
 #include "bench/node_driver.hpp"
 #include "persistence/keys.hpp"
@@ -85,7 +86,7 @@ struct fork_sample {
 fork_sample fork_once(actors::node& n, const std::string& name, uint64_t at) {
   fork_sample s;
   int64_t t0 = now_ns();
-  auto src = n.fork_source_of(parent, at, false);
+  auto src = n.ledgers().fork_source_of(parent, at, false);
   s.source_ns = now_ns() - t0;
   if (!src) die("fork_source_of " + std::to_string(at) + ": " + src.error().to_string());
   if (src->events.size() != at || !src->replaced.is_null())
@@ -101,7 +102,7 @@ fork_sample fork_once(actors::node& n, const std::string& name, uint64_t at) {
   std::atomic<bool> done{false};
   std::optional<result<actors::agent_view>> view;
   t0 = now_ns();
-  n.import(name, body, [&](result<actors::agent_view> v) {
+  n.ledgers().import(name, body, [&](result<actors::agent_view> v) {
     view.emplace(std::move(v));
     done.store(true, std::memory_order_release);
   });
@@ -129,9 +130,12 @@ fork_sample fork_once(actors::node& n, const std::string& name, uint64_t at) {
 void check_chain(actors::node& n, const std::string& name, uint64_t at) {
   if (hash_at(n, name, at) != hash_at(n, parent, at))
     die("the fork " + name + " does not carry the parent's hash at seq " + std::to_string(at));
-  auto a = n.audit(name);
-  if (!a || !a->value("intact", false) || a->value("events", uint64_t{0}) != at + 1)
-    die("audit of " + name + ": " + (a ? a->dump() : a.error().to_string()));
+  auto a = n.ledgers().audit(name);
+  if (!a || !a->intact() || a->chain.events != at + 1)
+    die("audit of " + name + ": " +
+        (a ? "intact " + std::to_string(a->intact()) + ", " + std::to_string(a->chain.events) +
+                 " events"
+           : a.error().to_string()));
 }
 
 }  // namespace
@@ -188,7 +192,7 @@ int run(int argc, char** argv) {
   sync_driver d(*n);
   for (int64_t total = 1; static_cast<uint64_t>(2 * total + 2) <= max_at; ++total)
     d.send_add(parent, 1, total);
-  auto end = n->ledger_end(parent);
+  auto end = n->ledgers().ledger_end(parent);
   if (!end || *end != max_at) die("the parent's ledger does not end at the largest N");
   rep.metric("parent_events", *end);
   rep.metric("parent_build_s", round2(static_cast<double>(now_ns() - t0) / 1e9));

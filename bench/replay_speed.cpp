@@ -39,6 +39,7 @@
 #include <map>
 #include <optional>
 
+#include "actors/ledger_ops.hpp"
 #include "agent/registry.hpp"
 #include "agent/replay.hpp"
 #include "bench/bench_util.hpp"
@@ -176,7 +177,7 @@ void run_turn(actors::node& n, uint64_t turn, uint64_t& tasks) {
 // --- building the ledgers -----------------------------------------------------
 
 uint64_t ledger_end(actors::node& n, const char* name) {
-  auto e = n.ledger_end(name);
+  auto e = n.ledgers().ledger_end(name);
   if (!e) die(std::string("ledger_end ") + name + ": " + e.error().to_string());
   return *e;
 }
@@ -251,13 +252,18 @@ void check_strict(const agent::strict_result& r, uint64_t events, const std::str
         ")");
 }
 
-void check_node_replay(const result<json>& r, uint64_t events, uint64_t decisions,
+void check_node_replay(const result<actors::replay_report>& r, uint64_t events, uint64_t decisions,
                        const std::string& what) {
   if (!r) die(what + ": " + r.error().to_string());
-  if (r->value("mode", "") != "strict" || !r->value("identical", false) ||
-      r->value("events", uint64_t{0}) != events || r->value("decisions", uint64_t{0}) != decisions)
-    die(what + " answered " + r->dump() + "; expected identical, " + std::to_string(events) +
-        " events, " + std::to_string(decisions) + " decisions");
+  if (!r->strict || !r->strict->identical || r->strict->events != events ||
+      r->strict->decisions != decisions)
+    die(what + " answered " +
+        (r->strict ? "identical " + std::to_string(r->strict->identical) + ", " +
+                         std::to_string(r->strict->events) + " events, " +
+                         std::to_string(r->strict->decisions) + " decisions"
+                   : std::string("a what-if")) +
+        "; expected identical, " + std::to_string(events) + " events, " +
+        std::to_string(decisions) + " decisions");
 }
 
 void per_event_metrics(report& rep, const std::string& p, const latency& l, uint64_t events) {
@@ -305,7 +311,7 @@ replayed measure(actors::node& n, const agent::agent_type& type, const char* nam
     final_state = std::move(r.state);
 
     t0 = now_ns();
-    auto answer = n.replay(name, json::object());
+    auto answer = n.ledgers().replay(name, json::object());
     node_ns.push_back(now_ns() - t0);
     check_node_replay(answer, events, decisions, p + " node::replay");
     overhead_ns.push_back(std::max<int64_t>(0, node_ns.back() - engine_ns.back()));
@@ -365,7 +371,7 @@ void measure_cold(std::unique_ptr<actors::node>& n, const std::function<actors::
     if (!started) die("node::start: " + started.error().to_string());
     n = std::move(*started);
     const int64_t t0 = now_ns();
-    auto r = n->replay(name, json::object());
+    auto r = n->ledgers().replay(name, json::object());
     ns.push_back(now_ns() - t0);
     check_node_replay(r, want.events, want.decisions, p + " node::replay after a restart");
   }

@@ -2,7 +2,7 @@
 // Automatic compaction: a background thread that walks the agent directory
 // a page at a time and applies each type's retention policy (agent_spec
 // retention: keep the last N events, and every event younger than a time)
-// through node::apply_retention, which archives and compacts exactly as
+// through ledger_ops::apply_retention, which archives and compacts exactly as
 // keel compact does. Bounded work per pass: at most `page` directory
 // entries read and `max_compactions` agents compacted, then it sleeps for
 // `interval_ms`; a cursor carries on where the last pass stopped.

@@ -5,7 +5,14 @@
 namespace keel::persistence {
 
 journal_writer::journal_writer(store& db, bool sync, std::size_t max_batch_ops)
-    : db_(db), sync_(sync), max_batch_ops_(max_batch_ops), thread_([this] { run(); }) {}
+    : journal_writer(std::make_unique<store_sink>(db), sync, max_batch_ops) {}
+
+journal_writer::journal_writer(std::unique_ptr<journal_sink> sink, bool sync,
+                               std::size_t max_batch_ops)
+    : sink_(std::move(sink)),
+      sync_(sync),
+      max_batch_ops_(max_batch_ops),
+      thread_([this] { run(); }) {}
 
 journal_writer::~journal_writer() {
   stop();
@@ -56,7 +63,11 @@ void journal_writer::run() {
     for (auto& p : group)
       for (auto& op : p.ops) merged.push_back(std::move(op));
     int64_t t0 = mono_ns();
-    status s = merged.empty() ? status::ok() : db_.write(merged, sync_);
+    status s = merged.empty() ? status::ok() : sink_->write(merged, sync_);
+    // A log write or fsync that failed says "not durable, retry" to the
+    // submitter, as writes refused while the store recovers do.
+    if (!s && s.error_code() == code::io_error)
+      s = error(code::unavailable, "the write did not become durable: " + s.message());
     int64_t t1 = mono_ns();
     stats_.write_ns.record(static_cast<uint64_t>(t1 - t0));
     stats_.batches.fetch_add(1, std::memory_order_relaxed);

@@ -1,23 +1,31 @@
 #pragma once
 // Group commit. Any thread submits a write_set with a completion callback;
 // one dedicated thread (never a CAF scheduler thread) takes everything queued
-// since its last write, applies it as one RocksDB WriteBatch with sync=true,
-// then runs each submitter's callback with the outcome. Writes are applied
-// in submission order; a submitter's callback runs only after its own ops
-// are durable (or failed).
+// since its last write, hands it to its sink (journal_sink.hpp; the store:
+// one RocksDB WriteBatch with sync=true), then runs each submitter's
+// callback with the outcome. Writes are applied in submission order; a
+// submitter's callback runs only after its own ops are durable (or failed).
+//
+// A failed write fails every submitter in it, and only those: what was
+// queued meanwhile goes to the sink as the next batch, never merged with the
+// failed one. An I/O error (a log write or fsync that failed) comes back
+// as code::unavailable: the ops did not become durable (they may still be
+// on disk), and a retry is how to find out; no_space stays no_space.
 //
 // Thread-safety: submit() is thread-safe. Callbacks run on the writer
 // thread and must be quick (typically: send a message to an actor).
-// Lifetime: `db` must outlive the writer; stop() drains the queue.
+// Lifetime: `db` (or the sink) must outlive the writer; stop() drains the queue.
 
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 
 #include "base/histogram.hpp"
+#include "persistence/journal_sink.hpp"
 #include "persistence/store.hpp"
 
 namespace keel::persistence {
@@ -38,6 +46,8 @@ class journal_writer {
 
   // sync: fsync each batch. max_batch_ops bounds one batch's size.
   journal_writer(store& db, bool sync, std::size_t max_batch_ops = 16384);
+  // Writes through `sink` instead of straight to a store.
+  journal_writer(std::unique_ptr<journal_sink> sink, bool sync, std::size_t max_batch_ops = 16384);
   ~journal_writer();
   journal_writer(const journal_writer&) = delete;
   journal_writer& operator=(const journal_writer&) = delete;
@@ -59,7 +69,7 @@ class journal_writer {
   };
   void run();
 
-  store& db_;
+  std::unique_ptr<journal_sink> sink_;
   const bool sync_;
   const std::size_t max_batch_ops_;
   std::mutex mu_;

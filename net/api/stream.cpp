@@ -14,6 +14,7 @@
 
 #include <chrono>
 
+#include "actors/ledger_ops.hpp"
 #include "base/clock.hpp"
 #include "http/sse.hpp"
 #include "net/api/support.hpp"
@@ -85,12 +86,13 @@ void stream_ledger(actors::node& node, const std::shared_ptr<const defer_fn>& de
     if (!f) return respond(error_response(f.error()));
     from = std::max<uint64_t>(*f, 1);
   } else {
-    auto end = node.ledger_end(name);
+    auto end = node.ledgers().ledger_end(name);
     if (!end) return respond(error_response(end.error()));
     from = *end + 1;
   }
   // The agent must exist before the 200 goes out.
-  if (auto probe = node.ledger_end(name); !probe) return respond(error_response(probe.error()));
+  if (auto probe = node.ledgers().ledger_end(name); !probe)
+    return respond(error_response(probe.error()));
   auto st = std::make_shared<ledger_stream>(node, defer, name, max_page_bytes, from);
   http_response r;
   r.status = 200;

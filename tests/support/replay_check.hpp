@@ -14,6 +14,7 @@
 
 #include <doctest/doctest.h>
 
+#include "actors/ledger_ops.hpp"
 #include "actors/node.hpp"
 
 namespace keel::test {
@@ -41,7 +42,7 @@ inline void check_strict_replays(actors::node& n) {
                   "listing agents for the replay check: " << page.error().to_string());
     if (!page) return;
     for (const auto& a : page->agents) {
-      auto r = n.replay(a.name, {});
+      auto r = n.ledgers().replay(a.name, {});
       if (!r && r.error().error_code() == code::conflict &&
           r.error().message().find("has not loaded") != std::string::npos) {
         ++skipped;
@@ -50,12 +51,16 @@ inline void check_strict_replays(actors::node& n) {
       CHECK_MESSAGE(r.is_ok(), "strict replay of " << a.name << " (" << a.type
                                                    << "): " << r.error().to_string());
       if (!r) continue;
-      const bool same = r->value("identical", false);
-      CHECK_MESSAGE(same, "strict replay of " << a.name << " (" << a.type
-                                              << ") is not identical: " << r->dump());
-      if (same) {
+      const auto& strict = *r->strict;
+      const std::string why = strict.diverged
+                                  ? "diverged at seq " + std::to_string(strict.diverged->seq) +
+                                        ": " + strict.diverged->reason
+                                  : std::string();
+      CHECK_MESSAGE(strict.identical, "strict replay of " << a.name << " (" << a.type
+                                                          << ") is not identical: " << why);
+      if (strict.identical) {
         ++identical;
-        events += r->value("events", uint64_t{0});
+        events += strict.events;
       }
     }
     if (page->next_after.empty()) break;

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "actors/ledger_ops.hpp"
 #include "actors/node.hpp"
 #include "base/sha256.hpp"
 #include "ledger/audit.hpp"
@@ -202,14 +203,14 @@ struct test_node {
     REQUIRE_MESSAGE(l, l.error().to_string());
     return l->events;
   }
-  json audit(const std::string& name) {
-    auto a = node->audit(name);
+  actors::audit_report audit(const std::string& name) {
+    auto a = node->ledgers().audit(name);
     REQUIRE_MESSAGE(a, a.error().to_string());
     return *a;
   }
   result<actors::agent_view> import(const std::string& name, const json& body) {
     future_value<result<actors::agent_view>> v;
-    node->import(name, body, [&v](result<actors::agent_view> r) { v.set(std::move(r)); });
+    node->ledgers().import(name, body, [&v](result<actors::agent_view> r) { v.set(std::move(r)); });
     auto r = v.wait();
     REQUIRE(r);
     return *r;
@@ -445,12 +446,12 @@ TEST_CASE("audit finds an intact chain, then the seq of an altered or a deleted 
     CHECK(before[i].prev == (i == 0 ? std::string(64, '0') : before[i - 1].hash));
   }
   auto a = n.audit("au/1");
-  CHECK(a["intact"] == true);
-  CHECK(a["events"] == 11);
-  CHECK(a["first_seq"] == 1);
-  CHECK(a["last_seq"] == 11);
-  CHECK(a["head"] == before.back().hash);
-  CHECK_FALSE(a.contains("bad_seq"));
+  CHECK(a.intact());
+  CHECK(a.chain.events == 11);
+  CHECK(a.chain.first_seq == 1);
+  CHECK(a.chain.last_seq == 11);
+  CHECK(a.chain.head == before.back().hash);
+  CHECK(a.chain.bad_seq == 0);
 
   const uint64_t altered = 5;
   REQUIRE(before[altered - 1].type == "state_changed");
@@ -486,25 +487,25 @@ TEST_CASE("audit finds an intact chain, then the seq of an altered or a deleted 
   n.replay_check = false;  // the damaged ledger cannot replay
   n.start();
   auto broken = n.audit("au/1");
-  CHECK(broken["intact"] == false);
-  CHECK_FALSE(broken.contains("head"));
-  const std::string reason = broken.value("reason", "");
+  CHECK_FALSE(broken.intact());
+  CHECK_FALSE(broken.chain.intact);  // so no head is pinned
+  const std::string reason = broken.chain.reason;
   CAPTURE(reason);
   switch (done) {
     case damage::altered:
-      CHECK(broken["bad_seq"] == altered);
+      CHECK(broken.chain.bad_seq == altered);
       CHECK(contains(reason, "altered"));
       // The record still reads (its checksum holds): only the chain tells.
       CHECK(n.ledger("au/1")[altered - 1].data["total"] == 999);
       break;
     case damage::deleted:
-      CHECK(broken["bad_seq"] == altered);
+      CHECK(broken.chain.bad_seq == altered);
       CHECK(contains(reason, "missing"));
       CHECK(contains(reason, std::to_string(altered)));
       CHECK(n.ledger("au/1").size() == 10);
       break;
     case damage::rehashed:
-      CHECK(broken["bad_seq"] == altered + 1);
+      CHECK(broken.chain.bad_seq == altered + 1);
       CHECK(contains(reason, "does not link to seq " + std::to_string(altered)));
       break;
   }
@@ -529,8 +530,8 @@ TEST_CASE("an exported ledger imports as a read-only agent with the same chain")
     CHECK(actors::export_line(e.seq, agent::event{*type, e.time_ms, e.data}, hash_from_hex(e.prev),
                               hash_from_hex(e.hash)) == line_of(e));
   }
-  const json source_audit = n.audit("ex/src");
-  REQUIRE(source_audit["intact"] == true);
+  const auto source_audit = n.audit("ex/src");
+  REQUIRE(source_audit.intact());
 
   auto v = n.import("ex/copy", {{"events", lines}});
   REQUIRE_MESSAGE(v, v.error().to_string());
@@ -541,9 +542,9 @@ TEST_CASE("an exported ledger imports as a read-only agent with the same chain")
   CHECK(n.total("ex/copy") == 7);
 
   auto a = n.audit("ex/copy");
-  CHECK(a["intact"] == true);
-  CHECK(a["events"] == entries.size());
-  CHECK(a["head"] == source_audit["head"]);
+  CHECK(a.intact());
+  CHECK(a.chain.events == entries.size());
+  CHECK(a.chain.head == source_audit.chain.head);
   const auto copied = n.ledger("ex/copy");
   REQUIRE(copied.size() == entries.size());
   for (std::size_t i = 0; i < copied.size(); ++i) {
@@ -558,7 +559,7 @@ TEST_CASE("an exported ledger imports as a read-only agent with the same chain")
     CHECK(n.total("ex/copy") == 7);
     CHECK(n.ledger("ex/copy").size() == entries.size());
     // Nor is it a fork source.
-    auto f = n.node->fork_source_of("ex/copy", 2, false);
+    auto f = n.node->ledgers().fork_source_of("ex/copy", 2, false);
     REQUIRE_FALSE(f);
     CHECK(f.error().error_code() == code::invalid_argument);
   }
@@ -613,12 +614,12 @@ TEST_CASE("an exported ledger imports as a read-only agent with the same chain")
     auto u = n.import("ex/stripped", {{"events", stripped}, {"unverified", true}});
     REQUIRE_MESSAGE(u, u.error().to_string());
     auto a = n.audit("ex/stripped");
-    CHECK(a["intact"] == false);
-    CHECK(a["unverified"] == true);
-    CHECK_MESSAGE(contains(a.value("reason", ""), "without its hash chain"), a.dump());
+    CHECK(!a.intact());
+    CHECK(a.unverified);
+    CHECK(a.chain.intact);  // the chain made at the import checks out
     // Once loaded it stays so, across a restart.
     n.restart();
-    CHECK(n.audit("ex/stripped")["unverified"] == true);
+    CHECK(n.audit("ex/stripped").unverified);
   }
   SUBCASE("a line whose prev does not link to the line before is refused") {
     json relinked = lines;
@@ -650,14 +651,14 @@ TEST_CASE("compaction archives a prefix and the agent, audit and replay go on fr
   REQUIRE(before.size() == 22);
   REQUIRE(before[10].type == "message_received");
 
-  auto c = n.node->compact("cp/1", 11);
+  auto c = n.node->ledgers().compact("cp/1", 11);
   REQUIRE_MESSAGE(c, c.error().to_string());
-  CHECK((*c)["archived"] == 10);
-  CHECK((*c)["compacted_seq"] == 10);
-  CHECK((*c)["head"] == before[9].hash);
+  CHECK(c->archived == 10);
+  CHECK(c->compacted_seq == 10);
+  CHECK(c->head == before[9].hash);
 
   // The archive: a header, then the ten events as exported.
-  const std::string path = (*c)["archive"];
+  const std::string path = c->archive;
   REQUIRE(std::filesystem::exists(path));
   std::ifstream in(path);
   std::vector<json> archive;
@@ -677,33 +678,33 @@ TEST_CASE("compaction archives a prefix and the agent, audit and replay go on fr
   CHECK(n.total("cp/1") == 55);
 
   auto a = n.audit("cp/1");
-  CHECK(a["intact"] == true);
-  CHECK(a["first_seq"] == 11);
-  CHECK(a["last_seq"] == 22);
-  CHECK(a["events"] == 12);
-  CHECK(a["compacted_seq"] == 10);
-  CHECK(a["anchor"] == before[9].hash);
-  CHECK(a["head"] == before.back().hash);
+  CHECK(a.intact());
+  CHECK(a.chain.first_seq == 11);
+  CHECK(a.chain.last_seq == 22);
+  CHECK(a.chain.events == 12);
+  CHECK(a.compacted_seq == 10);
+  CHECK(a.anchor == before[9].hash);
+  CHECK(a.chain.head == before.back().hash);
 
-  auto r = n.node->replay("cp/1", json::object());
+  auto r = n.node->ledgers().replay("cp/1", json::object());
   REQUIRE_MESSAGE(r, r.error().to_string());
-  CHECK((*r)["mode"] == "strict");
-  CHECK_MESSAGE((*r)["identical"] == true, r->dump());
-  CHECK((*r)["from_seq"] == 11);
-  CHECK((*r)["events"] == 12);
+  REQUIRE(r->strict);
+  CHECK(r->identical());
+  CHECK(r->from_seq == 11);
+  CHECK(r->strict->events == 12);
 
   SUBCASE("compacting what is compacted, or the last event, is refused") {
     for (uint64_t b : {uint64_t{11}, uint64_t{5}, uint64_t{23}, uint64_t{100}}) {
       CAPTURE(b);
-      auto again = n.node->compact("cp/1", b);
+      auto again = n.node->ledgers().compact("cp/1", b);
       REQUIRE_FALSE(again);
       CHECK(again.error().error_code() == code::invalid_argument);
     }
-    auto none = n.node->compact("cp/none", 2);
+    auto none = n.node->ledgers().compact("cp/none", 2);
     REQUIRE_FALSE(none);
     CHECK(none.error().error_code() == code::not_found);
     // Forks copy whole histories: not from a compacted ledger.
-    auto f = n.node->fork_source_of("cp/1", 15, false);
+    auto f = n.node->ledgers().fork_source_of("cp/1", 15, false);
     REQUIRE_FALSE(f);
     CHECK(f.error().error_code() == code::invalid_argument);
   }
@@ -720,33 +721,33 @@ TEST_CASE("compaction archives a prefix and the agent, audit and replay go on fr
     CHECK(v.compacted_seq == 10);
     CHECK(n.send("cp/1", {{"add", 4}}).body == json{{"total", 160}});
     auto a2 = n.audit("cp/1");
-    CHECK(a2["intact"] == true);
-    CHECK(a2["first_seq"] == 11);
-    CHECK(a2["events"] == 18);
-    auto r2 = n.node->replay("cp/1", json::object());
+    CHECK(a2.intact());
+    CHECK(a2.chain.first_seq == 11);
+    CHECK(a2.chain.events == 18);
+    auto r2 = n.node->ledgers().replay("cp/1", json::object());
     REQUIRE(r2);
-    CHECK_MESSAGE((*r2)["identical"] == true, r2->dump());
+    CHECK(r2->identical());
 
     // A second compaction continues the archive's chain.
-    auto c2 = n.node->compact("cp/1", 23);
+    auto c2 = n.node->ledgers().compact("cp/1", 23);
     REQUIRE_MESSAGE(c2, c2.error().to_string());
-    CHECK((*c2)["archived"] == 12);
-    std::ifstream in2((*c2)["archive"].get<std::string>());
+    CHECK(c2->archived == 12);
+    std::ifstream in2(c2->archive);
     std::string header;
     REQUIRE(std::getline(in2, header));
     CHECK(json::parse(header)["prev"] == before[9].hash);
     CHECK(json::parse(header)["from"] == 11);
     auto a3 = n.audit("cp/1");
-    CHECK(a3["intact"] == true);
-    CHECK(a3["first_seq"] == 23);
-    CHECK(a3["head"] == a2["head"]);
+    CHECK(a3.intact());
+    CHECK(a3.chain.first_seq == 23);
+    CHECK(a3.chain.head == a2.chain.head);
     n.restart();
     CHECK(n.total("cp/1") == 160);
     CHECK(n.send("cp/1", {{"add", 1}}).body == json{{"total", 161}});
-    auto r3 = n.node->replay("cp/1", json::object());
+    auto r3 = n.node->ledgers().replay("cp/1", json::object());
     REQUIRE(r3);
-    CHECK_MESSAGE((*r3)["identical"] == true, r3->dump());
-    CHECK((*r3)["from_seq"] == 23);
+    CHECK(r3->identical());
+    CHECK(r3->from_seq == 23);
   }
 }
 
@@ -758,20 +759,20 @@ TEST_CASE("a compaction or a fork inside a step is refused") {
   const auto l = n.ledger("cp/mid");
   REQUIRE(l[3].type == "message_received");
   // Before 5 would archive the message at seq 4 and keep its state_changed.
-  auto c = n.node->compact("cp/mid", 5);
+  auto c = n.node->ledgers().compact("cp/mid", 5);
   REQUIRE_FALSE(c);
   CHECK(c.error().error_code() == code::invalid_argument);
   CHECK_MESSAGE(contains(c.error().message(), "inside a step"), c.error().message());
   CHECK(n.ledger("cp/mid").size() == l.size());
-  CHECK(n.audit("cp/mid")["first_seq"] == 1);
+  CHECK(n.audit("cp/mid").chain.first_seq == 1);
   CHECK(n.view("cp/mid").compacted_seq == 0);
-  auto f = n.node->fork_source_of("cp/mid", 4, false);
+  auto f = n.node->ledgers().fork_source_of("cp/mid", 4, false);
   REQUIRE_FALSE(f);
   CHECK(f.error().error_code() == code::invalid_argument);
   // One seq later both are fine.
-  auto ok = n.node->compact("cp/mid", 4);
+  auto ok = n.node->ledgers().compact("cp/mid", 4);
   REQUIRE_MESSAGE(ok, ok.error().to_string());
-  CHECK(n.audit("cp/mid")["first_seq"] == 4);
+  CHECK(n.audit("cp/mid").chain.first_seq == 4);
 }
 
 // --- replay --------------------------------------------------------------------------
@@ -809,10 +810,10 @@ struct desk_node {
   }
 };
 
-std::string last_answer(const json& steps) {
+std::string last_answer(const std::vector<agent::trace_step>& steps) {
   std::string answer;
   for (const auto& s : steps)
-    if (s["kind"] == "answer") answer = s["text"].get<std::string>();
+    if (s.kind == "answer") answer = s.text;
   return answer;
 }
 
@@ -826,28 +827,28 @@ TEST_CASE("a loop agent replays identically, and a what-if answers differently")
   const std::size_t tool_calls = n.tools->count();
   CHECK(tool_calls == 1);
 
-  auto strict = n.node->replay("rp/1", json::object());
+  auto strict = n.node->ledgers().replay("rp/1", json::object());
   REQUIRE_MESSAGE(strict, strict.error().to_string());
-  CHECK((*strict)["mode"] == "strict");
-  CHECK_MESSAGE((*strict)["identical"] == true, strict->dump());
-  CHECK((*strict)["events"] == l.size());
-  CHECK_FALSE(strict->contains("divergence"));
+  REQUIRE(strict->strict);
+  CHECK(strict->identical());
+  CHECK(strict->strict->events == l.size());
+  CHECK_FALSE(strict->strict->diverged);
 
   // The second model reply says something else.
   const uint64_t last_reply = first_seq_of(l, "model_replied", first_seq_of(l, "model_replied"));
   REQUIRE(last_reply > 0);
-  auto w = n.node->replay(
+  auto w = n.node->ledgers().replay(
       "rp/1", {{"overrides", {{std::to_string(last_reply), {{"content", "order 7 is lost"}}}}}});
   REQUIRE_MESSAGE(w, w.error().to_string());
-  CHECK((*w)["mode"] == "what_if");
-  CHECK((*w)["stopped"] == "");
-  CHECK((*w)["prefix"]["identical"] == true);
-  CHECK((*w)["original"] != (*w)["replayed"]);
-  CHECK(last_answer((*w)["original"]) == "order 7 shipped");
-  CHECK(last_answer((*w)["replayed"]) == "order 7 is lost");
+  REQUIRE(w->what_if);
+  CHECK(w->what_if->stopped == "");
+  CHECK(w->what_if->prefix.identical);
+  CHECK(last_answer(w->what_if->original) == "order 7 shipped");
+  CHECK(last_answer(w->what_if->replayed) == "order 7 is lost");
   bool lost = false;
-  for (const auto& e : (*w)["events"])
-    if (e["type"] == "turn_completed") lost = e["data"]["answer"] == "order 7 is lost";
+  for (const auto& e : w->what_if->events)
+    if (e.ev.type == agent::event_type::turn_completed)
+      lost = e.ev.data["answer"] == "order 7 is lost";
   CHECK(lost);
 
   // Replays run nothing and write nothing.
@@ -855,27 +856,27 @@ TEST_CASE("a loop agent replays identically, and a what-if answers differently")
   CHECK(n.ledger("rp/1").size() == l.size());
 
   SUBCASE("an override of an event that is no effect's outcome is refused") {
-    auto bad = n.node->replay("rp/1", {{"overrides", {{"1", {{"content", "x"}}}}}});
+    auto bad = n.node->ledgers().replay("rp/1", {{"overrides", {{"1", {{"content", "x"}}}}}});
     REQUIRE_FALSE(bad);
     CHECK(bad.error().error_code() == code::invalid_argument);
-    auto policy =
-        n.node->replay("rp/1", {{"overrides", {{std::to_string(last_reply), {{"content", "x"}}}}},
-                                {"policy", "sometimes"}});
+    auto policy = n.node->ledgers().replay(
+        "rp/1", {{"overrides", {{std::to_string(last_reply), {{"content", "x"}}}}},
+                 {"policy", "sometimes"}});
     REQUIRE_FALSE(policy);
     CHECK(policy.error().error_code() == code::invalid_argument);
   }
   SUBCASE("a what-if whose new call has no recorded answer stops under policy stop") {
     const uint64_t first_reply = first_seq_of(l, "model_replied");
-    auto s = n.node->replay(
+    auto s = n.node->ledgers().replay(
         "rp/1",
         {{"overrides",
           {{std::to_string(first_reply),
             {{"tool_calls", json::array({{{"name", "lookup"}, {"arguments", {{"order", 8}}}}})}}}}},
          {"policy", "stop"}});
     REQUIRE_MESSAGE(s, s.error().to_string());
-    CHECK((*s)["mode"] == "what_if");
-    CHECK((*s)["stopped"] != "");
-    CHECK((*s)["replayed"].back()["kind"] == "stopped");
+    REQUIRE(s->what_if);
+    CHECK(s->what_if->stopped != "");
+    CHECK(s->what_if->replayed.back().kind == "stopped");
     CHECK(n.tools->count() == tool_calls);
   }
 }
@@ -889,7 +890,7 @@ TEST_CASE("a fork with an override shares its parent's prefix and goes on live")
   const uint64_t at = first_seq_of(parent, "model_replied");
   REQUIRE(at > 2);
 
-  auto src = n.node->fork_source_of("fk/p", at, true);
+  auto src = n.node->ledgers().fork_source_of("fk/p", at, true);
   REQUIRE_MESSAGE(src, src.error().to_string());
   CHECK(src->type == "desk");
   REQUIRE(src->events.size() == at - 1);
@@ -942,7 +943,7 @@ TEST_CASE("a fork with an override shares its parent's prefix and goes on live")
   }
   CHECK(child[at - 1].prev == parent[at - 2].hash);
   CHECK(child[at - 1].hash != parent[at - 1].hash);
-  CHECK(n.audit("fk/c")["intact"] == true);
+  CHECK(n.audit("fk/c").intact());
   CHECK(n.ledger("fk/p").size() == parent.size());  // the parent is untouched
 
   // The parent records the relation.
@@ -951,7 +952,7 @@ TEST_CASE("a fork with an override shares its parent's prefix and goes on live")
   auto pv = n.view("fk/p");
   CHECK(pv.forks == json::array({{{"name", "fk/c"}, {"at", at}}}));
   CHECK(n.ledger("fk/p").back().type == "forked");
-  CHECK(n.audit("fk/p")["intact"] == true);
+  CHECK(n.audit("fk/p").intact());
 
   SUBCASE("fork points outside the ledger are refused") {
     const uint64_t last = n.ledger("fk/p").back().seq;
@@ -959,11 +960,11 @@ TEST_CASE("a fork with an override shares its parent's prefix and goes on live")
         {0, false}, {last + 1, false}, {last + 50, true}, {1, true}};
     for (const auto& [point, with] : points) {
       CAPTURE(point);
-      auto bad = n.node->fork_source_of("fk/p", point, with);
+      auto bad = n.node->ledgers().fork_source_of("fk/p", point, with);
       REQUIRE_FALSE(bad);
       CHECK(bad.error().error_code() == code::invalid_argument);
     }
-    auto none = n.node->fork_source_of("fk/none", 2, false);
+    auto none = n.node->ledgers().fork_source_of("fk/none", 2, false);
     REQUIRE_FALSE(none);
     CHECK(none.error().error_code() == code::not_found);
     // A replacement that does not fit the replaced event is refused.
@@ -986,7 +987,7 @@ TEST_CASE("a hibernated agent can be forked, and the fork goes on live") {
   REQUIRE(parent.size() == 7);
   REQUIRE(eventually([&] { return n.node->live_agents() == 0; }));
 
-  auto src = n.node->fork_source_of("hf/p", 5, false);
+  auto src = n.node->ledgers().fork_source_of("hf/p", 5, false);
   REQUIRE_MESSAGE(src, src.error().to_string());
   REQUIRE(src->events.size() == 5);
   CHECK(src->replaced.is_null());
@@ -1005,7 +1006,7 @@ TEST_CASE("a hibernated agent can be forked, and the fork goes on live") {
   for (std::size_t i = 0; i < 5; ++i) CHECK(child[i].hash == parent[i].hash);
   CHECK(child[5].type == "fork_started");
   CHECK(child[5].prev == parent[4].hash);
-  CHECK(n.audit("hf/c")["intact"] == true);
+  CHECK(n.audit("hf/c").intact());
 
   // The parent, dormant, wakes to record the fork and is otherwise as it was.
   REQUIRE(eventually([&] { return n.node->live_agents() == 0; }));
@@ -1013,7 +1014,7 @@ TEST_CASE("a hibernated agent can be forked, and the fork goes on live") {
   auto pv = n.view("hf/p");
   CHECK(pv.state.value("total", -1) == 6);
   CHECK(pv.forks == json::array({{{"name", "hf/c"}, {"at", 5}}}));
-  CHECK(n.audit("hf/p")["intact"] == true);
+  CHECK(n.audit("hf/p").intact());
 }
 
 // --- pause and resume ----------------------------------------------------------------
@@ -1102,7 +1103,7 @@ TEST_CASE("a paused counter holds its messages until resumed, also across a rest
       if (e.type == "state_changed") totals.push_back(e.data["total"].get<int64_t>());
     CHECK(totals == std::vector<int64_t>{11, 13, 17, 25});
   }
-  CHECK(n.audit("pz/1")["intact"] == true);
+  CHECK(n.audit("pz/1").intact());
 }
 
 TEST_CASE("a loop agent paused during a tool call records the result but calls no model") {
@@ -1161,7 +1162,7 @@ TEST_CASE("a loop agent paused during a tool call records the result but calls n
   CHECK(resumed > requested);
   CHECK_MESSAGE(first_seq_of(l, "model_replied", completed) > resumed, summary(l));
   CHECK(n.view("pw/1").state["last"]["answer"] == "charged");
-  CHECK(n.audit("pw/1")["intact"] == true);
+  CHECK(n.audit("pw/1").intact());
 }
 
 // --- snapshot extras -----------------------------------------------------------------
@@ -1213,7 +1214,7 @@ TEST_CASE("a paused agent with forks hibernates and wakes paused, with its forks
   test_node n(/*idle_ms=*/20);
   n.spawn("hx/p", "counter", {{"total", 1}});
   n.send("hx/p", {{"add", 1}});
-  auto src = n.node->fork_source_of("hx/p", 3, false);
+  auto src = n.node->ledgers().fork_source_of("hx/p", 3, false);
   REQUIRE_MESSAGE(src, src.error().to_string());
   auto fv = n.import("hx/c", {{"events", src->events},
                               {"origin", "fork"},
@@ -1266,10 +1267,10 @@ TEST_CASE("a paused agent with forks hibernates and wakes paused, with its forks
   auto after = n.view("hx/p");
   CHECK_FALSE(after.paused);
   CHECK(after.forks == json::array({{{"name", "hx/c"}, {"at", 3}}}));
-  CHECK(n.audit("hx/p")["intact"] == true);
-  auto r = n.node->replay("hx/p", json::object());
+  CHECK(n.audit("hx/p").intact());
+  auto r = n.node->ledgers().replay("hx/p", json::object());
   REQUIRE(r);
-  CHECK_MESSAGE((*r)["identical"] == true, r->dump());
+  CHECK(r->identical());
 }
 
 // A paused agent that hibernates with held messages is not marked clean,
@@ -1363,12 +1364,12 @@ TEST_CASE("a compaction over an altered record is refused, so the alteration sta
     rewrite_event_data(*db, agent_id(*db, "ct/1"), 5, [](json& d) { d["total"] = 999; });
   }
   n.start();
-  auto r = n.node->compact("ct/1", 9);
+  auto r = n.node->ledgers().compact("ct/1", 9);
   REQUIRE_FALSE(r);
   CHECK(r.error().message().find("fails its audit") != std::string::npos);
   auto a = n.audit("ct/1");
-  CHECK(a["intact"] == false);
-  CHECK(a["bad_seq"] == 5);
+  CHECK(!a.intact());
+  CHECK(a.chain.bad_seq == 5);
 }
 
 TEST_CASE("a fork without an override where the agent waits for a worker is refused") {
@@ -1382,7 +1383,7 @@ TEST_CASE("a fork without an override where the agent waits for a worker is refu
       "fw/1", [](const actors::agent_view& v) { return v.phase == "waiting_worker"; },
       "the worker call");
   const uint64_t at = n.view("fw/1").last_seq;
-  auto src = n.node->fork_source_of("fw/1", at, false);
+  auto src = n.node->ledgers().fork_source_of("fw/1", at, false);
   REQUIRE_FALSE(src);
   CHECK(src.error().message().find("worker") != std::string::npos);
 }

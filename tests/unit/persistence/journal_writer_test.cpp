@@ -8,10 +8,12 @@
 #include <thread>
 #include <vector>
 
+#include "persistence/journal_sink.hpp"
 #include "persistence/journal_writer.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/record.hpp"
 #include "persistence/store.hpp"
+#include "support/faulty_sink.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 
@@ -224,4 +226,60 @@ TEST_CASE("a lone submit is called back without waiting for stop() and sees its 
   CHECK(v->second == "2/7/v1");
   CHECK(jw.stats().batches.load() == 1);
   jw.stop();
+}
+
+TEST_CASE("a failed write fails its own batch only: later writes succeed, never merged with it") {
+  using fault = keel::test::faulty_sink::fault;
+  keel::test::temp_dir dir("keel-journal");
+  auto db = open_store(dir);
+  fault kind = fault::no_space;
+  code expected = code::no_space;
+  SUBCASE("a write that finds the disk full (ENOSPC)") {}
+  SUBCASE("an fsync that fails") {
+    kind = fault::fsync_failed;
+    expected = code::unavailable;
+  }
+  CAPTURE(static_cast<int>(kind));
+  auto owned = std::make_unique<keel::test::faulty_sink>(std::make_unique<p::store_sink>(*db));
+  keel::test::faulty_sink& sink = *owned;
+  p::journal_writer jw(std::move(owned), /*sync=*/true);
+  using keel::test::future_value;
+  future_value<keel::status> first, a, b, c;
+
+  // The first write blocks in the sink, so that A and B queue behind it
+  // and go to the sink together, as one batch; that batch fails.
+  sink.hold();
+  jw.submit(put(1, 1), [&](const keel::status& s) { first.set(s); });
+  REQUIRE(sink.wait_held());
+  jw.submit(put(2, 1), [&](const keel::status& s) { a.set(s); });
+  jw.submit(put(2, 2), [&](const keel::status& s) { b.set(s); });
+  sink.fail_when(kind, [](const p::write_set& ops) {
+    return !ops.empty() && ops.front().key == p::agent_seq_key(2, 1);
+  });
+  sink.release();
+  auto fs = first.wait(), as = a.wait(), bs = b.wait();
+  REQUIRE(fs);
+  REQUIRE(as);
+  REQUIRE(bs);
+  CHECK(fs->is_ok());
+  REQUIRE_FALSE(as->is_ok());
+  REQUIRE_FALSE(bs->is_ok());
+  CHECK(as->error_code() == expected);
+  CHECK(bs->error_code() == expected);
+
+  // The next write is a batch of its own, and succeeds.
+  jw.submit(put(3, 1), [&](const keel::status& s) { c.set(s); });
+  auto cs = c.wait();
+  REQUIRE(cs);
+  CHECK_MESSAGE(cs->is_ok(), cs->to_string());
+  CHECK(sink.written() == std::vector<std::size_t>{1, 1});
+  CHECK(sink.failed() == std::vector<std::size_t>{2});
+  CHECK(read_payload(*db, 1, 1) == "1/1/v1");
+  CHECK(read_payload(*db, 3, 1) == "3/1/v1");
+  if (kind == fault::no_space) {
+    // Nothing of the refused batch was applied.
+    CHECK(read_payload(*db, 2, 1).empty());
+    CHECK(read_payload(*db, 2, 2).empty());
+  }
+  CHECK(jw.stats().failures.load() == 1);
 }

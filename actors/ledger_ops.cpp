@@ -1,5 +1,5 @@
-// The node's whole-ledger operations: audit, replay, fork sources, import
-// and compaction. They read the store on the caller's thread (an HTTP
+// Whole-ledger operations: audit, replay, fork sources, import,
+// compaction and retention. They read the store on the caller's thread (an HTTP
 // server thread, never a CAF one) and change an agent only through its
 // shell, which owns the agent's directory entry.
 
@@ -14,7 +14,7 @@
 #include <filesystem>
 #include <future>
 
-#include "actors/node.hpp"
+#include "actors/ledger_ops.hpp"
 #include "actors/runtime.hpp"
 #include "agent/loop.hpp"
 #include "agent/registry.hpp"
@@ -76,29 +76,6 @@ std::vector<agent::recorded_event> recorded(std::vector<stored_event>&& events) 
   out.reserve(events.size());
   for (auto& e : events) out.push_back({e.seq, std::move(e.ev)});
   return out;
-}
-
-json event_json(const agent::recorded_event& e) {
-  return {{"seq", e.seq},
-          {"type", agent::to_string(e.ev.type)},
-          {"time", e.ev.time_ms},
-          {"data", e.ev.data}};
-}
-
-json steps_json(const std::vector<agent::trace_step>& steps) {
-  json out = json::array();
-  for (const auto& s : steps) out.push_back({{"seq", s.seq}, {"kind", s.kind}, {"text", s.text}});
-  return out;
-}
-
-json strict_json(const agent::strict_result& r) {
-  json j = {{"identical", r.identical}, {"events", r.events}, {"decisions", r.decisions}};
-  if (r.diverged)
-    j["divergence"] = {{"seq", r.diverged->seq},
-                       {"reason", r.diverged->reason},
-                       {"recorded", r.diverged->recorded},
-                       {"replayed", r.diverged->replayed}};
-  return j;
 }
 
 result<agent::what_if_options> what_if_from(const json& options) {
@@ -185,49 +162,32 @@ std::string hex_of(const chain_hash& h) {
 
 }  // namespace
 
-result<json> node::audit(std::string_view name) {
-  runtime* rt = live_runtime();
+result<audit_report> ledger_ops::audit(std::string_view name) {
+  runtime* rt = live();
   if (!rt) return error(code::unavailable, "node is shutting down");
   auto meta = directory_entry(*rt, name);
   if (!meta) return meta.error();
   auto rep = verify_ledger(*rt->db, *meta, name);
   if (!rep) return rep.error();
-  json j = {{"agent", name},
-            {"intact", rep->intact},
-            {"first_seq", rep->first_seq},
-            {"last_seq", rep->last_seq},
-            {"events", rep->events}};
-  if (rep->intact) j["head"] = rep->head;
-  if (rep->legacy) j["unchained"] = rep->legacy;
-  if (!rep->intact) {
-    j["bad_seq"] = rep->bad_seq;
-    j["reason"] = rep->reason;
-  } else if (meta->unverified) {
-    // The chain checks out, but it was made at the import: it proves the
-    // ledger unchanged since, not faithful to where it came from.
-    j["intact"] = false;
-    j["unverified"] = true;
-    j["reason"] =
-        "imported without its hash chain (keel import --unverified): the chain was made at the "
-        "import, so nothing ties these events to their source";
-  }
-  if (meta->compacted_seq > 0) {
-    j["compacted_seq"] = meta->compacted_seq;
-    j["anchor"] = meta->compacted_head;
-  }
-  return j;
+  audit_report a;
+  a.agent = std::string(name);
+  a.chain = std::move(*rep);
+  a.unverified = a.chain.intact && meta->unverified;
+  a.compacted_seq = meta->compacted_seq;
+  if (meta->compacted_seq > 0) a.anchor = meta->compacted_head;
+  return a;
 }
 
-result<uint64_t> node::ledger_end(std::string_view name) {
-  runtime* rt = live_runtime();
+result<uint64_t> ledger_ops::ledger_end(std::string_view name) {
+  runtime* rt = live();
   if (!rt) return error(code::unavailable, "node is shutting down");
   auto meta = directory_entry(*rt, name);
   if (!meta) return meta.error();
   return rt->db->last_ledger_seq(meta->id);
 }
 
-result<json> node::replay(std::string_view name, const json& options) {
-  runtime* rt = live_runtime();
+result<replay_report> ledger_ops::replay(std::string_view name, const json& options) {
+  runtime* rt = live();
   if (!rt) return error(code::unavailable, "node is shutting down");
   if (!options.is_null() && !options.is_object())
     return error(code::invalid_argument, "replay options must be a JSON object");
@@ -252,37 +212,26 @@ result<json> node::replay(std::string_view name, const json& options) {
     versions = std::make_shared<agent::stand_in_versions>(std::move(*spec));
   }
   const bool what_if = opts.contains("overrides") && !opts["overrides"].empty();
+  replay_report rep;
+  rep.agent = std::string(name);
+  rep.spec = std::move(candidate);
+  rep.from_seq = h->meta.compacted_seq + 1;
   if (!what_if) {
-    json j = strict_json(agent::replay_strict(*versions, h->base, events));
-    j["mode"] = "strict";
-    j["agent"] = name;
-    j["from_seq"] = h->meta.compacted_seq + 1;
-    if (!candidate.empty()) j["spec"] = candidate;
-    return j;
+    rep.strict = agent::replay_strict(*versions, h->base, events);
+    return rep;
   }
   auto o = what_if_from(opts);
   if (!o) return o.error();
   auto r = agent::replay_what_if(*versions, h->base, events, *o);
   if (!r) return r.error();
-  json out_events = json::array();
-  for (const auto& e : r->events) out_events.push_back(event_json(e));
-  json out = json{{"mode", "what_if"},
-                  {"agent", name},
-                  {"policy", agent::to_string(o->policy)},
-                  {"prefix", strict_json(r->prefix)},
-                  {"stopped", r->stopped},
-                  {"settled", r->stopped.empty()},
-                  {"answered_recorded", r->answered_recorded},
-                  {"answered_scripted", r->answered_scripted},
-                  {"original", steps_json(r->original)},
-                  {"replayed", steps_json(r->replayed)},
-                  {"events", std::move(out_events)}};
-  if (!candidate.empty()) out["spec"] = candidate;
-  return out;
+  rep.what_if = std::move(*r);
+  rep.policy = o->policy;
+  return rep;
 }
 
-result<fork_source> node::fork_source_of(std::string_view name, uint64_t at, bool with_override) {
-  runtime* rt = live_runtime();
+result<fork_source> ledger_ops::fork_source_of(std::string_view name, uint64_t at,
+                                               bool with_override) {
+  runtime* rt = live();
   if (!rt) return error(code::unavailable, "node is shutting down");
   auto h = load_history(*rt, name);
   if (!h) return h.error();
@@ -340,8 +289,8 @@ result<fork_source> node::fork_source_of(std::string_view name, uint64_t at, boo
   return src;
 }
 
-void node::import(std::string name, const json& body, callback<agent_view> done) {
-  runtime* rt = live_runtime();
+void ledger_ops::import(std::string name, const json& body, callback<agent_view> done) {
+  runtime* rt = live();
   if (!rt) return done(error(code::unavailable, "node is shutting down"));
   if (auto s = validate_agent_name(name); !s) return done(s);
   if (!body.is_object() || !body.contains("events"))
@@ -387,10 +336,10 @@ void node::import(std::string name, const json& body, callback<agent_view> done)
   rt->route(std::move(r));
 }
 
-result<json> node::apply_retention(std::string_view name) {
-  runtime* rt = live_runtime();
+result<retention_report> ledger_ops::apply_retention(std::string_view name) {
+  runtime* rt = live();
   if (!rt) return error(code::unavailable, "node is shutting down");
-  auto skip = [](const char* why) { return json{{"compacted", false}, {"why", why}}; };
+  auto skip = [](const char* why) { return retention_report{std::nullopt, why}; };
   auto h = load_history(*rt, name);
   if (!h) return h.error();
   const auto* loop = dynamic_cast<const agent::loop_type*>(h->type);
@@ -428,12 +377,11 @@ result<json> node::apply_retention(std::string_view name) {
   if (before < from + min_batch) return skip("no step begins far enough back");
   auto r = compact(name, before);
   if (!r) return r.error();
-  (*r)["compacted"] = true;
-  return r;
+  return retention_report{std::move(*r), {}};
 }
 
-result<json> node::compact(std::string_view name, uint64_t before) {
-  runtime* rt = live_runtime();
+result<compaction_report> ledger_ops::compact(std::string_view name, uint64_t before) {
+  runtime* rt = live();
   if (!rt) return error(code::unavailable, "node is shutting down");
   auto h = load_history(*rt, name);
   if (!h) return h.error();
@@ -517,11 +465,12 @@ result<json> node::compact(std::string_view name, uint64_t before) {
   rt->route(std::move(r));
   auto done = answer.get();
   if (!done) return done.error();
-  return json{{"agent", name},
-              {"archive", file.string()},
-              {"archived", through - from + 1},
-              {"compacted_seq", through},
-              {"head", hex_of(anchor)}};
+  return compaction_report{std::string(name), file.string(), through - from + 1, through,
+                           hex_of(anchor)};
+}
+
+runtime* ledger_ops::live() {
+  return stopped_.load(std::memory_order_acquire) ? nullptr : &rt_;
 }
 
 }  // namespace keel::actors
