@@ -379,12 +379,7 @@ void node::import(std::string name, const json& body, callback<agent_view> done)
     li->replaced = agent::event{*type, line.value("time", int64_t{0}), line.value("data", json())};
     li->replacement = body["replacement"];
   }
-  auto r = std::make_shared<request>();
-  r->what = request::kind::import;
-  r->name = std::move(name);
-  r->ledger = std::move(li);
-  r->viewed = std::move(done);
-  rt->route(std::move(r));
+  rt->route(make_request(std::move(name), import_call{std::move(li), std::move(done)}));
 }
 
 result<json> node::apply_retention(std::string_view name) {
@@ -509,12 +504,10 @@ result<json> node::compact(std::string_view name, uint64_t before) {
   std::erase_if(plan->blobs, [rt](const auto& b) { return rt->db->has_blob(b.first); });
   auto promise = std::make_shared<std::promise<result<json>>>();
   auto answer = promise->get_future();
-  auto r = std::make_shared<request>();
-  r->what = request::kind::compact;
-  r->name = std::string(name);
-  r->plan = std::move(plan);
-  r->answered = [promise](result<json> a) { promise->set_value(std::move(a)); };
-  rt->route(std::move(r));
+  rt->route(
+      make_request(std::string(name), compact_call{std::move(plan), [promise](result<json> a) {
+                                                     promise->set_value(std::move(a));
+                                                   }}));
   auto done = answer.get();
   if (!done) return done.error();
   return json{{"agent", name},
