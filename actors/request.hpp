@@ -150,6 +150,17 @@ void fail(request& r, const status& s);
 // null for any other kind.
 inbound_calls* inbound_of(request& r);
 
+// The reply of a decision, as the sender of a message or signal hears it:
+// made once, then handed as it is to every waiter and to the HTTP edge.
+agent_reply reply_of(agent::reply_effect r);
+// The record form of a reply, as a message id's dedupe entry keeps it for
+// retries (docs/formats.md): {"ok": true, "body"} or {"ok": false, "code",
+// "message"}. Written once per processed message or signal.
+json reply_record(const agent_reply& r);
+// A recorded reply (a retry finds it in the dedupe entry) as the sender
+// hears it: the same reply the first sender heard.
+agent_reply reply_from_record(json record);
+
 // Visitor of a call variant from a set of lambdas.
 template <class... F>
 struct overload : F... {

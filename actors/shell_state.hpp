@@ -115,15 +115,6 @@ agent_reply waiting_reply(const shell_state& s);
 // When the turn now waits for a person, whoever waits for its answer hears
 // waiting_reply() once the batch is durable.
 void tell_parked(shell_state& s, batch& b);
-// The reply of a decision, as the sender hears it: made once, then handed
-// to every waiter and written once in record form.
-agent_reply reply_of(agent::reply_effect r);
-// The record form of a reply, as a dedupe entry keeps it for retries:
-// {"ok": true, "body"} or {"ok": false, "code", "message"}.
-json reply_record(const agent_reply& r);
-// A recorded reply (a retry finds it in the dedupe entry) as the sender
-// hears it.
-agent_reply reply_from_record(json record);
 // Hands `reply` to `r`, a message or signal request, if it still waits.
 void deliver_reply(const request_ptr& r, const agent_reply& reply);
 

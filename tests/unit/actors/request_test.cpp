@@ -119,3 +119,38 @@ TEST_CASE("an effect outcome becomes the agent's input with every field as it wa
     CHECK_FALSE(in.maybe_applied);
   }
 }
+
+TEST_CASE("a reply's record form is what dedupe entries hold, and reads back as the same reply") {
+  SUBCASE("an answer") {
+    agent::reply_effect fx;
+    fx.ok = true;
+    fx.body = json{{"total", 4}};
+    const agent_reply r = reply_of(fx);
+    CHECK(r.ok);
+    CHECK(r.body == json{{"total", 4}});
+    const json rec = reply_record(r);
+    CHECK(rec.dump() == R"({"body":{"total":4},"ok":true})");
+    const agent_reply back = reply_from_record(rec);
+    CHECK(back.ok);
+    CHECK(back.body == r.body);
+    CHECK(back.code.empty());
+    CHECK(back.message.empty());
+  }
+  SUBCASE("a refusal") {
+    agent::reply_effect fx;
+    fx.ok = false;
+    fx.code = "invalid_message";
+    fx.message = "expected a number";
+    const agent_reply r = reply_of(fx);
+    const json rec = reply_record(r);
+    CHECK(rec.dump() == R"({"code":"invalid_message","message":"expected a number","ok":false})");
+    const agent_reply back = reply_from_record(rec);
+    CHECK_FALSE(back.ok);
+    CHECK(back.body.is_null());
+    CHECK(back.code == "invalid_message");
+    CHECK(back.message == "expected a number");
+  }
+  SUBCASE("no answer") {
+    CHECK(reply_record(agent_reply{true, nullptr, {}, {}}).dump() == R"({"body":null,"ok":true})");
+  }
+}
