@@ -26,7 +26,7 @@ bool run_on_pool(const effect_target& t, uint64_t effect, uint32_t attempt,
       o = effect_outcome::unknown(std::string("effect threw: ") + e.what(), true);
     }
     secrets.redact(o);
-    post_result(rt, name, effect, attempt, o);
+    post_result(rt, name, effect, attempt, std::move(o));
   });
 }
 
@@ -41,21 +41,16 @@ effect_outcome unresolved(const std::string& who, const status& s) {
 
 // Hands an effect's outcome back to its agent, through the supervisor: the
 // agent may have left and is then activated again.
+agent::effect_result_input result_input(uint64_t effect, uint32_t attempt, effect_outcome o) {
+  return {effect,      attempt,        o.ok, std::move(o.result), std::move(o.error),
+          o.retryable, o.maybe_applied};
+}
+
 void post_result(runtime* rt, const std::string& agent, uint64_t effect, uint32_t attempt,
-                 const effect_outcome& o) {
-  auto r = std::make_shared<request>();
-  r->what = request::kind::effect_result;
-  r->name = agent;
-  r->from = "effect";
-  r->received_ns = mono_ns();
-  r->body = {{"effect", effect},
-             {"attempt", attempt},
-             {"ok", o.ok},
-             {"result", o.result},
-             {"error", o.error},
-             {"retryable", o.retryable},
-             {"maybe_applied", o.maybe_applied}};
+                 effect_outcome o) {
   if (!o.ok) rt->metrics.effect_failures.fetch_add(1, std::memory_order_relaxed);
+  auto r = make_request(agent, effect_result_call{result_input(effect, attempt, std::move(o)), {}});
+  r->received_ns = mono_ns();
   rt->route(std::move(r));
 }
 
@@ -116,15 +111,12 @@ bool dispatch_tool(const effect_target& s, const agent::tool_call_effect& t) {
                      ts->idempotent});
       return false;
     case config::tool_kind::send_message: {
-      auto r = std::make_shared<request>();
-      r->what = request::kind::message;
-      r->name = t.arguments.value("to", "");
-      r->id = key;
-      r->from = name;
-      r->body = t.arguments.value("message", json());
-      r->received_ns = mono_ns();
-      const std::string to = r->name;
-      r->accepted = [rt, name, effect, attempt, to](result<send_ack> a) {
+      const std::string to = t.arguments.value("to", "");
+      message_call m;
+      m.id = key;
+      m.from = name;
+      m.body = t.arguments.value("message", json());
+      m.accepted = [rt, name, effect, attempt, to](result<send_ack> a) {
         // queued: durable in this node's outbox; the receiver's node is down
         // and gets it (once) when it returns.
         effect_outcome o =
@@ -135,25 +127,24 @@ bool dispatch_tool(const effect_target& s, const agent::tool_call_effect& t) {
                                          {"duplicate", a->duplicate}})
               : effect_outcome::failure("cannot deliver to " + to + ": " + a.error().message(),
                                         a.error().error_code() == code::unavailable);
-        post_result(rt, name, effect, attempt, o);
+        post_result(rt, name, effect, attempt, std::move(o));
       };
-      if (r->name.empty() || !validate_agent_name(r->name)) {
-        call_once(r->accepted,
+      if (to.empty() || !validate_agent_name(to)) {
+        call_once(m.accepted,
                   result<send_ack>(error(code::invalid_argument, "\"to\" must name an agent")));
         return true;
       }
+      auto r = make_request(to, std::move(m));
+      r->received_ns = mono_ns();
       rt->route(std::move(r));
       return true;
     }
     case config::tool_kind::spawn_agent: {
-      auto r = std::make_shared<request>();
-      r->what = request::kind::spawn;
-      r->name = t.arguments.value("name", "");
-      r->type = t.arguments.value("type", "");
-      r->body = t.arguments.value("input", json());
-      r->received_ns = mono_ns();
-      const std::string child = r->name;
-      r->viewed = [rt, name, effect, attempt, child](result<agent_view> v) {
+      const std::string child = t.arguments.value("name", "");
+      spawn_call c;
+      c.type = t.arguments.value("type", "");
+      c.input = t.arguments.value("input", json());
+      c.viewed = [rt, name, effect, attempt, child](result<agent_view> v) {
         effect_outcome o;
         if (v)
           o = effect_outcome::success({{"spawned", child}, {"type", v->type}});
@@ -163,14 +154,16 @@ bool dispatch_tool(const effect_target& s, const agent::tool_call_effect& t) {
         else
           o = effect_outcome::failure("cannot spawn " + child + ": " + v.error().message(),
                                       v.error().error_code() == code::unavailable);
-        post_result(rt, name, effect, attempt, o);
+        post_result(rt, name, effect, attempt, std::move(o));
       };
-      if (!validate_agent_name(r->name) || !rt->types->find(r->type)) {
-        call_once(r->viewed, result<agent_view>(
-                                 error(code::invalid_argument,
-                                       "spawn_agent needs a valid \"name\" and a known \"type\"")));
+      if (!validate_agent_name(child) || !rt->types->find(c.type)) {
+        call_once(c.viewed, result<agent_view>(
+                                error(code::invalid_argument,
+                                      "spawn_agent needs a valid \"name\" and a known \"type\"")));
         return true;
       }
+      auto r = make_request(child, std::move(c));
+      r->received_ns = mono_ns();
       rt->route(std::move(r));
       return true;
     }

@@ -1,7 +1,7 @@
 #pragma once
 // Internal to actors/: starts an agent loop's effects once the write that
 // asks for them is durable, and hands every outcome back to the agent as an
-// effect_result request through runtime::route (so an agent that left is
+// typed effect_result request through runtime::route (so an agent that left is
 // activated again). Blocking calls (models, http and exec tools) go to the
 // effect pool; built-ins (send_message, spawn_agent) are requests to other
 // agents; worker tools join their queue. CAF-free.
@@ -26,10 +26,14 @@ struct effect_target {
 // every attempt and after a crash.
 std::string effect_key(const std::string& agent, uint64_t effect);
 
+// The agent's input for outcome `o` of attempt `attempt` of `effect`:
+// every field as the effect produced it.
+agent::effect_result_input result_input(uint64_t effect, uint32_t attempt, effect_outcome o);
+
 // Hands an effect's outcome back to its agent as an effect_result request
-// (activating it if it left).
+// carrying that input (activating the agent if it left).
 void post_result(runtime* rt, const std::string& agent, uint64_t effect, uint32_t attempt,
-                 const effect_outcome& o);
+                 effect_outcome o);
 
 // Each returns true when a result will come back for (effect, attempt): the
 // agent must stay live until it does. Worker tasks, sleeps and human waits

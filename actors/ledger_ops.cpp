@@ -328,12 +328,7 @@ void ledger_ops::import(std::string name, const json& body, callback<agent_view>
     li->replaced = agent::event{*type, line.value("time", int64_t{0}), line.value("data", json())};
     li->replacement = body["replacement"];
   }
-  auto r = std::make_shared<request>();
-  r->what = request::kind::import;
-  r->name = std::move(name);
-  r->ledger = std::move(li);
-  r->viewed = std::move(done);
-  rt->route(std::move(r));
+  rt->route(make_request(std::move(name), import_call{std::move(li), std::move(done)}));
 }
 
 result<retention_report> ledger_ops::apply_retention(std::string_view name) {
@@ -457,12 +452,10 @@ result<compaction_report> ledger_ops::compact(std::string_view name, uint64_t be
   std::erase_if(plan->blobs, [rt](const auto& b) { return rt->db->has_blob(b.first); });
   auto promise = std::make_shared<std::promise<result<json>>>();
   auto answer = promise->get_future();
-  auto r = std::make_shared<request>();
-  r->what = request::kind::compact;
-  r->name = std::string(name);
-  r->plan = std::move(plan);
-  r->answered = [promise](result<json> a) { promise->set_value(std::move(a)); };
-  rt->route(std::move(r));
+  rt->route(
+      make_request(std::string(name), compact_call{std::move(plan), [promise](result<json> a) {
+                                                     promise->set_value(std::move(a));
+                                                   }}));
   auto done = answer.get();
   if (!done) return done.error();
   return compaction_report{std::string(name), file.string(), through - from + 1, through,

@@ -14,31 +14,24 @@
 
 namespace keel::actors {
 
-void fail(request& r, const status& s) {
-  call_once(r.viewed, s);
-  call_once(r.accepted, s);
-  call_once(r.replied, s);
-  call_once(r.answered, s);
-}
-
 // Messages and spawns an agent here addressed to an agent elsewhere go to
 // the cluster; anything else for a name not served here is refused (the
 // HTTP API forwards calls to the owner before they reach the node).
 bool hand_elsewhere(runtime& rt, request_ptr& r) {
   auto rr = rt.router.load(std::memory_order_acquire);
   if (!rr || rr->is_local(r->name)) return false;
-  switch (r->what) {
-    case request::kind::message:
-      rr->send(std::move(r->name),
-               inbound_message{std::move(r->id), std::move(r->from), std::move(r->body)},
-               std::move(r->accepted));
-      break;
-    case request::kind::spawn:
-      rr->spawn(std::move(r->name), std::move(r->type), std::move(r->body), std::move(r->viewed));
-      break;
-    default:
-      fail(*r, error(code::unavailable, rr->elsewhere(r->name)));
-  }
+  std::visit(overload{[&](message_call& m) {
+                        rr->send(
+                            std::move(r->name),
+                            inbound_message{std::move(m.id), std::move(m.from), std::move(m.body)},
+                            std::exchange(m.accepted, nullptr));
+                      },
+                      [&](spawn_call& c) {
+                        rr->spawn(std::move(r->name), std::move(c.type), std::move(c.input),
+                                  std::exchange(c.viewed, nullptr));
+                      },
+                      [&](auto&) { fail(*r, error(code::unavailable, rr->elsewhere(r->name))); }},
+             r->what);
   return true;
 }
 
@@ -85,24 +78,18 @@ status validate_client_message_id(std::string_view id) {
   return status::ok();
 }
 
-request::~request() {
-  fail(*this,
-       error(code::unavailable, "request dropped: the agent stopped or the node is shutting down"));
-}
 
 void node::spawn(std::string name, std::string type, json input, callback<agent_view> done) {
-  auto r = std::make_shared<request>();
-  r->what = request::kind::spawn;
-  r->name = std::move(name);
-  r->type = std::move(type);
-  r->body = std::move(input);
-  r->viewed = std::move(done);
+  const bool known_type = impl_->rt.types->find(type) != nullptr;
+  std::string unknown = known_type ? std::string() : type;
+  auto r =
+      make_request(std::move(name), spawn_call{std::move(type), std::move(input), std::move(done)});
   if (impl_->reject_bad_name(*r)) return;
-  if (!impl_->rt.types->find(r->type)) {
+  if (!known_type) {
     std::string known;
     for (auto& t : impl_->rt.types->names()) known += (known.empty() ? "" : ", ") + t;
     fail(*r, error(code::invalid_argument,
-                   "unknown agent type '" + r->type + "' (known: " + known + ")"));
+                   "unknown agent type '" + unknown + "' (known: " + known + ")"));
     return;
   }
   impl_->submit(std::move(r));
@@ -110,16 +97,13 @@ void node::spawn(std::string name, std::string type, json input, callback<agent_
 
 void node::send(std::string name, inbound_message m, callback<send_ack> accepted,
                 callback<agent_reply> replied) {
-  auto r = std::make_shared<request>();
-  r->what = request::kind::message;
-  r->name = std::move(name);
-  r->id = std::move(m.id);
-  r->from = std::move(m.from);
-  r->body = std::move(m.body);
-  r->accepted = std::move(accepted);
-  r->replied = std::move(replied);
+  status valid = validate_message_id(m.id);
+  auto r = make_request(std::move(name), message_call{{std::move(accepted), std::move(replied)},
+                                                      std::move(m.id),
+                                                      std::move(m.from),
+                                                      std::move(m.body)});
   if (impl_->reject_bad_name(*r)) return;
-  if (status s = validate_message_id(r->id); !s) {
+  if (status s = std::move(valid); !s) {
     fail(*r, s);
     return;
   }
@@ -128,20 +112,18 @@ void node::send(std::string name, inbound_message m, callback<send_ack> accepted
 
 void node::signal(std::string name, std::string signal, json payload, callback<send_ack> accepted,
                   callback<agent_reply> replied, std::string dedupe) {
-  auto r = std::make_shared<request>();
-  r->what = request::kind::signal;
-  r->name = std::move(name);
-  r->id = std::move(signal);
-  r->dedupe = std::move(dedupe);
-  r->body = std::move(payload);
-  r->accepted = std::move(accepted);
-  r->replied = std::move(replied);
+  status valid_name = validate_signal_name(signal);
+  status valid_key = validate_dedupe_key(dedupe);
+  auto r = make_request(std::move(name), signal_call{{std::move(accepted), std::move(replied)},
+                                                     std::move(signal),
+                                                     std::move(payload),
+                                                     std::move(dedupe)});
   if (impl_->reject_bad_name(*r)) return;
-  if (status s = validate_signal_name(r->id); !s) {
+  if (status s = std::move(valid_name); !s) {
     fail(*r, s);
     return;
   }
-  if (status s = validate_dedupe_key(r->dedupe); !s) {
+  if (status s = std::move(valid_key); !s) {
     fail(*r, s);
     return;
   }
@@ -149,44 +131,31 @@ void node::signal(std::string name, std::string signal, json payload, callback<s
 }
 
 void node::query(std::string name, json q, callback<json> done) {
-  auto r = std::make_shared<request>();
-  r->what = request::kind::query;
-  r->name = std::move(name);
-  r->body = std::move(q);
-  r->answered = std::move(done);
+  auto r = make_request(std::move(name), query_call{std::move(q), std::move(done)});
   if (impl_->reject_bad_name(*r)) return;
   impl_->submit(std::move(r));
 }
 
 void node::get(std::string name, callback<agent_view> done) {
-  auto r = std::make_shared<request>();
-  r->what = request::kind::get;
-  r->name = std::move(name);
-  r->viewed = std::move(done);
+  auto r = make_request(std::move(name), get_call{std::move(done)});
   if (impl_->reject_bad_name(*r)) return;
   impl_->submit(std::move(r));
 }
 
 void node::terminate(std::string name, std::string by, callback<agent_view> done) {
-  auto r = std::make_shared<request>();
-  r->what = request::kind::terminate;
-  r->name = std::move(name);
-  r->from = std::move(by);
-  r->viewed = std::move(done);
+  auto r = make_request(std::move(name), terminate_call{std::move(by), std::move(done)});
   if (impl_->reject_bad_name(*r)) return;
   impl_->submit(std::move(r));
 }
 
 void node::upgrade(std::string name, std::string to, std::string by, callback<json> done) {
-  auto r = std::make_shared<request>();
-  r->what = request::kind::upgrade;
-  r->name = std::move(name);
-  r->id = to == "latest" ? std::string() : std::move(to);
-  r->from = std::move(by);
-  r->answered = std::move(done);
+  if (to == "latest") to.clear();
+  const bool valid = to.empty() || (to.size() >= 6 && to.size() <= 64 &&
+                                    to.find_first_not_of("0123456789abcdef") == std::string::npos);
+  auto r =
+      make_request(std::move(name), upgrade_call{std::move(to), std::move(by), std::move(done)});
   if (impl_->reject_bad_name(*r)) return;
-  if (!r->id.empty() && (r->id.size() < 6 || r->id.size() > 64 ||
-                         r->id.find_first_not_of("0123456789abcdef") != std::string::npos)) {
+  if (!valid) {
     fail(*r, error(code::invalid_argument,
                    "a version is \"latest\" or a hash (at least its first 6 hex digits)"));
     return;
@@ -221,23 +190,15 @@ void node::complete_task(const std::string& id, const std::string& worker, task_
     done(t.error());
     return;
   }
-  auto r = std::make_shared<request>();
-  r->what = request::kind::effect_result;
-  r->name = t->agent;
-  r->from = "worker";
-  r->body = {{"effect", t->effect},
-             {"attempt", t->attempt},
-             {"ok", outcome.ok},
-             {"result", std::move(outcome.result)},
-             {"error", std::move(outcome.error)},
-             {"retryable", outcome.retryable},
-             {"maybe_applied", outcome.maybe_applied}};
   runtime* rt = &impl_->rt;
-  r->answered = [rt, id, done = std::move(done)](result<json> res) {
-    if (res) rt->tasks.finish(id);
-    done(std::move(res));
-  };
-  impl_->submit(std::move(r));
+  impl_->submit(make_request(
+      t->agent,
+      effect_result_call{{t->effect, t->attempt, outcome.ok, std::move(outcome.result),
+                          std::move(outcome.error), outcome.retryable, outcome.maybe_applied},
+                         [rt, id, done = std::move(done)](result<json> res) {
+                           if (res) rt->tasks.finish(id);
+                           done(std::move(res));
+                         }}));
 }
 
 json node::task_stats() {

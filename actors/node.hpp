@@ -74,7 +74,8 @@ struct send_ack {
   bool queued = false;
 };
 
-// What an agent answered to a message or signal.
+// What an agent answered to a message or signal: the one reply type from the
+// agent's decision to the HTTP edge (a retry of the message id hears the same).
 struct agent_reply {
   bool ok = true;
   json body;

@@ -56,10 +56,7 @@ status node::impl::wake_pending(bool requeue_tasks) {
   pending->erase(std::unique(pending->begin(), pending->end()), pending->end());
   for (auto& name : *pending) {
     if (auto rr = rt.router.load(); rr && !rr->is_local(name)) continue;
-    auto r = std::make_shared<request>();
-    r->what = request::kind::wake;
-    r->name = std::move(name);
-    submit(std::move(r));
+    submit(make_request(std::move(name), wake_call{}));
   }
   return status::ok();
 }
@@ -214,11 +211,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   p->timers =
       std::make_unique<timer_service>(*p->db, [raw](const std::string& agent, uint64_t timer_id) {
         if (raw->held.load(std::memory_order_acquire)) return;  // offered again later
-        auto r = std::make_shared<request>();
-        r->what = request::kind::timer;
-        r->name = agent;
-        r->timer_id = timer_id;
-        raw->submit(std::move(r));
+        raw->submit(make_request(agent, timer_call{timer_id}));
       });
   p->rt.timers = p->timers.get();
 
@@ -350,10 +343,7 @@ status node::adopt(const std::vector<std::string>& names) {
     auto inbox = db.read_inbox((*meta)->id, name);
     if (!inbox) return inbox.error();
     if (wake || !inbox->empty()) {
-      auto r = std::make_shared<request>();
-      r->what = request::kind::wake;
-      r->name = name;
-      impl_->submit(std::move(r));
+      impl_->submit(make_request(name, wake_call{}));
     }
   }
   impl_->timers->notify(0);

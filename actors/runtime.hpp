@@ -1,6 +1,6 @@
 #pragma once
 // Internal to actors/: what every actor of a node shares (the runtime
-// context) and the request that carries one API call to an agent shell.
+// context); the requests it routes are in request.hpp.
 // CAF-free, so it can be included anywhere in the layer.
 
 #include <atomic>
@@ -15,9 +15,9 @@
 #include "actors/agent_census.hpp"
 #include "actors/effect_pool.hpp"
 #include "actors/node.hpp"
+#include "actors/request.hpp"
 #include "actors/task_queue.hpp"
 #include "agent/registry.hpp"
-#include "base/call_once.hpp"
 #include "base/histogram.hpp"
 #include "config/node_config.hpp"
 #include "effects/contexts.hpp"
@@ -29,9 +29,6 @@ namespace keel::actors {
 class timer_service;
 class type_catalog;
 class secret_table;
-struct request;
-struct ledger_import;
-struct compaction_plan;
 
 struct node_metrics {
   std::atomic<uint64_t> live{0};
@@ -107,48 +104,6 @@ struct runtime {
   }
 };
 
-// One API call on its way to an agent shell. The callbacks matching `what`
-// are set; each runs at most once (call_once), and a request destroyed with
-// callbacks still pending (its actor died, the node stopped) fails them with
-// code::unavailable, so no caller ever waits forever.
-struct request {
-  request() = default;
-  request(const request&) = delete;
-  request& operator=(const request&) = delete;
-  ~request();
-
-  enum class kind {
-    spawn,
-    message,
-    signal,
-    query,
-    get,
-    terminate,
-    timer,
-    wake,
-    effect_result,
-    import,   // create the agent from an exported ledger (import, fork)
-    compact,  // apply a compaction_plan
-    upgrade,  // run another version of the agent's type (id: the version, "" = latest)
-  };
-  kind what = kind::get;
-  std::string name;
-  std::string type;    // spawn
-  std::string id;      // message id; signal name
-  std::string dedupe;  // signal: the sender's dedupe key ("" = none)
-  std::string from;    // message sender; terminate, upgrade: who
-  json body;           // message body, signal payload, spawn input, query, effect result
-  uint64_t timer_id = 0;
-  std::shared_ptr<const ledger_import> ledger;  // import
-  std::shared_ptr<const compaction_plan> plan;  // compact
-  int64_t received_ns = 0;
-  callback<agent_view> viewed;    // spawn, get, terminate, import
-  callback<send_ack> accepted;    // message, signal
-  callback<agent_reply> replied;  // message, signal (optional)
-  callback<json> answered;        // query, effect_result, compact, upgrade
-};
-using request_ptr = std::shared_ptr<request>;
-
 // Stops the live shells whose names `pick` selects (a shard handed to
 // another node); `done` gets how many were stopped.
 struct evict_order {
@@ -169,9 +124,6 @@ inline bool is_generated_id(std::string_view id) {
 // When the cluster does not serve r->name here: hands a message or spawn to
 // the router, fails anything else with unavailable, and returns true.
 bool hand_elsewhere(runtime& rt, request_ptr& r);
-
-// Fails every callback of `r` that has not run yet with `s`.
-void fail(request& r, const status& s);
 
 // node_listing.cpp: what the node tells without activating an agent. A
 // page of the directory entries `filter` keeps (blocking store reads); the

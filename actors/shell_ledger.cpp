@@ -14,12 +14,13 @@ namespace keel::actors::shell_detail {
 // its parent's prefix): the records are encoded again, so the chain must
 // give back the exported hashes. A fork then goes on live: the replacement
 // answers the effect its state waits for, or it recovers as after a crash.
-void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
+void handle_import(shell_state& s, const request_ptr& r, const import_call& c, int64_t now,
+                   batch& b) {
   if (s.exists) {
     fail(*r, error(code::already_exists, "agent " + s.name + " already exists"));
     return;
   }
-  const ledger_import& li = *r->ledger;
+  const ledger_import& li = *c.ledger;
   const std::string type_name = li.events.front().ev.data.value("type", "");
   const agent::agent_type* t = s.rt->types->find(type_name);
   if (!t) {
@@ -105,14 +106,15 @@ void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b) 
   s.meta.status = s.st.status;
   b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
   b.reqs.push_back(r);
-  b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
+  b.done.push_back([r, v = make_view(s)] { call_once(call_of<import_call>(r).viewed, v); });
 }
 
 // Applies a compaction prepared by ledger_ops::compact: the snapshot at
 // plan.through, the archived records deleted, the anchor in the directory
 // entry. The newest snapshot stays the one activation reads.
-void handle_compact(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
-  const compaction_plan& p = *r->plan;
+void handle_compact(shell_state& s, const request_ptr& r, const compact_call& c, int64_t now,
+                    batch& b) {
+  const compaction_plan& p = *c.plan;
   if (p.from != s.meta.compacted_seq + 1 || p.through >= s.st.last_seq) {
     fail(*r, error(code::conflict, "agent " + s.name +
                                        " changed while its compaction was "
@@ -140,7 +142,9 @@ void handle_compact(shell_state& s, const request_ptr& r, int64_t now, batch& b)
   s.meta.compacted_head = p.anchor;
   b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
   b.reqs.push_back(r);
-  b.done.push_back([r] { call_once(r->answered, result<json>(json{{"compacted", true}})); });
+  b.done.push_back([r] {
+    call_once(call_of<compact_call>(r).answered, result<json>(json{{"compacted", true}}));
+  });
 }
 
 }  // namespace keel::actors::shell_detail

@@ -9,20 +9,8 @@
 
 namespace keel::actors::shell_detail {
 
-agent_reply reply_from_json(const json& j) {
-  agent_reply r;
-  r.ok = j.value("ok", false);
-  if (r.ok) {
-    r.body = j.value("body", json());
-  } else {
-    r.code = j.value("code", "");
-    r.message = j.value("message", "");
-  }
-  return r;
-}
-
-void deliver_reply(const request_ptr& r, const json& reply) {
-  call_once(r->replied, reply_from_json(reply));
+void deliver_reply(const request_ptr& r, const agent_reply& reply) {
+  if (inbound_calls* calls = inbound_of(*r)) call_once(calls->replied, reply);
 }
 
 agent_view make_view(shell_state& s) {
@@ -86,7 +74,7 @@ void sync_meta(shell_state& s, batch& b, int64_t now) {
 
 // What those waiting for a turn's answer hear while it waits instead:
 // {"status": "waiting", "phase", "wait"?} (the view's wait: what for).
-json waiting_reply(const shell_state& s) {
+agent_reply waiting_reply(const shell_state& s) {
   json body = {{"status", "waiting"}, {"phase", s.type ? s.type->phase(s.st) : ""}};
   if (s.type) {
     const json v = s.type->view(s.st);
@@ -94,7 +82,7 @@ json waiting_reply(const shell_state& s) {
       body["wait"] = v["turn"]["wait"];
   }
   if (s.st.paused) body["paused"] = true;
-  return {{"ok", true}, {"body", std::move(body)}};
+  return agent_reply{true, std::move(body), {}, {}};
 }
 
 // A turn that now waits for a human (an approval, an answer, a doubt to

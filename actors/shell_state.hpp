@@ -1,7 +1,9 @@
 #pragma once
-// Internal to the agent shell (agent_shell.cpp, shell_ledger.cpp): the
-// state of one agent's actor and the steps the shell's request handlers
-// share. Only CAF's actor handle is needed here, not its runtime.
+// Internal to the agent shell: the state of one agent's actor and the steps
+// its request handlers share. The actor is in agent_shell.cpp; everything
+// declared here is CAF-free (shell_steps.cpp, shell_requests.cpp,
+// shell_inbound.cpp, shell_ledger.cpp, shell_standing.cpp). Only CAF's
+// actor handle is needed here, not its runtime.
 
 #include <caf/actor.hpp>
 
@@ -108,27 +110,78 @@ void count_as(shell_state& s, const persistence::agent_meta& m);
 // writes nothing writes no entry (a read never writes).
 void sync_meta(shell_state& s, batch& b, int64_t now);
 // What those waiting for a turn's answer hear while it waits instead:
-// {"ok": true, "body": {"status": "waiting", "phase", "wait"?, "paused"?}}.
-json waiting_reply(const shell_state& s);
+// {"status": "waiting", "phase", "wait"?, "paused"?}.
+agent_reply waiting_reply(const shell_state& s);
 // When the turn now waits for a person, whoever waits for its answer hears
 // waiting_reply() once the batch is durable.
 void tell_parked(shell_state& s, batch& b);
-// Hands `reply` ({"ok", "body"} or {"ok", "code", "message"}) to `r`.
-void deliver_reply(const request_ptr& r, const json& reply);
+// Hands `reply` to `r`, a message or signal request, if it still waits.
+void deliver_reply(const request_ptr& r, const agent_reply& reply);
+
+// shell_steps.cpp: loading, deciding, effects.
+//
+// Loads the agent (directory entry, snapshot, ledger tail, inbox) and pins
+// the version it runs; leaves `exists` false when it is not on disk.
+status load(shell_state& s);
+// The crash counts on the agent's effect markers (read when recovery is due).
+status load_crash_counts(shell_state& s);
+// Whether the agent holds new input and effects: paused, and still active.
+bool holding(const shell_state& s);
+// Starts a model or tool call whose marker is durable; a paused agent
+// holds it until resumed.
+void start_effect(shell_state& s, const agent::effect& fx);
 // The timers family's side of a set_timer or cancel_timer effect.
 void timer_ops(shell_state& s, const agent::effect& fx, batch& b);
 // Runs decide() and appends the events (applied to the state) to the batch.
 // Returns the decision's reply, if it has one.
 std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::input& in, int64_t now,
                                                batch& b);
+// A cancel while paused: the calls held since the pause end as failed.
+void fail_held_calls(shell_state& s, int64_t now, batch& b);
+// Before a message starts a turn of an idle agent whose type's latest
+// version asks to be followed: the agent moves to it first.
+void follow_latest(shell_state& s, int64_t now, batch& b);
 // The agent comes into being (spawn, import): an id of its own and a
 // directory entry to write. False after failing `r` when no id is had.
 bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, std::string status,
             int64_t now);
 
+// shell_requests.cpp: handles one request (dispatching on its kind); false
+// when it must wait for the write in flight. `direct` counts the messages
+// this batch consumes directly (the rest spill to the inbox).
+bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_t& direct);
+
+// shell_inbound.cpp: messages and signals.
+//
+// A message or signal as the inbound path handles both; refers into the
+// request's call, whose body and sender move into the agent's input once
+// the request is taken (never when it waits for the write in flight).
+struct inbound_input {
+  explicit inbound_input(message_call& m)
+      : is_message(true), id(m.id), key(m.id), body(m.body), calls(m), from(&m.from) {}
+  explicit inbound_input(signal_call& c)
+      : is_message(false), id(c.signal), key(c.dedupe), body(c.payload), calls(c) {}
+  bool is_message;
+  const std::string& id;   // message id ("" = generate one); signal name
+  const std::string& key;  // dedupe key: the message id; the signal's own ("" = none)
+  json& body;              // message body; signal payload
+  inbound_calls& calls;
+  std::string* from = nullptr;  // message sender; null for a signal
+  std::string take_from() { return from ? std::move(*from) : std::string(); }
+};
+// Returns false when the request must wait for the write in flight (its id
+// is being written right now).
+bool handle_inbound(shell_state& s, const request_ptr& r, inbound_input in, int64_t now, batch& b,
+                    uint32_t& direct);
+// Consumes an entry of the durable inbox: decided, deleted and answered in
+// this batch.
+void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b);
+
 // shell_ledger.cpp: an agent created from an exported ledger (import,
 // fork), and a compaction prepared by ledger_ops::compact.
-void handle_import(shell_state& s, const request_ptr& r, int64_t now, batch& b);
-void handle_compact(shell_state& s, const request_ptr& r, int64_t now, batch& b);
+void handle_import(shell_state& s, const request_ptr& r, const import_call& c, int64_t now,
+                   batch& b);
+void handle_compact(shell_state& s, const request_ptr& r, const compact_call& c, int64_t now,
+                    batch& b);
 
 }  // namespace keel::actors::shell_detail

@@ -232,3 +232,35 @@ TEST_CASE("whoever waits on a message hears the answer of the turn it started") 
   CHECK((*r)->body["status"] == "completed");
   CHECK((*r)->body["answer"] == "order 1 shipped");
 }
+
+TEST_CASE("a worker's failure reaches the agent with every field the worker reported") {
+  config::tool_spec charge = tool("charge", config::tool_kind::worker);
+  charge.idempotent = false;
+  loop_node n(spec_with({charge}));
+  n.model->reply = [](const json&, uint64_t i) {
+    return i == 0 ? tool_call_reply("charge", {{"amount", 5}}) : text_reply("charged");
+  };
+  n.spawn("t/f");
+  n.send("t/f", "charge it");
+  REQUIRE(eventually([&] { return n.phase("t/f") == "waiting_worker"; }));
+  auto leased = n.node->poll_task("q", "w1");
+  REQUIRE(leased);
+  // Not idempotent and maybe applied: the call is put in doubt, with the
+  // worker's error and retryability as it reported them.
+  future_value<result<json>> done;
+  n.node->complete_task(leased->id, "w1", {false, nullptr, "card network timed out", true, true},
+                        [&done](result<json> r) { done.set(std::move(r)); });
+  auto r = done.wait();
+  REQUIRE(r);
+  REQUIRE(*r);
+  CHECK(**r == json{{"recorded", true}});
+  std::vector<actors::ledger_entry> doubts;
+  for (auto& e : n.ledger("t/f"))
+    if (e.type == "effect_in_doubt") doubts.push_back(e);
+  REQUIRE(doubts.size() == 1);
+  CHECK(doubts[0].data["error"] == "card network timed out");
+  CHECK(doubts[0].data["retryable"] == true);
+  CHECK(doubts[0].data["attempt"] == 1);
+  CHECK(doubts[0].data["tool"] == "charge");
+  CHECK(n.phase("t/f") == "in_doubt");
+}
