@@ -24,6 +24,7 @@
 #include "base/clock.hpp"
 #include "ledger/audit.hpp"
 #include "ledger/type_catalog.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors {
@@ -129,17 +130,15 @@ status load(shell_state& s) {
 
 void timer_ops(shell_state& s, const agent::effect& fx, batch& b) {
   if (auto* t = std::get_if<agent::set_timer_effect>(&fx)) {
-    b.ops.push_back({family::timers, false,
-                     persistence::timer_key(t->due_ms, s.meta.id, t->timer_id),
-                     persistence::encode(persistence::timer_entry{s.name, t->payload}, wall_ms())});
+    ledger::batch_builder(b.ops).put_timer(s.meta.id, t->timer_id, t->due_ms, {s.name, t->payload},
+                                           wall_ms());
     int64_t due = t->due_ms;
     timer_service* ts = s.rt->timers;
     b.done.push_back([ts, due] {
       if (ts) ts->notify(due);
     });
   } else if (auto* c = std::get_if<agent::cancel_timer_effect>(&fx)) {
-    b.ops.push_back(
-        {family::timers, true, persistence::timer_key(c->due_ms, s.meta.id, c->timer_id), {}});
+    ledger::batch_builder(b.ops).erase_timer(s.meta.id, c->timer_id, c->due_ms);
   }
 }
 
@@ -195,8 +194,7 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
   if (auto* m = std::get_if<agent::model_call_effect>(&fx)) {
     persistence::effect_marker mk{
         s.name, "model", "", m->attempt, "", 0, nullptr, crashes_of(s, m->effect), true};
-    b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, m->effect),
-                     persistence::encode(mk, now)});
+    ledger::batch_builder(b.ops).start_effect(s.meta.id, m->effect, mk, now);
     b.done.push_back([sp, fx] { start_effect(*sp, fx); });
   } else if (auto* t = std::get_if<agent::tool_call_effect>(&fx)) {
     const agent::loop_type* loop = loop_of(s);
@@ -210,11 +208,10 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
                                   t->arguments,
                                   crashes_of(s, t->effect),
                                   ts && ts->idempotent};
-    b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, t->effect),
-                     persistence::encode(mk, now)});
+    ledger::batch_builder(b.ops).start_effect(s.meta.id, t->effect, mk, now);
     b.done.push_back([sp, fx] { start_effect(*sp, fx); });
   } else if (auto* e = std::get_if<agent::end_effect>(&fx)) {
-    b.ops.push_back({family::effects, true, persistence::agent_seq_key(s.meta.id, e->effect), {}});
+    ledger::batch_builder(b.ops).end_effect(s.meta.id, e->effect);
     runtime* rt = s.rt;
     b.done.push_back([rt, name = s.name, eff = e->effect] { rt->tasks.remove(name, eff); });
   }
@@ -234,17 +231,15 @@ std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::inpu
     // problem only the audit can describe.
     s.head = head ? *head : chain_hash{};
   }
-  blob_list blobs;
+  ledger::batch_builder w(b.ops);
   for (auto& e : d.events) {
     agent::apply(*s.type, s.st, e);
-    b.ops.push_back(
-        {family::ledger, false, persistence::agent_seq_key(s.meta.id, s.st.last_seq),
-         persistence::encode_record(chained_record(e, s.st.last_seq, *s.head, &blobs))});
+    w.append_event(s.meta.id, s.st.last_seq, e, *s.head);
     // Logged once durable, like everything else the event causes.
     if (auto record = event_log_record(s.name, s.st.last_seq, e))
       b.done.push_back(std::move(record));
   }
-  blob_ops(blobs, b.ops);
+  w.put_spilled_blobs();
   s.rt->metrics.events.fetch_add(d.events.size(), std::memory_order_relaxed);
   std::optional<agent::reply_effect> reply;
   for (auto& fx : d.effects) {
@@ -303,17 +298,15 @@ void follow_latest(shell_state& s, int64_t now, batch& b) {
   if (s.st.version == latest->version()) s.type = latest;
 }
 
-// The processed entry of a message id (or signal dedupe key): it answers
-// retries with `reply` until the type's dedupe window has passed.
-std::string processed_entry(const shell_state& s, uint64_t arrival, const json& reply,
-                            int64_t now) {
+// Until when a message id (or signal dedupe key) processed at `now` answers
+// retries with its reply: the type's dedupe window, else the node's.
+int64_t processed_expiry(const shell_state& s, int64_t now) {
   uint64_t window = s.rt->cfg.dedupe_window_ms;
   if (const auto* loop = loop_of(s); loop && loop->spec().dedupe_window_ms)
     window = *loop->spec().dedupe_window_ms;
-  const int64_t expires = window == 0 || window > static_cast<uint64_t>(INT64_MAX - now)
-                              ? INT64_MAX
-                              : now + static_cast<int64_t>(window);
-  return persistence::encode(persistence::dedupe_entry{arrival, true, reply, expires}, now);
+  return window == 0 || window > static_cast<uint64_t>(INT64_MAX - now)
+             ? INT64_MAX
+             : now + static_cast<int64_t>(window);
 }
 
 void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b) {
@@ -333,13 +326,13 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
   json rj = reply   ? reply_json(*reply)
             : later ? accepted_reply
                     : json{{"ok", true}, {"body", nullptr}};
-  b.ops.push_back({family::inbox, true, persistence::agent_seq_key(s.meta.id, e.arrival), {}});
+  ledger::batch_builder(b.ops).remove_from_inbox(s.meta.id, e.arrival);
   // A retry of this id waits for this write, then finds the reply.
   const std::string& key = e.kind == "message" ? e.id : e.dedupe;
   if (!key.empty() && !(e.kind == "message" && is_generated_id(key))) {
     s.writing_ids.insert(key);
-    b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, key),
-                     processed_entry(s, e.arrival, rj, now)});
+    ledger::batch_builder(b.ops).mark_seen_with_reply(s.meta.id, key, e.arrival, rj,
+                                                      processed_expiry(s, now), now);
   }
   for (auto& w : item.waiters) {
     if (later) {
@@ -408,7 +401,7 @@ void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
   if (!create(s, r, t, "active", now)) return;
   s.st = agent::agent_state{};
   s.st.type = s.meta.type;
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  ledger::batch_builder(b.ops).put_directory_entry(s.name, s.meta, now);
   decide_into(s, agent::spawn_input{s.meta.type, r->body, std::string(t->version())}, now, b);
   s.rt->metrics.spawns.fetch_add(1, std::memory_order_relaxed);
   b.reqs.push_back(r);
@@ -493,12 +486,9 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
     // Spill: durable in the inbox now, consumed by the next write.
     persistence::inbox_entry e{s.name,  arrival, is_message ? "message" : "signal", id,
                                r->from, r->body, is_message ? std::string() : dkey};
-    b.ops.push_back({family::inbox, false, persistence::agent_seq_key(s.meta.id, arrival),
-                     persistence::encode(e, now)});
-    if (dedupe)
-      b.ops.push_back(
-          {family::dedupe, false, persistence::dedupe_key(s.meta.id, dkey),
-           persistence::encode(persistence::dedupe_entry{arrival, false, nullptr}, now)});
+    ledger::batch_builder w(b.ops);
+    w.spill_to_inbox(s.meta.id, e, now);
+    if (dedupe) w.mark_seen(s.meta.id, dkey, arrival, now);
     s.inbox.push_back({std::move(e), {}});
     if (r->replied) s.inbox.back().waiters.push_back(r);
     s.rt->metrics.inbox_spills.fetch_add(1, std::memory_order_relaxed);
@@ -524,8 +514,8 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   if (later && r->replied)
     s.answer_waiters[is_message ? id : agent::signal_input_id(arrival)].push_back(r);
   if (dedupe)
-    b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, dkey),
-                     processed_entry(s, arrival, rj, now)});
+    ledger::batch_builder(b.ops).mark_seen_with_reply(s.meta.id, dkey, arrival, rj,
+                                                      processed_expiry(s, now), now);
   b.done.push_back([r, ack, rj, received, rt, later] {
     rt->metrics.accept_ns.record(static_cast<uint64_t>(mono_ns() - received));
     call_once(r->accepted, ack);
@@ -545,7 +535,7 @@ void handle_terminate(shell_state& s, const request_ptr& r, int64_t now, batch& 
     return;
   }
   s.meta.status = s.st.status;
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  ledger::batch_builder(b.ops).put_directory_entry(s.name, s.meta, now);
   b.reqs.push_back(r);
   b.done.push_back([r, v = make_view(s)] { call_once(r->viewed, v); });
 }
@@ -742,9 +732,9 @@ void pump(shell_actor* self) {
   // so, in the same batch: from then on activation must scan the tail.
   if (s.meta.clean) {
     for (const auto& op : b.ops)
-      if (op.cf == family::ledger || op.cf == family::inbox) {
+      if (ledger::batch_builder::is_ledger_or_inbox(op)) {
         s.meta.clean = false;
-        b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+        ledger::batch_builder(b.ops).put_directory_entry(s.name, s.meta, now);
         break;
       }
   }
@@ -821,26 +811,21 @@ void on_idle(shell_actor* self) {
   batch b;
   const uint64_t seq = s.st.last_seq;
   if (seq > s.meta.snapshot_seq) {
-    blob_list blobs;
-    b.ops.push_back({family::snapshots, false, persistence::agent_seq_key(s.meta.id, seq),
-                     persistence::encode_record(snapshot_record(s.st, now, &blobs))});
+    ledger::batch_builder w(b.ops);
+    w.put_snapshot(s.meta.id, seq, s.st, now);
     // The conversation's long texts came with events whose blobs are stored
     // already: writing them again on every hibernation would rewrite the
     // whole conversation each time.
-    std::erase_if(blobs, [&s](const auto& b) { return s.rt->db->has_blob(b.first); });
-    blob_ops(blobs, b.ops);
+    w.put_spilled_blobs([&s](std::string_view key) { return s.rt->db->has_blob(key); });
     // The snapshot a compaction left is the base of replay and audit.
     if (s.meta.snapshot_seq > 0 && s.meta.snapshot_seq != s.meta.compacted_seq)
-      b.ops.push_back({family::snapshots,
-                       true,
-                       persistence::agent_seq_key(s.meta.id, s.meta.snapshot_seq),
-                       {}});
+      w.erase_snapshot(s.meta.id, s.meta.snapshot_seq);
   }
   meta.snapshot_seq = seq;
   // A paused agent may sleep with messages held in its inbox: then the
   // next activation must read them.
   meta.clean = s.inbox.empty();
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(meta, now)});
+  ledger::batch_builder(b.ops).put_directory_entry(s.name, meta, now);
   const bool wrote_snapshot = seq > s.meta.snapshot_seq;
   b.done.push_back([self, meta, wrote_snapshot, relist] {
     auto& st = self->state;
