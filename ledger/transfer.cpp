@@ -5,7 +5,6 @@
 #include "base/bytes.hpp"
 #include "ledger/codec.hpp"
 #include "ledger/type_catalog.hpp"
-#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/record.hpp"
 #include "persistence/values.hpp"
@@ -95,18 +94,6 @@ result<agent_bundle> export_agent(persistence::store& db, std::string_view name)
                       return status::ok();
                     }));
   return b;
-}
-
-result<persistence::write_set> import_ops(const agent_bundle& b, uint64_t local_id) {
-  persistence::write_set ops;
-  KEEL_TRY(ledger::batch_builder(ops).put_bundle(b, local_id));
-  return ops;
-}
-
-persistence::write_set erase_ops(const agent_bundle& b) {
-  persistence::write_set ops;
-  ledger::batch_builder(ops).erase_bundle(b);
-  return ops;
 }
 
 result<std::vector<std::string>> agents_where(persistence::store& db,

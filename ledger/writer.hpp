@@ -72,6 +72,9 @@ class batch_builder {
 
   // --- effects and timers ---------------------------------------------------
 
+  // The marker of a running effect: written with the event that starts it
+  // (or again, with a new crash count, at a start after a crash) and erased
+  // with the one that ends it.
   void start_effect(uint64_t agent_id, uint64_t effect, const persistence::effect_marker& m,
                     int64_t now);
   void end_effect(uint64_t agent_id, uint64_t effect);
@@ -119,10 +122,23 @@ class batch_builder {
   // An outbox entry under `key` (net/cluster owns the key and fields).
   void put_outbox_entry(std::string key, const nlohmann::json& entry, int64_t created_ms);
   void erase_outbox_entry(std::string key);
+  // Reserves `name`, lost to a salvage, for good; `note` says which salvage
+  // and where its report is.
+  void reserve_lost_name(std::string_view name, const nlohmann::json& note);
 
  private:
+  void put(persistence::family f, std::string key, std::string value) {
+    ops_.push_back({f, false, std::move(key), std::move(value)});
+  }
+  void erase(persistence::family f, std::string key) {
+    ops_.push_back({f, true, std::move(key), {}});
+  }
+
   persistence::write_set& ops_;
   blob_list spilled_;
 };
+
+// The meta key that reserves a name lost to a salvage: lost_agent/<name>.
+std::string lost_name_key(std::string_view name);
 
 }  // namespace keel::ledger

@@ -263,3 +263,12 @@ TEST_CASE("type versions, cluster state and outbox entries keep their keys and r
   w.erase_outbox_entry(be64(4));
   check_ops(got, want);
 }
+
+TEST_CASE("a name lost to a salvage is reserved under lost_agent/ as plain JSON") {
+  write_set got;
+  ledger::batch_builder(got).reserve_lost_name("acct/alice",
+                                               {{"salvage", "s-1"}, {"report", "/r.json"}});
+  check_ops(got, {{family::meta, false, "lost_agent/acct/alice",
+                   R"({"report":"/r.json","salvage":"s-1"})"}});
+  CHECK(ledger::lost_name_key("acct/alice") == got[0].key);
+}
