@@ -21,6 +21,7 @@
 #include "ledger/codec.hpp"
 #include "ledger/retention.hpp"
 #include "ledger/type_catalog.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors {
@@ -224,9 +225,7 @@ void node::impl::count_crash() {
       for (auto& e : *running) {
         if (e.marker.kind == "worker") continue;  // runs outside the node
         e.marker.node_crashes += 1;
-        ops.push_back({persistence::family::effects, false,
-                       persistence::agent_seq_key(e.agent_id, e.effect),
-                       persistence::encode(e.marker, wall_ms())});
+        ledger::batch_builder(ops).start_effect(e.agent_id, e.effect, e.marker, wall_ms());
       }
       if (!ops.empty())
         log::warn("the node did not stop cleanly; " + std::to_string(ops.size()) +
