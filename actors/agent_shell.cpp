@@ -24,6 +24,7 @@
 #include "actors/shell_state.hpp"
 #include "base/clock.hpp"
 #include "ledger/audit.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors {
@@ -100,9 +101,9 @@ void pump(shell_actor* self) {
   // so, in the same batch: from then on activation must scan the tail.
   if (s.meta.clean) {
     for (const auto& op : b.ops)
-      if (op.cf == family::ledger || op.cf == family::inbox) {
+      if (ledger::batch_builder::is_ledger_or_inbox(op)) {
         s.meta.clean = false;
-        b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+        ledger::batch_builder(b.ops).put_directory_entry(s.name, s.meta, now);
         break;
       }
   }
@@ -179,26 +180,21 @@ void on_idle(shell_actor* self) {
   batch b;
   const uint64_t seq = s.st.last_seq;
   if (seq > s.meta.snapshot_seq) {
-    blob_list blobs;
-    b.ops.push_back({family::snapshots, false, persistence::agent_seq_key(s.meta.id, seq),
-                     persistence::encode_record(snapshot_record(s.st, now, &blobs))});
+    ledger::batch_builder w(b.ops);
+    w.put_snapshot(s.meta.id, seq, s.st, now);
     // The conversation's long texts came with events whose blobs are stored
     // already: writing them again on every hibernation would rewrite the
     // whole conversation each time.
-    std::erase_if(blobs, [&s](const auto& b) { return s.rt->db->has_blob(b.first); });
-    blob_ops(blobs, b.ops);
+    w.put_spilled_blobs([&s](std::string_view key) { return s.rt->db->has_blob(key); });
     // The snapshot a compaction left is the base of replay and audit.
     if (s.meta.snapshot_seq > 0 && s.meta.snapshot_seq != s.meta.compacted_seq)
-      b.ops.push_back({family::snapshots,
-                       true,
-                       persistence::agent_seq_key(s.meta.id, s.meta.snapshot_seq),
-                       {}});
+      w.erase_snapshot(s.meta.id, s.meta.snapshot_seq);
   }
   meta.snapshot_seq = seq;
   // A paused agent may sleep with messages held in its inbox: then the
   // next activation must read them.
   meta.clean = s.inbox.empty();
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(meta, now)});
+  ledger::batch_builder(b.ops).put_directory_entry(s.name, meta, now);
   const bool wrote_snapshot = seq > s.meta.snapshot_seq;
   b.done.push_back([self, meta, wrote_snapshot, relist] {
     auto& st = self->state;

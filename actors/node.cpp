@@ -78,7 +78,6 @@ status validate_client_message_id(std::string_view id) {
   return status::ok();
 }
 
-
 void node::spawn(std::string name, std::string type, json input, callback<agent_view> done) {
   const bool known_type = impl_->rt.types->find(type) != nullptr;
   std::string unknown = known_type ? std::string() : type;

@@ -13,6 +13,7 @@
 #include "effects/exec_tool.hpp"
 #include "effects/scripted_model.hpp"
 #include "ledger/codec.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors {
@@ -90,9 +91,7 @@ void node::impl::count_crash() {
       for (auto& e : *running) {
         if (e.marker.kind == "worker") continue;  // runs outside the node
         e.marker.node_crashes += 1;
-        ops.push_back({persistence::family::effects, false,
-                       persistence::agent_seq_key(e.agent_id, e.effect),
-                       persistence::encode(e.marker, wall_ms())});
+        ledger::batch_builder(ops).start_effect(e.agent_id, e.effect, e.marker, wall_ms());
       }
       if (!ops.empty())
         log::warn("the node did not stop cleanly; " + std::to_string(ops.size()) +

@@ -229,10 +229,6 @@ json note_in_ledgers(node& n, const loss_survey& lost, const std::string& stamp,
 
 }  // namespace
 
-std::string lost_name_key(std::string_view name) {
-  return "lost_agent/" + std::string(name);
-}
-
 result<json> salvage(const config::node_config& cfg, start_options opts) {
   auto scan = persistence::scan_wal(cfg.data_dir);
   if (!scan) return scan.error();
@@ -276,8 +272,8 @@ result<json> salvage(const config::node_config& cfg, start_options opts) {
     for (const auto& [id, loss] : lost->agents) {
       agents.push_back(loss.to_json(id));
       if (loss.lost_entirely)
-        reserve.push_back({family::meta, false, lost_name_key(loss.name),
-                           json{{"salvage", stamp}, {"report", report_path}}.dump()});
+        ledger::batch_builder(reserve).reserve_lost_name(
+            loss.name, {{"salvage", stamp}, {"report", report_path}});
     }
     report["agents"] = std::move(agents);
     report["other_keys_lost"] = lost->other;

@@ -28,12 +28,13 @@
 #include "actors/node.hpp"
 #include "base/status.hpp"
 #include "config/node_config.hpp"
+#include "ledger/writer.hpp"
 
 namespace keel::actors {
 
 // The meta key that reserves a name lost to a salvage; its value is
-// {"salvage": stamp, "report": path}.
-std::string lost_name_key(std::string_view name);
+// {"salvage": stamp, "report": path} (ledger::batch_builder writes it).
+using ledger::lost_name_key;
 
 // Salvages the store in cfg.data_dir (see above); `opts` is what a normal
 // start gets (the agent types, so the affected agents can record the

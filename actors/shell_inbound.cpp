@@ -4,6 +4,7 @@
 
 #include "actors/shell_state.hpp"
 #include "base/clock.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors::shell_detail {
@@ -20,19 +21,15 @@ agent_reply answer_now(std::optional<agent::reply_effect> reply, bool later) {
   return agent_reply{true, nullptr, {}, {}};
 }
 
-// The processed entry of a message id (or signal dedupe key): it answers
-// retries with `reply` (its record form, written once here) until the
-// type's dedupe window has passed.
-std::string processed_entry(const shell_state& s, uint64_t arrival, const agent_reply& reply,
-                            int64_t now) {
+// Until when a message id (or signal dedupe key) processed at `now` answers
+// retries with its reply: the type's dedupe window, else the node's.
+int64_t processed_expiry(const shell_state& s, int64_t now) {
   uint64_t window = s.rt->cfg.dedupe_window_ms;
   if (const auto* loop = loop_of(s); loop && loop->spec().dedupe_window_ms)
     window = *loop->spec().dedupe_window_ms;
-  const int64_t expires = window == 0 || window > static_cast<uint64_t>(INT64_MAX - now)
-                              ? INT64_MAX
-                              : now + static_cast<int64_t>(window);
-  return persistence::encode(persistence::dedupe_entry{arrival, true, reply_record(reply), expires},
-                             now);
+  return window == 0 || window > static_cast<uint64_t>(INT64_MAX - now)
+             ? INT64_MAX
+             : now + static_cast<int64_t>(window);
 }
 
 }  // namespace
@@ -53,13 +50,13 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
   const bool later = !reply && loop_of(s);
   const std::string answer_id = e.kind == "message" ? e.id : agent::signal_input_id(e.arrival);
   agent_reply rj = answer_now(std::move(reply), later);
-  b.ops.push_back({family::inbox, true, persistence::agent_seq_key(s.meta.id, e.arrival), {}});
+  ledger::batch_builder(b.ops).remove_from_inbox(s.meta.id, e.arrival);
   // A retry of this id waits for this write, then finds the reply.
   const std::string& key = e.kind == "message" ? e.id : e.dedupe;
   if (!key.empty() && !(e.kind == "message" && is_generated_id(key))) {
     s.writing_ids.insert(key);
-    b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, key),
-                     processed_entry(s, e.arrival, rj, now)});
+    ledger::batch_builder(b.ops).mark_seen_with_reply(s.meta.id, key, e.arrival, reply_record(rj),
+                                                      processed_expiry(s, now), now);
   }
   for (auto& w : item.waiters) {
     if (later) {
@@ -160,12 +157,9 @@ bool handle_inbound(shell_state& s, const request_ptr& r, inbound_input in, int6
                                in.take_from(),
                                is_message ? std::move(in.body) : std::move(signal.payload),
                                is_message ? std::string() : dkey};
-    b.ops.push_back({family::inbox, false, persistence::agent_seq_key(s.meta.id, arrival),
-                     persistence::encode(e, now)});
-    if (dedupe)
-      b.ops.push_back(
-          {family::dedupe, false, persistence::dedupe_key(s.meta.id, dkey),
-           persistence::encode(persistence::dedupe_entry{arrival, false, nullptr}, now)});
+    ledger::batch_builder w(b.ops);
+    w.spill_to_inbox(s.meta.id, e, now);
+    if (dedupe) w.mark_seen(s.meta.id, dkey, arrival, now);
     s.inbox.push_back({std::move(e), {}});
     if (wants_reply) s.inbox.back().waiters.push_back(r);
     s.rt->metrics.inbox_spills.fetch_add(1, std::memory_order_relaxed);
@@ -191,8 +185,8 @@ bool handle_inbound(shell_state& s, const request_ptr& r, inbound_input in, int6
   if (later && wants_reply)
     s.answer_waiters[is_message ? id : agent::signal_input_id(arrival)].push_back(r);
   if (dedupe)
-    b.ops.push_back({family::dedupe, false, persistence::dedupe_key(s.meta.id, dkey),
-                     processed_entry(s, arrival, rj, now)});
+    ledger::batch_builder(b.ops).mark_seen_with_reply(s.meta.id, dkey, arrival, reply_record(rj),
+                                                      processed_expiry(s, now), now);
   b.done.push_back([r, ack, rj = std::move(rj), received, rt, later] {
     rt->metrics.accept_ns.record(static_cast<uint64_t>(mono_ns() - received));
     inbound_calls& calls = *inbound_of(*r);

@@ -6,6 +6,7 @@
 #include "actors/shell_state.hpp"
 #include "ledger/audit.hpp"
 #include "ledger/type_catalog.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors::shell_detail {
@@ -84,12 +85,12 @@ void handle_import(shell_state& s, const request_ptr& r, const import_call& c, i
   s.st = std::move(st);
   s.head = head;
   s.next_arrival = s.st.last_arrival + 1;
+  ledger::batch_builder w(b.ops);
   for (std::size_t i = 0; i < values.size(); ++i)
-    b.ops.push_back({family::ledger, false, persistence::agent_seq_key(s.meta.id, li.events[i].seq),
-                     std::move(values[i])});
+    w.put_event_record(s.meta.id, li.events[i].seq, std::move(values[i]));
   // A fork on its parent's node shares the parent's blobs.
   std::erase_if(blobs, [&s](const auto& bl) { return s.rt->db->has_blob(bl.first); });
-  blob_ops(blobs, b.ops);
+  w.put_blobs(blobs);
   if (li.origin == "fork") {
     // The prefix's pending timers are the fork's too.
     for (const auto& [tid, tm] : s.st.timers)
@@ -104,7 +105,7 @@ void handle_import(shell_state& s, const request_ptr& r, const import_call& c, i
       s.recover_due = true;
   }
   s.meta.status = s.st.status;
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  w.put_directory_entry(s.name, s.meta, now);
   b.reqs.push_back(r);
   b.done.push_back([r, v = make_view(s)] { call_once(call_of<import_call>(r).viewed, v); });
 }
@@ -122,25 +123,20 @@ void handle_compact(shell_state& s, const request_ptr& r, const compact_call& c,
     return;
   }
   const uint64_t old_compacted = s.meta.compacted_seq;
-  b.ops.push_back(
-      {family::snapshots, false, persistence::agent_seq_key(s.meta.id, p.through), p.snapshot});
-  blob_ops(p.blobs, b.ops);
-  for (uint64_t seq = p.from; seq <= p.through; ++seq)
-    b.ops.push_back({family::ledger, true, persistence::agent_seq_key(s.meta.id, seq), {}});
+  ledger::batch_builder w(b.ops);
+  w.put_snapshot_record(s.meta.id, p.through, p.snapshot);
+  w.put_blobs(p.blobs);
+  for (uint64_t seq = p.from; seq <= p.through; ++seq) w.erase_event(s.meta.id, seq);
   if (p.through > s.meta.snapshot_seq) {
     if (s.meta.snapshot_seq > 0 && s.meta.snapshot_seq != old_compacted)
-      b.ops.push_back({family::snapshots,
-                       true,
-                       persistence::agent_seq_key(s.meta.id, s.meta.snapshot_seq),
-                       {}});
+      w.erase_snapshot(s.meta.id, s.meta.snapshot_seq);
     s.meta.snapshot_seq = p.through;
   }
   if (old_compacted > 0 && old_compacted != s.meta.snapshot_seq)
-    b.ops.push_back(
-        {family::snapshots, true, persistence::agent_seq_key(s.meta.id, old_compacted), {}});
+    w.erase_snapshot(s.meta.id, old_compacted);
   s.meta.compacted_seq = p.through;
   s.meta.compacted_head = p.anchor;
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  w.put_directory_entry(s.name, s.meta, now);
   b.reqs.push_back(r);
   b.done.push_back([r] {
     call_once(call_of<compact_call>(r).answered, result<json>(json{{"compacted", true}}));

@@ -4,6 +4,7 @@
 
 #include "actors/shell_state.hpp"
 #include "ledger/type_catalog.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors::shell_detail {
@@ -29,7 +30,7 @@ void handle_spawn(shell_state& s, const request_ptr& r, spawn_call& c, int64_t n
   if (!create(s, r, t, "active", now)) return;
   s.st = agent::agent_state{};
   s.st.type = s.meta.type;
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  ledger::batch_builder(b.ops).put_directory_entry(s.name, s.meta, now);
   decide_into(s, agent::spawn_input{s.meta.type, std::move(c.input), std::string(t->version())},
               now, b);
   s.rt->metrics.spawns.fetch_add(1, std::memory_order_relaxed);
@@ -49,7 +50,7 @@ void handle_terminate(shell_state& s, const request_ptr& r, const terminate_call
     return;
   }
   s.meta.status = s.st.status;
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  ledger::batch_builder(b.ops).put_directory_entry(s.name, s.meta, now);
   b.reqs.push_back(r);
   b.done.push_back([r, v = make_view(s)] { call_once(call_of<terminate_call>(r).viewed, v); });
 }

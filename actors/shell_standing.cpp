@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "actors/shell_state.hpp"
+#include "ledger/writer.hpp"
 
 namespace keel::actors::shell_detail {
 
@@ -62,12 +63,12 @@ void count_as(shell_state& s, const persistence::agent_meta& m) {
 void sync_meta(shell_state& s, batch& b, int64_t now) {
   if (!s.exists || !s.type || b.ops.empty()) return;
   const auto is_entry = [&s](const write_op& op) {
-    return op.cf == family::agents && op.key == s.name;
+    return ledger::batch_builder::is_directory_entry(op, s.name);
   };
   const bool in_batch = std::any_of(b.ops.begin(), b.ops.end(), is_entry);
   if (!refresh_listing(s, s.meta) && !in_batch) return;
   std::erase_if(b.ops, is_entry);
-  b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
+  ledger::batch_builder(b.ops).put_directory_entry(s.name, s.meta, now);
   shell_state* sp = &s;
   b.done.push_back([sp, m = s.meta] { count_as(*sp, m); });
 }

@@ -11,6 +11,7 @@
 #include "base/clock.hpp"
 #include "ledger/audit.hpp"
 #include "ledger/type_catalog.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 
 namespace keel::actors::shell_detail {
@@ -103,17 +104,15 @@ status load(shell_state& s) {
 
 void timer_ops(shell_state& s, const agent::effect& fx, batch& b) {
   if (auto* t = std::get_if<agent::set_timer_effect>(&fx)) {
-    b.ops.push_back({family::timers, false,
-                     persistence::timer_key(t->due_ms, s.meta.id, t->timer_id),
-                     persistence::encode(persistence::timer_entry{s.name, t->payload}, wall_ms())});
+    ledger::batch_builder(b.ops).put_timer(s.meta.id, t->timer_id, t->due_ms, {s.name, t->payload},
+                                           wall_ms());
     int64_t due = t->due_ms;
     timer_service* ts = s.rt->timers;
     b.done.push_back([ts, due] {
       if (ts) ts->notify(due);
     });
   } else if (auto* c = std::get_if<agent::cancel_timer_effect>(&fx)) {
-    b.ops.push_back(
-        {family::timers, true, persistence::timer_key(c->due_ms, s.meta.id, c->timer_id), {}});
+    ledger::batch_builder(b.ops).erase_timer(s.meta.id, c->timer_id, c->due_ms);
   }
 }
 
@@ -169,8 +168,7 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
   if (auto* m = std::get_if<agent::model_call_effect>(&fx)) {
     persistence::effect_marker mk{
         s.name, "model", "", m->attempt, "", 0, nullptr, crashes_of(s, m->effect), true};
-    b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, m->effect),
-                     persistence::encode(mk, now)});
+    ledger::batch_builder(b.ops).start_effect(s.meta.id, m->effect, mk, now);
     b.done.push_back([sp, fx] { start_effect(*sp, fx); });
   } else if (auto* t = std::get_if<agent::tool_call_effect>(&fx)) {
     const agent::loop_type* loop = loop_of(s);
@@ -184,11 +182,10 @@ void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) 
                                   t->arguments,
                                   crashes_of(s, t->effect),
                                   ts && ts->idempotent};
-    b.ops.push_back({family::effects, false, persistence::agent_seq_key(s.meta.id, t->effect),
-                     persistence::encode(mk, now)});
+    ledger::batch_builder(b.ops).start_effect(s.meta.id, t->effect, mk, now);
     b.done.push_back([sp, fx] { start_effect(*sp, fx); });
   } else if (auto* e = std::get_if<agent::end_effect>(&fx)) {
-    b.ops.push_back({family::effects, true, persistence::agent_seq_key(s.meta.id, e->effect), {}});
+    ledger::batch_builder(b.ops).end_effect(s.meta.id, e->effect);
     runtime* rt = s.rt;
     b.done.push_back([rt, name = s.name, eff = e->effect] { rt->tasks.remove(name, eff); });
   }
@@ -208,17 +205,15 @@ std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::inpu
     // problem only the audit can describe.
     s.head = head ? *head : chain_hash{};
   }
-  blob_list blobs;
+  ledger::batch_builder w(b.ops);
   for (auto& e : d.events) {
     agent::apply(*s.type, s.st, e);
-    b.ops.push_back(
-        {family::ledger, false, persistence::agent_seq_key(s.meta.id, s.st.last_seq),
-         persistence::encode_record(chained_record(e, s.st.last_seq, *s.head, &blobs))});
+    w.append_event(s.meta.id, s.st.last_seq, e, *s.head);
     // Logged once durable, like everything else the event causes.
     if (auto record = event_log_record(s.name, s.st.last_seq, e))
       b.done.push_back(std::move(record));
   }
-  blob_ops(blobs, b.ops);
+  w.put_spilled_blobs();
   s.rt->metrics.events.fetch_add(d.events.size(), std::memory_order_relaxed);
   std::optional<agent::reply_effect> reply;
   for (auto& fx : d.effects) {

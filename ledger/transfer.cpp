@@ -24,14 +24,6 @@ namespace {
 constexpr family id_prefixed[] = {family::ledger, family::snapshots, family::inbox, family::dedupe,
                                   family::effects};
 
-std::string with_id(std::string_view key, std::size_t at, uint64_t id) {
-  std::string out(key);
-  std::string enc;
-  put_u64_be(enc, id);
-  out.replace(at, 8, enc);
-  return out;
-}
-
 // Reads every pair of `f` under `prefix`, in pages.
 status scan_all(persistence::store& db, family f, std::string_view prefix,
                 const std::function<status(std::string&, std::string&)>& each) {
@@ -102,49 +94,6 @@ result<agent_bundle> export_agent(persistence::store& db, std::string_view name)
                       return status::ok();
                     }));
   return b;
-}
-
-result<persistence::write_set> import_ops(const agent_bundle& b, uint64_t local_id) {
-  persistence::write_set ops;
-  ops.reserve(b.kvs.size());
-  for (const auto& kv : b.kvs) {
-    switch (kv.cf) {
-      case family::agents: {
-        auto meta = persistence::decode_agent_meta(kv.value, b.name);
-        if (!meta) return meta.error();
-        meta->id = local_id;
-        auto r = persistence::decode_record(kv.value, b.name);
-        if (!r) return r.error();
-        ops.push_back({family::agents, false, b.name, persistence::encode(*meta, r->time_ms)});
-        break;
-      }
-      case family::timers:
-        if (kv.key.size() != 24) return error(code::corruption, "bad timer key in a bundle");
-        ops.push_back({family::timers, false, with_id(kv.key, 8, local_id), kv.value});
-        break;
-      case family::blobs:
-        ops.push_back(kv);
-        break;
-      case family::meta:
-        // Only agent-type versions travel in the meta family.
-        if (!is_type_version_key(kv.key))
-          return error(code::corruption, "unexpected meta key in a bundle: " + kv.key);
-        ops.push_back(kv);
-        break;
-      default:
-        if (kv.key.size() < 8) return error(code::corruption, "bad key in a bundle");
-        ops.push_back({kv.cf, false, with_id(kv.key, 0, local_id), kv.value});
-    }
-  }
-  return ops;
-}
-
-persistence::write_set erase_ops(const agent_bundle& b) {
-  persistence::write_set ops;
-  for (const auto& kv : b.kvs)
-    // Blobs and type versions may be shared with other agents.
-    if (kv.cf != family::blobs && kv.cf != family::meta) ops.push_back({kv.cf, true, kv.key, {}});
-  return ops;
 }
 
 result<std::vector<std::string>> agents_where(persistence::store& db,

@@ -28,13 +28,8 @@ struct agent_bundle {
 // Reads one agent's data. Errors: not_found, corruption, io_error.
 result<agent_bundle> export_agent(persistence::store& db, std::string_view name);
 
-// Write ops that store `b` under this node's id `local_id` for the name.
-// Keys of an agent stored here before under `local_id` are overwritten.
-result<persistence::write_set> import_ops(const agent_bundle& b, uint64_t local_id);
-
-// Write ops that delete what export_agent read (except blobs: other agents
-// may share them by content).
-persistence::write_set erase_ops(const agent_bundle& b);
+// A bundle is written on the receiving node, and erased on the sending
+// one, by ledger::batch_builder (put_bundle, erase_bundle).
 
 // Names of the agents whose directory entries satisfy `pick`, in name order.
 result<std::vector<std::string>> agents_where(persistence::store& db,

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "base/clock.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/values.hpp"
 
 namespace keel::actors {
@@ -16,10 +17,6 @@ using json = nlohmann::json;
 
 constexpr std::string_view version_prefix = "type/";
 constexpr std::string_view latest_prefix = "type_latest/";
-
-std::string latest_key(std::string_view name) {
-  return std::string(latest_prefix) + std::string(name);
-}
 
 struct stored_version {
   std::shared_ptr<const config::agent_spec> spec;
@@ -53,19 +50,16 @@ bool is_type_version_key(std::string_view key) {
   return key.starts_with(version_prefix);
 }
 
+std::string type_latest_key(std::string_view name) {
+  return std::string(latest_prefix) + std::string(name);
+}
+
 status type_catalog::store_version(const config::agent_spec& spec, bool version, bool latest,
                                    int64_t now) {
   persistence::write_set ops;
-  if (version)
-    ops.push_back(
-        {family::meta, false, type_version_key(spec.name, spec.hash),
-         persistence::encode_object(
-             value_type::type_version,
-             {{"spec", spec.canonical}, {"source", spec.source}, {"added_ms", now}}, now)});
-  if (latest)
-    ops.push_back(
-        {family::meta, false, latest_key(spec.name),
-         persistence::encode_object(value_type::type_latest, {{"hash", spec.hash}}, now)});
+  ledger::batch_builder w(ops);
+  if (version) w.put_type_version(spec.name, spec.hash, spec.canonical, spec.source, now);
+  if (latest) w.put_type_latest(spec.name, spec.hash, now);
   return db_.write(ops, true);
 }
 
@@ -99,7 +93,7 @@ status type_catalog::open(const std::vector<std::shared_ptr<const config::agent_
     const std::string name = v.spec->name;
     auto it = latest_of.find(name);
     if (it == latest_of.end()) {
-      auto latest = db_.get(family::meta, latest_key(name));
+      auto latest = db_.get(family::meta, type_latest_key(name));
       if (!latest) return latest.error();
       std::string hash;
       if (*latest) {

@@ -73,6 +73,8 @@ status type_not_loaded(std::string_view agent, std::string_view type);
 
 std::string type_version_key(std::string_view name, std::string_view hash);
 bool is_type_version_key(std::string_view key);
+// The meta key of the version new agents of a type get: type_latest/<name>.
+std::string type_latest_key(std::string_view name);
 
 // The versions of one type, as a replay looks them up (type_catalog::find).
 class catalog_versions final : public agent::type_versions {

@@ -30,6 +30,7 @@
 #include "base/log.hpp"
 #include "base/sha256.hpp"
 #include "ledger/transfer.hpp"
+#include "ledger/writer.hpp"
 #include "net/cluster/node_impl.hpp"
 #include "persistence/values.hpp"
 
@@ -45,10 +46,6 @@ std::string handoff_key(uint32_t shard) {
   std::string k = handoff_prefix;
   put_u32_be(k, shard);
   return k;
-}
-
-std::string map_value(const config::shard_map& m) {
-  return persistence::encode_object(value_type::cluster_state, m.to_json(), wall_ms());
 }
 
 std::string from_hex(std::string_view h) {
@@ -135,15 +132,14 @@ keel::status cluster_node::impl::prepare(std::shared_ptr<const config::shard_map
                                      "; it cannot move to epoch " +
                                      std::to_string(target->epoch()) + " directly");
   persistence::write_set ops;
-  ops.push_back({family::meta, false, next_key, map_value(*target)});
+  ledger::batch_builder w(ops);
+  w.put_cluster_state(next_key, target->to_json(), wall_ms());
   std::map<uint32_t, shard_handoff> out;
   if (!map->empty())
     for (const auto& mv : config::moves_between(*map, *target))
       if (mv.from == self.id) {
         out[mv.shard] = {mv.to, false};
-        ops.push_back({family::meta, false, handoff_key(mv.shard),
-                       persistence::encode_object(value_type::cluster_state,
-                                                  {{"to", mv.to}, {"handed", false}}, wall_ms())});
+        w.put_cluster_state(handoff_key(mv.shard), {{"to", mv.to}, {"handed", false}}, wall_ms());
       }
   lk.unlock();
   // Durable before the gates close: after a crash the markers say what
@@ -200,8 +196,7 @@ bool cluster_node::impl::run_handoff(uint32_t shard, const std::string& to, uint
       log::error("cluster: exporting " + name + ": " + b.error().message(), {{"agent", name}});
       return false;
     }
-    auto e = actors::erase_ops(*b);
-    erase.insert(erase.end(), std::make_move_iterator(e.begin()), std::make_move_iterator(e.end()));
+    ledger::batch_builder(erase).erase_bundle(*b);
     chunk_size += b->bytes();
     chunk.push_back(std::move(*b));
     if (chunk_size >= chunk_bytes && !flush()) return false;
@@ -212,9 +207,8 @@ bool cluster_node::impl::run_handoff(uint32_t shard, const std::string& to, uint
                 handoff_timeout_ms);
   if (!done) return false;
   // The receiver has it all: drop our copy and remember the handoff, at once.
-  erase.push_back({family::meta, false, handoff_key(shard),
-                   persistence::encode_object(value_type::cluster_state,
-                                              {{"to", to}, {"handed", true}}, wall_ms())});
+  ledger::batch_builder(erase).put_cluster_state(handoff_key(shard), {{"to", to}, {"handed", true}},
+                                                 wall_ms());
   if (auto s = write_synced(node, erase); !s) return false;
   std::lock_guard lk(map_mu);
   if (auto it = outgoing.find(shard); it != outgoing.end()) it->second.handed = true;
@@ -240,19 +234,19 @@ keel::status cluster_node::impl::commit(const config::shard_map& target) {
   auto adopted = node.storage().scan(family::meta, "cluster/in/", {}, 1 << 20);
   if (!adopted) return adopted.error();
   persistence::write_set ops;
-  ops.push_back({family::meta, false, map_key, map_value(target)});
-  ops.push_back({family::meta, true, next_key, {}});
+  ledger::batch_builder w(ops);
+  w.put_cluster_state(map_key, target.to_json(), wall_ms());
+  w.erase_cluster_state(next_key);
   std::vector<std::string> names;
   for (auto& [k, v] : *adopted) {
     auto j = persistence::decode_object(value_type::cluster_state, v, "adopted shard");
     if (!j) return j.error();
     for (const auto& n : j->value("agents", json::array())) names.push_back(n.get<std::string>());
-    ops.push_back({family::meta, true, k, {}});
+    w.erase_cluster_state(k);
   }
   {
     std::lock_guard g(map_mu);
-    for (const auto& [shard, h] : outgoing)
-      ops.push_back({family::meta, true, handoff_key(shard), {}});
+    for (const auto& [shard, h] : outgoing) w.erase_cluster_state(handoff_key(shard));
   }
   KEEL_TRY(write_synced(node, ops));
   lk.lock();
@@ -416,27 +410,19 @@ void cluster_node::impl::on_change_call(const std::string& op, const json& msg,
           id = (*existing)->id;
           auto old = actors::export_agent(node.storage(), b.name);
           if (!old) return respond(old.error());
-          auto e = actors::erase_ops(*old);
-          ops.insert(ops.end(), std::make_move_iterator(e.begin()),
-                     std::make_move_iterator(e.end()));
+          ledger::batch_builder(ops).erase_bundle(*old);
         } else {
           auto fresh = node.storage().allocate_agent_id();
           if (!fresh) return respond(fresh.error());
           id = *fresh;
         }
-        auto o = actors::import_ops(b, id);
-        if (!o) return respond(o.error());
-        ops.insert(ops.end(), std::make_move_iterator(o->begin()),
-                   std::make_move_iterator(o->end()));
+        if (auto s = ledger::batch_builder(ops).put_bundle(b, id); !s) return respond(s);
       }
     } else {
       std::string k = "cluster/in/";
       put_u32_be(k, shard);
-      ops.push_back(
-          {family::meta, false, k,
-           persistence::encode_object(
-               value_type::cluster_state,
-               {{"epoch", epoch}, {"agents", msg.value("agents", json::array())}}, wall_ms())});
+      ledger::batch_builder(ops).put_cluster_state(
+          k, {{"epoch", epoch}, {"agents", msg.value("agents", json::array())}}, wall_ms());
     }
     if (auto s = write_synced(node, ops); !s) return respond(s);
     respond(std::string("{}"));

@@ -9,6 +9,7 @@
 
 #include "actors/effect_pool.hpp"
 #include "base/clock.hpp"
+#include "ledger/writer.hpp"
 #include "net/api/support.hpp"
 #include "net/cluster/node_impl.hpp"
 #include "net/cluster/outbox.hpp"
@@ -77,9 +78,7 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
     p->map =
         std::make_shared<const config::shard_map>(1, opts.cluster.shards, opts.cluster.members);
     persistence::write_set ops;
-    ops.push_back({persistence::family::meta, false, map_key,
-                   persistence::encode_object(persistence::value_type::cluster_state,
-                                              p->map->to_json(), wall_ms())});
+    ledger::batch_builder(ops).put_cluster_state(map_key, p->map->to_json(), wall_ms());
     KEEL_TRY(node.storage().write(ops, true));
   }
 

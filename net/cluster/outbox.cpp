@@ -6,6 +6,7 @@
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
 #include "base/log.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/values.hpp"
 
@@ -137,9 +138,7 @@ void cluster_outbox::append(outbox_item item, std::function<void(result<outbox_i
   item.seq = *seq;
   if (item.created_ms == 0) item.created_ms = wall_ms();
   persistence::write_set ops;
-  ops.push_back({family::outbox, false, outbox_key(item.seq),
-                 persistence::encode_object(persistence::value_type::outbox_entry, to_json(item),
-                                            item.created_ms)});
+  ledger::batch_builder(ops).put_outbox_entry(outbox_key(item.seq), to_json(item), item.created_ms);
   node_.commit(std::move(ops), [this, item = std::move(item), durable = std::move(durable),
                                 delivered = std::move(delivered)](const status& s) mutable {
     if (!s) return durable(s);
@@ -209,7 +208,8 @@ void cluster_outbox::run() {
   while (!stopping_) {
     if (!to_erase_.empty()) {
       persistence::write_set ops;
-      for (auto& k : to_erase_) ops.push_back({family::outbox, true, std::move(k), {}});
+      ledger::batch_builder w(ops);
+      for (auto& k : to_erase_) w.erase_outbox_entry(std::move(k));
       to_erase_.clear();
       lk.unlock();
       // Not fsynced: an erase lost in a crash only redelivers a message the

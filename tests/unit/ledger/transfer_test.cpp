@@ -5,6 +5,7 @@
 
 #include "ledger/codec.hpp"
 #include "ledger/transfer.hpp"
+#include "ledger/writer.hpp"
 #include "persistence/keys.hpp"
 #include "persistence/values.hpp"
 #include "support/temp_dir.hpp"
@@ -69,9 +70,9 @@ TEST_CASE("an agent bundle moves every family of one agent to another store unde
   auto decoded = actors::decode_bundles(actors::encode_bundles({*bundle}));
   REQUIRE(decoded.is_ok());
   REQUIRE(decoded->size() == 1);
-  auto ops = actors::import_ops(decoded->front(), 42);
-  REQUIRE(ops.is_ok());
-  REQUIRE(b->write(*ops, true).is_ok());
+  persistence::write_set ops;
+  REQUIRE(ledger::batch_builder(ops).put_bundle(decoded->front(), 42).is_ok());
+  REQUIRE(b->write(ops, true).is_ok());
 
   auto meta = b->get_agent("team/moving");
   REQUIRE(meta.is_ok());
@@ -103,7 +104,9 @@ TEST_CASE("an agent bundle moves every family of one agent to another store unde
   CHECK_FALSE(other->has_value());
 
   SUBCASE("the source's copy is erased, blobs aside") {
-    REQUIRE(a->write(actors::erase_ops(*bundle), true).is_ok());
+    persistence::write_set erase;
+    ledger::batch_builder(erase).erase_bundle(*bundle);
+    REQUIRE(a->write(erase, true).is_ok());
     auto gone = a->get_agent("team/moving");
     REQUIRE(gone.is_ok());
     CHECK_FALSE(gone->has_value());
