@@ -31,7 +31,7 @@ json state_to_json(const agent_state& s) {
             {"last_arrival", s.last_arrival},
             {"next_timer_id", s.next_timer_id},
             {"timers", std::move(timers)},
-            {"data", s.data}};
+            {"data", type_data(s)}};
   // Written only when set: snapshots of agents that never used them keep
   // their size.
   if (!s.version.empty()) j["version"] = s.version;
@@ -113,9 +113,10 @@ result<agent_state> state_from_json(const json& j, std::string_view what) {
     s.next_timer_id = j.at("next_timer_id").get<uint64_t>();
     for (const auto& t : j.at("timers"))
       s.timers[t.at("id").get<uint64_t>()] = {t.at("due_ms").get<int64_t>(), t.at("payload")};
-    s.data = j.at("data");
+    const json& data = j.at("data");
     // Snapshots written before versions were recorded: the loop's data.
-    s.version = j.value("version", legacy_version(s.data));
+    s.version = j.value("version", legacy_version(data));
+    if (status ok = load_type_data(s, data, what); !ok) return ok;
     s.paused = j.value("paused", false);
     if (j.contains("forks"))
       for (const auto& f : j.at("forks"))
@@ -125,6 +126,28 @@ result<agent_state> state_from_json(const json& j, std::string_view what) {
     return error(code::corruption,
                  "corrupt snapshot (" + std::string(what) + "): " + std::string(e.what()));
   }
+}
+
+json type_data(const agent_state& s) {
+  if (!s.loop) return s.data;
+  json d = s.data;
+  d["ctl"] = to_json(*s.loop);
+  return d;
+}
+
+status load_type_data(agent_state& s, json data, std::string_view what) {
+  auto ctl = data.is_object() ? data.find("ctl") : data.end();
+  if (ctl == data.end()) {
+    s.data = std::move(data);
+    s.loop.reset();
+    return status::ok();
+  }
+  auto loop = loop_state_from_json(*ctl, what);
+  if (!loop) return loop.error();
+  data.erase(ctl);
+  s.data = std::move(data);
+  s.loop = std::move(*loop);
+  return status::ok();
 }
 
 std::string legacy_version(const json& type_data) {
@@ -297,7 +320,12 @@ void apply(const agent_type& t, agent_state& s, const event& e) {
   switch (e.type) {
     case event_type::spawned:
       s.type = e.data.value("type", s.type);
-      s.data = e.data.value("data", json::object());
+      // Our own initial_data(), recorded: a control state that does not
+      // decode stays in `data`, and the loop refuses to decide on it.
+      if (status ok = load_type_data(s, e.data.value("data", json::object()), "spawned"); !ok) {
+        s.data = e.data.value("data", json::object());
+        s.loop.reset();
+      }
       s.version = version_of(s, e);
       break;
     case event_type::upgraded:

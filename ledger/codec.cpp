@@ -168,7 +168,8 @@ persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms
     out.append(p);
   }
   // The version is in the loop's data until an upgrade changes it.
-  const bool upgraded = s.version != agent::legacy_version(s.data);
+  const json data = agent::type_data(s);
+  const bool upgraded = s.version != agent::legacy_version(data);
   const bool extras = s.paused || !s.forks.empty() || upgraded;
   if (extras) {
     json x = json::object();
@@ -180,7 +181,7 @@ persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms
     out.append(p);
   }
   bool refs = false;
-  out.append(encode_data(s.data, blobs, refs));
+  out.append(encode_data(data, blobs, refs));
   const uint16_t type = refs ? snapshot_with_blobs_type : agent::snapshot_record_type;
   return {static_cast<uint16_t>(type | (extras ? snapshot_extras_flag : 0)), time_ms,
           std::move(out)};
@@ -236,8 +237,8 @@ result<agent::agent_state> snapshot_from_record(const persistence::record& r, st
   auto data = persistence::from_msgpack(in, what);
   if (!data) return data.error();
   if (refs) KEEL_TRY(resolve(*data, blobs, what));
-  s.data = std::move(*data);
-  if (s.version.empty()) s.version = agent::legacy_version(s.data);
+  if (s.version.empty()) s.version = agent::legacy_version(*data);
+  KEEL_TRY(agent::load_type_data(s, std::move(*data), what));
   return s;
 }
 

@@ -60,7 +60,7 @@ struct driver {
   }
 
   std::string phase() const { return type.phase(s); }
-  json wait() const { return s.data["ctl"]["turn"]["wait"]; }
+  json wait() const { return a::type_data(s)["ctl"]["turn"]["wait"]; }
 
   // Folding the ledger alone (recovery, replay) must reach the same state.
   void check_fold() const {
@@ -115,7 +115,7 @@ TEST_CASE("a message starts a turn that asks the model, and a plain reply comple
   CHECK(answers[0].to == "m1");
   CHECK(answers[0].body["answer"] == "hi there");
   CHECK(d.phase() == "idle");
-  CHECK(d.s.data["ctl"]["last"]["answer"] == "hi there");
+  CHECK(d.s.loop->last->answer.value() == "hi there");
   d.check_fold();
 }
 
