@@ -110,7 +110,7 @@ status pin_version(shell_state& s) {
     return status::ok();
   }
   // Read-only or finished agents decide nothing more: the latest shows them.
-  if (s.meta.origin == "import" || s.st.status != "active") return status::ok();
+  if (s.meta.origin == "import" || s.st.status != agent_status::active) return status::ok();
   const std::string why =
       "version " + s.st.version + " of agent type " + s.meta.type + " is not on this node";
   if (status ok = s.type->can_take_over(s.st); !ok)
@@ -152,7 +152,7 @@ effect_target target_of(const shell_state& s) {
 // Whether the agent holds new input and effects: paused, and still active
 // (a terminated agent takes nothing, and what it held is refused).
 bool holding(const shell_state& s) {
-  return s.st.paused && s.st.status == "active";
+  return s.st.paused && s.st.status == agent_status::active;
 }
 
 // Starts a model or tool call whose marker is durable; a paused agent
@@ -296,7 +296,8 @@ void follow_latest(shell_state& s, int64_t now, batch& b) {
   if (!s.rt->types->any_follows()) return;
   const auto* latest = dynamic_cast<const agent::loop_type*>(s.rt->types->find(s.meta.type));
   if (!latest || !latest->spec().follow_latest || latest == s.type) return;
-  if (s.st.status != "active" || s.type->phase(s.st) != "idle" || !latest->can_take_over(s.st))
+  if (s.st.status != agent_status::active || s.type->phase(s.st) != "idle" ||
+      !latest->can_take_over(s.st))
     return;
   decide_into(s, agent::upgrade_input{std::string(latest->version()), "keel", "follow_latest"}, now,
               b);
@@ -353,7 +354,7 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
 
 // The agent comes into being (spawn, import): an id of its own and a
 // directory entry to write. False after failing `r` when no id is had.
-bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, std::string status,
+bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, agent_status status,
             int64_t now) {
   // A name whose agent a salvage lost is never handed out again: its
   // history is in the report, and whoever knew the agent must not find a
@@ -384,7 +385,7 @@ bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, st
   s.meta = {};
   s.meta.id = *id;
   s.meta.type = std::string(t->name());
-  s.meta.status = std::move(status);
+  s.meta.status = status;
   s.meta.created_ms = now;
   return true;
 }
@@ -405,7 +406,7 @@ void handle_spawn(shell_state& s, const request_ptr& r, int64_t now, batch& b) {
     fail(*r, data.error());
     return;
   }
-  if (!create(s, r, t, "active", now)) return;
+  if (!create(s, r, t, agent_status::active, now)) return;
   s.st = agent::agent_state{};
   s.st.type = s.meta.type;
   b.ops.push_back({family::agents, false, s.name, persistence::encode(s.meta, now)});
@@ -447,8 +448,9 @@ bool handle_inbound(shell_state& s, const request_ptr& r, int64_t now, batch& b,
   // A terminated parent still records that it was forked: its history
   // names every agent that shares it.
   const bool forked = !is_message && r->id == "forked";
-  if (s.st.status != "active" && !forked) {
-    fail(*r, error(code::conflict, "agent " + s.name + " is " + s.st.status));
+  if (s.st.status != agent_status::active && !forked) {
+    fail(*r,
+         error(code::conflict, "agent " + s.name + " is " + std::string(to_string(s.st.status))));
     return true;
   }
   if (s.meta.origin == "import") {
@@ -778,7 +780,7 @@ void on_durable(shell_actor* self, const status& result) {
     std::vector<agent::effect> held;
     held.swap(s.held);
     // A terminated or failed agent abandoned them (their markers are gone).
-    if (s.st.status == "active")
+    if (s.st.status == agent_status::active)
       for (const auto& fx : held) start_effect(s, fx);
   }
   pump(self);
@@ -872,7 +874,7 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
   // The census counted the entry already (at start, or when it was written).
   if (s.exists) {
     s.counted = census_of(s.meta);
-    s.live.set(&rt->census, s.meta.status == "active");
+    s.live.set(&rt->census, s.meta.status == agent_status::active);
   }
   s.idle_ns = int64_t{rt->cfg.idle_ms} * 1'000'000;
   if (const auto* loop = loop_of(s); loop && loop->spec().idle_ms)

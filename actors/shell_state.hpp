@@ -123,7 +123,7 @@ std::optional<agent::reply_effect> decide_into(shell_state& s, const agent::inpu
                                                batch& b);
 // The agent comes into being (spawn, import): an id of its own and a
 // directory entry to write. False after failing `r` when no id is had.
-bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, std::string status,
+bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, agent_status status,
             int64_t now);
 
 // shell_ledger.cpp: an agent created from an exported ledger (import,

@@ -26,7 +26,7 @@ json state_to_json(const agent_state& s) {
   for (const auto& [id, t] : s.timers)
     timers.push_back({{"id", id}, {"due_ms", t.due_ms}, {"payload", t.payload}});
   json j = {{"type", s.type},
-            {"status", s.status},
+            {"status", std::string(to_string(s.status))},
             {"last_seq", s.last_seq},
             {"last_arrival", s.last_arrival},
             {"next_timer_id", s.next_timer_id},
@@ -72,7 +72,8 @@ status check_signal_now(const agent_type& t, const agent_state& s, const signal_
   // The node's own records: a terminated parent still records its forks.
   if (sig.name == "forked" || sig.name == "salvaged") return status::ok();
   const std::string who = "agent " + std::string(agent);
-  if (s.status != "active") return error(code::conflict, who + " is " + s.status);
+  if (s.status != agent_status::active)
+    return error(code::conflict, who + " is " + std::string(to_string(s.status)));
   if (sig.name == "pause" && s.paused) return error(code::conflict, who + " is already paused");
   if (sig.name == "resume" && !s.paused) return error(code::conflict, who + " is not paused");
   if (is_operator_signal(sig.name)) return status::ok();
@@ -94,7 +95,7 @@ const std::vector<std::string>& known_phases() {
 }
 
 std::string listed_phase(const agent_type& t, const agent_state& s) {
-  if (s.status != "active") return s.status;
+  if (s.status != agent_status::active) return std::string(to_string(s.status));
   std::string p = t.phase(s);
   return p.empty() ? "idle" : p;
 }
@@ -107,7 +108,12 @@ result<agent_state> state_from_json(const json& j, std::string_view what) {
   try {
     agent_state s;
     s.type = j.at("type").get<std::string>();
-    s.status = j.at("status").get<std::string>();
+    const std::string st = j.at("status").get<std::string>();
+    const auto parsed = agent_status_from_string(st);
+    if (!parsed)
+      return error(code::corruption, "corrupt snapshot (" + std::string(what) +
+                                         "): unknown agent status '" + st + "'");
+    s.status = *parsed;
     s.last_seq = j.at("last_seq").get<uint64_t>();
     s.last_arrival = j.at("last_arrival").get<uint64_t>();
     s.next_timer_id = j.at("next_timer_id").get<uint64_t>();
@@ -180,10 +186,12 @@ struct decider {
   // was accepted earlier (it waited in the inbox): it is still recorded, and
   // refused, so no acknowledged message leaves no trace in the ledger.
   bool refuse_if_inactive(const std::string& id) {
-    if (s.status == "active") return false;
+    if (s.status == agent_status::active) return false;
     emit(event_type::message_rejected,
-         {{"id", id}, {"code", "conflict"}, {"reason", "agent is " + s.status}});
-    out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+         {{"id", id},
+          {"code", "conflict"},
+          {"reason", "agent is " + std::string(to_string(s.status))}});
+    out.effects.push_back(reply_error("conflict", "agent is " + std::string(to_string(s.status))));
     return true;
   }
   void operator()(const message_input& m) {
@@ -220,8 +228,9 @@ struct decider {
       out.effects.push_back(reply_ok({{"forked", field("as")}}));
       return;
     }
-    if (s.status != "active") {
-      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+    if (s.status != agent_status::active) {
+      out.effects.push_back(
+          reply_error("conflict", "agent is " + std::string(to_string(s.status))));
       return;
     }
     const bool pause = sig.name == "pause";
@@ -238,7 +247,7 @@ struct decider {
     if (it == s.timers.end()) return;  // already fired or cancelled
     emit(event_type::timer_fired, {{"timer", ti.timer_id}});
     out.effects.push_back(cancel_timer_effect{ti.timer_id, it->second.due_ms});
-    if (s.status == "active") t.on_timer(s, it->second, now, out);
+    if (s.status == agent_status::active) t.on_timer(s, it->second, now, out);
   }
   void operator()(const spawn_input& sp) {
     auto data = t.initial_data(sp.input);
@@ -252,8 +261,9 @@ struct decider {
     out.effects.push_back(reply_ok(*data));
   }
   void operator()(const upgrade_input& u) {
-    if (s.status != "active") {
-      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+    if (s.status != agent_status::active) {
+      out.effects.push_back(
+          reply_error("conflict", "agent is " + std::string(to_string(s.status))));
       return;
     }
     if (u.to == s.version) {
@@ -266,10 +276,11 @@ struct decider {
     out.effects.push_back(reply_ok({{"from", s.version}, {"to", u.to}}));
   }
   void operator()(const effect_result_input& r) {
-    if (s.status == "active")
+    if (s.status == agent_status::active)
       t.on_effect_result(s, r, now, out);
     else
-      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+      out.effects.push_back(
+          reply_error("conflict", "agent is " + std::string(to_string(s.status))));
   }
   void operator()(const fork_input& f) {
     emit(event_type::fork_started, {{"parent", f.parent},
@@ -278,10 +289,10 @@ struct decider {
                                     {"gap_ms", std::max<int64_t>(0, f.gap_ms)}});
   }
   void operator()(const recover_input& r) {
-    if (s.status == "active") t.on_recover(s, r, now, out);
+    if (s.status == agent_status::active) t.on_recover(s, r, now, out);
   }
   void operator()(const terminate_input& ti) {
-    if (s.status == "terminated") {
+    if (s.status == agent_status::terminated) {
       out.effects.push_back(reply_error("conflict", "agent is already terminated"));
       return;
     }
@@ -345,10 +356,10 @@ void apply(const agent_type& t, agent_state& s, const event& e) {
       s.timers.erase(e.data.value("timer", uint64_t{0}));
       break;
     case event_type::failed:
-      s.status = "failed";
+      s.status = agent_status::failed;
       break;
     case event_type::terminated:
-      s.status = "terminated";
+      s.status = agent_status::terminated;
       s.timers.clear();
       break;
     case event_type::paused:

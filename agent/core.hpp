@@ -14,6 +14,7 @@
 
 #include "agent/event.hpp"
 #include "agent/loop_state.hpp"
+#include "base/agent_status.hpp"
 #include "base/status.hpp"
 
 namespace keel::agent {
@@ -39,7 +40,7 @@ struct agent_state {
   // built-in types): set by `spawned`, changed only by `upgraded`. Whoever
   // decides for the agent, the node or a replay, uses this version.
   std::string version;
-  std::string status = "active";  // "active" | "terminated" | "failed"
+  agent_status status = agent_status::active;
   // Paused by an operator: the shell feeds no new input but operator
   // signals and starts no effect until resumed (see decide()).
   bool paused = false;

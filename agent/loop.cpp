@@ -344,7 +344,7 @@ const char* phase_of(wait_on on) {
 }  // namespace
 
 std::string loop_type::phase(const agent_state& s) const {
-  if (s.status != "active") return s.status;
+  if (s.status != agent_status::active) return std::string(to_string(s.status));
   const loop_state& ctl = control_of(s);
   if (!ctl.turn) return "idle";
   if (!ctl.turn->wait) return "running";

@@ -155,8 +155,9 @@ persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms
   put_varint(out, s.last_seq);
   put_varint(out, s.last_arrival);
   put_varint(out, s.next_timer_id);
-  put_varint(out, s.status.size());
-  out.append(s.status);
+  const std::string_view status = to_string(s.status);
+  put_varint(out, status.size());
+  out.append(status);
   put_varint(out, s.type.size());
   out.append(s.type);
   put_varint(out, s.timers.size());
@@ -210,7 +211,11 @@ result<agent::agent_state> snapshot_from_record(const persistence::record& r, st
   s.last_seq = *seq;
   s.last_arrival = *arrival;
   s.next_timer_id = *next_timer;
-  if (!str(s.status) || !str(s.type)) return corrupt("bad snapshot header");
+  std::string status_text;
+  if (!str(status_text) || !str(s.type)) return corrupt("bad snapshot header");
+  const auto parsed = agent_status_from_string(status_text);
+  if (!parsed) return corrupt("unknown agent status");
+  s.status = *parsed;
   auto timers = get_varint(in);
   if (!timers || *timers > in.size()) return corrupt("bad timer count");
   for (uint64_t i = 0; i < *timers; ++i) {

@@ -308,3 +308,45 @@ TEST_CASE("a recorded loop state decodes and encodes again to the same bytes") {
   }
   CHECK(n > 100);
 }
+
+TEST_CASE(
+    "a control state with a field the loop does not know, or of the wrong type, is corruption") {
+  std::ifstream f(golden_path());
+  std::string scenario, dump, record_hex;
+  json waiting;
+  while (std::getline(f, scenario) && std::getline(f, dump) && std::getline(f, record_hex)) {
+    json st = json::parse(dump);
+    if (st["data"]["ctl"]["turn"].is_object() && st["data"]["ctl"]["turn"]["wait"].is_object()) {
+      waiting = st;
+      break;
+    }
+  }
+  REQUIRE(waiting.is_object());
+  REQUIRE(a::state_from_json(waiting, "golden").is_ok());
+  auto corrupt = [](const json& st, const std::string& names) {
+    auto r = a::state_from_json(st, "snapshot of desk/1");
+    REQUIRE_FALSE(r.is_ok());
+    CHECK(r.error().error_code() == keel::code::corruption);
+    CHECK_MESSAGE(r.error().message().find(names) != std::string::npos, r.error().message());
+  };
+  SUBCASE("an unknown field") {
+    json st = waiting;
+    st["data"]["ctl"]["turn"]["wait"]["colour"] = "red";
+    corrupt(st, "turn.wait has a field this version does not know");
+  }
+  SUBCASE("an unknown wait") {
+    json st = waiting;
+    st["data"]["ctl"]["turn"]["wait"]["on"] = "lunch";
+    corrupt(st, "waits on 'lunch'");
+  }
+  SUBCASE("a counter of the wrong type") {
+    json st = waiting;
+    st["data"]["ctl"]["turns"] = "two";
+    corrupt(st, "turns is not a non-negative integer");
+  }
+  SUBCASE("an unknown agent status") {
+    json st = waiting;
+    st["status"] = "asleep";
+    corrupt(st, "unknown agent status 'asleep'");
+  }
+}

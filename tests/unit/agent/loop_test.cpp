@@ -506,7 +506,7 @@ TEST_CASE("a malformed model reply fails the turn instead of the agent") {
   auto done = find_event(dec.events, a::event_type::turn_completed);
   REQUIRE(done);
   CHECK(done->data["status"] == "failed");
-  CHECK(d.s.status == "active");
+  CHECK(d.s.status == keel::agent_status::active);
   d.check_fold();
 }
 
@@ -515,11 +515,11 @@ TEST_CASE("payload fields of the wrong type are ignored, never fatal") {
   auto m = effects_of<a::model_call_effect>(d.message("refund"))[0];
   d.result(m.effect, 1, calls({{"refund", {{"amount", 500}}}}));
   auto dec = d.signal("approve", {{"by", 5}, {"reason", json::array()}});
-  CHECK(d.s.status == "active");
+  CHECK(d.s.status == keel::agent_status::active);
   CHECK(effects_of<a::tool_call_effect>(dec).size() == 1);
   d.signal("poke", "not an object");
   d.signal("cancel", {{"by", false}});
-  CHECK(d.s.status == "active");
+  CHECK(d.s.status == keel::agent_status::active);
   d.check_fold();
 }
 

@@ -421,7 +421,7 @@ TEST_CASE("replay takes a recorded failure of a type as it was recorded") {
   rec.step(a::spawn_input{"fragile", nullptr});
   rec.message("hi");
   rec.message("boom");
-  REQUIRE(rec.s.status == "failed");
+  REQUIRE(rec.s.status == keel::agent_status::failed);
   rec.message("after");  // refused: the agent failed
   auto r = a::replay_strict(fragile, {}, rec.ledger);
   CHECK(r.identical);

@@ -413,7 +413,7 @@ TEST_CASE("an upgrade is an upgraded event that changes the version the agent ru
   SUBCASE("of a terminated agent: a conflict, nothing recorded") {
     for (auto& e : a::decide(t100, s, a::terminate_input{"ops"}, t0 + 5).events)
       a::apply(t100, s, e);
-    REQUIRE(s.status == "terminated");
+    REQUIRE(s.status == keel::agent_status::terminated);
     auto d = a::decide(t100, s, a::upgrade_input{v200->hash, "ops", ""}, t0 + 10);
     CHECK(d.events.empty());
     auto replies = effects_of<a::reply_effect>(d);
