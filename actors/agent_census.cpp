@@ -8,12 +8,12 @@ namespace keel::actors {
 using persistence::family;
 
 std::string listed_phase_of(const persistence::agent_meta& m) {
-  if (m.status != "active") return m.status;
+  if (m.status != agent_status::active) return std::string(to_string(m.status));
   return m.phase.empty() ? "unknown" : m.phase;
 }
 
 census_entry census_of(const persistence::agent_meta& m) {
-  return {listed_phase_of(m), m.status == "active"};
+  return {listed_phase_of(m), m.status == agent_status::active};
 }
 
 status agent_census::count(persistence::store& db) {

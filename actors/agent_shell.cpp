@@ -137,7 +137,7 @@ void on_durable(shell_actor* self, const status& result) {
     std::vector<agent::effect> held;
     held.swap(s.held);
     // A terminated or failed agent abandoned them (their markers are gone).
-    if (s.st.status == "active")
+    if (s.st.status == agent_status::active)
       for (const auto& fx : held) start_effect(s, fx);
   }
   pump(self);
@@ -226,7 +226,7 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
   // The census counted the entry already (at start, or when it was written).
   if (s.exists) {
     s.counted = census_of(s.meta);
-    s.live.set(&rt->census, s.meta.status == "active");
+    s.live.set(&rt->census, s.meta.status == agent_status::active);
   }
   s.idle_ns = int64_t{rt->cfg.idle_ms} * 1'000'000;
   if (const auto* loop = loop_of(s); loop && loop->spec().idle_ms)

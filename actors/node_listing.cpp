@@ -15,7 +15,7 @@ namespace {
 bool keeps(const list_filter& f, const persistence::agent_meta& m, const std::string& phase) {
   if (!f.phases.empty())
     return std::find(f.phases.begin(), f.phases.end(), phase) != f.phases.end();
-  return f.all || m.status != "terminated";
+  return f.all || m.status != agent_status::terminated;
 }
 
 // Entries read per store call, and at most per page of a filtered listing:
@@ -45,8 +45,8 @@ result<agent_list> list_agents(runtime& rt, std::string_view prefix, std::string
         return out;
       }
       const bool live = rt.is_live(a.name);
-      out.agents.push_back({std::move(a.name), a.meta.type, a.meta.status, a.meta.created_ms, live,
-                            std::move(phase), a.meta.paused});
+      out.agents.push_back({std::move(a.name), a.meta.type, std::string(to_string(a.meta.status)),
+                            a.meta.created_ms, live, std::move(phase), a.meta.paused});
     }
     if (page->size() < read_chunk) return out;
     if (read >= max_read_per_page) {

@@ -102,8 +102,9 @@ bool handle_inbound(shell_state& s, const request_ptr& r, inbound_input in, int6
   // A terminated parent still records that it was forked: its history
   // names every agent that shares it.
   const bool forked = !is_message && in.id == "forked";
-  if (s.st.status != "active" && !forked) {
-    fail(*r, error(code::conflict, "agent " + s.name + " is " + s.st.status));
+  if (s.st.status != agent_status::active && !forked) {
+    fail(*r,
+         error(code::conflict, "agent " + s.name + " is " + std::string(to_string(s.st.status))));
     return true;
   }
   if (s.meta.origin == "import") {

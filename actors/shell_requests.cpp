@@ -27,7 +27,7 @@ void handle_spawn(shell_state& s, const request_ptr& r, spawn_call& c, int64_t n
     fail(*r, data.error());
     return;
   }
-  if (!create(s, r, t, "active", now)) return;
+  if (!create(s, r, t, agent_status::active, now)) return;
   s.st = agent::agent_state{};
   s.st.type = s.meta.type;
   ledger::batch_builder(b.ops).put_directory_entry(s.name, s.meta, now);

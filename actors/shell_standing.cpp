@@ -18,7 +18,7 @@ agent_view make_view(shell_state& s) {
   agent_view v;
   v.name = s.name;
   v.type = s.meta.type;
-  v.status = s.st.status;
+  v.status = std::string(to_string(s.st.status));
   v.last_seq = s.st.last_seq;
   v.hibernated = s.view_pending_hibernated;
   s.view_pending_hibernated = false;
@@ -52,7 +52,7 @@ void count_as(shell_state& s, const persistence::agent_meta& m) {
   census_entry e = census_of(m);
   s.rt->census.move(s.counted, e);
   s.counted = std::move(e);
-  s.live.set(&s.rt->census, m.status == "active");
+  s.live.set(&s.rt->census, m.status == agent_status::active);
 }
 
 // The directory entry follows where the agent stands: a batch that changes

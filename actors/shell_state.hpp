@@ -143,7 +143,7 @@ void fail_held_calls(shell_state& s, int64_t now, batch& b);
 void follow_latest(shell_state& s, int64_t now, batch& b);
 // The agent comes into being (spawn, import): an id of its own and a
 // directory entry to write. False after failing `r` when no id is had.
-bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, std::string status,
+bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, agent_status status,
             int64_t now);
 
 // shell_requests.cpp: handles one request (dispatching on its kind); false

@@ -85,7 +85,7 @@ status pin_version(shell_state& s) {
     return status::ok();
   }
   // Read-only or finished agents decide nothing more: the latest shows them.
-  if (s.meta.origin == "import" || s.st.status != "active") return status::ok();
+  if (s.meta.origin == "import" || s.st.status != agent_status::active) return status::ok();
   const std::string why =
       "version " + s.st.version + " of agent type " + s.meta.type + " is not on this node";
   if (status ok = s.type->can_take_over(s.st); !ok)
@@ -125,7 +125,7 @@ effect_target target_of(const shell_state& s) {
 // Whether the agent holds new input and effects: paused, and still active
 // (a terminated agent takes nothing, and what it held is refused).
 bool holding(const shell_state& s) {
-  return s.st.paused && s.st.status == "active";
+  return s.st.paused && s.st.status == agent_status::active;
 }
 
 // Starts a model or tool call whose marker is durable; a paused agent
@@ -266,7 +266,8 @@ void follow_latest(shell_state& s, int64_t now, batch& b) {
   if (!s.rt->types->any_follows()) return;
   const auto* latest = dynamic_cast<const agent::loop_type*>(s.rt->types->find(s.meta.type));
   if (!latest || !latest->spec().follow_latest || latest == s.type) return;
-  if (s.st.status != "active" || s.type->phase(s.st) != "idle" || !latest->can_take_over(s.st))
+  if (s.st.status != agent_status::active || s.type->phase(s.st) != "idle" ||
+      !latest->can_take_over(s.st))
     return;
   decide_into(s, agent::upgrade_input{std::string(latest->version()), "keel", "follow_latest"}, now,
               b);
@@ -275,7 +276,7 @@ void follow_latest(shell_state& s, int64_t now, batch& b) {
 
 // The agent comes into being (spawn, import): an id of its own and a
 // directory entry to write. False after failing `r` when no id is had.
-bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, std::string status,
+bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, agent_status status,
             int64_t now) {
   // A name whose agent a salvage lost is never handed out again: its
   // history is in the report, and whoever knew the agent must not find a
@@ -306,7 +307,7 @@ bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, st
   s.meta = {};
   s.meta.id = *id;
   s.meta.type = std::string(t->name());
-  s.meta.status = std::move(status);
+  s.meta.status = status;
   s.meta.created_ms = now;
   return true;
 }

@@ -26,12 +26,12 @@ json state_to_json(const agent_state& s) {
   for (const auto& [id, t] : s.timers)
     timers.push_back({{"id", id}, {"due_ms", t.due_ms}, {"payload", t.payload}});
   json j = {{"type", s.type},
-            {"status", s.status},
+            {"status", std::string(to_string(s.status))},
             {"last_seq", s.last_seq},
             {"last_arrival", s.last_arrival},
             {"next_timer_id", s.next_timer_id},
             {"timers", std::move(timers)},
-            {"data", s.data}};
+            {"data", type_data(s)}};
   // Written only when set: snapshots of agents that never used them keep
   // their size.
   if (!s.version.empty()) j["version"] = s.version;
@@ -72,7 +72,8 @@ status check_signal_now(const agent_type& t, const agent_state& s, const signal_
   // The node's own records: a terminated parent still records its forks.
   if (sig.name == "forked" || sig.name == "salvaged") return status::ok();
   const std::string who = "agent " + std::string(agent);
-  if (s.status != "active") return error(code::conflict, who + " is " + s.status);
+  if (s.status != agent_status::active)
+    return error(code::conflict, who + " is " + std::string(to_string(s.status)));
   if (sig.name == "pause" && s.paused) return error(code::conflict, who + " is already paused");
   if (sig.name == "resume" && !s.paused) return error(code::conflict, who + " is not paused");
   if (is_operator_signal(sig.name)) return status::ok();
@@ -94,7 +95,7 @@ const std::vector<std::string>& known_phases() {
 }
 
 std::string listed_phase(const agent_type& t, const agent_state& s) {
-  if (s.status != "active") return s.status;
+  if (s.status != agent_status::active) return std::string(to_string(s.status));
   std::string p = t.phase(s);
   return p.empty() ? "idle" : p;
 }
@@ -107,15 +108,21 @@ result<agent_state> state_from_json(const json& j, std::string_view what) {
   try {
     agent_state s;
     s.type = j.at("type").get<std::string>();
-    s.status = j.at("status").get<std::string>();
+    const std::string st = j.at("status").get<std::string>();
+    const auto parsed = agent_status_from_string(st);
+    if (!parsed)
+      return error(code::corruption, "corrupt snapshot (" + std::string(what) +
+                                         "): unknown agent status '" + st + "'");
+    s.status = *parsed;
     s.last_seq = j.at("last_seq").get<uint64_t>();
     s.last_arrival = j.at("last_arrival").get<uint64_t>();
     s.next_timer_id = j.at("next_timer_id").get<uint64_t>();
     for (const auto& t : j.at("timers"))
       s.timers[t.at("id").get<uint64_t>()] = {t.at("due_ms").get<int64_t>(), t.at("payload")};
-    s.data = j.at("data");
+    const json& data = j.at("data");
     // Snapshots written before versions were recorded: the loop's data.
-    s.version = j.value("version", legacy_version(s.data));
+    s.version = j.value("version", legacy_version(data));
+    if (status ok = load_type_data(s, data, what); !ok) return ok;
     s.paused = j.value("paused", false);
     if (j.contains("forks"))
       for (const auto& f : j.at("forks"))
@@ -125,6 +132,28 @@ result<agent_state> state_from_json(const json& j, std::string_view what) {
     return error(code::corruption,
                  "corrupt snapshot (" + std::string(what) + "): " + std::string(e.what()));
   }
+}
+
+json type_data(const agent_state& s) {
+  if (!s.loop) return s.data;
+  json d = s.data;
+  d["ctl"] = to_json(*s.loop);
+  return d;
+}
+
+status load_type_data(agent_state& s, json data, std::string_view what) {
+  auto ctl = data.is_object() ? data.find("ctl") : data.end();
+  if (ctl == data.end()) {
+    s.data = std::move(data);
+    s.loop.reset();
+    return status::ok();
+  }
+  auto loop = loop_state_from_json(*ctl, what);
+  if (!loop) return loop.error();
+  data.erase(ctl);
+  s.data = std::move(data);
+  s.loop = std::move(*loop);
+  return status::ok();
 }
 
 std::string legacy_version(const json& type_data) {
@@ -157,10 +186,12 @@ struct decider {
   // was accepted earlier (it waited in the inbox): it is still recorded, and
   // refused, so no acknowledged message leaves no trace in the ledger.
   bool refuse_if_inactive(const std::string& id) {
-    if (s.status == "active") return false;
+    if (s.status == agent_status::active) return false;
     emit(event_type::message_rejected,
-         {{"id", id}, {"code", "conflict"}, {"reason", "agent is " + s.status}});
-    out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+         {{"id", id},
+          {"code", "conflict"},
+          {"reason", "agent is " + std::string(to_string(s.status))}});
+    out.effects.push_back(reply_error("conflict", "agent is " + std::string(to_string(s.status))));
     return true;
   }
   void operator()(const message_input& m) {
@@ -197,8 +228,9 @@ struct decider {
       out.effects.push_back(reply_ok({{"forked", field("as")}}));
       return;
     }
-    if (s.status != "active") {
-      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+    if (s.status != agent_status::active) {
+      out.effects.push_back(
+          reply_error("conflict", "agent is " + std::string(to_string(s.status))));
       return;
     }
     const bool pause = sig.name == "pause";
@@ -215,7 +247,7 @@ struct decider {
     if (it == s.timers.end()) return;  // already fired or cancelled
     emit(event_type::timer_fired, {{"timer", ti.timer_id}});
     out.effects.push_back(cancel_timer_effect{ti.timer_id, it->second.due_ms});
-    if (s.status == "active") t.on_timer(s, it->second, now, out);
+    if (s.status == agent_status::active) t.on_timer(s, it->second, now, out);
   }
   void operator()(const spawn_input& sp) {
     auto data = t.initial_data(sp.input);
@@ -229,8 +261,9 @@ struct decider {
     out.effects.push_back(reply_ok(*data));
   }
   void operator()(const upgrade_input& u) {
-    if (s.status != "active") {
-      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+    if (s.status != agent_status::active) {
+      out.effects.push_back(
+          reply_error("conflict", "agent is " + std::string(to_string(s.status))));
       return;
     }
     if (u.to == s.version) {
@@ -243,10 +276,11 @@ struct decider {
     out.effects.push_back(reply_ok({{"from", s.version}, {"to", u.to}}));
   }
   void operator()(const effect_result_input& r) {
-    if (s.status == "active")
+    if (s.status == agent_status::active)
       t.on_effect_result(s, r, now, out);
     else
-      out.effects.push_back(reply_error("conflict", "agent is " + s.status));
+      out.effects.push_back(
+          reply_error("conflict", "agent is " + std::string(to_string(s.status))));
   }
   void operator()(const fork_input& f) {
     emit(event_type::fork_started, {{"parent", f.parent},
@@ -255,10 +289,10 @@ struct decider {
                                     {"gap_ms", std::max<int64_t>(0, f.gap_ms)}});
   }
   void operator()(const recover_input& r) {
-    if (s.status == "active") t.on_recover(s, r, now, out);
+    if (s.status == agent_status::active) t.on_recover(s, r, now, out);
   }
   void operator()(const terminate_input& ti) {
-    if (s.status == "terminated") {
+    if (s.status == agent_status::terminated) {
       out.effects.push_back(reply_error("conflict", "agent is already terminated"));
       return;
     }
@@ -297,7 +331,12 @@ void apply(const agent_type& t, agent_state& s, const event& e) {
   switch (e.type) {
     case event_type::spawned:
       s.type = e.data.value("type", s.type);
-      s.data = e.data.value("data", json::object());
+      // Our own initial_data(), recorded: a control state that does not
+      // decode stays in `data`, and the loop refuses to decide on it.
+      if (status ok = load_type_data(s, e.data.value("data", json::object()), "spawned"); !ok) {
+        s.data = e.data.value("data", json::object());
+        s.loop.reset();
+      }
       s.version = version_of(s, e);
       break;
     case event_type::upgraded:
@@ -317,10 +356,10 @@ void apply(const agent_type& t, agent_state& s, const event& e) {
       s.timers.erase(e.data.value("timer", uint64_t{0}));
       break;
     case event_type::failed:
-      s.status = "failed";
+      s.status = agent_status::failed;
       break;
     case event_type::terminated:
-      s.status = "terminated";
+      s.status = agent_status::terminated;
       s.timers.clear();
       break;
     case event_type::paused:

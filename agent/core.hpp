@@ -6,12 +6,15 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
 
 #include "agent/event.hpp"
+#include "agent/loop_state.hpp"
+#include "base/agent_status.hpp"
 #include "base/status.hpp"
 
 namespace keel::agent {
@@ -37,7 +40,7 @@ struct agent_state {
   // built-in types): set by `spawned`, changed only by `upgraded`. Whoever
   // decides for the agent, the node or a replay, uses this version.
   std::string version;
-  std::string status = "active";  // "active" | "terminated" | "failed"
+  agent_status status = agent_status::active;
   // Paused by an operator: the shell feeds no new input but operator
   // signals and starts no effect until resumed (see decide()).
   bool paused = false;
@@ -46,10 +49,23 @@ struct agent_state {
   uint64_t last_arrival = 0;  // highest mailbox arrival consumed
   uint64_t next_timer_id = 1;
   std::map<uint64_t, pending_timer> timers;
-  json data = json::object();  // the type's own fields
+  json data = json::object();  // the type's own fields (but "ctl", see loop)
+  // An agent loop's control state, decoded once when the data is loaded
+  // (spawned, a snapshot) and encoded only when a snapshot is written: the
+  // "ctl" member of the data as stored, which `data` then lacks. Empty for
+  // other types. See agent/README.md.
+  std::optional<loop_state> loop;
 
   friend bool operator==(const agent_state&, const agent_state&) = default;
 };
+
+// The type's data as stored (in a snapshot, in a spawned event): `data`,
+// with the loop's control state as its "ctl".
+json type_data(const agent_state& s);
+// Loads the type's data as stored into `s`: a "ctl" member is decoded into
+// s.loop. Errors: corruption (naming `what`) when "ctl" is not an agent
+// loop's control state; `s` is then unchanged.
+status load_type_data(agent_state& s, json data, std::string_view what);
 
 // Snapshots are the state as JSON, stored as a record of this type.
 inline constexpr uint16_t snapshot_record_type = 0xE001;

@@ -3,376 +3,12 @@
 #include <algorithm>
 #include <cmath>
 
-#include "agent/guardrails.hpp"
+#include "agent/loop_decider.hpp"
 #include "agent/loop_fold.hpp"
 
 namespace keel::agent {
 
-namespace {
-
 using namespace loop_detail;
-using config::tool_kind;
-
-// --- decide ------------------------------------------------------------------
-
-struct loop_decider {
-  const loop_type& type;
-  const config::agent_spec& spec;
-  const agent_state& s;
-  int64_t now;
-  decision& out;
-  json ctl;  // s.data["ctl"] with every event of `out` applied
-  uint64_t next_timer;
-
-  loop_decider(const loop_type& t, const agent_state& st, int64_t n, decision& o)
-      : type(t),
-        spec(t.spec()),
-        s(st),
-        now(n),
-        out(o),
-        ctl(st.data.value("ctl", json::object())),
-        next_timer(st.next_timer_id) {
-    // The generic event (message_received, signal_received, timer_fired) is
-    // already in `out`; the loop's view must include it.
-    for (const auto& e : out.events) apply_ctl(ctl, e, conversation());
-  }
-
-  uint64_t next_seq() const { return s.last_seq + out.events.size() + 1; }
-  json& turn() { return ctl["turn"]; }
-  bool in_turn() { return turn().is_object(); }
-  json& wait() { return turn()["wait"]; }
-  std::string wait_on() {
-    return in_turn() && wait().is_object() ? wait().value("on", "") : std::string();
-  }
-
-  // The conversation as the state holds it (the decider does not fold it).
-  const json& conversation() const { return member(s.data, "conversation"); }
-
-  void emit(event_type t, json data) {
-    event e{t, now, std::move(data)};
-    apply_ctl(ctl, e, conversation());
-    out.events.push_back(std::move(e));
-  }
-  void effect(agent::effect fx) { out.effects.push_back(std::move(fx)); }
-
-  // effect_completed for the call `w` waited on. The compensating tool is
-  // recorded with it, so folding never depends on the spec of the day.
-  void complete_call(const json& w, json result, const char* who_key = nullptr,
-                     const std::string& who = {}) {
-    const json& c = turn()["calls"][u64(w, "call")];
-    const std::string tool = w.value("tool", "");
-    json d = {{"effect", u64(w, "effect")},
-              {"call_id", c.value("id", "")},
-              {"tool", tool},
-              {"result", std::move(result)}};
-    if (const config::tool_spec* ts = spec.find_tool(tool); ts && !ts->compensate.empty())
-      d["compensate"] = ts->compensate;
-    if (who_key) d[who_key] = who;
-    emit(event_type::effect_completed, std::move(d));
-  }
-
-  // --- budgets ---------------------------------------------------------------
-  // The reason the turn must stop before another model call (model=true) or
-  // tool call, or "" when it may go on.
-  std::string over_budget(bool model, uint32_t attempt = 1) {
-    const auto& b = spec.budgets;
-    json& t = turn();
-    const json& u = ctl["usage"];
-    const uint64_t turn_wall = busy_ms(t, now);
-    auto hit = [](uint64_t used, uint64_t limit) { return limit != 0 && used >= limit; };
-    auto say = [](const char* scope, const char* what, uint64_t limit) {
-      return std::string("budget exhausted: ") + scope + " " + what + " (" + std::to_string(limit) +
-             ")";
-    };
-    if (model && attempt == 1 && t.value("steps", uint64_t{0}) >= spec.max_steps_per_turn)
-      return "max_steps_per_turn (" + std::to_string(spec.max_steps_per_turn) + ") reached";
-    if (model && hit(u64(t, "model_calls"), b.per_turn.model_calls))
-      return say("per-turn", "model_calls", b.per_turn.model_calls);
-    if (model && hit(u64(u, "model_calls"), b.lifetime.model_calls))
-      return say("lifetime", "model_calls", b.lifetime.model_calls);
-    if (!model && hit(u64(t, "tool_calls"), b.per_turn.tool_calls))
-      return say("per-turn", "tool_calls", b.per_turn.tool_calls);
-    if (!model && hit(u64(u, "tool_calls"), b.lifetime.tool_calls))
-      return say("lifetime", "tool_calls", b.lifetime.tool_calls);
-    if (hit(u64(t, "tokens"), b.per_turn.tokens))
-      return say("per-turn", "tokens", b.per_turn.tokens);
-    if (hit(u64(u, "tokens"), b.lifetime.tokens))
-      return say("lifetime", "tokens", b.lifetime.tokens);
-    if (hit(turn_wall, b.per_turn.wall_ms)) return say("per-turn", "wall_ms", b.per_turn.wall_ms);
-    if (hit(u64(u, "wall_ms") + turn_wall, b.lifetime.wall_ms))
-      return say("lifetime", "wall_ms", b.lifetime.wall_ms);
-    return {};
-  }
-
-  // Ends the turn and answers the message that started it. An effect the
-  // turn still waits on (a recovery that hit a budget) is abandoned.
-  void complete_turn(const std::string& status, const std::string& reason) {
-    if (const std::string on = wait_on(); !on.empty() && is_running_wait(on))
-      effect(end_effect{u64(wait(), "effect")});
-    json d = {{"turn", u64(turn(), "n")}, {"status", status}};
-    if (status == "completed")
-      d["answer"] = turn().value("answer", json());
-    else
-      d["reason"] = reason;
-    reply_effect answer = reply_ok(d);
-    answer.to = turn().value("id", "");
-    emit(event_type::turn_completed, std::move(d));
-    if (!answer.to.empty()) effect(std::move(answer));
-  }
-
-  // --- steps -----------------------------------------------------------------
-  // `call_index` numbers the agent's model calls (not attempts): every
-  // attempt of one call carries the same, so a scripted model answers a
-  // retry as it would have answered the first attempt.
-  void request_model(uint64_t effect_id, uint32_t attempt, bool recovered, uint64_t call_index) {
-    json d = {{"effect", effect_id},
-              {"attempt", attempt},
-              {"call_index", call_index},
-              {"step", u64(turn(), "steps") + (attempt == 1)}};
-    if (recovered) d["recovered"] = true;
-    emit(event_type::model_requested, std::move(d));
-    effect(model_call_effect{effect_id, attempt, call_index});
-  }
-
-  // Starts attempt `attempt` of call `i` as effect `effect_id`.
-  void start_tool(uint64_t i, uint64_t effect_id, uint32_t attempt, bool recovered) {
-    const json& c = turn()["calls"][i];
-    const std::string name = c.value("name", "");
-    const config::tool_spec* found = spec.find_tool(name);
-    if (!found) {
-      // The spec changed under a waiting call (a restart with a new spec):
-      // the call is refused like any unknown tool.
-      emit(event_type::guardrail_decided,
-           {{"call", i},
-            {"call_id", c.value("id", "")},
-            {"tool", name},
-            {"verdict", "invalid"},
-            {"rule", "unknown_tool"},
-            {"reason", "tool " + name + " is no longer declared by agent type " + spec.name}});
-      return;
-    }
-    const config::tool_spec& ts = *found;
-    const json& args = c["arguments"];
-    json d = {{"effect", effect_id},
-              {"call", i},
-              {"call_id", c.value("id", "")},
-              {"tool", name},
-              {"kind", config::to_string(ts.kind)},
-              {"arguments", args},
-              {"attempt", attempt}};
-    if (recovered) d["recovered"] = true;
-    emit(event_type::effect_started, std::move(d));
-    switch (ts.kind) {
-      case tool_kind::sleep: {
-        int64_t ms = 0;
-        if (args.is_object() && args.contains("ms") && args["ms"].is_number())
-          ms = args["ms"].get<int64_t>();
-        else if (args.is_object() && args.contains("seconds") && args["seconds"].is_number())
-          ms = static_cast<int64_t>(args["seconds"].get<double>() * 1000);
-        ms = std::clamp<int64_t>(ms, 0, int64_t{366} * 24 * 3600 * 1000);
-        set_timer(now + ms, {{"sleep", effect_id}, {"ms", ms}});
-        break;
-      }
-      case tool_kind::ask_human:
-        break;  // waits for the "answer" signal
-      default:
-        effect(tool_call_effect{effect_id, attempt, name, args});
-    }
-  }
-
-  void start_compensation(uint64_t effect_id, uint32_t attempt, const json& done, bool recovered) {
-    const std::string comp = str(done, "compensate");
-    const config::tool_spec* undo = spec.find_tool(comp);
-    if (!undo) {
-      emit(event_type::compensation_started, {{"effect", effect_id},
-                                              {"for", u64(done, "effect")},
-                                              {"tool", comp},
-                                              {"kind", ""},
-                                              {"arguments", nullptr},
-                                              {"attempt", attempt}});
-      emit(event_type::compensation_completed,
-           {{"effect", effect_id},
-            {"for", u64(done, "effect")},
-            {"ok", false},
-            {"error", "the compensating tool is no longer declared by agent type " + spec.name}});
-      return advance();
-    }
-    json args = {{"tool", str(done, "tool")},
-                 {"arguments", done.value("arguments", json())},
-                 {"result", done.value("result", json())},
-                 {"effect", u64(done, "effect")}};
-    json d = {{"effect", effect_id}, {"for", u64(done, "effect")},
-              {"tool", comp},        {"kind", config::to_string(undo->kind)},
-              {"arguments", args},   {"attempt", attempt}};
-    if (recovered) d["recovered"] = true;
-    emit(event_type::compensation_started, std::move(d));
-    effect(tool_call_effect{effect_id, attempt, comp, std::move(args)});
-  }
-
-  void set_timer(int64_t due, json payload) {
-    uint64_t id = next_timer++;
-    emit(event_type::timer_set, {{"timer", id}, {"due_ms", due}, {"payload", payload}});
-    effect(set_timer_effect{id, due, std::move(payload)});
-  }
-
-  // Decides the proposed call at turn.next.
-  void decide_call(uint64_t i) {
-    const json& c = turn()["calls"][i];
-    const std::string name = c.value("name", "");
-    const json& args = c["arguments"];
-    guardrail_verdict v;
-    if (args.is_object() && args.contains("$unparsed"))
-      v = {guardrail_verdict::kind::invalid, "arguments", "the arguments are not valid JSON"};
-    else
-      v = check_tool_call(spec, name, args);
-    emit(event_type::guardrail_decided, {{"call", i},
-                                         {"call_id", c.value("id", "")},
-                                         {"tool", name},
-                                         {"verdict", to_string(v.verdict)},
-                                         {"rule", v.rule},
-                                         {"reason", v.reason}});
-    switch (v.verdict) {
-      case guardrail_verdict::kind::deny:
-      case guardrail_verdict::kind::invalid:
-        return;
-      case guardrail_verdict::kind::require_approval:
-        emit(event_type::approval_requested, {{"call", i},
-                                              {"tool", name},
-                                              {"arguments", args},
-                                              {"rule", v.rule},
-                                              {"reason", v.reason}});
-        return;
-      case guardrail_verdict::kind::allow:
-        if (auto why = over_budget(false); !why.empty()) return complete_turn("stopped", why);
-        start_tool(i, next_seq(), 1, false);
-        return;
-    }
-  }
-
-  // Takes the turn as far as it goes without waiting.
-  void advance() {
-    for (;;) {
-      if (!in_turn()) {
-        if (ctl["queue"].empty()) return;
-        const json q = ctl["queue"][0];
-        json started = {{"turn", u64(ctl, "turns") + 1},
-                        {"id", q.value("id", "")},
-                        {"from", q.value("from", "")}};
-        if (q.contains("retry_of")) started["retry_of"] = q["retry_of"];
-        emit(event_type::turn_started, std::move(started));
-        continue;
-      }
-      if (wait().is_object()) return;
-      json& t = turn();
-      if (!t["failing"].is_null()) {
-        if (!t["done"].empty()) {
-          const json done = t["done"].back();
-          start_compensation(next_seq(), 1, done, false);
-          return;
-        }
-        const json f = t["failing"];
-        complete_turn(f.value("status", "failed"), f.value("reason", ""));
-        continue;
-      }
-      uint64_t next = u64(t, "next");
-      if (next < t["calls"].size()) {
-        decide_call(next);
-        continue;
-      }
-      if (t.value("final", false)) {
-        complete_turn("completed", "");
-        continue;
-      }
-      if (auto why = over_budget(true); !why.empty()) {
-        complete_turn("stopped", why);
-        continue;
-      }
-      request_model(next_seq(), 1, false, u64(ctl["usage"], "model_requests"));
-      return;
-    }
-  }
-
-  // A failed attempt: retry after a durable backoff, or give up.
-  void attempt_failed(const config::retry_policy& p, const effect_result_input& r,
-                      bool compensation) {
-    const json w = wait();
-    const uint64_t eff = u64(w, "effect");
-    effect(end_effect{eff});
-    // A turn being cancelled or failing starts nothing new, retries included.
-    const bool stopping = !turn()["failing"].is_null();
-    if (r.retryable && r.attempt < p.attempts && !stopping) {
-      int64_t delay = retry_delay_ms(p, eff, r.attempt);
-      emit(event_type::effect_failed, {{"effect", eff},
-                                       {"attempt", r.attempt},
-                                       {"error", r.error},
-                                       {"retryable", true},
-                                       {"final", false},
-                                       {"retry_in_ms", delay},
-                                       {"timer", next_timer}});
-      set_timer(now + delay, {{"retry", eff}, {"attempt", r.attempt + 1}});
-      return;
-    }
-    if (compensation) {
-      emit(event_type::compensation_completed,
-           {{"effect", eff}, {"for", u64(w, "for")}, {"ok", false}, {"error", r.error}});
-    } else {
-      emit(event_type::effect_failed, {{"effect", eff},
-                                       {"attempt", r.attempt},
-                                       {"error", r.error},
-                                       {"retryable", r.retryable},
-                                       {"final", true}});
-    }
-    advance();
-  }
-
-  // A failed call of a non-idempotent tool that may have been applied:
-  // neither retried nor failed, but in doubt until a human resolves it,
-  // as after a crash. The failure is recorded with it.
-  void in_doubt(const json& w, const effect_result_input& r) {
-    effect(end_effect{r.effect});
-    emit(event_type::effect_in_doubt, {{"effect", r.effect},
-                                       {"tool", w.value("tool", "")},
-                                       {"attempt", r.attempt},
-                                       {"error", r.error},
-                                       {"retryable", r.retryable}});
-  }
-
-  const json* find_done(uint64_t effect_id) {
-    for (const auto& d : turn()["done"])
-      if (u64(d, "effect") == effect_id) return &d;
-    return nullptr;
-  }
-
-  // Starts attempt `attempt` of what `w` waited for (a retry or a recovery).
-  void restart(const json& w, uint32_t attempt, bool recovered) {
-    const std::string on = w.value("on", "");
-    const uint64_t eff = u64(w, "effect");
-    if (on == "model") {
-      if (auto why = over_budget(true, attempt); !why.empty()) return complete_turn("stopped", why);
-      return request_model(eff, attempt, recovered, u64(w, "call_index"));
-    }
-    if (on == "compensation") {
-      const json* done = find_done(u64(w, "for"));
-      if (!done) {
-        // Cannot happen: a done entry leaves only with its compensation.
-        emit(event_type::compensation_completed, {{"effect", eff},
-                                                  {"for", u64(w, "for")},
-                                                  {"ok", false},
-                                                  {"error", "nothing to compensate"}});
-        return advance();
-      }
-      const json copy = *done;
-      return start_compensation(eff, attempt, copy, recovered);
-    }
-    start_tool(u64(w, "call"), eff, attempt, recovered);
-  }
-};
-
-void reply_to(decision& out, json body) {
-  out.effects.push_back(reply_ok(std::move(body)));
-}
-
-}  // namespace
 
 int64_t retry_delay_ms(const config::retry_policy& p, uint64_t effect, uint32_t attempt) {
   double base =
@@ -421,25 +57,26 @@ void loop_type::on_message(const agent_state& s, const message_input&, int64_t n
 
 void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t now,
                           decision& out) const {
-  // The pre-signal wait: a cancel drops passive waits in apply_ctl.
-  const json before = member(member(s.data, "ctl"), "turn");
-  loop_decider d(*this, s, now, out);
-  const json& p = sig.payload;
-  const std::string by = str(p, "by");
-  if (status ok = check_loop_signal(member(s.data, "ctl"), member(s.data, "conversation"), sig);
-      !ok) {
+  // The pre-signal turn: a cancel drops passive waits in apply_ctl.
+  const loop_state& before = control_of(s);
+  const bool had_turn = before.turn.has_value();
+  const std::optional<loop_wait> before_wait = had_turn ? before.turn->wait : std::nullopt;
+  if (status ok = check_loop_signal(before, member(s.data, "conversation"), sig); !ok) {
     out.effects.push_back(reply_error(
         ok.error_code() == code::conflict ? "conflict" : "invalid_argument", ok.message()));
     return;
   }
+  loop_decider d(*this, s, now, out);
+  const json& p = sig.payload;
+  const std::string by = str(p, "by");
 
   if (sig.name == "approve" || sig.name == "reject") {
-    const uint64_t i = u64(d.wait(), "call");
-    const json c = d.turn()["calls"][i];
+    const uint64_t i = d.wait()->call_no();
+    const loop_call c = d.turn().calls.at(i);
     const bool ok = sig.name == "approve";
     json ev = {{"call", i},
-               {"call_id", c.value("id", "")},
-               {"tool", c.value("name", "")},
+               {"call_id", c.id},
+               {"tool", c.name},
                {"verdict", ok ? "approved" : "rejected"},
                {"rule", "human"},
                {"by", by},
@@ -457,55 +94,55 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
         d.start_tool(i, d.next_seq(), 1, false);
     }
     d.advance();
-    return reply_to(out, {{"call", c.value("name", "")}, {ok ? "approved" : "rejected", true}});
+    return reply_to(out, {{"call", c.name}, {ok ? "approved" : "rejected", true}});
   }
   if (sig.name == "resolve") {
     const std::string outcome = str(p, "outcome");
-    const json prev = d.wait()["prev"];
-    const uint64_t eff = u64(prev, "effect");
-    const bool comp = prev.value("on", "") == "compensation";
+    static const loop_wait none;
+    const loop_wait prev = d.wait()->about() ? *d.wait()->about() : none;
+    const uint64_t eff = prev.effect_id();
+    const bool comp = prev.on == wait_on::compensation;
     if (outcome == "succeeded") {
       json result = p.is_object() ? p.value("result", json()) : json();
       if (comp)
         d.emit(event_type::compensation_completed, {{"effect", eff},
-                                                    {"for", u64(prev, "for")},
+                                                    {"for", prev.for_effect.value_or(0)},
                                                     {"ok", true},
                                                     {"result", result},
                                                     {"resolved_by", by}});
-      else {
+      else
         d.complete_call(prev, result, "resolved_by", by);
-      }
     } else if (outcome == "failed") {
       if (comp) {
         d.emit(event_type::compensation_completed, {{"effect", eff},
-                                                    {"for", u64(prev, "for")},
+                                                    {"for", prev.for_effect.value_or(0)},
                                                     {"ok", false},
                                                     {"error", "resolved as failed"},
                                                     {"resolved_by", by}});
       } else {
         d.emit(event_type::effect_failed,
                {{"effect", eff},
-                {"attempt", u64(prev, "attempt")},
+                {"attempt", prev.attempt_no()},
                 {"error", "resolved as failed" + (by.empty() ? "" : " by " + by)},
                 {"retryable", false},
                 {"final", true},
                 {"resolved_by", by}});
       }
     } else {  // "retry", as check_loop_signal made sure
-      d.restart(prev, static_cast<uint32_t>(u64(prev, "attempt") + 1), false);
+      d.restart(prev, static_cast<uint32_t>(prev.attempt_no() + 1), false);
     }
     d.advance();
     return reply_to(out, {{"resolved", outcome}, {"effect", eff}});
   }
   if (sig.name == "answer") {
-    const json w = d.wait();
+    const loop_wait w = *d.wait();
     d.complete_call(w, p, "answered_by", by);
     d.advance();
     return reply_to(out, {{"answered", true}});
   }
   if (sig.name == "cancel") {
-    if (before["wait"].is_object() && before["wait"].value("on", "") == "worker")
-      d.effect(end_effect{u64(before["wait"], "effect")});
+    if (before_wait && before_wait->on == wait_on::worker)
+      d.effect(end_effect{before_wait->effect_id()});
     d.advance();
     return reply_to(out, {{"cancelled", true}});
   }
@@ -515,9 +152,8 @@ void loop_type::on_signal(const agent_state& s, const signal_input& sig, int64_t
     d.advance();
     return;
   }
-  const bool queued = before.is_object();
   d.advance();
-  reply_to(out, {{"status", queued ? "queued" : "started"}});
+  reply_to(out, {{"status", had_turn ? "queued" : "started"}});
 }
 
 std::vector<std::string> loop_type::signals() const {
@@ -527,24 +163,25 @@ std::vector<std::string> loop_type::signals() const {
 }
 
 status loop_type::signal_applies(const agent_state& s, const signal_input& sig) const {
-  return check_loop_signal(member(s.data, "ctl"), member(s.data, "conversation"), sig);
+  return check_loop_signal(control_of(s), member(s.data, "conversation"), sig);
 }
 
 void loop_type::on_timer(const agent_state& s, const pending_timer& t, int64_t now,
                          decision& out) const {
   loop_decider d(*this, s, now, out);
   const json& p = t.payload;
-  const std::string on = d.wait_on();
+  const loop_wait* w = d.wait();
   if (p.contains("sleep")) {
-    if (on != "sleep" || u64(d.wait(), "effect") != u64(p, "sleep")) return;
-    const json w = d.wait();
-    d.complete_call(w, {{"slept_ms", p.value("ms", int64_t{0})}});
+    if (!w || w->on != wait_on::sleep || w->effect_id() != u64(p, "sleep")) return;
+    const loop_wait slept = *w;
+    d.complete_call(slept, {{"slept_ms", p.value("ms", int64_t{0})}});
     return d.advance();
   }
   if (p.contains("retry")) {
-    if (on != "retry") return;
-    const json prev = d.wait()["prev"];
-    if (u64(prev, "effect") != u64(p, "retry")) return;
+    if (!w || w->on != wait_on::retry) return;
+    static const loop_wait none;
+    const loop_wait prev = w->about() ? *w->about() : none;
+    if (prev.effect_id() != u64(p, "retry")) return;
     d.restart(prev, static_cast<uint32_t>(u64(p, "attempt")), false);
     return d.advance();
   }
@@ -553,14 +190,14 @@ void loop_type::on_timer(const agent_state& s, const pending_timer& t, int64_t n
 void loop_type::on_effect_result(const agent_state& s, const effect_result_input& r, int64_t now,
                                  decision& out) const {
   loop_decider d(*this, s, now, out);
-  const std::string on = d.wait_on();
-  if ((on != "model" && on != "tool" && on != "worker" && on != "compensation") ||
-      u64(d.wait(), "effect") != r.effect || u64(d.wait(), "attempt") != r.attempt) {
+  const loop_wait* waiting = d.wait();
+  if (!waiting || !is_running_wait(waiting->on) || waiting->effect_id() != r.effect ||
+      waiting->attempt_no() != r.attempt) {
     out.effects.push_back(reply_error("conflict", "stale effect result"));
     return;
   }
-  const json w = d.wait();
-  if (on == "model") {
+  const loop_wait w = *waiting;
+  if (w.on == wait_on::model) {
     if (r.ok &&
         (!r.result.is_object() || !r.result.value("tool_calls", json::array()).is_array())) {
       effect_result_input bad = r;
@@ -586,7 +223,7 @@ void loop_type::on_effect_result(const agent_state& s, const effect_result_input
     d.advance();
     return reply_to(out, {{"recorded", true}});
   }
-  const config::tool_spec* ts = spec_->find_tool(w.value("tool", ""));
+  const config::tool_spec* ts = spec_->find_tool(w.tool_name());
   const config::retry_policy policy = ts ? ts->retry : config::retry_policy{};
   // At most once: a non-idempotent call that may have happened is never run
   // again on its own, whatever the retry policy says.
@@ -595,11 +232,13 @@ void loop_type::on_effect_result(const agent_state& s, const effect_result_input
     d.in_doubt(w, r);
     return reply_to(out, {{"recorded", true}, {"in_doubt", true}});
   }
-  if (on == "compensation") {
+  if (w.on == wait_on::compensation) {
     if (!r.ok) return d.attempt_failed(policy, r, true);
     d.effect(end_effect{r.effect});
-    d.emit(event_type::compensation_completed,
-           {{"effect", r.effect}, {"for", u64(w, "for")}, {"ok", true}, {"result", r.result}});
+    d.emit(event_type::compensation_completed, {{"effect", r.effect},
+                                                {"for", w.for_effect.value_or(0)},
+                                                {"ok", true},
+                                                {"result", r.result}});
     d.advance();
     return reply_to(out, {{"recorded", true}});
   }
@@ -611,24 +250,23 @@ void loop_type::on_effect_result(const agent_state& s, const effect_result_input
 }
 
 bool loop_type::needs_recovery(const agent_state& s) const {
-  const json& turn = member(member(s.data, "ctl"), "turn");
-  if (!turn.is_object() || !turn["wait"].is_object()) return false;
-  const std::string on = turn["wait"].value("on", "");
-  return on == "model" || on == "tool" ||
-         (on == "compensation" && turn["wait"].value("kind", "") != "worker");
+  const std::optional<wait_on> on = wait_of(control_of(s));
+  if (!on) return false;
+  return on == wait_on::model || on == wait_on::tool ||
+         (on == wait_on::compensation && control_of(s).turn->wait->kind != "worker");
 }
 
 void loop_type::on_recover(const agent_state& s, const recover_input& r, int64_t now,
                            decision& out) const {
   if (!needs_recovery(s)) return;
-  const json w = member(member(s.data, "ctl"), "turn")["wait"];
-  const std::string on = w.value("on", "");
-  const uint64_t eff = u64(w, "effect");
-  const auto attempt = static_cast<uint32_t>(u64(w, "attempt"));
-  const config::tool_spec* ts = spec_->find_tool(w.value("tool", ""));
+  const loop_wait w = *control_of(s).turn->wait;
+  const uint64_t eff = w.effect_id();
+  const auto attempt = static_cast<uint32_t>(w.attempt_no());
+  const config::tool_spec* ts = spec_->find_tool(w.tool_name());
   const bool idempotent = ts && (ts->idempotent || is_builtin_idempotent(ts->kind));
+  const bool model = w.on == wait_on::model;
   const auto crashes = r.node_crashes.find(eff);
-  if ((on == "model" || idempotent) && r.max_crashes > 0 && crashes != r.node_crashes.end() &&
+  if ((model || idempotent) && r.max_crashes > 0 && crashes != r.node_crashes.end() &&
       crashes->second >= r.max_crashes) {
     const effect_result_input refused{
         eff,
@@ -643,95 +281,106 @@ void loop_type::on_recover(const agent_state& s, const recover_input& r, int64_t
   }
   loop_decider d(*this, s, now, out);
   const uint32_t next = attempt + 1;
-  if (on == "model") return d.restart(w, next, true);
-  if (idempotent) return d.restart(w, next, true);
+  if (model || idempotent) return d.restart(w, next, true);
   d.effect(end_effect{eff});
   d.emit(event_type::effect_in_doubt,
-         {{"effect", eff}, {"tool", w.value("tool", "")}, {"attempt", u64(w, "attempt")}});
+         {{"effect", eff}, {"tool", w.tool_name()}, {"attempt", w.attempt_no()}});
 }
 
 void loop_type::apply(agent_state& s, const event& e) const {
-  json& ctl = s.data["ctl"];
-  apply_conversation(s.data["conversation"], ctl, e);
-  apply_ctl(ctl, e, s.data["conversation"]);
+  if (!s.loop) s.loop.emplace();
+  apply_conversation(s.data["conversation"], *s.loop, e);
+  apply_ctl(*s.loop, e, s.data["conversation"]);
 }
 
 status loop_type::can_take_over(const agent_state& s) const {
-  const json& turn = member(member(s.data, "ctl"), "turn");
-  const json& w = member(turn, "wait");
-  if (!w.is_object()) return status::ok();
+  const loop_state& ctl = control_of(s);
+  if (!ctl.turn || !ctl.turn->wait) return status::ok();
+  const loop_turn& turn = *ctl.turn;
+  const loop_wait& w = *turn.wait;
   // The tool of the call it waits in: named by the wait, by the call it
   // points at, or by the call in doubt.
-  std::string tool = w.value("tool", "");
-  const json& calls = member(turn, "calls");
-  if (tool.empty() && w.contains("call") && calls.is_array() && u64(w, "call") < calls.size())
-    tool = calls[u64(w, "call")].value("name", "");
-  const json& prev = member(w, "prev");
-  if (tool.empty() && prev.is_object()) tool = prev.value("tool", "");
+  std::string tool = w.tool_name();
+  if (tool.empty() && w.call && *w.call < turn.calls.size()) tool = turn.calls[*w.call].name;
+  if (tool.empty() && w.about()) tool = w.about()->tool_name();
   if (tool.empty() || spec_->find_tool(tool)) return status::ok();
   return error(code::conflict, "the agent waits (" + phase(s) + ") in a call of tool " + tool +
                                    ", which version " + version_ + " does not have");
 }
 
 std::vector<uint64_t> loop_type::open_effects(const agent_state& s) const {
-  const json& turn = member(member(s.data, "ctl"), "turn");
-  if (!turn.is_object() || !turn["wait"].is_object()) return {};
-  const json& w = turn["wait"];
-  if (!is_running_wait(w.value("on", ""))) return {};
-  return {u64(w, "effect")};
+  const loop_state& ctl = control_of(s);
+  if (!ctl.turn || !ctl.turn->wait || !is_running_wait(ctl.turn->wait->on)) return {};
+  return {ctl.turn->wait->effect_id()};
 }
 
+namespace {
+
+// The phase an agent loop shows while its turn waits on `on`.
+const char* phase_of(wait_on on) {
+  switch (on) {
+    case wait_on::model:
+      return "thinking";
+    case wait_on::tool:
+      return "running_tool";
+    case wait_on::worker:
+      return "waiting_worker";
+    case wait_on::approval:
+      return "waiting_approval";
+    case wait_on::human:
+      return "waiting_human";
+    case wait_on::sleep:
+      return "sleeping";
+    case wait_on::in_doubt:
+      return "in_doubt";
+    case wait_on::retry:
+      return "retrying";
+    case wait_on::compensation:
+      return "compensating";
+  }
+  return "running";
+}
+
+}  // namespace
+
 std::string loop_type::phase(const agent_state& s) const {
-  const json& ctl = member(s.data, "ctl");
-  const json& turn = member(ctl, "turn");
-  if (s.status != "active") return s.status;
-  if (!turn.is_object()) return "idle";
-  if (!turn["wait"].is_object()) return "running";
-  const std::string on = turn["wait"].value("on", "");
-  if (on == "model") return "thinking";
-  if (on == "tool") return "running_tool";
-  if (on == "worker") return "waiting_worker";
-  if (on == "approval") return "waiting_approval";
-  if (on == "human") return "waiting_human";
-  if (on == "sleep") return "sleeping";
-  if (on == "in_doubt") return "in_doubt";
-  if (on == "retry") return "retrying";
-  if (on == "compensation") return "compensating";
-  return on;
+  if (s.status != agent_status::active) return std::string(to_string(s.status));
+  const loop_state& ctl = control_of(s);
+  if (!ctl.turn) return "idle";
+  if (!ctl.turn->wait) return "running";
+  return phase_of(ctl.turn->wait->on);
 }
 
 std::string loop_type::turn_id(const agent_state& s) const {
-  return str(member(member(s.data, "ctl"), "turn"), "id");
+  const loop_state& ctl = control_of(s);
+  return ctl.turn ? ctl.turn->id : std::string();
 }
 
 json loop_type::view(const agent_state& s) const {
-  const json& ctl = member(s.data, "ctl");
-  const json& turn = member(ctl, "turn");
+  const loop_state& ctl = control_of(s);
   json v = {{"phase", phase(s)},
-            {"turns", ctl.value("turns", 0)},
-            {"queued", member(ctl, "queue").size()},
-            {"usage", ctl.value("usage", json::object())},
-            {"last", ctl.value("last", json())}};
-  if (turn.is_object()) {
-    json t = {{"turn", turn.value("n", 0)},
-              {"steps", turn.value("steps", 0)},
-              {"tool_calls", turn.value("tool_calls", 0)}};
-    const json& w = turn["wait"];
-    if (w.is_object()) {
-      json wait = w;
-      if (w.contains("call") && u64(w, "call") < turn["calls"].size()) {
-        const json& c = turn["calls"][u64(w, "call")];
-        wait["tool"] = c.value("name", "");
-        wait["arguments"] = c.value("arguments", json());
+            {"turns", ctl.turns},
+            {"queued", ctl.queue.size()},
+            {"usage", to_json(ctl.usage)},
+            {"last", ctl.last ? to_json(*ctl.last) : json()}};
+  if (ctl.turn) {
+    const loop_turn& turn = *ctl.turn;
+    json t = {{"turn", turn.n}, {"steps", turn.steps}, {"tool_calls", turn.tool_calls}};
+    if (turn.wait) {
+      const loop_wait& w = *turn.wait;
+      json wait = to_json(w);
+      if (w.call && *w.call < turn.calls.size()) {
+        wait["tool"] = turn.calls[*w.call].name;
+        wait["arguments"] = turn.calls[*w.call].arguments;
       }
-      if (w.value("on", "") == "in_doubt") {
-        const json& prev = w["prev"];
-        wait["effect"] = u64(prev, "effect");
-        wait["tool"] = prev.value("tool", "");
+      if (w.on == wait_on::in_doubt) {
+        wait["effect"] = w.about() ? w.about()->effect_id() : 0;
+        wait["tool"] = w.about() ? w.about()->tool_name() : std::string();
       }
       t["wait"] = std::move(wait);
     }
-    if (!turn["failing"].is_null()) t["failing"] = turn["failing"];
+    if (turn.failing)
+      t["failing"] = {{"status", turn.failing->status}, {"reason", turn.failing->reason}};
     v["turn"] = std::move(t);
   }
   return v;

@@ -35,34 +35,34 @@ const json* last_input(const json& conv) {
 
 }  // namespace
 
-std::string retry_refusal(const json& ctl, const json& conv) {
-  const json& turn = member(ctl, "turn");
-  if (turn.is_object())
-    return "turn " + std::to_string(u64(turn, "n")) +
-           " is in progress; retry a turn once it failed";
-  if (const json& q = member(ctl, "queue"); q.is_array() && !q.empty())
-    return "a turn is queued; retry a turn once it failed";
-  const json& last = member(ctl, "last");
-  if (!last.is_object()) return "no turn has run yet: nothing to retry";
-  const std::string st = str(last, "status");
+std::string retry_refusal(const loop_state& ctl, const json& conv) {
+  if (ctl.turn)
+    return "turn " + std::to_string(ctl.turn->n) + " is in progress; retry a turn once it failed";
+  if (!ctl.queue.empty()) return "a turn is queued; retry a turn once it failed";
+  if (!ctl.last) return "no turn has run yet: nothing to retry";
+  const std::string& st = ctl.last->status;
   if (st != "failed" && st != "stopped")
-    return "the last turn (" + std::to_string(u64(last, "turn")) + ") " +
+    return "the last turn (" + std::to_string(ctl.last->turn) + ") " +
            (st == "completed" ? std::string("completed") : "was " + st) + ": nothing to retry";
   if (!last_input(conv)) return "the failed turn's input is not in the conversation";
   return {};
 }
 
+std::optional<wait_on> wait_of(const loop_state& ctl) {
+  if (!ctl.turn || !ctl.turn->wait) return std::nullopt;
+  return ctl.turn->wait->on;
+}
+
 // Reads the state before the signal: the signal's own fold (a cancel's
 // failing turn, a retry's queued input) must not answer for it.
-status check_loop_signal(const json& ctl, const json& conv, const signal_input& sig) {
-  const json& turn = member(ctl, "turn");
-  const json& w = member(turn, "wait");
-  const std::string on = str(w, "on");
+status check_loop_signal(const loop_state& ctl, const json& conv, const signal_input& sig) {
+  const std::optional<wait_on> on = wait_of(ctl);
   const std::string& n = sig.name;
   if (n == "approve" || n == "reject")
-    return on == "approval" ? status::ok() : error(code::conflict, "nothing awaits approval");
+    return on == wait_on::approval ? status::ok()
+                                   : error(code::conflict, "nothing awaits approval");
   if (n == "resolve") {
-    if (on != "in_doubt") return error(code::conflict, "no effect is in doubt");
+    if (on != wait_on::in_doubt) return error(code::conflict, "no effect is in doubt");
     const std::string outcome = str(sig.payload, "outcome");
     if (outcome != "succeeded" && outcome != "failed" && outcome != "retry")
       return error(code::invalid_argument,
@@ -70,10 +70,10 @@ status check_loop_signal(const json& ctl, const json& conv, const signal_input& 
     return status::ok();
   }
   if (n == "answer")
-    return on == "human" ? status::ok() : error(code::conflict, "nobody asked a human");
+    return on == wait_on::human ? status::ok() : error(code::conflict, "nobody asked a human");
   if (n == "cancel") {
-    if (!turn.is_object()) return error(code::conflict, "no turn is in progress");
-    if (on == "in_doubt")
+    if (!ctl.turn) return error(code::conflict, "no turn is in progress");
+    if (on == wait_on::in_doubt)
       return error(code::conflict, "an effect is in doubt: resolve it first, then cancel");
     return status::ok();
   }
@@ -119,11 +119,11 @@ namespace {
 
 // What a turn waits on while a tool of this kind (as recorded in its
 // effect_started event) runs.
-const char* wait_on_for(const std::string& kind) {
-  if (kind == "worker") return "worker";
-  if (kind == "sleep") return "sleep";
-  if (kind == "ask_human") return "human";
-  return "tool";
+wait_on wait_on_for(const std::string& kind) {
+  if (kind == "worker") return wait_on::worker;
+  if (kind == "sleep") return wait_on::sleep;
+  if (kind == "ask_human") return wait_on::human;
+  return wait_on::tool;
 }
 
 }  // namespace
@@ -133,36 +133,37 @@ bool is_builtin_idempotent(tool_kind k) {
          k == tool_kind::ask_human;
 }
 
-// Waits with an effect marker: something runs or is queued for them.
-bool is_running_wait(const std::string& on) {
-  return on == "model" || on == "tool" || on == "worker" || on == "compensation";
+bool is_running_wait(wait_on on) {
+  return on == wait_on::model || on == wait_on::tool || on == wait_on::worker ||
+         on == wait_on::compensation;
 }
 
-// Waits that nothing in this process is working on: a cancel may drop them.
-bool is_passive_wait(const std::string& on) {
-  return on == "approval" || on == "human" || on == "in_doubt" || on == "retry" || on == "sleep" ||
-         on == "worker";
+bool is_passive_wait(wait_on on) {
+  return on == wait_on::approval || on == wait_on::human || on == wait_on::in_doubt ||
+         on == wait_on::retry || on == wait_on::sleep || on == wait_on::worker;
 }
-
-namespace {
-
-json& turn_of(json& ctl) {
-  return ctl["turn"];
-}
-
-}  // namespace
 
 // --- apply: the loop's view of every event ---------------------------------
 
 namespace {
 
 // The effect an outcome event settles: the one waited for, or the one a
-// retry or a doubt is about.
-json settled_wait(const json& turn) {
-  const json& w = turn["wait"];
-  if (!w.is_object()) return json::object();
-  const std::string on = w.value("on", "");
-  if (on == "in_doubt" || on == "retry") return w.value("prev", json::object());
+// retry or a doubt is about; nullopt when there is none.
+std::optional<loop_wait> settled_wait(const loop_turn& turn) {
+  if (!turn.wait) return std::nullopt;
+  const loop_wait& w = *turn.wait;
+  if (w.on == wait_on::in_doubt || w.on == wait_on::retry) {
+    if (w.prev.empty()) return std::nullopt;
+    return w.prev.front();
+  }
+  return w;
+}
+
+loop_wait effect_wait(wait_on on, const json& d) {
+  loop_wait w;
+  w.on = on;
+  w.effect = u64(d, "effect");
+  w.attempt = u64(d, "attempt");
   return w;
 }
 
@@ -170,201 +171,203 @@ json settled_wait(const json& turn) {
 
 // Time a turn has been running, not counting waits for people (approval,
 // ask_human, a doubt to resolve): a human may answer months later.
-uint64_t busy_ms(const json& turn, int64_t now) {
-  int64_t waited = static_cast<int64_t>(u64(turn, "waited_ms"));
-  const json& w = turn.value("wait", json());
-  if (w.is_object() && w.contains("since")) waited += now - w.value("since", now);
-  return static_cast<uint64_t>(std::max<int64_t>(0, now - turn.value("started_ms", now) - waited));
+uint64_t busy_ms(const loop_turn& turn, int64_t now) {
+  int64_t waited = static_cast<int64_t>(turn.waited_ms.value_or(0));
+  if (turn.wait && turn.wait->since) waited += now - *turn.wait->since;
+  return static_cast<uint64_t>(std::max<int64_t>(0, now - turn.started_ms - waited));
 }
 
-void apply_ctl(json& ctl, const event& e, const json& conv) {
+void apply_ctl(loop_state& ctl, const event& e, const json& conv) {
   const json& d = e.data;
-  json& turn = turn_of(ctl);
-  json& usage = ctl["usage"];
+  std::optional<loop_turn>& turn = ctl.turn;
+  loop_usage& usage = ctl.usage;
   // A wait for people that this event ends adds to the turn's waited time.
-  const json prev_wait = turn.is_object() ? turn.value("wait", json()) : json();
+  const std::optional<loop_wait> prev_wait = turn ? turn->wait : std::nullopt;
   switch (e.type) {
     case event_type::message_received:
-      ctl["queue"].push_back({{"id", d.value("id", "")},
-                              {"from", d.value("from", "")},
-                              {"input", content_of(d.value("body", json()))}});
+      ctl.queue.push_back(
+          {d.value("id", ""), d.value("from", ""), content_of(d.value("body", json())), {}});
       break;
     case event_type::signal_received: {
       const std::string name = d.value("signal", "");
       if (!is_control_signal(name)) {
-        ctl["queue"].push_back(
-            // "auto-" ids are the node's own: no client message shares one.
-            {{"id", signal_input_id(u64(d, "arrival"))},
-             {"from", ""},
-             {"input", "[signal " + name + "] " + d.value("payload", json()).dump()}});
+        // "auto-" ids are the node's own: no client message shares one.
+        ctl.queue.push_back({signal_input_id(u64(d, "arrival")),
+                             "",
+                             "[signal " + name + "] " + d.value("payload", json()).dump(),
+                             {}});
       } else if (name == "retry" && retry_refusal(ctl, conv).empty()) {
         // The failed turn again: its input, as a new turn that answers the
         // retry (a refused retry changes nothing).
         const json& input = *last_input(conv);
-        ctl["queue"].push_back(
-            {{"id", signal_input_id(u64(d, "arrival"))},
-             {"from", ""},
-             {"input", input.is_string() ? input.get<std::string>() : input.dump()},
-             {"retry_of", u64(ctl["last"], "turn")}});
-      } else if (name == "cancel" && turn.is_object() && turn["failing"].is_null() &&
-                 !(turn["wait"].is_object() && turn["wait"].value("on", "") == "in_doubt")) {
-        const json& p = d.value("payload", json());
-        std::string by = str(p, "by");
-        turn["failing"] = {{"status", "cancelled"},
-                           {"reason", by.empty() ? "cancelled" : "cancelled by " + by}};
-        if (turn["wait"].is_object() && is_passive_wait(turn["wait"].value("on", "")))
-          turn["wait"] = nullptr;
+        ctl.queue.push_back({signal_input_id(u64(d, "arrival")), "",
+                             input.is_string() ? input.get<std::string>() : input.dump(),
+                             ctl.last->turn});
+      } else if (name == "cancel" && turn && !turn->failing &&
+                 !(turn->wait && turn->wait->on == wait_on::in_doubt)) {
+        const std::string by = str(d.value("payload", json()), "by");
+        turn->failing = turn_failing{"cancelled", by.empty() ? "cancelled" : "cancelled by " + by};
+        if (turn->wait && is_passive_wait(turn->wait->on)) turn->wait.reset();
       }
       break;
     }
     case event_type::turn_started: {
-      ctl["queue"].erase(ctl["queue"].begin());
-      turn = {{"n", d.value("turn", uint64_t{0})},
-              {"id", d.value("id", "")},
-              {"from", d.value("from", "")},
-              {"started_ms", e.time_ms},
-              {"steps", 0},
-              {"model_calls", 0},
-              {"tool_calls", 0},
-              {"tokens", 0},
-              {"calls", json::array()},
-              {"next", 0},
-              {"wait", nullptr},
-              {"done", json::array()},
-              {"failing", nullptr},
-              {"final", false},
-              {"answer", nullptr}};
+      if (!ctl.queue.empty()) ctl.queue.erase(ctl.queue.begin());
+      loop_turn t;
+      t.n = d.value("turn", uint64_t{0});
+      t.id = d.value("id", "");
+      t.from = d.value("from", "");
+      t.started_ms = e.time_ms;
+      turn = std::move(t);
       break;
     }
-    case event_type::model_requested:
-      turn["wait"] = {{"on", "model"},
-                      {"effect", u64(d, "effect")},
-                      {"attempt", u64(d, "attempt")},
-                      {"call_index", u64(d, "call_index")}};
-      if (u64(d, "attempt") == 1) {
-        turn["steps"] = u64(turn, "steps") + 1;
-        usage["model_requests"] = u64(usage, "model_requests") + 1;
-      }
-      turn["model_calls"] = u64(turn, "model_calls") + 1;
-      usage["model_calls"] = u64(usage, "model_calls") + 1;
+    case event_type::model_requested: {
+      const uint64_t attempt = u64(d, "attempt");
+      if (attempt == 1) usage.model_requests = usage.model_requests.value_or(0) + 1;
+      ++usage.model_calls;
+      if (!turn) break;
+      loop_wait w = effect_wait(wait_on::model, d);
+      w.call_index = u64(d, "call_index");
+      turn->wait = std::move(w);
+      if (attempt == 1) ++turn->steps;
+      ++turn->model_calls;
       break;
+    }
     case event_type::model_replied: {
-      turn["wait"] = nullptr;
       const json& u = d.value("usage", json::object());
-      uint64_t tokens = u64(u, "prompt_tokens") + u64(u, "completion_tokens");
-      turn["tokens"] = u64(turn, "tokens") + tokens;
-      usage["tokens"] = u64(usage, "tokens") + tokens;
-      json calls = json::array();
+      const uint64_t tokens = u64(u, "prompt_tokens") + u64(u, "completion_tokens");
+      usage.tokens += tokens;
+      if (!turn) break;
+      turn->wait.reset();
+      turn->tokens += tokens;
+      std::vector<loop_call> calls;
       for (const auto& c : d.value("tool_calls", json::array()))
-        calls.push_back({{"id", c.value("id", "")},
-                         {"name", c.value("name", "")},
-                         {"arguments", c.value("arguments", json())},
-                         {"state", "proposed"}});
-      turn["final"] = calls.empty();
-      turn["calls"] = std::move(calls);
-      turn["next"] = 0;
-      turn["answer"] = d.value("content", json());
+        calls.push_back({c.value("id", ""), c.value("name", ""), c.value("arguments", json()),
+                         call_state::proposed});
+      turn->final = calls.empty();
+      turn->calls = std::move(calls);
+      turn->next = 0;
+      turn->answer = d.value("content", json());
       break;
     }
     case event_type::guardrail_decided: {
+      if (!turn) break;
       const std::string v = d.value("verdict", "");
       if (v == "deny" || v == "invalid" || v == "rejected") {
-        uint64_t i = u64(d, "call");
-        turn["calls"][i]["state"] = "refused";
-        turn["next"] = i + 1;
-        turn["wait"] = nullptr;
+        const uint64_t i = u64(d, "call");
+        if (i < turn->calls.size()) turn->calls[i].state = call_state::refused;
+        turn->next = i + 1;
+        turn->wait.reset();
       } else if (v == "approved") {
-        turn["wait"] = nullptr;
+        turn->wait.reset();
       }
       break;
     }
-    case event_type::approval_requested:
-      turn["wait"] = {{"on", "approval"}, {"call", u64(d, "call")}, {"since", e.time_ms}};
+    case event_type::approval_requested: {
+      if (!turn) break;
+      loop_wait w;
+      w.on = wait_on::approval;
+      w.call = u64(d, "call");
+      w.since = e.time_ms;
+      turn->wait = std::move(w);
       break;
+    }
     case event_type::effect_started: {
-      uint64_t i = u64(d, "call");
-      const std::string tool = d.value("tool", "");
+      const bool first = u64(d, "attempt") == 1;
+      if (first) ++usage.tool_calls;
+      if (!turn) break;
+      const uint64_t i = u64(d, "call");
       const std::string kind = d.value("kind", "");
-      turn["wait"] = {{"on", wait_on_for(kind)},
-                      {"effect", u64(d, "effect")},
-                      {"attempt", u64(d, "attempt")},
-                      {"call", i},
-                      {"tool", tool},
-                      {"kind", kind}};
-      if (kind == "ask_human") turn["wait"]["since"] = e.time_ms;
-      turn["calls"][i]["state"] = "running";
-      if (u64(d, "attempt") == 1) {
-        turn["tool_calls"] = u64(turn, "tool_calls") + 1;
-        usage["tool_calls"] = u64(usage, "tool_calls") + 1;
-      }
+      loop_wait w = effect_wait(wait_on_for(kind), d);
+      w.call = i;
+      w.tool = d.value("tool", "");
+      w.kind = kind;
+      if (kind == "ask_human") w.since = e.time_ms;
+      turn->wait = std::move(w);
+      if (i < turn->calls.size()) turn->calls[i].state = call_state::running;
+      if (first) ++turn->tool_calls;
       break;
     }
     case event_type::effect_completed: {
-      const json w = settled_wait(turn);
-      uint64_t i = u64(w, "call");
-      turn["calls"][i]["state"] = "done";
-      turn["next"] = i + 1;
-      turn["wait"] = nullptr;
+      if (!turn) break;
+      const std::optional<loop_wait> w = settled_wait(*turn);
+      const uint64_t i = w ? w->call_no() : 0;
+      if (i < turn->calls.size()) turn->calls[i].state = call_state::done;
+      turn->next = i + 1;
+      turn->wait.reset();
       if (const std::string comp = str(d, "compensate"); !comp.empty())
-        turn["done"].push_back({{"effect", u64(d, "effect")},
-                                {"tool", w.value("tool", "")},
-                                {"compensate", comp},
-                                {"arguments", turn["calls"][i]["arguments"]},
-                                {"result", d.value("result", json())}});
+        turn->done.push_back({u64(d, "effect"), w ? w->tool_name() : std::string(), comp,
+                              i < turn->calls.size() ? turn->calls[i].arguments : json(),
+                              d.value("result", json())});
       break;
     }
     case event_type::effect_failed: {
-      json w = settled_wait(turn);
+      if (!turn) break;
+      std::optional<loop_wait> w = settled_wait(*turn);
       if (d.value("final", false)) {
-        turn["wait"] = nullptr;
-        if (w.contains("call")) turn["calls"][u64(w, "call")]["state"] = "failed";
-        if (turn["failing"].is_null())
-          turn["failing"] = {
-              {"status", "failed"},
-              {"reason", (w.value("on", "") == "model" ? std::string("model call")
-                                                       : "tool " + w.value("tool", "")) +
-                             " failed: " + d.value("error", "")}};
+        turn->wait.reset();
+        if (w && w->call && *w->call < turn->calls.size())
+          turn->calls[*w->call].state = call_state::failed;
+        if (!turn->failing)
+          turn->failing =
+              turn_failing{"failed", (w && w->on == wait_on::model
+                                          ? std::string("model call")
+                                          : "tool " + (w ? w->tool_name() : std::string())) +
+                                         " failed: " + d.value("error", "")};
       } else {
-        turn["wait"] = {{"on", "retry"}, {"prev", std::move(w)}, {"timer", u64(d, "timer")}};
+        loop_wait r;
+        r.on = wait_on::retry;
+        if (w) r.prev.push_back(std::move(*w));
+        r.timer = u64(d, "timer");
+        turn->wait = std::move(r);
       }
       break;
     }
     case event_type::effect_in_doubt: {
-      json w = turn["wait"];
-      turn["wait"] = {{"on", "in_doubt"}, {"prev", std::move(w)}, {"since", e.time_ms}};
+      if (!turn) break;
+      loop_wait w;
+      w.on = wait_on::in_doubt;
+      if (turn->wait) w.prev.push_back(std::move(*turn->wait));
+      w.since = e.time_ms;
+      turn->wait = std::move(w);
       break;
     }
-    case event_type::compensation_started:
-      turn["wait"] = {{"on", "compensation"},         {"effect", u64(d, "effect")},
-                      {"attempt", u64(d, "attempt")}, {"for", u64(d, "for")},
-                      {"tool", d.value("tool", "")},  {"kind", d.value("kind", "")}};
+    case event_type::compensation_started: {
+      if (!turn) break;
+      loop_wait w = effect_wait(wait_on::compensation, d);
+      w.for_effect = u64(d, "for");
+      w.tool = d.value("tool", "");
+      w.kind = d.value("kind", "");
+      turn->wait = std::move(w);
       break;
+    }
     case event_type::compensation_completed:
-      turn["wait"] = nullptr;
-      if (!turn["done"].empty()) turn["done"].erase(turn["done"].end() - 1);
+      if (!turn) break;
+      turn->wait.reset();
+      if (!turn->done.empty()) turn->done.pop_back();
       break;
     case event_type::turn_completed: {
-      usage["wall_ms"] = u64(usage, "wall_ms") + busy_ms(turn, e.time_ms);
-      ctl["turns"] = u64(ctl, "turns") + 1;
-      json last = {{"turn", u64(d, "turn")}, {"status", d.value("status", "")}};
-      if (d.contains("answer")) last["answer"] = d["answer"];
-      if (d.contains("reason")) last["reason"] = d["reason"];
-      ctl["last"] = std::move(last);
-      turn = nullptr;
+      if (turn) usage.wall_ms += busy_ms(*turn, e.time_ms);
+      ++ctl.turns;
+      last_turn last;
+      last.turn = u64(d, "turn");
+      last.status = d.value("status", "");
+      if (d.contains("answer")) last.answer = d["answer"];
+      if (d.contains("reason")) last.reason = d["reason"];
+      ctl.last = std::move(last);
+      turn.reset();
       break;
     }
     case event_type::fork_started:
       // The time between the copied step and the fork is nobody's work.
-      if (turn.is_object()) turn["waited_ms"] = u64(turn, "waited_ms") + u64(d, "gap_ms");
+      if (turn) turn->waited_ms = turn->waited_ms.value_or(0) + u64(d, "gap_ms");
       break;
     default:
       break;
   }
-  if (prev_wait.is_object() && prev_wait.contains("since") && turn.is_object() &&
-      turn.value("wait", json()) != prev_wait)
-    turn["waited_ms"] =
-        u64(turn, "waited_ms") + static_cast<uint64_t>(std::max<int64_t>(
-                                     0, e.time_ms - prev_wait.value("since", e.time_ms)));
+  if (prev_wait && prev_wait->since && turn && turn->wait != prev_wait)
+    turn->waited_ms = turn->waited_ms.value_or(0) +
+                      static_cast<uint64_t>(std::max<int64_t>(0, e.time_ms - *prev_wait->since));
 }
 
 namespace {
@@ -379,15 +382,14 @@ json tool_message(const std::string& call_id, const json& content) {
 
 // The conversation the model sees; updated before apply_ctl (it reads the
 // turn as it was before the event).
-void apply_conversation(json& conv, const json& ctl, const event& e) {
+void apply_conversation(json& conv, const loop_state& ctl, const event& e) {
   const json& d = e.data;
   switch (e.type) {
     case event_type::turn_started: {
       // The text is the queued input's (from its message_received or
       // signal_received): the ledger holds it once.
-      auto q = ctl.find("queue");
-      const bool queued = q != ctl.end() && q->is_array() && !q->empty();
-      conv.push_back({{"role", "user"}, {"content", queued ? str((*q)[0], "input") : ""}});
+      const bool queued = !ctl.queue.empty();
+      conv.push_back({{"role", "user"}, {"content", queued ? ctl.queue.front().input : ""}});
       break;
     }
     case event_type::model_replied: {
@@ -418,15 +420,12 @@ void apply_conversation(json& conv, const json& ctl, const event& e) {
       break;
     case event_type::turn_completed: {
       // Every proposed call must be answered before the next user message.
-      const json& turn = ctl["turn"];
-      if (!turn.is_object()) break;
-      for (const auto& c : turn["calls"]) {
-        const std::string st = c.value("state", "");
-        if (st == "done" || st == "refused") continue;
-        conv.push_back(tool_message(
-            c.value("id", ""),
-            json{{"error", "not run"},
-                 {"reason", "turn " + d.value("status", "") + ": " + d.value("reason", "")}}));
+      if (!ctl.turn) break;
+      for (const auto& c : ctl.turn->calls) {
+        if (c.state == call_state::done || c.state == call_state::refused) continue;
+        conv.push_back(tool_message(c.id, json{{"error", "not run"},
+                                               {"reason", "turn " + d.value("status", "") + ": " +
+                                                              d.value("reason", "")}}));
       }
       break;
     }

@@ -18,10 +18,11 @@ using loop_detail::u64;
 
 namespace {
 
-// What the loop's state waits for ({"on", "effect", "attempt", ...}); null
-// for types without effects.
-const json& wait_of(const agent_state& st) {
-  return member(member(member(st.data, "ctl"), "turn"), "wait");
+// What the loop's state waits for; nullptr for types without effects and
+// for a loop that waits for nothing.
+const loop_wait* wait_of(const agent_state& st) {
+  if (!st.loop || !st.loop->turn || !st.loop->turn->wait) return nullptr;
+  return &*st.loop->turn->wait;
 }
 
 std::string name(event_type t) {
@@ -86,10 +87,10 @@ bool is_outcome(event_type type) {
 
 result<input> input_of(const agent_type& t, const agent_state& st, const event& first) {
   const json& d = first.data;
-  const json& w = wait_of(st);
+  const loop_wait* w = wait_of(st);
   // A result is always for the attempt the agent waits for: a stale one
   // decides nothing, so the ledger never holds one.
-  const auto waited_attempt = static_cast<uint32_t>(w.is_object() ? u64(w, "attempt") : 1);
+  const auto waited_attempt = static_cast<uint32_t>(w ? w->attempt_no() : 1);
   auto flag = [&d](const char* k) { return member(d, k).is_boolean() && member(d, k).get<bool>(); };
   switch (first.type) {
     case event_type::spawned:
@@ -353,11 +354,11 @@ result<effect_result_input> override_input(const agent_type&, const agent_state&
                  "a recorded " + std::string(to_string(at.type)) +
                      " is no effect's outcome: only model_replied, effect_completed, "
                      "effect_failed and compensation_completed can be replaced");
-  const json& w = member(member(member(st.data, "ctl"), "turn"), "wait");
-  const std::string on = str(w, "on");
-  if (!loop_detail::is_running_wait(on))
+  const loop_wait* w = wait_of(st);
+  if (!w || !loop_detail::is_running_wait(w->on))
     return error(code::invalid_argument, "the agent waits for no model or tool call there");
-  const uint64_t eff = u64(w, "effect");
+  const wait_on on = w->on;
+  const uint64_t eff = w->effect_id();
   if (u64(at.data, "effect") != eff)
     return error(code::invalid_argument,
                  "the " + std::string(to_string(at.type)) + " answers effect " +
@@ -365,13 +366,15 @@ result<effect_result_input> override_input(const agent_type&, const agent_state&
                      std::to_string(eff));
   const bool kind_fits =
       at.type == event_type::effect_failed ||
-      (at.type == event_type::model_replied && on == "model") ||
-      (at.type == event_type::effect_completed && (on == "tool" || on == "worker")) ||
-      (at.type == event_type::compensation_completed && on == "compensation");
+      (at.type == event_type::model_replied && on == wait_on::model) ||
+      (at.type == event_type::effect_completed && (on == wait_on::tool || on == wait_on::worker)) ||
+      (at.type == event_type::compensation_completed && on == wait_on::compensation);
   if (!kind_fits)
     return error(code::invalid_argument, "a recorded " + std::string(to_string(at.type)) +
-                                             " cannot answer the agent's wait for " + on);
-  return parse_outcome(replacement, on == "model", eff, static_cast<uint32_t>(u64(w, "attempt")));
+                                             " cannot answer the agent's wait for " +
+                                             std::string(to_string(on)));
+  return parse_outcome(replacement, on == wait_on::model, eff,
+                       static_cast<uint32_t>(w->attempt_no()));
 }
 
 // --- traces --------------------------------------------------------------------

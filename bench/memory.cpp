@@ -208,7 +208,7 @@ ordered_json populate_phase(const std::string& dir, uint64_t count) {
     for (uint64_t i = 0; i < count; ++i) {
       auto id = (*db)->allocate_agent_id();
       if (!id) die("allocate_agent_id: " + id.error().to_string());
-      persistence::agent_meta meta{*id, "counter", "active", now};
+      persistence::agent_meta meta{*id, "counter", agent_status::active, now};
       ws.push_back(
           {persistence::family::agents, false, boot_name(i), persistence::encode(meta, now)});
       ws.push_back(

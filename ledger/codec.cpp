@@ -155,8 +155,9 @@ persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms
   put_varint(out, s.last_seq);
   put_varint(out, s.last_arrival);
   put_varint(out, s.next_timer_id);
-  put_varint(out, s.status.size());
-  out.append(s.status);
+  const std::string_view status = to_string(s.status);
+  put_varint(out, status.size());
+  out.append(status);
   put_varint(out, s.type.size());
   out.append(s.type);
   put_varint(out, s.timers.size());
@@ -168,7 +169,8 @@ persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms
     out.append(p);
   }
   // The version is in the loop's data until an upgrade changes it.
-  const bool upgraded = s.version != agent::legacy_version(s.data);
+  const json data = agent::type_data(s);
+  const bool upgraded = s.version != agent::legacy_version(data);
   const bool extras = s.paused || !s.forks.empty() || upgraded;
   if (extras) {
     json x = json::object();
@@ -180,7 +182,7 @@ persistence::record snapshot_record(const agent::agent_state& s, int64_t time_ms
     out.append(p);
   }
   bool refs = false;
-  out.append(encode_data(s.data, blobs, refs));
+  out.append(encode_data(data, blobs, refs));
   const uint16_t type = refs ? snapshot_with_blobs_type : agent::snapshot_record_type;
   return {static_cast<uint16_t>(type | (extras ? snapshot_extras_flag : 0)), time_ms,
           std::move(out)};
@@ -209,7 +211,11 @@ result<agent::agent_state> snapshot_from_record(const persistence::record& r, st
   s.last_seq = *seq;
   s.last_arrival = *arrival;
   s.next_timer_id = *next_timer;
-  if (!str(s.status) || !str(s.type)) return corrupt("bad snapshot header");
+  std::string status_text;
+  if (!str(status_text) || !str(s.type)) return corrupt("bad snapshot header");
+  const auto parsed = agent_status_from_string(status_text);
+  if (!parsed) return corrupt("unknown agent status");
+  s.status = *parsed;
   auto timers = get_varint(in);
   if (!timers || *timers > in.size()) return corrupt("bad timer count");
   for (uint64_t i = 0; i < *timers; ++i) {
@@ -236,8 +242,8 @@ result<agent::agent_state> snapshot_from_record(const persistence::record& r, st
   auto data = persistence::from_msgpack(in, what);
   if (!data) return data.error();
   if (refs) KEEL_TRY(resolve(*data, blobs, what));
-  s.data = std::move(*data);
-  if (s.version.empty()) s.version = agent::legacy_version(s.data);
+  if (s.version.empty()) s.version = agent::legacy_version(*data);
+  KEEL_TRY(agent::load_type_data(s, std::move(*data), what));
   return s;
 }
 

@@ -59,7 +59,7 @@ result<json> decode_object(value_type t, std::string_view bytes, std::string_vie
 std::string encode(const agent_meta& v, int64_t time_ms) {
   nlohmann::json j = {{"id", v.id},
                       {"type", v.type},
-                      {"status", v.status},
+                      {"status", std::string(to_string(v.status))},
                       {"created_ms", v.created_ms},
                       {"snapshot_seq", v.snapshot_seq},
                       {"clean", v.clean}};
@@ -130,10 +130,11 @@ result<effect_marker> decode_effect_marker(std::string_view bytes, std::string_v
 result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view what) {
   auto j = decode_value(value_type::agent_meta, bytes, what);
   if (!j) return j.error();
-  return extract<agent_meta>(what, [&](agent_meta& v) {
+  std::string status_text;
+  auto meta = extract<agent_meta>(what, [&](agent_meta& v) {
     v.id = j->at("id").get<uint64_t>();
     v.type = j->at("type").get<std::string>();
-    v.status = j->at("status").get<std::string>();
+    status_text = j->at("status").get<std::string>();
     v.created_ms = j->at("created_ms").get<int64_t>();
     v.snapshot_seq = j->at("snapshot_seq").get<uint64_t>();
     v.clean = j->at("clean").get<bool>();
@@ -146,6 +147,13 @@ result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view wh
     v.phase = j->value("phase", "");  // absent in entries of earlier versions
     v.paused = j->value("paused", false);
   });
+  if (!meta) return meta;
+  const auto parsed = agent_status_from_string(status_text);
+  if (!parsed)
+    return error(code::corruption, "corrupt record (" + std::string(what) +
+                                       "): unknown agent status '" + status_text + "'");
+  meta->status = *parsed;
+  return meta;
 }
 
 result<inbox_entry> decode_inbox_entry(std::string_view bytes, std::string_view what) {

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/agent_status.hpp"
 #include "base/status.hpp"
 #include "persistence/msgpack.hpp"
 
@@ -34,7 +35,7 @@ enum class value_type : uint16_t {
 struct agent_meta {
   uint64_t id = 0;
   std::string type;
-  std::string status;  // "active", "terminated", "failed"
+  agent_status status = agent_status::active;
   int64_t created_ms = 0;
   // The newest snapshot's seq (0: none).
   uint64_t snapshot_seq = 0;

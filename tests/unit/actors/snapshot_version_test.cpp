@@ -22,8 +22,10 @@ agent::agent_state loop_state(const std::string& version) {
   s.version = version;
   s.last_seq = 42;
   s.last_arrival = 7;
-  s.data = {{"ctl", {{"spec_hash", spawned_with}, {"turns", 2}, {"turn", nullptr}}},
-            {"conversation", json::array({{{"role", "user"}, {"content", "hi"}}})}};
+  s.loop.emplace();
+  s.loop->spec_hash = spawned_with;
+  s.loop->turns = 2;
+  s.data = {{"conversation", json::array({{{"role", "user"}, {"content", "hi"}}})}};
   return s;
 }
 
@@ -40,7 +42,7 @@ TEST_CASE("a snapshot keeps the version an agent was upgraded to, apart from its
     auto s = loop_state(upgraded_to);
     auto back = round_trip(s);
     CHECK(back.version == upgraded_to);
-    CHECK(back.data["ctl"]["spec_hash"] == spawned_with);
+    CHECK(agent::type_data(back)["ctl"]["spec_hash"] == spawned_with);
     CHECK(back == s);
   }
   SUBCASE("upgraded, paused and forked: all kept") {

@@ -108,7 +108,7 @@ TEST_CASE("spawning a counter records its type and initial total") {
   SUBCASE("null input starts at 0") {
     auto s = spawned();
     CHECK(s.type == "counter");
-    CHECK(s.status == "active");
+    CHECK(s.status == keel::agent_status::active);
     CHECK(s.last_seq == 1);
     CHECK(total(s) == 0);
   }
@@ -322,7 +322,7 @@ TEST_CASE(
   REQUIRE(cancels.size() == 1);
   CHECK(cancels[0].timer_id == timer_id);
   CHECK(only_reply(d).ok);
-  CHECK(s.status == "terminated");
+  CHECK(s.status == keel::agent_status::terminated);
   CHECK(s.timers.empty());
 
   auto before = s;
@@ -546,7 +546,7 @@ TEST_CASE("state_to_json and state_from_json round trip the state") {
     auto back = a::state_from_json(a::state_to_json(s), "snapshot");
     REQUIRE(back.is_ok());
     CHECK(same_state(*back, s));
-    CHECK(back->status == "terminated");
+    CHECK(back->status == keel::agent_status::terminated);
   }
 }
 

@@ -60,7 +60,7 @@ struct driver {
   }
 
   std::string phase() const { return type.phase(s); }
-  json wait() const { return s.data["ctl"]["turn"]["wait"]; }
+  json wait() const { return a::type_data(s)["ctl"]["turn"]["wait"]; }
 
   // Folding the ledger alone (recovery, replay) must reach the same state.
   void check_fold() const {
@@ -115,7 +115,7 @@ TEST_CASE("a message starts a turn that asks the model, and a plain reply comple
   CHECK(answers[0].to == "m1");
   CHECK(answers[0].body["answer"] == "hi there");
   CHECK(d.phase() == "idle");
-  CHECK(d.s.data["ctl"]["last"]["answer"] == "hi there");
+  CHECK(d.s.loop->last->answer.value() == "hi there");
   d.check_fold();
 }
 
@@ -506,7 +506,7 @@ TEST_CASE("a malformed model reply fails the turn instead of the agent") {
   auto done = find_event(dec.events, a::event_type::turn_completed);
   REQUIRE(done);
   CHECK(done->data["status"] == "failed");
-  CHECK(d.s.status == "active");
+  CHECK(d.s.status == keel::agent_status::active);
   d.check_fold();
 }
 
@@ -515,11 +515,11 @@ TEST_CASE("payload fields of the wrong type are ignored, never fatal") {
   auto m = effects_of<a::model_call_effect>(d.message("refund"))[0];
   d.result(m.effect, 1, calls({{"refund", {{"amount", 500}}}}));
   auto dec = d.signal("approve", {{"by", 5}, {"reason", json::array()}});
-  CHECK(d.s.status == "active");
+  CHECK(d.s.status == keel::agent_status::active);
   CHECK(effects_of<a::tool_call_effect>(dec).size() == 1);
   d.signal("poke", "not an object");
   d.signal("cancel", {{"by", false}});
-  CHECK(d.s.status == "active");
+  CHECK(d.s.status == keel::agent_status::active);
   d.check_fold();
 }
 

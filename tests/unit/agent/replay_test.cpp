@@ -273,7 +273,7 @@ TEST_CASE("an empty ledger replays as identical to its base") {
 
 TEST_CASE("replay of an agent loop turn with a tool call and an answer is identical") {
   shipped_lookup d;
-  REQUIRE(d.rec.s.data["ctl"]["last"]["answer"] == "It shipped.");
+  REQUIRE(d.rec.s.loop->last->answer.value() == "It shipped.");
   check_identical(d.type, d.rec);
 
   SUBCASE("also from a snapshot taken between two decisions") {
@@ -332,7 +332,7 @@ TEST_CASE("replay of compensations after a cancel and after a failure is identic
   auto rel = tool_of(d.rec.signal("cancel", {{"by", "ops"}}));
   // Not retried: a turn being cancelled starts nothing new.
   d.rec.failure(rel, 1, true, "busy");
-  REQUIRE(d.rec.s.data["ctl"]["last"]["status"] == "cancelled");
+  REQUIRE(d.rec.s.loop->last->status == "cancelled");
 
   // A second turn fails for good and undoes its reservation.
   m = model_of(d.rec.message("book seat 8"));
@@ -341,7 +341,7 @@ TEST_CASE("replay of compensations after a cancel and after a failure is identic
   auto rf = tool_of(d.rec.result(res, 1, {{"held", 8}}));
   rel = tool_of(d.rec.failure(rf, 1, false, "card declined"));
   d.rec.result(rel, 1, {{"released", 8}});
-  REQUIRE(d.rec.s.data["ctl"]["last"]["status"] == "failed");
+  REQUIRE(d.rec.s.loop->last->status == "failed");
   check_identical(d.type, d.rec);
 }
 
@@ -371,7 +371,7 @@ TEST_CASE("replay of a crash recovery is identical") {
       REQUIRE(tool_of(d.rec.signal("resolve", {{"outcome", "retry"}})) == r);
       d.rec.crash_and_recover();
       d.rec.signal("resolve", {{"outcome", "failed"}, {"by", "ops"}});
-      REQUIRE(d.rec.s.data["ctl"]["last"]["status"] == "failed");
+      REQUIRE(d.rec.s.loop->last->status == "failed");
     }
   }
   check_identical(d.type, d.rec);
@@ -409,7 +409,7 @@ TEST_CASE("replay of a malformed model reply is identical") {
   desk d;
   auto m = model_of(d.rec.message("x"));
   d.rec.result(m, 1, json("not an object"));
-  REQUIRE(d.rec.s.data["ctl"]["last"]["status"] == "failed");
+  REQUIRE(d.rec.s.loop->last->status == "failed");
   m = model_of(d.rec.message("y"));
   d.rec.result(m, 1, {{"content", "hm"}, {"tool_calls", "not a list"}});
   check_identical(d.type, d.rec);
@@ -421,7 +421,7 @@ TEST_CASE("replay takes a recorded failure of a type as it was recorded") {
   rec.step(a::spawn_input{"fragile", nullptr});
   rec.message("hi");
   rec.message("boom");
-  REQUIRE(rec.s.status == "failed");
+  REQUIRE(rec.s.status == keel::agent_status::failed);
   rec.message("after");  // refused: the agent failed
   auto r = a::replay_strict(fragile, {}, rec.ledger);
   CHECK(r.identical);

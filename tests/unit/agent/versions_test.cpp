@@ -227,7 +227,7 @@ TEST_CASE("a ledger that names two versions replays when both are known, and not
   auto d = ask_refund(rec, 150);
   CHECK(phase(versions, rec.s) != "waiting_approval");
   finish_refund(rec, tool_of(d), "Refunded 150.");
-  REQUIRE(rec.s.data["ctl"]["last"]["answer"] == "Refunded 150.");
+  REQUIRE(rec.s.loop->last->answer.value() == "Refunded 150.");
 
   SUBCASE("with both versions it is identical") {
     auto res = a::replay_strict(versions, {}, rec.ledger);
@@ -393,7 +393,7 @@ TEST_CASE("an upgrade is an upgraded event that changes the version the agent ru
     CHECK(s.version == v200->hash);
     CHECK(s.last_seq == seq + 1);
     // The loop's data keeps what it was spawned with.
-    CHECK(s.data["ctl"]["spec_hash"] == v100->hash);
+    CHECK(s.loop->spec_hash.value() == v100->hash);
   }
   SUBCASE("by the node, with its reason") {
     auto d = a::decide(t100, s, a::upgrade_input{v200->hash, "keel", "follow_latest"}, t0 + 5);
@@ -413,7 +413,7 @@ TEST_CASE("an upgrade is an upgraded event that changes the version the agent ru
   SUBCASE("of a terminated agent: a conflict, nothing recorded") {
     for (auto& e : a::decide(t100, s, a::terminate_input{"ops"}, t0 + 5).events)
       a::apply(t100, s, e);
-    REQUIRE(s.status == "terminated");
+    REQUIRE(s.status == keel::agent_status::terminated);
     auto d = a::decide(t100, s, a::upgrade_input{v200->hash, "ops", ""}, t0 + 10);
     CHECK(d.events.empty());
     auto replies = effects_of<a::reply_effect>(d);

@@ -11,7 +11,7 @@ namespace {
 agent::agent_state sample_state() {
   agent::agent_state s;
   s.type = "counter";
-  s.status = "active";
+  s.status = keel::agent_status::active;
   s.last_seq = 300;
   s.last_arrival = 140;
   s.next_timer_id = 9;

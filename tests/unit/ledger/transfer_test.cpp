@@ -26,7 +26,7 @@ std::unique_ptr<persistence::store> open_store(const std::string& dir) {
 void write_agent(persistence::store& db, const std::string& name, uint64_t id,
                  const std::string& big) {
   persistence::write_set ops;
-  persistence::agent_meta meta{id, "counter", "active", 1000, 0, false};
+  persistence::agent_meta meta{id, "counter", keel::agent_status::active, 1000, 0, false};
   ops.push_back({family::agents, false, name, persistence::encode(meta, 1000)});
   actors::blob_list blobs;
   agent::event small{agent::event_type::effect_completed, 1, {{"effect", 1}, {"result", "ok"}}};

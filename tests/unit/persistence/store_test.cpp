@@ -59,7 +59,8 @@ p::write_op inbox_op(uint64_t agent_id, const std::string& name, uint64_t arriva
 }
 
 p::write_op agent_op(const std::string& name, uint64_t id) {
-  return {p::family::agents, false, name, p::encode(p::agent_meta{id, "counter", "active", 5}, 0)};
+  return {p::family::agents, false, name,
+          p::encode(p::agent_meta{id, "counter", keel::agent_status::active, 5}, 0)};
 }
 
 p::write_op timer_op(int64_t due, uint64_t agent_id, uint64_t timer_id) {

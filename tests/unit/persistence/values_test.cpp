@@ -23,7 +23,7 @@ bool is_corruption(const keel::result<T>& r, std::string_view why = {}) {
 }
 
 p::agent_meta sample_meta() {
-  return {42, "counter", "active", 1'700'000'000'123};
+  return {42, "counter", keel::agent_status::active, 1'700'000'000'123};
 }
 p::inbox_entry sample_inbox() {
   return {"acct/alice", 17,
@@ -74,12 +74,12 @@ TEST_CASE("agent_meta round trips") {
     CHECK(*d2 == m);
   }
   SUBCASE("negative created time and largest id") {
-    p::agent_meta m{UINT64_MAX, "", "failed", -5};
+    p::agent_meta m{UINT64_MAX, "", keel::agent_status::failed, -5};
     auto d2 = p::decode_agent_meta(p::encode(m, 0), what);
     REQUIRE(d2.is_ok());
     CHECK(d2->id == UINT64_MAX);
     CHECK(d2->type.empty());
-    CHECK(d2->status == "failed");
+    CHECK(d2->status == keel::agent_status::failed);
     CHECK(d2->created_ms == -5);
   }
 }
@@ -181,6 +181,13 @@ TEST_CASE("a value record with a broken or incomplete payload is corruption") {
     json j = {{"id", 1}, {"type", "counter"}, {"created_ms", 0}};  // no status
     CHECK(is_corruption(
         p::decode_agent_meta(raw_value(p::value_type::agent_meta, p::to_msgpack(j)), what)));
+  }
+  SUBCASE("the status names no status an agent can have") {
+    json j = {{"id", 1},         {"type", "counter"}, {"status", "sleeping"},
+              {"created_ms", 0}, {"snapshot_seq", 0}, {"clean", false}};
+    CHECK(is_corruption(
+        p::decode_agent_meta(raw_value(p::value_type::agent_meta, p::to_msgpack(j)), what),
+        "unknown agent status 'sleeping'"));
   }
   SUBCASE("a field has the wrong type") {
     json j = {{"arrival", "three"}, {"processed", false}, {"reply", nullptr}};
