@@ -185,7 +185,7 @@ TEST_CASE("effect markers and timers are keyed as recovery and the timer service
 }
 
 TEST_CASE("the directory entry is keyed by name and recognised in a batch") {
-  persistence::agent_meta meta{id, "counter", "active", now - 5, 7, false};
+  persistence::agent_meta meta{id, "counter", agent_status::active, now - 5, 7, false};
   meta.phase = "idle";
   write_set got;
   ledger::batch_builder w(got);
@@ -201,7 +201,7 @@ TEST_CASE("the directory entry is keyed by name and recognised in a batch") {
 TEST_CASE("a bundle is stored under the local id and erased without its shared keys") {
   actors::agent_bundle b;
   b.name = "acct/alice";
-  persistence::agent_meta meta{id, "counter", "active", now - 5, 0, false};
+  persistence::agent_meta meta{id, "counter", agent_status::active, now - 5, 0, false};
   b.kvs.push_back({family::agents, false, b.name, persistence::encode(meta, now - 1)});
   b.kvs.push_back({family::ledger, false, persistence::agent_seq_key(id, 1), "event"});
   b.kvs.push_back({family::timers, false, persistence::timer_key(now, id, 2), "timer"});
