@@ -76,6 +76,41 @@ void summary(std::ostringstream& o, const char* name, const char* help, const hi
 
 }  // namespace
 
+namespace {
+
+// The node's own counters, in the order /metrics lists them.
+struct node_counter {
+  const char* name;
+  const char* help;
+  std::atomic<uint64_t> node_metrics::*value;
+};
+constexpr node_counter node_counters[] = {
+    {"keel_activations_total", "Agent actors started.", &node_metrics::activations},
+    {"keel_hibernations_total", "Agent actors that hibernated.", &node_metrics::hibernations},
+    {"keel_snapshots_total", "Snapshots written.", &node_metrics::snapshots},
+    {"keel_spawns_total", "Agents created.", &node_metrics::spawns},
+    {"keel_messages_total", "Messages accepted.", &node_metrics::messages},
+    {"keel_duplicate_messages_total", "Messages refused as duplicates.", &node_metrics::duplicates},
+    {"keel_signals_total", "Signals accepted.", &node_metrics::signals},
+    {"keel_signals_refused_total",
+     "Signals refused before being recorded (unknown to the type, or not applying).",
+     &node_metrics::signals_refused},
+    {"keel_queries_total", "Read-only queries answered.", &node_metrics::queries},
+    {"keel_events_appended_total", "Ledger events appended.", &node_metrics::events},
+    {"keel_inbox_spills_total", "Messages acknowledged from the durable inbox.",
+     &node_metrics::inbox_spills},
+    {"keel_timers_fired_total", "Durable timers delivered.", &node_metrics::timers_fired},
+    {"keel_agent_failures_total", "Agents stopped by an internal error.",
+     &node_metrics::agent_failures},
+    {"keel_model_calls_total", "Model calls started.", &node_metrics::model_calls},
+    {"keel_tool_calls_total", "Tool calls started.", &node_metrics::tool_calls},
+    {"keel_effect_failures_total", "Effect attempts that failed.", &node_metrics::effect_failures},
+    {"keel_recoveries_total", "Activations that recovered interrupted effects.",
+     &node_metrics::recoveries},
+};
+
+}  // namespace
+
 std::string render_metrics(runtime& rt, persistence::journal_writer* journal,
                            persistence::store* db) {
   const auto& m = rt.metrics;
@@ -88,31 +123,7 @@ std::string render_metrics(runtime& rt, persistence::journal_writer* journal,
        "status; unknown: not written since an upgrade).\n# TYPE keel_agents gauge\n";
   for (const auto& [phase, n] : rt.census.by_phase())
     o << "keel_agents{phase=\"" << phase << "\"} " << n << '\n';
-  counter_line(o, "keel_activations_total", "Agent actors started.", m.activations.load());
-  counter_line(o, "keel_hibernations_total", "Agent actors that hibernated.",
-               m.hibernations.load());
-  counter_line(o, "keel_snapshots_total", "Snapshots written.", m.snapshots.load());
-  counter_line(o, "keel_spawns_total", "Agents created.", m.spawns.load());
-  counter_line(o, "keel_messages_total", "Messages accepted.", m.messages.load());
-  counter_line(o, "keel_duplicate_messages_total", "Messages refused as duplicates.",
-               m.duplicates.load());
-  counter_line(o, "keel_signals_total", "Signals accepted.", m.signals.load());
-  counter_line(o, "keel_signals_refused_total",
-               "Signals refused before being recorded (unknown to the type, or not applying).",
-               m.signals_refused.load());
-  counter_line(o, "keel_queries_total", "Read-only queries answered.", m.queries.load());
-  counter_line(o, "keel_events_appended_total", "Ledger events appended.", m.events.load());
-  counter_line(o, "keel_inbox_spills_total", "Messages acknowledged from the durable inbox.",
-               m.inbox_spills.load());
-  counter_line(o, "keel_timers_fired_total", "Durable timers delivered.", m.timers_fired.load());
-  counter_line(o, "keel_agent_failures_total", "Agents stopped by an internal error.",
-               m.agent_failures.load());
-  counter_line(o, "keel_model_calls_total", "Model calls started.", m.model_calls.load());
-  counter_line(o, "keel_tool_calls_total", "Tool calls started.", m.tool_calls.load());
-  counter_line(o, "keel_effect_failures_total", "Effect attempts that failed.",
-               m.effect_failures.load());
-  counter_line(o, "keel_recoveries_total", "Activations that recovered interrupted effects.",
-               m.recoveries.load());
+  for (const auto& c : node_counters) counter_line(o, c.name, c.help, (m.*c.value).load());
   counter_line(o, "keel_worker_tasks_requeued_total", "Worker tasks whose lease ran out.",
                rt.tasks.requeued());
   if (journal) {
