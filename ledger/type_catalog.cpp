@@ -109,7 +109,7 @@ status type_catalog::open(const std::vector<std::shared_ptr<const config::agent_
   // The files: each the latest of its name (a restart with an edited file
   // gives new agents the edit; agents already running keep theirs).
   for (const auto& spec : files) {
-    const int64_t now = wall_ms();
+    const int64_t now = next_added_ms(spec->name);
     auto a = types_.add(spec, true, now);
     if (!a) return a.error();
     // A store that takes no writes (a full disk: it opened read-only)
@@ -130,7 +130,7 @@ result<type_catalog::put_result> type_catalog::put(std::shared_ptr<const config:
   if (out.was_latest) return out;
   // Durable first: a version is never used before the store has it.
   const bool known = types_.find(spec->name, spec->hash) != nullptr;
-  const int64_t now = wall_ms();
+  const int64_t now = next_added_ms(spec->name);
   KEEL_TRY(store_version(*spec, !known, true, now));
   auto a = types_.add(std::move(spec), true, now);
   if (!a) return a.error();
@@ -154,6 +154,12 @@ const agent::agent_type* type_catalog::for_folding(std::string_view name) const 
   if (const agent::agent_type* t = types_.find(name)) return t;
   const auto versions = types_.versions(name);
   return versions.empty() ? nullptr : types_.find(name, versions.back().hash);
+}
+
+int64_t type_catalog::next_added_ms(std::string_view name) const {
+  int64_t at = wall_ms();
+  for (const auto& v : types_.versions(name)) at = std::max(at, v.added_ms + 1);
+  return at;
 }
 
 status type_not_loaded(std::string_view agent, std::string_view type) {

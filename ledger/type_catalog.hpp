@@ -60,6 +60,10 @@ class type_catalog {
   // Writes the version (when `version`) and makes it the latest (when
   // `latest`), synced.
   status store_version(const config::agent_spec& spec, bool version, bool latest, int64_t now);
+  // When a new version of `name` is added: now, but after every version
+  // the node has of it, so that versions list in the order they came (a
+  // restart sorts them by this time) even within one millisecond.
+  int64_t next_added_ms(std::string_view name) const;
   persistence::store& db_;
   agent::type_registry& types_;
   std::mutex mu_;  // one registration at a time: the stored latest follows the registry's
