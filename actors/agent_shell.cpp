@@ -78,7 +78,8 @@ void pump(shell_actor* self) {
       // Paused: only operator controls are consumed; the rest keeps its
       // place, and once one item is held so is every later one (a resume
       // among them releases them all in the next pump, in order).
-      const bool control = item.entry.kind == "signal" && agent::passes_pause(item.entry.id);
+      const bool control =
+          item.entry.kind == persistence::inbox_kind::signal && agent::passes_pause(item.entry.id);
       if ((holding(s) || !s.inbox.empty()) && !control)
         s.inbox.push_back(std::move(item));
       else
@@ -231,7 +232,8 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
   s.idle_ns = int64_t{rt->cfg.idle_ms} * 1'000'000;
   if (const auto* loop = loop_of(s); loop && loop->spec().idle_ms)
     s.idle_ns = int64_t{*loop->spec().idle_ms} * 1'000'000;
-  if (s.exists && s.broken.is_ok() && s.meta.origin != "import" && s.type->needs_recovery(s.st)) {
+  if (s.exists && s.broken.is_ok() && s.meta.origin != persistence::agent_origin::imported &&
+      s.type->needs_recovery(s.st)) {
     s.recover_due = true;
     s.broken = load_crash_counts(s);
   }

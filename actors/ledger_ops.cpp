@@ -235,7 +235,7 @@ result<fork_source> ledger_ops::fork_source_of(std::string_view name, uint64_t a
   if (!rt) return error(code::unavailable, "node is shutting down");
   auto h = load_history(*rt, name);
   if (!h) return h.error();
-  if (h->meta.origin == "import")
+  if (h->meta.origin == persistence::agent_origin::imported)
     return error(code::invalid_argument,
                  "agent " + std::string(name) + " is an imported ledger; replay it instead");
   if (h->meta.compacted_seq > 0)
@@ -297,15 +297,17 @@ void ledger_ops::import(std::string name, const json& body, callback<agent_view>
     return done(error(code::invalid_argument, "an import needs {\"events\": [line...]}"));
   auto li = std::make_shared<ledger_import>();
   if (auto s = parse_export(body["events"], *li); !s) return done(s);
-  li->origin = body.value("origin", "import");
-  if (li->origin != "import" && li->origin != "fork")
+  // The wire names it; "" (spawned) is no import.
+  const auto origin = persistence::agent_origin_from_string(body.value("origin", "import"));
+  if (!origin || *origin == persistence::agent_origin::spawned)
     return done(error(code::invalid_argument, "origin must be \"import\" or \"fork\""));
+  li->origin = *origin;
   li->unverified = body.value("unverified", false);
-  if (li->unverified && li->origin != "import")
+  if (li->unverified && li->origin != persistence::agent_origin::imported)
     return done(error(code::invalid_argument, "only an import can be unverified"));
   // An import is only as good as the chain that ties it to its source: a
   // line without one could say anything, so it needs the operator's word.
-  if (li->origin == "import" && !li->unverified)
+  if (li->origin == persistence::agent_origin::imported && !li->unverified)
     for (std::size_t i = 0; i < li->hashes.size(); ++i)
       if (li->hashes[i].size() != 64 || li->prevs[i].size() != 64)
         return done(error(code::invalid_argument,
@@ -318,7 +320,7 @@ void ledger_ops::import(std::string name, const json& body, callback<agent_view>
   li->fork_seq = body.value("at", uint64_t{0});
   li->by = body.value("by", "");
   if (body.contains("replacement") && !body["replacement"].is_null()) {
-    if (li->origin != "fork")
+    if (li->origin != persistence::agent_origin::forked)
       return done(error(code::invalid_argument, "only a fork continues with a replacement"));
     const json line = body.value("replaced", json());
     auto type = line.is_object() && line.contains("type") && line["type"].is_string()
@@ -341,7 +343,8 @@ result<retention_report> ledger_ops::apply_retention(std::string_view name) {
   if (!loop) return skip("the type has no retention policy");
   const auto& policy = loop->spec().retention;
   if (policy.keep_events == 0 && policy.keep_ms == 0) return skip("the type keeps everything");
-  if (h->meta.origin == "import") return skip("an imported ledger is read-only");
+  if (h->meta.origin == persistence::agent_origin::imported)
+    return skip("an imported ledger is read-only");
   auto last = rt->db->last_ledger_seq(h->meta.id);
   if (!last) return last.error();
   const uint64_t from = h->meta.compacted_seq + 1;
@@ -380,7 +383,7 @@ result<compaction_report> ledger_ops::compact(std::string_view name, uint64_t be
   if (!rt) return error(code::unavailable, "node is shutting down");
   auto h = load_history(*rt, name);
   if (!h) return h.error();
-  if (h->meta.origin == "import")
+  if (h->meta.origin == persistence::agent_origin::imported)
     return error(code::conflict,
                  "agent " + std::string(name) + " is an imported ledger: it is read-only");
   auto last = rt->db->last_ledger_seq(h->meta.id);

@@ -31,6 +31,7 @@
 #include "effects/secret_table.hpp"
 #include "persistence/journal_sink.hpp"
 #include "persistence/store.hpp"
+#include "persistence/value_kinds.hpp"
 
 namespace keel::actors {
 
@@ -55,9 +56,9 @@ struct agent_view {
   json state;
   // Paused by an operator (pause/resume).
   bool paused = false;
-  // Where the agent came from: "" (spawned), "fork" (of `parent` at seq
-  // fork_seq) or "import"; and the forks made of it, {"name", "at"}.
-  std::string origin;
+  // Where the agent came from: spawned, forked (of `parent` at seq
+  // fork_seq) or imported; and the forks made of it, {"name", "at"}.
+  persistence::agent_origin origin = persistence::agent_origin::spawned;
   std::string parent;
   uint64_t fork_seq = 0;
   json forks = json::array();

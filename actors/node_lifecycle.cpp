@@ -33,7 +33,7 @@ status node::impl::wake_pending(bool requeue_tasks) {
   if (!running) return running.error();
   for (auto& e : *running) {
     const auto& m = e.marker;
-    if (m.kind == "worker") {
+    if (m.kind == persistence::effect_kind::worker) {
       if (!requeue_tasks) continue;
       if (auto rr = rt.router.load(); rr && !rr->is_local(m.agent)) continue;
       rt.tasks.add({task_id(e.agent_id, e.effect, m.attempt),
@@ -89,7 +89,7 @@ void node::impl::count_crash() {
     auto running = db->running_effects();
     if (running) {
       for (auto& e : *running) {
-        if (e.marker.kind == "worker") continue;  // runs outside the node
+        if (e.marker.kind == persistence::effect_kind::worker) continue;  // runs outside the node
         e.marker.node_crashes += 1;
         ledger::batch_builder(ops).start_effect(e.agent_id, e.effect, e.marker, wall_ms());
       }
@@ -320,7 +320,7 @@ status node::adopt(const std::vector<std::string>& names) {
     for (auto& [k, v] : *effects) {
       auto m = persistence::decode_effect_marker(v, name);
       if (!m) return m.error();
-      if (m->kind != "worker") {
+      if (m->kind != persistence::effect_kind::worker) {
         wake = true;
         continue;
       }

@@ -106,7 +106,7 @@ result<loss_survey> survey(persistence::store& db, const persistence::wal_scan& 
           out.agents[get_u64_be(op.key.data())].uncertain_ids.insert(op.key.substr(8));
         if (f->second == family::inbox && op.key.size() == 16)
           if (auto e = persistence::decode_inbox_entry(op.value, "damaged inbox entry");
-              e && e->kind == "message")
+              e && e->kind == persistence::inbox_kind::message)
             out.agents[get_u64_be(op.key.data())].uncertain_ids.insert(e->id);
         continue;
       }
@@ -149,7 +149,7 @@ result<loss_survey> survey(persistence::store& db, const persistence::wal_scan& 
         auto& loss = out.agents[persistence::key_agent_id(key)];
         ++loss.inbox_entries;
         auto e = persistence::decode_inbox_entry(op->value, "dropped inbox entry");
-        if (e && e->kind == "message" && !e->id.starts_with("auto-"))
+        if (e && e->kind == persistence::inbox_kind::message && !e->id.starts_with("auto-"))
           loss.message_ids.insert(e->id);
         break;
       }

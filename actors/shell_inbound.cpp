@@ -36,24 +36,28 @@ int64_t processed_expiry(const shell_state& s, int64_t now) {
 
 void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b) {
   auto& e = item.entry;
-  if (e.kind == "message" && s.meta.origin != "import") follow_latest(s, now, b);
+  if (e.kind == persistence::inbox_kind::message &&
+      s.meta.origin != persistence::agent_origin::imported)
+    follow_latest(s, now, b);
   // The item is consumed here: its body moves into the input.
   agent::input in;
-  if (e.kind == "signal")
+  if (e.kind == persistence::inbox_kind::signal)
     in = agent::signal_input{e.arrival, e.id, std::move(e.body)};
   else
     in = agent::message_input{e.arrival, e.id, std::move(e.from), std::move(e.body)};
   auto reply = decide_into(s, in, now, b);
-  if (e.kind == "signal" && e.id == "cancel" && holding(s)) fail_held_calls(s, now, b);
+  if (e.kind == persistence::inbox_kind::signal && e.id == "cancel" && holding(s))
+    fail_held_calls(s, now, b);
   // An agent loop answers a message, and a signal that starts a turn
   // without a reply of its own (retry), when the turn ends.
   const bool later = !reply && loop_of(s);
-  const std::string answer_id = e.kind == "message" ? e.id : agent::signal_input_id(e.arrival);
+  const std::string answer_id =
+      e.kind == persistence::inbox_kind::message ? e.id : agent::signal_input_id(e.arrival);
   agent_reply rj = answer_now(std::move(reply), later);
   ledger::batch_builder(b.ops).remove_from_inbox(s.meta.id, e.arrival);
   // A retry of this id waits for this write, then finds the reply.
-  const std::string& key = e.kind == "message" ? e.id : e.dedupe;
-  if (!key.empty() && !(e.kind == "message" && is_generated_id(key))) {
+  const std::string& key = e.kind == persistence::inbox_kind::message ? e.id : e.dedupe;
+  if (!key.empty() && !(e.kind == persistence::inbox_kind::message && is_generated_id(key))) {
     s.writing_ids.insert(key);
     ledger::batch_builder(b.ops).mark_seen_with_reply(s.meta.id, key, e.arrival, reply_record(rj),
                                                       processed_expiry(s, now), now);
@@ -92,8 +96,10 @@ bool handle_inbound(shell_state& s, const request_ptr& r, inbound_input in, int6
         call_once(in.calls.replied, reply_from_record(std::move(d.reply)));
       } else {
         for (auto& item : s.inbox)
-          if ((is_message ? item.entry.kind == "message" && item.entry.id == key
-                          : item.entry.kind == "signal" && item.entry.dedupe == key))
+          if ((is_message
+                   ? item.entry.kind == persistence::inbox_kind::message && item.entry.id == key
+                   : item.entry.kind == persistence::inbox_kind::signal &&
+                         item.entry.dedupe == key))
             item.waiters.push_back(r);
       }
       return true;
@@ -107,7 +113,7 @@ bool handle_inbound(shell_state& s, const request_ptr& r, inbound_input in, int6
          error(code::conflict, "agent " + s.name + " is " + std::string(to_string(s.st.status))));
     return true;
   }
-  if (s.meta.origin == "import") {
+  if (s.meta.origin == persistence::agent_origin::imported) {
     fail(*r,
          error(code::conflict, "agent " + s.name + " is an imported ledger: it takes no input"));
     return true;
@@ -151,13 +157,14 @@ bool handle_inbound(shell_state& s, const request_ptr& r, inbound_input in, int6
   b.reqs.push_back(r);
   if (spill) {
     // Spill: durable in the inbox now, consumed by the next write.
-    persistence::inbox_entry e{s.name,
-                               arrival,
-                               is_message ? "message" : "signal",
-                               id,
-                               in.take_from(),
-                               is_message ? std::move(in.body) : std::move(signal.payload),
-                               is_message ? std::string() : dkey};
+    persistence::inbox_entry e{
+        s.name,
+        arrival,
+        is_message ? persistence::inbox_kind::message : persistence::inbox_kind::signal,
+        id,
+        in.take_from(),
+        is_message ? std::move(in.body) : std::move(signal.payload),
+        is_message ? std::string() : dkey};
     ledger::batch_builder w(b.ops);
     w.spill_to_inbox(s.meta.id, e, now);
     if (dedupe) w.mark_seen(s.meta.id, dkey, arrival, now);

@@ -58,8 +58,9 @@ void handle_import(shell_state& s, const request_ptr& r, const import_call& c, i
     }
   }
   // A fork goes on with the version its history ran at the fork point.
-  const agent::agent_type* run =
-      li.origin == "fork" ? s.rt->catalog->find(type_name, st.version) : t;
+  const agent::agent_type* run = li.origin == persistence::agent_origin::forked
+                                     ? s.rt->catalog->find(type_name, st.version)
+                                     : t;
   if (!run) {
     fail(*r, error(code::conflict, "version " + st.version + " of agent type " + type_name +
                                        ", which the history runs at its last event, is not on "
@@ -91,7 +92,7 @@ void handle_import(shell_state& s, const request_ptr& r, const import_call& c, i
   // A fork on its parent's node shares the parent's blobs.
   std::erase_if(blobs, [&s](const auto& bl) { return s.rt->db->has_blob(bl.first); });
   w.put_blobs(blobs);
-  if (li.origin == "fork") {
+  if (li.origin == persistence::agent_origin::forked) {
     // The prefix's pending timers are the fork's too.
     for (const auto& [tid, tm] : s.st.timers)
       timer_ops(s, agent::set_timer_effect{tid, tm.due_ms, tm.payload}, b);

@@ -40,7 +40,7 @@ void handle_spawn(shell_state& s, const request_ptr& r, spawn_call& c, int64_t n
 
 void handle_terminate(shell_state& s, const request_ptr& r, const terminate_call& c, int64_t now,
                       batch& b) {
-  if (s.meta.origin == "import") {
+  if (s.meta.origin == persistence::agent_origin::imported) {
     fail(*r, error(code::conflict, "agent " + s.name + " is an imported ledger: it is read-only"));
     return;
   }
@@ -59,7 +59,7 @@ void handle_terminate(shell_state& s, const request_ptr& r, const terminate_call
 // names it (a hash, a unique prefix of one, or "" for the latest).
 void handle_upgrade(shell_state& s, const request_ptr& r, const upgrade_call& c, int64_t now,
                     batch& b) {
-  if (s.meta.origin == "import") {
+  if (s.meta.origin == persistence::agent_origin::imported) {
     fail(*r, error(code::conflict, "agent " + s.name + " is an imported ledger: it is read-only"));
     return;
   }

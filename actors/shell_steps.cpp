@@ -85,7 +85,8 @@ status pin_version(shell_state& s) {
     return status::ok();
   }
   // Read-only or finished agents decide nothing more: the latest shows them.
-  if (s.meta.origin == "import" || s.st.status != agent_status::active) return status::ok();
+  if (s.meta.origin == persistence::agent_origin::imported || s.st.status != agent_status::active)
+    return status::ok();
   const std::string why =
       "version " + s.st.version + " of agent type " + s.meta.type + " is not on this node";
   if (status ok = s.type->can_take_over(s.st); !ok)
@@ -161,20 +162,47 @@ status load_crash_counts(shell_state& s) {
   return status::ok();
 }
 
+namespace {
+
+// What an effect marker records for a tool of this kind: the same set, by
+// the same strings on disk (the switch keeps the two in step).
+persistence::effect_kind marker_kind(config::tool_kind k) {
+  using persistence::effect_kind;
+  switch (k) {
+    case config::tool_kind::http:
+      return effect_kind::http;
+    case config::tool_kind::exec:
+      return effect_kind::exec;
+    case config::tool_kind::worker:
+      return effect_kind::worker;
+    case config::tool_kind::send_message:
+      return effect_kind::send_message;
+    case config::tool_kind::spawn_agent:
+      return effect_kind::spawn_agent;
+    case config::tool_kind::sleep:
+      return effect_kind::sleep;
+    case config::tool_kind::ask_human:
+      return effect_kind::ask_human;
+  }
+  return effect_kind::unknown;
+}
+
+}  // namespace
+
 // The write-ahead part of an effect: its marker goes into the batch with the
 // event that starts it; the call itself is made once the batch is durable.
 void effect_ops(shell_state& s, const agent::effect& fx, batch& b, int64_t now) {
   shell_state* sp = &s;
   if (auto* m = std::get_if<agent::model_call_effect>(&fx)) {
-    persistence::effect_marker mk{
-        s.name, "model", "", m->attempt, "", 0, nullptr, crashes_of(s, m->effect), true};
+    persistence::effect_marker mk{s.name,  persistence::effect_kind::model, "",  m->attempt, "", 0,
+                                  nullptr, crashes_of(s, m->effect),        true};
     ledger::batch_builder(b.ops).start_effect(s.meta.id, m->effect, mk, now);
     b.done.push_back([sp, fx] { start_effect(*sp, fx); });
   } else if (auto* t = std::get_if<agent::tool_call_effect>(&fx)) {
     const agent::loop_type* loop = loop_of(s);
     const config::tool_spec* ts = loop ? loop->spec().find_tool(t->tool) : nullptr;
     persistence::effect_marker mk{s.name,
-                                  ts ? config::to_string(ts->kind) : "unknown",
+                                  ts ? marker_kind(ts->kind) : persistence::effect_kind::unknown,
                                   t->tool,
                                   t->attempt,
                                   ts ? ts->queue : "",

@@ -5,7 +5,7 @@
 // directory, actors::node, net::cluster_node and net::api, wired as keeld
 // wires them (api_options.cluster, attach, set_router). Counters whose names
 // b owns (config::shard_map) are spawned on b. The driver thread calls
-// cluster_node_a.deliver({name, "message", id, "", {"add": 1}}) and times
+// cluster_node_a.deliver({name, inbox_kind::message, id, "", {"add": 1}}) and times
 // each message from the call to its `accepted` callback: the outbox entry
 // is fsynced on a, the batch goes to b over the cluster transport, b's
 // node.send() makes it durable there (fsync) and b's acknowledgement comes
@@ -513,8 +513,9 @@ int run(int argc, char** argv) {
   // The measured path: a's cluster member, by name, to b.
   send_fn remote = [&a](const std::string& name, const std::string& id,
                         actors::callback<actors::send_ack> accepted) {
-    a.cluster->deliver(net::remote_delivery{name, "message", id, "", json{{"add", 1}}},
-                       std::move(accepted), nullptr);
+    a.cluster->deliver(
+        net::remote_delivery{name, persistence::inbox_kind::message, id, "", json{{"add", 1}}},
+        std::move(accepted), nullptr);
   };
   // The reference: the same message sent on b itself (one fsync, no outbox,
   // no transport).

@@ -113,11 +113,12 @@ fork_sample fork_once(actors::node& n, const std::string& name, uint64_t at) {
   // A counter's total after seq `at`: one per add, two events each after
   // the spawn and the get.
   const int64_t total = static_cast<int64_t>((at - 2) / 2);
-  if (v->origin != "fork" || v->parent != parent || v->fork_seq != at || v->last_seq != at + 1 ||
-      v->state.value("total", int64_t{-1}) != total)
-    die("the fork " + name + " at " + std::to_string(at) + " shows origin " + v->origin +
-        ", parent " + v->parent + ", fork_seq " + std::to_string(v->fork_seq) + ", last_seq " +
-        std::to_string(v->last_seq) + ", state " + v->state.dump());
+  if (v->origin != persistence::agent_origin::forked || v->parent != parent || v->fork_seq != at ||
+      v->last_seq != at + 1 || v->state.value("total", int64_t{-1}) != total)
+    die("the fork " + name + " at " + std::to_string(at) + " shows origin '" +
+        std::string(to_string(v->origin)) + "'" + ", parent " + v->parent + ", fork_seq " +
+        std::to_string(v->fork_seq) + ", last_seq " + std::to_string(v->last_seq) + ", state " +
+        v->state.dump());
   // The copy is seqs 1..at; fork_started follows it.
   s.copy = ledger_records(n, name, at);
   const stored all = ledger_records(n, name, UINT64_MAX);

@@ -18,6 +18,7 @@
 #include "agent/replay.hpp"
 #include "ledger/codec.hpp"
 #include "persistence/store.hpp"
+#include "persistence/value_kinds.hpp"
 
 namespace keel::actors {
 
@@ -35,8 +36,8 @@ struct ledger_import {
   // of it), on the operator's explicit word: nothing ties it to its source,
   // and audit says so.
   bool unverified = false;
-  std::string origin;  // "import" or "fork"
-  std::string parent;  // fork: the agent forked
+  persistence::agent_origin origin = persistence::agent_origin::imported;  // or forked
+  std::string parent;                                                      // fork: the agent forked
   uint64_t fork_seq = 0;
   std::string by;  // who asked
   // Fork with an override: the replacement for the effect the state after

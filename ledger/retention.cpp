@@ -35,7 +35,9 @@ std::size_t retention_worker::pass_locked() {
   for (const auto& a : *page) {
     if (compacted >= opts_.max_compactions) break;
     cursor_ = a.name;
-    if (a.meta.origin == "import" || a.meta.status != agent_status::active) continue;
+    if (a.meta.origin == persistence::agent_origin::imported ||
+        a.meta.status != agent_status::active)
+      continue;
     const auto* loop = dynamic_cast<const agent::loop_type*>(types_.find(a.meta.type));
     if (!loop) continue;
     const auto& r = loop->spec().retention;

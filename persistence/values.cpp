@@ -33,7 +33,23 @@ result<json> decode_value(value_type t, std::string_view bytes, std::string_view
   return j;
 }
 
-// Runs `fill` and turns a missing or mistyped field into a corruption error.
+// A closed-set field read inside extract(): a string that names no value.
+struct unknown_value {
+  std::string message;
+};
+
+// A closed-set field's value from its stored string; `field` names it in
+// the error ("unknown inbox entry kind 'x'").
+template <class E, class Parse>
+E closed(const json& stored, Parse parse, std::string_view field) {
+  const auto text = stored.get<std::string>();
+  const std::optional<E> v = parse(text);
+  if (!v) throw unknown_value{"unknown " + std::string(field) + " '" + text + "'"};
+  return *v;
+}
+
+// Runs `fill` and turns a missing or mistyped field, or an unknown value of
+// a closed set, into a corruption error.
 template <class T, class F>
 result<T> extract(std::string_view what, F&& fill) {
   try {
@@ -43,6 +59,8 @@ result<T> extract(std::string_view what, F&& fill) {
   } catch (const json::exception& e) {
     return error(code::corruption,
                  "corrupt record (" + std::string(what) + "): " + std::string(e.what()));
+  } catch (const unknown_value& e) {
+    return error(code::corruption, "corrupt record (" + std::string(what) + "): " + e.message);
   }
 }
 
@@ -68,8 +86,8 @@ std::string encode(const agent_meta& v, int64_t time_ms) {
     j["compacted_seq"] = v.compacted_seq;
     j["compacted_head"] = v.compacted_head;
   }
-  if (!v.origin.empty()) {
-    j["origin"] = v.origin;
+  if (v.origin != agent_origin::spawned) {
+    j["origin"] = to_string(v.origin);
     j["parent"] = v.parent;
     j["fork_seq"] = v.fork_seq;
   }
@@ -83,7 +101,7 @@ std::string encode(const inbox_entry& v, int64_t time_ms) {
   return encode_value(value_type::inbox_entry,
                       {{"agent", v.agent},
                        {"arrival", v.arrival},
-                       {"kind", v.kind},
+                       {"kind", to_string(v.kind)},
                        {"id", v.id},
                        {"from", v.from},
                        {"body", v.body},
@@ -103,8 +121,9 @@ std::string encode(const timer_entry& v, int64_t time_ms) {
 }
 
 std::string encode(const effect_marker& v, int64_t time_ms) {
-  nlohmann::json j = {{"agent", v.agent},        {"kind", v.kind},   {"tool", v.tool},
-                      {"attempt", v.attempt},    {"queue", v.queue}, {"lease_ms", v.lease_ms},
+  nlohmann::json j = {{"agent", v.agent},        {"kind", to_string(v.kind)},
+                      {"tool", v.tool},          {"attempt", v.attempt},
+                      {"queue", v.queue},        {"lease_ms", v.lease_ms},
                       {"arguments", v.arguments}};
   if (v.node_crashes) j["node_crashes"] = v.node_crashes;  // rare: only when set
   j["idempotent"] = v.idempotent;
@@ -116,7 +135,7 @@ result<effect_marker> decode_effect_marker(std::string_view bytes, std::string_v
   if (!j) return j.error();
   return extract<effect_marker>(what, [&](effect_marker& v) {
     v.agent = j->at("agent").get<std::string>();
-    v.kind = j->at("kind").get<std::string>();
+    v.kind = closed<effect_kind>(j->at("kind"), effect_kind_from_string, "effect kind");
     v.tool = j->at("tool").get<std::string>();
     v.attempt = j->at("attempt").get<uint32_t>();
     v.queue = j->at("queue").get<std::string>();
@@ -130,30 +149,23 @@ result<effect_marker> decode_effect_marker(std::string_view bytes, std::string_v
 result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view what) {
   auto j = decode_value(value_type::agent_meta, bytes, what);
   if (!j) return j.error();
-  std::string status_text;
-  auto meta = extract<agent_meta>(what, [&](agent_meta& v) {
+  return extract<agent_meta>(what, [&](agent_meta& v) {
     v.id = j->at("id").get<uint64_t>();
     v.type = j->at("type").get<std::string>();
-    status_text = j->at("status").get<std::string>();
+    v.status = closed<agent_status>(j->at("status"), agent_status_from_string, "agent status");
     v.created_ms = j->at("created_ms").get<int64_t>();
     v.snapshot_seq = j->at("snapshot_seq").get<uint64_t>();
     v.clean = j->at("clean").get<bool>();
     v.compacted_seq = j->value("compacted_seq", uint64_t{0});
     v.compacted_head = j->value("compacted_head", "");
-    v.origin = j->value("origin", "");
+    v.origin = closed<agent_origin>(j->value("origin", json("")), agent_origin_from_string,
+                                    "agent origin");
     v.parent = j->value("parent", "");
     v.fork_seq = j->value("fork_seq", uint64_t{0});
     v.unverified = j->value("unverified", false);
     v.phase = j->value("phase", "");  // absent in entries of earlier versions
     v.paused = j->value("paused", false);
   });
-  if (!meta) return meta;
-  const auto parsed = agent_status_from_string(status_text);
-  if (!parsed)
-    return error(code::corruption, "corrupt record (" + std::string(what) +
-                                       "): unknown agent status '" + status_text + "'");
-  meta->status = *parsed;
-  return meta;
 }
 
 result<inbox_entry> decode_inbox_entry(std::string_view bytes, std::string_view what) {
@@ -162,7 +174,7 @@ result<inbox_entry> decode_inbox_entry(std::string_view bytes, std::string_view 
   return extract<inbox_entry>(what, [&](inbox_entry& v) {
     v.agent = j->at("agent").get<std::string>();
     v.arrival = j->at("arrival").get<uint64_t>();
-    v.kind = j->at("kind").get<std::string>();
+    v.kind = closed<inbox_kind>(j->at("kind"), inbox_kind_from_string, "inbox entry kind");
     v.id = j->at("id").get<std::string>();
     v.from = j->at("from").get<std::string>();
     v.body = j->at("body");

@@ -13,6 +13,7 @@
 #include "base/agent_status.hpp"
 #include "base/status.hpp"
 #include "persistence/msgpack.hpp"
+#include "persistence/value_kinds.hpp"
 
 namespace keel::persistence {
 
@@ -50,10 +51,10 @@ struct agent_meta {
   // The chain hash of the record at compacted_seq (hex): the anchor that
   // keeps the remaining ledger verifiable.
   std::string compacted_head{};
-  // "" for an agent spawned here; "fork" (parent, fork_seq name where it
-  // came from) or "import" (an exported ledger loaded for analysis: it
-  // takes no input and runs nothing).
-  std::string origin{};
+  // Spawned here; forked (parent, fork_seq name where it came from) or
+  // imported (an exported ledger loaded for analysis: it takes no input and
+  // runs nothing). Stored as "", "fork" or "import" (value_kinds.hpp).
+  agent_origin origin = agent_origin::spawned;
   std::string parent{};
   uint64_t fork_seq = 0;
   // An import loaded without its hash chain (keel import --unverified).
@@ -74,8 +75,8 @@ struct agent_meta {
 struct inbox_entry {
   std::string agent;  // name, so recovery can route without a directory scan
   uint64_t arrival = 0;
-  std::string kind;  // "message" or "signal"
-  std::string id;    // message id (dedupe key) or signal name
+  inbox_kind kind = inbox_kind::message;
+  std::string id;  // message id (dedupe key) or signal name
   std::string from;
   nlohmann::json body;
   // A signal's dedupe key, when its sender gave one (signals delivered by
@@ -110,7 +111,7 @@ struct timer_entry {
 // queue again, messages to deliver.
 struct effect_marker {
   std::string agent;
-  std::string kind;  // "model", or the tool kind ("http", "worker", ...)
+  effect_kind kind = effect_kind::model;  // a model call, or the tool's kind
   std::string tool;
   uint32_t attempt = 1;
   std::string queue;  // worker
@@ -136,8 +137,9 @@ std::string encode(const timer_entry& v, int64_t time_ms);
 std::string encode_object(value_type t, const nlohmann::json& object, int64_t time_ms);
 result<nlohmann::json> decode_object(value_type t, std::string_view bytes, std::string_view what);
 
-// `what` names the value in errors; a record of another type, or a payload
-// missing fields, is a corruption error.
+// `what` names the value in errors; a record of another type, a payload
+// missing fields, or a closed-set field (status, origin, kind) holding a
+// string that names no value is a corruption error.
 result<agent_meta> decode_agent_meta(std::string_view bytes, std::string_view what);
 result<inbox_entry> decode_inbox_entry(std::string_view bytes, std::string_view what);
 result<dedupe_entry> decode_dedupe_entry(std::string_view bytes, std::string_view what);

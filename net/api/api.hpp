@@ -46,8 +46,8 @@ using defer_fn = std::function<void(std::chrono::milliseconds delay, std::functi
 // the cluster.
 struct remote_delivery {
   std::string name;
-  std::string kind;  // "message" or "signal"
-  std::string id;    // message id ("" = the cluster assigns one); signal name
+  persistence::inbox_kind kind = persistence::inbox_kind::message;
+  std::string id;  // message id ("" = the cluster assigns one); signal name
   std::string from;
   nlohmann::json body;  // message body or signal payload
 };

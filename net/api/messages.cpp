@@ -150,9 +150,9 @@ void api::impl::message(std::string name, const http_request& req, const target&
   if (auto owner = owner_elsewhere(name, req); !owner.empty() || queued_here(name, req)) {
     if (status s = validate_agent_name(name); !s) return respond(error_response(s));
 
-    return opts.cluster->deliver(
-        {std::move(name), "message", std::move(*id), std::move(*from), std::move((*body)["body"])},
-        std::move(accepted), std::move(replied));
+    return opts.cluster->deliver({std::move(name), persistence::inbox_kind::message, std::move(*id),
+                                  std::move(*from), std::move((*body)["body"])},
+                                 std::move(accepted), std::move(replied));
   }
   actors::inbound_message m{std::move(*id), std::move(*from), std::move((*body)["body"])};
   node.send(std::move(name), std::move(m), std::move(accepted), std::move(replied));
@@ -196,8 +196,8 @@ void api::impl::send_signal(std::string name, std::string sig, json payload,
     if (status s = validate_agent_name(name); !s) return respond(error_response(s));
     if (status s = validate_signal_name(sig); !s) return respond(error_response(s));
     return opts.cluster->deliver(
-        {std::move(name), "signal", std::move(sig), "", std::move(payload)}, std::move(accepted),
-        std::move(replied));
+        {std::move(name), persistence::inbox_kind::signal, std::move(sig), "", std::move(payload)},
+        std::move(accepted), std::move(replied));
   }
   node.signal(std::move(name), std::move(sig), std::move(payload), std::move(accepted),
               std::move(replied));

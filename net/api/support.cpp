@@ -169,8 +169,8 @@ json view_json(const actors::agent_view& v) {
             {"state", v.state},
             {"paused", v.paused}};
   if (!v.version.empty()) j["version"] = v.version;
-  if (!v.origin.empty()) {
-    j["origin"] = v.origin;
+  if (v.origin != persistence::agent_origin::spawned) {
+    j["origin"] = to_string(v.origin);
     if (!v.parent.empty()) j["parent"] = {{"name", v.parent}, {"at", v.fork_seq}};
   }
   if (!v.forks.empty()) j["forks"] = v.forks;

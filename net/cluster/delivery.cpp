@@ -51,11 +51,11 @@ void cluster_node::deliver(remote_delivery d, actors::callback<actors::send_ack>
                            actors::callback<actors::agent_reply> replied) {
   outbox_item item;
   item.name = std::move(d.name);
-  item.kind = std::move(d.kind);
+  item.kind = d.kind;
   item.id = std::move(d.id);
   item.from = std::move(d.from);
   item.body = std::move(d.body);
-  if (item.kind == "message" && item.id.empty()) {
+  if (item.kind == persistence::inbox_kind::message && item.id.empty()) {
     // The outbox redelivers after a crash: the message needs an id the owner
     // dedupes by. Ids from the node's never-reused sequence.
     auto n = impl_->node.storage().allocate_agent_id();
@@ -97,7 +97,8 @@ void cluster_node::deliver(remote_delivery d, actors::callback<actors::send_ack>
 
 void cluster_node::send(std::string name, actors::inbound_message m,
                         actors::callback<actors::send_ack> accepted) {
-  deliver({std::move(name), "message", std::move(m.id), std::move(m.from), std::move(m.body)},
+  deliver({std::move(name), persistence::inbox_kind::message, std::move(m.id), std::move(m.from),
+           std::move(m.body)},
           std::move(accepted), nullptr);
 }
 
@@ -210,7 +211,7 @@ void cluster_node::impl::deliver_here(const std::string& from, std::vector<outbo
         call(from, msg, opts.cluster.forward_timeout_ms, [](result<std::string>) {});
       };
     }
-    if (it.kind == "signal")
+    if (it.kind == persistence::inbox_kind::signal)
       // Signals have no id of their own: the sender's outbox entry is the
       // dedupe key, so a redelivery is not applied twice.
       node.signal(

@@ -16,13 +16,8 @@ using json = nlohmann::json;
 using persistence::family;
 
 json to_json(const outbox_item& i) {
-  json j{{"seq", i.seq},
-         {"name", i.name},
-         {"kind", i.kind},
-         {"id", i.id},
-         {"from", i.from},
-         {"body", i.body},
-         {"created_ms", i.created_ms}};
+  json j{{"seq", i.seq},   {"name", i.name}, {"kind", to_string(i.kind)}, {"id", i.id},
+         {"from", i.from}, {"body", i.body}, {"created_ms", i.created_ms}};
   if (i.wait) {
     j["wait"] = true;
     j["ref"] = i.ref;
@@ -35,15 +30,15 @@ result<outbox_item> outbox_item_from_json(const json& j) {
     outbox_item i;
     i.seq = j.at("seq").get<uint64_t>();
     i.name = j.at("name").get<std::string>();
-    i.kind = j.at("kind").get<std::string>();
     i.id = j.at("id").get<std::string>();
     i.from = j.at("from").get<std::string>();
     i.body = j.at("body");
     i.wait = j.value("wait", false);
     i.ref = j.value("ref", "");
     i.created_ms = j.value("created_ms", int64_t{0});
-    if (i.kind != "message" && i.kind != "signal")
-      return error(code::invalid_argument, "outbox item kind must be message or signal");
+    const auto kind = persistence::inbox_kind_from_string(j.at("kind").get<std::string>());
+    if (!kind) return error(code::invalid_argument, "outbox item kind must be message or signal");
+    i.kind = *kind;
     return i;
   } catch (const json::exception& e) {
     return error(code::invalid_argument, std::string("bad outbox item: ") + e.what());

@@ -36,7 +36,7 @@ namespace keel::net {
 struct outbox_item {
   uint64_t seq = 0;  // assigned by append()
   std::string name;  // the receiving agent
-  std::string kind;  // "message" or "signal"
+  persistence::inbox_kind kind = persistence::inbox_kind::message;
   std::string id;    // message id (dedupe key at the owner); signal name for signals
   std::string from;  // sender (agent name or "")
   nlohmann::json body;

@@ -284,8 +284,9 @@ TEST_CASE("a node started over unconsumed inbox entries processes them") {
     id = (**meta).id;
     persistence::write_set ops;
     for (uint64_t a = 1; a <= 3; ++a) {
-      persistence::inbox_entry e{"rec/1",       a, "message", "x" + std::to_string(a), "t",
-                                 {{"add", 10}}, ""};
+      persistence::inbox_entry e{
+          "rec/1",       a, persistence::inbox_kind::message, "x" + std::to_string(a), "t",
+          {{"add", 10}}, ""};
       ops.push_back({persistence::family::inbox, false, persistence::agent_seq_key(id, a),
                      persistence::encode(e, 0)});
       ops.push_back({persistence::family::dedupe, false,

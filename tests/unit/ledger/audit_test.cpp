@@ -535,7 +535,7 @@ TEST_CASE("an exported ledger imports as a read-only agent with the same chain")
 
   auto v = n.import("ex/copy", {{"events", lines}});
   REQUIRE_MESSAGE(v, v.error().to_string());
-  CHECK(v->origin == "import");
+  CHECK(v->origin == persistence::agent_origin::imported);
   CHECK(v->type == "counter");
   CHECK(v->last_seq == entries.back().seq);
   CHECK(v->state.value("total", -1) == 7);
@@ -908,7 +908,7 @@ TEST_CASE("a fork with an override shares its parent's prefix and goes on live")
                              {"replacement", replacement},
                              {"replaced", src->replaced}});
   REQUIRE_MESSAGE(v, v.error().to_string());
-  CHECK(v->origin == "fork");
+  CHECK(v->origin == persistence::agent_origin::forked);
   CHECK(v->parent == "fk/p");
   CHECK(v->fork_seq == at);
 
@@ -998,7 +998,7 @@ TEST_CASE("a hibernated agent can be forked, and the fork goes on live") {
                              {"at", 5},
                              {"by", "tester"}});
   REQUIRE_MESSAGE(v, v.error().to_string());
-  CHECK(v->origin == "fork");
+  CHECK(v->origin == persistence::agent_origin::forked);
   CHECK(v->state.value("total", -1) == 3);  // 1 + 2: the state at seq 5
   CHECK(n.send("hf/c", {{"add", 10}}).body == json{{"total", 13}});
   const auto child = n.ledger("hf/c");

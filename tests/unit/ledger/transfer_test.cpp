@@ -40,12 +40,16 @@ void write_agent(persistence::store& db, const std::string& name, uint64_t id,
   actors::blob_ops(blobs, ops);
   ops.push_back(
       {family::inbox, false, persistence::agent_seq_key(id, 7),
-       persistence::encode(persistence::inbox_entry{name, 7, "message", "m1", "x", {}, ""}, 1)});
+       persistence::encode(
+           persistence::inbox_entry{name, 7, persistence::inbox_kind::message, "m1", "x", {}, ""},
+           1)});
   ops.push_back({family::dedupe, false, persistence::dedupe_key(id, "m1"),
                  persistence::encode(persistence::dedupe_entry{7, false, {}}, 1)});
   ops.push_back(
       {family::effects, false, persistence::agent_seq_key(id, 3),
-       persistence::encode(persistence::effect_marker{name, "http", "t", 1, "", 0, {}}, 1)});
+       persistence::encode(
+           persistence::effect_marker{name, persistence::effect_kind::http, "t", 1, "", 0, {}},
+           1)});
   ops.push_back({family::timers, false, persistence::timer_key(5000, id, 9),
                  persistence::encode(persistence::timer_entry{name, {}}, 1)});
   REQUIRE(db.write(ops, true).is_ok());

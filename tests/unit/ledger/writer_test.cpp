@@ -138,7 +138,8 @@ TEST_CASE("event and snapshot records, and their erasure, are keyed by agent id 
 }
 
 TEST_CASE("inbox and dedupe entries are written as the accept and consume paths wrote them") {
-  const persistence::inbox_entry e{"acct/alice", 17, "message", "m-1", "bob", {{"n", 1}}, ""};
+  const persistence::inbox_entry e{"acct/alice", 17, persistence::inbox_kind::message, "m-1", "bob",
+                                   {{"n", 1}},   ""};
   const json reply = {{"ok", true}, {"body", {{"n", 2}}}};
 
   write_set want;
@@ -162,8 +163,8 @@ TEST_CASE("inbox and dedupe entries are written as the accept and consume paths 
 }
 
 TEST_CASE("effect markers and timers are keyed as recovery and the timer service read them") {
-  const persistence::effect_marker m{"acct/alice",   "http", "fetch", 2, "", 0,
-                                     {{"url", "x"}}, 1,      true};
+  const persistence::effect_marker m{
+      "acct/alice", persistence::effect_kind::http, "fetch", 2, "", 0, {{"url", "x"}}, 1, true};
   const persistence::timer_entry t{"acct/alice", {{"kind", "remind"}}};
 
   write_set want;

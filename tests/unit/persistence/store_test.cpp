@@ -52,9 +52,13 @@ p::write_op snapshot_op(uint64_t agent, uint64_t seq) {
 }
 
 p::write_op inbox_op(uint64_t agent_id, const std::string& name, uint64_t arrival) {
-  p::inbox_entry e{
-      name, arrival, "message", "m" + std::to_string(arrival), "acct/bob", json{{"add", arrival}},
-      ""};
+  p::inbox_entry e{name,
+                   arrival,
+                   p::inbox_kind::message,
+                   "m" + std::to_string(arrival),
+                   "acct/bob",
+                   json{{"add", arrival}},
+                   ""};
   return {p::family::inbox, false, p::agent_seq_key(agent_id, arrival), p::encode(e, 0)};
 }
 

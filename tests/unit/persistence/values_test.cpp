@@ -26,9 +26,12 @@ p::agent_meta sample_meta() {
   return {42, "counter", keel::agent_status::active, 1'700'000'000'123};
 }
 p::inbox_entry sample_inbox() {
-  return {"acct/alice", 17,
-          "message",    "msg-1",
-          "acct/bob",   json{{"add", 5}, {"nested", {1, "two", nullptr, 3.5, {{"k", false}}}}},
+  return {"acct/alice",
+          17,
+          p::inbox_kind::message,
+          "msg-1",
+          "acct/bob",
+          json{{"add", 5}, {"nested", {1, "two", nullptr, 3.5, {{"k", false}}}}},
           "s-n1-7"};
 }
 p::dedupe_entry sample_dedupe() {
@@ -88,7 +91,7 @@ TEST_CASE("inbox_entry round trips, body included") {
   auto v = sample_inbox();
   SUBCASE("message with a nested body") {}
   SUBCASE("signal with a null body") {
-    v.kind = "signal";
+    v.kind = p::inbox_kind::signal;
     v.id = "reset";
     v.body = nullptr;
   }
