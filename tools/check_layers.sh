@@ -4,13 +4,21 @@
 # link (directly or through others), the folders link without cycles, and
 # each folder has its CMakeLists.txt and README.md.
 #
-#   tools/check_layers.sh BUILD_DIR/layer_graph.txt [SOURCE_DIR]
+#   tools/check_layers.sh [BUILD_DIR/layer_graph.txt [SOURCE_DIR]]
 #
+# Without arguments it reads build/layer_graph.txt of this checkout.
 # The graph is written at configure time from the CMake targets
 # (cmake/LayerGraph.cmake), so the rule cannot drift from the build.
 set -euo pipefail
-graph=$(realpath "${1:?usage: check_layers.sh BUILD_DIR/layer_graph.txt [SOURCE_DIR]}")
-cd "${2:-$(dirname "$0")/..}"
+root=$(cd "$(dirname "$0")/.." && pwd)
+graph=${1:-$root/build/layer_graph.txt}
+if [ ! -f "$graph" ]; then
+  echo "check_layers: no $graph; configure a build first (./deploy/setup.sh, or cmake -S . -B build)," >&2
+  echo "  which writes it, or pass BUILD_DIR/layer_graph.txt" >&2
+  exit 2
+fi
+graph=$(realpath "$graph")
+cd "${2:-$root}"
 
 declare -A folder_of deps targets_of
 folders=()
