@@ -135,6 +135,9 @@ TEST_CASE("event and snapshot records, and their erasure, are keyed by agent id 
     w.erase_event(id, 2);
   }
   check_ops(got, want);
+  // The snapshot's long note went to a blob, written right after it.
+  REQUIRE(blobs.size() == 1);
+  CHECK(got[1].cf == family::blobs);
 }
 
 TEST_CASE("inbox and dedupe entries are written as the accept and consume paths wrote them") {
@@ -263,6 +266,9 @@ TEST_CASE("type versions, cluster state and outbox entries keep their keys and r
   w.put_outbox_entry(be64(5), {{"to", "b"}}, now - 3);
   w.erase_outbox_entry(be64(4));
   check_ops(got, want);
+  // Erasures carry no value.
+  CHECK(got[3].erase);
+  CHECK(got[5].erase);
 }
 
 TEST_CASE("a name lost to a salvage is reserved under lost_agent/ as plain JSON") {
