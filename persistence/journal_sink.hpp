@@ -19,8 +19,8 @@ class journal_sink {
   // Applies `ops` atomically, durably when `sync`, and says whether they
   // are. An error does not prove the ops were not applied (an fsync that
   // fails may leave them on disk): the caller must not act on them, and a
-  // later read may still find them. Errors: as store::write (no_space,
-  // unavailable, io_error).
+  // later read may still find them. Errors: as store::write: no_space
+  // (nothing written), unavailable (not durable, maybe on disk: retry).
   virtual status write(const write_set& ops, bool sync) = 0;
 };
 

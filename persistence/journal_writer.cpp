@@ -64,10 +64,6 @@ void journal_writer::run() {
       for (auto& op : p.ops) merged.push_back(std::move(op));
     int64_t t0 = mono_ns();
     status s = merged.empty() ? status::ok() : sink_->write(merged, sync_);
-    // A log write or fsync that failed says "not durable, retry" to the
-    // submitter, as writes refused while the store recovers do.
-    if (!s && s.error_code() == code::io_error)
-      s = error(code::unavailable, "the write did not become durable: " + s.message());
     int64_t t1 = mono_ns();
     stats_.write_ns.record(static_cast<uint64_t>(t1 - t0));
     stats_.batches.fetch_add(1, std::memory_order_relaxed);

@@ -359,12 +359,12 @@ status store::write(const write_set& ops, bool sync) {
   if (s.ok()) return status::ok();
   impl_->write_errors.fetch_add(1, std::memory_order_relaxed);
   status failed = from_rocks(s, "writing batch");
+  const code c = failed.error_code() == code::no_space ? code::no_space : code::unavailable;
   // RocksDB refuses every write after a failed one until it is reopened.
-  impl_->stop_writes(
-      error(failed.error_code() == code::no_space ? code::no_space : code::unavailable,
-            "writes are stopped: " + failed.message()),
-      true);
-  return failed;
+  impl_->stop_writes(error(c, "writes are stopped: " + failed.message()), true);
+  // The failed write itself is answered as the refused ones after it: not
+  // durable, retry (a log write that failed may still be replayed on reopen).
+  return error(c, "the write did not become durable: " + failed.message());
 }
 
 status store::reserve_id_block(uint64_t limit) {

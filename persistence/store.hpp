@@ -155,8 +155,10 @@ class store {
   store& operator=(const store&) = delete;
 
   // Applies all ops atomically, fsyncing the WAL when `sync`. Errors:
-  // no_space (below the reserve, or the disk is full), unavailable (writes
-  // are stopped by an I/O error, or the store is read-only), io_error.
+  // no_space (below the reserve, or the disk is full), unavailable (this
+  // write failed in RocksDB, and may still be replayed when the store
+  // reopens; or writes are stopped by an earlier failure, or the store is
+  // read-only).
   status write(const write_set& ops, bool sync);
 
   store_health health() const;

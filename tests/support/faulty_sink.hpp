@@ -4,7 +4,7 @@
 // seam where the journal writer meets the disk.
 //
 // - fail(fault, n): the next n writes fail. fault::fsync_failed writes the
-//   batch without syncing it and then fails it with io_error (what a failed
+//   batch without syncing it and then fails it as the store does, unavailable (a failed
 //   fsync leaves: the data may or may not be on disk); fault::no_space
 //   writes nothing and fails with no_space (ENOSPC).
 // - fail_when(fault, pick): every write `pick` selects fails, until clear().
@@ -105,7 +105,9 @@ class faulty_sink final : public persistence::journal_sink {
                    "device; injected)");
     // The batch reaches the log, but the fsync that would make it durable fails.
     inner_->write(ops, false).ignore();
-    return error(code::io_error, "writing batch: IO error: fsync failed (injected)");
+    return error(code::unavailable,
+                 "the write did not become durable: writing batch: IO error: fsync failed "
+                 "(injected)");
   }
 
  private:
