@@ -76,7 +76,7 @@ void consume_inbox_item(shell_state& s, inbox_item& item, int64_t now, batch& b)
 // in flight (its id is being written right now).
 bool handle_inbound(shell_state& s, const request_ptr& r, inbound_input in, int64_t now, batch& b,
                     uint32_t& direct) {
-  const bool is_message = in.is_message;
+  const bool is_message = in.is_message();
   // Messages dedupe by their id; signals only by a key their sender gave.
   const std::string& key = in.key;
   if (!key.empty()) {

@@ -158,10 +158,9 @@ bool handle(shell_state& s, const request_ptr& r, int64_t now, batch& b, uint32_
 // the request is taken (never when it waits for the write in flight).
 struct inbound_input {
   explicit inbound_input(message_call& m)
-      : is_message(true), id(m.id), key(m.id), body(m.body), calls(m), from(&m.from) {}
-  explicit inbound_input(signal_call& c)
-      : is_message(false), id(c.signal), key(c.dedupe), body(c.payload), calls(c) {}
-  bool is_message;
+      : id(m.id), key(m.id), body(m.body), calls(m), from(&m.from) {}
+  explicit inbound_input(signal_call& c) : id(c.signal), key(c.dedupe), body(c.payload), calls(c) {}
+  bool is_message() const { return from != nullptr; }
   const std::string& id;   // message id ("" = generate one); signal name
   const std::string& key;  // dedupe key: the message id; the signal's own ("" = none)
   json& body;              // message body; signal payload
