@@ -15,9 +15,13 @@ build_type=${BUILD_TYPE:-Release}
 # libssl-dev: https for model providers and http tools; ca-certificates: the
 # system trust store that verifies their certificates; libseccomp-dev: the
 # exec tool sandbox's system call filter; curl: the README's HTTP quick
-# start, which the tests run as written.
-packages=(g++ cmake ninja-build ccache libcaf-dev librocksdb-dev libboost-dev
-          nlohmann-json3-dev doctest-dev libssl-dev ca-certificates libseccomp-dev curl)
+# start, which the tests run as written; libraft-dev (with libuv1-dev, which
+# its headers include) and pkgconf: consensus for replicated groups;
+# nftables and iproute2: the partition tests cut links inside a private
+# network namespace.
+packages=(g++ cmake ninja-build ccache pkgconf libcaf-dev librocksdb-dev libboost-dev
+          nlohmann-json3-dev doctest-dev libssl-dev ca-certificates libseccomp-dev curl
+          libraft-dev libuv1-dev nftables iproute2)
 
 missing=()
 for p in "${packages[@]}"; do
