@@ -19,7 +19,9 @@
 #include <fcntl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+#include <algorithm>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <ctime>
@@ -52,15 +54,18 @@ constexpr const char* next_id_key = "next_agent_id";
 // may carry operator fields (docs/formats.md). Version 1 databases open and
 // are marked 2: their records read as before, and audit verify accepts
 // their unchained prefix.
-constexpr uint64_t schema_version = 2;
+// 3: the raft family exists (created at open; written only in a cluster).
+// Earlier databases open and are marked 3; nothing else of theirs changes.
+constexpr uint64_t schema_version = 3;
 constexpr uint64_t oldest_schema_read = 1;
 // Ids reserved per durable write; a crash skips at most this many.
 constexpr uint64_t id_block = 4096;
 // RocksDB's info log: rotated to LOG.old past this size.
 constexpr off_t info_log_max_bytes = 16 << 20;
 
-const char* const family_names[family_count] = {"agents", "ledger", "snapshots", "inbox", "dedupe",
-                                                "timers", "meta",   "effects",   "blobs", "outbox"};
+const char* const family_names[family_count] = {"agents", "ledger", "snapshots", "inbox",
+                                                "dedupe", "timers", "meta",      "effects",
+                                                "blobs",  "outbox", "raft"};
 
 // RocksDB's info log, written with plain write(2): a line that cannot be
 // written (the disk is full) is dropped, never fatal.
@@ -216,10 +221,24 @@ status store::impl::open_db(bool read_only_mode) {
   dedupe_cfo.compaction_filter = dedupe_filter.get();
   dedupe_cfo.periodic_compaction_seconds = 24 * 3600;
 
+  // Read-only, a database an earlier version wrote may lack the newer
+  // families (they are created at the first writable open): those read as
+  // empty, through the default family, which holds nothing.
+  std::vector<std::string> existing;
+  if (read_only_mode)
+    if (auto ls = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(o), opts.dir, &existing);
+        !ls.ok())
+      return from_rocks(ls, "cannot open the store in " + opts.dir);
   std::vector<rocksdb::ColumnFamilyDescriptor> descs;
   descs.emplace_back(rocksdb::kDefaultColumnFamilyName, cfo);
-  for (const char* n : family_names)
-    descs.emplace_back(n, std::string_view(n) == "dedupe" ? dedupe_cfo : cfo);
+  std::vector<int> slot(family_count, 0);  // index into the opened handles
+  for (int i = 0; i < family_count; ++i) {
+    const std::string_view n = family_names[i];
+    if (read_only_mode && std::find(existing.begin(), existing.end(), n) == existing.end())
+      continue;
+    slot[i] = static_cast<int>(descs.size());
+    descs.emplace_back(std::string(n), n == "dedupe" ? dedupe_cfo : cfo);
+  }
   std::vector<rocksdb::ColumnFamilyHandle*> hs;
   rocksdb::DB* raw = nullptr;
   auto s = read_only_mode
@@ -228,7 +247,8 @@ status store::impl::open_db(bool read_only_mode) {
   if (!s.ok()) return from_rocks(s, "cannot open the store in " + opts.dir);
   db.reset(raw);
   default_cf = hs[0];
-  handles.assign(hs.begin() + 1, hs.end());
+  handles.clear();
+  for (int i = 0; i < family_count; ++i) handles.push_back(hs[slot[i]]);
   read_only = read_only_mode;
   return status::ok();
 }
@@ -243,7 +263,8 @@ void store::impl::close_db(bool flush) {
     fo.allow_write_stall = true;
     db->Flush(fo, handles).PermitUncheckedError();
   }
-  for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  for (auto* h : handles)
+    if (h != default_cf) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
   if (default_cf) db->DestroyColumnFamilyHandle(default_cf).PermitUncheckedError();
   handles.clear();
   default_cf = nullptr;
@@ -350,7 +371,9 @@ status store::write(const write_set& ops, bool sync) {
   rocksdb::WriteBatch batch;
   for (const auto& op : ops) {
     auto* cf = impl_->cf(op.cf);
-    auto s = op.erase ? batch.Delete(cf, op.key) : batch.Put(cf, op.key, op.value);
+    auto s = !op.erase              ? batch.Put(cf, op.key, op.value)
+             : op.range_end.empty() ? batch.Delete(cf, op.key)
+                                    : batch.DeleteRange(cf, op.key, op.range_end);
     if (!s.ok()) return from_rocks(s, "building write batch");
   }
   rocksdb::WriteOptions wo;

@@ -48,9 +48,13 @@ enum class family : uint8_t {
   meta,
   effects,
   blobs,
-  outbox
+  outbox,
+  // Replicated groups' own bookkeeping: their raft log, term, vote and
+  // snapshot metadata, and the index each group's state machine has
+  // applied (net/raft; docs/formats.md). Empty on a node without a cluster.
+  raft
 };
-inline constexpr int family_count = 10;
+inline constexpr int family_count = 11;
 const char* family_name(family f);
 
 struct write_op {
@@ -58,6 +62,9 @@ struct write_op {
   bool erase = false;
   std::string key;
   std::string value;
+  // With erase: erases every key in [key, range_end) instead of key alone
+  // (one RocksDB range deletion). Empty: a single-key erase.
+  std::string range_end = {};
 };
 using write_set = std::vector<write_op>;
 

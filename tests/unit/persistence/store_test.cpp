@@ -476,7 +476,7 @@ TEST_CASE("the ledger of the highest possible agent id is readable") {
   CHECK(r->size() == 2);
 }
 
-TEST_CASE("a schema 1 database opens and is marked 2; a newer one is refused untouched") {
+TEST_CASE("schema 1 and 2 databases open and are marked 3; a newer one is refused untouched") {
   keel::test::temp_dir dir("keel-store");
   auto version = [&dir] {
     auto db = open_store(dir);
@@ -486,7 +486,7 @@ TEST_CASE("a schema 1 database opens and is marked 2; a newer one is refused unt
     REQUIRE((*v)->size() == 8);
     return keel::get_u64_be((*v)->data());
   };
-  CHECK(version() == 2);  // a new database
+  CHECK(version() == 3);  // a new database
   auto set = [&dir](uint64_t v) {
     auto db = open_store(dir);
     std::string enc;
@@ -494,9 +494,26 @@ TEST_CASE("a schema 1 database opens and is marked 2; a newer one is refused unt
     REQUIRE(db->write({{p::family::meta, false, "schema_version", enc}}, true));
   };
   set(1);
-  CHECK(version() == 2);
-  set(3);
+  CHECK(version() == 3);
+  set(2);
+  CHECK(version() == 3);
+  set(4);
   auto refused = p::store::open({dir.str(), 8 << 20, true});
   REQUIRE_FALSE(refused);
   CHECK(refused.error().error_code() == keel::code::corruption);
+}
+
+TEST_CASE("a range erase removes exactly the keys from key up to range_end, in the same batch as puts") {
+  keel::test::temp_dir dir("keel-store");
+  auto db = open_store(dir);
+  const auto f = p::family::raft;
+  write(*db,
+        {{f, false, "a", "1"}, {f, false, "b", "2"}, {f, false, "c", "3"}, {f, false, "d", "4"}});
+  p::write_op range{f, true, "b", {}, "d"};
+  write(*db, {range, {f, false, "c2", "5"}});  // a put after the erase in one batch survives it
+  auto left = db->scan(f, "", "", 10);
+  REQUIRE(left);
+  std::vector<std::string> keys;
+  for (const auto& kv : *left) keys.push_back(kv.first);
+  CHECK(keys == std::vector<std::string>{"a", "c2", "d"});
 }
