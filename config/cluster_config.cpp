@@ -61,6 +61,13 @@ uint64_t rendezvous_score(uint64_t member_hash, uint32_t shard) {
   return fmix64(member_hash ^ (static_cast<uint64_t>(shard) * 0x9E3779B97F4A7C15ULL));
 }
 
+// Rendezvous score of a member for a replicated group: salted apart from
+// the shard owner's score, so a group's preferred leader is not simply the
+// owner of its first shard.
+uint64_t group_score(uint64_t member_hash, uint32_t group) {
+  return fmix64(member_hash ^ ((static_cast<uint64_t>(group) + 1) * 0xC2B2AE3D27D4EB4FULL));
+}
+
 std::string in_quotes(std::string_view key) {
   return "\"" + std::string(key) + "\"";
 }
@@ -430,6 +437,22 @@ result<shard_map> shard_map::from_json(const json& j, std::string_view what) {
   status v = validate_members(members);
   if (!v) return error(v.error_code(), source + ": " + v.message());
   return shard_map(epoch, shards, std::move(members));
+}
+
+std::vector<std::string> group_replicas(const std::vector<cluster_member>& members, uint32_t group,
+                                        uint32_t replication) {
+  std::vector<std::pair<uint64_t, const std::string*>> ranked;
+  ranked.reserve(members.size());
+  for (const auto& m : members) ranked.emplace_back(group_score(fnv1a64(m.id), group), &m.id);
+  const std::size_t n = std::min<std::size_t>(replication, ranked.size());
+  std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(n), ranked.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.first != b.first ? a.first > b.first : *a.second < *b.second;
+                    });
+  std::vector<std::string> out;
+  out.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) out.push_back(*ranked[i].second);
+  return out;
 }
 
 std::vector<shard_move> moves_between(const shard_map& before, const shard_map& after) {

@@ -135,6 +135,20 @@ class shard_map {
   std::vector<uint16_t> owner_;  // shard -> index into members_
 };
 
+// Replicated groups (docs/replication.md). Shards are grouped: a shard's
+// group is shard mod groups, and each group is one replicated log. Its
+// replicas are the `replication` members with the highest rendezvous score
+// for the group (a hash salted apart from shard ownership), best first: the
+// first is the group's preferred leader. Adding or removing a member changes
+// a group's replicas only where that member enters or leaves them.
+inline uint32_t group_of_shard(uint32_t shard, uint32_t groups) {
+  return groups == 0 ? 0 : shard % groups;
+}
+// Member ids, best first; min(replication, members) of them. Ties go to the
+// smaller id.
+std::vector<std::string> group_replicas(const std::vector<cluster_member>& members, uint32_t group,
+                                        uint32_t replication);
+
 // A shard that changes owner between two maps.
 struct shard_move {
   uint32_t shard;

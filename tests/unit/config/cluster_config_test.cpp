@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -612,4 +613,77 @@ TEST_CASE("shard_map::from_json refuses bad input with invalid_argument naming w
   CHECK(r.error().error_code() == code::invalid_argument);
   CHECK(contains(r.error().message(), "map from node-3"));
   CHECK_MESSAGE(contains(r.error().message(), expect), r.error().message());
+}
+
+TEST_CASE("group replicas are distinct members, best first, and do not depend on listing order") {
+  auto list = members(5);
+  for (uint32_t g = 0; g < 32; ++g) {
+    CAPTURE(g);
+    auto r = cfg::group_replicas(list, g, 3);
+    REQUIRE(r.size() == 3);
+    CHECK(std::set<std::string>(r.begin(), r.end()).size() == 3);
+    auto reversed = list;
+    std::reverse(reversed.begin(), reversed.end());
+    CHECK(cfg::group_replicas(reversed, g, 3) == r);
+    // A smaller replication takes a prefix: the preferred leader is the
+    // same whatever the replication.
+    CHECK(cfg::group_replicas(list, g, 1) == std::vector<std::string>{r[0]});
+  }
+  // More replicas asked than members: every member, once.
+  CHECK(cfg::group_replicas(members(2), 0, 3).size() == 2);
+  CHECK(cfg::group_replicas({}, 0, 3).empty());
+}
+
+TEST_CASE("group placement spreads replicas and preferred leaders over the members") {
+  auto list = members(5);
+  std::map<std::string, int> replicas, preferred;
+  for (uint32_t g = 0; g < 320; ++g) {
+    auto r = cfg::group_replicas(list, g, 3);
+    for (const auto& id : r) ++replicas[id];
+    ++preferred[r[0]];
+  }
+  for (const auto& m : list) {
+    CAPTURE(m.id);
+    // 320 groups x 3 replicas over 5 members: 192 each; 64 preferred each.
+    CHECK(replicas[m.id] >= 0.8 * 192);
+    CHECK(replicas[m.id] <= 1.2 * 192);
+    CHECK(preferred[m.id] >= 0.7 * 64);
+    CHECK(preferred[m.id] <= 1.3 * 64);
+  }
+  // Salted apart from shard ownership: the preferred leader of group g is
+  // not always the owner of shard g.
+  shard_map owners(1, 320, list);
+  int same = 0;
+  for (uint32_t g = 0; g < 320; ++g) same += cfg::group_replicas(list, g, 1)[0] == owners.owner(g);
+  CHECK(same < 320 / 2);
+}
+
+TEST_CASE("adding a member changes a group's replicas only by letting it in") {
+  auto before = members(4);
+  auto after = before;
+  after.push_back(member("node-5", 7005));
+  int changed = 0;
+  for (uint32_t g = 0; g < 64; ++g) {
+    CAPTURE(g);
+    auto a = cfg::group_replicas(before, g, 3);
+    auto b = cfg::group_replicas(after, g, 3);
+    if (a == b) continue;
+    ++changed;
+    // The newcomer entered; the others keep their order, the last one out.
+    CHECK(std::find(b.begin(), b.end(), "node-5") != b.end());
+    std::vector<std::string> rest;
+    for (const auto& id : b)
+      if (id != "node-5") rest.push_back(id);
+    CHECK(rest == std::vector<std::string>(a.begin(), a.begin() + 2));
+  }
+  // About 3/5 of the groups take the newcomer.
+  CHECK(changed >= 0.4 * 64);
+  CHECK(changed <= 0.8 * 64);
+  CHECK(cfg::group_of_shard(300, 32) == 300 % 32);
+}
+
+TEST_CASE("group placement pins replicas so a change of the scoring is caught") {
+  auto list = members(3);
+  CHECK(cfg::group_replicas(list, 0, 3) == std::vector<std::string>{"node-2", "node-3", "node-1"});
+  CHECK(cfg::group_replicas(list, 31, 1) == std::vector<std::string>{"node-1"});
 }
