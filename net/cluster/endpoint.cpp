@@ -354,6 +354,18 @@ void on_call(endpoint_actor* self, uint64_t call, std::string& payload) {
   }
 }
 
+void on_cast(endpoint_actor* self, std::string& payload) {
+  const std::string* from = sender_member(self);
+  if (!from) return;
+  auto& h = self->state.shared->handlers;
+  if (!h.on_cast) return;
+  try {
+    h.on_cast(*from, std::move(payload));
+  } catch (const std::exception& e) {
+    log_line(std::string("cluster cast handler threw: ") + e.what());
+  }
+}
+
 void on_reply(endpoint_actor* self, uint64_t call, uint64_t c, std::string& text) {
   if (!sender_member(self)) return;
   auto pc = self->state.shared->take(call);
@@ -472,6 +484,11 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<shared_state> sh,
         self->state.deadlines.push({mono_ns() + int64_t{timeout_ms} * 1'000'000, call});
         arm_sweep(self);
       },
+      [self, local](lcast_atom, const std::string& to, std::string& payload) {
+        if (!local()) return;
+        auto* p = find_peer(self, to);
+        if (p && p->up) self->send(p->handle, cast_atom::value, std::move(payload));
+      },
       [self, local](lreply_atom, const caf::node_id& node, uint64_t call, uint64_t c,
                     std::string& text) {
         if (!local()) return;
@@ -511,6 +528,7 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<shared_state> sh,
         if (local()) self->quit();
       },
       [self](call_atom, uint64_t call, std::string& payload) { on_call(self, call, payload); },
+      [self](cast_atom, std::string& payload) { on_cast(self, payload); },
       [self](reply_atom, uint64_t call, uint64_t c, std::string& text) {
         on_reply(self, call, c, text);
       },

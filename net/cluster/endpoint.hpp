@@ -32,9 +32,11 @@ using welcome_atom = caf::atom_constant<caf::atom("kp_welcome")>;  // -
 using refuse_atom = caf::atom_constant<caf::atom("kp_refuse")>;    // reason
 using call_atom = caf::atom_constant<caf::atom("kp_call")>;        // id, payload
 using reply_atom = caf::atom_constant<caf::atom("kp_reply")>;      // id, code, text
+using cast_atom = caf::atom_constant<caf::atom("kp_cast")>;        // payload
 // Local: sent by the endpoint to itself (send_as or delayed_send).
 using lcall_atom = caf::atom_constant<caf::atom("kl_call")>;
 using lreply_atom = caf::atom_constant<caf::atom("kl_reply")>;
+using lcast_atom = caf::atom_constant<caf::atom("kl_cast")>;
 using ladd_atom = caf::atom_constant<caf::atom("kl_add")>;
 using lremove_atom = caf::atom_constant<caf::atom("kl_remove")>;
 using lstop_atom = caf::atom_constant<caf::atom("kl_stop")>;

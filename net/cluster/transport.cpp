@@ -173,6 +173,21 @@ void cluster_transport::call(const std::string& to, std::string payload, uint32_
   done(error(code::unavailable, "peer " + to + " is not connected"));
 }
 
+bool cluster_transport::cast(const std::string& to, std::string payload) {
+  auto& sh = *impl_->shared;
+  std::shared_lock life(sh.life);
+  if (sh.stopped) return false;
+  {
+    std::lock_guard lk(sh.mu);
+    auto it = sh.status.find(to);
+    if (it == sh.status.end() || !it->second.up) return false;
+  }
+  // Through the endpoint, like calls: the peer sees our endpoint as the
+  // sender, and one mailbox keeps casts to a peer in order.
+  caf::send_as(sh.endpoint, sh.endpoint, lcast_atom::value, to, std::move(payload));
+  return true;
+}
+
 void cluster_transport::add_peer(const config::cluster_member& m) {
   auto& sh = *impl_->shared;
   std::shared_lock life(sh.life);

@@ -13,7 +13,11 @@
 //
 // The payload of every call is an opaque string (the cluster layer encodes
 // JSON); a call is answered by one reply or fails with unavailable (peer not
-// connected), timeout, or the error the peer's handler returned.
+// connected), timeout, or the error the peer's handler returned. A cast is
+// one-way (replicated groups' raft messages, which the protocol itself
+// retries): no reply, no pending state, and nothing tells the sender
+// whether it arrived. Casts to one peer arrive in the order they were sent,
+// or not at all.
 //
 // Thread-safety: every method may be called from any thread. Handlers and
 // callbacks run on transport threads: they must be quick and must not block
@@ -38,6 +42,8 @@ struct transport_handlers {
   // A call from an authenticated peer (`from` is its member id). `respond`
   // must be called exactly once, from any thread.
   std::function<void(const std::string& from, std::string payload, respond_fn respond)> on_call;
+  // A cast from an authenticated peer; dropped when not set.
+  std::function<void(const std::string& from, std::string payload)> on_cast;
   // A peer became reachable and authenticated (up = true) or was lost.
   std::function<void(const std::string& peer, bool up)> on_peer;
 };
@@ -71,6 +77,10 @@ class cluster_transport {
   // error. Fails fast with unavailable when the peer is not up.
   void call(const std::string& to, std::string payload, uint32_t timeout_ms,
             std::function<void(result<std::string>)> done);
+
+  // Sends `payload` one-way to peer `to`. False (and dropped) when the
+  // peer is not up or the transport is stopped.
+  bool cast(const std::string& to, std::string payload);
 
   // Starts connecting to a member not known before (or replaces its address);
   // forgets one that left.

@@ -50,6 +50,8 @@ struct recorder {
   std::vector<std::string> callers;
   std::vector<net::transport_handlers::respond_fn> held;
   std::atomic<int> calls{0};
+  std::vector<std::pair<std::string, std::string>> casts;  // from, payload
+  std::atomic<int> cast_count{0};
 
   std::vector<std::pair<std::string, bool>> events() {
     std::lock_guard lk(mu);
@@ -74,6 +76,11 @@ net::transport_handlers handlers_for(const std::shared_ptr<recorder>& r) {
       respond(error(code::conflict, "no way"));
     else
       respond("echo:" + payload);
+  };
+  h.on_cast = [r](const std::string& from, std::string payload) {
+    std::lock_guard lk(r->mu);
+    r->casts.emplace_back(from, std::move(payload));
+    ++r->cast_count;
   };
   h.on_peer = [r](const std::string& peer, bool up) {
     std::lock_guard lk(r->mu);
@@ -218,6 +225,37 @@ TEST_CASE("two cluster transports authenticate each other and round-trip calls")
   }
 }
 
+TEST_CASE("casts reach an authenticated peer one-way, in the order sent, and fail fast when down") {
+  pair_of_nodes n;
+  REQUIRE(test::eventually([&] { return n.both_up(); }));
+  constexpr int count = 5000;
+  for (int i = 0; i < count; ++i) {
+    // Binary payloads, as raft messages are.
+    std::string payload = std::to_string(i);
+    payload.push_back('\0');
+    payload.push_back(static_cast<char>(i & 0xff));
+    REQUIRE(n.a->cast("b", std::move(payload)));
+  }
+  REQUIRE(test::eventually([&] { return n.rb->cast_count == count; }));
+  {
+    std::lock_guard lk(n.rb->mu);
+    for (int i = 0; i < count; ++i) {
+      CAPTURE(i);
+      REQUIRE(n.rb->casts[i].first == "a");
+      REQUIRE(n.rb->casts[i].second.size() == std::to_string(i).size() + 2);
+      REQUIRE(n.rb->casts[i].second.substr(0, std::to_string(i).size()) == std::to_string(i));
+      REQUIRE(n.rb->casts[i].second.back() == static_cast<char>(i & 0xff));
+    }
+  }
+  CHECK(n.rb->calls == 0);  // nothing was a call
+  CHECK_FALSE(n.a->cast("nobody", "x"));
+  n.b->stop();
+  REQUIRE(test::eventually([&] { return !n.a->is_up("b"); }));
+  CHECK_FALSE(n.a->cast("b", "after"));
+  n.a->stop();
+  CHECK_FALSE(n.a->cast("b", "stopped"));
+}
+
 TEST_CASE("a peer with the wrong secret is refused on both sides and gets no calls through") {
   pair_of_nodes n(cluster("0123456789abcdef-secret"), cluster("another-secret-of-16+"));
   auto refused = [](const cluster_transport& t, const std::string& id) {
@@ -233,6 +271,9 @@ TEST_CASE("a peer with the wrong secret is refused on both sides and gets no cal
   CHECK(n.rb->events().empty());
   CHECK(n.ra->calls == 0);
   CHECK(n.rb->calls == 0);
+  // Nor casts: refused before they are sent, and nothing arrives.
+  CHECK_FALSE(n.a->cast("b", "hello"));
+  CHECK(n.rb->cast_count == 0);
 }
 
 TEST_CASE("a peer that is not a configured member is refused") {
