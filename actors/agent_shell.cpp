@@ -43,8 +43,11 @@ void submit(shell_actor* self, batch b) {
   s.in_flight = std::move(b);
   caf::actor me = caf::actor_cast<caf::actor>(self);
   persistence::write_set ops = std::move(s.in_flight.ops);
-  s.rt->journal->submit(std::move(ops),
-                        [me](const status& st) { caf::anon_send(me, durable_atom::value, st); });
+  auto done = [me](const status& st) { caf::anon_send(me, durable_atom::value, st); };
+  if (s.rt->repl)
+    s.rt->repl->propose(s.group, s.term, std::move(ops), std::move(done));
+  else
+    s.rt->journal->submit(std::move(ops), std::move(done));
 }
 
 // Decides everything pending and writes it as one write set.
@@ -207,6 +210,19 @@ void on_idle(shell_actor* self) {
   submit(self, std::move(b));
 }
 
+// Replicated: only the group's leader runs its agents, and what it loads is
+// current only once its term's first entry is applied (leading() says so).
+status lead(shell_state& s) {
+  if (!s.rt->repl) return status::ok();
+  s.group = s.rt->repl->group_of(s.name);
+  auto term = s.rt->repl->leading(s.group);
+  if (!term)
+    return error(code::unavailable, "this node does not lead the group of " + s.name + " (group " +
+                                        std::to_string(s.group) + ")");
+  s.term = *term;
+  return status::ok();
+}
+
 // The supervisor's sweep found us quiet for idle_ms (or thinks so: check).
 void on_idle_check(shell_actor* self) {
   auto& s = self->state;
@@ -222,7 +238,8 @@ caf::behavior shell(shell_actor* self, runtime* rt, caf::actor supervisor, std::
   s.supervisor = std::move(supervisor);
   s.name = std::move(name);
   int64_t t0 = mono_ns();
-  s.broken = load(s);
+  s.broken = lead(s);
+  if (s.broken.is_ok()) s.broken = load(s);
   rt->metrics.activation_ns.record(static_cast<uint64_t>(mono_ns() - t0));
   // The census counted the entry already (at start, or when it was written).
   if (s.exists) {

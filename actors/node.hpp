@@ -186,6 +186,8 @@ struct task_outcome {
   bool maybe_applied = false;
 };
 
+class replicator;
+
 struct start_options {
   // Agent types declared in JSON (config/agent_spec.hpp), next to the
   // built-in ones. Names must be unique.
@@ -208,6 +210,10 @@ struct start_options {
   std::function<std::unique_ptr<persistence::journal_sink>(
       std::unique_ptr<persistence::journal_sink>)>
       wrap_journal_sink;
+  // In a replicated cluster, where shells' writes go instead of the journal
+  // (actors/replicator.hpp); it must outlive the node. Null on a single
+  // node.
+  replicator* repl = nullptr;
 };
 
 struct inbound_message {
@@ -246,6 +252,7 @@ class remote_router {
 
 struct runtime;
 class ledger_ops;
+class replicator;
 
 class node {
  public:

@@ -190,6 +190,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
     p->journal = std::make_unique<persistence::journal_writer>(std::move(sink), cfg.sync);
   }
   p->rt.journal = p->journal.get();
+  p->rt.repl = opts.repl;
 
   p->caf_cfg = std::make_unique<caf::actor_system_config>();
   unsigned threads = cfg.scheduler_threads ? cfg.scheduler_threads

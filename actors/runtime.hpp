@@ -15,6 +15,7 @@
 #include "actors/agent_census.hpp"
 #include "actors/effect_pool.hpp"
 #include "actors/node.hpp"
+#include "actors/replicator.hpp"
 #include "actors/request.hpp"
 #include "actors/task_queue.hpp"
 #include "agent/registry.hpp"
@@ -58,6 +59,9 @@ struct runtime {
   config::node_config cfg;
   persistence::store* db = nullptr;
   persistence::journal_writer* journal = nullptr;
+  // In a replicated cluster, where shells' writes go instead of the journal
+  // (actors/replicator.hpp); null on a single node.
+  replicator* repl = nullptr;
   timer_service* timers = nullptr;
   const agent::type_registry* types = nullptr;
   // The types' versions in the store: finds a version the registry lacks,

@@ -77,6 +77,10 @@ struct shell_state {
   bool writing = false;
   batch in_flight;
   bool leaving = false;
+  // Replicated: the agent's group and the term this node leads it in, taken
+  // at activation; every write is proposed stamped with it.
+  uint32_t group = 0;
+  uint64_t term = 0;
   // The hash of the last ledger record, read on the first append of an
   // activation (most activations only read).
   std::optional<chain_hash> head;
