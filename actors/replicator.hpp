@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "base/status.hpp"
@@ -31,6 +32,12 @@ class replicator {
   // once the group is ready (the term's first entry is applied here, so is
   // everything before it); nullopt when this node does not lead it.
   virtual std::optional<uint64_t> leading(uint32_t group) const = 0;
+
+  // A new agent's id in `group`, never handed out before in the group, on
+  // any leader: the group's number in the top 16 bits (group + 1), so ids
+  // of different groups never meet in one store. unavailable when this
+  // node cannot reserve ids for the group now (it does not lead it).
+  virtual result<uint64_t> allocate_agent_id(uint32_t group) = 0;
 
   // Proposes `ops`, written by shells activated in `term`, to `group`.
   // `done` runs once: ok when they are committed and applied on this node;

@@ -323,7 +323,9 @@ bool create(shell_state& s, const request_ptr& r, const agent::agent_type* t, ag
                                        "): its name is not handed out again"));
     return false;
   }
-  auto id = s.rt->db->allocate_agent_id();
+  // Replicated, ids are the group's: every replica applies the same keys,
+  // and one store holds several groups.
+  auto id = s.rt->repl ? s.rt->repl->allocate_agent_id(s.group) : s.rt->db->allocate_agent_id();
   if (!id) {
     fail(*r, id.error());
     return false;

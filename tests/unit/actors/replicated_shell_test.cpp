@@ -47,6 +47,9 @@ class stand_in_replicator final : public replicator {
     if (!lead) return std::nullopt;
     return term.load();
   }
+  result<uint64_t> allocate_agent_id(uint32_t group) override {
+    return (uint64_t{group} + 1) << 48 | ++next_id_;
+  }
   void propose(uint32_t group, uint64_t t, persistence::write_set ops, done_fn done) override {
     {
       std::lock_guard lk(mu_);
@@ -68,6 +71,7 @@ class stand_in_replicator final : public replicator {
  private:
   std::mutex mu_;
   std::vector<proposal> seen_;
+  std::atomic<uint64_t> next_id_{0};
 };
 
 struct replicated_node {
@@ -150,6 +154,12 @@ TEST_CASE("a replicated node's shells propose their writes stamped with their gr
   auto v = r.get("rep/1");
   REQUIRE(v.is_ok());
   CHECK(v->state["total"] == 6);
+  // Its id is the group's: the group's number in the top 16 bits.
+  auto meta = r.n->storage().get_agent("rep/1");
+  REQUIRE(meta.is_ok());
+  REQUIRE(meta->has_value());
+  const uint64_t group_tag = (**meta).id >> 48;
+  CHECK(group_tag == r.repl.group_of("rep/1") + 1);
 }
 
 TEST_CASE("a node that does not lead an agent's group answers unavailable and proposes nothing") {
