@@ -16,7 +16,9 @@
 // - The snapshot is a small marker (group, applied index, term of record);
 //   the group's data itself is the store's. Restoring checks that the store
 //   already holds the state the marker names (its ranges are streamed in
-//   before a follower installs a snapshot).
+//   before a follower installs a snapshot). A refused restore leaves the
+//   buffer to libraft, which in 0.15 frees its bytes but loses its 16-byte
+//   array: refusal is for a bug in the streaming, not a routine path.
 //
 // Outcome of an apply: libraft hands the `*result` the state machine set to
 // the proposer's raft_apply callback, on the leader only, right after apply
