@@ -80,7 +80,9 @@ void loop::run() {
     if (next == timers_.end()) {
       cv_.wait(lk);
     } else {
-      cv_.wait_until(lk, next->second.due);
+      // A copy: cancel() may erase the timer while the loop waits.
+      clock::time_point due = next->second.due;
+      cv_.wait_until(lk, due);
     }
   }
 }

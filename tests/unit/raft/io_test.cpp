@@ -398,8 +398,10 @@ TEST_CASE(
           [&] {
             auto loaded = log.load();
             REQUIRE(loaded.is_ok());
+            // Exactly index - trailing + 1 after a snapshot of its own; past
+            // the snapshot when a slow follower was sent one (trailing 0).
             bool ok = loaded->snapshot != nullptr && loaded->snapshot->index >= 1000 / 2 &&
-                      loaded->start_index == loaded->snapshot->index - snapshot_trailing + 1;
+                      loaded->start_index >= loaded->snapshot->index - snapshot_trailing + 1;
             raft::release(*loaded);
             return ok;
           },
