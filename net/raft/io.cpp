@@ -1,0 +1,262 @@
+#include "net/raft/io.hpp"
+
+#include <cassert>
+#include <cstdio>
+#include <utility>
+
+#include "base/log.hpp"
+#include "net/raft/message_codec.hpp"
+
+namespace keel::raft {
+
+namespace {
+
+io& self(raft_io* r) {
+  return *static_cast<io*>(r->impl);
+}
+
+// Fills libraft's error message slot and answers the matching code: a
+// value that does not decode is RAFT_CORRUPT, anything else from the store
+// RAFT_IOERR (libraft treats both as fatal for the instance).
+int fail(raft_io* r, const status& s) {
+  std::snprintf(r->errmsg, sizeof r->errmsg, "%s", s.to_string().c_str());
+  return s.error_code() == code::corruption ? RAFT_CORRUPT : RAFT_IOERR;
+}
+
+int to_rv(const status& s) {
+  return s.is_ok() ? 0 : RAFT_IOERR;
+}
+
+}  // namespace
+
+// The raft_io methods: C function pointers that reach the io through
+// raft_io.impl. A friend so they can touch its state; they all run on the
+// loop thread.
+struct io_methods {
+  static int init(raft_io* r, raft_id id, const char* address) {
+    io& s = self(r);
+    s.id_ = id;
+    s.address_ = address;
+    return 0;
+  }
+
+  static void close(raft_io* r, raft_io_close_cb cb) {
+    io& s = self(r);
+    if (s.ticker_ != 0) s.opts_.on->cancel(s.ticker_);
+    s.ticker_ = 0;
+    s.closing_ = true;
+    s.close_cb_ = cb;
+    s.finish_close_if_idle();
+  }
+
+  static int load(raft_io* r, raft_term* term, raft_id* voted_for, raft_snapshot** snapshot,
+                  raft_index* start_index, raft_entry* entries[], size_t* n_entries) {
+    io& s = self(r);
+    auto loaded = s.log_.load();
+    if (!loaded) return fail(r, loaded.error());
+    *term = loaded->term;
+    *voted_for = loaded->vote;
+    *snapshot = loaded->snapshot;
+    *start_index = loaded->start_index;
+    *entries = loaded->entries;
+    *n_entries = loaded->n_entries;
+    s.next_index_ = loaded->start_index + loaded->n_entries;
+    return 0;
+  }
+
+  static int start(raft_io* r, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv) {
+    io& s = self(r);
+    s.tick_ = tick;
+    s.recv_ = recv;
+    s.ticker_ = s.opts_.on->every(std::chrono::milliseconds(msecs), [&s] {
+      if (!s.closing_) s.tick_(&s.io_);
+    });
+    return 0;
+  }
+
+  static int bootstrap(raft_io* r, const raft_configuration* conf) {
+    io& s = self(r);
+    status st = s.log_.bootstrap(*conf);
+    if (st.error_code() == code::conflict) {
+      std::snprintf(r->errmsg, sizeof r->errmsg, "%s", st.message().c_str());
+      return RAFT_CANTBOOTSTRAP;
+    }
+    if (!st) return fail(r, st);
+    s.next_index_ = 2;
+    return 0;
+  }
+
+  static int recover(raft_io* r, const raft_configuration*) {
+    return fail(r, error(code::conflict,
+                         "recovering a group's configuration is an operator "
+                         "procedure this io does not offer"));
+  }
+
+  static int set_term(raft_io* r, raft_term term) {
+    status st = self(r).log_.set_term(term);
+    return st ? 0 : fail(r, st);
+  }
+
+  static int set_vote(raft_io* r, raft_id id) {
+    status st = self(r).log_.set_vote(id);
+    return st ? 0 : fail(r, st);
+  }
+
+  static int send(raft_io* r, raft_io_send* req, const raft_message* msg, raft_io_send_cb cb) {
+    io& s = self(r);
+    req->cb = cb;
+    // Encoded now: libraft's message (and its entries) need not outlive
+    // this call on our side, and the request completes once it is queued.
+    s.opts_.out->send(msg->server_address, s.opts_.group, encode_message(*msg, s.id_));
+    s.begin_request();
+    s.opts_.on->post([&s, req, cb] {
+      if (cb != nullptr) cb(req, 0);
+      s.end_request();
+    });
+    return 0;
+  }
+
+  // Submits `ops` (journal order is call order) and, once they are durable
+  // or failed, runs `then(rv)` on the loop as one of the io's requests.
+  // libraft treats a failed write as fatal for the instance; the log line
+  // says which write it was.
+  static void write_then(io& s, persistence::write_set ops, const char* what,
+                         std::function<void(int)> then) {
+    s.begin_request();
+    s.opts_.submit(std::move(ops), [&s, what, then = std::move(then)](const status& st) {
+      if (!st) log::error(std::string("raft ") + what + " failed: " + st.to_string());
+      int rv = to_rv(st);
+      s.opts_.on->post([&s, then, rv] {
+        then(rv);
+        s.end_request();
+      });
+    });
+  }
+
+  static int append(raft_io* r, raft_io_append* req, const raft_entry entries[], unsigned n,
+                    raft_io_append_cb cb) {
+    io& s = self(r);
+    req->cb = cb;
+    persistence::write_set ops = s.log_.append_ops(s.next_index_, entries, n);
+    s.next_index_ += n;
+    write_then(s, std::move(ops), "log append", [req, cb](int rv) {
+      if (cb != nullptr) cb(req, rv);
+    });
+    return 0;
+  }
+
+  static int truncate(raft_io* r, raft_index index) {
+    io& s = self(r);
+    s.next_index_ = index;
+    // libraft has no callback for a truncate: a failure shows up as the
+    // store refusing the writes after it.
+    write_then(s, s.log_.truncate_ops(index), "log truncate", [](int) {});
+    return 0;
+  }
+
+  static int snapshot_put(raft_io* r, unsigned trailing, raft_io_snapshot_put* req,
+                          const raft_snapshot* snapshot, raft_io_snapshot_put_cb cb) {
+    io& s = self(r);
+    req->cb = cb;
+    persistence::write_set ops = s.log_.snapshot_ops(*snapshot, trailing);
+    // An installed snapshot (trailing 0) replaces the whole log.
+    if (trailing == 0) s.next_index_ = snapshot->index + 1;
+    write_then(s, std::move(ops), "snapshot write", [req, cb](int rv) {
+      if (cb != nullptr) cb(req, rv);
+    });
+    return 0;
+  }
+
+  static int snapshot_get(raft_io* r, raft_io_snapshot_get* req, raft_io_snapshot_get_cb cb) {
+    io& s = self(r);
+    req->cb = cb;
+    auto snap = s.log_.read_snapshot();
+    raft_snapshot* got = snap ? *snap : nullptr;
+    int rv = !snap ? fail(r, snap.error()) : got == nullptr ? RAFT_NOTFOUND : 0;
+    s.begin_request();
+    s.opts_.on->post([&s, req, cb, got, rv] {
+      cb(req, got, rv);
+      s.end_request();
+    });
+    return 0;
+  }
+
+  static raft_time time(raft_io* r) { return self(r).opts_.clock_ms(); }
+
+  static int random(raft_io* r, int min, int max) {
+    if (max <= min) return min;
+    return std::uniform_int_distribution<int>(min, max - 1)(self(r).random_);
+  }
+
+  static int async_work(raft_io* r, raft_io_async_work* req, raft_io_async_work_cb cb) {
+    io& s = self(r);
+    req->cb = cb;
+    s.begin_request();
+    s.workers_.emplace_back([&s, req, cb] {
+      int rv = req->work(req);
+      s.opts_.on->post([&s, req, cb, rv] {
+        if (cb != nullptr) cb(req, rv);
+        s.end_request();
+      });
+    });
+    return 0;
+  }
+};
+
+io::io(io_options opts)
+    : opts_(std::move(opts)), log_(*opts_.db, opts_.group), random_(std::random_device{}()) {
+  assert(opts_.db && opts_.submit && opts_.out && opts_.on && opts_.clock_ms);
+  io_.version = 2;
+  io_.impl = this;
+  io_.init = io_methods::init;
+  io_.close = io_methods::close;
+  io_.load = io_methods::load;
+  io_.start = io_methods::start;
+  io_.bootstrap = io_methods::bootstrap;
+  io_.recover = io_methods::recover;
+  io_.set_term = io_methods::set_term;
+  io_.set_vote = io_methods::set_vote;
+  io_.send = io_methods::send;
+  io_.append = io_methods::append;
+  io_.truncate = io_methods::truncate;
+  io_.snapshot_put = io_methods::snapshot_put;
+  io_.snapshot_get = io_methods::snapshot_get;
+  io_.time = io_methods::time;
+  io_.random = io_methods::random;
+  io_.async_work = io_methods::async_work;
+}
+
+io::~io() {
+  if (ticker_ != 0) opts_.on->cancel(ticker_);
+  for (auto& t : workers_) t.join();
+}
+
+void io::end_request() {
+  assert(pending_ > 0);
+  --pending_;
+  finish_close_if_idle();
+}
+
+void io::finish_close_if_idle() {
+  if (!closing_ || pending_ != 0 || close_posted_) return;
+  close_posted_ = true;
+  opts_.on->post([this] {
+    if (close_cb_ != nullptr) close_cb_(&io_);
+  });
+}
+
+status io::recv(std::string_view from_address, std::string_view bytes) {
+  assert(opts_.on->on_loop_thread());
+  if (recv_ == nullptr || closing_) return status::ok();
+  auto decoded = decode_message(bytes);
+  if (!decoded) return decoded.error();
+  raft_message msg = decoded->msg;
+  msg.server_id = decoded->from;
+  // libraft copies what it keeps of the address (the leader's).
+  std::string address(from_address);
+  msg.server_address = address.c_str();
+  recv_(&io_, &msg);
+  return status::ok();
+}
+
+}  // namespace keel::raft
