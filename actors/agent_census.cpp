@@ -77,6 +77,11 @@ status write_counted(persistence::store& db, agent_census& census,
   std::map<std::string, std::pair<std::optional<census_entry>, std::optional<census_entry>>> moves;
   for (const auto& op : ops) {
     if (op.cf != family::agents) continue;
+    // A range erase would move entries the census never sees one by one.
+    // Nothing writes one here; refused before anything is written.
+    if (op.erase && !op.range_end.empty())
+      return error(code::internal, "a range erase of directory entries (from '" + op.key +
+                                       "') cannot be counted; such a write is never made");
     auto [it, fresh] = moves.try_emplace(op.key);
     if (fresh) {
       auto old = db.get_agent(op.key);

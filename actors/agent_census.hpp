@@ -56,7 +56,8 @@ class agent_census {
 
 // A synced write of `ops` (a shard handoff's directory entries, among
 // other keys) that moves the census with the entries it puts or erases.
-// REQUIRES: no live actor holds those agents. Errors: the store's.
+// REQUIRES: no live actor holds those agents. Errors: the store's, and
+// internal (nothing written) for a range erase in the agents family.
 status write_counted(persistence::store& db, agent_census& census,
                      const persistence::write_set& ops);
 

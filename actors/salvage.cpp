@@ -11,6 +11,7 @@
 #include <future>
 #include <map>
 #include <set>
+#include <vector>
 
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
@@ -86,6 +87,39 @@ struct loss_survey {
   uint64_t keys_compared = 0, keys_lost = 0;
 };
 
+// The keys a dropped range erase would have removed that the store still
+// holds, other than those the dropped batches wrote (compared one by one):
+// an erase that did not happen loses no agent data, so each counts under
+// its family in `other`, once however many ranges cover it.
+status survey_ranges(
+    persistence::store& db,
+    const std::vector<std::pair<family, const persistence::wal_op*>>& ranges,
+    const std::map<std::pair<int, std::string>, const persistence::wal_op*>& written,
+    loss_survey& out) {
+  std::set<std::pair<int, std::string>> counted;
+  for (const auto& [f, op] : ranges) {
+    std::string from = op->key;
+    for (bool more = true; more;) {
+      auto page = db.scan(f, "", from, 1024);
+      if (!page) return page.error();
+      more = page->size() == 1024;
+      for (const auto& kv : *page) {
+        if (kv.first >= op->range_end) {
+          more = false;
+          break;
+        }
+        const std::pair<int, std::string> fk{static_cast<int>(f), kv.first};
+        if (written.count(fk) || !counted.insert(fk).second) continue;
+        ++out.keys_compared;
+        ++out.keys_lost;
+        ++out.other[persistence::family_name(f)];
+      }
+      if (more) from = page->back().first + '\0';
+    }
+  }
+  return status::ok();
+}
+
 result<loss_survey> survey(persistence::store& db, const persistence::wal_scan& scan) {
   std::map<uint32_t, family> families;
   for (int i = 0; i < persistence::family_count; ++i)
@@ -93,6 +127,9 @@ result<loss_survey> survey(persistence::store& db, const persistence::wal_scan& 
   // The last write to each key among the dropped batches is what it would
   // hold had nothing been dropped.
   std::map<std::pair<int, std::string>, const persistence::wal_op*> last;
+  // Range erases among them (the raft family's log truncations): they also
+  // erase keys the dropped batches never named, compared after the others.
+  std::vector<std::pair<family, const persistence::wal_op*>> ranges;
   loss_survey out;
   for (const auto& b : scan.after_damage)
     for (const auto& op : b.ops) {
@@ -110,7 +147,16 @@ result<loss_survey> survey(persistence::store& db, const persistence::wal_scan& 
             out.agents[get_u64_be(op.key.data())].uncertain_ids.insert(e->id);
         continue;
       }
-      last[{static_cast<int>(f->second), op.key}] = &op;
+      const int fi = static_cast<int>(f->second);
+      if (op.erase && !op.range_end.empty()) {
+        // Every key the batches before it wrote in the range ends erased.
+        for (auto it = last.lower_bound({fi, op.key});
+             it != last.end() && it->first.first == fi && it->first.second < op.range_end; ++it)
+          it->second = &op;
+        ranges.emplace_back(f->second, &op);
+        continue;
+      }
+      last[{fi, op.key}] = &op;
     }
   for (const auto& [fk, op] : last) {
     const auto f = static_cast<family>(fk.first);
@@ -160,9 +206,12 @@ result<loss_survey> survey(persistence::store& db, const persistence::wal_scan& 
           out.agents[get_u64_be(key.data())].message_ids.insert(key.substr(8));
         break;
       default:
+        // Node-wide families, and the raft family: a replicated group's log
+        // and state are keys of the node, never an agent's loss.
         ++out.other[persistence::family_name(f)];
     }
   }
+  KEEL_TRY(survey_ranges(db, ranges, last, out));
   // Names of agents that kept their entry: one pass over the directory.
   std::size_t unnamed = 0;
   for (const auto& [id, loss] : out.agents) unnamed += loss.name.empty();
@@ -227,7 +276,22 @@ json note_in_ledgers(node& n, const loss_survey& lost, const std::string& stamp,
   return {{"noted", std::move(noted)}, {"not_noted", std::move(not_noted)}};
 }
 
+json losses_json(const loss_survey& lost) {
+  json agents = json::array();
+  for (const auto& [id, loss] : lost.agents) agents.push_back(loss.to_json(id));
+  return {{"agents", std::move(agents)},
+          {"other_keys_lost", lost.other},
+          {"keys_compared", lost.keys_compared},
+          {"keys_lost", lost.keys_lost}};
+}
+
 }  // namespace
+
+result<json> survey_losses(persistence::store& db, const persistence::wal_scan& scan) {
+  auto lost = survey(db, scan);
+  if (!lost) return lost.error();
+  return losses_json(*lost);
+}
 
 result<json> salvage(const config::node_config& cfg, start_options opts) {
   auto scan = persistence::scan_wal(cfg.data_dir);
@@ -267,18 +331,12 @@ result<json> salvage(const config::node_config& cfg, start_options opts) {
     if (!db) return db.error();
     auto lost = survey(**db, *scan);
     if (!lost) return lost.error();
-    json agents = json::array();
     persistence::write_set reserve;
-    for (const auto& [id, loss] : lost->agents) {
-      agents.push_back(loss.to_json(id));
+    for (const auto& [id, loss] : lost->agents)
       if (loss.lost_entirely)
         ledger::batch_builder(reserve).reserve_lost_name(
             loss.name, {{"salvage", stamp}, {"report", report_path}});
-    }
-    report["agents"] = std::move(agents);
-    report["other_keys_lost"] = lost->other;
-    report["keys_compared"] = lost->keys_compared;
-    report["keys_lost"] = lost->keys_lost;
+    report.update(losses_json(*lost));
     if (!reserve.empty()) KEEL_TRY((*db)->write(reserve, true));
     KEEL_TRY(write_durably(report_path, report.dump(2) + "\n"));
     // The node below needs the store to itself.

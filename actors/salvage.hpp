@@ -29,6 +29,7 @@
 #include "base/status.hpp"
 #include "config/node_config.hpp"
 #include "ledger/writer.hpp"
+#include "persistence/wal_reader.hpp"
 
 namespace keel::actors {
 
@@ -42,5 +43,13 @@ using ledger::lost_name_key;
 // (nothing to salvage: the message says what else may stop the start),
 // io_error / corruption when the store cannot be opened even so.
 result<nlohmann::json> salvage(const config::node_config& cfg, start_options opts);
+
+// Step 4 alone: what the batches `scan` lists after its damage held that
+// `db` does not, as the report's "agents", "other_keys_lost",
+// "keys_compared" and "keys_lost". Keys of families that are not an
+// agent's (meta, outbox, raft) count under "other_keys_lost" only; a range
+// erase counts each key it would have removed that `db` still holds.
+// Errors: the store's.
+result<nlohmann::json> survey_losses(persistence::store& db, const persistence::wal_scan& scan);
 
 }  // namespace keel::actors

@@ -152,8 +152,10 @@ result<std::vector<agent_bundle>> decode_bundles(std::string_view in) {
       if (in.empty()) return bad();
       auto f = static_cast<uint8_t>(in.front());
       in.remove_prefix(1);
+      // Node-wide families never travel: meta (shard maps), outbox, and raft
+      // (a replicated group's own log and state, not an agent's).
       if (f >= persistence::family_count || f == static_cast<uint8_t>(family::meta) ||
-          f == static_cast<uint8_t>(family::outbox))
+          f == static_cast<uint8_t>(family::outbox) || f == static_cast<uint8_t>(family::raft))
         return bad();
       persistence::write_op op{static_cast<family>(f), false, {}, {}};
       if (!get_str(in, op.key) || !get_str(in, op.value)) return bad();

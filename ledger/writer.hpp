@@ -74,7 +74,8 @@ class batch_builder {
 
   // The marker of a running effect: written with the event that starts it
   // (or again, with a new crash count, at a start after a crash) and erased
-  // with the one that ends it.
+  // with the one that ends it. The marker carries its term as given (0 off
+  // a cluster); the caller sets it.
   void start_effect(uint64_t agent_id, uint64_t effect, const persistence::effect_marker& m,
                     int64_t now);
   void end_effect(uint64_t agent_id, uint64_t effect);

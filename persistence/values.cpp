@@ -127,6 +127,7 @@ std::string encode(const effect_marker& v, int64_t time_ms) {
                       {"arguments", v.arguments}};
   if (v.node_crashes) j["node_crashes"] = v.node_crashes;  // rare: only when set
   j["idempotent"] = v.idempotent;
+  if (v.term) j["term"] = v.term;  // absent off a cluster: single-node bytes stay as they were
   return encode_value(value_type::effect_marker, j, time_ms);
 }
 
@@ -143,6 +144,7 @@ result<effect_marker> decode_effect_marker(std::string_view bytes, std::string_v
     v.arguments = j->at("arguments");
     v.node_crashes = j->value("node_crashes", uint32_t{0});
     v.idempotent = j->value("idempotent", false);
+    v.term = j->value("term", uint64_t{0});
   });
 }
 

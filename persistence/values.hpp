@@ -123,6 +123,11 @@ struct effect_marker {
   // The tool's calls may be repeated (a worker task whose lease ran out is
   // handed out again). Absent in markers written before it existed: false.
   bool idempotent = false;
+  // The raft term of the leader that started the effect, so a later leader
+  // can tell an effect of its own term from one a deposed leader started.
+  // 0 on a node without a cluster, and in markers written before terms were
+  // kept; stored only when not 0, so such markers keep their bytes.
+  uint64_t term = 0;
 };
 
 std::string encode(const agent_meta& v, int64_t time_ms);

@@ -236,7 +236,7 @@ result<wal_batch> decode_write_batch(std::string_view rep) {
     const uint8_t tag = static_cast<uint8_t>(rep.front());
     rep.remove_prefix(1);
     wal_op op;
-    bool has_family = false, has_value = false;
+    bool has_family = false, has_value = false, has_end = false;
     switch (tag) {
       case 0x0:  // deletion
       case 0x7:  // single deletion
@@ -252,6 +252,12 @@ result<wal_batch> decode_write_batch(std::string_view rep) {
         break;
       case 0x5:  // column family value
         has_family = has_value = true;
+        break;
+      case 0xE:  // column family range deletion
+        has_family = true;
+        [[fallthrough]];
+      case 0xF:  // range deletion
+        op.erase = has_end = true;
         break;
       case 0x3: {  // log data: not a key change, not counted
         if (!get_slice(rep)) return bad("truncated log data");
@@ -272,6 +278,11 @@ result<wal_batch> decode_write_batch(std::string_view rep) {
       auto value = get_slice(rep);
       if (!value) return bad("truncated value");
       op.value.assign(*value);
+    }
+    if (has_end) {
+      auto end = get_slice(rep);
+      if (!end) return bad("truncated range end");
+      op.range_end.assign(*end);
     }
     b.ops.push_back(std::move(op));
     ++seen;

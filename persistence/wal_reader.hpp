@@ -12,7 +12,9 @@
 // fewer than 7 bytes left in a block are zero padding. A logical record is
 // a WriteBatch: u64 sequence, u32 count (both little endian), then per op a
 // tag byte, a varint32 column family id (the tags with a family), a
-// varint32-length key and, for puts, a varint32-length value.
+// varint32-length key and, for puts, a varint32-length value; a range
+// erase (tags 0xE with a family, 0xF without) has a varint32-length end key
+// where a put has its value.
 //
 // Thread-safety: pure functions over files; no shared state.
 
@@ -31,6 +33,9 @@ struct wal_op {
   bool erase = false;
   std::string key;
   std::string value;  // empty for an erase
+  // With erase: every key in [key, range_end) is erased (a range erase,
+  // persistence::write_op's range_end). Empty: only key.
+  std::string range_end;
 };
 
 // One logical record: a whole write batch.

@@ -4,6 +4,8 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <random>
 
 #include "faults/fault_support.hpp"
@@ -38,6 +40,24 @@ struct node_on_small_disk {
 // Sends until the node takes a message again (space came back).
 bool resumes(fault_node& n, ack_book& book, const std::string& agent, const std::string& id) {
   return eventually([&] { return book.send(n, agent, id, 1).status == 202; }, fault_deadline);
+}
+
+// Whether the store's newest options file (RocksDB writes one at each
+// writable open) lists a column family named `name`.
+bool options_list_family(const fs::path& data, const std::string& name) {
+  fs::path newest;
+  for (const auto& e : fs::directory_iterator(data)) {
+    const std::string f = e.path().filename().string();
+    if (f.starts_with("OPTIONS-") && f.size() > 8 &&
+        std::isdigit(static_cast<unsigned char>(f[8])) &&
+        (newest.empty() ||
+         std::stoull(f.substr(8)) > std::stoull(newest.filename().string().substr(8))))
+      newest = e.path();
+  }
+  REQUIRE_MESSAGE(!newest.empty(), "no options file in " << data.string());
+  std::ifstream in(newest);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text.find("[CFOptions \"" + name + "\"]") != std::string::npos;
 }
 
 }  // namespace
@@ -144,4 +164,54 @@ TEST_CASE(
   CHECK(resumes(n, book, "ro/a", "after"));
   CHECK(n.health()["store"]["read_only"] == false);
   book.check(n, "ro/a");
+}
+
+TEST_CASE(
+    "a data directory from before the raft family, started on a full disk, serves reads and "
+    "gains the family once there is room") {
+  node_on_small_disk s(160 * mib, {{"reserved_disk_bytes", 0}});
+  if (!s.ok()) return;
+  auto& disk = s.disk;
+  auto& n = s.n;
+  // agents/, scripts/ and data/ of a release before schema 3
+  // (tests/fixtures/make_house_fixture.sh): no raft family on disk.
+  const fs::path archive = fs::path(KEEL_FIXTURES_DIR) / "before-house.tar.gz";
+  REQUIRE_MESSAGE(fs::exists(archive), archive.string());
+  const std::string cmd = "tar -xzf '" + archive.string() + "' -C '" + disk.dir().string() + "'";
+  REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, cmd);
+  REQUIRE(fs::exists(n.data() / "CURRENT"));
+  REQUIRE_FALSE(options_list_family(n.data(), "raft"));
+  // The fixture's node was given its token; one given none has made its
+  // own by now (keeld makes it at a first start, which a full disk refuses).
+  {
+    std::ofstream token(n.data() / "admin.token");
+    token << "keel_admin_" << std::string(64, 'a') << "\n";
+  }
+  fs::permissions(n.data() / "admin.token", fs::perms::owner_read | fs::perms::owner_write);
+  disk.fill(0);
+
+  REQUIRE_MESSAGE(n.start(), n.process().output());
+  auto h = n.health();
+  CHECK(h["store"]["read_only"] == true);
+  // The fixture's agents read as they were written.
+  CHECK(n.total("acct/alice") == 7);
+  CHECK(n.ledger("ticket/1").size() == 21);
+  CHECK(n.ledger("ticket/2").size() == 12);
+  auto shown = n.call("GET", fault_node::path("ticket/1-small"));
+  CHECK_MESSAGE(shown.status == 200, shown.raw);
+  // Writes are refused, and nothing was created on the full disk.
+  auto refused = n.send("acct/alice", {{"id", "while-full"}, {"body", {{"add", 1}}}});
+  CHECK_MESSAGE(refused.status == 507, refused.raw);
+  CHECK_FALSE(options_list_family(n.data(), "raft"));
+
+  disk.free_all();
+  CHECK(eventually(
+      [&] {
+        return n.send("acct/alice", {{"id", "after"}, {"body", {{"add", 2}}}}).status == 202;
+      },
+      fault_deadline));
+  CHECK(eventually([&] { return n.total("acct/alice") == 9; }, fault_deadline));
+  CHECK(n.health()["store"]["read_only"] == false);
+  // The writable reopen added the family the read-only open did without.
+  CHECK(options_list_family(n.data(), "raft"));
 }

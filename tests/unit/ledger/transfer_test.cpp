@@ -127,13 +127,23 @@ TEST_CASE("a truncated or forged bundle is refused, not trusted") {
   test::temp_dir dir;
   auto a = open_store(dir.str());
   write_agent(*a, "team/x", 3, std::string(2000, 'z'));
+  // A raft key that begins as the agent's keys do is still not the agent's.
+  REQUIRE(
+      a->write({{family::raft, false, persistence::agent_seq_key(3, 1), "entry"}}, true).is_ok());
   auto bundle = actors::export_agent(*a, "team/x");
   REQUIRE(bundle.is_ok());
+  CHECK(bundle->kvs.size() == 8);
+  for (const auto& kv : bundle->kvs) CHECK(kv.cf != family::raft);
   std::string wire = actors::encode_bundles({*bundle});
   CHECK_FALSE(actors::decode_bundles(std::string_view(wire).substr(0, wire.size() / 2)).is_ok());
   // A bundle may not write the node's meta family (shard maps live there).
   actors::agent_bundle forged{"team/x", {{family::meta, false, "cluster/map", "x"}}};
   CHECK_FALSE(actors::decode_bundles(actors::encode_bundles({forged})).is_ok());
+  // Nor the raft family: a group's log and state are never an agent's.
+  actors::agent_bundle raft{"team/x", {{family::raft, false, std::string("\0\0\0\1e", 5), "x"}}};
+  auto refused = actors::decode_bundles(actors::encode_bundles({raft}));
+  REQUIRE_FALSE(refused.is_ok());
+  CHECK(refused.error().error_code() == code::corruption);
   auto missing = actors::export_agent(*a, "team/none");
   REQUIRE_FALSE(missing.is_ok());
   CHECK(missing.error().error_code() == code::not_found);

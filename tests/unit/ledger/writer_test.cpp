@@ -188,6 +188,18 @@ TEST_CASE("effect markers and timers are keyed as recovery and the timer service
   CHECK(got[2].key == be64(static_cast<uint64_t>(now + 1000)) + be64(id) + be64(3));
 }
 
+TEST_CASE("an effect marker keeps the term of the leader that started it") {
+  persistence::effect_marker m{
+      "acct/alice", persistence::effect_kind::http, "fetch", 1, "", 0, {{"url", "x"}}, 0, false};
+  m.term = 7;
+  write_set got;
+  ledger::batch_builder(got).start_effect(id, 6, m, now);
+  REQUIRE(got.size() == 1);
+  auto back = persistence::decode_effect_marker(got[0].value, "effect marker");
+  REQUIRE_MESSAGE(back.is_ok(), back.error().to_string());
+  CHECK(back->term == 7);
+}
+
 TEST_CASE("the directory entry is keyed by name and recognised in a batch") {
   persistence::agent_meta meta{id, "counter", agent_status::active, now - 5, 7, false};
   meta.phase = "idle";

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/sha256.hpp"
 #include "persistence/record.hpp"
 #include "persistence/values.hpp"
 
@@ -211,4 +212,33 @@ TEST_CASE("MessagePack helpers round trip JSON and report garbage as corruption"
   CHECK(*back == j);
   CHECK(is_corruption(p::from_msgpack("", what), "MessagePack"));
   CHECK(is_corruption(p::from_msgpack("\xdc\xff", what), "MessagePack"));  // array16 cut short
+}
+
+TEST_CASE("an effect marker of term 0 encodes as before terms existed, and a term round trips") {
+  p::effect_marker m{"acct/alice", p::effect_kind::http, "fetch", 2, "", 0, json{{"url", "x"}}, 1,
+                     true};
+  // The bytes a marker had before it carried a term (pinned from that
+  // release): single-node data must not change.
+  const std::string before =
+      "01f0050000018bcfe5687b6c89a56167656e74aa616363742f616c696365a9617267756d656e747381a375726c"
+      "a178a7617474656d707402aa6964656d706f74656e74c3a46b696e64a468747470a86c656173655f6d7300ac6e"
+      "6f64655f6372617368657301a57175657565a0a4746f6f6ca566657463684f110363";
+  const std::string bytes = p::encode(m, 1'700'000'000'123);
+  CHECK(keel::to_hex(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())) ==
+        before);
+  auto old = p::decode_effect_marker(bytes, what);
+  REQUIRE(old.is_ok());
+  CHECK(old->term == 0);
+
+  m.term = 7;
+  const std::string with_term = p::encode(m, 1'700'000'000'123);
+  CHECK(with_term != bytes);
+  auto back = p::decode_effect_marker(with_term, what);
+  REQUIRE_MESSAGE(back.is_ok(), back.error().to_string());
+  CHECK(back->term == 7);
+  CHECK(back->agent == "acct/alice");
+  CHECK(back->tool == "fetch");
+  CHECK(back->node_crashes == 1);
+  CHECK(back->idempotent);
+  CHECK(back->arguments == json{{"url", "x"}});
 }

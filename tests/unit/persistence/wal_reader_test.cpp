@@ -191,3 +191,89 @@ TEST_CASE("a write batch decodes puts and erases with their column family") {
   CHECK(p::decode_write_batch(short_count).error().error_code() == keel::code::corruption);
   CHECK_FALSE(p::decode_write_batch(rep.substr(0, rep.size() - 1)).is_ok());
 }
+
+TEST_CASE("a range erase the store wrote reads back from its log with its family and end key") {
+  keel::test::temp_dir db_dir{"keel-wal-db"};
+  keel::test::temp_dir copy_dir{"keel-wal-copy"};
+  uint32_t raft_family = 0;
+  {
+    auto db = p::store::open({db_dir.str(), 8 << 20, true});
+    REQUIRE_MESSAGE(db.is_ok(), db.error().to_string());
+    raft_family = (*db)->family_id(p::family::raft);
+    // Records to damage, ahead of the range erase.
+    for (int i = 1; i <= 50; ++i) {
+      auto s = (*db)->write({{p::family::ledger, false, p::agent_seq_key(1, i),
+                              p::encode_record({7, i, std::string(80, 'a')})}},
+                            true);
+      REQUIRE(s.is_ok());
+    }
+    p::write_set ops;
+    for (char c = 'a'; c <= 'f'; ++c) ops.push_back({p::family::raft, false, {'e', c}, "x"});
+    REQUIRE((*db)->write(ops, true).is_ok());
+    p::write_op range{p::family::raft, true, "eb", {}, "ee"};
+    REQUIRE((*db)->write({range, {p::family::raft, false, "ec", "y"}}, true).is_ok());
+    for (const auto& e : fs::directory_iterator(db_dir.path()))
+      if (e.path().extension() == ".log")
+        fs::copy_file(e.path(), copy_dir.path() / e.path().filename());
+  }
+  // Every batch reads: a range erase is not taken for damage.
+  auto scan = p::scan_wal(copy_dir.str());
+  REQUIRE_MESSAGE(scan.is_ok(), scan.error().to_string());
+  CHECK_MESSAGE(!scan->damage.has_value(), (scan->damage ? scan->damage->reason : ""));
+  CHECK(scan->batches >= 52);
+
+  // Damage the first ledger records: what follows is listed, decoded.
+  fs::path log;
+  for (const auto& e : fs::directory_iterator(copy_dir.path()))
+    if (e.path().extension() == ".log" && fs::file_size(e.path()) > 0) log = e.path();
+  REQUIRE_FALSE(log.empty());
+  std::string bytes = read_all(log);
+  REQUIRE(bytes.size() > 1000);
+  bytes[1000] = static_cast<char>(bytes[1000] ^ 0x40);
+  write_all(log, bytes);
+  scan = p::scan_wal(copy_dir.str());
+  REQUIRE(scan.is_ok());
+  REQUIRE(scan->damage.has_value());
+  REQUIRE_FALSE(scan->after_damage.empty());
+  const p::wal_batch& last = scan->after_damage.back();
+  CHECK(last.intact);
+  REQUIRE(last.ops.size() == 2);
+  CHECK(last.ops[0].family_id == raft_family);
+  CHECK(last.ops[0].erase);
+  CHECK(last.ops[0].key == "eb");
+  CHECK(last.ops[0].range_end == "ee");
+  CHECK(last.ops[1].family_id == raft_family);
+  CHECK_FALSE(last.ops[1].erase);
+  CHECK(last.ops[1].key == "ec");
+  CHECK(last.ops[1].range_end.empty());
+}
+
+TEST_CASE("a write batch decodes range erases in the default family and in a named one") {
+  std::string rep(8, '\0');
+  rep.append(std::string("\x02\x00\x00\x00", 4));  // two operations
+  rep.append(
+      std::string("\x0F\x01"
+                  "a\x01z",
+                  5));  // erase [a, z) in the default family
+  rep.append(
+      std::string("\x0E\x09\x02"
+                  "e1\x02"
+                  "e9",
+                  8));  // erase [e1, e9) in family 9
+  auto b = p::decode_write_batch(rep);
+  REQUIRE_MESSAGE(b.is_ok(), b.error().to_string());
+  REQUIRE(b->ops.size() == 2);
+  CHECK(b->ops[0].family_id == 0);
+  CHECK(b->ops[0].erase);
+  CHECK(b->ops[0].key == "a");
+  CHECK(b->ops[0].range_end == "z");
+  CHECK(b->ops[0].value.empty());
+  CHECK(b->ops[1].family_id == 9);
+  CHECK(b->ops[1].erase);
+  CHECK(b->ops[1].key == "e1");
+  CHECK(b->ops[1].range_end == "e9");
+  // Cut inside the end key.
+  auto cut = p::decode_write_batch(rep.substr(0, rep.size() - 1));
+  REQUIRE_FALSE(cut.is_ok());
+  CHECK(cut.error().message().find("range end") != std::string::npos);
+}
