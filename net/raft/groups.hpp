@@ -95,7 +95,8 @@ class groups {
 
   // Closes every group and waits for libraft's close callbacks, then stops
   // the loop. Proposals, barriers and id waits still pending end
-  // unavailable. Idempotent. REQUIRES: not on the loop thread.
+  // unavailable. Idempotent. REQUIRES: not on the loop thread, and not
+  // called from two threads at once.
   void stop();
 
   // A message for group g from member `from`: handed to that group's io on
