@@ -1,0 +1,344 @@
+#include "net/raft/groups.hpp"
+
+#include <algorithm>
+#include <cassert>
+#include <chrono>
+#include <future>
+#include <set>
+#include <utility>
+
+#include "base/clock.hpp"
+#include "base/log.hpp"
+#include "net/raft/groups_replica.hpp"
+
+namespace keel::raft {
+
+namespace {
+
+constexpr auto status_wait = std::chrono::seconds(5);
+
+const char* role_name(int state) {
+  switch (state) {
+    case RAFT_LEADER:
+      return "leader";
+    case RAFT_FOLLOWER:
+      return "follower";
+    case RAFT_CANDIDATE:
+      return "candidate";
+    default:
+      return "unavailable";
+  }
+}
+
+// How often the loop looks at every group's state and term besides after
+// its own tasks: libraft changes them inside ticks too (a check-quorum
+// step-down, an election), and a tick is not our task.
+std::chrono::milliseconds observe_period(uint32_t heartbeat_ms) {
+  return std::chrono::milliseconds(std::clamp<uint32_t>(heartbeat_ms / 2, 5, 50));
+}
+
+status validate(const groups_options& o) {
+  if (o.db == nullptr || !o.submit || o.out == nullptr)
+    return error(code::invalid_argument, "replicated groups need a store, a submit and a sender");
+  if (o.self.empty() || o.self_id == 0)
+    return error(code::invalid_argument,
+                 "replicated groups need this node's member id and raft id");
+  std::set<group_id> seen;
+  for (const auto& g : o.groups) {
+    if (!seen.insert(g.id).second)
+      return error(code::invalid_argument, "group " + std::to_string(g.id) + " is listed twice");
+    bool self = false;
+    for (const auto& [id, address] : g.voters) self |= id == o.self_id && address == o.self;
+    if (!self)
+      return error(code::invalid_argument, "group " + std::to_string(g.id) + " does not list " +
+                                               o.self + " (raft id " + std::to_string(o.self_id) +
+                                               ") among its voters");
+  }
+  return status::ok();
+}
+
+}  // namespace
+
+status group_unavailable(group_id g, const std::string& why) {
+  return error(code::unavailable, "group " + std::to_string(g) + ": " + why);
+}
+
+groups::groups(groups_options o) : opts_(std::move(o)), loop_(std::make_unique<loop>()) {}
+
+groups::~groups() {
+  stop();
+}
+
+result<std::unique_ptr<groups>> groups::start(groups_options o) {
+  KEEL_TRY(validate(o));
+  std::unique_ptr<groups> gs(new groups(std::move(o)));
+  for (const auto& spec : gs->opts_.groups) {
+    auto rep = std::make_unique<replica>();
+    rep->spec = spec;
+    auto fsm = group_fsm::open(*gs->opts_.db, spec.id);
+    if (!fsm)
+      return error(fsm.error().error_code(),
+                   "group " + std::to_string(spec.id) + ": " + fsm.error().message());
+    rep->fsm = std::move(fsm).value();
+    io_options io;
+    io.group = spec.id;
+    io.db = gs->opts_.db;
+    io.submit = gs->opts_.submit;
+    io.out = gs->opts_.out;
+    io.on = gs->loop_.get();
+    io.clock_ms = [] { return static_cast<uint64_t>(mono_ns() / 1'000'000); };
+    rep->io = std::make_unique<raft::io>(std::move(io));
+    gs->replicas_.push_back(std::move(rep));
+  }
+  std::promise<keel::status> opened;
+  auto fut = opened.get_future();
+  groups* self = gs.get();
+  if (!gs->loop_->post([self, &opened] { opened.set_value(self->open_all()); }))
+    return error(code::internal, "the raft loop refused the start task");
+  // Unbounded: open_all only reads the store and writes a group's first
+  // entry; nothing it waits for can be stuck behind it.
+  if (keel::status st = fut.get(); !st) {
+    gs->stop();
+    return st;
+  }
+  gs->observer_ =
+      gs->loop_->every(observe_period(gs->opts_.heartbeat_ms), [self] { self->observe_all(); });
+  return gs;
+}
+
+keel::status groups::open_all() {
+  for (auto& rp : replicas_) {
+    replica& r = *rp;
+    const std::string name = "group " + std::to_string(r.spec.id) + ": ";
+    int rv = raft_init(&r.r, r.io->get(), r.fsm->fsm(), opts_.self_id, opts_.self.c_str());
+    if (rv != 0) return error(code::internal, name + "raft_init: " + error_text(rv));
+    r.initialised = true;
+    r.r.data = &r;
+    r.fsm->attach(&r.r);
+    raft_set_election_timeout(&r.r, opts_.election_timeout_ms);
+    raft_set_heartbeat_timeout(&r.r, opts_.heartbeat_ms);
+    raft_set_snapshot_threshold(&r.r, opts_.snapshot_threshold);
+    raft_set_snapshot_trailing(&r.r, opts_.snapshot_trailing);
+    // A member cut off and healed does not disrupt the leader the others
+    // elected meanwhile.
+    raft_set_pre_vote(&r.r, true);
+
+    raft_configuration conf;
+    raft_configuration_init(&conf);
+    for (const auto& [id, address] : r.spec.voters) {
+      rv = raft_configuration_add(&conf, id, address.c_str(), RAFT_VOTER);
+      if (rv != 0) break;
+    }
+    // Every replica bootstraps the same configuration; a store that
+    // already holds the group refuses it (RAFT_CANTBOOTSTRAP) and keeps
+    // what it has.
+    if (rv == 0) rv = raft_bootstrap(&r.r, &conf);
+    raft_configuration_close(&conf);
+    if (rv != 0 && rv != RAFT_CANTBOOTSTRAP)
+      return error(code::io_error,
+                   name + "bootstrap: " + error_text(rv) + ": " + raft_errmsg(&r.r));
+
+    rv = raft_start(&r.r);
+    if (rv != 0)
+      return error(rv == RAFT_CORRUPT ? code::corruption : code::io_error,
+                   name + "loading the log: " + error_text(rv) + ": " + raft_errmsg(&r.r));
+    r.started = true;
+  }
+  return status::ok();
+}
+
+void groups::stop() {
+  assert(!loop_->on_loop_thread());
+  if (stopped_) return;
+  stopped_ = true;
+  if (observer_ != 0) loop_->cancel(observer_);
+  for (auto& r : replicas_) {
+    {
+      std::lock_guard lk(r->mu);
+      r->stopped = true;
+    }
+    r->ids_changed.notify_all();
+  }
+  std::promise<void> all_closed;
+  auto fut = all_closed.get_future();
+  bool posted = loop_->post([this, &all_closed] {
+    auto remaining = std::make_shared<std::size_t>(0);
+    for (auto& r : replicas_) {
+      stop_leading(*r);
+      if (!r->initialised || r->closing) continue;
+      r->closing = true;
+      ++*remaining;
+      r->on_closed = [remaining, &all_closed] {
+        if (--*remaining == 0) all_closed.set_value();
+      };
+      raft_close(&r->r, [](struct ::raft* raw) { static_cast<replica*>(raw->data)->on_closed(); });
+    }
+    if (*remaining == 0) all_closed.set_value();
+  });
+  // Unbounded: the io closes once every write it submitted is done, and
+  // the journal writer outlives this object.
+  if (posted) fut.wait();
+  loop_->stop();
+  // Whatever is still queued never reached libraft.
+  for (auto& r : replicas_) {
+    std::vector<replica::queued> queued;
+    std::vector<done_fn> barriers;
+    {
+      std::lock_guard lk(r->mu);
+      queued.swap(r->queue);
+      barriers.swap(r->barrier_waiting);
+    }
+    keel::status st = group_unavailable(r->spec.id, "stopped");
+    for (auto& q : queued) q.done(st);
+    for (auto& d : barriers) d(st);
+  }
+}
+
+groups::replica* groups::find(group_id g) const {
+  for (const auto& r : replicas_)
+    if (r->spec.id == g) return r.get();
+  return nullptr;
+}
+
+void groups::recv(std::string from, group_id g, std::string bytes) {
+  replica* r = find(g);
+  if (r == nullptr) return;
+  loop_->post([this, r, from = std::move(from), bytes = std::move(bytes)] {
+    if (!r->started || r->closing) return;
+    if (keel::status st = r->io->recv(from, bytes); !st)
+      log::warn("raft message refused",
+                {{"group", std::to_string(r->spec.id)}, {"from", from}, {"error", st.to_string()}});
+    observe(*r);
+  });
+}
+
+std::optional<uint64_t> groups::leading(group_id g) const {
+  const replica* r = find(g);
+  if (r == nullptr) return std::nullopt;
+  uint64_t t = r->leading.load();
+  if (t == 0) return std::nullopt;
+  return t;
+}
+
+std::string groups::leader_of(group_id g) const {
+  const replica* r = find(g);
+  if (r == nullptr) return {};
+  std::lock_guard lk(r->mu);
+  return r->leader;
+}
+
+void groups::observe_all() {
+  for (auto& r : replicas_) observe(*r);
+}
+
+void groups::observe(replica& r) {
+  if (!r.started || r.closing) return;
+  const int state = raft_state(&r.r);
+  const uint64_t term = r.r.current_term;
+  raft_id leader_id = 0;
+  const char* leader_address = nullptr;
+  raft_leader(&r.r, &leader_id, &leader_address);
+  {
+    std::lock_guard lk(r.mu);
+    r.leader = leader_address != nullptr ? leader_address : "";
+  }
+  if (r.lead_term != 0 && (state != RAFT_LEADER || term != r.lead_term)) stop_leading(r);
+  if (state == RAFT_LEADER && r.lead_term == 0) begin_leading(r, term);
+}
+
+void groups::stop_leading(replica& r) {
+  const bool was_ready = r.ready;
+  // Cleared before anyone is told: from here on no new proposal, id or
+  // barrier is taken for the old term.
+  r.leading.store(0);
+  r.ready = false;
+  r.lead_term = 0;
+  {
+    std::lock_guard lk(r.mu);
+    r.ids_term = 0;
+    r.requesting = false;
+  }
+  r.ids_changed.notify_all();
+  if (was_ready && opts_.on_lose) opts_.on_lose(r.spec.id);
+}
+
+void groups::become_ready(replica& r, uint64_t term) {
+  if (r.closing || r.ready || r.lead_term != term || raft_state(&r.r) != RAFT_LEADER ||
+      r.r.current_term != term)
+    return;
+  // Every entry before this term's leader_begin is applied: the reserved
+  // limit is what every earlier leader committed, and no id at or above
+  // it was handed out.
+  const uint64_t committed = r.fsm->reserved_ids();
+  {
+    std::lock_guard lk(r.mu);
+    r.ids_term = term;
+    r.next_id = std::max<uint64_t>(committed, 1);
+    r.usable = r.next_id;
+    r.requesting = false;
+  }
+  r.leading.store(term);
+  r.ready = true;
+  reserve_ids(r, term);
+  if (opts_.on_lead) opts_.on_lead(r.spec.id, term);
+}
+
+void groups::begin_failed(replica& r, uint64_t term) {
+  // A leader_begin that was refused or lost: propose it again if the loop
+  // still sees this node leading in that term.
+  if (r.lead_term != term || r.ready) return;
+  r.lead_term = 0;
+  observe(r);
+}
+
+group_status groups::status_of(const replica& r) const {
+  group_status s;
+  s.id = r.spec.id;
+  uint64_t t = r.leading.load();
+  if (t != 0) s.leading = t;
+  if (!r.started || r.closing) {
+    s.role = role_name(RAFT_UNAVAILABLE);
+    return s;
+  }
+  // libraft's accessors take a non-const instance; they only read.
+  auto* raw = const_cast<struct ::raft*>(&r.r);
+  const int state = raft_state(raw);
+  s.role = role_name(state);
+  s.term = r.r.current_term;
+  raft_id leader_id = 0;
+  const char* leader_address = nullptr;
+  raft_leader(raw, &leader_id, &leader_address);
+  if (leader_address != nullptr) s.leader = leader_address;
+  s.last_index = raft_last_index(raw);
+  s.commit_index = r.r.commit_index;
+  s.applied_index = raft_last_applied(raw);
+  if (state == RAFT_LEADER) {
+    // progress is parallel to configuration.servers.
+    for (unsigned i = 0; i < r.r.configuration.n; ++i) {
+      const raft_server& srv = r.r.configuration.servers[i];
+      s.replicas.push_back({srv.address, srv.id, r.r.leader_state.progress[i].match_index});
+    }
+  }
+  return s;
+}
+
+std::vector<group_status> groups::status() const {
+  auto out = std::make_shared<std::promise<std::vector<group_status>>>();
+  auto fut = out->get_future();
+  bool posted = loop_->post([this, out] {
+    std::vector<group_status> all;
+    for (const auto& r : replicas_) all.push_back(status_of(*r));
+    out->set_value(std::move(all));
+  });
+  if (posted && fut.wait_for(status_wait) == std::future_status::ready) return fut.get();
+  std::vector<group_status> none;
+  for (const auto& r : replicas_) {
+    group_status s;
+    s.id = r->spec.id;
+    s.role = role_name(RAFT_UNAVAILABLE);
+    none.push_back(std::move(s));
+  }
+  return none;
+}
+
+}  // namespace keel::raft

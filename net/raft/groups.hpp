@@ -1,0 +1,162 @@
+#pragma once
+// Every replicated group of one node, driven on one raft loop: each group's
+// io, state machine and libraft instance; proposals batched into entries;
+// leadership (a term is ready once its leader_begin entry is applied here);
+// the group's agent-id blocks; read-index barriers; a status snapshot.
+//
+// Threads: every public method may be called from any thread except stop()
+// and the destructor (not from the loop thread, i.e. not from a callback).
+// `done` callbacks run on the loop thread, or at once on the caller's thread
+// when the answer is known without the loop (not leader, stopped); they must
+// be quick and must not block on this object.
+//
+// Leadership: leading(g) turns to T once this node leads g in term T and the
+// term's leader_begin entry is applied here (so is every entry before it);
+// then ids are reserved and on_lead(g, T) runs. As soon as the loop sees
+// the node is no longer leader in T (a higher term, a step-down by
+// check-quorum, stop()), leading(g) turns false, then on_lose(g) runs.
+// on_lose runs only after an on_lead for the same group.
+//
+// Lifetime: `db`, the sender and `submit`'s writer must outlive the groups
+// object until stop() returns; stop() closes every libraft instance and
+// waits for its close, so nothing calls them afterwards.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/status.hpp"
+#include "net/raft/io.hpp"
+#include "net/raft/keys.hpp"
+#include "net/raft/log_store.hpp"
+#include "net/raft/loop.hpp"
+#include "persistence/store.hpp"
+
+namespace keel::raft {
+
+struct group_spec {
+  group_id id = 0;
+  // Every voter of the group: raft id and address (the member id).
+  std::vector<std::pair<raft_id, std::string>> voters;
+};
+
+struct groups_options {
+  std::string self;                // this node's member id (its raft address)
+  raft_id self_id = 0;             // this node's raft id (the same in every group)
+  std::vector<group_spec> groups;  // the groups this node is a replica of
+  persistence::store* db = nullptr;
+  submit_fn submit;       // the journal writer's submit (synced)
+  sender* out = nullptr;  // where messages go (the cluster transport)
+  uint32_t election_timeout_ms = 1000;
+  uint32_t heartbeat_ms = 100;
+  unsigned snapshot_threshold = 512;
+  unsigned snapshot_trailing = 256;
+  // Leadership changes, on the loop thread, quick (the node wakes the
+  // group's agents / evicts them). on_lead runs once leading(g) is T;
+  // on_lose once leading(g) is already false again.
+  std::function<void(group_id, uint64_t term)> on_lead;
+  std::function<void(group_id)> on_lose;
+};
+
+struct group_status {
+  group_id id = 0;
+  std::string role;  // "leader", "follower", "candidate", "unavailable"
+  uint64_t term = 0;
+  std::string leader;  // member id of the leader this node knows ("" none)
+  uint64_t last_index = 0, commit_index = 0, applied_index = 0;
+  std::optional<uint64_t> leading;  // = leading(id)
+  struct replica {
+    std::string member;
+    raft_id id = 0;
+    uint64_t match_index = 0;
+  };
+  std::vector<replica> replicas;  // on the leader: each voter's match index
+};
+
+// Agent ids are handed out from blocks of this many, reserved through the
+// group's log.
+inline constexpr uint64_t id_block = 4096;
+
+class groups {
+ public:
+  // Opens every group (io, group_fsm, raft_init), bootstraps a group whose
+  // store holds no state for it with its voters (the same configuration on
+  // every replica, so concurrent bootstraps agree) and starts it. Errors:
+  // what loading a group's log or state machine met (corruption, io_error),
+  // naming the group; invalid_argument for options that cannot work.
+  static result<std::unique_ptr<groups>> start(groups_options o);
+  ~groups();
+  groups(const groups&) = delete;
+  groups& operator=(const groups&) = delete;
+
+  // Closes every group and waits for libraft's close callbacks, then stops
+  // the loop. Proposals, barriers and id waits still pending end
+  // unavailable. Idempotent. REQUIRES: not on the loop thread, and not
+  // called from two threads at once.
+  void stop();
+
+  // A message for group g from member `from`: handed to that group's io on
+  // the loop. A group this node is not a replica of: dropped.
+  void recv(std::string from, group_id g, std::string bytes);
+
+  // The term this node leads g in once ready; nullopt otherwise.
+  std::optional<uint64_t> leading(group_id g) const;
+  // The member id of g's leader as this node last saw it ("" unknown).
+  std::string leader_of(group_id g) const;
+
+  // Proposes `ops` written by shells activated in `term`. done(ok) once the
+  // entry is applied on this node. unavailable (naming the group and why)
+  // when this node is not a replica or not ready as leader in `term`
+  // (at once), when libraft refuses or loses the entry, when the entry is
+  // fenced (the group's term of record is not `term`), or on stop().
+  void propose(group_id g, uint64_t term, persistence::write_set ops,
+               std::function<void(const status&)> done);
+
+  // (uint64(g) + 1) << 48 | n, with n never handed out before in the group
+  // by any leader: below the limit committed in this leader's term and at
+  // or above the limit the previous leaders committed. Waits up to 5 s for
+  // a block to be reserved when the current one is used up. unavailable
+  // when not ready as leader, or no block was reserved in time.
+  result<uint64_t> allocate_agent_id(group_id g);
+
+  // Read index: done(ok) once everything committed before the call is
+  // applied here while this node still leads g; unavailable otherwise.
+  // Callers that arrive while a barrier is in flight share the next one.
+  void barrier(group_id g, std::function<void(const status&)> done);
+
+  // One consistent copy per group, taken on the loop (waits up to 5 s;
+  // after stop() or on a timeout every group reads "unavailable").
+  std::vector<group_status> status() const;
+
+  struct replica;  // one group's state (groups_replica.hpp)
+
+ private:
+  friend struct groups_callbacks;  // libraft's C callbacks (groups_propose.cpp)
+  explicit groups(groups_options o);
+  replica* find(group_id g) const;
+
+  // On the loop.
+  keel::status open_all();
+  void observe_all();
+  void observe(replica& r);
+  void begin_leading(replica& r, uint64_t term);
+  void begin_failed(replica& r, uint64_t term);
+  void become_ready(replica& r, uint64_t term);
+  void stop_leading(replica& r);
+  void drain(replica& r);
+  void reserve_ids(replica& r, uint64_t term);
+  void start_barrier(replica& r);
+  group_status status_of(const replica& r) const;
+
+  groups_options opts_;
+  std::unique_ptr<loop> loop_;
+  std::vector<std::unique_ptr<replica>> replicas_;
+  loop::timer_id observer_ = 0;
+  bool stopped_ = false;  // stop() ran; touched by stop() only
+};
+
+}  // namespace keel::raft

@@ -1,0 +1,87 @@
+#pragma once
+// Private to groups.cpp and groups_propose.cpp: the state of one group on
+// one node, and the heap requests that carry callbacks through libraft.
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "net/raft/entry.hpp"
+#include "net/raft/group_fsm.hpp"
+#include "net/raft/groups.hpp"
+#include "net/raft/io.hpp"
+
+namespace keel::raft {
+
+using done_fn = std::function<void(const status&)>;
+
+struct groups::replica {
+  group_spec spec;
+  std::unique_ptr<raft::io> io;
+  std::unique_ptr<group_fsm> fsm;
+  struct ::raft r {};
+
+  // Loop thread only.
+  bool initialised = false;  // raft_init succeeded: raft_close is owed
+  bool started = false;      // raft_start succeeded
+  bool closing = false;      // raft_close called
+  uint64_t lead_term = 0;    // the term whose leader_begin this node proposed
+  bool ready = false;        // on_lead ran for lead_term
+  bool barrier_in_flight = false;
+  uint64_t next_proposal = 1;       // proposal ids inside this group's entries
+  std::function<void()> on_closed;  // set by stop() before raft_close
+
+  // Any thread.
+  std::atomic<uint64_t> leading{0};  // 0: not ready as leader
+
+  // Guards everything below; never held while calling out.
+  mutable std::mutex mu;
+  std::condition_variable ids_changed;
+  bool stopped = false;
+  std::string leader;  // as last observed on the loop
+  struct queued {
+    uint64_t term;
+    persistence::write_set ops;
+    done_fn done;
+  };
+  std::vector<queued> queue;
+  bool drain_posted = false;
+  std::vector<done_fn> barrier_waiting;
+  bool barrier_posted = false;
+  // Agent ids of the ready term `ids_term` (0: none): next <= usable, ids
+  // below `usable` are this term's to hand out; `requesting` while a
+  // reserve_ids entry is proposed and not yet applied or failed.
+  uint64_t ids_term = 0;
+  uint64_t next_id = 0;
+  uint64_t usable = 0;
+  bool requesting = false;
+  bool reserve_posted = false;  // a reserve task is queued on the loop
+};
+
+// What a raft_apply carries: the request libraft holds, and what its
+// callback needs. Heap-allocated; the callback deletes it.
+struct pending_entry {
+  apply_request req{};
+  groups* owner = nullptr;
+  groups::replica* group = nullptr;
+  entry_kind kind = entry_kind::writes;
+  uint64_t term = 0;
+  uint64_t limit = 0;          // reserve_ids
+  std::vector<done_fn> dones;  // writes
+};
+
+struct pending_barrier {
+  barrier_request req{};
+  groups* owner = nullptr;
+  groups::replica* group = nullptr;
+  std::vector<done_fn> dones;
+};
+
+// "group 3: <why>", unavailable.
+status group_unavailable(group_id g, const std::string& why);
+
+}  // namespace keel::raft
