@@ -365,6 +365,11 @@ class node {
   // otherwise. Errors: as start().
   status begin();
 
+  // Wakes every agent with work pending (queued messages, effects in
+  // flight) that the router now says is served here: a replicated group's
+  // new leader calls it. A no-op before begin(). Errors: store reads.
+  status resume();
+
   // Hands requests for agents this node does not serve to `r` (null: serve
   // all). Safe to call at any time; requests already routed are not moved.
   void set_router(std::shared_ptr<remote_router> r);

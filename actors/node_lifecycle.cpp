@@ -112,6 +112,13 @@ status node::begin() {
   return status::ok();
 }
 
+status node::resume() {
+  if (impl_->held.load(std::memory_order_acquire) || impl_->stopped.load()) return status::ok();
+  KEEL_TRY(impl_->wake_pending(false));
+  impl_->timers->notify(0);
+  return status::ok();
+}
+
 node::~node() {
   stop();
 }
@@ -211,6 +218,9 @@ result<std::unique_ptr<node>> node::start(const config::node_config& cfg, start_
   p->timers =
       std::make_unique<timer_service>(*p->db, [raw](const std::string& agent, uint64_t timer_id) {
         if (raw->held.load(std::memory_order_acquire)) return;  // offered again later
+        // Another node runs the agent (a replica of its group keeps its
+        // timers too): that node fires them.
+        if (auto rr = raw->rt.router.load(); rr && !rr->is_local(agent)) return;
         raw->submit(make_request(agent, timer_call{timer_id}));
       });
   p->rt.timers = p->timers.get();

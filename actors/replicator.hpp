@@ -5,8 +5,9 @@
 // shells submit to the journal as before.
 //
 // Thread-safety: every method may be called from any thread (shells call it
-// from CAF threads). `done` callbacks run on the replicator's own thread and
-// must be quick (a shell's is one message to itself).
+// from CAF threads). `done` callbacks run on the replicator's own thread, or
+// at once on the caller's when the answer is known at once (not leading),
+// and must be quick (a shell's is one message to itself).
 
 #include <cstdint>
 #include <functional>

@@ -52,6 +52,7 @@
 #include "net/api/api.hpp"
 #include "net/api/auth_tokens.hpp"
 #include "net/cluster/node.hpp"
+#include "net/cluster/replication.hpp"
 #include "persistence/secret_store.hpp"
 #include "persistence/store.hpp"
 
@@ -233,6 +234,10 @@ int run(int argc, char** argv) {
       return usage_error("node id '" + *f->node_id + "' is not a member in " + *f->cluster);
     // The member entry says where this node's API listens, unless --http does.
     if (!f->http) f->http = self->http_host + ":" + std::to_string(self->http_port);
+    if (f->join && c->replication > 0)
+      return usage_error(
+          "joining a replicated cluster (--join with replication) is not supported "
+          "yet");
     cluster = std::move(*c);
   } else if (f->node_id || f->join) {
     return usage_error("--node-id and --join need --cluster");
@@ -240,6 +245,10 @@ int run(int argc, char** argv) {
   std::vector<std::string> warnings;
   auto cfg = build_config(*f, warnings);
   if (!cfg) return usage_error(cfg.error().message());
+  // A replicated group's log appends must be on disk before a majority
+  // counts them.
+  if (cluster && cluster->replication > 0 && !cfg->sync)
+    return usage_error("a replicated cluster needs sync writes (\"sync\": true)");
   if (f->print_config) {
     std::printf("%s\n", config::to_json(*cfg).dump(2).c_str());
     return 0;
@@ -316,6 +325,14 @@ int run(int argc, char** argv) {
   // A member recovers only once its router is set: it must not wake agents
   // whose shards it does not serve.
   opts.hold_recovery = cluster.has_value();
+  // Replicated: the shells write through the member's groups from their
+  // first activation; the groups start with the member, below. Declared
+  // before the node, so it outlives it.
+  std::unique_ptr<net::replication> repl;
+  if (cluster && cluster->replication > 0) {
+    repl = std::make_unique<net::replication>(*cluster);
+    opts.repl = repl.get();
+  }
   auto node = actors::node::start(*cfg, std::move(opts));
   if (!node) return start_failed(*cfg, node.error());
   // Who may do what: the admin token (configured, or the node's own in
@@ -364,8 +381,12 @@ int run(int argc, char** argv) {
   net::http_server* server = http->get();
   std::shared_ptr<net::cluster_node> member;
   if (cluster) {
-    auto started = net::cluster_node::start(
-        **node, {*cluster, *f->node_id, f->join, {}, config::tls_enabled(*cfg) ? "https" : "http"});
+    auto started = net::cluster_node::start(**node, {*cluster,
+                                                     *f->node_id,
+                                                     f->join,
+                                                     {},
+                                                     config::tls_enabled(*cfg) ? "https" : "http",
+                                                     repl.get()});
     if (!started) {
       fatal("cannot join cluster '" + cluster->cluster_id + "': " + started.error().to_string());
       (*node)->stop();

@@ -27,6 +27,8 @@ constexpr std::size_t kMaxMembers = std::numeric_limits<uint16_t>::max();
 constexpr std::size_t kMaxIdLength = 64;
 constexpr std::size_t kMinSecretBytes = 16;
 constexpr uint32_t kMinHeartbeatMs = 10;
+constexpr uint32_t kMaxReplication = 7;
+constexpr uint32_t kMaxGroups = 1024;
 
 // The hash functions below decide where every agent lives and which member
 // owns each shard: they are part of the on-disk format. Never change them.
@@ -183,6 +185,16 @@ result<cluster_config> cluster_from_json(const json& j, const std::string& sourc
       s = read_uint(v, where, c.forward_timeout_ms);
     else if (k == "tls")
       s = read_tls(v, where, c.tls);
+    else if (k == "replication")
+      s = read_uint(v, where, c.replication);
+    else if (k == "groups")
+      s = read_uint(v, where, c.groups);
+    else if (k == "election_timeout_ms")
+      s = read_uint(v, where, c.election_timeout_ms);
+    else if (k == "raft_heartbeat_ms")
+      s = read_uint(v, where, c.raft_heartbeat_ms);
+    else if (k == "leader_wait_ms")
+      s = read_uint(v, where, c.leader_wait_ms);
     else if (k == "members")
       s = read_members(v, where, c.members);
     else
@@ -251,6 +263,26 @@ status validate(const cluster_config& c) {
     return error(code::invalid_argument, "reconnect_min_ms (" + std::to_string(c.reconnect_min_ms) +
                                              ") must not exceed reconnect_max_ms (" +
                                              std::to_string(c.reconnect_max_ms) + ")");
+  if (c.replication > kMaxReplication)
+    return error(code::invalid_argument, "replication must be from 0 (off) to " +
+                                             std::to_string(kMaxReplication) + ", got " +
+                                             std::to_string(c.replication));
+  if (c.replication > c.members.size())
+    return error(code::invalid_argument, "replication " + std::to_string(c.replication) +
+                                             " needs at least as many members, got " +
+                                             std::to_string(c.members.size()));
+  if (c.groups < 1 || c.groups > kMaxGroups || c.groups > c.shards)
+    return error(code::invalid_argument, "groups must be from 1 to " + std::to_string(kMaxGroups) +
+                                             " and at most shards (" + std::to_string(c.shards) +
+                                             "), got " + std::to_string(c.groups));
+  if (c.raft_heartbeat_ms < kMinHeartbeatMs)
+    return error(code::invalid_argument,
+                 "raft_heartbeat_ms must be at least " + std::to_string(kMinHeartbeatMs));
+  if (c.election_timeout_ms < 3 * c.raft_heartbeat_ms)
+    return error(code::invalid_argument, "election_timeout_ms (" +
+                                             std::to_string(c.election_timeout_ms) +
+                                             ") must be at least three raft_heartbeat_ms (" +
+                                             std::to_string(c.raft_heartbeat_ms) + ")");
   // enabled() looks at the certificate only; a half-configured TLS must not
   // silently fall back to plain text or fail later at connect time.
   bool any_tls = !c.tls.certificate.empty() || !c.tls.key.empty() || !c.tls.ca.empty();

@@ -73,6 +73,24 @@ struct cluster_config {
   // 10000 ms.
   uint32_t forward_timeout_ms = 10'000;
   cluster_tls tls;
+  // Replicated groups (docs/replication.md). 0: off, each shard lives on
+  // one member (its owner). 1 to 7: every agent's data is in a Raft group
+  // of this many members, and acknowledged only once a majority of them
+  // has it. Default 0.
+  uint32_t replication = 0;
+  // Groups the shards are gathered in (shard mod groups), 1 to 1024 and at
+  // most `shards`. Fixed when the cluster is created. Default 32.
+  uint32_t groups = 32;
+  // A follower that hears no leader for this long (randomised up to twice
+  // it) starts an election; a leader that hears no majority for as long
+  // steps down. Default 1000 ms.
+  uint32_t election_timeout_ms = 1000;
+  // How often a group's leader sends heartbeats. Default 100 ms.
+  uint32_t raft_heartbeat_ms = 100;
+  // How long a call for an agent whose group has no leader (an election)
+  // waits for one before it is answered 503 with Retry-After. Default
+  // 5000 ms.
+  uint32_t leader_wait_ms = 5000;
   // The initial members. Membership changes later (add-node, remove-node)
   // are stored by the nodes themselves with a higher epoch.
   std::vector<cluster_member> members;

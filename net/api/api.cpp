@@ -186,8 +186,8 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
   if (auto owner = owner_elsewhere(name, req); !owner.empty()) {
     // Messages and signals only need acceptance: the outbox takes them even
     // while the owner is down. Everything else is the owner's to answer.
-    bool deliverable =
-        m == "POST" && (action == "messages" || action == "signals" || is_control_action(action));
+    bool deliverable = !opts.cluster->replicated() && m == "POST" &&
+                       (action == "messages" || action == "signals" || is_control_action(action));
     if (action == "ledger/stream") {
       // A stream cannot cross the cluster's request/response calls: the
       // client is sent to the owner.

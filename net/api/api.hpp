@@ -80,6 +80,10 @@ class api_cluster {
   virtual void list_all(const http_request& req, respond_fn respond) = 0;
   // This node's member id: what listings and views name as an agent's node.
   virtual std::string self_id() const = 0;
+  // Replicated: a message or signal is acknowledged only by the leader of
+  // its agent's group, once a majority has it, so it is forwarded there
+  // like any other call instead of being queued in this node's outbox.
+  virtual bool replicated() const { return false; }
 };
 
 // What a single node (no cluster) names as its agents' node.

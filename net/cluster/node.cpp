@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <set>
@@ -9,6 +11,7 @@
 
 #include "actors/effect_pool.hpp"
 #include "base/clock.hpp"
+#include "base/log.hpp"
 #include "ledger/writer.hpp"
 #include "net/api/support.hpp"
 #include "net/cluster/node_impl.hpp"
@@ -40,6 +43,34 @@ result<http_response> response_from_json(const std::string& s) {
   return r;
 }
 
+// Data placed with replication (and a group count) is refused by a start
+// without it, and the other way round: agent ids, placement and where the
+// data lives all differ between the two.
+status check_replication_mode(actors::node& node, const cluster_node::options& opts,
+                              bool has_data) {
+  constexpr const char* key = "cluster/replication";
+  auto found = node.storage().get(persistence::family::meta, key);
+  if (!found) return found.error();
+  json want = opts.repl
+                  ? json{{"replication", opts.cluster.replication}, {"groups", opts.cluster.groups}}
+                  : json{{"replication", 0}};
+  json have = json{{"replication", 0}};
+  if (*found) {
+    auto j = persistence::decode_object(persistence::value_type::cluster_state, **found,
+                                        "cluster replication mode");
+    if (!j) return j.error();
+    have = std::move(*j);
+  } else if (!has_data && opts.repl) {
+    persistence::write_set ops;
+    ledger::batch_builder(ops).put_cluster_state(key, want, wall_ms());
+    return node.storage().write(ops, true);
+  }
+  if (have == want) return status::ok();
+  return error(code::invalid_argument,
+               "this node's data was placed with " + have.dump() + " but the cluster config says " +
+                   want.dump() + "; replication and groups cannot change for existing data");
+}
+
 }  // namespace
 
 cluster_node::cluster_node(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
@@ -56,6 +87,7 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
   // cluster was created live there, with their epochs.
   auto stored = node.storage().get(persistence::family::meta, map_key);
   if (!stored) return stored.error();
+  KEEL_TRY(check_replication_mode(node, opts, stored->has_value()));
   if (*stored) {
     auto j =
         persistence::decode_object(persistence::value_type::cluster_state, **stored, "cluster map");
@@ -82,6 +114,16 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
     KEEL_TRY(node.storage().write(ops, true));
   }
 
+  if (opts.repl) {
+    // Groups were placed over these members and bootstrapped with them:
+    // another member list would place them elsewhere.
+    config::shard_map configured(1, opts.cluster.shards, opts.cluster.members);
+    if (configured.members() != p->map->members())
+      return error(code::invalid_argument,
+                   "the members in the cluster config differ from the ones this replicated "
+                   "node's data was placed with; membership changes of a replicated cluster "
+                   "are not supported yet");
+  }
   if (const auto* m = p->map->find(opts.self))
     p->self = *m;
   else if (opts.self_member && opts.self_member->id == opts.self)
@@ -123,6 +165,9 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
       return respond(error(code::unavailable, "node " + raw->self.id + " is starting"));
     raw->on_call(from, std::move(payload), std::move(respond));
   };
+  h.on_cast = [raw](const std::string& from, std::string payload) {
+    if (raw->opts.repl) raw->opts.repl->on_cast(from, std::move(payload));
+  };
   h.on_peer = [raw](const std::string& peer, bool up) {
     if (!up || !raw->ready.load(std::memory_order_acquire)) return;
     if (raw->current_map()->empty()) raw->fetch_routing_map(peer);
@@ -138,6 +183,38 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
   if (auto s = p->outbox->start(); !s) {
     p->transport->stop();
     return s;
+  }
+  if (p->opts.repl) {
+    replication::hooks hooks;
+    hooks.on_lead = [raw](raft::group_id, uint64_t) {
+      // Agents of the group with work pending (queued messages, effects
+      // started by the previous leader) resume here: store reads, so not
+      // on the raft loop.
+      raw->workers.submit([raw] {
+        if (auto s = raw->node.resume(); !s)
+          log::error("resuming agents of a group now led here: " + s.message());
+      });
+      raw->leader_cv.notify_all();
+    };
+    hooks.on_lose = [raw](raft::group_id g) {
+      // leading(g) is already false: requests route elsewhere, and the
+      // group's live agents stop (their writes in flight fail).
+      auto* r = raw->opts.repl;
+      raw->node.evict([r, g](std::string_view name) { return r->group_of(name) == g; }, [] {});
+      raw->leader_cv.notify_all();
+    };
+    auto& node_ref = node;
+    if (auto s = p->opts.repl->start(
+            p->self.id, node.storage(),
+            [&node_ref](persistence::write_set ops, std::function<void(const keel::status&)> done) {
+              node_ref.commit(std::move(ops), std::move(done));
+            },
+            *p->transport, std::move(hooks));
+        !s) {
+      p->outbox->stop();
+      p->transport->stop();
+      return s;
+    }
   }
   p->start_change_thread();
   impl* ip = p.get();
@@ -166,6 +243,9 @@ void cluster_node::stop() {
     impl_->change_stop = true;
   }
   impl_->change_cv.notify_all();
+  // The groups first: their messages go out through the transport.
+  if (impl_->opts.repl) impl_->opts.repl->stop();
+  impl_->leader_cv.notify_all();
   // Fails the calls the change loop may be waiting on, so it ends now.
   impl_->transport->stop();
   impl_->stop_change_thread();
@@ -180,6 +260,16 @@ bool cluster_node::is_local(std::string_view name) const {
 }
 
 std::string cluster_node::owner_elsewhere(std::string_view name) const {
+  if (auto* r = impl_->opts.repl) {
+    const uint32_t g = r->group_of(name);
+    if (r->leading(g)) return {};
+    std::string leader = r->leader_of(g);
+    if (!leader.empty() && leader != impl_->self.id && impl_->transport->is_up(leader))
+      return leader;
+    // No leader reachable (an election, or this node's own leadership not
+    // ready yet): forward() waits for one.
+    return std::string(1, impl::pending_leader) + std::to_string(g);
+  }
   std::string owner = impl_->route_to(name);
   return owner == impl_->self.id ? std::string() : owner;
 }
@@ -201,17 +291,37 @@ std::string cluster_node::elsewhere(std::string_view name) const {
 
 // --- forwarding ---------------------------------------------------------------
 
+bool cluster_node::replicated() const {
+  return impl_->opts.repl != nullptr;
+}
+
 void cluster_node::forward(const std::string& owner, http_request req, respond_fn respond) {
-  if (!impl_->transport->is_up(owner)) {
+  if (!owner.empty() && owner[0] == impl::pending_leader) {
+    const auto g = static_cast<uint32_t>(std::stoul(owner.substr(1)));
+    bool queued =
+        impl_->workers.submit([p = impl_.get(), g, req = std::move(req), respond]() mutable {
+          p->wait_for_leader(g, std::move(req), std::move(respond));
+        });
+    if (!queued)
+      respond(json_response(
+          503, {{"error", {{"code", "unavailable"}, {"message", "node is shutting down"}}}}));
+    return;
+  }
+  impl_->forward_to(owner, std::move(req), std::move(respond));
+}
+
+void cluster_node::impl::forward_to(const std::string& owner, http_request req,
+                                    respond_fn respond) {
+  if (!transport->is_up(owner)) {
     json j{{"error",
             {{"code", "unavailable"},
              {"message", "the agent lives on node " + owner + ", which is down; retry later"},
              {"owner", owner}}}};
     return respond(json_response(503, j));
   }
-  impl_->forwarded.fetch_add(1, std::memory_order_relaxed);
+  forwarded.fetch_add(1, std::memory_order_relaxed);
   json msg{{"op", "http"},
-           {"epoch", impl_->current_map()->epoch()},
+           {"epoch", current_map()->epoch()},
            {"method", req.method},
            {"target", req.target},
            {"body", req.body},
@@ -223,9 +333,9 @@ void cluster_node::forward(const std::string& owner, http_request req, respond_f
   uint64_t wait = 0;
   if (auto t = api_detail::parse_target(req.target); t)
     if (auto w = api_detail::uint_param(*t, "wait", 0); w) wait = *w;
-  uint32_t timeout = static_cast<uint32_t>(std::min<uint64_t>(wait, 600'000)) +
-                     impl_->opts.cluster.forward_timeout_ms;
-  impl_->call(owner, msg, timeout, [respond, owner](result<std::string> r) {
+  uint32_t timeout =
+      static_cast<uint32_t>(std::min<uint64_t>(wait, 600'000)) + opts.cluster.forward_timeout_ms;
+  call(owner, msg, timeout, [respond, owner](result<std::string> r) {
     if (!r) {
       unsigned st = r.error().error_code() == code::timeout ? 504 : 503;
       json j{{"error",
@@ -238,6 +348,38 @@ void cluster_node::forward(const std::string& owner, http_request req, respond_f
     if (!resp) return respond(error_response(resp.error()));
     respond(std::move(*resp));
   });
+}
+
+void cluster_node::impl::wait_for_leader(uint32_t g, http_request req, respond_fn respond) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(opts.cluster.leader_wait_ms);
+  while (!stopped.load(std::memory_order_acquire)) {
+    if (opts.repl->leading(g)) {
+      // Led here now: answered as if forwarded, so it is never sent on.
+      api* a = http.load(std::memory_order_acquire);
+      if (!a) break;
+      return a->handle_forwarded(std::move(req), self.id, std::move(respond));
+    }
+    std::string leader = opts.repl->leader_of(g);
+    if (!leader.empty() && leader != self.id && transport->is_up(leader))
+      return forward_to(leader, std::move(req), std::move(respond));
+    std::unique_lock lk(leader_mu);
+    // Woken by this node's own leadership changes; another node's election
+    // shows in leader_of, looked at again every 50 ms.
+    if (leader_cv.wait_until(lk, std::min(deadline, std::chrono::steady_clock::now() +
+                                                        std::chrono::milliseconds(50))) ==
+            std::cv_status::timeout &&
+        std::chrono::steady_clock::now() >= deadline)
+      break;
+  }
+  json j{{"error",
+          {{"code", "unavailable"},
+           {"message", "group " + std::to_string(g) + " has no leader reachable from node " +
+                           self.id + " (an election, or too few members up); retry"},
+           {"group", g}}}};
+  http_response r = json_response(503, j);
+  r.headers.emplace_back("Retry-After", "1");
+  respond(std::move(r));
 }
 
 void cluster_node::impl::on_http(json msg, transport_handlers::respond_fn respond) {
@@ -394,6 +536,26 @@ json cluster_node::status() {
            {"forwarded", impl_->forwarded.load()},
            {"delivered_in", impl_->delivered_in.load()}};
   if (auto c = impl_->change_status(); c.contains("next_epoch")) out["change"] = std::move(c);
+  if (auto* r = impl_->opts.repl) {
+    out["replication"] = r->config().replication;
+    json groups = json::array();
+    for (const auto& g : r->group_status()) {
+      json replicas = json::array();
+      for (const auto& rep : g.replicas)
+        replicas.push_back({{"member", rep.member}, {"match_index", rep.match_index}});
+      json gj{{"group", g.id},
+              {"role", g.role},
+              {"term", g.term},
+              {"leader", g.leader},
+              {"last_index", g.last_index},
+              {"commit_index", g.commit_index},
+              {"applied_index", g.applied_index},
+              {"ready", g.leading.has_value()}};
+      if (!replicas.empty()) gj["replicas"] = std::move(replicas);
+      groups.push_back(std::move(gj));
+    }
+    out["groups"] = std::move(groups);
+  }
   return out;
 }
 
@@ -403,6 +565,9 @@ void cluster_node::cluster_route(const http_request& req, std::vector<std::strin
     if (req.method != "GET") return respond(api_detail::method_not_allowed(req.method, "GET"));
     return respond(json_response(200, status()));
   }
+  if (seg.size() >= 3 && seg[2] == "members" && impl_->opts.repl)
+    return respond(
+        fail(409, "conflict", "membership changes of a replicated cluster are not supported yet"));
   if (seg.size() == 3 && seg[2] == "members") {
     if (req.method != "POST") return respond(api_detail::method_not_allowed(req.method, "POST"));
     auto body = api_detail::parse_body(req.body);

@@ -29,6 +29,8 @@
 
 namespace keel::net {
 
+class replication;
+
 class cluster_node final : public actors::remote_router, public api_cluster {
  public:
   struct options {
@@ -43,6 +45,10 @@ class cluster_node final : public actors::remote_router, public api_cluster {
     // The scheme of the members' HTTP APIs, for the URLs clients are sent
     // to: "https" when they serve TLS (members are configured alike).
     std::string http_scheme = "http";
+    // Replicated (cluster.replication > 0): the seam the node's shells
+    // write through, made before the node; this member starts its groups
+    // and routes each agent to its group's leader. Must outlive the member.
+    replication* repl = nullptr;
   };
 
   // Loads the shard map (stored by an earlier run, or the config's members
@@ -78,6 +84,7 @@ class cluster_node final : public actors::remote_router, public api_cluster {
   std::string self_id() const override;
   bool has_queued(std::string_view name) const override;
   std::string http_url(const std::string& id) const override;
+  bool replicated() const override;
 
   struct impl;
 

@@ -20,6 +20,7 @@
 #include "net/api/support.hpp"
 #include "net/cluster/node.hpp"
 #include "net/cluster/outbox.hpp"
+#include "net/cluster/replication.hpp"
 #include "net/cluster/transport.hpp"
 
 namespace keel::net {
@@ -100,11 +101,32 @@ struct cluster_node::impl {
     return map;
   }
 
-  std::string owner_of(std::string_view name) const { return current_map()->owner_of(name); }
+  std::string owner_of(std::string_view name) const {
+    if (opts.repl) return leader_here_or_known(opts.repl->group_of(name));
+    return current_map()->owner_of(name);
+  }
+
+  // Replicated: this node when it leads `g` (ready), else the leader it
+  // knows of ("" during an election).
+  std::string leader_here_or_known(uint32_t g) const {
+    if (opts.repl->leading(g)) return self.id;
+    return opts.repl->leader_of(g);
+  }
+  // Calls for an agent whose group has no leader reachable from here wait
+  // for one (wait_for_leader); owner_elsewhere names them with this prefix
+  // and the group, which no member id can hold.
+  static constexpr char pending_leader = '\x01';
+  void wait_for_leader(uint32_t g, http_request req, respond_fn respond);
+  // Passes `req` to member `owner` and answers with its response (503
+  // naming it when it cannot be reached, 504 when it does not answer).
+  void forward_to(const std::string& owner, http_request req, respond_fn respond);
+  std::mutex leader_mu;
+  std::condition_variable leader_cv;  // a group here gained or lost its leader
 
   // Where calls for `name` go: its owner, or for a node still joining (no
   // map yet) the routing map a member gave it.
   std::string route_to(std::string_view name) const {
+    if (opts.repl) return leader_here_or_known(opts.repl->group_of(name));
     std::lock_guard lk(map_mu);
     if (!map->empty()) return map->owner_of(name);
     if (routing && !routing->empty()) return routing->owner_of(name);
@@ -116,6 +138,7 @@ struct cluster_node::impl {
   // Whether this node serves `name` now: it owns the shard under its map
   // and is not handing the shard away.
   bool serves(std::string_view name) const {
+    if (opts.repl) return opts.repl->leading(opts.repl->group_of(name)).has_value();
     std::lock_guard lk(map_mu);
     uint32_t shard = config::shard_of(name, map->shards());
     return map->owner(shard) == self.id && outgoing.count(shard) == 0;

@@ -237,6 +237,7 @@ std::string test_cluster::write_config(const std::string& name,
          {"reconnect_max_ms", reconnect_max_ms},
          {"forward_timeout_ms", forward_timeout_ms},
          {"members", ms}};
+  for (const auto& [k, v] : config_keys_.items()) c[k] = v;
   fs::path p = root() / (name + ".json");
   std::ofstream out(p);
   out << c.dump(2);

@@ -149,6 +149,9 @@ class test_cluster {
   std::vector<std::string> ids() const;  // every planned member
   std::map<std::string, uint16_t> http_ports() const;
 
+  // Keys every config written from now on carries besides the defaults
+  // (e.g. {"replication": 3, "groups": 4}).
+  void set_config_keys(json keys) { config_keys_ = std::move(keys); }
   // Writes a cluster config naming `members` with `secret` to
   // root/<name>.json and returns its path.
   std::string write_config(const std::string& name, const std::vector<std::string>& members,
@@ -203,6 +206,7 @@ class test_cluster {
 
   temp_dir dir_{"keel-cluster"};
   uint32_t shards_;
+  json config_keys_ = json::object();
   std::vector<config::cluster_member> members_;
   std::map<std::string, node> nodes_;
   client_set clients_;

@@ -73,6 +73,8 @@ TEST_CASE("cluster_from_json reads every documented key") {
     "cluster_id": "prod-eu", "shards": 1024, "secret": "0123456789abcdefghij",
     "heartbeat_ms": 200, "connection_timeout_ms": 1500, "reconnect_min_ms": 50,
     "reconnect_max_ms": 2000, "forward_timeout_ms": 7000,
+    "replication": 2, "groups": 64, "election_timeout_ms": 1500, "raft_heartbeat_ms": 150,
+    "leader_wait_ms": 3000,
     "tls": {"certificate": "/etc/keel/node.pem", "key": "/etc/keel/node.key",
             "ca": "/etc/keel/ca.pem"},
     "members": [
@@ -90,6 +92,11 @@ TEST_CASE("cluster_from_json reads every documented key") {
   CHECK(r->reconnect_min_ms == 50);
   CHECK(r->reconnect_max_ms == 2000);
   CHECK(r->forward_timeout_ms == 7000);
+  CHECK(r->replication == 2);
+  CHECK(r->groups == 64);
+  CHECK(r->election_timeout_ms == 1500);
+  CHECK(r->raft_heartbeat_ms == 150);
+  CHECK(r->leader_wait_ms == 3000);
   CHECK(r->tls.enabled());
   CHECK(r->tls.certificate == "/etc/keel/node.pem");
   CHECK(r->tls.key == "/etc/keel/node.key");
@@ -113,6 +120,11 @@ TEST_CASE("cluster_from_json fills in the documented defaults") {
   CHECK(r->reconnect_min_ms == 100);
   CHECK(r->reconnect_max_ms == 5000);
   CHECK(r->forward_timeout_ms == 10'000);
+  CHECK(r->replication == 0);
+  CHECK(r->groups == 32);
+  CHECK(r->election_timeout_ms == 1000);
+  CHECK(r->raft_heartbeat_ms == 100);
+  CHECK(r->leader_wait_ms == 5000);
   CHECK_FALSE(r->tls.enabled());
   REQUIRE(r->members.size() == 1);
   CHECK(r->members[0].http_host == "10.0.0.1");
@@ -374,6 +386,28 @@ TEST_CASE("validate refuses each broken rule with a message naming it") {
   SUBCASE("two members on one cluster address") {
     c.members[1].cluster_port = c.members[0].cluster_port;
     expect = "10.0.0.1:7001";
+  }
+  SUBCASE("replication above 7") {
+    c.replication = 8;
+    expect = "replication must be from 0 (off) to 7";
+  }
+  SUBCASE("replication above the member count") {
+    c.replication = static_cast<uint32_t>(c.members.size()) + 1;
+    expect = "needs at least as many members";
+  }
+  SUBCASE("no groups") {
+    c.groups = 0;
+    expect = "groups must be";
+  }
+  SUBCASE("more groups than shards") {
+    c.shards = 16;
+    c.groups = 32;
+    expect = "at most shards (16)";
+  }
+  SUBCASE("an election timeout shorter than three heartbeats") {
+    c.raft_heartbeat_ms = 100;
+    c.election_timeout_ms = 250;
+    expect = "election_timeout_ms (250)";
   }
   auto s = cfg::validate(c);
   REQUIRE_FALSE(s.is_ok());

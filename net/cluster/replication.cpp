@@ -1,0 +1,124 @@
+#include "net/cluster/replication.hpp"
+
+#include <algorithm>
+#include <utility>
+
+#include "base/bytes.hpp"
+
+namespace keel::net {
+
+namespace {
+constexpr char raft_cast_tag = 'R';
+}  // namespace
+
+std::string encode_raft_cast(raft::group_id g, std::string_view message) {
+  std::string out;
+  out.reserve(5 + message.size());
+  out.push_back(raft_cast_tag);
+  put_u32_be(out, g);
+  out.append(message);
+  return out;
+}
+
+bool decode_raft_cast(std::string_view payload, raft::group_id& g, std::string_view& message) {
+  if (payload.size() < 5 || payload[0] != raft_cast_tag) return false;
+  g = get_u32_be(payload.data() + 1);
+  message = payload.substr(5);
+  return true;
+}
+
+replication::replication(config::cluster_config c) : cfg_(std::move(c)) {}
+
+replication::~replication() {
+  stop();
+}
+
+raft_id replication::raft_id_of(const std::string& member) const {
+  std::vector<std::string> ids;
+  for (const auto& m : cfg_.members) ids.push_back(m.id);
+  std::sort(ids.begin(), ids.end());
+  auto it = std::find(ids.begin(), ids.end(), member);
+  return it == ids.end() ? 0 : static_cast<raft_id>(it - ids.begin()) + 1;
+}
+
+keel::status replication::start(const std::string& self, persistence::store& db,
+                                raft::submit_fn submit, cluster_transport& t, hooks h) {
+  raft::groups_options o;
+  o.self = self;
+  o.self_id = raft_id_of(self);
+  if (o.self_id == 0)
+    return error(code::invalid_argument, "node " + self + " is not a member of cluster " +
+                                             cfg_.cluster_id + ": it replicates no group");
+  for (uint32_t g = 0; g < cfg_.groups; ++g) {
+    auto replicas = config::group_replicas(cfg_.members, g, cfg_.replication);
+    if (std::find(replicas.begin(), replicas.end(), self) == replicas.end()) continue;
+    raft::group_spec spec;
+    spec.id = g;
+    for (const auto& id : replicas) spec.voters.emplace_back(raft_id_of(id), id);
+    o.groups.push_back(std::move(spec));
+  }
+  o.db = &db;
+  o.submit = std::move(submit);
+  o.out = this;
+  o.election_timeout_ms = cfg_.election_timeout_ms;
+  o.heartbeat_ms = cfg_.raft_heartbeat_ms;
+  o.on_lead = std::move(h.on_lead);
+  o.on_lose = std::move(h.on_lose);
+  transport_.store(&t, std::memory_order_release);
+  auto started = raft::groups::start(std::move(o));
+  if (!started) return started.error();
+  groups_ = std::move(*started);
+  running_.store(groups_.get(), std::memory_order_release);
+  return status::ok();
+}
+
+void replication::stop() {
+  if (auto* g = running_.exchange(nullptr)) g->stop();
+  transport_.store(nullptr, std::memory_order_release);
+}
+
+void replication::on_cast(const std::string& from, std::string payload) {
+  raft::group_id g = 0;
+  std::string_view message;
+  if (!decode_raft_cast(payload, g, message)) return;
+  if (auto* gs = running_.load(std::memory_order_acquire)) gs->recv(from, g, std::string(message));
+}
+
+void replication::send(std::string_view to_address, raft::group_id g, std::string bytes) {
+  // Dropped when the peer is down: raft sends again.
+  if (auto* t = transport_.load(std::memory_order_acquire))
+    t->cast(std::string(to_address), encode_raft_cast(g, bytes));
+}
+
+std::string replication::leader_of(raft::group_id g) const {
+  auto* gs = running_.load(std::memory_order_acquire);
+  return gs ? gs->leader_of(g) : std::string();
+}
+
+std::vector<raft::group_status> replication::group_status() const {
+  auto* gs = running_.load(std::memory_order_acquire);
+  return gs ? gs->status() : std::vector<raft::group_status>{};
+}
+
+uint32_t replication::group_of(std::string_view agent_name) const {
+  return config::group_of_shard(config::shard_of(agent_name, cfg_.shards), cfg_.groups);
+}
+
+std::optional<uint64_t> replication::leading(uint32_t group) const {
+  auto* gs = running_.load(std::memory_order_acquire);
+  return gs ? gs->leading(group) : std::nullopt;
+}
+
+result<uint64_t> replication::allocate_agent_id(uint32_t group) {
+  auto* gs = running_.load(std::memory_order_acquire);
+  if (!gs) return error(code::unavailable, "the node's groups are not running");
+  return gs->allocate_agent_id(group);
+}
+
+void replication::propose(uint32_t group, uint64_t term, persistence::write_set ops, done_fn done) {
+  auto* gs = running_.load(std::memory_order_acquire);
+  if (!gs) return done(error(code::unavailable, "the node's groups are not running"));
+  gs->propose(group, term, std::move(ops), std::move(done));
+}
+
+}  // namespace keel::net

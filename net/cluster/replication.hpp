@@ -1,0 +1,87 @@
+#pragma once
+// A replicated member's seam between its runtime and its raft groups
+// (docs/replication.md): the runtime's replicator (actors/replicator.hpp)
+// over net/raft's groups, and the groups' messages over the cluster
+// transport's one-way casts.
+//
+// keeld makes it before the node (the node's shells need a replicator from
+// their first activation) and starts the groups once the transport runs;
+// until then no group is led here, so no agent activates.
+//
+// Thread-safety: every method may be called from any thread.
+// Lifetime: stop() before the transport and the node's journal stop.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "actors/replicator.hpp"
+#include "config/cluster_config.hpp"
+#include "net/cluster/transport.hpp"
+#include "net/raft/groups.hpp"
+
+namespace keel::net {
+
+class replication final : public actors::replicator, public raft::sender {
+ public:
+  explicit replication(config::cluster_config c);
+  ~replication() override;
+  replication(const replication&) = delete;
+  replication& operator=(const replication&) = delete;
+
+  struct hooks {
+    // On the raft loop: quick (hand real work to another thread).
+    std::function<void(raft::group_id, uint64_t term)> on_lead;
+    std::function<void(raft::group_id)> on_lose;
+  };
+  // Starts the groups `self` is a replica of (placement: group_replicas of
+  // the config's members); their messages leave through `t`. Errors: as
+  // raft::groups::start (a group's stored log that does not load).
+  keel::status start(const std::string& self, persistence::store& db, raft::submit_fn submit,
+                     cluster_transport& t, hooks h);
+  // Stops the groups: pending proposals fail unavailable. Idempotent.
+  void stop();
+
+  // A cast from peer `from` (the transport's on_cast): raft traffic goes to
+  // its group; anything else is dropped.
+  void on_cast(const std::string& from, std::string payload);
+
+  // The member id of the leader of `name`'s group as this node knows it
+  // ("" unknown), and a consistent view of every group here.
+  std::string leader_of(raft::group_id g) const;
+  std::vector<raft::group_status> group_status() const;
+  // The raft id of a member: its position in the config's members sorted
+  // by id, plus one (the same on every member).
+  raft_id raft_id_of(const std::string& member) const;
+
+  const config::cluster_config& config() const { return cfg_; }
+
+  // actors::replicator
+  uint32_t group_of(std::string_view agent_name) const override;
+  std::optional<uint64_t> leading(uint32_t group) const override;
+  result<uint64_t> allocate_agent_id(uint32_t group) override;
+  void propose(uint32_t group, uint64_t term, persistence::write_set ops, done_fn done) override;
+
+  // raft::sender
+  void send(std::string_view to_address, raft::group_id g, std::string bytes) override;
+
+ private:
+  config::cluster_config cfg_;
+  std::unique_ptr<raft::groups> groups_;
+  // Set once the groups run; read without a lock by shells and the API.
+  std::atomic<raft::groups*> running_{nullptr};
+  std::atomic<cluster_transport*> transport_{nullptr};
+};
+
+// A cast carrying raft traffic: 'R', the group (4 bytes big endian), then
+// the message (net/raft/message_codec.hpp).
+std::string encode_raft_cast(raft::group_id g, std::string_view message);
+// False when `payload` is not a raft cast.
+bool decode_raft_cast(std::string_view payload, raft::group_id& g, std::string_view& message);
+
+}  // namespace keel::net
