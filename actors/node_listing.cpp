@@ -37,6 +37,9 @@ result<agent_list> list_agents(runtime& rt, std::string_view prefix, std::string
     for (auto& a : *page) {
       ++read;
       from = a.name;
+      // Replicated, this store also holds the groups it follows: their
+      // leaders list those agents.
+      if (rt.repl && !rt.repl->leading(rt.repl->group_of(a.name))) continue;
       std::string phase = listed_phase_of(a.meta);
       if (!keeps(filter, a.meta, phase)) continue;
       if (out.agents.size() == limit) {

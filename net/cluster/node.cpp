@@ -12,6 +12,8 @@
 #include "actors/effect_pool.hpp"
 #include "base/clock.hpp"
 #include "base/log.hpp"
+#include "base/sha256.hpp"
+#include "ledger/audit.hpp"
 #include "ledger/writer.hpp"
 #include "net/api/support.hpp"
 #include "net/cluster/node_impl.hpp"
@@ -382,6 +384,30 @@ void cluster_node::impl::wait_for_leader(uint32_t g, http_request req, respond_f
   respond(std::move(r));
 }
 
+result<json> cluster_node::impl::group_digest(uint32_t g) {
+  auto& db = node.storage();
+  json agents = json::object();
+  std::string after;
+  for (;;) {
+    auto page = db.list_agents("", after, 1000);
+    if (!page) return page.error();
+    for (const auto& a : *page) {
+      if (opts.repl->group_of(a.name) != g) continue;
+      auto seq = db.last_ledger_seq(a.meta.id);
+      if (!seq) return seq.error();
+      auto head = actors::chain_head_at(db, a.meta.id, *seq, a.name);
+      if (!head) return head.error();
+      agents[a.name] = {{"seq", *seq}, {"head", to_hex(*head)}};
+    }
+    if (page->size() < 1000) break;
+    after = page->back().name;
+  }
+  uint64_t applied = 0;
+  for (const auto& s : opts.repl->group_status())
+    if (s.id == g) applied = s.applied_index;
+  return json{{"group", g}, {"member", self.id}, {"applied_index", applied}, {"agents", agents}};
+}
+
 void cluster_node::impl::on_http(json msg, transport_handlers::respond_fn respond) {
   api* a = http.load(std::memory_order_acquire);
   if (!a) return respond(error(code::unavailable, "the node's API is not ready"));
@@ -564,6 +590,23 @@ void cluster_node::cluster_route(const http_request& req, std::vector<std::strin
   if (seg.size() == 2) {
     if (req.method != "GET") return respond(api_detail::method_not_allowed(req.method, "GET"));
     return respond(json_response(200, status()));
+  }
+  if (seg.size() == 5 && seg[2] == "groups" && seg[4] == "digest" && impl_->opts.repl) {
+    if (req.method != "GET") return respond(api_detail::method_not_allowed(req.method, "GET"));
+    uint32_t g = 0;
+    try {
+      g = static_cast<uint32_t>(std::stoul(seg[3]));
+    } catch (const std::exception&) {
+      return respond(fail(400, "invalid_argument", "group must be a number, got " + seg[3]));
+    }
+    if (g >= impl_->opts.repl->config().groups)
+      return respond(fail(404, "not_found", "no group " + seg[3]));
+    bool queued = impl_->workers.submit([p = impl_.get(), g, respond] {
+      auto d = p->group_digest(g);
+      respond(d ? json_response(200, *d) : error_response(d.error()));
+    });
+    if (!queued) respond(fail(503, "unavailable", "node is shutting down"));
+    return;
   }
   if (seg.size() >= 3 && seg[2] == "members" && impl_->opts.repl)
     return respond(

@@ -120,6 +120,11 @@ struct cluster_node::impl {
   // Passes `req` to member `owner` and answers with its response (503
   // naming it when it cannot be reached, 504 when it does not answer).
   void forward_to(const std::string& owner, http_request req, respond_fn respond);
+  // What this member holds of group g, read from its own store (no leader
+  // involved): each agent of the group with its last seq and the hash at
+  // the head of its chain, and the group's applied index here. Replicas
+  // that applied the same index hold the same digest.
+  result<json> group_digest(uint32_t g);
   std::mutex leader_mu;
   std::condition_variable leader_cv;  // a group here gained or lost its leader
 

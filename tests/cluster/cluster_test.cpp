@@ -24,43 +24,6 @@
 using namespace keel::test::cluster;
 using namespace std::chrono_literals;
 
-namespace {
-
-struct planned_message {
-  std::string id;
-  int agent;
-  int add;
-};
-
-// What became of a planned message.
-enum outcome : int { unsent = 0, acked = 1 /* 202 */, not_acked = 2 /* no answer or 5xx */ };
-
-// Why a message was not acknowledged, with numbers (ports, agents, seqs)
-// blanked so that alike failures count together.
-std::string why_not(const answer& a) {
-  std::string why;
-  if (!a.transport_ok) {
-    auto p = a.error.find("failed: ");
-    why = "no response: " + (p == std::string::npos ? a.error : a.error.substr(p + 8));
-  } else {
-    why = "HTTP " + std::to_string(a.status);
-    if (a.body.is_object() && a.body["error"].is_object())
-      why += " " + a.body["error"].value("message", "");
-  }
-  const std::size_t keep = why.starts_with("HTTP") ? 8 : 0;  // the status
-  std::string out = why.substr(0, keep);
-  for (std::size_t i = keep; i < why.size(); ++i) {
-    bool digit = why[i] >= '0' && why[i] <= '9';
-    if (!digit)
-      out += why[i];
-    else if (out.empty() || out.back() != '#')
-      out += '#';
-  }
-  return out;
-}
-
-}  // namespace
-
 TEST_CASE("messages sent through random nodes survive SIGKILLs of random nodes exactly once") {
   constexpr int agent_count = 300;
   constexpr int message_count = 6000;

@@ -6,11 +6,16 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <random>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/agent_requests.hpp"
@@ -162,4 +167,223 @@ TEST_CASE("a replicated agent is served by another member after its leader is SI
   CHECK(ids_seen.size() == 30);
   for (const auto& [id, n] : ids_seen) CHECK_MESSAGE(n == 1, id << " received " << n << " times");
   CHECK(query_total(c.clients(), leader, name) == sum);
+}
+
+namespace {
+
+// Waits until every running member that replicates group g has applied the
+// same index, then checks their digests agree agent by agent.
+void check_replicas_agree(test_cluster& c, uint32_t g) {
+  std::map<std::string, json> digests;
+  std::string last;
+  bool settled = poll_until(
+      [&] {
+        digests.clear();
+        std::set<uint64_t> applied;
+        for (const auto& id : c.ids()) {
+          if (!c.running(id)) continue;
+          auto entry = group_entry(c, id, g);
+          if (entry.empty()) continue;  // not a replica of g
+          auto a = c.call(id, "GET", "/v1/cluster/groups/" + std::to_string(g) + "/digest");
+          if (!a.transport_ok || a.status != 200) {
+            last = id + ": " + a.describe();
+            return false;
+          }
+          applied.insert(a.body.value("applied_index", 0ull));
+          digests[id] = a.body;
+        }
+        last = "applied indexes differ";
+        return applied.size() == 1 && digests.size() >= 2;
+      },
+      60s, 200ms);
+  REQUIRE_MESSAGE(settled, "group " << g << " did not settle: " << last << "\n" << c.logs());
+  const auto& first = digests.begin()->second["agents"];
+  for (const auto& [id, d] : digests)
+    CHECK_MESSAGE(d["agents"] == first,
+                  "group " << g << ": " << id << " holds " << d["agents"].size() << " agents "
+                           << d["agents"].dump().substr(0, 300) << " but " << digests.begin()->first
+                           << " holds " << first.dump().substr(0, 300));
+}
+
+}  // namespace
+
+TEST_CASE(
+    "replicated: messages through random members while group leaders are SIGKILLed land once, "
+    "and every replica holds the same ledgers") {
+  constexpr int agent_count = 300;
+  constexpr int message_count = 6000;
+  constexpr int kill_count = 5;
+  constexpr int kill_every = message_count / (kill_count + 1);
+  constexpr int sent_while_down = 300;
+  constexpr int client_count = 4;
+
+  test_cluster c(3, shards);
+  c.set_config_keys({{"replication", 3},
+                     {"groups", groups},
+                     {"election_timeout_ms", 1000},
+                     {"raft_heartbeat_ms", 100},
+                     {"leader_wait_ms", 3000}});
+  c.start_all();
+  const auto ids = c.ids();
+  for (uint32_t g = 0; g < groups; ++g)
+    REQUIRE_MESSAGE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 100ms),
+                    "group " << g << " elected no leader:\n"
+                             << c.logs());
+
+  const unsigned seed = std::random_device{}();
+  std::printf("replicated exactly-once test seed %u\n", seed);
+  std::mt19937 rng(seed);
+  auto name = [](int i) { return "rep/agent-" + std::to_string(i); };
+  for (int i = 0; i < agent_count; ++i)
+    spawn_counter(c.clients(), ids[rng() % ids.size()], name(i));
+
+  std::vector<planned_message> plan;
+  for (int i = 0; i < message_count; ++i)
+    plan.push_back({"r-" + std::to_string(i), static_cast<int>(rng() % agent_count),
+                    static_cast<int>(rng() % 9) + 1});
+  std::vector<std::atomic<int>> outcomes(message_count);
+  std::vector<std::atomic<bool>> up(ids.size());
+  for (auto& u : up) u = true;
+  std::atomic<int> next{0}, finished{0}, queued_acks{0}, refusals{0};
+  std::atomic<bool> abort{false};
+  std::mutex note_mu;
+  std::string first_refusal;
+  std::map<std::string, int> failures;
+
+  auto client = [&](unsigned client_seed) {
+    client_set http(c.http_ports(), 10s);
+    std::mt19937 r(client_seed);
+    for (int i = next++; i < message_count && !abort; i = next++) {
+      const auto& m = plan[static_cast<std::size_t>(i)];
+      std::size_t via = r() % ids.size();
+      for (std::size_t k = 0; k < ids.size() && !up[via]; ++k) via = (via + 1) % ids.size();
+      auto a = http.post(ids[via], agent_path(name(m.agent)) + "/messages",
+                         {{"id", m.id}, {"body", {{"add", m.add}}}});
+      if (a.transport_ok && a.status == 202) {
+        outcomes[static_cast<std::size_t>(i)] = acked;
+        if (a.body.is_object() && a.body.value("queued", false)) ++queued_acks;
+      } else {
+        outcomes[static_cast<std::size_t>(i)] = not_acked;
+        std::lock_guard lk(note_mu);
+        ++failures[why_not(a)];
+        if (a.transport_ok && a.status < 500 && refusals++ == 0)
+          first_refusal = m.id + " via " + ids[via] + ": " + a.describe();
+      }
+      ++finished;
+    }
+  };
+
+  std::vector<std::string> victims;
+  std::vector<long long> served_again_ms;
+  {
+    std::vector<std::thread> clients;
+    struct joiner {
+      std::vector<std::thread>& ts;
+      std::atomic<bool>& abort;
+      ~joiner() {
+        abort = true;
+        for (auto& t : ts)
+          if (t.joinable()) t.join();
+      }
+    } join_all{clients, abort};
+    for (int k = 0; k < client_count; ++k) clients.emplace_back(client, seed + 1 + k);
+
+    for (int k = 1; k <= kill_count; ++k) {
+      REQUIRE_MESSAGE(poll_until([&] { return finished >= k * kill_every; }, 180s),
+                      "the clients stalled at " << finished << " messages\n"
+                                                << c.logs());
+      // The leader of a random group.
+      const auto g = static_cast<uint32_t>(rng() % groups);
+      std::string victim;
+      REQUIRE(poll_until([&] { return !(victim = ready_leader(c, g)).empty(); }, 30s, 50ms));
+      const auto v =
+          static_cast<std::size_t>(std::find(ids.begin(), ids.end(), victim) - ids.begin());
+      up[v] = false;
+      const auto killed_at = std::chrono::steady_clock::now();
+      c.kill9(victim);
+      victims.push_back(victim + " (group " + std::to_string(g) + ")");
+      REQUIRE_MESSAGE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 20ms),
+                      "group " << g << " got no new leader after " << victim << " died\n"
+                               << c.logs());
+      served_again_ms.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::steady_clock::now() - killed_at)
+                                    .count());
+      REQUIRE_MESSAGE(
+          poll_until(
+              [&] { return finished >= std::min(message_count, k * kill_every + sent_while_down); },
+              180s),
+          "the clients stalled at " << finished << " messages with " << victim << " down\n"
+                                    << c.logs());
+      c.restart(victim);
+      up[v] = true;
+    }
+    for (auto& t : clients) t.join();
+  }
+  CHECK_MESSAGE(refusals == 0, refusals << " messages were refused; the first: " << first_refusal);
+  // Nothing is acknowledged as queued: only a group's leader acknowledges.
+  CHECK(queued_acks == 0);
+
+  c.wait_connected(ids);
+  int resent = 0;
+  std::string last_failure;
+  for (int i = 0; i < message_count; ++i) {
+    auto& o = outcomes[static_cast<std::size_t>(i)];
+    if (o == acked) continue;
+    ++resent;
+    const auto& m = plan[static_cast<std::size_t>(i)];
+    bool ok = poll_until(
+        [&] {
+          auto a = c.post(ids[rng() % ids.size()], agent_path(name(m.agent)) + "/messages",
+                          {{"id", m.id}, {"body", {{"add", m.add}}}});
+          if (a.transport_ok && a.status == 202) return true;
+          last_failure = m.id + ": " + a.describe();
+          return false;
+        },
+        30s, 20ms);
+    if (ok) o = acked;
+  }
+  int unacknowledged = 0;
+  for (const auto& o : outcomes) unacknowledged += o == acked ? 0 : 1;
+  REQUIRE_MESSAGE(unacknowledged == 0, unacknowledged << " messages were never acknowledged; last: "
+                                                      << last_failure << "\n"
+                                                      << c.logs());
+
+  std::vector<int64_t> expected(agent_count, 0);
+  std::vector<std::set<std::string>> expected_ids(agent_count);
+  for (const auto& m : plan) {
+    expected[static_cast<std::size_t>(m.agent)] += m.add;
+    expected_ids[static_cast<std::size_t>(m.agent)].insert(m.id);
+  }
+  // Acknowledged means applied by the leader: totals are right at once.
+  for (int i = 0; i < agent_count; ++i) {
+    auto t = query_total(c.clients(), ids[rng() % ids.size()], name(i));
+    CHECK_MESSAGE(t == expected[static_cast<std::size_t>(i)],
+                  name(i) << ": total " << (t ? std::to_string(*t) : "unreadable") << ", expected "
+                          << expected[static_cast<std::size_t>(i)]);
+  }
+  int duplicated = 0, missing = 0;
+  for (int i = 0; i < agent_count; ++i) {
+    auto counts = message_ids(read_ledger(c.clients(), ids[rng() % ids.size()], name(i)));
+    std::set<std::string> seen;
+    for (const auto& [id, n] : counts) {
+      seen.insert(id);
+      if (n != 1) ++duplicated;
+      CHECK_MESSAGE(n == 1, name(i) << ": message " << id << " is in the ledger " << n << " times");
+    }
+    if (seen != expected_ids[static_cast<std::size_t>(i)]) ++missing;
+    CHECK_MESSAGE(seen == expected_ids[static_cast<std::size_t>(i)],
+                  name(i) << ": the ledger holds " << seen.size() << " message ids, expected "
+                          << expected_ids[static_cast<std::size_t>(i)].size());
+  }
+  for (uint32_t g = 0; g < groups; ++g) check_replicas_agree(c, g);
+
+  std::string killed, times;
+  for (const auto& v : victims) killed += v + " ";
+  for (auto ms : served_again_ms) times += std::to_string(ms) + " ";
+  MESSAGE("sent " << message_count << " messages with SIGKILLs of " << killed
+                  << "; a new leader ready after (ms) " << times << "; " << resent
+                  << " sent again; " << duplicated << " duplicated ids, " << missing
+                  << " ledgers with other ids");
+  for (const auto& [why, n] : failures) MESSAGE(n << " not acknowledged: " << why);
+  CHECK(check_replays(c, ids[rng() % ids.size()]) == agent_count);
 }
