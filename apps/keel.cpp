@@ -435,6 +435,30 @@ int cli::cluster() {
                 text_of(ob.value("dropped", json(0))).c_str());
     if (j->contains("change"))
       std::printf("change in progress: %s\n", j->at("change").dump().c_str());
+    if (j->contains("groups")) {
+      // Replicated: the groups this member holds a copy of, and on the
+      // leader how far behind each replica is.
+      std::printf("replication %s\n%-6s %-10s %-6s %-10s %-9s %-9s %s\n",
+                  text_of(j->value("replication", json())).c_str(), "GROUP", "ROLE", "TERM",
+                  "LEADER", "APPLIED", "COMMIT", "REPLICAS (lag)");
+      for (const auto& g : j->at("groups")) {
+        const uint64_t last = g.value("last_index", uint64_t{0});
+        std::string replicas;
+        for (const auto& r : g.value("replicas", json::array())) {
+          const uint64_t match = r.value("match_index", uint64_t{0});
+          replicas += (replicas.empty() ? "" : " ") + text_of(r.value("member", json())) + "(" +
+                      std::to_string(last > match ? last - match : 0) + ")";
+        }
+        std::string role = text_of(g.value("role", json()));
+        if (role == "leader" && !g.value("ready", false)) role += "*";
+        std::printf("%-6s %-10s %-6s %-10s %-9s %-9s %s\n",
+                    text_of(g.value("group", json())).c_str(), role.c_str(),
+                    text_of(g.value("term", json())).c_str(),
+                    text_of(g.value("leader", json(""))).c_str(),
+                    text_of(g.value("applied_index", json())).c_str(),
+                    text_of(g.value("commit_index", json())).c_str(), replicas.c_str());
+      }
+    }
     return exit_ok;
   }
   if (sub == "add-node") {

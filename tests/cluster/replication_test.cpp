@@ -14,6 +14,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "cluster/agent_requests.hpp"
 #include "cluster/test_cluster.hpp"
 #include "config/cluster_config.hpp"
+#include "support/cli_runner.hpp"
 
 using namespace keel;
 using namespace keel::test::cluster;
@@ -106,6 +108,21 @@ TEST_CASE("a replicated agent is served by another member after its leader is SI
 
   const std::string leader = ready_leader(c, g);
   REQUIRE_FALSE(leader.empty());
+  {
+    // keel cluster status on the leader: the group, led and ready here,
+    // with each replica's lag.
+    auto st = keel::test::cli::run_keel(c.member(leader).http_port, {"cluster", "status"});
+    REQUIRE_MESSAGE(st.exit_code == 0, st.err);
+    CHECK_MESSAGE(st.out.find("replication 3") != std::string::npos, st.out);
+    CHECK_MESSAGE(st.out.find("GROUP") != std::string::npos, st.out);
+    bool row = false;
+    std::istringstream lines(st.out);
+    for (std::string line; std::getline(lines, line);)
+      if (line.rfind(std::to_string(g) + " ", 0) == 0 &&
+          line.find("leader ") != std::string::npos && line.find(leader + "(") != std::string::npos)
+        row = true;
+    CHECK_MESSAGE(row, "no ready leader row for group " << g << ":\n" << st.out);
+  }
   std::vector<std::string> survivors;
   for (const auto& id : ids)
     if (id != leader) survivors.push_back(id);
