@@ -9,6 +9,7 @@
 #   ./deploy/local-cluster.sh start K   start node K again, with the flags it had; waits until the
 #                                       others see it and have delivered what they queued for it
 #   ./deploy/local-cluster.sh add K     start node K with --join, then add it to the cluster
+#   ./deploy/local-cluster.sh wipe K    SIGKILL node K, delete its data directory, start it empty
 #   ./deploy/local-cluster.sh down      SIGTERM every node and wait until all exit
 #   ./deploy/local-cluster.sh clean     down, then delete the cluster directory (every node's data)
 #
@@ -20,7 +21,10 @@
 #
 # Environment: KEEL_BIN_DIR (default ./build), KEEL_CLUSTER_DIR (default
 # ./cluster-data), KEEL_AGENTS (a directory of agent types, passed as --agents;
-# none by default), KEEL_TOKEN (passed on to keeld and keel when set).
+# none by default), KEEL_TOKEN (passed on to keeld and keel when set),
+# KEEL_REPLICATION (written into a new cluster.json as "replication": every
+# agent kept on that many nodes, docs/operations.md "Replicated groups";
+# unset: each agent on one node).
 set -euo pipefail
 
 bin_dir=${KEEL_BIN_DIR:-./build}
@@ -84,6 +88,8 @@ has_member() {
 
 write_config() {
   local n=$1 k secret
+  [[ -z ${KEEL_REPLICATION:-} || $KEEL_REPLICATION =~ ^[0-7]$ ]] ||
+    die "KEEL_REPLICATION must be a number from 0 to 7, got '$KEEL_REPLICATION'"
   secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
   mkdir -p "$cluster_dir"
   if [ ! -f "$admin_token" ]; then
@@ -95,6 +101,7 @@ write_config() {
     echo "  \"secret\": \"$secret\","
     # Quick reconnects after a node restarts (a development cluster).
     echo '  "reconnect_max_ms": 1000,'
+    [ -n "${KEEL_REPLICATION:-}" ] && echo "  \"replication\": $KEEL_REPLICATION,"
     echo '  "members": ['
     for ((k = 1; k <= n; k++)); do
       member_line "$k"
@@ -350,11 +357,23 @@ cmd_add() {
     --cluster "127.0.0.1:$(cluster_port "$k")" --http "127.0.0.1:$(http_port "$k")"
 }
 
+# wipe K: the loss of a node's disk. Its store is deleted and it starts
+# empty; in a replicated cluster it gets its groups back from the others.
+cmd_wipe() {
+  local k=$1
+  [ -f "$config" ] || die "no $config: run 'up' first"
+  signal_node KILL "$k"
+  rm -rf -- "$(node_dir "$k")/data"
+  echo "local-cluster: deleted $(node_dir "$k")/data"
+  start_node "$k"
+  wait_seen "$k"
+}
+
 main() {
   local cmd=${1:-} k
   case $cmd in
     up | down | status | clean) ;;
-    kill | stop | start | add) k=$(node_index "${2:-}") ;;
+    kill | stop | start | add | wipe) k=$(node_index "${2:-}") ;;
     *) usage ;;
   esac
   case $cmd in
@@ -369,6 +388,7 @@ main() {
       wait_seen "$k"
       ;;
     add) cmd_add "$k" ;;
+    wipe) cmd_wipe "$k" ;;
   esac
 }
 
