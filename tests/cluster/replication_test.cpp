@@ -404,3 +404,78 @@ TEST_CASE(
   for (const auto& [why, n] : failures) MESSAGE(n << " not acknowledged: " << why);
   CHECK(check_replays(c, ids[rng() % ids.size()]) == agent_count);
 }
+
+TEST_CASE(
+    "replicated: an agent waiting for approval survives the loss of its leader's disk and its "
+    "tool runs once on approval") {
+  test_cluster c(3, shards);
+  c.set_config_keys({{"replication", 3},
+                     {"groups", groups},
+                     {"election_timeout_ms", 1000},
+                     {"raft_heartbeat_ms", 100},
+                     {"leader_wait_ms", 5000}});
+  c.start_all({"--agents", std::string(KEEL_SOURCE_DIR) + "/examples/agents"});
+  const auto ids = c.ids();
+  const std::string name = "ticket/9";
+  const uint32_t g = group_of(name);
+  REQUIRE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 100ms));
+
+  // The refund desk looks the order up, then wants to refund 120: above
+  // 100, it waits for a human.
+  auto spawned = c.post(ids[0], "/v1/agents", {{"name", name}, {"type", "refund-desk"}});
+  REQUIRE_MESSAGE((spawned.transport_ok && spawned.status == 201), spawned.describe());
+  send_acked(c, {ids[1]}, name, "ask-1", 0);
+  auto waiting = [&](const std::string& via) {
+    auto a = c.call(via, "GET", agent_path(name));
+    if (!a.transport_ok || a.status != 200 || !a.body.is_object()) return false;
+    const json wait = a.body.value("state", json::object())
+                          .value("turn", json::object())
+                          .value("wait", json::object());
+    return wait.value("on", "") == "approval";
+  };
+  REQUIRE_MESSAGE(poll_until([&] { return waiting(ids[2]); }, 30s, 100ms),
+                  "the refund did not wait for approval: "
+                      << c.call(ids[2], "GET", agent_path(name)).raw << "\n"
+                      << c.logs());
+
+  // Its leader's disk is lost while it waits.
+  const std::string leader = ready_leader(c, g);
+  REQUIRE_FALSE(leader.empty());
+  c.wipe(leader);
+  std::string via;
+  for (const auto& id : ids)
+    if (id != leader) via = id;
+  REQUIRE_MESSAGE(poll_until([&] { return waiting(via); }, 30s, 100ms),
+                  "after " << leader << " lost its disk, " << name
+                           << " is not waiting for approval through " << via << "\n"
+                           << c.logs());
+
+  auto approved =
+      c.post(via, agent_path(name) + "/signals/approve", {{"payload", {{"by", "maria"}}}});
+  REQUIRE_MESSAGE((approved.transport_ok && approved.status == 202), approved.describe());
+  std::vector<json> events;
+  REQUIRE_MESSAGE(poll_until(
+                      [&] {
+                        events = read_ledger(c.clients(), via, name);
+                        return !of_type(events, "turn_completed").empty();
+                      },
+                      30s, 100ms),
+                  "the turn did not complete after the approval:\n"
+                      << summary(events, "effect_started") << c.logs());
+  int refunds_started = 0, refunds_done = 0;
+  std::set<uint64_t> refund_effects;
+  for (const auto& d : of_type(events, "effect_started"))
+    if (d.value("tool", "") == "refund") {
+      ++refunds_started;
+      refund_effects.insert(d.value("effect", uint64_t{0}));
+    }
+  for (const auto& d : of_type(events, "effect_completed"))
+    if (refund_effects.count(d.value("effect", uint64_t{0}))) ++refunds_done;
+  CHECK_MESSAGE(refunds_started == 1, summary(events, "effect_started"));
+  CHECK(refunds_done == 1);
+  CHECK(of_type(events, "effect_in_doubt").empty());
+  CHECK(of_type(events, "turn_completed")[0].value("status", "") == "completed");
+
+  // The wiped member holds the same ledger again once it has caught up.
+  check_replicas_agree(c, g);
+}

@@ -278,6 +278,15 @@ void test_cluster::restart(const std::string& id) {
   REQUIRE_MESSAGE(p.start(), id << " did not start again:\n" << p.log_tail());
 }
 
+void test_cluster::wipe(const std::string& id) {
+  auto& p = process(id);
+  p.kill9();
+  std::error_code ec;
+  fs::remove_all(root() / id / "data", ec);
+  REQUIRE_MESSAGE(!ec, "cannot delete " << (root() / id / "data").string() << ": " << ec.message());
+  REQUIRE_MESSAGE(p.start(), id << " did not start again empty:\n" << p.log_tail());
+}
+
 member_process& test_cluster::process(const std::string& id) {
   auto it = nodes_.find(id);
   REQUIRE_MESSAGE((it != nodes_.end() && it->second.process), id << " was never started");

@@ -171,6 +171,9 @@ class test_cluster {
   // SIGKILL / start again with the same flags and data.
   void kill9(const std::string& id);
   void restart(const std::string& id);
+  // The loss of a disk: SIGKILL, delete the member's data folder, start it
+  // again (empty) with the same flags.
+  void wipe(const std::string& id);
   member_process& process(const std::string& id);
   bool running(const std::string& id) const;
 
