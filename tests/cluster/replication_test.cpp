@@ -10,6 +10,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -23,6 +25,7 @@
 #include "cluster/test_cluster.hpp"
 #include "config/cluster_config.hpp"
 #include "support/cli_runner.hpp"
+#include "support/fake_tool_server.hpp"
 
 using namespace keel;
 using namespace keel::test::cluster;
@@ -478,4 +481,134 @@ TEST_CASE(
 
   // The wiped member holds the same ledger again once it has caught up.
   check_replicas_agree(c, g);
+}
+
+namespace {
+
+// A type whose scripted model makes one http call of `tool` at the fake
+// tool server, then answers "done".
+json one_http_call_type(const test::fake_tool_server& tools, const std::string& type,
+                        const std::string& tool, bool idempotent) {
+  return {{"name", type},
+          {"model",
+           {{"provider", "scripted"},
+            {"timeout_ms", 5000},
+            {"script",
+             {{"replies",
+               {{{"content", nullptr},
+                 {"tool_calls", {{{"name", tool}, {"arguments", {{"entry", "e-1"}}}}}}},
+                {{"content", "done"}}}}}}}},
+          {"tools",
+           {{{"name", tool},
+             {"description", "the " + tool + " tool"},
+             {"parameters", {{"type", "object"}}},
+             {"kind", "http"},
+             {"url", tools.url(tool)},
+             {"idempotent", idempotent},
+             {"retry", {{"attempts", 3}, {"backoff_ms", 50}, {"timeout_ms", 20'000}}}}}}};
+}
+
+json view_of(test_cluster& c, const std::string& via, const std::string& name) {
+  auto a = c.call(via, "GET", agent_path(name));
+  return a.transport_ok && a.status == 200 ? a.body : json();
+}
+
+// Sends the agent its one message and waits until its call is held at the
+// tool server; then SIGKILLs the leader of its group and waits for another.
+// Returns a surviving member. The killed member is started again.
+std::string call_then_kill_leader(test_cluster& c, test::fake_tool_server& tools,
+                                  const std::string& name, unsigned held_before) {
+  const auto ids = c.ids();
+  send_acked(c, ids, name, "go", 0);
+  REQUIRE_MESSAGE(tools.wait_for_held(held_before + 1, 30s),
+                  name << "'s call never reached the tool server\n"
+                       << c.logs());
+  const uint32_t g = group_of(name);
+  const std::string leader = ready_leader(c, g);
+  REQUIRE_FALSE(leader.empty());
+  c.kill9(leader);
+  REQUIRE_MESSAGE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 50ms),
+                  "no new leader for group " << g << "\n"
+                                             << c.logs());
+  std::string via = ready_leader(c, g);
+  c.restart(leader);
+  return via;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "replicated: across a failover an idempotent http call is made again with its key, and a "
+    "non-idempotent one ends in doubt, never made twice") {
+  test::fake_tool_server tools;
+  test::tool_behaviour held;
+  held.hold = true;
+  tools.set_behaviour("charge", held);
+  tools.set_behaviour("notify", held);
+
+  test_cluster c(3, shards);
+  const auto agents = c.root() / "agents";
+  std::filesystem::create_directories(agents);
+  for (const auto& [file, spec] :
+       {std::pair{"payer.json", one_http_call_type(tools, "payer", "charge", true)},
+        std::pair{"notifier.json", one_http_call_type(tools, "notifier", "notify", false)}}) {
+    std::ofstream out(agents / file);
+    out << spec.dump(2);
+    REQUIRE(out.good());
+  }
+  c.set_config_keys({{"replication", 3},
+                     {"groups", groups},
+                     {"election_timeout_ms", 1000},
+                     {"raft_heartbeat_ms", 100},
+                     {"leader_wait_ms", 5000}});
+  c.start_all({"--agents", agents.string()});
+  const auto ids = c.ids();
+  for (uint32_t g = 0; g < groups; ++g)
+    REQUIRE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 100ms));
+
+  SUBCASE("idempotent: called again with the same Idempotency-Key, applied once") {
+    const std::string name = "pay/1";
+    auto s = c.post(ids[0], "/v1/agents", {{"name", name}, {"type", "payer"}});
+    REQUIRE_MESSAGE((s.transport_ok && s.status == 201), s.describe());
+    const std::string via = call_then_kill_leader(c, tools, name, 0);
+    const std::string key = tools.last_call("charge").idempotency_key;
+    REQUIRE_FALSE(key.empty());
+    // The new leader makes the call again; the server answers it from the
+    // first (held) call's result once released.
+    REQUIRE(poll_until([&] { return tools.calls_for_key(key) >= 2; }, 30s, 50ms));
+    tools.release();
+    REQUIRE_MESSAGE(poll_until(
+                        [&] {
+                          return view_of(c, via, name)
+                                     .value("state", json::object())
+                                     .value("last", json::object())
+                                     .value("status", "") == "completed";
+                        },
+                        30s, 100ms),
+                    view_of(c, via, name).dump() << "\n"
+                                                 << c.logs());
+    CHECK(tools.applied("charge") == 1);
+    CHECK(tools.calls_for_key(key) == 2);
+    auto events = read_ledger(c.clients(), via, name);
+    CHECK(of_type(events, "effect_started").size() == 2);
+    CHECK(of_type(events, "effect_started")[1].value("recovered", false));
+    CHECK(of_type(events, "effect_in_doubt").empty());
+  }
+
+  SUBCASE("not idempotent: in doubt on the new leader, never called again") {
+    const std::string name = "note/1";
+    auto s = c.post(ids[0], "/v1/agents", {{"name", name}, {"type", "notifier"}});
+    REQUIRE_MESSAGE((s.transport_ok && s.status == 201), s.describe());
+    const std::string via = call_then_kill_leader(c, tools, name, 0);
+    REQUIRE_MESSAGE(
+        poll_until([&] { return view_of(c, via, name).value("phase", "") == "in_doubt"; }, 30s,
+                   100ms),
+        view_of(c, via, name).dump() << "\n"
+                                     << c.logs());
+    tools.release();
+    auto events = read_ledger(c.clients(), via, name);
+    CHECK(of_type(events, "effect_started").size() == 1);
+    CHECK(of_type(events, "effect_in_doubt").size() == 1);
+    CHECK(tools.calls("notify") == 1);
+  }
 }
