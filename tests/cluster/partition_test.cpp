@@ -408,6 +408,7 @@ TEST_CASE("a flapping link under writes loses no acknowledged message and takes 
   // One writer: each message once, through the members in turn; what is
   // not acknowledged is resent after the flapping.
   std::vector<sent> messages;
+  std::vector<std::string> refused;  // answers that are neither 202 nor retryable
   std::atomic<bool> stop{false};
   std::thread writer([&] {
     client_set clients(pc.c->http_ports(), 10s);
@@ -416,6 +417,7 @@ TEST_CASE("a flapping link under writes loses no acknowledged message and takes 
              1 + i % 7};
       auto a = pc.send(clients, pc.ids[static_cast<std::size_t>(i) % pc.ids.size()], m);
       m.acked = a.transport_ok && a.status == 202;
+      if (!m.acked && !retryable(a)) refused.push_back(m.id + ": " + a.describe());
       messages.push_back(m);
     }
   });
@@ -451,5 +453,7 @@ TEST_CASE("a flapping link under writes loses no acknowledged message and takes 
   std::printf("partition: %zu of %zu messages acknowledged while the link flapped\n", acked,
               messages.size());
   CHECK(acked > 0);
+  CHECK_MESSAGE(refused.empty(), refused.size() << " messages refused, the first "
+                                                << (refused.empty() ? "" : refused.front()));
   pc.check_nothing_lost(messages);
 }
