@@ -87,6 +87,7 @@ result<std::unique_ptr<groups>> groups::start(groups_options o) {
     io.out = gs->opts_.out;
     io.on = gs->loop_.get();
     io.clock_ms = [] { return static_cast<uint64_t>(mono_ns() / 1'000'000); };
+    io.fetch_state = true;
     io.group_of = gs->opts_.group_of;
     replica* raw = rep.get();
     io.applied_floor = [raw] { return raw->started ? raft_last_applied(&raw->r) : 0; };

@@ -230,7 +230,7 @@ io::io(io_options opts)
   io_.async_work = io_methods::async_work;
   // A fetch cut short by a stop or crash left the group's data incomplete.
   auto mark = opts_.db->get(persistence::family::raft, fetching_key(opts_.group));
-  incomplete_ = !mark || mark->has_value();
+  incomplete_ = opts_.fetch_state && (!mark || mark->has_value());
 }
 
 io::~io() {
@@ -254,6 +254,7 @@ fetch_progress io::progress() const {
 }
 
 bool io::intercept(std::string_view from_address, raft_message& msg) {
+  if (!opts_.fetch_state) return false;
   const bool snapshot = msg.type == RAFT_IO_INSTALL_SNAPSHOT;
   const bool from_leader = snapshot || msg.type == RAFT_IO_APPEND_ENTRIES;
   // Votes are about the log, which a fetch leaves alone: this member still

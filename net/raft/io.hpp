@@ -90,6 +90,11 @@ struct io_options {
   loop* on = nullptr;
   // Milliseconds of a monotonic clock (raft_io.time).
   std::function<uint64_t()> clock_ms;
+  // Catch up by fetching the group's data before a snapshot is installed
+  // (groups' state machine: its snapshot is only a marker). false: an
+  // InstallSnapshot goes to libraft as it is, for a state machine whose
+  // snapshot holds its whole state. Default false.
+  bool fetch_state = false;
   // Which group an agent name is in (the agents family is keyed by name).
   group_of_fn group_of;
   // On the loop: the index libraft has applied; a fetch asks for at least
