@@ -255,6 +255,7 @@ status store::impl::open_db(bool read_only_mode) {
 
 void store::impl::close_db(bool flush) {
   if (!db) return;
+  end_views();
   if (flush) {
     // A clean close leaves no log to replay at the next start. Never made
     // to wait for a stall to clear: a compaction short of space would hold

@@ -141,6 +141,40 @@ struct due_timer {
   timer_entry entry;
 };
 
+class store;
+
+// A consistent read-only view of the whole store as it was when
+// store::view() made it (a RocksDB snapshot): later writes are not seen.
+// Thread-safety: any thread; one view may be read from several at once.
+// Lifetime: must not outlive its store. A reopen of the store (recovery
+// after a write failure) ends every view: its reads then fail with
+// unavailable, and the caller starts over with a new one.
+class read_view {
+ public:
+  ~read_view();
+  read_view(const read_view&) = delete;
+  read_view& operator=(const read_view&) = delete;
+
+  result<std::optional<std::string>> get(family f, std::string_view key) const;
+  // Pairs of family f with keys in [from, end) (end empty: to the family's
+  // end), in key order: at most `limit` pairs, and no more once the keys
+  // and values returned reach `max_bytes` (at least one pair is returned
+  // when one is there). Errors: unavailable (the view ended), corruption,
+  // io_error.
+  result<std::vector<std::pair<std::string, std::string>>> scan(family f, std::string_view from,
+                                                                std::string_view end,
+                                                                std::size_t limit,
+                                                                std::size_t max_bytes) const;
+
+  struct pin;  // what the store tracks of a live view (store_engine.hpp)
+
+ private:
+  friend class store;
+  read_view(store& s, std::shared_ptr<pin> p) : store_(s), pin_(std::move(p)) {}
+  store& store_;
+  std::shared_ptr<pin> pin_;
+};
+
 // The process that has the store in `dir` open, by its lock on DIR/LOCK
 // (RocksDB takes an fcntl lock there): its pid, or 0 when it is in another
 // PID namespace. nullopt when no process holds it (or there is no LOCK
@@ -230,6 +264,10 @@ class store {
                                                                 std::string_view from,
                                                                 std::size_t limit);
 
+  // A consistent view of the store as it is now (read_view). Errors:
+  // unavailable while the store is being reopened.
+  result<std::unique_ptr<read_view>> view();
+
   // Rewrites a whole family now (what compactions do over time): expired
   // message ids are trimmed by it. Blocking; for operators and tests.
   status compact(family f);
@@ -242,6 +280,7 @@ class store {
   struct impl;
 
  private:
+  friend class read_view;
   explicit store(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
   status reserve_id_block(uint64_t limit);

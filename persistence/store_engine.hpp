@@ -26,6 +26,14 @@ status from_rocks(const rocksdb::Status& s, const std::string& what);
 
 class store_listener;
 
+// A live read_view's RocksDB snapshot. `snap` is set and cleared with the
+// store's `mu` held exclusively or, by the view itself, with it held shared
+// and `views_mu` held; a reopen releases every snapshot (they belong to the
+// database it closes) and leaves the views ended.
+struct read_view::pin {
+  const rocksdb::Snapshot* snap = nullptr;
+};
+
 struct store::impl {
   store_options opts;
   std::shared_ptr<rocksdb::Logger> logger;
@@ -56,6 +64,12 @@ struct store::impl {
   std::function<void()> writable_fn;
   std::atomic<uint64_t> write_errors{0};
   std::atomic<uint64_t> recoveries{0};
+
+  // Live read views (store_view.cpp); close_db releases their snapshots.
+  std::mutex views_mu;
+  std::vector<std::weak_ptr<read_view::pin>> views;
+  // REQUIRES: mu held exclusively.
+  void end_views();
 
   // Free space, re-read at most every 50 ms; lowered by what was written
   // since, so a burst cannot run past the reserve between two reads.

@@ -495,6 +495,9 @@ void cluster_node::list_all(const http_request& req, respond_fn respond) {
 
 void cluster_node::impl::on_call(const std::string& from, std::string payload,
                                  transport_handlers::respond_fn respond) {
+  // A replicated group's state fetch is binary, not JSON.
+  if (opts.repl && is_fetch_call(payload))
+    return opts.repl->on_fetch(from, std::move(payload), std::move(respond));
   auto msg = json::parse(payload, nullptr, false);
   if (!msg.is_object()) return respond(error(code::invalid_argument, "unreadable cluster call"));
   std::string op = msg.value("op", "");
@@ -578,6 +581,12 @@ json cluster_node::status() {
               {"applied_index", g.applied_index},
               {"ready", g.leading.has_value()}};
       if (!replicas.empty()) gj["replicas"] = std::move(replicas);
+      // Catching up from another replica's state (a snapshot install).
+      const auto& f = g.fetch;
+      if (f.fetching || f.incomplete || f.installed != 0 || f.failed != 0)
+        gj["snapshot"] = {{"fetching", f.fetching},   {"incomplete", f.incomplete},
+                          {"bytes", f.bytes},         {"keys", f.keys},
+                          {"installed", f.installed}, {"failed", f.failed}};
       groups.push_back(std::move(gj));
     }
     out["groups"] = std::move(groups);

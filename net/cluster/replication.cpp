@@ -9,7 +9,23 @@ namespace keel::net {
 
 namespace {
 constexpr char raft_cast_tag = 'R';
+constexpr char fetch_call_tag = 'S';
+// A page is about 1 MB: time enough for it on a slow link, not for a peer
+// that is gone.
+constexpr uint32_t fetch_timeout_ms = 20'000;
 }  // namespace
+
+std::string encode_fetch_call(std::string_view request) {
+  std::string out;
+  out.reserve(1 + request.size());
+  out.push_back(fetch_call_tag);
+  out.append(request);
+  return out;
+}
+
+bool is_fetch_call(std::string_view payload) {
+  return !payload.empty() && payload[0] == fetch_call_tag;
+}
 
 std::string encode_raft_cast(raft::group_id g, std::string_view message) {
   std::string out;
@@ -62,6 +78,7 @@ keel::status replication::start(const std::string& self, persistence::store& db,
   o.out = this;
   o.election_timeout_ms = cfg_.election_timeout_ms;
   o.heartbeat_ms = cfg_.raft_heartbeat_ms;
+  o.group_of = [this](std::string_view name) { return group_of(name); };
   o.on_lead = std::move(h.on_lead);
   o.on_lose = std::move(h.on_lose);
   transport_.store(&t, std::memory_order_release);
@@ -88,6 +105,20 @@ void replication::send(std::string_view to_address, raft::group_id g, std::strin
   // Dropped when the peer is down: raft sends again.
   if (auto* t = transport_.load(std::memory_order_acquire))
     t->cast(std::string(to_address), encode_raft_cast(g, bytes));
+}
+
+void replication::fetch(std::string_view to_address, std::string request,
+                        std::function<void(result<std::string>)> done) {
+  auto* t = transport_.load(std::memory_order_acquire);
+  if (!t) return done(error(code::unavailable, "the cluster transport is not running"));
+  t->call(std::string(to_address), encode_fetch_call(request), fetch_timeout_ms, std::move(done));
+}
+
+void replication::on_fetch(const std::string& from, std::string payload,
+                           std::function<void(result<std::string>)> respond) {
+  auto* gs = running_.load(std::memory_order_acquire);
+  if (!gs) return respond(error(code::unavailable, "the node's groups are not running"));
+  gs->serve_fetch(from, payload.substr(1), std::move(respond));
 }
 
 std::string replication::leader_of(raft::group_id g) const {

@@ -51,6 +51,11 @@ class replication final : public actors::replicator, public raft::sender {
   // its group; anything else is dropped.
   void on_cast(const std::string& from, std::string payload);
 
+  // A call from peer `from` whose payload is a state fetch (is_fetch_call):
+  // served by the groups off the raft loop; `respond` gets the page.
+  void on_fetch(const std::string& from, std::string payload,
+                std::function<void(result<std::string>)> respond);
+
   // The member id of the leader of `name`'s group as this node knows it
   // ("" unknown), and a consistent view of every group here.
   std::string leader_of(raft::group_id g) const;
@@ -69,6 +74,8 @@ class replication final : public actors::replicator, public raft::sender {
 
   // raft::sender
   void send(std::string_view to_address, raft::group_id g, std::string bytes) override;
+  void fetch(std::string_view to_address, std::string request,
+             std::function<void(result<std::string>)> done) override;
 
  private:
   config::cluster_config cfg_;
@@ -83,5 +90,10 @@ class replication final : public actors::replicator, public raft::sender {
 std::string encode_raft_cast(raft::group_id g, std::string_view message);
 // False when `payload` is not a raft cast.
 bool decode_raft_cast(std::string_view payload, raft::group_id& g, std::string_view& message);
+
+// A call carrying a state fetch request: 'S', then the request
+// (net/raft/state_stream.hpp). JSON calls start with '{', never 'S'.
+std::string encode_fetch_call(std::string_view request);
+bool is_fetch_call(std::string_view payload);
 
 }  // namespace keel::net

@@ -184,7 +184,12 @@ int group_fsm::restore(raft_buffer* buf) {
   // The group's data (and with it these keys) may have been streamed into
   // the store since open.
   if (status s = load(); !s) return fail(raft_code(s), s);
-  if (applied_ < m->applied)
+  // Data left incomplete by a fetch cut short (a restart in the middle):
+  // the io applies nothing until a new fetch has replaced it, and then
+  // this state machine rereads its keys (reload).
+  auto incomplete = db_.get(family::raft, fetching_key(group_));
+  if (!incomplete) return fail(raft_code(incomplete.error()), incomplete.error());
+  if (applied_ < m->applied && !incomplete->has_value())
     return fail(
         RAFT_INVALID,
         error(code::conflict,

@@ -18,7 +18,9 @@
 //   already holds the state the marker names (its ranges are streamed in
 //   before a follower installs a snapshot). A refused restore leaves the
 //   buffer to libraft, which in 0.15 frees its bytes but loses its 16-byte
-//   array: refusal is for a bug in the streaming, not a routine path.
+//   array: refusal is for a bug in the streaming, not a routine path. A
+//   store whose group data a fetch left incomplete (fetching_key) accepts
+//   any marker: the io applies nothing before a new fetch replaced it.
 //
 // Outcome of an apply: libraft hands the `*result` the state machine set to
 // the proposer's raft_apply callback, on the leader only, right after apply
@@ -103,6 +105,10 @@ class group_fsm {
   uint64_t applied_index() const { return applied_; }
   uint64_t term_of_record() const { return term_of_record_; }
   uint64_t reserved_ids() const { return reserved_ids_; }
+  // Rereads the applied index, term of record and reserved ids from the
+  // store, after a fetch replaced the group's data. Errors: as open.
+  status reload() { return load(); }
+
   // Why the last apply or restore failed; ok when the last one did not.
   const status& last_error() const { return last_error_; }
 

@@ -87,9 +87,25 @@ result<std::unique_ptr<groups>> groups::start(groups_options o) {
     io.out = gs->opts_.out;
     io.on = gs->loop_.get();
     io.clock_ms = [] { return static_cast<uint64_t>(mono_ns() / 1'000'000); };
+    io.fetch_state = true;
+    io.group_of = gs->opts_.group_of;
+    replica* raw = rep.get();
+    io.applied_floor = [raw] { return raw->started ? raft_last_applied(&raw->r) : 0; };
+    io.on_fetched = [raw] {
+      if (keel::status st = raw->fsm->reload(); !st)
+        log::error("raft group state reread after a fetch failed",
+                   {{"group", std::to_string(raw->spec.id)}, {"error", st.to_string()}});
+    };
+    io.page_timeout = std::chrono::milliseconds(gs->opts_.fetch_page_timeout_ms);
     rep->io = std::make_unique<raft::io>(std::move(io));
     gs->replicas_.push_back(std::move(rep));
   }
+  state_server_options so;
+  so.db = gs->opts_.db;
+  so.group_of = gs->opts_.group_of;
+  so.page_bytes = gs->opts_.fetch_page_bytes;
+  so.serves = [self = gs.get()](group_id g) { return self->find(g) != nullptr; };
+  gs->server_ = std::make_unique<state_server>(std::move(so));
   std::promise<keel::status> opened;
   auto fut = opened.get_future();
   groups* self = gs.get();
@@ -119,6 +135,7 @@ keel::status groups::open_all() {
     raft_set_heartbeat_timeout(&r.r, opts_.heartbeat_ms);
     raft_set_snapshot_threshold(&r.r, opts_.snapshot_threshold);
     raft_set_snapshot_trailing(&r.r, opts_.snapshot_trailing);
+    raft_set_install_snapshot_timeout(&r.r, opts_.install_snapshot_timeout_ms);
     // A member cut off and healed does not disrupt the leader the others
     // elected meanwhile.
     raft_set_pre_vote(&r.r, true);
@@ -179,6 +196,7 @@ void groups::stop() {
   // the journal writer outlives this object.
   if (posted) fut.wait();
   loop_->stop();
+  if (server_) server_->stop();
   // Whatever is still queued never reached libraft.
   for (auto& r : replicas_) {
     std::vector<replica::queued> queued;
@@ -210,6 +228,12 @@ void groups::recv(std::string from, group_id g, std::string bytes) {
                 {{"group", std::to_string(r->spec.id)}, {"from", from}, {"error", st.to_string()}});
     observe(*r);
   });
+}
+
+void groups::serve_fetch(std::string from, std::string request,
+                         std::function<void(result<std::string>)> respond) {
+  if (!server_) return respond(error(code::unavailable, "the node's groups are stopped"));
+  server_->serve(std::move(from), std::move(request), std::move(respond));
 }
 
 std::optional<uint64_t> groups::leading(group_id g) const {
@@ -296,6 +320,7 @@ group_status groups::status_of(const replica& r) const {
   s.id = r.spec.id;
   uint64_t t = r.leading.load();
   if (t != 0) s.leading = t;
+  s.fetch = r.io->progress();
   if (!r.started || r.closing) {
     s.role = role_name(RAFT_UNAVAILABLE);
     return s;

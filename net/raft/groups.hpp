@@ -34,6 +34,7 @@
 #include "net/raft/keys.hpp"
 #include "net/raft/log_store.hpp"
 #include "net/raft/loop.hpp"
+#include "net/raft/state_server.hpp"
 #include "persistence/store.hpp"
 
 namespace keel::raft {
@@ -55,6 +56,16 @@ struct groups_options {
   uint32_t heartbeat_ms = 100;
   unsigned snapshot_threshold = 512;
   unsigned snapshot_trailing = 256;
+  // How long a leader waits for a follower to install a snapshot before it
+  // sends it again (the follower fetches the group's state meanwhile).
+  uint32_t install_snapshot_timeout_ms = 60'000;
+  // Which group an agent name is in: a fetch copies and erases the agents
+  // family by it. Unset: no agent records are copied.
+  group_of_fn group_of;
+  // A page of a state fetch (state_stream.hpp): its size, and how long a
+  // follower waits for one.
+  std::size_t fetch_page_bytes = 1 << 20;
+  uint32_t fetch_page_timeout_ms = 30'000;
   // Leadership changes, on the loop thread, quick (the node wakes the
   // group's agents / evicts them). on_lead runs once leading(g) is T;
   // on_lose once leading(g) is already false again.
@@ -75,6 +86,7 @@ struct group_status {
     uint64_t match_index = 0;
   };
   std::vector<replica> replicas;  // on the leader: each voter's match index
+  fetch_progress fetch;           // catching up from another replica's state
 };
 
 // Agent ids are handed out from blocks of this many, reserved through the
@@ -128,6 +140,12 @@ class groups {
   // Callers that arrive while a barrier is in flight share the next one.
   void barrier(group_id g, std::function<void(const status&)> done);
 
+  // A state fetch request (state_stream.hpp) from member `from`, served off
+  // the loop from a consistent view of the store; `respond` (any thread)
+  // gets the encoded page or why not (unavailable).
+  void serve_fetch(std::string from, std::string request,
+                   std::function<void(result<std::string>)> respond);
+
   // One consistent copy per group, taken on the loop (waits up to 5 s;
   // after stop() or on a timeout every group reads "unavailable").
   std::vector<group_status> status() const;
@@ -154,6 +172,7 @@ class groups {
 
   groups_options opts_;
   std::unique_ptr<loop> loop_;
+  std::unique_ptr<state_server> server_;
   std::vector<std::unique_ptr<replica>> replicas_;
   loop::timer_id observer_ = 0;
   bool stopped_ = false;  // stop() ran; touched by stop() only

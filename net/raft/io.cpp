@@ -1,9 +1,11 @@
 #include "net/raft/io.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <cstdio>
 #include <utility>
 
+#include "base/bytes.hpp"
 #include "base/log.hpp"
 #include "net/raft/message_codec.hpp"
 
@@ -42,6 +44,8 @@ struct io_methods {
 
   static void close(raft_io* r, raft_io_close_cb cb) {
     io& s = self(r);
+    // The close waits for a running fetch (one of its requests): cut it short.
+    if (s.fetch_) s.fetch_->cancel();
     if (s.ticker_ != 0) s.opts_.on->cancel(s.ticker_);
     s.ticker_ = 0;
     s.closing_ = true;
@@ -224,11 +228,106 @@ io::io(io_options opts)
   io_.time = io_methods::time;
   io_.random = io_methods::random;
   io_.async_work = io_methods::async_work;
+  // A fetch cut short by a stop or crash left the group's data incomplete.
+  auto mark = opts_.db->get(persistence::family::raft, fetching_key(opts_.group));
+  incomplete_ = opts_.fetch_state && (!mark || mark->has_value());
 }
 
 io::~io() {
   if (ticker_ != 0) opts_.on->cancel(ticker_);
   for (auto& t : workers_) t.join();
+  fetch_.reset();
+  if (holding_) release_message(held_);
+}
+
+fetch_progress io::progress() const {
+  fetch_progress p;
+  p.fetching = fetch_ != nullptr;
+  p.incomplete = incomplete_;
+  if (fetch_) {
+    p.bytes = fetch_->bytes();
+    p.keys = fetch_->keys();
+  }
+  p.installed = installed_;
+  p.failed = failed_;
+  return p;
+}
+
+bool io::intercept(std::string_view from_address, raft_message& msg) {
+  if (!opts_.fetch_state) return false;
+  const bool snapshot = msg.type == RAFT_IO_INSTALL_SNAPSHOT;
+  const bool from_leader = snapshot || msg.type == RAFT_IO_APPEND_ENTRIES;
+  // Votes are about the log, which a fetch leaves alone: this member still
+  // helps elect a leader (with two of three members left, it must).
+  if (msg.type == RAFT_IO_REQUEST_VOTE) return false;
+  if (!snapshot && !incomplete_) return false;
+  // The store already holds the state the snapshot names (a fetch whose
+  // message libraft then refused as stale): nothing to fetch.
+  if (snapshot && !incomplete_ && !fetch_) {
+    auto applied = opts_.db->get(persistence::family::raft, applied_key(opts_.group));
+    if (applied && applied->has_value() && (*applied)->size() == 8 &&
+        get_u64_be((*applied)->data()) >= msg.install_snapshot.last_index)
+      return false;
+  }
+  // Dropped: anything while the data is incomplete but what can start a
+  // fetch (vote results too, so this member cannot become leader over
+  // incomplete data), and everything while one runs (a duplicate
+  // InstallSnapshot too: the leader sends it again after its timeout).
+  if (fetch_ || !from_leader || closing_) {
+    release_message(msg);
+    return true;
+  }
+  uint64_t marker = opts_.applied_floor ? opts_.applied_floor() : 0;
+  if (snapshot) marker = std::max<uint64_t>(marker, msg.install_snapshot.last_index);
+  if (snapshot) {
+    held_ = msg;
+    holding_ = true;
+    held_from_ = from_address;
+  } else {
+    release_message(msg);
+  }
+  incomplete_ = true;
+  log::info("raft group fetching its state", {{"group", std::to_string(opts_.group)},
+                                              {"from", std::string(from_address)},
+                                              {"index", std::to_string(marker)}});
+  state_fetch_options fo;
+  fo.db = opts_.db;
+  fo.group = opts_.group;
+  fo.group_of = opts_.group_of;
+  fo.out = opts_.out;
+  fo.from = std::string(from_address);
+  fo.marker_index = marker;
+  fo.page_timeout = opts_.page_timeout;
+  begin_request();
+  fetch_ = std::make_unique<state_fetch>(
+      std::move(fo), [this](const status& st) { opts_.on->post([this, st] { fetch_ended(st); }); });
+  return true;
+}
+
+void io::fetch_ended(const status& st) {
+  fetch_.reset();  // its thread has posted this as its last act: joins at once
+  if (st) {
+    incomplete_ = false;
+    ++installed_;
+    if (opts_.on_fetched) opts_.on_fetched();
+  } else {
+    ++failed_;
+    log::warn("raft group state fetch failed; the next message from a leader starts it again",
+              {{"group", std::to_string(opts_.group)}, {"error", st.to_string()}});
+  }
+  if (holding_) {
+    holding_ = false;
+    raft_message msg = held_;
+    held_ = {};
+    std::string from = std::move(held_from_);
+    if (st && !closing_ && recv_ != nullptr) {
+      msg.server_address = from.c_str();
+      recv_(&io_, &msg);
+    } else {
+      release_message(msg);
+    }
+  }
+  end_request();
 }
 
 void io::end_request() {
@@ -253,6 +352,7 @@ status io::recv(std::string_view from_address, std::string_view bytes) {
   raft_message msg = decoded->msg;
   msg.server_id = decoded->from;
   // libraft copies what it keeps of the address (the leader's).
+  if (intercept(from_address, msg)) return status::ok();
   std::string address(from_address);
   msg.server_address = address.c_str();
   recv_(&io_, &msg);

@@ -18,10 +18,23 @@
 // append before it; set_term, set_vote and bootstrap write synchronously
 // with fsync before they return, as libraft requires.
 //
+// Catching up from another replica (docs/replication.md, "Snapshots and
+// catch-up"): an InstallSnapshot is not handed to libraft at once. The io
+// first replaces the group's data with the sender's (state_fetch.hpp, on a
+// thread of its own), then delivers the held message; libraft then stores
+// the snapshot's meta (snapshot_put) and restores the marker, which finds
+// the data already there. While a fetch runs, and after one failed (the
+// group's data is then incomplete, marked in the store so a restart knows
+// it too), every message for the group is dropped, which Raft tolerates
+// as message loss, so nothing is applied over incomplete data; the next
+// AppendEntries or InstallSnapshot starts a fetch from scratch from its
+// sender. Duplicate InstallSnapshots during a fetch are dropped.
+//
 // Lifetime: the store, the loop and the sender outlive the io; after
 // raft_close's callback (which the io runs only once every request it
 // accepted has completed) the io may be destroyed.
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -35,6 +48,8 @@
 #include "net/raft/log_store.hpp"
 #include "net/raft/loop.hpp"
 #include "net/raft/raft_c.hpp"
+#include "net/raft/state_fetch.hpp"
+#include "net/raft/state_stream.hpp"
 
 namespace keel::raft {
 
@@ -46,6 +61,25 @@ class sender {
  public:
   virtual ~sender() = default;
   virtual void send(std::string_view to_address, group_id g, std::string bytes) = 0;
+  // A request to member `to_address` that is answered (an encoded
+  // fetch_request of state_stream.hpp; the answer an encoded page). Called
+  // on a fetch's own thread; `done` runs once, on any thread, also after
+  // the caller stopped waiting. The default has no way to ask.
+  virtual void fetch(std::string_view to_address, std::string request,
+                     std::function<void(result<std::string>)> done) {
+    (void)to_address;
+    (void)request;
+    done(error(code::unavailable, "this transport cannot fetch a group's state"));
+  }
+};
+
+// A group's catching up from another replica, as status shows it.
+struct fetch_progress {
+  bool fetching = false;         // a fetch is under way
+  bool incomplete = false;       // the group's data is incomplete (fetching, or one failed)
+  uint64_t bytes = 0, keys = 0;  // of the fetch under way
+  uint64_t installed = 0;        // fetches that completed since start
+  uint64_t failed = 0;           // fetches that failed since start
 };
 
 struct io_options {
@@ -56,6 +90,20 @@ struct io_options {
   loop* on = nullptr;
   // Milliseconds of a monotonic clock (raft_io.time).
   std::function<uint64_t()> clock_ms;
+  // Catch up by fetching the group's data before a snapshot is installed
+  // (groups' state machine: its snapshot is only a marker). false: an
+  // InstallSnapshot goes to libraft as it is, for a state machine whose
+  // snapshot holds its whole state. Default false.
+  bool fetch_state = false;
+  // Which group an agent name is in (the agents family is keyed by name).
+  group_of_fn group_of;
+  // On the loop: the index libraft has applied; a fetch asks for at least
+  // that much state. Unset: 0.
+  std::function<uint64_t()> applied_floor;
+  // On the loop, after a fetch wrote the group's data and before the held
+  // message reaches libraft (the state machine rereads its keys).
+  std::function<void()> on_fetched;
+  std::chrono::milliseconds page_timeout = std::chrono::seconds(30);
 };
 
 class io {
@@ -77,6 +125,9 @@ class io {
   // The server this io was initialised as (raft_init's id and address).
   raft_id id() const { return id_; }
 
+  // REQUIRES: on the loop thread.
+  fetch_progress progress() const;
+
  private:
   friend struct io_methods;
   void begin_request() { ++pending_; }
@@ -84,6 +135,10 @@ class io {
   // waiting for it.
   void end_request();
   void finish_close_if_idle();
+  // Whether the message is the io's to handle (a fetch to start, or
+  // dropped while the data is incomplete) rather than libraft's.
+  bool intercept(std::string_view from_address, raft_message& msg);
+  void fetch_ended(const status& st);
 
   io_options opts_;
   raft_io io_{};
@@ -100,6 +155,13 @@ class io {
   std::size_t pending_ = 0;
   std::mt19937_64 random_;
   std::vector<std::thread> workers_;
+  // Catching up (loop thread only).
+  bool incomplete_ = false;
+  std::unique_ptr<state_fetch> fetch_;
+  raft_message held_{};  // the InstallSnapshot the running fetch is for
+  bool holding_ = false;
+  std::string held_from_;
+  uint64_t installed_ = 0, failed_ = 0;
 };
 
 }  // namespace keel::raft

@@ -52,6 +52,15 @@ std::string vote_key(group_id g) {
 std::string snapshot_key(group_id g) {
   return tagged(g, 'm', "snap");
 }
+std::string fetching_key(group_id g) {
+  return tagged(g, 'm', "fetch");
+}
+std::string fsm_begin(group_id g) {
+  return tagged(g, 'f');
+}
+std::string fsm_end(group_id g) {
+  return tagged(g, 'f' + 1);
+}
 std::string applied_key(group_id g) {
   return tagged(g, 'f', "applied");
 }

@@ -3,7 +3,8 @@
 // Every key starts with its group (4 bytes, big endian), then a tag byte:
 //
 //   g 'e' index(8 BE)   a log entry
-//   g 'm' name          the raft I/O's own state: "term", "vote", "snap"
+//   g 'm' name          the raft I/O's own state: "term", "vote", "snap",
+//                       "fetch" (a state fetch is under way)
 //   g 'f' name          the group state machine's: "applied", "term", "ids"
 //
 // so one group's keys are one contiguous range, its log entries are in
@@ -36,6 +37,9 @@ std::optional<uint64_t> entry_index(group_id g, std::string_view key);
 std::string term_key(group_id g);
 std::string vote_key(group_id g);
 std::string snapshot_key(group_id g);
+// Present while the group's data is being replaced by a state fetch
+// (state_fetch.hpp): the data is then incomplete until the fetch ends.
+std::string fetching_key(group_id g);
 
 // The group state machine's: the last applied index (written in the same
 // batch as the entry's writes), the term whose leader may write (set by a
@@ -43,5 +47,8 @@ std::string snapshot_key(group_id g);
 std::string applied_key(group_id g);
 std::string term_of_record_key(group_id g);
 std::string reserved_ids_key(group_id g);
+// [fsm_begin(g), fsm_end(g)) holds the state machine's keys above.
+std::string fsm_begin(group_id g);
+std::string fsm_end(group_id g);
 
 }  // namespace keel::raft
