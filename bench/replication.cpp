@@ -5,7 +5,8 @@
 // Cluster M: 3 members, "replication": 3, default election and heartbeat
 // settings. Figures, in this order:
 //   4. idle: M up, every group led, no agent and no traffic: CPU per member
-//      over --idle-s from /proc/<pid>/stat (utime + stime);
+//      over --idle-s from /proc/<pid>/stat (utime + stime); then the same
+//      for a 3-member cluster without replication, for reference;
 //   1. sequential durable step: one counter, one message at a time, each
 //      answered 202 once durable. Cluster R1 (3 members, "replication": 1:
 //      each group has one replica, so the raft log commits on its own
@@ -112,7 +113,8 @@ std::string fmt(const char* f, double v) {
 
 // --- 4. idle ------------------------------------------------------------------------
 
-void idle_cpu(report& rep, keeld_cluster& m, double seconds) {
+// The most any member of `m` used over `seconds`, as a share of one core.
+double idle_cpu(report& rep, keeld_cluster& m, double seconds, const std::string& prefix) {
   std::vector<double> c0;
   for (const auto& id : m.ids()) c0.push_back(m.cpu_seconds(id));
   const int64_t w0 = now_ns();
@@ -122,13 +124,11 @@ void idle_cpu(report& rep, keeld_cluster& m, double seconds) {
   for (std::size_t i = 0; i < m.ids().size(); ++i) {
     double share = (m.cpu_seconds(m.ids()[i]) - c0[i]) / wall;
     worst = std::max(worst, share);
-    rep.metric("idle_core_pct_" + m.ids()[i], round2(share * 100));
-    std::printf("  idle %s: %.2f%% of a core\n", m.ids()[i].c_str(), share * 100);
+    rep.metric(prefix + "_core_pct_" + m.ids()[i], round2(share * 100));
+    std::printf("  %s %s: %.2f%% of a core\n", prefix.c_str(), m.ids()[i].c_str(), share * 100);
   }
-  rep.metric("idle_core_pct_max", round2(worst * 100));
-  rep.note("idle CPU per member over " + fmt("%.0f", wall) + " s, " + std::to_string(m.groups()) +
-           " groups x 3 replicas: max " + fmt("%.2f", worst * 100) +
-           "% of a core (target < 2%: " + verdict(worst < target_idle_core_share) + ")");
+  rep.metric(prefix + "_core_pct_max", round2(worst * 100));
+  return worst;
 }
 
 // --- 1. sequential step ------------------------------------------------------------
@@ -487,7 +487,21 @@ int run(int argc, char** argv) {
               static_cast<unsigned long long>(groups), ms_since(t0));
   std::fflush(stdout);
 
-  if (wants("idle")) idle_cpu(rep, m, opts.f64("idle-s"));
+  if (wants("idle")) {
+    const double idle_s = opts.f64("idle-s");
+    const double worst = idle_cpu(rep, m, idle_s, "idle");
+    rep.note("idle CPU per member over " + fmt("%.0f", idle_s) + " s, " + std::to_string(groups) +
+             " groups x 3 replicas: max " + fmt("%.2f", worst * 100) +
+             "% of a core (target < 2%: " + verdict(worst < target_idle_core_share) + ")");
+    // The same members without replication: what the cluster's own
+    // heartbeats and the nodes cost, to tell the groups' share.
+    keeld_cluster r0(opts.str("keeld"), tmp.path() + "/r0", "u", 3, shards, json::object());
+    r0.start_all();
+    const double plain = idle_cpu(rep, r0, idle_s, "idle_unreplicated");
+    r0.stop_all();
+    rep.note("idle CPU per member of the same cluster without replication: max " +
+             fmt("%.2f", plain * 100) + "% of a core");
+  }
   if (wants("step")) {
     keeld_cluster r1(opts.str("keeld"), tmp.path() + "/r1", "s", 3, shards,
                      {{"replication", 1}, {"groups", groups}});
