@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark and writes bench/results/<name>.json.
 #
-#   bench/run.sh            full scale (~14 min, 7 of them turn_overhead)
+#   bench/run.sh            full scale (~16 min, 7 of them turn_overhead)
 #   bench/run.sh --quick    scaled down, a smoke run (well under a minute)
 #
 # BUILD_DIR (default: build, a Release build) must hold bench/<name>;
@@ -27,7 +27,7 @@ for arg in "$@"; do
 done
 
 benches=(hibernate_resume step_throughput memory turn_overhead ledger_growth cluster_messaging
-         replay_speed fork_cost exec_sandbox_cost)
+         replay_speed fork_cost exec_sandbox_cost replication)
 
 missing=()
 for b in "${benches[@]}"; do
@@ -60,6 +60,8 @@ if ((quick)); then
   replay_args=(--events 1000 --reps 3 --cold-reps 1)
   fork_args=(--at 100,1000 --reps 2 --fsync-samples 50)
   sandbox_args=(--calls 30)
+  replication_args=(--idle-s 3 --step-blocks 1 --step-messages 50 --agents 100 --clients 8
+                    --warmup-s 0.5 --duration-s 2 --failover-rounds 1)
 else
   hibernate_args=()
   step_args=()
@@ -70,6 +72,7 @@ else
   replay_args=()
   fork_args=()
   sandbox_args=()
+  replication_args=()
 fi
 
 run_one() {
@@ -91,3 +94,4 @@ run_one cluster_messaging "${cluster_args[@]}"
 run_one replay_speed "${replay_args[@]}"
 run_one fork_cost "${fork_args[@]}"
 run_one exec_sandbox_cost "${sandbox_args[@]}"
+run_one replication "${replication_args[@]}"
