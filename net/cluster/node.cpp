@@ -265,7 +265,8 @@ std::string cluster_node::owner_elsewhere(std::string_view name) const {
   if (auto* r = impl_->opts.repl) {
     const uint32_t g = r->group_of(name);
     if (r->leading(g)) return {};
-    std::string leader = r->leader_of(g);
+    std::string leader =
+        r->replicates(impl_->self.id, g) ? r->leader_of(g) : impl_->hinted_leader(g);
     if (!leader.empty() && leader != impl_->self.id && impl_->transport->is_up(leader))
       return leader;
     // No leader reachable (an election, or this node's own leadership not
@@ -352,6 +353,28 @@ void cluster_node::impl::forward_to(const std::string& owner, http_request req,
   });
 }
 
+std::string cluster_node::impl::hinted_leader(uint32_t g) const {
+  std::lock_guard lk(hints_mu);
+  auto it = hints.find(g);
+  if (it == hints.end() || wall_ms() - it->second.at_ms > 1000) return {};
+  return it->second.member;
+}
+
+std::string cluster_node::impl::ask_leader(uint32_t g) {
+  for (const auto& id : opts.repl->replicas_of(g)) {
+    if (!transport->is_up(id)) continue;
+    auto r = call_sync(id, {{"op", "leader_of"}, {"group", g}}, 1000);
+    if (!r) continue;
+    auto j = json::parse(*r, nullptr, false);
+    std::string leader = j.is_object() ? j.value("leader", "") : "";
+    if (leader.empty()) continue;
+    std::lock_guard lk(hints_mu);
+    hints[g] = {leader, wall_ms()};
+    return leader;
+  }
+  return {};
+}
+
 void cluster_node::impl::wait_for_leader(uint32_t g, http_request req, respond_fn respond) {
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(opts.cluster.leader_wait_ms);
@@ -362,7 +385,8 @@ void cluster_node::impl::wait_for_leader(uint32_t g, http_request req, respond_f
       if (!a) break;
       return a->handle_forwarded(std::move(req), self.id, std::move(respond));
     }
-    std::string leader = opts.repl->leader_of(g);
+    std::string leader =
+        opts.repl->replicates(self.id, g) ? opts.repl->leader_of(g) : ask_leader(g);
     if (!leader.empty() && leader != self.id && transport->is_up(leader))
       return forward_to(leader, std::move(req), std::move(respond));
     std::unique_lock lk(leader_mu);
@@ -507,6 +531,10 @@ void cluster_node::impl::on_call(const std::string& from, std::string payload,
     return on_http(std::move(msg), std::move(respond));
   }
   if (op == "get_map") return respond(dump(current_map()->to_json()));
+  if (op == "leader_of") {
+    const uint32_t g = msg.value("group", 0u);
+    return respond(dump({{"leader", opts.repl ? opts.repl->leader_of(g) : std::string()}}));
+  }
   if (op == "reply") {
     on_reply(msg);
     return respond(std::string("{}"));

@@ -127,6 +127,17 @@ struct cluster_node::impl {
   result<json> group_digest(uint32_t g);
   std::mutex leader_mu;
   std::condition_variable leader_cv;  // a group here gained or lost its leader
+  // Leaders of groups this member holds no copy of, as a replica named
+  // them, and when (kept for a second: a stale one costs a 503 and a retry).
+  struct leader_hint {
+    std::string member;
+    int64_t at_ms = 0;
+  };
+  mutable std::mutex hints_mu;
+  std::map<uint32_t, leader_hint> hints;
+  std::string hinted_leader(uint32_t g) const;
+  // Asks the group's replicas who leads it; "" when none knows.
+  std::string ask_leader(uint32_t g);
 
   // Where calls for `name` go: its owner, or for a node still joining (no
   // map yet) the routing map a member gave it.

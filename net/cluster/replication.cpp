@@ -57,6 +57,15 @@ raft_id replication::raft_id_of(const std::string& member) const {
   return it == ids.end() ? 0 : static_cast<raft_id>(it - ids.begin()) + 1;
 }
 
+std::vector<std::string> replication::replicas_of(raft::group_id g) const {
+  return config::group_replicas(cfg_.members, g, cfg_.replication);
+}
+
+bool replication::replicates(const std::string& member, raft::group_id g) const {
+  auto r = replicas_of(g);
+  return std::find(r.begin(), r.end(), member) != r.end();
+}
+
 keel::status replication::start(const std::string& self, persistence::store& db,
                                 raft::submit_fn submit, cluster_transport& t, hooks h) {
   raft::groups_options o;

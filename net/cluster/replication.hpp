@@ -63,6 +63,10 @@ class replication final : public actors::replicator, public raft::sender {
   // The raft id of a member: its position in the config's members sorted
   // by id, plus one (the same on every member).
   raft_id raft_id_of(const std::string& member) const;
+  // The members that hold a copy of group g, best first (placement), and
+  // whether `member` is one of them.
+  std::vector<std::string> replicas_of(raft::group_id g) const;
+  bool replicates(const std::string& member, raft::group_id g) const;
 
   const config::cluster_config& config() const { return cfg_; }
 

@@ -612,3 +612,34 @@ TEST_CASE(
     CHECK(tools.calls("notify") == 1);
   }
 }
+
+TEST_CASE(
+    "replicated: a member without a copy of an agent's group forwards its calls to the leader") {
+  test_cluster c(3, shards);
+  c.set_config_keys({{"replication", 1},
+                     {"groups", groups},
+                     {"election_timeout_ms", 1000},
+                     {"raft_heartbeat_ms", 100},
+                     {"leader_wait_ms", 5000}});
+  c.start_all();
+  const auto ids = c.ids();
+  std::vector<config::cluster_member> members;
+  for (const auto& id : ids) members.push_back(c.member(id));
+  const std::string name = "solo/1";
+  const uint32_t g = group_of(name);
+  const auto replicas = config::group_replicas(members, g, 1);
+  REQUIRE(replicas.size() == 1);
+  REQUIRE(poll_until([&] { return ready_leader(c, g) == replicas[0]; }, 30s, 100ms));
+  std::vector<std::string> others;
+  for (const auto& id : ids)
+    if (id != replicas[0]) others.push_back(id);
+
+  auto s = c.post(others[0], "/v1/agents", {{"name", name}, {"type", "counter"}});
+  REQUIRE_MESSAGE((s.transport_ok && s.status == 201), s.describe());
+  send_acked(c, {others[1]}, name, "a", 4);
+  send_acked(c, {others[0]}, name, "b", 5);
+  CHECK(query_total(c.clients(), others[1], name) == 9);
+  auto v = c.call(others[0], "GET", agent_path(name));
+  REQUIRE(v.transport_ok);
+  CHECK(v.body.value("node", "") == replicas[0]);
+}
