@@ -150,7 +150,8 @@ void api::impl::route(const http_request& req, const respond_fn& respond) {
 // /v1/agents/{name}[/messages | /query | /ledger | /signals/{signal}]. Names
 // should arrive as one segment with '/' encoded as %2F; an unencoded name
 // also works unless a part of it reads like one of the suffixes.
-void api::impl::agent_route(const http_request& req, const target& t, const respond_fn& respond) {
+void api::impl::agent_route(const http_request& req, const target& t, const respond_fn& respond,
+                            bool read_indexed) {
   std::vector<std::string_view> rest(t.segments.begin() + 2, t.segments.end());
   std::string action, sig;
   std::size_t n = rest.size();
@@ -198,6 +199,17 @@ void api::impl::agent_route(const http_request& req, const target& t, const resp
       return respond(std::move(r));
     }
     if (!deliverable) return opts.cluster->forward(owner, req, respond);
+  }
+  // Replicated: a read here never shows less than a write acknowledged
+  // before it, even on a leader that was deposed and does not know it yet.
+  const bool read = (m == "GET" && action != "ledger/stream") || (m == "POST" && action == "query");
+  if (read && !read_indexed && opts.cluster && opts.cluster->replicated()) {
+    return opts.cluster->read_index(name, [this, req, respond](const status& s) {
+      if (!s) return respond(error_response(s));
+      auto again = parse_target(req.target);
+      if (!again) return respond(error_response(again.error()));
+      agent_route(req, *again, respond, true);
+    });
   }
   if (action.empty()) {
     if (m == "GET") return get(std::move(name), respond);

@@ -84,6 +84,13 @@ class api_cluster {
   // its agent's group, once a majority has it, so it is forwarded there
   // like any other call instead of being queued in this node's outbox.
   virtual bool replicated() const { return false; }
+  // Replicated: runs `then` once everything acknowledged in `name`'s group
+  // before the call is applied on this member and it still leads the group
+  // (a read index), or with unavailable. Never on the caller's stack.
+  virtual void read_index(std::string_view name, std::function<void(const status&)> then) {
+    (void)name;
+    then(status::ok());
+  }
 };
 
 // What a single node (no cluster) names as its agents' node.

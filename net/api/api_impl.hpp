@@ -55,7 +55,10 @@ struct api::impl {
   std::unique_ptr<actors::effect_pool> ledger_jobs = std::make_unique<actors::effect_pool>(2);
 
   void route(const http_request& req, const respond_fn& respond);
-  void agent_route(const http_request& req, const target& t, const respond_fn& respond);
+  // `read_indexed`: a replicated read that already waited for its group's
+  // read index (api_cluster::read_index).
+  void agent_route(const http_request& req, const target& t, const respond_fn& respond,
+                   bool read_indexed = false);
 
   void spawn(const http_request& req, const respond_fn& respond);
   void get(std::string name, const respond_fn& respond);
@@ -78,6 +81,16 @@ struct api::impl {
   // owner while they were queued): new ones queue behind them, in order.
   bool queued_here(const std::string& name, const http_request& req) const {
     return opts.cluster && req.header(forwarded_header).empty() && opts.cluster->has_queued(name);
+  }
+
+  // A message or signal for `name` that this node's outbox takes (the
+  // owner is elsewhere, or earlier ones still wait there). Never in a
+  // replicated cluster: there only the group's leader acknowledges, and a
+  // call that reached here after its leadership moved is refused by the
+  // agent (503) rather than queued.
+  bool goes_through_outbox(const std::string& name, const http_request& req) const {
+    if (!opts.cluster || opts.cluster->replicated()) return false;
+    return !owner_elsewhere(name, req).empty() || queued_here(name, req);
   }
 
   // "" when this node serves `name`; else the owner's id. A forwarded

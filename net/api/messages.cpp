@@ -147,7 +147,7 @@ void api::impl::message(std::string name, const http_request& req, const target&
   // it only after a 202 "queued".
   if (status s = actors::validate_client_message_id(*id); !s) return respond(error_response(s));
   auto [accepted, replied] = waiter_callbacks(*w);
-  if (auto owner = owner_elsewhere(name, req); !owner.empty() || queued_here(name, req)) {
+  if (goes_through_outbox(name, req)) {
     if (status s = validate_agent_name(name); !s) return respond(error_response(s));
 
     return opts.cluster->deliver({std::move(name), persistence::inbox_kind::message, std::move(*id),
@@ -192,7 +192,7 @@ void api::impl::send_signal(std::string name, std::string sig, json payload,
   auto w = make_waiter(name, req, t, respond);
   if (!w) return respond(error_response(w.error()));
   auto [accepted, replied] = waiter_callbacks(*w);
-  if (auto owner = owner_elsewhere(name, req); !owner.empty() || queued_here(name, req)) {
+  if (goes_through_outbox(name, req)) {
     if (status s = validate_agent_name(name); !s) return respond(error_response(s));
     if (status s = validate_signal_name(sig); !s) return respond(error_response(s));
     return opts.cluster->deliver(

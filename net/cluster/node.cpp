@@ -298,6 +298,17 @@ bool cluster_node::replicated() const {
   return impl_->opts.repl != nullptr;
 }
 
+void cluster_node::read_index(std::string_view name,
+                              std::function<void(const keel::status&)> then) {
+  auto* r = impl_->opts.repl;
+  if (!r) return then(keel::status::ok());
+  // The read goes on off the raft loop: it may read the store.
+  r->barrier(r->group_of(name), [p = impl_.get(), then = std::move(then)](const keel::status& s) {
+    if (!p->workers.submit([then, s] { then(s); }))
+      then(error(code::unavailable, "node is shutting down"));
+  });
+}
+
 void cluster_node::forward(const std::string& owner, http_request req, respond_fn respond) {
   if (!owner.empty() && owner[0] == impl::pending_leader) {
     const auto g = static_cast<uint32_t>(std::stoul(owner.substr(1)));

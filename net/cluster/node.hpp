@@ -85,6 +85,7 @@ class cluster_node final : public actors::remote_router, public api_cluster {
   bool has_queued(std::string_view name) const override;
   std::string http_url(const std::string& id) const override;
   bool replicated() const override;
+  void read_index(std::string_view name, std::function<void(const keel::status&)> then) override;
 
   struct impl;
 

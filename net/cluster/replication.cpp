@@ -155,6 +155,12 @@ result<uint64_t> replication::allocate_agent_id(uint32_t group) {
   return gs->allocate_agent_id(group);
 }
 
+void replication::barrier(uint32_t group, done_fn done) {
+  auto* gs = running_.load(std::memory_order_acquire);
+  if (!gs) return done(error(code::unavailable, "the node's groups are not running"));
+  gs->barrier(group, std::move(done));
+}
+
 void replication::propose(uint32_t group, uint64_t term, persistence::write_set ops, done_fn done) {
   auto* gs = running_.load(std::memory_order_acquire);
   if (!gs) return done(error(code::unavailable, "the node's groups are not running"));

@@ -75,6 +75,9 @@ class replication final : public actors::replicator, public raft::sender {
   std::optional<uint64_t> leading(uint32_t group) const override;
   result<uint64_t> allocate_agent_id(uint32_t group) override;
   void propose(uint32_t group, uint64_t term, persistence::write_set ops, done_fn done) override;
+  // A read index on group g (raft::groups::barrier); unavailable when the
+  // groups do not run.
+  void barrier(uint32_t group, done_fn done);
 
   // raft::sender
   void send(std::string_view to_address, raft::group_id g, std::string bytes) override;
