@@ -21,6 +21,8 @@ bool hand_elsewhere(runtime& rt, request_ptr& r) {
   auto rr = rt.router.load(std::memory_order_acquire);
   if (!rr || rr->is_local(r->name)) return false;
   std::visit(overload{[&](message_call& m) {
+                        if (m.here_only)
+                          return fail(*r, error(code::unavailable, rr->elsewhere(r->name)));
                         rr->send(
                             std::move(r->name),
                             inbound_message{std::move(m.id), std::move(m.from), std::move(m.body)},
@@ -100,7 +102,8 @@ void node::send(std::string name, inbound_message m, callback<send_ack> accepted
   auto r = make_request(std::move(name), message_call{{std::move(accepted), std::move(replied)},
                                                       std::move(m.id),
                                                       std::move(m.from),
-                                                      std::move(m.body)});
+                                                      std::move(m.body),
+                                                      m.here_only});
   if (impl_->reject_bad_name(*r)) return;
   if (status s = std::move(valid); !s) {
     fail(*r, s);

@@ -220,6 +220,10 @@ struct inbound_message {
   std::string id;  // optional dedupe key
   std::string from;
   json body;
+  // Refused (unavailable) rather than handed to the cluster when the agent
+  // is not served here: a replicated cluster's client messages, which only
+  // the group's leader may acknowledge, never wait in an outbox.
+  bool here_only = false;
 };
 
 // A client's message id: at most 256 bytes, no control characters, not in

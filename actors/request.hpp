@@ -46,6 +46,7 @@ struct message_call : inbound_calls {
   std::string id;
   std::string from;
   json body;
+  bool here_only = false;  // inbound_message::here_only
 };
 
 // A human or operator signal; `dedupe` is the sender's key ("" = none).

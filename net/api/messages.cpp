@@ -155,6 +155,7 @@ void api::impl::message(std::string name, const http_request& req, const target&
                                  std::move(accepted), std::move(replied));
   }
   actors::inbound_message m{std::move(*id), std::move(*from), std::move((*body)["body"])};
+  m.here_only = opts.cluster && opts.cluster->replicated();
   node.send(std::move(name), std::move(m), std::move(accepted), std::move(replied));
 }
 

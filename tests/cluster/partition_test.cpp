@@ -68,9 +68,11 @@ struct sent {
 };
 
 // Whether an answer to a message is one a client retries (nothing was
-// promised): no response, or 503 (no leader reachable in leader_wait_ms).
+// promised): no response, 503 (no leader reachable in leader_wait_ms), or
+// 504 (the leader it was forwarded to did not answer within
+// forward_timeout_ms: it may be waiting for a majority across the cut).
 bool retryable(const answer& a) {
-  return !a.transport_ok || a.status == 503;
+  return !a.transport_ok || a.status == 503 || a.status == 504;
 }
 
 // Three members n1..n3, each in its own namespace of a private network.

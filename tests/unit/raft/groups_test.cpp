@@ -269,7 +269,8 @@ TEST_CASE(
   for (raft::group_id g = 0; g < group_count; ++g) {
     CAPTURE(g);
     node* l = c.leader(g);
-    CHECK(l->leads(g) == 1);
+    // on_lead runs just after leading(g) is published.
+    CHECK(test::eventually([&] { return l->leads(g) == 1; }, 10s));
     for (auto* x : c.all())
       CHECK(test::eventually([&] { return x->gs->leader_of(g) == l->address; }, 10s));
     uint64_t term = *l->gs->leading(g);
