@@ -267,7 +267,54 @@ void groups::observe(replica& r) {
     r.leader = leader_address != nullptr ? leader_address : "";
   }
   if (r.lead_term != 0 && (state != RAFT_LEADER || term != r.lead_term)) stop_leading(r);
-  if (state == RAFT_LEADER && r.lead_term == 0) begin_leading(r, term);
+  if (state == RAFT_LEADER && r.lead_term == 0 && !r.transferring) begin_leading(r, term);
+  if (r.ready) maybe_hand_back(r);
+}
+
+void groups::maybe_hand_back(replica& r) {
+  if (opts_.transfer_back_ms == 0 || r.spec.voters.empty() || r.transferring) return;
+  const raft_id preferred = r.spec.voters.front().first;
+  if (preferred == opts_.self_id) return;
+  const auto now = std::chrono::steady_clock::now();
+  const auto wait = std::chrono::milliseconds(opts_.transfer_back_ms);
+  if (now - r.ready_since < wait || now - r.last_transfer < wait) return;
+  // Only to a voter that has the whole log and answers: the transfer then
+  // costs one round of TimeoutNow and an election it wins at once.
+  const raft_index last = raft_last_index(&r.r);
+  bool caught_up = false;
+  for (unsigned i = 0; i < r.r.configuration.n; ++i) {
+    const auto& server = r.r.configuration.servers[i];
+    if (server.id != preferred) continue;
+    const auto& p = r.r.leader_state.progress[i];
+    caught_up = server.role == RAFT_VOTER && p.match_index == last && p.recent_recv;
+  }
+  if (!caught_up) return;
+  auto* req = new transfer_request{};
+  r.last_transfer = now;
+  r.transferring = true;
+  // Not ready from here on: the group's agents stop before the new leader
+  // takes them, and calls wait for it.
+  stop_leading(r);
+  struct ctx {
+    groups* self;
+    replica* group;
+  };
+  req->data = new ctx{this, &r};
+  const int rv = raft_transfer(&r.r, req, preferred, [](transfer_request* done) {
+    auto* c = static_cast<ctx*>(done->data);
+    c->group->transferring = false;
+    // Still the leader (the preferred one did not win in time): lead again
+    // under a new leader_begin in this term.
+    c->self->observe(*c->group);
+    delete c;
+    delete done;
+  });
+  if (rv != 0) {
+    delete static_cast<ctx*>(req->data);
+    delete req;
+    r.transferring = false;
+    observe(r);
+  }
 }
 
 void groups::stop_leading(replica& r) {
@@ -303,6 +350,7 @@ void groups::become_ready(replica& r, uint64_t term) {
   }
   r.leading.store(term);
   r.ready = true;
+  r.ready_since = std::chrono::steady_clock::now();
   reserve_ids(r, term);
   if (opts_.on_lead) opts_.on_lead(r.spec.id, term);
 }

@@ -54,6 +54,11 @@ struct groups_options {
   sender* out = nullptr;  // where messages go (the cluster transport)
   uint32_t election_timeout_ms = 1000;
   uint32_t heartbeat_ms = 100;
+  // A leader that is not its group's preferred replica (the first voter of
+  // its spec) hands leadership to it once it is a caught-up voter heard
+  // from recently, this long after becoming ready and at most once per this
+  // long: load spreads again after a failed member returns. 0: never.
+  uint32_t transfer_back_ms = 10'000;
   unsigned snapshot_threshold = 512;
   unsigned snapshot_trailing = 256;
   // How long a leader waits for a follower to install a snapshot before it
@@ -165,6 +170,7 @@ class groups {
   void begin_failed(replica& r, uint64_t term);
   void become_ready(replica& r, uint64_t term);
   void stop_leading(replica& r);
+  void maybe_hand_back(replica& r);
   void drain(replica& r);
   void reserve_ids(replica& r, uint64_t term);
   void start_barrier(replica& r);

@@ -3,6 +3,7 @@
 // one node, and the heap requests that carry callbacks through libraft.
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -26,11 +27,14 @@ struct groups::replica {
   struct ::raft r {};
 
   // Loop thread only.
-  bool initialised = false;  // raft_init succeeded: raft_close is owed
-  bool started = false;      // raft_start succeeded
-  bool closing = false;      // raft_close called
-  uint64_t lead_term = 0;    // the term whose leader_begin this node proposed
-  bool ready = false;        // on_lead ran for lead_term
+  bool initialised = false;   // raft_init succeeded: raft_close is owed
+  bool started = false;       // raft_start succeeded
+  bool closing = false;       // raft_close called
+  uint64_t lead_term = 0;     // the term whose leader_begin this node proposed
+  bool ready = false;         // on_lead ran for lead_term
+  bool transferring = false;  // a raft_transfer to the preferred replica is in flight
+  std::chrono::steady_clock::time_point ready_since{};
+  std::chrono::steady_clock::time_point last_transfer{};
   bool barrier_in_flight = false;
   uint64_t next_proposal = 1;       // proposal ids inside this group's entries
   std::function<void()> on_closed;  // set by stop() before raft_close

@@ -14,6 +14,7 @@ namespace keel::raft {
 // C++ the plain name means the function. These name the structs.
 using apply_request = struct ::raft_apply;
 using barrier_request = struct ::raft_barrier;
+using transfer_request = struct ::raft_transfer;
 
 // libraft's name for a return code (RAFT_NOTLEADER -> "server is not the
 // leader"), with the code, for errors and logs.

@@ -184,6 +184,14 @@ TEST_CASE("a replicated agent is served by another member after its leader is SI
           30s, 100ms),
       leader << " did not catch up:\n"
              << c.logs());
+  // Load spreads again: the group's preferred replica (first by placement)
+  // leads it once it is back and caught up.
+  std::vector<config::cluster_member> members;
+  for (const auto& id : ids) members.push_back(c.member(id));
+  const std::string preferred = config::group_replicas(members, g, 3).front();
+  CHECK_MESSAGE(
+      poll_until([&] { return ready_leader(c, g) == preferred; }, 40s, 200ms),
+      "group " << g << " is led by " << ready_leader(c, g) << ", not its preferred " << preferred);
   auto events = read_ledger(c.clients(), survivors[0], name);
   auto ids_seen = message_ids(events);
   CHECK(ids_seen.size() == 30);

@@ -137,6 +137,7 @@ struct node {
     o.out = &out;
     o.election_timeout_ms = 300;
     o.heartbeat_ms = 50;
+    o.transfer_back_ms = 0;  // leadership stays where the test put it
     o.snapshot_threshold = 32;
     o.snapshot_trailing = 8;
     o.install_snapshot_timeout_ms = 2000;

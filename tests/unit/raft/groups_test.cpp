@@ -96,6 +96,7 @@ struct node {
   std::unique_ptr<raft::groups> gs;
   std::atomic<raft::groups*> live{nullptr};
   leadership_log seen;
+  uint32_t transfer_back_ms = 0;  // off unless a test wants it
 
   node(raft_id i, switchboard& s)
       : id(i), address("n" + std::to_string(i)), sb(s), out(s, "n" + std::to_string(i)) {}
@@ -118,6 +119,7 @@ struct node {
     o.out = &out;
     o.election_timeout_ms = 300;
     o.heartbeat_ms = 50;
+    o.transfer_back_ms = transfer_back_ms;
     o.on_lead = [this](raft::group_id g, uint64_t term) {
       raft::groups* l = live.load();
       std::lock_guard lk(seen.mu);
@@ -174,9 +176,12 @@ struct cluster {
   switchboard sb;
   std::vector<std::unique_ptr<node>> n;
 
-  cluster() {
+  explicit cluster(uint32_t transfer_back_ms = 0) {
     for (raft_id i = 1; i <= 3; ++i) n.push_back(std::make_unique<node>(i, sb));
-    for (auto& x : n) x->start();
+    for (auto& x : n) {
+      x->transfer_back_ms = transfer_back_ms;
+      x->start();
+    }
   }
   ~cluster() {
     for (auto& x : n) x->stop();
@@ -472,4 +477,29 @@ TEST_CASE("stopping a node ends every proposal and barrier it still holds") {
   CHECK(bs->error_code() == code::unavailable);
   CHECK(l->leads(3) == 1);
   CHECK(l->loses(3) == 1);
+}
+
+TEST_CASE("leadership moves back to a group's preferred replica once it has caught up") {
+  // n1 is every group's first voter: its preferred replica.
+  cluster c(300);
+  node* n1 = c.all()[0];
+  for (raft::group_id g = 0; g < group_count; ++g) {
+    CAPTURE(g);
+    CHECK(test::eventually([&] { return n1->gs->leading(g).has_value(); }, 10s));
+  }
+  n1->stop();
+  for (raft::group_id g = 0; g < group_count; ++g) c.leader(g, c.others(n1));
+  // Written while n1 is away: it must catch up before it gets a group back.
+  node* other = c.leader(0, c.others(n1));
+  auto done = propose(*other, 0, *other->gs->leading(0), "while-away", "v");
+  CHECK(ended(done).is_ok());
+  n1->start();
+  for (raft::group_id g = 0; g < group_count; ++g) {
+    CAPTURE(g);
+    CHECK(test::eventually([&] { return n1->gs->leading(g).has_value(); }, 15s));
+  }
+  wait_blob(*n1, "while-away", "v");
+  // The one who handed a group back stopped leading it first.
+  for (auto* x : c.others(n1))
+    for (raft::group_id g = 0; g < group_count; ++g) CHECK_FALSE(x->gs->leading(g).has_value());
 }
