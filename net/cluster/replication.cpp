@@ -9,6 +9,8 @@ namespace keel::net {
 
 namespace {
 constexpr char raft_cast_tag = 'R';
+// Several raft messages for one member, as frames (raft::append_frame).
+constexpr char raft_batch_tag = 'B';
 constexpr char fetch_call_tag = 'S';
 // A page is about 1 MB: time enough for it on a slow link, not for a peer
 // that is gone.
@@ -104,10 +106,29 @@ void replication::stop() {
 }
 
 void replication::on_cast(const std::string& from, std::string payload) {
+  auto* gs = running_.load(std::memory_order_acquire);
+  if (!gs) return;
+  if (!payload.empty() && payload[0] == raft_batch_tag) {
+    // A malformed tail is dropped: raft sends again.
+    raft::for_each_frame(
+        std::string_view(payload).substr(1),
+        [&](raft::group_id g, std::string_view m) { gs->recv(from, g, std::string(m)); });
+    return;
+  }
   raft::group_id g = 0;
   std::string_view message;
   if (!decode_raft_cast(payload, g, message)) return;
-  if (auto* gs = running_.load(std::memory_order_acquire)) gs->recv(from, g, std::string(message));
+  gs->recv(from, g, std::string(message));
+}
+
+void replication::send_frames(std::string_view to_address, std::string frames) {
+  auto* t = transport_.load(std::memory_order_acquire);
+  if (!t) return;
+  std::string payload;
+  payload.reserve(1 + frames.size());
+  payload.push_back(raft_batch_tag);
+  payload.append(frames);
+  t->cast(std::string(to_address), std::move(payload));
 }
 
 void replication::send(std::string_view to_address, raft::group_id g, std::string bytes) {

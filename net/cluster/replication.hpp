@@ -81,6 +81,8 @@ class replication final : public actors::replicator, public raft::sender {
 
   // raft::sender
   void send(std::string_view to_address, raft::group_id g, std::string bytes) override;
+  // One cast 'B' carrying the frames (raft::append_frame).
+  void send_frames(std::string_view to_address, std::string frames) override;
   void fetch(std::string_view to_address, std::string request,
              std::function<void(result<std::string>)> done) override;
 

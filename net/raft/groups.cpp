@@ -4,6 +4,7 @@
 #include <cassert>
 #include <chrono>
 #include <future>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -12,6 +13,38 @@
 #include "net/raft/groups_replica.hpp"
 
 namespace keel::raft {
+
+class groups::batcher final : public sender {
+ public:
+  explicit batcher(sender* out) : out_(out) {}
+  void attach(loop* on) { on_ = on; }
+
+  // On the loop thread (the io sends from libraft's calls).
+  void send(std::string_view to_address, group_id g, std::string bytes) override {
+    append_frame(pending_[std::string(to_address)], g, bytes);
+    if (flush_posted_) return;
+    flush_posted_ = true;
+    // After this turn's other tasks and due ticks: one send per member.
+    if (!on_->post([this] { flush(); })) flush();
+  }
+  void fetch(std::string_view to_address, std::string request,
+             std::function<void(result<std::string>)> done) override {
+    out_->fetch(to_address, std::move(request), std::move(done));
+  }
+
+ private:
+  void flush() {
+    flush_posted_ = false;
+    auto pending = std::move(pending_);
+    pending_.clear();
+    for (auto& [to, frames] : pending) out_->send_frames(to, std::move(frames));
+  }
+
+  sender* out_;
+  loop* on_ = nullptr;
+  std::map<std::string, std::string> pending_;
+  bool flush_posted_ = false;
+};
 
 namespace {
 
@@ -63,7 +96,12 @@ status group_unavailable(group_id g, const std::string& why) {
   return error(code::unavailable, "group " + std::to_string(g) + ": " + why);
 }
 
-groups::groups(groups_options o) : opts_(std::move(o)), loop_(std::make_unique<loop>()) {}
+groups::groups(groups_options o)
+    : batch_(std::make_unique<batcher>(o.out)),
+      opts_(std::move(o)),
+      loop_(std::make_unique<loop>()) {
+  batch_->attach(loop_.get());
+}
 
 groups::~groups() {
   stop();
@@ -84,7 +122,7 @@ result<std::unique_ptr<groups>> groups::start(groups_options o) {
     io.group = spec.id;
     io.db = gs->opts_.db;
     io.submit = gs->opts_.submit;
-    io.out = gs->opts_.out;
+    io.out = gs->batch_.get();
     io.on = gs->loop_.get();
     io.clock_ms = [] { return static_cast<uint64_t>(mono_ns() / 1'000'000); };
     io.fetch_state = true;

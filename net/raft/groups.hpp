@@ -176,6 +176,11 @@ class groups {
   void start_barrier(replica& r);
   group_status status_of(const replica& r) const;
 
+  // Gathers the messages every group sends in one turn of the loop into one
+  // send per member (heartbeats of all groups tick together). Declared
+  // before the loop: it outlives the loop's thread.
+  class batcher;
+  std::unique_ptr<batcher> batch_;
   groups_options opts_;
   std::unique_ptr<loop> loop_;
   std::unique_ptr<state_server> server_;

@@ -11,6 +11,30 @@
 
 namespace keel::raft {
 
+void append_frame(std::string& frames, group_id g, std::string_view message) {
+  put_u32_be(frames, g);
+  put_u32_be(frames, static_cast<uint32_t>(message.size()));
+  frames.append(message);
+}
+
+bool for_each_frame(std::string_view frames,
+                    const std::function<void(group_id, std::string_view)>& fn) {
+  while (!frames.empty()) {
+    if (frames.size() < 8) return false;
+    const group_id g = get_u32_be(frames.data());
+    const uint32_t n = get_u32_be(frames.data() + 4);
+    if (frames.size() - 8 < n) return false;
+    fn(g, frames.substr(8, n));
+    frames.remove_prefix(8 + std::size_t{n});
+  }
+  return true;
+}
+
+void sender::send_frames(std::string_view to_address, std::string frames) {
+  for_each_frame(frames,
+                 [&](group_id g, std::string_view m) { send(to_address, g, std::string(m)); });
+}
+
 namespace {
 
 io& self(raft_io* r) {

@@ -71,7 +71,18 @@ class sender {
     (void)request;
     done(error(code::unavailable, "this transport cannot fetch a group's state"));
   }
+  // Several messages to one member at once, as frames (append_frame): a
+  // transport sends them as one. The default sends each on its own.
+  virtual void send_frames(std::string_view to_address, std::string frames);
 };
+
+// A batch of messages for one member: per message its group (4 bytes big
+// endian), its length (4) and its bytes.
+void append_frame(std::string& frames, group_id g, std::string_view message);
+// Calls fn(group, message) for each frame; false (and stops) at a frame
+// that does not fit what is left.
+bool for_each_frame(std::string_view frames,
+                    const std::function<void(group_id, std::string_view)>& fn);
 
 // A group's catching up from another replica, as status shows it.
 struct fetch_progress {

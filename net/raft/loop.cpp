@@ -5,6 +5,24 @@
 
 namespace keel::raft {
 
+namespace {
+
+// The first multiple of `period` after `now`, shifted by this loop's phase:
+// timers of one period fire in the same turn of the loop (every group's
+// tick together, so their heartbeats to one member leave as one message),
+// while another process's loop ticks at another phase (members whose
+// election timers fire in the same tick would split their votes).
+loop::clock::time_point next_boundary(loop::clock::time_point now, std::chrono::milliseconds period,
+                                      uint64_t phase_seed) {
+  const auto p = std::chrono::duration_cast<loop::clock::duration>(period);
+  if (p.count() <= 0) return now;
+  const loop::clock::duration phase(static_cast<loop::clock::rep>(phase_seed % p.count()));
+  const auto since = now.time_since_epoch() - phase;
+  return loop::clock::time_point((since / p + 1) * p + phase);
+}
+
+}  // namespace
+
 loop::loop() : thread_([this] { run(); }) {}
 
 loop::~loop() {
@@ -26,7 +44,8 @@ loop::timer_id loop::every(std::chrono::milliseconds period, task fn) {
   {
     std::lock_guard lk(mu_);
     id = next_timer_++;
-    timers_.emplace(id, timer{period, clock::now() + period, std::move(fn)});
+    timers_.emplace(id,
+                    timer{period, next_boundary(clock::now(), period, phase_seed_), std::move(fn)});
   }
   // The loop may be waiting for a later deadline than this one.
   cv_.notify_one();
@@ -69,7 +88,7 @@ void loop::run() {
     auto now = clock::now();
     if (next != timers_.end() && next->second.due <= now) {
       timer& t = next->second;
-      t.due = now + t.period;
+      t.due = next_boundary(now, t.period, phase_seed_);
       // A copy: the task may cancel its own timer while it runs.
       task fn = t.fn;
       lk.unlock();

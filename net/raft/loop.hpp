@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 
 namespace keel::raft {
@@ -34,9 +35,10 @@ class loop {
 
   // Queues `fn`; false (and `fn` dropped) once stop() has begun.
   bool post(task fn);
-  // Runs `fn` every `period` (the first time one period from now) until
-  // cancel(id) or stop(). A run that falls behind is not repeated to catch
-  // up.
+  // Runs `fn` every `period`, at the multiples of `period` on the clock
+  // (the first one after now; timers of one period run in the same turn),
+  // until cancel(id) or stop(). A run that falls behind is not repeated to
+  // catch up.
   timer_id every(std::chrono::milliseconds period, task fn);
   // After cancel returns, `fn` does not start again (when called on the
   // loop, it may be the timer's own run that cancels).
@@ -62,6 +64,8 @@ class loop {
   std::map<timer_id, timer> timers_;
   timer_id next_timer_ = 1;
   bool stopping_ = false;
+  // This loop's phase for its timers (loop.cpp, next_boundary).
+  const uint64_t phase_seed_ = std::random_device{}() * uint64_t{0x9E3779B97F4A7C15};
   std::thread thread_;
 };
 
