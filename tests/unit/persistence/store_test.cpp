@@ -503,7 +503,8 @@ TEST_CASE("schema 1 and 2 databases open and are marked 3; a newer one is refuse
   CHECK(refused.error().error_code() == keel::code::corruption);
 }
 
-TEST_CASE("a range erase removes exactly the keys from key up to range_end, in the same batch as puts") {
+TEST_CASE(
+    "a range erase removes exactly the keys from key up to range_end, in the same batch as puts") {
   keel::test::temp_dir dir("keel-store");
   auto db = open_store(dir);
   const auto f = p::family::raft;
