@@ -250,6 +250,19 @@ struct partitioned_cluster {
                                              << ids.front());
       }
     }
+    // Reads go to the leader; each replica's own copy is compared too:
+    // every agent's last seq and chain head, read from its store.
+    for (uint32_t g = 0; g < groups; ++g) {
+      json first;
+      for (const auto& id : ids) {
+        auto a = call(id, "GET", "/v1/cluster/groups/" + std::to_string(g) + "/digest");
+        REQUIRE_MESSAGE((a.transport_ok && a.status == 200), id << ": " << a.describe());
+        if (first.is_null()) first = a.body["agents"];
+        CHECK_MESSAGE(a.body["agents"] == first,
+                      "group " << g << ": " << id << "'s copy " << a.body["agents"].dump()
+                               << " differs from " << ids.front() << "'s " << first.dump());
+      }
+    }
   }
 };
 
