@@ -136,6 +136,12 @@ struct cluster_node::impl {
   mutable std::mutex hints_mu;
   std::map<uint32_t, leader_hint> hints;
   std::string hinted_leader(uint32_t g) const;
+  // The leader of group g as this member knows it: its own view when it
+  // holds a copy; else a fresh hint, or with `ask` what the group's
+  // replicas answer now. "" when nobody knows.
+  std::string known_leader(uint32_t g, bool ask);
+  // The groups this member replicates, as GET /v1/cluster shows them.
+  json groups_json() const;
   // Asks the group's replicas who leads it; "" when none knows.
   std::string ask_leader(uint32_t g);
 

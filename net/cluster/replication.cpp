@@ -8,8 +8,7 @@
 namespace keel::net {
 
 namespace {
-constexpr char raft_cast_tag = 'R';
-// Several raft messages for one member, as frames (raft::append_frame).
+// Raft messages for one member, as frames (raft::append_frame).
 constexpr char raft_batch_tag = 'B';
 constexpr char fetch_call_tag = 'S';
 // A page is about 1 MB: time enough for it on a slow link, not for a peer
@@ -29,42 +28,33 @@ bool is_fetch_call(std::string_view payload) {
   return !payload.empty() && payload[0] == fetch_call_tag;
 }
 
-std::string encode_raft_cast(raft::group_id g, std::string_view message) {
-  std::string out;
-  out.reserve(5 + message.size());
-  out.push_back(raft_cast_tag);
-  put_u32_be(out, g);
-  out.append(message);
-  return out;
+replication::replication(config::cluster_config c) : cfg_(std::move(c)) {
+  // Placement and raft ids depend on the configured members only: worked
+  // out once, not on every routed call.
+  std::vector<std::string> ids;
+  for (const auto& m : cfg_.members) ids.push_back(m.id);
+  std::sort(ids.begin(), ids.end());
+  for (std::size_t i = 0; i < ids.size(); ++i) raft_ids_[ids[i]] = static_cast<raft_id>(i) + 1;
+  for (uint32_t g = 0; g < cfg_.groups; ++g)
+    replicas_.push_back(config::group_replicas(cfg_.members, g, cfg_.replication));
 }
-
-bool decode_raft_cast(std::string_view payload, raft::group_id& g, std::string_view& message) {
-  if (payload.size() < 5 || payload[0] != raft_cast_tag) return false;
-  g = get_u32_be(payload.data() + 1);
-  message = payload.substr(5);
-  return true;
-}
-
-replication::replication(config::cluster_config c) : cfg_(std::move(c)) {}
 
 replication::~replication() {
   stop();
 }
 
 raft_id replication::raft_id_of(const std::string& member) const {
-  std::vector<std::string> ids;
-  for (const auto& m : cfg_.members) ids.push_back(m.id);
-  std::sort(ids.begin(), ids.end());
-  auto it = std::find(ids.begin(), ids.end(), member);
-  return it == ids.end() ? 0 : static_cast<raft_id>(it - ids.begin()) + 1;
+  auto it = raft_ids_.find(member);
+  return it == raft_ids_.end() ? 0 : it->second;
 }
 
-std::vector<std::string> replication::replicas_of(raft::group_id g) const {
-  return config::group_replicas(cfg_.members, g, cfg_.replication);
+const std::vector<std::string>& replication::replicas_of(raft::group_id g) const {
+  static const std::vector<std::string> none;
+  return g < replicas_.size() ? replicas_[g] : none;
 }
 
 bool replication::replicates(const std::string& member, raft::group_id g) const {
-  auto r = replicas_of(g);
+  const auto& r = replicas_of(g);
   return std::find(r.begin(), r.end(), member) != r.end();
 }
 
@@ -77,11 +67,10 @@ keel::status replication::start(const std::string& self, persistence::store& db,
     return error(code::invalid_argument, "node " + self + " is not a member of cluster " +
                                              cfg_.cluster_id + ": it replicates no group");
   for (uint32_t g = 0; g < cfg_.groups; ++g) {
-    auto replicas = config::group_replicas(cfg_.members, g, cfg_.replication);
-    if (std::find(replicas.begin(), replicas.end(), self) == replicas.end()) continue;
+    if (!replicates(self, g)) continue;
     raft::group_spec spec;
     spec.id = g;
-    for (const auto& id : replicas) spec.voters.emplace_back(raft_id_of(id), id);
+    for (const auto& id : replicas_of(g)) spec.voters.emplace_back(raft_id_of(id), id);
     o.groups.push_back(std::move(spec));
   }
   o.db = &db;
@@ -108,20 +97,15 @@ void replication::stop() {
 void replication::on_cast(const std::string& from, std::string payload) {
   auto* gs = running_.load(std::memory_order_acquire);
   if (!gs) return;
-  if (!payload.empty() && payload[0] == raft_batch_tag) {
-    // A malformed tail is dropped: raft sends again.
-    raft::for_each_frame(
-        std::string_view(payload).substr(1),
-        [&](raft::group_id g, std::string_view m) { gs->recv(from, g, std::string(m)); });
-    return;
-  }
-  raft::group_id g = 0;
-  std::string_view message;
-  if (!decode_raft_cast(payload, g, message)) return;
-  gs->recv(from, g, std::string(message));
+  if (payload.empty() || payload[0] != raft_batch_tag) return;
+  // A malformed tail is dropped: raft sends again.
+  raft::for_each_frame(
+      std::string_view(payload).substr(1),
+      [&](raft::group_id g, std::string_view m) { gs->recv(from, g, std::string(m)); });
 }
 
 void replication::send_frames(std::string_view to_address, std::string frames) {
+  // Dropped when the peer is down: raft sends again.
   auto* t = transport_.load(std::memory_order_acquire);
   if (!t) return;
   std::string payload;
@@ -132,9 +116,10 @@ void replication::send_frames(std::string_view to_address, std::string frames) {
 }
 
 void replication::send(std::string_view to_address, raft::group_id g, std::string bytes) {
-  // Dropped when the peer is down: raft sends again.
-  if (auto* t = transport_.load(std::memory_order_acquire))
-    t->cast(std::string(to_address), encode_raft_cast(g, bytes));
+  // The groups batch their messages (send_frames); a lone one is a batch of one.
+  std::string frames;
+  raft::append_frame(frames, g, bytes);
+  send_frames(to_address, std::move(frames));
 }
 
 void replication::fetch(std::string_view to_address, std::string request,

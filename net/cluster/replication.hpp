@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -65,7 +66,7 @@ class replication final : public actors::replicator, public raft::sender {
   raft_id raft_id_of(const std::string& member) const;
   // The members that hold a copy of group g, best first (placement), and
   // whether `member` is one of them.
-  std::vector<std::string> replicas_of(raft::group_id g) const;
+  const std::vector<std::string>& replicas_of(raft::group_id g) const;
   bool replicates(const std::string& member, raft::group_id g) const;
 
   const config::cluster_config& config() const { return cfg_; }
@@ -92,13 +93,12 @@ class replication final : public actors::replicator, public raft::sender {
   // Set once the groups run; read without a lock by shells and the API.
   std::atomic<raft::groups*> running_{nullptr};
   std::atomic<cluster_transport*> transport_{nullptr};
+  std::map<std::string, raft_id> raft_ids_;         // by member id
+  std::vector<std::vector<std::string>> replicas_;  // by group, best first
 };
 
-// A cast carrying raft traffic: 'R', the group (4 bytes big endian), then
-// the message (net/raft/message_codec.hpp).
-std::string encode_raft_cast(raft::group_id g, std::string_view message);
-// False when `payload` is not a raft cast.
-bool decode_raft_cast(std::string_view payload, raft::group_id& g, std::string_view& message);
+// Raft traffic travels as casts: 'B', then frames (raft::append_frame),
+// each a group's message (net/raft/message_codec.hpp).
 
 // A call carrying a state fetch request: 'S', then the request
 // (net/raft/state_stream.hpp). JSON calls start with '{', never 'S'.
