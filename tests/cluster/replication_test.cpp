@@ -60,6 +60,29 @@ std::string ready_leader(test_cluster& c, uint32_t g) {
   return {};
 }
 
+// Starts every member with replication `replication` over `groups` groups
+// (`extra` appended to each one's flags) and waits until each group has a
+// ready leader.
+void start_replicated(test_cluster& c, uint32_t replication, uint32_t leader_wait_ms = 5000,
+                      const std::vector<std::string>& extra = {}) {
+  c.set_config_keys({{"replication", replication},
+                     {"groups", groups},
+                     {"election_timeout_ms", 1000},
+                     {"raft_heartbeat_ms", 100},
+                     {"leader_wait_ms", leader_wait_ms}});
+  c.start_all(extra);
+  for (uint32_t g = 0; g < groups; ++g)
+    REQUIRE_MESSAGE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 100ms),
+                    "group " << g << " elected no leader:\n"
+                             << c.logs());
+}
+
+std::vector<config::cluster_member> members_of(test_cluster& c) {
+  std::vector<config::cluster_member> out;
+  for (const auto& id : c.ids()) out.push_back(c.member(id));
+  return out;
+}
+
 // Sends until acknowledged (202), retrying the same id through the members
 // given; a 503 (no leader yet) or 504 (the leader did not answer in time)
 // is retried, anything else fails the test.
@@ -85,17 +108,8 @@ void send_acked(test_cluster& c, const std::vector<std::string>& via, const std:
 
 TEST_CASE("a replicated agent is served by another member after its leader is SIGKILLed") {
   test_cluster c(3, shards);
-  c.set_config_keys({{"replication", 3},
-                     {"groups", groups},
-                     {"election_timeout_ms", 1000},
-                     {"raft_heartbeat_ms", 100},
-                     {"leader_wait_ms", 5000}});
-  c.start_all();
+  start_replicated(c, 3);
   const auto ids = c.ids();
-  for (uint32_t g = 0; g < groups; ++g)
-    REQUIRE_MESSAGE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 100ms),
-                    "group " << g << " elected no leader:\n"
-                             << c.logs());
 
   const std::string name = "ticket/1";
   const uint32_t g = group_of(name);
@@ -186,8 +200,7 @@ TEST_CASE("a replicated agent is served by another member after its leader is SI
              << c.logs());
   // Load spreads again: the group's preferred replica (first by placement)
   // leads it once it is back and caught up.
-  std::vector<config::cluster_member> members;
-  for (const auto& id : ids) members.push_back(c.member(id));
+  const auto members = members_of(c);
   const std::string preferred = config::group_replicas(members, g, 3).front();
   CHECK_MESSAGE(
       poll_until([&] { return ready_leader(c, g) == preferred; }, 40s, 200ms),
@@ -248,17 +261,8 @@ TEST_CASE(
   constexpr int client_count = 4;
 
   test_cluster c(3, shards);
-  c.set_config_keys({{"replication", 3},
-                     {"groups", groups},
-                     {"election_timeout_ms", 1000},
-                     {"raft_heartbeat_ms", 100},
-                     {"leader_wait_ms", 3000}});
-  c.start_all();
+  start_replicated(c, 3, 3000);
   const auto ids = c.ids();
-  for (uint32_t g = 0; g < groups; ++g)
-    REQUIRE_MESSAGE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 100ms),
-                    "group " << g << " elected no leader:\n"
-                             << c.logs());
 
   const unsigned seed = std::random_device{}();
   std::printf("replicated exactly-once test seed %u\n", seed);
@@ -422,16 +426,10 @@ TEST_CASE(
     "replicated: an agent waiting for approval survives the loss of its leader's disk and its "
     "tool runs once on approval") {
   test_cluster c(3, shards);
-  c.set_config_keys({{"replication", 3},
-                     {"groups", groups},
-                     {"election_timeout_ms", 1000},
-                     {"raft_heartbeat_ms", 100},
-                     {"leader_wait_ms", 5000}});
-  c.start_all({"--agents", std::string(KEEL_SOURCE_DIR) + "/examples/agents"});
+  start_replicated(c, 3, 5000, {"--agents", std::string(KEEL_SOURCE_DIR) + "/examples/agents"});
   const auto ids = c.ids();
   const std::string name = "ticket/9";
   const uint32_t g = group_of(name);
-  REQUIRE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 100ms));
 
   // The refund desk looks the order up, then wants to refund 120: above
   // 100, it waits for a human.
@@ -566,15 +564,8 @@ TEST_CASE(
     out << spec.dump(2);
     REQUIRE(out.good());
   }
-  c.set_config_keys({{"replication", 3},
-                     {"groups", groups},
-                     {"election_timeout_ms", 1000},
-                     {"raft_heartbeat_ms", 100},
-                     {"leader_wait_ms", 5000}});
-  c.start_all({"--agents", agents.string()});
+  start_replicated(c, 3, 5000, {"--agents", agents.string()});
   const auto ids = c.ids();
-  for (uint32_t g = 0; g < groups; ++g)
-    REQUIRE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 100ms));
 
   SUBCASE("idempotent: called again with the same Idempotency-Key, applied once") {
     const std::string name = "pay/1";
@@ -626,15 +617,9 @@ TEST_CASE(
 TEST_CASE(
     "replicated: a member without a copy of an agent's group forwards its calls to the leader") {
   test_cluster c(3, shards);
-  c.set_config_keys({{"replication", 1},
-                     {"groups", groups},
-                     {"election_timeout_ms", 1000},
-                     {"raft_heartbeat_ms", 100},
-                     {"leader_wait_ms", 5000}});
-  c.start_all();
+  start_replicated(c, 1);
   const auto ids = c.ids();
-  std::vector<config::cluster_member> members;
-  for (const auto& id : ids) members.push_back(c.member(id));
+  const auto members = members_of(c);
   const std::string name = "solo/1";
   const uint32_t g = group_of(name);
   const auto replicas = config::group_replicas(members, g, 1);
