@@ -327,29 +327,22 @@ void groups::maybe_hand_back(replica& r) {
     caught_up = server.role == RAFT_VOTER && p.match_index == last && p.recent_recv;
   }
   if (!caught_up) return;
-  auto* req = new transfer_request{};
+  auto* t = new pending_transfer{{}, this, &r};
+  t->req.data = t;
   r.last_transfer = now;
   r.transferring = true;
   // Not ready from here on: the group's agents stop before the new leader
   // takes them, and calls wait for it.
   stop_leading(r);
-  struct ctx {
-    groups* self;
-    replica* group;
-  };
-  req->data = new ctx{this, &r};
-  const int rv = raft_transfer(&r.r, req, preferred, [](transfer_request* done) {
-    auto* c = static_cast<ctx*>(done->data);
-    c->group->transferring = false;
+  const int rv = raft_transfer(&r.r, &t->req, preferred, [](transfer_request* done) {
+    std::unique_ptr<pending_transfer> p(static_cast<pending_transfer*>(done->data));
+    p->group->transferring = false;
     // Still the leader (the preferred one did not win in time): lead again
     // under a new leader_begin in this term.
-    c->self->observe(*c->group);
-    delete c;
-    delete done;
+    p->owner->observe(*p->group);
   });
   if (rv != 0) {
-    delete static_cast<ctx*>(req->data);
-    delete req;
+    delete t;
     r.transferring = false;
     observe(r);
   }

@@ -78,6 +78,13 @@ struct pending_entry {
   std::vector<done_fn> dones;  // writes
 };
 
+// A leadership transfer to the preferred replica (groups.cpp).
+struct pending_transfer {
+  transfer_request req{};
+  groups* owner = nullptr;
+  groups::replica* group = nullptr;
+};
+
 struct pending_barrier {
   barrier_request req{};
   groups* owner = nullptr;
