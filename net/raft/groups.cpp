@@ -4,6 +4,7 @@
 #include <cassert>
 #include <chrono>
 #include <future>
+#include <limits>
 #include <map>
 #include <set>
 #include <utility>
@@ -76,6 +77,9 @@ status validate(const groups_options& o) {
   if (o.self.empty() || o.self_id == 0)
     return error(code::invalid_argument,
                  "replicated groups need this node's member id and raft id");
+  // The lease (groups.hpp) needs room for a heartbeat and then some.
+  if (o.heartbeat_ms == 0 || o.election_timeout_ms < 3 * o.heartbeat_ms)
+    return error(code::invalid_argument, "the election timeout must be at least three heartbeats");
   std::set<group_id> seen;
   for (const auto& g : o.groups) {
     if (!seen.insert(g.id).second)
@@ -124,7 +128,7 @@ result<std::unique_ptr<groups>> groups::start(groups_options o) {
     io.submit = gs->opts_.submit;
     io.out = gs->batch_.get();
     io.on = gs->loop_.get();
-    io.clock_ms = [] { return static_cast<uint64_t>(mono_ns() / 1'000'000); };
+    io.clock_ms = lease_clock_ms;
     io.fetch_state = true;
     io.group_of = gs->opts_.group_of;
     replica* raw = rep.get();
@@ -135,6 +139,7 @@ result<std::unique_ptr<groups>> groups::start(groups_options o) {
                    {{"group", std::to_string(raw->spec.id)}, {"error", st.to_string()}});
     };
     io.page_timeout = std::chrono::milliseconds(gs->opts_.fetch_page_timeout_ms);
+    io.hold_votes_ms = gs->opts_.election_timeout_ms;
     rep->io = std::make_unique<raft::io>(std::move(io));
     gs->replicas_.push_back(std::move(rep));
   }
@@ -278,7 +283,9 @@ std::optional<uint64_t> groups::leading(group_id g) const {
   const replica* r = find(g);
   if (r == nullptr) return std::nullopt;
   uint64_t t = r->leading.load();
-  if (t == 0) return std::nullopt;
+  // Also false from the moment the lease runs out, before the loop sees
+  // it lapse: a call about to start checks this.
+  if (t == 0 || lease_clock_ms() >= r->lease_until.load()) return std::nullopt;
   return t;
 }
 
@@ -306,7 +313,41 @@ void groups::observe(replica& r) {
   }
   if (r.lead_term != 0 && (state != RAFT_LEADER || term != r.lead_term)) stop_leading(r);
   if (state == RAFT_LEADER && r.lead_term == 0 && !r.transferring) begin_leading(r, term);
+  if (r.begun && !r.transferring) {
+    const uint64_t until = lease_until(r);
+    r.lease_until.store(until);
+    const bool held = lease_clock_ms() < until;
+    if (r.ready && !held) {
+      log::warn("raft group lease lapsed: its agents stop until a majority answers again",
+                {{"group", std::to_string(r.spec.id)}, {"term", std::to_string(r.lead_term)}});
+      unready(r);
+    } else if (!r.ready && held) {
+      make_ready(r);
+    }
+  }
   if (r.ready) maybe_hand_back(r);
+}
+
+uint64_t groups::lease_until(const replica& r) const {
+  const uint64_t et = opts_.election_timeout_ms;
+  const uint64_t lease_ms = et - opts_.heartbeat_ms - et / 10;
+  // The stamps of every other voter's echo in this term, newest first;
+  // this node is one of the majority without one.
+  std::vector<uint64_t> stamps;
+  unsigned voters = 0;
+  for (unsigned i = 0; i < r.r.configuration.n; ++i) {
+    const raft_server& srv = r.r.configuration.servers[i];
+    if (srv.role != RAFT_VOTER) continue;
+    ++voters;
+    if (srv.id != opts_.self_id) stamps.push_back(r.io->echoed(srv.id, r.lead_term));
+  }
+  const unsigned others = voters / 2;  // majority - 1
+  if (others == 0) return std::numeric_limits<uint64_t>::max();
+  if (stamps.size() < others) return 0;
+  std::nth_element(stamps.begin(), stamps.begin() + (others - 1), stamps.end(),
+                   std::greater<uint64_t>());
+  const uint64_t base = stamps[others - 1];
+  return base == 0 ? 0 : base + lease_ms;
 }
 
 void groups::maybe_hand_back(replica& r) {
@@ -348,13 +389,12 @@ void groups::maybe_hand_back(replica& r) {
   }
 }
 
-void groups::stop_leading(replica& r) {
+void groups::unready(replica& r) {
   const bool was_ready = r.ready;
   // Cleared before anyone is told: from here on no new proposal, id or
   // barrier is taken for the old term.
   r.leading.store(0);
   r.ready = false;
-  r.lead_term = 0;
   {
     std::lock_guard lk(r.mu);
     r.ids_term = 0;
@@ -364,13 +404,30 @@ void groups::stop_leading(replica& r) {
   if (was_ready && opts_.on_lose) opts_.on_lose(r.spec.id);
 }
 
+void groups::stop_leading(replica& r) {
+  r.lead_term = 0;
+  r.begun = false;
+  unready(r);
+}
+
 void groups::become_ready(replica& r, uint64_t term) {
-  if (r.closing || r.ready || r.lead_term != term || raft_state(&r.r) != RAFT_LEADER ||
+  if (r.closing || r.begun || r.lead_term != term || raft_state(&r.r) != RAFT_LEADER ||
       r.r.current_term != term)
     return;
+  r.begun = true;
+  // Committing leader_begin took a majority's answers, so the lease is
+  // normally held already; if not, observe() makes the group ready once
+  // it is.
+  r.lease_until.store(lease_until(r));
+  if (lease_clock_ms() < r.lease_until.load()) make_ready(r);
+}
+
+void groups::make_ready(replica& r) {
+  const uint64_t term = r.lead_term;
   // Every entry before this term's leader_begin is applied: the reserved
   // limit is what every earlier leader committed, and no id at or above
-  // it was handed out.
+  // it was handed out (also after a lapsed lease: the ids handed out
+  // before it were below a limit committed then).
   const uint64_t committed = r.fsm->reserved_ids();
   {
     std::lock_guard lk(r.mu);
@@ -389,7 +446,7 @@ void groups::become_ready(replica& r, uint64_t term) {
 void groups::begin_failed(replica& r, uint64_t term) {
   // A leader_begin that was refused or lost: propose it again if the loop
   // still sees this node leading in that term.
-  if (r.lead_term != term || r.ready) return;
+  if (r.lead_term != term || r.begun) return;
   r.lead_term = 0;
   observe(r);
 }

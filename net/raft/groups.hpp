@@ -10,12 +10,24 @@
 // when the answer is known without the loop (not leader, stopped); they must
 // be quick and must not block on this object.
 //
-// Leadership: leading(g) turns to T once this node leads g in term T and the
-// term's leader_begin entry is applied here (so is every entry before it);
-// then ids are reserved and on_lead(g, T) runs. As soon as the loop sees
-// the node is no longer leader in T (a higher term, a step-down by
-// check-quorum, stop()), leading(g) turns false, then on_lose(g) runs.
-// on_lose runs only after an on_lead for the same group.
+// Leadership: leading(g) turns to T once this node leads g in term T, the
+// term's leader_begin entry is applied here (so is every entry before it)
+// and the node holds the group's lease; then ids are reserved and
+// on_lead(g, T) runs. As soon as the loop sees the node is no longer
+// leader in T (a higher term, a step-down by check-quorum, stop()) or its
+// lease lapsed, leading(g) turns false, then on_lose(g) runs. A lapsed
+// lease that comes back while the node still leads in T makes it ready
+// again (on_lead once more). on_lose runs only after an on_lead for the
+// same group.
+//
+// The lease (io.hpp, "Leader lease"): the leader holds it while a
+// majority of voters (itself included) echoed an AppendEntries it sent
+// less than lease_ms ago, lease_ms = election timeout - heartbeat -
+// election timeout / 10. No other leader can be elected before one
+// election timeout after that send, so the lease lapses (the loop looks
+// every heartbeat / 2) before any other member can lead: the heartbeat
+// covers the loop's look and what on_lose does (abort the group's calls),
+// the tenth the clocks' rate drift.
 //
 // Lifetime: `db`, the sender and `submit`'s writer must outlive the groups
 // object until stop() returns; stop() closes every libraft instance and
@@ -120,7 +132,8 @@ class groups {
   // the loop. A group this node is not a replica of: dropped.
   void recv(std::string from, group_id g, std::string bytes);
 
-  // The term this node leads g in once ready; nullopt otherwise.
+  // The term this node leads g in once ready and while it holds g's lease;
+  // nullopt otherwise.
   std::optional<uint64_t> leading(group_id g) const;
   // The member id of g's leader as this node last saw it ("" unknown).
   std::string leader_of(group_id g) const;
@@ -169,7 +182,11 @@ class groups {
   void begin_leading(replica& r, uint64_t term);
   void begin_failed(replica& r, uint64_t term);
   void become_ready(replica& r, uint64_t term);
+  void make_ready(replica& r);
+  void unready(replica& r);
   void stop_leading(replica& r);
+  // When r's lease runs out (clock_ms), from what its voters echoed.
+  uint64_t lease_until(const replica& r) const;
   void maybe_hand_back(replica& r);
   void drain(replica& r);
   void reserve_ids(replica& r, uint64_t term);

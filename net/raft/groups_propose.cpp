@@ -172,7 +172,8 @@ result<uint64_t> groups::allocate_agent_id(group_id g) {
   std::unique_lock lk(r->mu);
   for (;;) {
     if (r->stopped) return group_unavailable(g, "stopped");
-    if (r->ids_term == 0) return group_unavailable(g, "this node does not lead the group");
+    if (r->ids_term == 0 || lease_clock_ms() >= r->lease_until.load())
+      return group_unavailable(g, "this node does not lead the group");
     // The next block is asked for once half of the current one is used,
     // so a steady stream of spawns rarely waits.
     const bool low = r->usable - r->next_id <= id_block / 2;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/clock.hpp"
 #include "net/raft/entry.hpp"
 #include "net/raft/group_fsm.hpp"
 #include "net/raft/groups.hpp"
@@ -19,6 +20,11 @@
 namespace keel::raft {
 
 using done_fn = std::function<void(const status&)>;
+
+// The clock of lease stamps and lease_until (io_options.clock_ms).
+inline uint64_t lease_clock_ms() {
+  return static_cast<uint64_t>(mono_ns() / 1'000'000);
+}
 
 struct groups::replica {
   group_spec spec;
@@ -31,7 +37,8 @@ struct groups::replica {
   bool started = false;       // raft_start succeeded
   bool closing = false;       // raft_close called
   uint64_t lead_term = 0;     // the term whose leader_begin this node proposed
-  bool ready = false;         // on_lead ran for lead_term
+  bool begun = false;         // ... and it is applied here
+  bool ready = false;         // on_lead ran for lead_term (and no on_lose since)
   bool transferring = false;  // a raft_transfer to the preferred replica is in flight
   std::chrono::steady_clock::time_point ready_since{};
   std::chrono::steady_clock::time_point last_transfer{};
@@ -40,7 +47,8 @@ struct groups::replica {
   std::function<void()> on_closed;  // set by stop() before raft_close
 
   // Any thread.
-  std::atomic<uint64_t> leading{0};  // 0: not ready as leader
+  std::atomic<uint64_t> leading{0};      // 0: not ready as leader
+  std::atomic<uint64_t> lease_until{0};  // clock_ms at which the lease runs out
 
   // Guards everything below; never held while calling out.
   mutable std::mutex mu;

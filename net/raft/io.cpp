@@ -96,6 +96,7 @@ struct io_methods {
     io& s = self(r);
     s.tick_ = tick;
     s.recv_ = recv;
+    s.votes_from_ = s.opts_.clock_ms() + s.opts_.hold_votes_ms;
     s.ticker_ = s.opts_.on->every(std::chrono::milliseconds(msecs), [&s] {
       if (!s.closing_) s.tick_(&s.io_);
     });
@@ -135,7 +136,8 @@ struct io_methods {
     req->cb = cb;
     // Encoded now: libraft's message (and its entries) need not outlive
     // this call on our side, and the request completes once it is queued.
-    s.opts_.out->send(msg->server_address, s.opts_.group, encode_message(*msg, s.id_));
+    s.opts_.out->send(msg->server_address, s.opts_.group,
+                      encode_message(*msg, s.id_, s.stamp_for(*msg)));
     s.begin_request();
     s.opts_.on->post([&s, req, cb] {
       if (cb != nullptr) cb(req, 0);
@@ -368,6 +370,37 @@ void io::finish_close_if_idle() {
   });
 }
 
+uint64_t io::stamp_for(const raft_message& msg) const {
+  if (msg.type == RAFT_IO_APPEND_ENTRIES) return opts_.clock_ms();
+  // A result in the term of the newest AppendEntries taken from its
+  // receiver: libraft reset the election timer when it took it.
+  if (msg.type == RAFT_IO_APPEND_ENTRIES_RESULT && msg.server_id == heard_from_ &&
+      msg.append_entries_result.term == heard_.term)
+    return heard_.stamp;
+  return 0;
+}
+
+uint64_t io::echoed(raft_id id, uint64_t term) const {
+  assert(opts_.on->on_loop_thread());
+  auto it = echoes_.find(id);
+  return it != echoes_.end() && it->second.term == term ? it->second.stamp : 0;
+}
+
+void io::note_stamp(const raft_message& msg, raft_id from, uint64_t stamp) {
+  if (stamp == 0) return;
+  auto newer = [stamp](echo& e, uint64_t term) {
+    if (term > e.term) e = {term, stamp};
+    if (term == e.term) e.stamp = std::max(e.stamp, stamp);
+  };
+  if (msg.type == RAFT_IO_APPEND_ENTRIES) {
+    if (from != heard_from_) heard_ = {};
+    heard_from_ = from;
+    newer(heard_, msg.append_entries.term);
+  } else if (msg.type == RAFT_IO_APPEND_ENTRIES_RESULT) {
+    newer(echoes_[from], msg.append_entries_result.term);
+  }
+}
+
 status io::recv(std::string_view from_address, std::string_view bytes) {
   assert(opts_.on->on_loop_thread());
   if (recv_ == nullptr || closing_) return status::ok();
@@ -375,8 +408,16 @@ status io::recv(std::string_view from_address, std::string_view bytes) {
   if (!decoded) return decoded.error();
   raft_message msg = decoded->msg;
   msg.server_id = decoded->from;
+  // Dropped, as a lost message: this member may have taken a leader's
+  // AppendEntries shortly before it restarted.
+  if (msg.type == RAFT_IO_REQUEST_VOTE && opts_.clock_ms() < votes_from_) {
+    release_message(msg);
+    return status::ok();
+  }
   // libraft copies what it keeps of the address (the leader's).
   if (intercept(from_address, msg)) return status::ok();
+  // Only what reaches libraft counts for the lease.
+  note_stamp(msg, decoded->from, decoded->stamp);
   std::string address(from_address);
   msg.server_address = address.c_str();
   recv_(&io_, &msg);

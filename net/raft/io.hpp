@@ -30,6 +30,18 @@
 // AppendEntries or InstallSnapshot starts a fetch from scratch from its
 // sender. Duplicate InstallSnapshots during a fetch are dropped.
 //
+// Leader lease (docs/replication.md, "The leader lease"): every
+// AppendEntries leaves with a stamp, the sender's clock_ms at sending. A
+// follower that hands one to libraft (which then resets its election
+// timer) echoes the newest such stamp of that leader and term in the
+// AppendEntriesResults it sends back; echoed() tells the leader what each
+// follower echoed. libraft grants no vote while a follower knows a leader,
+// and forgets the leader only when its election timer (at least the
+// election timeout) runs out, so no other leader can be elected before
+// stamp + election timeout for a majority's echoed stamp. A restarted
+// member has forgotten whom it heard: it drops vote requests for
+// `hold_votes_ms` after start.
+//
 // Lifetime: the store, the loop and the sender outlive the io; after
 // raft_close's callback (which the io runs only once every request it
 // accepted has completed) the io may be destroyed.
@@ -37,6 +49,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -115,6 +128,9 @@ struct io_options {
   // message reaches libraft (the state machine rereads its keys).
   std::function<void()> on_fetched;
   std::chrono::milliseconds page_timeout = std::chrono::seconds(30);
+  // Vote requests (and pre-votes) that arrive sooner than this after the
+  // io started are dropped (the leader lease above). 0: none are.
+  uint32_t hold_votes_ms = 0;
 };
 
 class io {
@@ -139,6 +155,11 @@ class io {
   // REQUIRES: on the loop thread.
   fetch_progress progress() const;
 
+  // The newest lease stamp server `id` echoed in `term`: an AppendEntries
+  // of this server sent at that clock_ms reached it in that term. 0: none.
+  // REQUIRES: on the loop thread.
+  uint64_t echoed(raft_id id, uint64_t term) const;
+
  private:
   friend struct io_methods;
   void begin_request() { ++pending_; }
@@ -149,6 +170,9 @@ class io {
   // Whether the message is the io's to handle (a fetch to start, or
   // dropped while the data is incomplete) rather than libraft's.
   bool intercept(std::string_view from_address, raft_message& msg);
+  // The lease stamp `msg` leaves with; what an arriving one carried.
+  uint64_t stamp_for(const raft_message& msg) const;
+  void note_stamp(const raft_message& msg, raft_id from, uint64_t stamp);
   void fetch_ended(const status& st);
 
   io_options opts_;
@@ -173,6 +197,15 @@ class io {
   bool holding_ = false;
   std::string held_from_;
   uint64_t installed_ = 0, failed_ = 0;
+  // Leader lease (loop thread only): what followers echoed, per server;
+  // as a follower, the newest stamp taken from a leader and term.
+  struct echo {
+    uint64_t term = 0, stamp = 0;
+  };
+  std::map<raft_id, echo> echoes_;
+  raft_id heard_from_ = 0;
+  echo heard_;
+  uint64_t votes_from_ = 0;  // clock_ms before which vote requests are dropped
 };
 
 }  // namespace keel::raft

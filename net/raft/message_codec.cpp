@@ -165,11 +165,12 @@ status decode_configuration(std::string_view& in, raft_configuration* conf) {
   return status::ok();
 }
 
-std::string encode_message(const raft_message& msg, raft_id from) {
+std::string encode_message(const raft_message& msg, raft_id from, uint64_t stamp) {
   std::string out;
   put_u8(out, message_format);
   put_u8(out, static_cast<uint8_t>(msg.type));
   put_u64_be(out, from);
+  put_u64_be(out, stamp);
   switch (msg.type) {
     case RAFT_IO_REQUEST_VOTE: {
       const auto& m = msg.request_vote;
@@ -233,7 +234,8 @@ result<decoded_message> decode_message(std::string_view bytes) {
   raft_message& msg = d.msg;
   reader r{bytes};
   uint8_t version = 0, type = 0;
-  if (!r.u8(version) || !r.u8(type) || !r.u64(d.from)) return malformed("header");
+  if (!r.u8(version) || !r.u8(type) || !r.u64(d.from) || !r.u64(d.stamp))
+    return malformed("header");
   if (version != message_format) {
     return error(code::corruption, "raft message of format " + std::to_string(version) +
                                        ", this build reads " + std::to_string(message_format));

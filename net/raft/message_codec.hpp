@@ -3,8 +3,9 @@
 // does not encode for us (docs/formats.md, "Replicated groups"):
 //
 // - raft messages (the six raft_message kinds), as the io sends them
-//   between members: version byte 1, the kind, the sender's raft id, then
-//   the kind's fields, integers big endian;
+//   between members: version byte 2, the kind, the sender's raft id, the
+//   lease stamp (io.hpp, "Leader lease"), then the kind's fields, integers
+//   big endian;
 // - configurations, inside snapshot metadata and InstallSnapshot messages
 //   (libraft 0.15 exports raft_configuration_encode but no decode; its own
 //   encoding stays what RAFT_CHANGE log entries carry).
@@ -24,7 +25,7 @@
 
 namespace keel::raft {
 
-inline constexpr uint8_t message_format = 1;
+inline constexpr uint8_t message_format = 2;
 
 // Appends `conf`: u32 n, then per server u64 id, u8 role, u32 length and
 // the address bytes.
@@ -34,9 +35,10 @@ void encode_configuration(std::string& out, const raft_configuration& conf);
 // raft_configuration_close); on failure it is left empty.
 status decode_configuration(std::string_view& in, raft_configuration* conf);
 
-// `msg` as sent by the server `from`. The message is only read: its
-// entries and snapshot data are copied into the result.
-std::string encode_message(const raft_message& msg, raft_id from);
+// `msg` as sent by the server `from`, with the io's lease `stamp` (0:
+// none). The message is only read: its entries and snapshot data are
+// copied into the result.
+std::string encode_message(const raft_message& msg, raft_id from, uint64_t stamp = 0);
 
 // A decoded message and the sender's id as the encoding names it. Fields
 // hold raft_malloc'd memory: the entries array and one batch buffer for
@@ -46,6 +48,7 @@ std::string encode_message(const raft_message& msg, raft_id from);
 struct decoded_message {
   raft_message msg{};
   raft_id from = 0;
+  uint64_t stamp = 0;
 };
 result<decoded_message> decode_message(std::string_view bytes);
 

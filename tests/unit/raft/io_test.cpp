@@ -188,6 +188,8 @@ struct member {
   raft_fsm fsm{};
   counter state;
   bool running = false;
+  uint32_t hold_votes_ms = 0;        // io_options.hold_votes_ms at the next start
+  unsigned election_timeout = 1000;  // at the next start
 
   member(raft_id i) : id(i), address("n" + std::to_string(i)) {}
 
@@ -215,6 +217,7 @@ struct member {
     o.out = out.get();
     o.on = &sb.lp;
     o.clock_ms = [] { return static_cast<uint64_t>(mono_ns() / 1'000'000); };
+    o.hold_votes_ms = hold_votes_ms;
     io = std::make_unique<raft::io>(std::move(o));
     state = counter{};
     fsm = raft_fsm{};
@@ -229,7 +232,7 @@ struct member {
       if (e != 0) return e;
       r.data = this;
       // Generous for a loaded 2-core machine: no spurious elections.
-      raft_set_election_timeout(&r, 1000);
+      raft_set_election_timeout(&r, election_timeout);
       raft_set_heartbeat_timeout(&r, 100);
       raft_set_snapshot_threshold(&r, snapshot_threshold);
       raft_set_snapshot_trailing(&r, snapshot_trailing);
@@ -495,4 +498,27 @@ TEST_CASE(
     CHECK(same);
     CHECK(on_loop(c.lp, [&] { return l->r.current_term; }) > old_term);
   }
+}
+
+TEST_CASE("a restarted server drops vote requests for hold_votes_ms, then votes again") {
+  cluster c;
+  member* l = c.leader();
+  std::vector<member*> rest;
+  for (auto& x : c.m)
+    if (x.get() != l) rest.push_back(x.get());
+  member* held = rest[0];
+  member* campaigner = rest[1];
+  // The leader goes; one follower restarts holding votes for 4 s and with
+  // an election timeout it never reaches here, so it cannot win itself.
+  // The other campaigns at once (1-2 s after the leader's last message)
+  // and needs the held one's vote.
+  constexpr auto hold = 4s;
+  l->stop(c.sb);
+  held->stop(c.sb);
+  held->hold_votes_ms = static_cast<uint32_t>(std::chrono::milliseconds(hold).count());
+  held->election_timeout = 600'000;
+  const auto restarted = std::chrono::steady_clock::now();
+  held->start(c.sb, nullptr);
+  CHECK(c.leader({campaigner}) == campaigner);
+  CHECK(std::chrono::steady_clock::now() - restarted >= hold);
 }

@@ -79,9 +79,11 @@ struct install_message {
 };
 
 decoded_message round_trip(const raft_message& m, raft_id from) {
-  auto d = decode_message(encode_message(m, from));
+  const uint64_t stamp = 0x0102'0304'0506'0708ULL + from;
+  auto d = decode_message(encode_message(m, from, stamp));
   REQUIRE(d.is_ok());
   CHECK(d->from == from);
+  CHECK(d->stamp == stamp);
   CHECK(d->msg.type == m.type);
   return std::move(d).value();
 }
@@ -198,11 +200,11 @@ TEST_CASE("a raft message cut short anywhere, or with bytes after it, is refused
 TEST_CASE("a raft message of another format version or an unknown kind is refused") {
   std::string bytes = encode_message(timeout_now(), 1);
   std::string other_version = bytes;
-  other_version[0] = 2;
+  other_version[0] = 1;  // the format before lease stamps
   auto v = decode_message(other_version);
   REQUIRE_FALSE(v.is_ok());
   CHECK(v.error().error_code() == code::corruption);
-  CHECK(v.error().message().find("format 2") != std::string::npos);
+  CHECK(v.error().message().find("format 1") != std::string::npos);
   std::string other_kind = bytes;
   other_kind[1] = 9;
   auto k = decode_message(other_kind);

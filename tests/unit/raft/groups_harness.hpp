@@ -1,0 +1,278 @@
+#pragma once
+// Three nodes' replicated groups (net/raft/groups.hpp) in one process, for
+// the groups and lease tests: each node its own store, journal writer and
+// raft loop, connected by an in-process switchboard that can cut a link
+// one way. Four groups, every node a voter of each. Included by one test
+// file each (an anonymous namespace: every file has its own copy).
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/bytes.hpp"
+#include "net/raft/groups.hpp"
+#include "net/raft/keys.hpp"
+#include "persistence/journal_writer.hpp"
+#include "persistence/store.hpp"
+#include "support/temp_dir.hpp"
+#include "support/wait.hpp"
+
+namespace {
+
+using namespace keel;
+using namespace std::chrono_literals;
+using persistence::family;
+
+constexpr raft::group_id group_count = 4;
+
+// Delivers each message to the receiving node's groups unless the link
+// from sender to receiver is cut. Senders call it from their loops; the
+// receiver's recv only posts, so holding the lock across it is short.
+struct switchboard {
+  std::mutex mu;
+  std::map<std::string, raft::groups*> nodes;
+  std::set<std::pair<std::string, std::string>> cut;
+
+  void deliver(const std::string& from, std::string_view to, raft::group_id g, std::string bytes) {
+    std::lock_guard lk(mu);
+    std::string dest(to);
+    if (cut.count({from, dest})) return;
+    auto it = nodes.find(dest);
+    if (it != nodes.end()) it->second->recv(from, g, std::move(bytes));
+  }
+  void attach(const std::string& address, raft::groups* gs) {
+    std::lock_guard lk(mu);
+    if (gs == nullptr)
+      nodes.erase(address);
+    else
+      nodes[address] = gs;
+  }
+  // Both directions between `a` and every other node.
+  void isolate(const std::string& a, const std::vector<std::string>& others) {
+    std::lock_guard lk(mu);
+    for (const auto& b : others) {
+      cut.insert({a, b});
+      cut.insert({b, a});
+    }
+  }
+  // Messages from `from` no longer reach `to` (the other way still works).
+  void cut_one_way(const std::string& from, const std::string& to) {
+    std::lock_guard lk(mu);
+    cut.insert({from, to});
+  }
+  void heal() {
+    std::lock_guard lk(mu);
+    cut.clear();
+  }
+};
+
+struct wire : raft::sender {
+  switchboard& sb;
+  std::string self;
+  wire(switchboard& s, std::string me) : sb(s), self(std::move(me)) {}
+  void send(std::string_view to, raft::group_id g, std::string bytes) override {
+    sb.deliver(self, to, g, std::move(bytes));
+  }
+};
+
+// What the leadership callbacks saw, for the contract checks.
+struct leadership_log {
+  std::mutex mu;
+  std::map<raft::group_id, int> leads, loses;
+  int lead_saw_wrong_term = 0;  // on_lead while leading(g) was not its term
+  int lose_saw_leading = 0;     // on_lose while leading(g) was still set
+  std::map<raft::group_id, std::chrono::steady_clock::time_point> last_lead, last_lose;
+};
+
+struct node {
+  raft_id id;
+  std::string address;
+  switchboard& sb;
+  test::temp_dir dir{"keel-groups"};
+  std::unique_ptr<persistence::store> db;
+  std::unique_ptr<persistence::journal_writer> journal;
+  wire out;
+  std::unique_ptr<raft::groups> gs;
+  std::atomic<raft::groups*> live{nullptr};
+  leadership_log seen;
+  uint32_t transfer_back_ms = 0;  // off unless a test wants it
+
+  node(raft_id i, switchboard& s)
+      : id(i), address("n" + std::to_string(i)), sb(s), out(s, "n" + std::to_string(i)) {}
+
+  void start() {
+    auto s = persistence::store::open({dir.str(), 8 << 20, true});
+    REQUIRE_MESSAGE(s.is_ok(), s.error().to_string());
+    db = std::move(s).value();
+    journal = std::make_unique<persistence::journal_writer>(*db, /*sync=*/true);
+    raft::groups_options o;
+    o.self = address;
+    o.self_id = id;
+    for (raft::group_id g = 0; g < group_count; ++g)
+      o.groups.push_back({g, {{1, "n1"}, {2, "n2"}, {3, "n3"}}});
+    o.db = db.get();
+    o.submit = [j = journal.get()](persistence::write_set ops,
+                                   std::function<void(const status&)> done) {
+      j->submit(std::move(ops), std::move(done));
+    };
+    o.out = &out;
+    o.election_timeout_ms = 300;
+    o.heartbeat_ms = 50;
+    o.transfer_back_ms = transfer_back_ms;
+    o.on_lead = [this](raft::group_id g, uint64_t term) {
+      raft::groups* l = live.load();
+      std::lock_guard lk(seen.mu);
+      ++seen.leads[g];
+      seen.last_lead[g] = std::chrono::steady_clock::now();
+      if (l != nullptr && l->leading(g) != term) ++seen.lead_saw_wrong_term;
+    };
+    o.on_lose = [this](raft::group_id g) {
+      raft::groups* l = live.load();
+      std::lock_guard lk(seen.mu);
+      ++seen.loses[g];
+      seen.last_lose[g] = std::chrono::steady_clock::now();
+      if (l != nullptr && l->leading(g).has_value()) ++seen.lose_saw_leading;
+    };
+    auto started = raft::groups::start(std::move(o));
+    REQUIRE_MESSAGE(started.is_ok(), started.error().to_string());
+    gs = std::move(started).value();
+    live.store(gs.get());
+    sb.attach(address, gs.get());
+  }
+
+  void stop() {
+    if (!gs) return;
+    sb.attach(address, nullptr);
+    gs->stop();
+    live.store(nullptr);
+    gs.reset();
+    journal->stop();
+    journal.reset();
+    db.reset();
+  }
+
+  int leads(raft::group_id g) {
+    std::lock_guard lk(seen.mu);
+    return seen.leads[g];
+  }
+  int loses(raft::group_id g) {
+    std::lock_guard lk(seen.mu);
+    return seen.loses[g];
+  }
+
+  std::optional<std::string> blob(const std::string& key) {
+    auto v = db->get(family::blobs, key);
+    REQUIRE(v.is_ok());
+    return *v;
+  }
+  raft::group_status status_of(raft::group_id g) {
+    for (auto& s : gs->status())
+      if (s.id == g) return s;
+    FAIL("no status for group " << g);
+    return {};
+  }
+};
+
+struct cluster {
+  switchboard sb;
+  std::vector<std::unique_ptr<node>> n;
+
+  explicit cluster(uint32_t transfer_back_ms = 0) {
+    for (raft_id i = 1; i <= 3; ++i) n.push_back(std::make_unique<node>(i, sb));
+    for (auto& x : n) {
+      x->transfer_back_ms = transfer_back_ms;
+      x->start();
+    }
+  }
+  ~cluster() {
+    for (auto& x : n) x->stop();
+  }
+  cluster(const cluster&) = delete;
+  cluster& operator=(const cluster&) = delete;
+
+  std::vector<node*> all() {
+    std::vector<node*> v;
+    for (auto& x : n) v.push_back(x.get());
+    return v;
+  }
+  std::vector<node*> others(node* but) {
+    std::vector<node*> v;
+    for (auto& x : n)
+      if (x.get() != but) v.push_back(x.get());
+    return v;
+  }
+
+  // The one node among `among` that is ready as g's leader, waiting for
+  // exactly one.
+  node* leader(raft::group_id g, std::vector<node*> among = {}) {
+    if (among.empty()) among = all();
+    node* found = nullptr;
+    bool one = test::eventually(
+        [&] {
+          int count = 0;
+          for (auto* x : among)
+            if (x->gs && x->gs->leading(g)) {
+              ++count;
+              found = x;
+            }
+          return count == 1;
+        },
+        10s);
+    CAPTURE(g);
+    REQUIRE_MESSAGE(one, "no single ready leader within 10 s");
+    return found;
+  }
+
+  void isolate(node* x) {
+    std::vector<std::string> rest;
+    for (auto* o : others(x)) rest.push_back(o->address);
+    sb.isolate(x->address, rest);
+  }
+};
+
+using outcome = std::shared_ptr<test::future_value<status>>;
+
+inline outcome propose(node& x, raft::group_id g, uint64_t term, const std::string& key,
+                       const std::string& value) {
+  auto got = std::make_shared<test::future_value<status>>();
+  x.gs->propose(g, term, {{family::blobs, false, key, value}},
+                [got](const status& s) { got->set(s); });
+  return got;
+}
+
+inline status ended(const outcome& o, std::chrono::milliseconds within = 10s) {
+  auto s = o->wait(within);
+  REQUIRE_MESSAGE(s.has_value(), "the proposal did not end in time");
+  return *s;
+}
+
+inline status barrier(node& x, raft::group_id g) {
+  auto got = std::make_shared<test::future_value<status>>();
+  x.gs->barrier(g, [got](const status& s) { got->set(s); });
+  auto s = got->wait(10s);
+  REQUIRE_MESSAGE(s.has_value(), "the barrier did not end in time");
+  return *s;
+}
+
+inline void wait_blob(node& x, const std::string& key, const std::string& value) {
+  CAPTURE(x.address);
+  CAPTURE(key);
+  CHECK(test::eventually([&] { return x.blob(key) == value; }, 10s));
+}
+
+inline std::vector<std::pair<std::string, std::string>> blobs(node& x) {
+  auto all = x.db->scan(family::blobs, "", "", 100000);
+  REQUIRE(all.is_ok());
+  return *all;
+}
+
+}  // namespace
