@@ -237,6 +237,24 @@ void keeld_cluster::restart(const std::string& id) {
   members_.at(id)->start();
 }
 
+void keeld_cluster::wipe(const std::string& id) {
+  members_.at(id)->kill9();
+  std::error_code ec;
+  fs::remove_all(dir_ + "/" + id + "/data", ec);
+  if (ec) die("wiping " + id + ": " + ec.message());
+}
+
+uint64_t keeld_cluster::data_bytes(const std::string& id) const {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir_ + "/" + id + "/data", ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    std::error_code size_ec;
+    if (it->is_regular_file(size_ec)) total += it->file_size(size_ec);
+  }
+  return total;
+}
+
 void keeld_cluster::stop_all() {
   for (auto& [id, m] : members_) m->kill9();
 }

@@ -85,7 +85,11 @@ class keeld_cluster {
   void start_all(std::chrono::milliseconds timeout = std::chrono::seconds(60));
   void kill9(const std::string& id);
   void restart(const std::string& id);  // same flags and data; waits until it listens
-  void stop_all();                      // SIGKILL (the data is thrown away)
+  // SIGKILLs the member and deletes its data directory (not started again).
+  void wipe(const std::string& id);
+  // Bytes of the member's data directory (every file under it).
+  uint64_t data_bytes(const std::string& id) const;
+  void stop_all();  // SIGKILL (the data is thrown away)
   bool running(const std::string& id) const;
   // utime + stime of the member's process in seconds (/proc/<pid>/stat).
   double cpu_seconds(const std::string& id) const;

@@ -36,6 +36,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <cstdio>
 #include <mutex>
 #include <optional>
@@ -443,6 +444,57 @@ void failover(report& rep, keeld_cluster& m, uint64_t rounds) {
            " for the max, " + verdict(a.p50_us / 1e3 <= target_failover_ms) + " for the p50)");
 }
 
+// --- 4. catch-up of a wiped member ---------------------------------------------
+
+// Wipes the last member (after the load figure there is data to copy) and
+// starts it empty: how long until every group it replicates has applied,
+// on it, everything its leader had committed at the wipe, and how many
+// bytes its data directory then holds.
+void catch_up(report& rep, keeld_cluster& m) {
+  const std::string x = m.ids().back();
+  const uint64_t before = m.data_bytes(x);
+  // What each group's leader had committed; the wiped member must apply
+  // that much of every group it is a replica of.
+  std::map<uint32_t, uint64_t> target;
+  for (uint32_t g = 0; g < m.groups(); ++g) {
+    const std::string l = m.ready_leader(g);
+    if (l.empty()) die("group " + std::to_string(g) + " has no ready leader before the wipe");
+    target[g] = group_field(m.status(l), g, "commit_index");
+  }
+  m.wipe(x);
+  const int64_t t0 = now_ns();
+  m.restart(x);
+  std::string last;
+  const bool ok = poll_until(
+      [&] {
+        json st = m.status(x);
+        if (st.is_null() || !st.contains("groups")) return last = x + " does not answer", false;
+        for (const auto& e : st["groups"]) {
+          const uint32_t g = e.value("group", UINT32_MAX);
+          const uint64_t applied = e.value("applied_index", uint64_t{0});
+          if (target.count(g) && applied < target[g])
+            return last = "group " + std::to_string(g) + " applied " + std::to_string(applied) +
+                          " of " + std::to_string(target[g]),
+                   false;
+          if (e.contains("snapshot") && e["snapshot"].value("incomplete", false))
+            return last = "group " + std::to_string(g) + " is still fetching", false;
+        }
+        return true;
+      },
+      std::chrono::minutes(5), std::chrono::milliseconds(50));
+  if (!ok) die("the wiped member did not catch up: " + last + "\n" + m.logs());
+  const double seconds = ms_since(t0) / 1e3;
+  const uint64_t after = m.data_bytes(x);
+  const double mb = static_cast<double>(after) / (1 << 20);
+  rep.metric("catchup_seconds", round2(seconds));
+  rep.metric("catchup_data_mb_before_wipe", round2(static_cast<double>(before) / (1 << 20)));
+  rep.metric("catchup_data_mb_after", round2(mb));
+  rep.metric("catchup_mb_per_s", round2(mb / seconds));
+  rep.note("a wiped member (" + x + ") was back at every group's committed index in " +
+           fmt("%.2f", seconds) + " s from its start, its data directory " + fmt("%.1f", mb) +
+           " MB (" + fmt("%.1f", mb / seconds) + " MB/s, start-up included)");
+}
+
 }  // namespace
 
 // The bench itself; bench_main.cpp is main().
@@ -451,7 +503,7 @@ int run(int argc, char** argv) {
                "Replicated groups with real keeld processes on 127.0.0.1: idle CPU, sequential "
                "step replication 3 vs 1, durable events/s, failover after a SIGKILL.");
   opts.add("keeld", KEEL_KEELD_PATH, "the keeld binary");
-  opts.add("figures", "idle,step,load,failover", "which figures to measure, in this order");
+  opts.add("figures", "idle,step,load,failover,catchup", "which figures to measure, in this order");
   opts.add("shards", "256", "shards of each cluster");
   opts.add("groups", "32", "groups of each cluster");
   opts.add("idle-s", "20", "seconds of the idle CPU figure");
@@ -513,6 +565,7 @@ int run(int argc, char** argv) {
     events_per_s(rep, m, opts.u64("agents"), opts.u64("clients"), opts.f64("warmup-s"),
                  opts.f64("duration-s"));
   if (wants("failover")) failover(rep, m, opts.u64("failover-rounds"));
+  if (wants("catchup")) catch_up(rep, m);
   m.stop_all();
   rep.metric("peak_rss_mb_driver", round2(static_cast<double>(peak_rss_bytes()) / (1 << 20)));
   rep.note("all members and the driver share this machine's cores: figures are upper bounds");
