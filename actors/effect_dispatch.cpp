@@ -72,8 +72,9 @@ bool dispatch_model(const effect_target& s, const agent::agent_state& st,
     return true;
   }
   std::shared_ptr<model_provider> provider = it->second;
-  model_call_context ctx{s.agent, m.call_index, effect_key(s.agent, m.effect), m.attempt,
-                         spec.model.retry.timeout_ms};
+  model_call_context ctx{
+      s.agent, m.call_index, effect_key(s.agent, m.effect), m.attempt, spec.model.retry.timeout_ms,
+      nullptr};
   json req = loop->model_request(st);
   return run_on_pool(s, m.effect, m.attempt,
                      [provider, &spec, req = std::move(req), ctx](const secret_scope& secrets) {
@@ -178,7 +179,7 @@ bool dispatch_tool(const effect_target& s, const agent::tool_call_effect& t) {
         return true;
       }
       std::shared_ptr<tool_runner> runner = it->second;
-      tool_call_context ctx{name, key, attempt, ts->retry.timeout_ms};
+      tool_call_context ctx{name, key, attempt, ts->retry.timeout_ms, nullptr};
       return run_on_pool(s, effect, attempt,
                          [runner, ts, args = t.arguments, ctx](const secret_scope& secrets) {
                            auto resolved = secrets.resolve(*ts);
