@@ -21,8 +21,10 @@
 // and return effect_outcome::unknown("... aborted ...", true): retryable,
 // maybe applied. Only a runner that can prove nothing was sent (the signal
 // was raised before it connected or started anything) returns
-// failure("... aborted ...", true) instead. The signal outlives the call;
-// a runner may hook a wake-up on it (base/abort_signal.hpp).
+// failure("... aborted ...", true) instead. A runner that blocks should
+// hook a wake-up on the signal (base/abort_signal.hpp) rather than poll
+// it; the context shares ownership of it, so it lives as long as the
+// runner holds the context.
 
 #include <cstdint>
 #include <map>

@@ -565,13 +565,13 @@ result<http_client::response> http_client_pool::request(
       it->second.pop_back();
     }
   }
-  if (!client) {
+  const bool fresh = !client;
+  if (fresh) {
     client = std::make_unique<http_client>();
     client->set_timeout(timeout);
-    client->set_abort(abort);
-    KEEL_TRY(client->connect(server));
   }
   client->set_abort(abort);
+  if (fresh) KEEL_TRY(client->connect(server));
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
   client->set_timeout(std::max(left, std::chrono::milliseconds(1)));
   auto res = client->request(method, target, body, headers, sent);
