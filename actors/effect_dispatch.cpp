@@ -8,24 +8,37 @@ namespace keel::actors {
 
 namespace {
 
+using blocking_call =
+    std::function<effect_outcome(const secret_scope&, std::shared_ptr<const abort_signal>)>;
+
 // False when the pool is stopping: the effect is left to recovery. The
 // call gets the node's secrets as they are when it starts (references are
 // expanded then, on this node), and its outcome is redacted before the
 // agent records it.
-bool run_on_pool(const effect_target& t, uint64_t effect, uint32_t attempt,
-                 std::function<effect_outcome(const secret_scope&)> call) {
+//
+// From submission until it returns, the call is registered in rt->calls
+// under its agent, with the abort signal its runner gets: a call aborted
+// while still queued never starts and fails, retryable and not applied.
+// A job the pool drops at stop() unregisters as it is destroyed.
+bool run_on_pool(const effect_target& t, uint64_t effect, uint32_t attempt, blocking_call call) {
   runtime* rt = t.rt;
   std::string name = t.agent;
-  return rt->pool->submit([rt, name, effect, attempt, call = std::move(call)] {
-    const secret_scope secrets = rt->secrets ? rt->secrets->scope() : secret_scope();
+  auto reg = rt->calls.add(name);
+  return rt->pool->submit([rt, name, effect, attempt, call = std::move(call), reg]() mutable {
     effect_outcome o;
-    try {
-      o = call(secrets);
-    } catch (const std::exception& e) {
-      // A runner that threw may have got as far as the tool.
-      o = effect_outcome::unknown(std::string("effect threw: ") + e.what(), true);
+    if (reg->signal()->raised()) {
+      o = effect_outcome::failure("the call was aborted before it started", true);
+    } else {
+      const secret_scope secrets = rt->secrets ? rt->secrets->scope() : secret_scope();
+      try {
+        o = call(secrets, reg->signal());
+      } catch (const std::exception& e) {
+        // A runner that threw may have got as far as the tool.
+        o = effect_outcome::unknown(std::string("effect threw: ") + e.what(), true);
+      }
+      secrets.redact(o);
     }
-    secrets.redact(o);
+    reg.reset();  // returned: no longer abortable
     post_result(rt, name, effect, attempt, std::move(o));
   });
 }
@@ -72,15 +85,19 @@ bool dispatch_model(const effect_target& s, const agent::agent_state& st,
     return true;
   }
   std::shared_ptr<model_provider> provider = it->second;
-  model_call_context ctx{s.agent, m.call_index, effect_key(s.agent, m.effect), m.attempt,
-                         spec.model.retry.timeout_ms};
+  model_call_context ctx{
+      s.agent, m.call_index, effect_key(s.agent, m.effect), m.attempt, spec.model.retry.timeout_ms,
+      nullptr};
   json req = loop->model_request(st);
   return run_on_pool(s, m.effect, m.attempt,
-                     [provider, &spec, req = std::move(req), ctx](const secret_scope& secrets) {
+                     [provider, &spec, req = std::move(req), ctx](
+                         const secret_scope& secrets, std::shared_ptr<const abort_signal> abort) {
                        auto resolved = secrets.resolve(spec.model);
                        if (!resolved)
                          return unresolved("model " + spec.model.model, resolved.error());
-                       return provider->complete(*resolved ? **resolved : spec.model, req, ctx);
+                       model_call_context c = ctx;
+                       c.abort = std::move(abort);
+                       return provider->complete(*resolved ? **resolved : spec.model, req, c);
                      });
 }
 
@@ -178,13 +195,17 @@ bool dispatch_tool(const effect_target& s, const agent::tool_call_effect& t) {
         return true;
       }
       std::shared_ptr<tool_runner> runner = it->second;
-      tool_call_context ctx{name, key, attempt, ts->retry.timeout_ms};
-      return run_on_pool(s, effect, attempt,
-                         [runner, ts, args = t.arguments, ctx](const secret_scope& secrets) {
-                           auto resolved = secrets.resolve(*ts);
-                           if (!resolved) return unresolved("tool " + ts->name, resolved.error());
-                           return runner->run(*resolved ? **resolved : *ts, args, ctx);
-                         });
+      tool_call_context ctx{name, key, attempt, ts->retry.timeout_ms, nullptr};
+      return run_on_pool(
+          s, effect, attempt,
+          [runner, ts, args = t.arguments, ctx](const secret_scope& secrets,
+                                                std::shared_ptr<const abort_signal> abort) {
+            auto resolved = secrets.resolve(*ts);
+            if (!resolved) return unresolved("tool " + ts->name, resolved.error());
+            tool_call_context c = ctx;
+            c.abort = std::move(abort);
+            return runner->run(*resolved ? **resolved : *ts, args, c);
+          });
     }
     case config::tool_kind::sleep:
     case config::tool_kind::ask_human:

@@ -3,8 +3,9 @@
 // asks for them is durable, and hands every outcome back to the agent as an
 // typed effect_result request through runtime::route (so an agent that left is
 // activated again). Blocking calls (models, http and exec tools) go to the
-// effect pool; built-ins (send_message, spawn_agent) are requests to other
-// agents; worker tools join their queue. CAF-free.
+// effect pool, registered in runtime::calls with an abort signal of their
+// own (node::abort_effects) until they return; built-ins (send_message, spawn_agent) are requests
+// to other agents; worker tools join their queue. CAF-free.
 
 #include <cstdint>
 #include <string>

@@ -399,6 +399,24 @@ class node {
   void evict(std::function<bool(std::string_view)> pick, std::function<void()> done);
   status adopt(const std::vector<std::string>& names);
 
+  // Aborts the blocking effect calls (model calls, http and exec tool runs)
+  // of the agents `pick` selects, running on the effect threads or queued
+  // for them: a node that stops leading their group calls it, so that a
+  // new leader re-running a call never overlaps with this node's. Raises
+  // each call's abort signal (effects/contexts.hpp) and returns how many it
+  // raised (a call aborted before is not counted again). Running calls stop
+  // as soon as their runner sees it, within a millisecond or so for the
+  // exec tool (its processes are killed), the http tool and the openai
+  // model (the request's connection is closed), and end retryable and maybe
+  // applied; queued ones never start and end retryable, not applied. Either
+  // outcome goes to its agent like any other. Built-in tools and worker tasks are
+  // not calls here (evict drops the tasks).
+  // Only calls submitted before it returns are aborted: stop handing the
+  // agents to this node (the router, evict) first, or call it again after.
+  // `pick` runs on this thread with a lock held: it must be quick and must
+  // not call into the node. Safe from any thread, also after stop().
+  std::size_t abort_effects(std::function<bool(std::string_view agent)> pick);
+
   // Stops intake, drains in-flight writes, closes the store. Idempotent.
   void stop();
 

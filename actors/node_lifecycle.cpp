@@ -1,6 +1,7 @@
 // A node's life: start (store, types, actors, recovery), begin, stop,
 // and what the cluster layer asks of it (its store, commits, shard
-// handoff: evict and adopt). The agent calls are in node.cpp.
+// handoff: evict and adopt; aborting a deposed leader's effect calls). The
+// agent calls are in node.cpp.
 
 #include <algorithm>
 #include <filesystem>
@@ -316,6 +317,10 @@ void node::evict(std::function<bool(std::string_view)> pick, std::function<void(
   };
   if (impl_->stopped.load(std::memory_order_acquire)) return;
   caf::anon_send(impl_->supervisor, evict_atom::value, std::move(e));
+}
+
+std::size_t node::abort_effects(std::function<bool(std::string_view agent)> pick) {
+  return impl_->rt.calls.abort(pick);
 }
 
 status node::adopt(const std::vector<std::string>& names) {

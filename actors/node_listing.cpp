@@ -129,6 +129,11 @@ std::string render_metrics(runtime& rt, persistence::journal_writer* journal,
   for (const auto& c : node_counters) counter_line(o, c.name, c.help, (m.*c.value).load());
   counter_line(o, "keel_worker_tasks_requeued_total", "Worker tasks whose lease ran out.",
                rt.tasks.requeued());
+  counter_line(o, "keel_effect_calls_in_flight",
+               "Blocking effect calls (models, http and exec tools) queued or running.",
+               rt.calls.in_flight(), "gauge");
+  counter_line(o, "keel_effect_calls_aborted_total",
+               "Blocking effect calls aborted (node::abort_effects).", rt.calls.aborted());
   if (journal) {
     const auto& j = journal->stats();
     counter_line(o, "keel_journal_batches_total", "Journal writes (fsyncs when sync is on).",

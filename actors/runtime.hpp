@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "actors/agent_census.hpp"
+#include "actors/effect_calls.hpp"
 #include "actors/effect_pool.hpp"
 #include "actors/node.hpp"
 #include "actors/replicator.hpp"
@@ -80,6 +81,9 @@ struct runtime {
   // references and redact their outcomes through it.
   secret_table* secrets = nullptr;
   effect_pool* pool = nullptr;
+  // The blocking calls handed to `pool` and not finished, with their abort
+  // signals (node::abort_effects).
+  effect_calls calls;
   task_queue tasks;
   node_metrics metrics;
   // Agents on disk by phase, and the live ones (actors/agent_census.hpp).

@@ -12,6 +12,19 @@
 // Thread-safety: complete() and run() are called concurrently from several
 // effect threads and must be safe to do so. They block for at most the
 // timeout they are given (plus a little).
+//
+// Aborting: a call's context may carry an abort signal (`abort`, null: the
+// call is never aborted), raised from another thread when the node stops
+// leading the agent's group, so that a new leader re-running the call never
+// overlaps with this one. A runner must then stop as soon as it can (kill
+// the process, drop the connection: never return it to a keep-alive pool)
+// and return effect_outcome::unknown("... aborted ...", true): retryable,
+// maybe applied. Only a runner that can prove nothing was sent (the signal
+// was raised before it connected or started anything) returns
+// failure("... aborted ...", true) instead. A runner that blocks should
+// hook a wake-up on the signal (base/abort_signal.hpp) rather than poll
+// it; the context shares ownership of it, so it lives as long as the
+// runner holds the context.
 
 #include <cstdint>
 #include <map>
@@ -20,6 +33,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/abort_signal.hpp"
 #include "config/agent_spec.hpp"
 
 namespace keel::actors {
@@ -55,6 +69,8 @@ struct model_call_context {
   std::string key;          // stable across attempts of this call
   uint32_t attempt = 1;
   uint32_t timeout_ms = 30'000;
+  // Raised when the call must stop (see "Aborting" above); null: never.
+  std::shared_ptr<const abort_signal> abort;
 };
 
 // `request` is an OpenAI chat-completions body without the model settings:
@@ -81,6 +97,8 @@ struct tool_call_context {
   std::string idempotency_key;  // the effect id: stable across attempts
   uint32_t attempt = 1;
   uint32_t timeout_ms = 30'000;
+  // Raised when the call must stop (see "Aborting" above); null: never.
+  std::shared_ptr<const abort_signal> abort;
 };
 
 // The spec a runner (or a model provider) gets has its secret references

@@ -147,9 +147,33 @@ void append_tail(std::string& s, const char* data, std::size_t n, std::size_t ca
 
 result<exec_outcome> run_sandboxed(const std::vector<std::string>& argv, const std::string& input,
                                    const config::exec_limits& limits, uint32_t timeout_ms,
-                                   const sandbox_options& opts) {
+                                   const sandbox_options& opts, const abort_signal* abort) {
   if (argv.empty() || argv[0].empty())
     return error(code::invalid_argument, "exec sandbox: empty argv");
+  // An abort wakes the wait loop's poll() through this pipe, at once; the
+  // hook is destroyed (below, in reverse order) before the pipe closes.
+  fd_handle wake_read, wake_write;
+  abort_signal::hook wake_on_abort;
+  if (abort != nullptr) {
+    auto wake = make_pipe();
+    if (!wake) return wake.error();
+    wake_read = std::move(wake->read);
+    wake_write = std::move(wake->write);
+    set_nonblocking(wake_read.get());
+    set_nonblocking(wake_write.get());
+    wake_on_abort = abort->on_raise([fd = wake_write.get()] {
+      const char byte = 1;
+      // A full pipe already holds a wake-up: nothing is lost.
+      [[maybe_unused]] ssize_t n = ::write(fd, &byte, 1);
+    });
+  }
+  auto aborted = [abort] { return abort != nullptr && abort->raised(); };
+  if (aborted()) {
+    exec_outcome never;
+    never.aborted = true;
+    never.started = false;
+    return never;
+  }
   child_plan plan = make_plan(argv, limits, opts);
   // In a PID namespace, ending its init ends every process of the call.
   const bool in_namespace = plan.clone_flags != 0;
@@ -206,6 +230,17 @@ result<exec_outcome> run_sandboxed(const std::vector<std::string>& argv, const s
   auto kill_group = [pid, in_namespace] { ::kill(in_namespace ? pid : -pid, SIGKILL); };
 
   for (;;) {
+    if (aborted()) {
+      // Whatever the tool got done may stand; what it is still doing ends
+      // now. Even a tool that already exited and whose pipes still drain
+      // counts as aborted: its output may be cut.
+      outcome.aborted = true;
+      if (!wait_status) {
+        kill_group();
+        wait_status = wait_for(pid);
+      }
+      break;
+    }
     if (!wait_status && child_has_exited(pid)) {
       // The tool is done: whatever it left running in its group goes too,
       // then the pipes drain (briefly, if an escapee still holds them).
@@ -230,7 +265,7 @@ result<exec_outcome> run_sandboxed(const std::vector<std::string>& argv, const s
     wait_ms = std::min<int64_t>(wait_ms, 1 << 30);
     if (!exit_fd.is_open() && !wait_status) wait_ms = std::min<int64_t>(wait_ms, 10);
 
-    pollfd fds[5];
+    pollfd fds[6];
     int n = 0;
     auto watch = [&](const fd_handle& fd, short events) {
       if (!fd.is_open()) return -1;
@@ -242,6 +277,7 @@ result<exec_outcome> run_sandboxed(const std::vector<std::string>& argv, const s
     int i_err = watch(from_stderr, POLLIN);
     int i_rep = watch(from_report, POLLIN);
     if (!wait_status) watch(exit_fd, POLLIN);
+    watch(wake_read, POLLIN);  // the loop's first check sees the abort
     if (::poll(fds, static_cast<nfds_t>(n), static_cast<int>(wait_ms)) < 0 && errno != EINTR) {
       kill_group();
       if (!wait_status) wait_for(pid);

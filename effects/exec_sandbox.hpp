@@ -16,7 +16,9 @@
 // new namespaces...), and, when the node runs as root, as an unprivileged
 // uid of its own (tool_uid). Elsewhere the tool gets its own process
 // group, which a timeout kills. The arguments go to stdin as JSON; the
-// tool answers with one JSON document on stdout.
+// tool answers with one JSON document on stdout. An abort signal, when
+// raised, kills the call the way the timeout does, at once (the wait loop
+// wakes through a pipe the signal's hook writes to, no polling).
 //
 // Blocking: call from an effect thread, never a scheduler thread.
 // Thread-safe: concurrent calls are independent.
@@ -28,6 +30,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/abort_signal.hpp"
 #include "base/status.hpp"
 #include "config/agent_spec.hpp"
 
@@ -78,15 +81,21 @@ struct exec_outcome {
   bool timed_out = false;  // killed by the wall timeout
   bool started = true;     // false: the program was never executed (not found, ...)
   bool output_truncated = false;
+  // Killed because `abort` was raised; with started false, raised before
+  // anything was started (nothing ran).
+  bool aborted = false;
   std::string stdout_text;  // at most limits.max_output_bytes
   std::string stderr_text;  // at most 64 KiB
 };
 
-// Runs argv with `input` (serialized JSON) on stdin. Errors: invalid_argument
-// (empty argv), io_error (fork/exec/pipe failed; a missing program is a
-// child exit code 127 instead).
+// Runs argv with `input` (serialized JSON) on stdin. When `abort` (may be
+// null) is raised, everything the call started is killed, as at the
+// timeout, and the call returns at once with `aborted`. Errors:
+// invalid_argument (empty argv), io_error (fork/exec/pipe failed; a missing
+// program is a child exit code 127 instead).
 result<exec_outcome> run_sandboxed(const std::vector<std::string>& argv, const std::string& input,
                                    const config::exec_limits& limits, uint32_t timeout_ms,
-                                   const sandbox_options& opts = {});
+                                   const sandbox_options& opts = {},
+                                   const abort_signal* abort = nullptr);
 
 }  // namespace keel::actors

@@ -98,11 +98,18 @@ effect_outcome exec_tool::run(const config::tool_spec& tool, const json& argumen
   sandbox.read_paths = tool.paths.read;
   sandbox.write_paths = tool.paths.write;
   sandbox.env = tool.env;  // its secrets were expanded by the caller
-  auto ran = run_sandboxed(tool.argv, input, tool.limits, ctx.timeout_ms, sandbox);
+  auto ran = run_sandboxed(tool.argv, input, tool.limits, ctx.timeout_ms, sandbox, ctx.abort.get());
   // The sandbox itself failed (out of processes or file descriptors, say):
   // a condition of the node that may pass, and the tool never ran.
   if (!ran) return effect_outcome::failure(who + ": " + ran.error().message(), true);
   const exec_outcome& out = *ran;
+
+  // Aborted (this node no longer leads the agent): another node may run the
+  // call again, so it ends here; only a tool that never started proves that
+  // nothing was done.
+  if (out.aborted && !out.started)
+    return effect_outcome::failure(who + " was aborted before it started", true);
+  if (out.aborted) return effect_outcome::unknown(who + " was aborted and killed", true);
 
   // Killed while it ran: whatever it was doing may be done.
   if (out.timed_out)

@@ -12,6 +12,9 @@
 //   exit 0, stdout cut at the tool's    -> success({"output": "<what was kept>",
 //     limits.max_output_bytes                      "output_truncated": true})
 //   wall timeout (ctx.timeout_ms)       -> failure, retryable, maybe applied
+//   ctx.abort raised while it ran       -> failure, retryable, maybe applied:
+//     (its processes are killed at once)   "... was aborted and killed"
+//   ctx.abort raised before it started  -> failure, retryable, not applied
 //   exit 75 (EX_TEMPFAIL, sysexits.h)   -> failure, retryable, not applied:
 //                                          the tool's way to say "nothing
 //                                          done, try again later"

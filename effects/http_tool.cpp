@@ -53,9 +53,15 @@ effect_outcome http_tool::run(const config::tool_spec& tool, const json& argumen
   // For a non-idempotent tool the pool must say whether a failed request
   // may have arrived, and so never resend it.
   bool sent = true;
-  auto res =
-      pool_.request(url->server, "POST", url->target, payload, headers,
-                    std::chrono::milliseconds(ctx.timeout_ms), tool.idempotent ? nullptr : &sent);
+  auto res = pool_.request(url->server, "POST", url->target, payload, headers,
+                           std::chrono::milliseconds(ctx.timeout_ms),
+                           tool.idempotent ? nullptr : &sent, ctx.abort.get());
+  // Aborted: the pool dropped the connection. (An idempotent tool's pool
+  // call does not say whether it sent: maybe applied then.)
+  if (!res && ctx.abort && ctx.abort->raised()) {
+    const std::string why = who + ": " + res.error().message();
+    return sent ? effect_outcome::unknown(why, true) : effect_outcome::failure(why, true);
+  }
   if (!res) {
     auto c = res.error().error_code();
     const bool retryable = c == code::timeout || c == code::unavailable;

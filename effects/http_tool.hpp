@@ -24,6 +24,10 @@
 //   no connection could be made (refused, DNS, TLS handshake): retryable,
 //                not applied. A bad url: permanent, not applied.
 //   sent, then a timeout or a lost connection: retryable, maybe applied.
+//   ctx.abort raised: the request's connection is closed at once (never
+//                kept alive); retryable, maybe applied ("... was
+//                aborted"); not applied when it was raised before a
+//                non-idempotent tool's request was sent.
 // A non-idempotent tool's request always goes out on a fresh connection
 // and is never resent by the client: a kept-alive connection the server
 // closed meanwhile would look like a request that may have arrived.

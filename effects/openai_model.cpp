@@ -165,7 +165,10 @@ effect_outcome openai_model::complete(const config::model_spec& spec, const json
   std::string payload = body.dump(-1, ' ', false, json::error_handler_t::replace);
 
   auto res = pool_.request(url->server, "POST", target, payload, headers,
-                           std::chrono::milliseconds(ctx.timeout_ms));
+                           std::chrono::milliseconds(ctx.timeout_ms), nullptr, ctx.abort.get());
+  // Aborted: the pool dropped the connection; the model may have seen it.
+  if (!res && ctx.abort && ctx.abort->raised())
+    return effect_outcome::unknown(who + ": " + res.error().message(), true);
   if (!res) {
     auto c = res.error().error_code();
     return effect_outcome::failure(who + ": " + res.error().message(),

@@ -13,7 +13,9 @@
 // and 408; permanent failure for other statuses (with the server's
 // {"error": {"message"}} when it sent one), a 2xx body that is not a chat
 // completion, a bad base_url, an unset api_key_env variable, or a server
-// certificate that fails verification.
+// certificate that fails verification. ctx.abort raised: the request's
+// connection is closed at once (never kept alive), and the outcome is
+// retryable, maybe applied ("... was aborted").
 //
 // Thread-safety: complete() may be called concurrently; connections are
 // kept alive in a pool shared by the calling threads.

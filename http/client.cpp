@@ -13,6 +13,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -110,8 +111,42 @@ struct http_client::impl {
   bool used = false;     // a response came back on this connection
   std::chrono::milliseconds timeout{30'000};
   header_list fixed_headers;
+  // set_abort(): the signal, and its hook, which posts cut() to `ioc`
+  // (thread-safe) from the raising thread. Declared after `ioc`: the hook
+  // goes first, and never posts to a destroyed io_context.
+  const abort_signal* abort = nullptr;
+  abort_signal::hook abort_hook;
 
   std::string where() const { return server.host + ":" + std::to_string(server.port); }
+
+  bool aborted() const { return abort != nullptr && abort->raised(); }
+
+  void set_abort(const abort_signal* s) {
+    abort_hook = {};  // waits for a hook running in another thread
+    abort = s;
+    if (s == nullptr) return;
+    // The cut runs on this client's thread, inside await()'s run(): the
+    // socket is never touched from two threads. Posted while no operation
+    // runs, it runs at the next await(), whose operation it then cancels;
+    // by then a later set_abort() may have changed the signal, which is
+    // why it checks again.
+    abort_hook = s->on_raise([this] {
+      asio::post(ioc, [this] {
+        if (aborted()) cut();
+      });
+    });
+  }
+
+  // Closes the socket under whatever operation is pending: it completes
+  // with operation_aborted, and the caller drops the connection.
+  void cut() {
+    if (plain || secure) transport().close();
+  }
+
+  static status abort_error(const std::string& what, bool sent) {
+    return error(code::unavailable,
+                 what + (sent ? " was aborted" : " was aborted before it was sent"));
+  }
 
   beast::tcp_stream& transport() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
 
@@ -119,6 +154,7 @@ struct http_client::impl {
   // it (and its deadline timer) are done: synchronous I/O with a timeout.
   template <class Start>
   beast::error_code await(Start&& start) {
+    if (aborted()) return asio::error::operation_aborted;
     beast::error_code result = asio::error::would_block;
     start([&result](beast::error_code ec, auto&&...) { result = ec; });
     ioc.restart();
@@ -376,7 +412,10 @@ status http_client::connect(const server_address& server) {
   std::string host = v6 ? "[" + m.server.host + "]" : m.server.host;
   bool default_port = m.server.port == (m.server.tls() ? 443 : 80);
   m.host_header = default_port ? host : host + ":" + std::to_string(m.server.port);
-  return m.open();
+  auto s = m.open();
+  if (!s && m.aborted())
+    return error(code::unavailable, "connecting to " + m.where() + " was aborted");
+  return s;
 }
 
 void http_client::set_ca_file(std::string pem_path) {
@@ -419,12 +458,14 @@ result<http_client::response> http_client::request(std::string_view method, std:
   m.tls_problem = tls_failure::none;
   if (m.server.host.empty()) return error(code::invalid_argument, "http client: connect() first");
   auto req = m.make_request(method, target, body, headers);
+  auto what = [&] { return std::string(method) + " " + std::string(target) + " on " + m.where(); };
 
   for (int tries = 0;; ++tries) {
     bool reused = m.connected && m.used;
     if (!m.connected) {
-      if (auto s = m.open(); !s) return s;
+      if (auto s = m.open(); !s) return m.aborted() ? m.abort_error(what(), false) : s;
     }
+    if (m.aborted()) return m.abort_error(what(), false);
     if (sent) *sent = true;
     auto a = m.exchange(req);
     if (!a.ec) {
@@ -433,14 +474,13 @@ result<http_client::response> http_client::request(std::string_view method, std:
       return std::move(a.res);
     }
     m.drop();
+    if (m.aborted()) return m.abort_error(what(), true);
     if (!sent && reused && tries == 0 && !a.got_some && closed_by_peer(a.ec)) continue;
     KEEL_TRY(m.refused_certificate(a.ec));
     if (a.ec == beast::error::timeout)
-      return error(code::timeout, std::string(method) + " " + std::string(target) + " on " +
-                                      m.where() + " timed out after " +
-                                      std::to_string(m.timeout.count()) + " ms");
-    return error(code::unavailable, std::string(method) + " " + std::string(target) + " on " +
-                                        m.where() + " failed: " + a.ec.message());
+      return error(code::timeout,
+                   what() + " timed out after " + std::to_string(m.timeout.count()) + " ms");
+    return error(code::unavailable, what() + " failed: " + a.ec.message());
   }
 }
 
@@ -457,8 +497,9 @@ result<http_client::response> http_client::stream(
   for (int tries = 0;; ++tries) {
     bool reused = m.connected && m.used;
     if (!m.connected) {
-      if (auto s = m.open(); !s) return s;
+      if (auto s = m.open(); !s) return m.aborted() ? m.abort_error(what(), false) : s;
     }
+    if (m.aborted()) return m.abort_error(what(), false);
     impl::stream_attempt a;
     try {
       a = m.secure ? m.stream_on(*m.secure, req, on_data, idle_timeout)
@@ -474,6 +515,7 @@ result<http_client::response> http_client::stream(
       return std::move(a.res);
     }
     m.drop();
+    if (m.aborted()) return m.abort_error(what(), true);
     if (reused && tries == 0 && !a.got_some && closed_by_peer(a.ec)) continue;
     KEEL_TRY(m.refused_certificate(a.ec));
     if (a.ec == beast::error::timeout) {
@@ -490,6 +532,10 @@ result<http_client::response> http_client::stream(
   }
 }
 
+void http_client::set_abort(const abort_signal* abort) {
+  impl_->set_abort(abort);
+}
+
 void http_client::close() {
   impl_->drop();
 }
@@ -502,11 +548,15 @@ http_client_pool::~http_client_pool() = default;
 result<http_client::response> http_client_pool::request(
     const server_address& server, std::string_view method, std::string_view target,
     std::string_view body, const http_client::header_list& headers,
-    std::chrono::milliseconds timeout, bool* sent) {
+    std::chrono::milliseconds timeout, bool* sent, const abort_signal* abort) {
   using clock = std::chrono::steady_clock;
   auto deadline = clock::now() + timeout;
   if (sent) *sent = false;
   std::string key = server.scheme + "://" + server.host + ":" + std::to_string(server.port);
+  if (abort != nullptr && abort->raised())
+    return error(code::unavailable, std::string(method) + " " + std::string(target) + " on " +
+                                        server.host + ":" + std::to_string(server.port) +
+                                        " was aborted before it was sent");
   std::unique_ptr<http_client> client;
   if (!sent) {
     std::lock_guard lock(mu_);
@@ -515,15 +565,20 @@ result<http_client::response> http_client_pool::request(
       it->second.pop_back();
     }
   }
-  if (!client) {
+  const bool fresh = !client;
+  if (fresh) {
     client = std::make_unique<http_client>();
     client->set_timeout(timeout);
-    KEEL_TRY(client->connect(server));
   }
+  client->set_abort(abort);
+  if (fresh) KEEL_TRY(client->connect(server));
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
   client->set_timeout(std::max(left, std::chrono::milliseconds(1)));
   auto res = client->request(method, target, body, headers, sent);
-  if (res) {
+  client->set_abort(nullptr);
+  // An aborted exchange dropped its connection; one that finished as the
+  // signal was raised may be fine, but is not worth the doubt.
+  if (res && (abort == nullptr || !abort->raised())) {
     std::lock_guard lock(mu_);
     auto& idle = idle_[key];
     if (idle.size() < max_idle_) idle.push_back(std::move(client));

@@ -22,6 +22,13 @@
 //
 // stream() reads a body as it arrives (Server-Sent Events; http/sse.hpp
 // parses them).
+//
+// Aborting (set_abort): raising the signal, from any thread, ends the
+// connect, request or stream under way at once: its connection is closed
+// (a cut is posted to the client's own io_context, which runs only inside
+// its calls, so the socket is never touched from two threads) and the call
+// fails with unavailable ("... was aborted"; "... before it was sent" when
+// nothing was). Name resolution, which is synchronous, is not cut short.
 
 #include <chrono>
 #include <cstddef>
@@ -35,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/abort_signal.hpp"
 #include "base/status.hpp"
 #include "http/url.hpp"
 
@@ -85,6 +93,11 @@ class http_client {
   void set_timeout(std::chrono::milliseconds timeout);
   // A header sent with every request, e.g. ("Authorization", "Bearer T").
   void set_header(std::string name, std::string value);
+  // The signal that aborts this client's calls from now on (see above);
+  // null: none. A raised one fails every later call until it is replaced.
+  // REQUIRES: `abort` outlives its use here (until the next set_abort or
+  // the client's end). Call from the client's thread, between calls.
+  void set_abort(const abort_signal* abort);
 
   // Sends one request and reads the whole response. A non-empty body is
   // sent as application/json unless `headers` names another Content-Type.
@@ -140,11 +153,14 @@ class http_client_pool {
   // One deadline, `timeout`, covers connecting (when needed), sending and
   // receiving. With `sent` (see http_client::request) the request goes out
   // on a fresh connection: a kept-alive one the server has meanwhile closed
-  // would fail it as if it might have been sent.
+  // would fail it as if it might have been sent. `abort` (may be null)
+  // aborts the call as http_client::set_abort says; the connection of a
+  // call during which it was raised is dropped, never kept.
   result<http_client::response> request(const server_address& server, std::string_view method,
                                         std::string_view target, std::string_view body,
                                         const http_client::header_list& headers,
-                                        std::chrono::milliseconds timeout, bool* sent = nullptr);
+                                        std::chrono::milliseconds timeout, bool* sent = nullptr,
+                                        const abort_signal* abort = nullptr);
 
  private:
   const std::size_t max_idle_;

@@ -1,7 +1,8 @@
 #pragma once
 // Raw bytes over a TCP connection to 127.0.0.1, for tests of what an HTTP
 // client library would never send (smuggling attempts, idle connections,
-// headers without their body). Blocking, with a deadline on every read.
+// headers without their body), and a listener for what our server never
+// answers. Blocking, with a deadline on every read.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -11,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -20,6 +22,8 @@ namespace keel::test {
 class raw_connection {
  public:
   raw_connection() = default;
+  // Takes over a connected socket (raw_listener::accept).
+  explicit raw_connection(int fd) : fd_(fd) {}
   ~raw_connection() { close(); }
   raw_connection(raw_connection&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
   raw_connection& operator=(raw_connection&& o) noexcept {
@@ -55,6 +59,25 @@ class raw_connection {
     return true;
   }
 
+  // Reads until `text` has arrived (and returns all that did), the peer
+  // closes or `timeout` passes (and returns "").
+  std::string read_until(std::string_view text, std::chrono::milliseconds timeout) {
+    std::string out;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (out.find(text) == std::string::npos) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return {};
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return {};
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+    return out;
+  }
+
   // Reads until the peer closes or `timeout` passes; `closed` says which.
   std::string read_all(std::chrono::milliseconds timeout, bool* closed = nullptr) {
     std::string out;
@@ -85,6 +108,43 @@ class raw_connection {
 
  private:
   int fd_ = -1;
+};
+
+// A loopback listener for a hand-written server (responses our server never
+// sends, a server that takes a request and never answers).
+class raw_listener {
+ public:
+  // Listens on 127.0.0.1 at a free port. Throws std::runtime_error when it
+  // cannot.
+  raw_listener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(fd_, 8) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("raw_listener: cannot listen on a loopback socket");
+    port_ = ntohs(a.sin_port);
+  }
+  ~raw_listener() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  raw_listener(const raw_listener&) = delete;
+  raw_listener& operator=(const raw_listener&) = delete;
+
+  uint16_t port() const { return port_; }
+  // The next connection, waited for up to `timeout`; not connected (fd()
+  // -1) when none came.
+  raw_connection accept(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return raw_connection();
+    return raw_connection(::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC));
+  }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
 };
 
 // How many HTTP responses (status lines) `raw` holds.

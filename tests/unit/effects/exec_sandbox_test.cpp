@@ -16,12 +16,14 @@
 #include <vector>
 
 #include "effects/exec_sandbox.hpp"
+#include "support/process_scan.hpp"
 #include "support/wait.hpp"
 
 using keel::actors::exec_outcome;
 using keel::actors::probe_sandbox;
 using keel::actors::run_sandboxed;
 using keel::config::exec_limits;
+using keel::test::processes_with;
 
 namespace {
 
@@ -48,29 +50,6 @@ std::vector<std::string> lines_of(const std::string& text) {
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
-}
-
-// Alive = exists and is not a zombie. A killed orphan is a zombie until
-// init reaps it, which counts as dead here.
-bool process_alive(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!std::getline(stat, text)) return false;
-  auto close = text.rfind(')');
-  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
-}
-
-// Host processes whose command line holds `token`.
-int processes_with(const std::string& token) {
-  int n = 0;
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(e.path() / "cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmd.find(token) != std::string::npos && process_alive(std::stoi(name))) ++n;
-  }
-  return n;
 }
 
 // Interfaces of the network namespace the reader is in (the first column of
@@ -189,6 +168,52 @@ TEST_CASE("the wall timeout kills the program's whole process group") {
   auto out = shell("sh -c 'sleep 30; echo " + token + "' & wait", {}, 500);
   CHECK(out.timed_out);
   CHECK(keel::test::eventually([&] { return processes_with(token) == 0; }));
+}
+
+TEST_CASE("an abort kills everything the call started at once, and says so") {
+  // Two shells, each waiting on a sleep, both with the token in their
+  // command lines: the call has started once both run.
+  const std::string token = "keel-aborted-" + std::to_string(::getpid());
+  keel::abort_signal abort;
+  keel::test::future_value<keel::result<exec_outcome>> done;
+  std::thread caller([&] {
+    done.set(run_sandboxed(
+        {"/bin/sh", "-c", "sh -c 'sleep 30; echo " + token + "' & sleep 30; echo " + token}, "", {},
+        60'000, {}, &abort));
+  });
+  REQUIRE(keel::test::eventually([&] { return processes_with(token) >= 2; }));
+  auto raised_at = std::chrono::steady_clock::now();
+  CHECK(abort.raise());
+  auto r = done.wait(std::chrono::seconds(20));
+  auto took = std::chrono::steady_clock::now() - raised_at;
+  caller.join();
+  REQUIRE(r.has_value());
+  REQUIRE_MESSAGE(r->is_ok(), r->error().to_string());
+  const exec_outcome& out = r->value();
+  MESSAGE("aborted sandbox call returned "
+          << std::chrono::duration_cast<std::chrono::microseconds>(took).count() << " us after "
+          << "the raise");
+  CHECK(took < std::chrono::seconds(2));  // not the 30 s sleep nor the 60 s timeout
+  CHECK(out.aborted);
+  CHECK(out.started);
+  CHECK_FALSE(out.timed_out);
+  CHECK(out.signal == SIGKILL);
+  // In a PID namespace nothing is left when the call returns; elsewhere the
+  // group's SIGKILL lands within moments.
+  if (probe_sandbox().pid_namespace) CHECK(processes_with(token) == 0);
+  CHECK(
+      keel::test::eventually([&] { return processes_with(token) == 0; }, std::chrono::seconds(5)));
+}
+
+TEST_CASE("a call whose abort was raised before it started runs nothing") {
+  const std::string token = "keel-never-" + std::to_string(::getpid());
+  keel::abort_signal abort;
+  abort.raise();
+  auto r = run_sandboxed({"/bin/sh", "-c", "sleep 30; echo " + token}, "", {}, 60'000, {}, &abort);
+  REQUIRE(r.is_ok());
+  CHECK(r->aborted);
+  CHECK_FALSE(r->started);
+  CHECK(processes_with(token) == 0);
 }
 
 TEST_CASE("what a finished program left running in its group is killed") {

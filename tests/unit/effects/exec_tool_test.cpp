@@ -1,11 +1,18 @@
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "effects/exec_sandbox.hpp"
 #include "effects/exec_tool.hpp"
+#include "support/process_scan.hpp"
+#include "support/wait.hpp"
 
 using keel::actors::effect_outcome;
 using keel::actors::exec_tool;
@@ -103,6 +110,44 @@ TEST_CASE("a tool that runs past the timeout fails retryably") {
   CHECK_FALSE(out.ok);
   CHECK(out.retryable);
   CHECK(contains(out.error, "timed out after 300 ms"));
+}
+
+TEST_CASE("a tool aborted while it runs is killed at once and may have been applied") {
+  const std::string token = "keel-tool-aborted-" + std::to_string(::getpid());
+  auto abort = std::make_shared<keel::abort_signal>();
+  auto ctx = context(60'000);
+  ctx.abort = abort;
+  keel::test::future_value<effect_outcome> done;
+  std::thread caller([&] { done.set(run(shell_tool("sleep 30; echo " + token), {}, ctx)); });
+  REQUIRE(keel::test::eventually([&] { return keel::test::processes_with(token) >= 1; }));
+  auto raised_at = std::chrono::steady_clock::now();
+  abort->raise();
+  auto out = done.wait(std::chrono::seconds(20));
+  auto took = std::chrono::steady_clock::now() - raised_at;
+  caller.join();
+  REQUIRE(out.has_value());
+  MESSAGE("aborted exec tool returned "
+          << std::chrono::duration_cast<std::chrono::microseconds>(took).count()
+          << " us after the raise");
+  CHECK(took < std::chrono::seconds(2));
+  CHECK_FALSE(out->ok);
+  CHECK(out->retryable);
+  CHECK(out->maybe_applied);
+  CHECK(contains(out->error, "aborted"));
+  CHECK(keel::test::eventually([&] { return keel::test::processes_with(token) == 0; },
+                               std::chrono::seconds(5)));
+}
+
+TEST_CASE("a tool aborted before it starts is not run and not applied") {
+  auto abort = std::make_shared<keel::abort_signal>();
+  abort->raise();
+  auto ctx = context();
+  ctx.abort = abort;
+  auto out = run(shell_tool("echo ran"), {}, ctx);
+  CHECK_FALSE(out.ok);
+  CHECK(out.retryable);
+  CHECK_FALSE(out.maybe_applied);
+  CHECK(contains(out.error, "aborted before it started"));
 }
 
 TEST_CASE("exit code 75 asks for a retry") {

@@ -25,6 +25,7 @@
 #include "http/client.hpp"
 #include "http/server.hpp"
 #include "http/sse.hpp"
+#include "support/raw_http.hpp"
 #include "support/wait.hpp"
 
 using namespace keel;
@@ -203,39 +204,6 @@ class raw_connection {
 
  private:
   int fd_ = -1;
-};
-
-// One connection's worth of a hand-written HTTP server, for responses our
-// server never sends (a body delimited by the end of the connection).
-class raw_listener {
- public:
-  raw_listener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd_, 1) == 0);
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port_ = ntohs(a.sin_port);
-  }
-  ~raw_listener() { ::close(fd_); }
-  raw_listener(const raw_listener&) = delete;
-  raw_listener& operator=(const raw_listener&) = delete;
-
-  uint16_t port() const { return port_; }
-  // Waits up to 10 s for a connection; -1 when none came.
-  int accept_one() {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, 10'000) <= 0) return -1;
-    return ::accept(fd_, nullptr, nullptr);
-  }
-
- private:
-  int fd_ = -1;
-  uint16_t port_ = 0;
 };
 
 }  // namespace
@@ -492,11 +460,12 @@ TEST_CASE("a non-2xx answer to a stream request comes back whole, without on_dat
 }
 
 TEST_CASE("the client reads a body that ends with the connection as it arrives") {
-  raw_listener listener;
+  test::raw_listener listener;
   event_log log;
   test::future_value<stream_result> result;
   std::jthread client([&] { result.set(read_events(listener.port(), log, 10s)); });
-  int fd = listener.accept_one();
+  test::raw_connection conn = listener.accept();
+  const int fd = conn.fd();
   REQUIRE(fd >= 0);
   std::string request;
   char buf[4096];
@@ -513,7 +482,7 @@ TEST_CASE("the client reads a body that ends with the connection as it arrives")
   std::string second = "data: two\r\n\r\n";
   CHECK(::send(fd, second.data(), second.size(), MSG_NOSIGNAL) ==
         static_cast<ssize_t>(second.size()));
-  ::close(fd);
+  conn.close();
   auto r = result.wait();
   REQUIRE(r.has_value());
   REQUIRE_MESSAGE(*r, r->error().to_string());

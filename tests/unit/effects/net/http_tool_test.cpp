@@ -4,12 +4,14 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
 
+#include "base/abort_signal.hpp"
 #include "effects/http_tool.hpp"
 #include "http/client.hpp"
 #include "support/fake_tool_server.hpp"
@@ -287,6 +289,61 @@ TEST_CASE("a held call is answered when its hold times out") {
   auto out = runner.run(tool_at("refund", api.url("refund")), refund_args, call_ctx("eff-1"));
   REQUIRE_MESSAGE(out.ok, out.error);
   CHECK(api.held() == 0);
+}
+
+TEST_CASE(
+    "an aborted call returns at once, may have been applied, and its connection is not kept") {
+  test::fake_tool_server api;
+  test::tool_behaviour b;
+  b.hold = true;  // applied on arrival, answered only at release
+  api.set_behaviour("refund", b);
+  net::http_tool runner;
+  auto abort = std::make_shared<abort_signal>();
+  auto ctx = call_ctx("eff-1", 1, 60'000);
+  ctx.abort = abort;
+  test::future_value<actors::effect_outcome> done;
+  std::thread caller(
+      [&] { done.set(runner.run(tool_at("refund", api.url("refund")), refund_args, ctx)); });
+  REQUIRE(api.wait_for_held(1, 10s));
+
+  auto raised_at = std::chrono::steady_clock::now();
+  abort->raise();
+  auto out = done.wait(10s);
+  auto took = std::chrono::steady_clock::now() - raised_at;
+  caller.join();
+  REQUIRE(out.has_value());
+  MESSAGE("aborted http tool returned "
+          << std::chrono::duration_cast<std::chrono::microseconds>(took).count()
+          << " us after the raise");
+  CHECK(took < 2s);
+  CHECK_FALSE(out->ok);
+  CHECK(out->retryable);
+  CHECK(out->maybe_applied);
+  CHECK(contains(out->error, "was aborted"));
+  CHECK(api.applied("refund") == 1);
+
+  // The held connection still waits for its answer: a call that went out
+  // on it would wait too. The next call gets a connection of its own.
+  auto next =
+      runner.run(tool_at("lookup", api.url("lookup")), refund_args, call_ctx("eff-2", 1, 5'000));
+  CHECK_MESSAGE(next.ok, next.error);
+}
+
+TEST_CASE("a call aborted before it is sent does not reach the tool") {
+  test::fake_tool_server api;
+  net::http_tool runner;
+  auto abort = std::make_shared<abort_signal>();
+  abort->raise();
+  auto ctx = call_ctx("eff-1");
+  ctx.abort = abort;
+  auto tool = tool_at("refund", api.url("refund"));
+  tool.idempotent = false;  // the pool says whether it sent
+  auto out = runner.run(tool, refund_args, ctx);
+  CHECK_FALSE(out.ok);
+  CHECK(out.retryable);
+  CHECK_FALSE(out.maybe_applied);
+  CHECK(contains(out.error, "before it was sent"));
+  CHECK(api.total_calls() == 0);
 }
 
 TEST_CASE(

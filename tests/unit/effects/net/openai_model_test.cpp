@@ -6,15 +6,18 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "base/abort_signal.hpp"
 #include "effects/openai_model.hpp"
 #include "support/fake_openai_server.hpp"
 #include "support/refused_port.hpp"
+#include "support/wait.hpp"
 
 using namespace keel;
 using nlohmann::json;
@@ -198,6 +201,35 @@ TEST_CASE("a reply slower than the timeout is a retryable failure within about t
   CHECK(out.retryable);
   CHECK(contains(out.error, "timed out"));
   CHECK(took < std::chrono::milliseconds(2000));
+}
+
+TEST_CASE("an aborted model call returns at once as retryable and maybe applied") {
+  test::fake_openai_server ai;
+  ai.push_text("too late");
+  ai.delay_next(1, std::chrono::seconds(60));
+  net::openai_model model;
+  auto abort = std::make_shared<abort_signal>();
+  auto ctx = call_ctx(60'000);
+  ctx.abort = abort;
+  test::future_value<actors::effect_outcome> done;
+  std::thread caller(
+      [&] { done.set(model.complete(spec_for(ai.base_url()), refund_request(), ctx)); });
+  REQUIRE(ai.wait_for_calls(1, std::chrono::seconds(10)));
+
+  auto raised_at = std::chrono::steady_clock::now();
+  abort->raise();
+  auto out = done.wait(std::chrono::seconds(10));
+  auto took = std::chrono::steady_clock::now() - raised_at;
+  caller.join();
+  REQUIRE(out.has_value());
+  MESSAGE("aborted model call returned "
+          << std::chrono::duration_cast<std::chrono::microseconds>(took).count()
+          << " us after the raise");
+  CHECK(took < std::chrono::seconds(2));
+  CHECK_FALSE(out->ok);
+  CHECK(out->retryable);
+  CHECK(out->maybe_applied);
+  CHECK(contains(out->error, "was aborted"));
 }
 
 TEST_CASE("an endpoint that refuses connections is a retryable failure") {
