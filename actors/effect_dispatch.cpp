@@ -20,14 +20,23 @@ using blocking_call =
 // under its agent, with the abort signal its runner gets: a call aborted
 // while still queued never starts and fails, retryable and not applied.
 // A job the pool drops at stop() unregisters as it is destroyed.
+//
+// Replicated, a call starts only while this node leads the agent's group
+// in the shell's term and holds its lease (docs/replication.md, "The
+// leader lease"). Registered first, checked second: a node that lets go
+// of the group after the check raises the signal of this call too.
 bool run_on_pool(const effect_target& t, uint64_t effect, uint32_t attempt, blocking_call call) {
   runtime* rt = t.rt;
   std::string name = t.agent;
   auto reg = rt->calls.add(name);
-  return rt->pool->submit([rt, name, effect, attempt, call = std::move(call), reg]() mutable {
+  return rt->pool->submit([rt, name, effect, attempt, call = std::move(call), reg, group = t.group,
+                           term = t.term]() mutable {
     effect_outcome o;
     if (reg->signal()->raised()) {
       o = effect_outcome::failure("the call was aborted before it started", true);
+    } else if (rt->repl != nullptr && rt->repl->leading(group) != term) {
+      o = effect_outcome::failure(
+          "the call was not started: this node no longer leads the agent's group", true);
     } else {
       const secret_scope secrets = rt->secrets ? rt->secrets->scope() : secret_scope();
       try {

@@ -21,6 +21,11 @@ struct effect_target {
   std::string agent;
   uint64_t agent_id = 0;
   const agent::loop_type* loop = nullptr;
+  // Replicated (rt->repl set): the agent's group and the term its shell
+  // was activated in. A blocking call starts only while this node still
+  // leads the group in that term (and holds its lease).
+  uint32_t group = 0;
+  uint64_t term = 0;
 };
 
 // The idempotency key of an effect: "<agent>#<effect id>", the same for

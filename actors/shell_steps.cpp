@@ -120,7 +120,7 @@ void timer_ops(shell_state& s, const agent::effect& fx, batch& b) {
 // --- effects -------------------------------------------------------------------
 
 effect_target target_of(const shell_state& s) {
-  return {s.rt, s.name, s.meta.id, loop_of(s)};
+  return {s.rt, s.name, s.meta.id, loop_of(s), s.group, s.term};
 }
 
 // Whether the agent holds new input and effects: paused, and still active

@@ -195,10 +195,16 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
       raw->leader_cv.notify_all();
     };
     hooks.on_lose = [raw](raft::group_id g) {
-      // leading(g) is already false: requests route elsewhere, and the
-      // group's live agents stop (their writes in flight fail).
+      // leading(g) is already false: requests route elsewhere, the group's
+      // live agents stop (their writes in flight fail), and the calls they
+      // have in flight are aborted before another member can be elected
+      // (docs/replication.md, "The leader lease").
       auto* r = raw->opts.repl;
-      raw->node.evict([r, g](std::string_view name) { return r->group_of(name) == g; }, [] {});
+      auto in_group = [r, g](std::string_view name) { return r->group_of(name) == g; };
+      raw->node.evict(in_group, [] {});
+      if (std::size_t n = raw->node.abort_effects(in_group); n != 0)
+        log::warn("calls aborted: this member let go of their agents' group",
+                  {{"group", std::to_string(g)}, {"calls", std::to_string(n)}});
       raw->leader_cv.notify_all();
     };
     auto& node_ref = node;

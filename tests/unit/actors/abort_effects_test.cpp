@@ -18,6 +18,7 @@
 #include "actors/node.hpp"
 #include "support/in_process_node.hpp"
 #include "support/replay_check.hpp"
+#include "support/stand_in_replicator.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 
@@ -141,7 +142,8 @@ struct abort_node {
   std::shared_ptr<blocking_tools> tools = std::make_shared<blocking_tools>();
   std::unique_ptr<actors::node> node;
 
-  explicit abort_node(uint32_t effect_threads) {
+  // `repl`: the node's shells write through it (a replicated node).
+  explicit abort_node(uint32_t effect_threads, actors::replicator* repl = nullptr) {
     config::node_config cfg;
     cfg.data_dir = dir.str();
     cfg.http_port = 0;
@@ -150,6 +152,7 @@ struct abort_node {
     opts.plugins.providers["fake"] = model;
     opts.plugins.runners[config::tool_kind::http] = tools;
     opts.effect_threads = effect_threads;
+    opts.repl = repl;
     auto n = actors::node::start(cfg, opts);
     REQUIRE_MESSAGE(n, n.error().to_string());
     node = std::move(*n);
@@ -265,4 +268,29 @@ TEST_CASE("abort_effects with nothing in flight, or a pick that selects nobody, 
   CHECK(n.tools->aborted() == 0);
   n.tools->release();
   CHECK(eventually([&] { return n.tool_succeeded("a/1"); }));
+}
+
+TEST_CASE(
+    "a replicated node starts no queued call once it no longer leads the agent's group in the "
+    "shell's term") {
+  keel::test::stand_in_replicator repl;
+  // One effect thread: b/1's tool call holds it while a/1's model call
+  // waits in the queue.
+  abort_node n(1, &repl);
+  repl.n = n.node.get();
+  n.spawn("b/1");
+  n.spawn("a/1");
+  n.send("b/1", "go");
+  REQUIRE(n.tools->wait_started({"b/1"}));
+  n.send("a/1", "go");
+  // a/1's model call is queued behind b/1's tool call (the model would
+  // answer at once: it has not been asked).
+  CHECK(n.model->calls("a/1") == 0);
+  // The node stops leading (a lapsed lease, a new term) before the queued
+  // call gets a thread.
+  repl.lead = false;
+  n.tools->release();
+  REQUIRE(eventually([&] { return !n.final_failure("a/1").empty(); }, 10s));
+  CHECK(n.final_failure("a/1").find("no longer leads") != std::string::npos);
+  CHECK(n.model->calls("a/1") == 0);
 }

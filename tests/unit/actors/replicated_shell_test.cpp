@@ -17,6 +17,7 @@
 #include "actors/replicator.hpp"
 #include "config/cluster_config.hpp"
 #include "support/replay_check.hpp"
+#include "support/stand_in_replicator.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wait.hpp"
 
@@ -24,55 +25,9 @@ using namespace keel;
 using namespace keel::actors;
 using keel::test::eventually;
 using keel::test::future_value;
+using keel::test::stand_in_replicator;
 
 namespace {
-
-class stand_in_replicator final : public replicator {
- public:
-  struct proposal {
-    uint32_t group;
-    uint64_t term;
-    std::size_t ops;
-  };
-
-  node* n = nullptr;  // applies accepted proposals through its journal
-  std::atomic<bool> lead{true};
-  std::atomic<uint64_t> term{5};
-  std::atomic<int> fence_next{0};
-
-  uint32_t group_of(std::string_view name) const override {
-    return config::group_of_shard(config::shard_of(name, 256), 4);
-  }
-  std::optional<uint64_t> leading(uint32_t) const override {
-    if (!lead) return std::nullopt;
-    return term.load();
-  }
-  result<uint64_t> allocate_agent_id(uint32_t group) override {
-    return (uint64_t{group} + 1) << 48 | ++next_id_;
-  }
-  void propose(uint32_t group, uint64_t t, persistence::write_set ops, done_fn done) override {
-    {
-      std::lock_guard lk(mu_);
-      seen_.push_back({group, t, ops.size()});
-    }
-    if (fence_next > 0) {
-      --fence_next;
-      done(error(code::unavailable, "fenced: group " + std::to_string(group) + " moved past term " +
-                                        std::to_string(t)));
-      return;
-    }
-    n->commit(std::move(ops), std::move(done));
-  }
-  std::vector<proposal> seen() {
-    std::lock_guard lk(mu_);
-    return seen_;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<proposal> seen_;
-  std::atomic<uint64_t> next_id_{0};
-};
 
 struct replicated_node {
   test::temp_dir dir;
