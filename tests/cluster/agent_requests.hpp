@@ -32,6 +32,30 @@ inline void spawn_counter(client_set& c, const std::string& via, const std::stri
   spawn(c, via, name, "counter");
 }
 
+// A type whose scripted model calls the http tool `tool` at `url` once
+// (arguments {"entry": "e-1"}; up to 3 attempts of `timeout_ms`), then
+// answers "done".
+inline json one_http_call_type(const std::string& type, const std::string& tool,
+                               const std::string& url, bool idempotent, uint32_t timeout_ms) {
+  return {{"name", type},
+          {"model",
+           {{"provider", "scripted"},
+            {"timeout_ms", 5000},
+            {"script",
+             {{"replies",
+               {{{"content", nullptr},
+                 {"tool_calls", {{{"name", tool}, {"arguments", {{"entry", "e-1"}}}}}}},
+                {{"content", "done"}}}}}}}},
+          {"tools",
+           {{{"name", tool},
+             {"description", "the " + tool + " tool"},
+             {"parameters", {{"type", "object"}}},
+             {"kind", "http"},
+             {"url", url},
+             {"idempotent", idempotent},
+             {"retry", {{"attempts", 3}, {"backoff_ms", 50}, {"timeout_ms", timeout_ms}}}}}}};
+}
+
 // A counter's total, asked through `via`; nullopt when it does not answer.
 inline std::optional<int64_t> query_total(client_set& c, const std::string& via,
                                           const std::string& name) {

@@ -493,29 +493,6 @@ TEST_CASE(
 
 namespace {
 
-// A type whose scripted model makes one http call of `tool` at the fake
-// tool server, then answers "done".
-json one_http_call_type(const test::fake_tool_server& tools, const std::string& type,
-                        const std::string& tool, bool idempotent) {
-  return {{"name", type},
-          {"model",
-           {{"provider", "scripted"},
-            {"timeout_ms", 5000},
-            {"script",
-             {{"replies",
-               {{{"content", nullptr},
-                 {"tool_calls", {{{"name", tool}, {"arguments", {{"entry", "e-1"}}}}}}},
-                {{"content", "done"}}}}}}}},
-          {"tools",
-           {{{"name", tool},
-             {"description", "the " + tool + " tool"},
-             {"parameters", {{"type", "object"}}},
-             {"kind", "http"},
-             {"url", tools.url(tool)},
-             {"idempotent", idempotent},
-             {"retry", {{"attempts", 3}, {"backoff_ms", 50}, {"timeout_ms", 20'000}}}}}}};
-}
-
 json view_of(test_cluster& c, const std::string& via, const std::string& name) {
   auto a = c.call(via, "GET", agent_path(name));
   return a.transport_ok && a.status == 200 ? a.body : json();
@@ -558,8 +535,10 @@ TEST_CASE(
   const auto agents = c.root() / "agents";
   std::filesystem::create_directories(agents);
   for (const auto& [file, spec] :
-       {std::pair{"payer.json", one_http_call_type(tools, "payer", "charge", true)},
-        std::pair{"notifier.json", one_http_call_type(tools, "notifier", "notify", false)}}) {
+       {std::pair{"payer.json",
+                  one_http_call_type("payer", "charge", tools.url("charge"), true, 20'000)},
+        std::pair{"notifier.json",
+                  one_http_call_type("notifier", "notify", tools.url("notify"), false, 20'000)}}) {
     std::ofstream out(agents / file);
     out << spec.dump(2);
     REQUIRE(out.good());

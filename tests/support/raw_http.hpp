@@ -104,27 +104,39 @@ class raw_connection {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
   }
+  // The address the other end connected from ("" when unknown).
+  std::string peer_address() const {
+    sockaddr_in a{};
+    socklen_t len = sizeof a;
+    char text[INET_ADDRSTRLEN] = {};
+    if (fd_ < 0 || ::getpeername(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0 ||
+        ::inet_ntop(AF_INET, &a.sin_addr, text, sizeof text) == nullptr)
+      return {};
+    return text;
+  }
   int fd() const { return fd_; }
 
  private:
   int fd_ = -1;
 };
 
-// A loopback listener for a hand-written server (responses our server never
+// A listener for a hand-written server (responses our server never
 // sends, a server that takes a request and never answers).
 class raw_listener {
  public:
-  // Listens on 127.0.0.1 at a free port. Throws std::runtime_error when it
-  // cannot.
-  raw_listener() {
+  // Listens on `host` (an IPv4 address of this network namespace) at
+  // `port` (0: a free one). Throws std::runtime_error when it cannot.
+  explicit raw_listener(const std::string& host = "127.0.0.1", uint16_t port = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1)
+      throw std::runtime_error("raw_listener: not an IPv4 address: " + host);
     socklen_t len = sizeof a;
     if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
         ::listen(fd_, 8) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      throw std::runtime_error("raw_listener: cannot listen on a loopback socket");
+      throw std::runtime_error("raw_listener: cannot listen on " + host);
     port_ = ntohs(a.sin_port);
   }
   ~raw_listener() {
