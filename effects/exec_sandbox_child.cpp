@@ -178,8 +178,12 @@ pid_t raw_fork(int flags) {
     for (int fd = 0; fd <= 2; ++fd)
       if (::fchown(fd, uid, gid) != 0)
         child_fail(report, child_step::identity, errno, exit_setup_failed);
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 ||
-        ::setresuid(uid, uid, uid) != 0)
+    // Raw system calls, not glibc's wrappers: in a multi-threaded process
+    // those make every thread change identity (a signal to each, under a
+    // lock of glibc's thread list), and a child forked while another
+    // thread held that lock would wait on it forever.
+    if (::syscall(SYS_setgroups, 0, nullptr) != 0 || ::syscall(SYS_setresgid, gid, gid, gid) != 0 ||
+        ::syscall(SYS_setresuid, uid, uid, uid) != 0)
       child_fail(report, child_step::identity, errno, exit_setup_failed);
   }
   // Nothing the tool runs gains privileges (setuid binaries, file
