@@ -145,6 +145,8 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
     if (seen.insert(m.id).second) peers.push_back(m);
 
   impl* raw = p.get();
+  cluster_outbox::options oo;
+  oo.repl = p->opts.repl;
   p->outbox = std::make_unique<cluster_outbox>(
       node, [raw](std::string_view name) { return raw->route_to(name); },
       [raw](const std::string& n) { return n == raw->self.id || raw->transport->is_up(n); },
@@ -152,7 +154,7 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
             std::function<void(result<std::vector<delivery_ack>>)> done) {
         raw->deliver_batch(to, std::move(batch), std::move(done));
       },
-      cluster_outbox::options{});
+      oo);
 
   // Peers may call as soon as the transport runs: nothing is taken before
   // the node is wholly set up (`ready`).
@@ -184,11 +186,15 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
   }
   if (p->opts.repl) {
     replication::hooks hooks;
-    hooks.on_lead = [raw](raft::group_id, uint64_t) {
-      // Agents of the group with work pending (queued messages, effects
-      // started by the previous leader) resume here: store reads, so not
-      // on the raft loop.
-      raw->workers.submit([raw] {
+    hooks.on_lead = [raw](raft::group_id g, uint64_t) {
+      // The group's outbox entries are delivered from here, and agents of
+      // the group with work pending (queued messages, effects started by
+      // the previous leader) resume here: store reads, so not on the raft
+      // loop.
+      raw->workers.submit([raw, g] {
+        if (auto s = raw->outbox->adopt(g); !s)
+          log::error("reading the outbox of a group now led here: " + s.message(),
+                     {{"group", std::to_string(g)}});
         if (auto s = raw->node.resume(); !s)
           log::error("resuming agents of a group now led here: " + s.message());
       });
@@ -202,6 +208,7 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
       auto* r = raw->opts.repl;
       auto in_group = [r, g](std::string_view name) { return r->group_of(name) == g; };
       raw->node.evict(in_group, [] {});
+      raw->outbox->release(g);
       if (std::size_t n = raw->node.abort_effects(in_group); n != 0)
         log::warn("calls aborted: this member let go of their agents' group",
                   {{"group", std::to_string(g)}, {"calls", std::to_string(n)}});

@@ -1,6 +1,8 @@
 #include "net/cluster/outbox.hpp"
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <utility>
 
 #include "base/bytes.hpp"
@@ -81,6 +83,41 @@ std::string outbox_key(uint64_t seq) {
   return k;
 }
 
+// The group an entry lives in: a group's ids carry g + 1 in their top 16
+// bits (the first two bytes of the key); the node's own entries none.
+std::optional<uint32_t> group_of_seq(uint64_t seq) {
+  const uint64_t top = seq >> 48;
+  if (top == 0) return std::nullopt;
+  return static_cast<uint32_t>(top - 1);
+}
+
+// The key prefix of group g's entries.
+std::string group_prefix(uint32_t g) {
+  return outbox_key(uint64_t{g + 1} << 48).substr(0, 2);
+}
+
+// Every entry whose key starts with `prefix`, in seq order.
+result<std::vector<outbox_item>> load_entries(persistence::store& db, const std::string& prefix) {
+  std::vector<outbox_item> loaded;
+  std::string from = prefix;
+  for (;;) {
+    auto page = db.scan(family::outbox, prefix, from, 1024);
+    if (!page) return page.error();
+    for (auto& [k, v] : *page) {
+      auto j = persistence::decode_object(persistence::value_type::outbox_entry, v, "outbox entry");
+      if (!j) return j.error();
+      auto item = outbox_item_from_json(*j);
+      if (!item)
+        return error(code::corruption, "outbox entry " + std::to_string(get_u64_be(k.data())) +
+                                           ": " + item.error().message());
+      loaded.push_back(std::move(*item));
+    }
+    if (page->size() < 1024) break;
+    from = page->back().first + '\0';
+  }
+  return loaded;
+}
+
 }  // namespace
 
 cluster_outbox::cluster_outbox(actors::node& node, owner_fn owner, up_fn up, deliver_fn deliver,
@@ -96,26 +133,14 @@ cluster_outbox::~cluster_outbox() {
 }
 
 status cluster_outbox::start() {
-  std::string from;
-  std::vector<outbox_item> loaded;
-  for (;;) {
-    auto page = node_.storage().scan(family::outbox, "", from, 1024);
-    if (!page) return page.error();
-    for (auto& [k, v] : *page) {
-      auto j = persistence::decode_object(persistence::value_type::outbox_entry, v, "outbox entry");
-      if (!j) return j.error();
-      auto item = outbox_item_from_json(*j);
-      if (!item)
-        return error(code::corruption, "outbox entry " + std::to_string(get_u64_be(k.data())) +
-                                           ": " + item.error().message());
-      loaded.push_back(std::move(*item));
-    }
-    if (page->size() < 1024) break;
-    from = page->back().first + '\0';
-  }
+  auto loaded = load_entries(node_.storage(), "");
+  if (!loaded) return loaded.error();
   {
     std::lock_guard lk(mu_);
-    for (auto& i : loaded) {
+    for (auto& i : *loaded) {
+      // A group's entries wait until this member leads the group.
+      if (group_of_seq(i.seq)) continue;
+      known_.insert(i.seq);
       ++per_name_[i.name];
       enqueue_locked(std::move(i));
     }
@@ -124,40 +149,104 @@ status cluster_outbox::start() {
   return status::ok();
 }
 
+status cluster_outbox::adopt(uint32_t g) {
+  auto loaded = load_entries(node_.storage(), group_prefix(g));
+  if (!loaded) return loaded.error();
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return status::ok();
+    for (auto& i : *loaded) {
+      if (!known_.insert(i.seq).second) continue;  // appended here meanwhile
+      ++per_name_[i.name];
+      enqueue_locked(std::move(i));
+    }
+    kick_ = true;
+  }
+  cv_.notify_one();
+  return status::ok();
+}
+
+void cluster_outbox::release(uint32_t g) {
+  std::vector<std::function<void(result<delivery_ack>)>> waiting;
+  {
+    std::lock_guard lk(mu_);
+    auto drop = [&](std::deque<outbox_item>& q) {
+      for (auto it = q.begin(); it != q.end();) {
+        if (group_of_seq(it->seq) != g) {
+          ++it;
+          continue;
+        }
+        known_.erase(it->seq);
+        if (auto pn = per_name_.find(it->name); pn != per_name_.end() && --pn->second == 0)
+          per_name_.erase(pn);
+        if (auto cb = delivered_cbs_.extract(it->seq); !cb.empty())
+          waiting.push_back(std::move(cb.mapped()));
+        it = q.erase(it);
+      }
+    };
+    drop(unplaced_);
+    for (auto& [n, d] : by_node_) drop(d.items);
+  }
+  for (auto& cb : waiting)
+    cb(error(code::unavailable, "the sender's group is now led by another member"));
+}
+
+bool cluster_outbox::ours(uint64_t seq) const {
+  auto g = group_of_seq(seq);
+  return !g || (opts_.repl != nullptr && opts_.repl->leading(*g).has_value());
+}
+
+void cluster_outbox::write(std::optional<uint32_t> group, persistence::write_set ops, bool sync,
+                           std::function<void(const status&)> done) {
+  if (!group) {
+    if (sync) return node_.commit(std::move(ops), std::move(done));
+    return done(node_.storage().write(ops, false));
+  }
+  auto term = opts_.repl != nullptr ? opts_.repl->leading(*group) : std::nullopt;
+  if (!term)
+    return done(error(code::unavailable,
+                      "this member does not lead group " + std::to_string(*group) + " now"));
+  opts_.repl->propose(*group, *term, std::move(ops), std::move(done));
+}
+
 void cluster_outbox::append(outbox_item item, std::function<void(result<outbox_item>)> durable,
                             std::function<void(result<delivery_ack>)> delivered) {
-  // A node-wide id that is never reused: the entry's key, and the message id
-  // when the sender gave none.
-  auto seq = node_.storage().allocate_agent_id();
+  // An id that is never reused: the entry's key. Replicated, one of the
+  // sender's group, so the entry is in the group's key range (and log).
+  std::optional<uint32_t> group;
+  if (opts_.repl != nullptr && !item.from.empty()) group = opts_.repl->group_of(item.from);
+  auto seq = group ? opts_.repl->allocate_agent_id(*group) : node_.storage().allocate_agent_id();
   if (!seq) return durable(seq.error());
   item.seq = *seq;
   if (item.created_ms == 0) item.created_ms = wall_ms();
   persistence::write_set ops;
   ledger::batch_builder(ops).put_outbox_entry(outbox_key(item.seq), to_json(item), item.created_ms);
-  node_.commit(std::move(ops), [this, item = std::move(item), durable = std::move(durable),
-                                delivered = std::move(delivered)](const status& s) mutable {
-    if (!s) return durable(s);
-    outbox_item copy = item;
-    bool answer_now = false;
-    {
-      std::lock_guard lk(mu_);
-      ++per_name_[item.name];
-      // A sender waits for the owner's acknowledgement only when the owner
-      // can take it now; otherwise "queued" at once (the entry is durable).
-      if (delivered) {
-        std::string owner = owner_(item.name);
-        auto d = by_node_.find(owner);
-        answer_now = owner.empty() || !up_(owner) ||
-                     (d != by_node_.end() && d->second.next_attempt_ms > wall_ms());
-        if (!answer_now) delivered_cbs_.emplace(item.seq, std::move(delivered));
-      }
-      enqueue_locked(std::move(item));
-      kick_ = true;
-    }
-    cv_.notify_one();
-    durable(std::move(copy));
-    if (answer_now) delivered(error(code::unavailable, "the owner cannot take it now"));
-  });
+  write(group, std::move(ops), true,
+        [this, item = std::move(item), durable = std::move(durable),
+         delivered = std::move(delivered)](const status& s) mutable {
+          if (!s) return durable(s);
+          outbox_item copy = item;
+          bool answer_now = false;
+          {
+            std::lock_guard lk(mu_);
+            known_.insert(item.seq);
+            ++per_name_[item.name];
+            // A sender waits for the owner's acknowledgement only when the owner
+            // can take it now; otherwise "queued" at once (the entry is durable).
+            if (delivered) {
+              std::string owner = owner_(item.name);
+              auto d = by_node_.find(owner);
+              answer_now = owner.empty() || !up_(owner) ||
+                           (d != by_node_.end() && d->second.next_attempt_ms > wall_ms());
+              if (!answer_now) delivered_cbs_.emplace(item.seq, std::move(delivered));
+            }
+            enqueue_locked(std::move(item));
+            kick_ = true;
+          }
+          cv_.notify_one();
+          durable(std::move(copy));
+          if (answer_now) delivered(error(code::unavailable, "the owner cannot take it now"));
+        });
 }
 
 bool cluster_outbox::holds(std::string_view name) {
@@ -202,16 +291,22 @@ void cluster_outbox::run() {
   std::unique_lock lk(mu_);
   while (!stopping_) {
     if (!to_erase_.empty()) {
-      persistence::write_set ops;
-      ledger::batch_builder w(ops);
-      for (auto& k : to_erase_) w.erase_outbox_entry(std::move(k));
+      std::map<std::optional<uint32_t>, persistence::write_set> by_group;
+      for (auto& k : to_erase_) {
+        auto g = group_of_seq(get_u64_be(k.data()));
+        ledger::batch_builder(by_group[g]).erase_outbox_entry(std::move(k));
+      }
       to_erase_.clear();
       lk.unlock();
       // Not fsynced: an erase lost in a crash only redelivers a message the
-      // owner already has, and its dedupe absorbs that.
-      status s = node_.storage().write(ops, false);
+      // owner already has, and its dedupe absorbs that. A group's erase
+      // that does not commit (leadership moved) is the same: the next
+      // leader delivers the entry again.
+      for (auto& [g, ops] : by_group)
+        write(g, std::move(ops), false, [local = !g](const status& s) {
+          if (!s && local) log::error("outbox: erase failed: " + s.message());
+        });
       lk.lock();
-      if (!s) log::error("outbox: erase failed: " + s.message());
     }
     if (rebucket_) {
       rebucket_ = false;
@@ -301,6 +396,7 @@ void cluster_outbox::on_acks(const std::string& node, std::vector<outbox_item> b
         else
           ++dropped_;
         to_erase_.push_back(outbox_key(batch[done].seq));
+        known_.erase(batch[done].seq);
         if (auto pn = per_name_.find(batch[done].name); pn != per_name_.end() && --pn->second == 0)
           per_name_.erase(pn);
         auto cb = delivered_cbs_.extract(batch[done].seq);
@@ -317,8 +413,20 @@ void cluster_outbox::on_acks(const std::string& node, std::vector<outbox_item> b
           calls.emplace_back(std::move(cb.mapped()),
                              error(code::unavailable, "not delivered yet: " + why));
       }
-      d.items.insert(d.items.begin(), std::make_move_iterator(batch.begin() + done),
-                     std::make_move_iterator(batch.end()));
+      // Back to the front, in order; those of a group this member stopped
+      // leading meanwhile are the next leader's now.
+      std::vector<outbox_item> again;
+      for (std::size_t i = done; i < batch.size(); ++i) {
+        if (ours(batch[i].seq)) {
+          again.push_back(std::move(batch[i]));
+          continue;
+        }
+        known_.erase(batch[i].seq);
+        if (auto pn = per_name_.find(batch[i].name); pn != per_name_.end() && --pn->second == 0)
+          per_name_.erase(pn);
+      }
+      d.items.insert(d.items.begin(), std::make_move_iterator(again.begin()),
+                     std::make_move_iterator(again.end()));
       // Nothing goes to this owner before the backoff ends: senders still
       // waiting behind the batch hear "queued" now too.
       std::vector<std::function<void(result<delivery_ack>)>> behind;

@@ -8,8 +8,17 @@
 // delivers it again; the owner's dedupe by message id makes that a no-op,
 // so each message takes effect exactly once.
 //
-// Keys: `outbox` family, seq (8 bytes big endian; node-unique, never
-// reused). Values: records of type outbox_entry (docs/formats.md).
+// Keys: `outbox` family, seq (8 bytes big endian; never reused). Values:
+// records of type outbox_entry (docs/formats.md).
+//
+// Replicated (options.repl set, docs/replication.md): an agent's entry
+// lives in its group's log. Its seq is an id of the sender's group (the
+// group in the top 16 bits, handed out like agent ids), it is written and
+// erased by proposals to that group, and only the group's leader delivers
+// it: adopt(g) loads a group's entries when this member starts leading it,
+// release(g) forgets them when it stops. Entries without a sender, and
+// those of an unreplicated node, are the node's own (seq below 1 << 48):
+// written through its journal, delivered whatever it leads.
 //
 // Thread-safety: all methods are thread-safe. Callbacks run on the outbox's
 // thread or on transport threads: quick, non-blocking.
@@ -22,6 +31,8 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,6 +40,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/node.hpp"
+#include "actors/replicator.hpp"
 #include "base/status.hpp"
 
 namespace keel::net {
@@ -77,6 +89,8 @@ class cluster_outbox {
     std::size_t max_batch = 512;
     uint32_t retry_min_ms = 50;
     uint32_t retry_max_ms = 5000;
+    // The node's replicated groups (null: none). Outlives the outbox.
+    actors::replicator* repl = nullptr;
   };
 
   cluster_outbox(actors::node& node, owner_fn owner, up_fn up, deliver_fn deliver, options opts);
@@ -84,10 +98,22 @@ class cluster_outbox {
   cluster_outbox(const cluster_outbox&) = delete;
   cluster_outbox& operator=(const cluster_outbox&) = delete;
 
-  // Reads the entries left by the last run and starts delivering them.
+  // Reads the node's own entries left by the last run and starts
+  // delivering them (a group's wait for adopt()).
   status start();
 
-  // Appends `item` durably. `durable` runs once it is on disk (or failed),
+  // Replicated: this member now leads group g; its entries are read from
+  // the store and delivered (those already queued or in flight are kept
+  // as they are). Blocking store reads: not on the raft loop.
+  status adopt(uint32_t g);
+  // Replicated: this member no longer leads group g; its queued entries
+  // are forgotten here (they stay in the group's log for the next leader)
+  // and their senders still waiting hear "queued". Quick.
+  void release(uint32_t g);
+
+  // Appends `item` durably: replicated, into the group of item.from, which
+  // this member must lead (unavailable otherwise). `durable` runs once it
+  // is on disk, committed in the group's log when replicated (or failed),
   // with the item's seq filled in; `delivered` (may be empty) once the owner
   // acknowledged it, refused it for good, or the first delivery attempt
   // failed (then with an unavailable error; the entry stays queued).
@@ -122,6 +148,13 @@ class cluster_outbox {
                             std::vector<std::function<void(result<delivery_ack>)>>& out);
   void on_acks(const std::string& node, std::vector<outbox_item> batch,
                result<std::vector<delivery_ack>> acks);
+  // Writes `ops` for an entry of `group` (nullopt: the node's own) and
+  // calls done: through the journal, or proposed to the group in the term
+  // this member leads it in.
+  void write(std::optional<uint32_t> group, persistence::write_set ops, bool sync,
+             std::function<void(const status&)> done);
+  // Whether an entry of this seq may be delivered from here.
+  bool ours(uint64_t seq) const;
 
   actors::node& node_;
   owner_fn owner_;
@@ -140,6 +173,7 @@ class cluster_outbox {
   std::map<uint64_t, std::function<void(result<delivery_ack>)>> delivered_cbs_;
   std::vector<std::string> to_erase_;
   std::map<std::string, std::size_t, std::less<>> per_name_;  // entries not yet erased
+  std::set<uint64_t> known_;                                  // seqs queued or in flight here
   uint64_t delivered_ = 0;
   uint64_t dropped_ = 0;
   std::thread thread_;

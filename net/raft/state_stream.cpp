@@ -56,6 +56,9 @@ part part_of(group_id g, uint8_t i) {
       return {family::agents, "", "", part_filter::agents_of_group};
     case 7:
       return {family::blobs, "", ""};
+    case 8:
+      // Outbox entries are keyed by an id of their sender's group.
+      return {family::outbox, lo, hi};
     default:
       return {family::raft, fsm_begin(g), fsm_end(g)};
   }

@@ -13,10 +13,13 @@
 //   7    every blob: blobs are shared by content, so copying another
 //        group's is harmless (and never erased), while finding the ones a
 //        group refers to would mean decoding every record;
-//   8    the group state machine's keys (applied index, term of record,
+//   8    outbox entries keyed by the group's ids (its agents' messages to
+//        agents elsewhere), the same range in the outbox family;
+//   9    the group state machine's keys (applied index, term of record,
 //        reserved ids) in the raft family.
 // Not copied: the group's raft log and I/O state (libraft installs the
-// snapshot's meta itself), meta records and the outbox (node-local).
+// snapshot's meta itself), meta records and the node's own outbox
+// entries (keys below be64(1 << 48)).
 //
 // Thread-safety: stateless functions; any thread.
 
@@ -76,7 +79,7 @@ result<fetch_request> decode_request(std::string_view bytes);
 result<state_page> decode_page(std::string_view bytes);
 
 // How many parts a group's state has.
-inline constexpr uint8_t state_parts = 9;
+inline constexpr uint8_t state_parts = 10;
 
 // Reads from `view` the next entries of group g's state from `from`, until
 // about `max_bytes` of keys and values: entries, done and next of the page
