@@ -9,44 +9,18 @@
 
 #include <doctest/doctest.h>
 
-#include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstdio>
-#include <map>
 #include <memory>
-#include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "cluster/agent_requests.hpp"
 #include "cluster/private_network.hpp"
-#include "cluster/test_cluster.hpp"
-#include "config/cluster_config.hpp"
+#include "cluster/replicated_cluster.hpp"  // shards, groups, group_of and the usings
 
 namespace {
 
-using namespace keel;
-using namespace keel::test::cluster;
-using namespace std::chrono_literals;
-
-constexpr uint32_t shards = 16;
-constexpr uint32_t groups = 4;
 constexpr uint32_t election_timeout_ms = 1000;
 constexpr const char* skip_mark = "keel-partition-tests-skipped";
-
-inline uint32_t group_of(const std::string& name) {
-  return config::group_of_shard(config::shard_of(name, shards), groups);
-}
-
-// The first of prefix0, prefix1, ... in group g.
-inline std::string name_in_group(const std::string& prefix, uint32_t g) {
-  for (int i = 0; i < 10'000; ++i)
-    if (group_of(prefix + std::to_string(i)) == g) return prefix + std::to_string(i);
-  FAIL("no name with prefix " << prefix << " in group " << g);
-  return {};
-}
 
 // A message sent under its own id, and whether a 202 acknowledged it.
 struct sent {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cluster/agent_requests.hpp"
+#include "cluster/replicated_cluster.hpp"
 #include "cluster/test_cluster.hpp"
 #include "config/cluster_config.hpp"
 #include "support/cli_runner.hpp"
@@ -30,81 +31,6 @@
 using namespace keel;
 using namespace keel::test::cluster;
 using namespace std::chrono_literals;
-
-namespace {
-
-constexpr uint32_t shards = 16;
-constexpr uint32_t groups = 4;
-
-uint32_t group_of(const std::string& name) {
-  return config::group_of_shard(config::shard_of(name, shards), groups);
-}
-
-// The group's entry in `id`'s GET /v1/cluster; {} when absent.
-json group_entry(test_cluster& c, const std::string& id, uint32_t g) {
-  auto a = c.call(id, "GET", "/v1/cluster");
-  if (!a.transport_ok || a.status != 200 || !a.body.contains("groups")) return json::object();
-  for (const auto& e : a.body["groups"])
-    if (e.value("group", 0u) == g) return e;
-  return json::object();
-}
-
-// The member that leads group g and is ready to serve it, asked of every
-// running member; "" when none says so.
-std::string ready_leader(test_cluster& c, uint32_t g) {
-  for (const auto& id : c.ids()) {
-    if (!c.running(id)) continue;
-    auto e = group_entry(c, id, g);
-    if (e.value("role", "") == "leader" && e.value("ready", false)) return id;
-  }
-  return {};
-}
-
-// Starts every member with replication `replication` over `groups` groups
-// (`extra` appended to each one's flags) and waits until each group has a
-// ready leader.
-void start_replicated(test_cluster& c, uint32_t replication, uint32_t leader_wait_ms = 5000,
-                      const std::vector<std::string>& extra = {}) {
-  c.set_config_keys({{"replication", replication},
-                     {"groups", groups},
-                     {"election_timeout_ms", 1000},
-                     {"raft_heartbeat_ms", 100},
-                     {"leader_wait_ms", leader_wait_ms}});
-  c.start_all(extra);
-  for (uint32_t g = 0; g < groups; ++g)
-    REQUIRE_MESSAGE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 100ms),
-                    "group " << g << " elected no leader:\n"
-                             << c.logs());
-}
-
-std::vector<config::cluster_member> members_of(test_cluster& c) {
-  std::vector<config::cluster_member> out;
-  for (const auto& id : c.ids()) out.push_back(c.member(id));
-  return out;
-}
-
-// Sends until acknowledged (202), retrying the same id through the members
-// given; a 503 (no leader yet) or 504 (the leader did not answer in time)
-// is retried, anything else fails the test.
-void send_acked(test_cluster& c, const std::vector<std::string>& via, const std::string& name,
-                const std::string& id, int add) {
-  answer last;
-  bool ok = poll_until(
-      [&] {
-        for (const auto& m : via) {
-          last = c.post(m, agent_path(name) + "/messages", {{"id", id}, {"body", {{"add", add}}}});
-          if (last.transport_ok && last.status == 202) return true;
-          REQUIRE_MESSAGE((!last.transport_ok || last.status == 503 || last.status == 504),
-                          "message " << id << " via " << m << ": " << last.describe());
-        }
-        return false;
-      },
-      30s, 100ms);
-  REQUIRE_MESSAGE(ok, "message " << id << " never acknowledged: " << last.describe() << "\n"
-                                 << c.logs());
-}
-
-}  // namespace
 
 TEST_CASE("a replicated agent is served by another member after its leader is SIGKILLed") {
   test_cluster c(3, shards);
@@ -211,44 +137,6 @@ TEST_CASE("a replicated agent is served by another member after its leader is SI
   for (const auto& [id, n] : ids_seen) CHECK_MESSAGE(n == 1, id << " received " << n << " times");
   CHECK(query_total(c.clients(), leader, name) == sum);
 }
-
-namespace {
-
-// Waits until every running member that replicates group g has applied the
-// same index, then checks their digests agree agent by agent.
-void check_replicas_agree(test_cluster& c, uint32_t g) {
-  std::map<std::string, json> digests;
-  std::string last;
-  bool settled = poll_until(
-      [&] {
-        digests.clear();
-        std::set<uint64_t> applied;
-        for (const auto& id : c.ids()) {
-          if (!c.running(id)) continue;
-          auto entry = group_entry(c, id, g);
-          if (entry.empty()) continue;  // not a replica of g
-          auto a = c.call(id, "GET", "/v1/cluster/groups/" + std::to_string(g) + "/digest");
-          if (!a.transport_ok || a.status != 200) {
-            last = id + ": " + a.describe();
-            return false;
-          }
-          applied.insert(a.body.value("applied_index", 0ull));
-          digests[id] = a.body;
-        }
-        last = "applied indexes differ";
-        return applied.size() == 1 && digests.size() >= 2;
-      },
-      60s, 200ms);
-  REQUIRE_MESSAGE(settled, "group " << g << " did not settle: " << last << "\n" << c.logs());
-  const auto& first = digests.begin()->second["agents"];
-  for (const auto& [id, d] : digests)
-    CHECK_MESSAGE(d["agents"] == first,
-                  "group " << g << ": " << id << " holds " << d["agents"].size() << " agents "
-                           << d["agents"].dump().substr(0, 300) << " but " << digests.begin()->first
-                           << " holds " << first.dump().substr(0, 300));
-}
-
-}  // namespace
 
 TEST_CASE(
     "replicated: messages through random members while group leaders are SIGKILLed land once, "
