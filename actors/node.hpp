@@ -370,8 +370,9 @@ class node {
   status begin();
 
   // Wakes every agent with work pending (queued messages, effects in
-  // flight) that the router now says is served here: a replicated group's
-  // new leader calls it. A no-op before begin(). Errors: store reads.
+  // flight) that the router now says is served here, and queues their
+  // worker tasks not queued here yet: a replicated group's new leader
+  // calls it. A no-op before begin(). Errors: store reads.
   status resume();
 
   // Hands requests for agents this node does not serve to `r` (null: serve

@@ -28,8 +28,10 @@ status node::impl::wake_pending(bool requeue_tasks) {
   // rest stay on disk. Due timers are found by the timer service's first scan.
   auto pending = db->agents_with_inbox();
   if (!pending) return pending.error();
-  // Effects in flight when the node stopped: worker tasks are queued again;
-  // the agents of the others are activated and recover them.
+  // Effects in flight when the node stopped (or started by the previous
+  // leader of a group now led here): worker tasks are queued again, leased
+  // for one lease as after a restart (a task still queued here is left as
+  // it is); the agents of the others are activated and recover them.
   auto running = db->running_effects();
   if (!running) return running.error();
   for (auto& e : *running) {
@@ -37,7 +39,7 @@ status node::impl::wake_pending(bool requeue_tasks) {
     if (m.kind == persistence::effect_kind::worker) {
       if (!requeue_tasks) continue;
       if (auto rr = rt.router.load(); rr && !rr->is_local(m.agent)) continue;
-      rt.tasks.add({task_id(e.agent_id, e.effect, m.attempt),
+      rt.tasks.add_new({task_id(e.agent_id, e.effect, m.attempt),
                     m.queue,
                     m.agent,
                     e.effect,
@@ -115,7 +117,7 @@ status node::begin() {
 
 status node::resume() {
   if (impl_->held.load(std::memory_order_acquire) || impl_->stopped.load()) return status::ok();
-  KEEL_TRY(impl_->wake_pending(false));
+  KEEL_TRY(impl_->wake_pending(true));
   impl_->timers->notify(0);
   return status::ok();
 }

@@ -15,6 +15,17 @@ std::string task_id(uint64_t agent_id, uint64_t effect, uint32_t attempt) {
 
 void task_queue::add(worker_task t, int64_t leased_until_ms) {
   std::lock_guard lk(mu_);
+  add_locked(std::move(t), leased_until_ms);
+}
+
+bool task_queue::add_new(worker_task t, int64_t leased_until_ms) {
+  std::lock_guard lk(mu_);
+  if (tasks_.count(t.id)) return false;
+  add_locked(std::move(t), leased_until_ms);
+  return true;
+}
+
+void task_queue::add_locked(worker_task t, int64_t leased_until_ms) {
   t.worker = leased_until_ms > 0 ? std::string(restart_holder) : std::string();
   t.lease_until_ms = leased_until_ms;
   auto& order = order_[t.queue];

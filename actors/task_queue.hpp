@@ -53,6 +53,9 @@ class task_queue {
   // lease: a worker that held one before the restart may still finish it,
   // and no second worker gets it meanwhile.
   void add(worker_task t, int64_t leased_until_ms = 0);
+  // add() unless a task with the same id is known (then it is left as it
+  // is, its lease too); whether it added.
+  bool add_new(worker_task t, int64_t leased_until_ms);
   // Forgets the task of (agent, effect), whatever its attempt.
   void remove(const std::string& agent, uint64_t effect);
   // Forgets every task `pick` selects (the agents moved to another node).
@@ -79,6 +82,8 @@ class task_queue {
   uint64_t requeued() const;
 
  private:
+  void add_locked(worker_task t, int64_t leased_until_ms);
+
   mutable std::mutex mu_;
   std::map<std::string, worker_task> tasks_;              // by id
   std::map<std::string, std::deque<std::string>> order_;  // queue -> ids, oldest first
