@@ -96,6 +96,37 @@ status validate(const groups_options& o) {
 
 }  // namespace
 
+void forget_lost_log(groups::replica& r, raft_id from, const raft_append_entries_result& res) {
+  if (!r.started || raft_state(&r.r) != RAFT_LEADER || res.rejected == 0 ||
+      res.term != r.r.current_term)
+    return;
+  for (unsigned i = 0; i < r.r.configuration.n; ++i) {
+    if (r.r.configuration.servers[i].id != from) continue;
+    raft_progress& p = r.r.leader_state.progress[i];
+    // Raft assumes a replica never loses what it acknowledged, and libraft
+    // ignores a rejection at or below the index it matched (or, while it
+    // sends a snapshot, any other than the snapshot's): a member whose
+    // data directory was wiped would wait until something else reset the
+    // leader's view of it. A rejection that reports a log shorter than
+    // the match can only come from such a member: probe it from scratch,
+    // in libraft's probe state (0; what it does itself when a snapshot
+    // send ends), so this very rejection moves it to where its log ends.
+    if (res.last_log_index >= p.match_index) return;
+    log::warn(
+        "a replica answers with less than it had acknowledged (its data was lost?): "
+        "sending it the group again",
+        {{"group", std::to_string(r.spec.id)},
+         {"replica", std::to_string(from)},
+         {"matched", std::to_string(p.match_index)},
+         {"its_last_index", std::to_string(res.last_log_index)}});
+    p.state = 0;
+    p.match_index = 0;
+    p.snapshot_index = 0;
+    p.next_index = res.rejected + 1;
+    return;
+  }
+}
+
 status group_unavailable(group_id g, const std::string& why) {
   return error(code::unavailable, "group " + std::to_string(g) + ": " + why);
 }
@@ -140,6 +171,9 @@ result<std::unique_ptr<groups>> groups::start(groups_options o) {
     };
     io.page_timeout = std::chrono::milliseconds(gs->opts_.fetch_page_timeout_ms);
     io.hold_votes_ms = gs->opts_.election_timeout_ms;
+    io.before_result = [raw](raft_id from, const raft_append_entries_result& res) {
+      forget_lost_log(*raw, from, res);
+    };
     rep->io = std::make_unique<raft::io>(std::move(io));
     gs->replicas_.push_back(std::move(rep));
   }

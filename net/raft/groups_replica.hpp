@@ -103,4 +103,9 @@ struct pending_barrier {
 // "group 3: <why>", unavailable.
 status group_unavailable(group_id g, const std::string& why);
 
+// On the loop, before libraft takes an AppendEntriesResult of r: a replica
+// whose answer shows it lost entries it had acknowledged is probed again
+// from where its log ends (groups.cpp).
+void forget_lost_log(groups::replica& r, raft_id from, const raft_append_entries_result& res);
+
 }  // namespace keel::raft

@@ -418,6 +418,8 @@ status io::recv(std::string_view from_address, std::string_view bytes) {
   if (intercept(from_address, msg)) return status::ok();
   // Only what reaches libraft counts for the lease.
   note_stamp(msg, decoded->from, decoded->stamp);
+  if (msg.type == RAFT_IO_APPEND_ENTRIES_RESULT && opts_.before_result)
+    opts_.before_result(decoded->from, msg.append_entries_result);
   std::string address(from_address);
   msg.server_address = address.c_str();
   recv_(&io_, &msg);

@@ -131,6 +131,9 @@ struct io_options {
   // Vote requests (and pre-votes) that arrive sooner than this after the
   // io started are dropped (the leader lease above). 0: none are.
   uint32_t hold_votes_ms = 0;
+  // On the loop, with every AppendEntriesResult just before libraft gets
+  // it (groups: a replica that lost its log). Unset: nothing.
+  std::function<void(raft_id from, const raft_append_entries_result&)> before_result;
 };
 
 class io {

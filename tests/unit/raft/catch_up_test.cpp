@@ -115,6 +115,7 @@ struct node {
   std::unique_ptr<persistence::journal_writer> journal;
   wire out;
   std::unique_ptr<raft::groups> gs;
+  uint32_t install_snapshot_timeout_ms = 2000;
 
   node(raft_id i, switchboard& s)
       : id(i), address("n" + std::to_string(i)), sb(s), out(s, "n" + std::to_string(i)) {}
@@ -140,7 +141,7 @@ struct node {
     o.transfer_back_ms = 0;  // leadership stays where the test put it
     o.snapshot_threshold = 32;
     o.snapshot_trailing = 8;
-    o.install_snapshot_timeout_ms = 2000;
+    o.install_snapshot_timeout_ms = install_snapshot_timeout_ms;
     o.group_of = group_of_name;
     o.fetch_page_bytes = 2048;  // many pages
     o.fetch_page_timeout_ms = 5000;
@@ -206,9 +207,12 @@ struct cluster {
   switchboard sb;
   std::vector<std::unique_ptr<node>> n;
 
-  cluster() {
+  explicit cluster(uint32_t install_snapshot_timeout_ms = 2000) {
     for (raft_id i = 1; i <= 3; ++i) n.push_back(std::make_unique<node>(i, sb));
-    for (auto& x : n) x->start();
+    for (auto& x : n) {
+      x->install_snapshot_timeout_ms = install_snapshot_timeout_ms;
+      x->start();
+    }
   }
   ~cluster() {
     for (auto& x : n) x->stop();
@@ -327,6 +331,27 @@ TEST_CASE("a member whose data directory was wiped comes back with the group's w
     CHECK(test::eventually([&] { return gone->status_of(g).fetch.installed >= 1; }, 15s));
     check_same_state(c, *gone, g);
     write_entries(c, g, 70, 5);
+    check_same_state(c, *gone, g);
+  }
+}
+
+TEST_CASE(
+    "a member wiped after it had caught up is sent the group again at once, not after the "
+    "leader's snapshot resend timeout") {
+  // Ten minutes: only a leader that sees the wiped member lost its log
+  // sends it anything in time.
+  cluster c(600'000);
+  for (raft::group_id g = 0; g < group_count; ++g) write_entries(c, g, 0, 60);
+  node* gone = c.n[1].get();
+  // Every leader has seen it match its whole log.
+  for (raft::group_id g = 0; g < group_count; ++g) check_same_state(c, *gone, g);
+  gone->stop();
+  gone->wipe();
+  gone->start();
+  for (raft::group_id g = 0; g < group_count; ++g) {
+    CAPTURE(g);
+    check_same_state(c, *gone, g);
+    write_entries(c, g, 60, 5);
     check_same_state(c, *gone, g);
   }
 }
