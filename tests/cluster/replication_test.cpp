@@ -139,13 +139,14 @@ TEST_CASE("a replicated agent is served by another member after its leader is SI
 }
 
 TEST_CASE(
-    "replicated: messages through random members while group leaders are SIGKILLed land once, "
-    "and every replica holds the same ledgers") {
+    "replicated: messages through random members while group leaders are SIGKILLed, one of "
+    "them also wiped, land once, and every replica holds the same ledgers") {
   constexpr int agent_count = 300;
   constexpr int message_count = 6000;
   constexpr int kill_count = 5;
   constexpr int kill_every = message_count / (kill_count + 1);
   constexpr int sent_while_down = 300;
+  constexpr int wipe_round = 3;
   constexpr int client_count = 4;
 
   test_cluster c(3, shards);
@@ -236,7 +237,14 @@ TEST_CASE(
               180s),
           "the clients stalled at " << finished << " messages with " << victim << " down\n"
                                     << c.logs());
-      c.restart(victim);
+      // Once, the member comes back without its data directory: it gets
+      // every group it replicates streamed again.
+      if (k == wipe_round) {
+        c.wipe(victim);
+        victims.back() += ", wiped";
+      } else {
+        c.restart(victim);
+      }
       up[v] = true;
     }
     for (auto& t : clients) t.join();
