@@ -98,10 +98,8 @@ void replication::on_cast(const std::string& from, std::string payload) {
   auto* gs = running_.load(std::memory_order_acquire);
   if (!gs) return;
   if (payload.empty() || payload[0] != raft_batch_tag) return;
-  // A malformed tail is dropped: raft sends again.
-  raft::for_each_frame(
-      std::string_view(payload).substr(1),
-      [&](raft::group_id g, std::string_view m) { gs->recv(from, g, std::string(m)); });
+  payload.erase(0, 1);
+  gs->recv_frames(from, std::move(payload));
 }
 
 void replication::send_frames(std::string_view to_address, std::string frames) {

@@ -307,6 +307,23 @@ void groups::recv(std::string from, group_id g, std::string bytes) {
   });
 }
 
+void groups::recv_frames(std::string from, std::string frames) {
+  // One task for the whole batch: one wake-up of the loop, not one per
+  // group (a batch holds the heartbeats of every group the sender leads).
+  loop_->post([this, from = std::move(from), frames = std::move(frames)] {
+    std::vector<replica*> touched;
+    for_each_frame(frames, [&](group_id g, std::string_view m) {
+      replica* r = find(g);
+      if (r == nullptr || !r->started || r->closing) return;
+      if (keel::status st = r->io->recv(from, m); !st)
+        log::warn("raft message refused",
+                  {{"group", std::to_string(g)}, {"from", from}, {"error", st.to_string()}});
+      if (std::find(touched.begin(), touched.end(), r) == touched.end()) touched.push_back(r);
+    });
+    for (replica* r : touched) observe(*r);
+  });
+}
+
 void groups::serve_fetch(std::string from, std::string request,
                          std::function<void(result<std::string>)> respond) {
   if (!server_) return respond(error(code::unavailable, "the node's groups are stopped"));

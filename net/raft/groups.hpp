@@ -135,6 +135,10 @@ class groups {
   // A message for group g from member `from`: handed to that group's io on
   // the loop. A group this node is not a replica of: dropped.
   void recv(std::string from, group_id g, std::string bytes);
+  // A batch of messages from `from` (frames, io.hpp append_frame): handed
+  // to their groups' ios in one task of the loop. A malformed tail is
+  // dropped (Raft sends again).
+  void recv_frames(std::string from, std::string frames);
 
   // The term this node leads g in once ready and while it holds g's lease;
   // nullopt otherwise.

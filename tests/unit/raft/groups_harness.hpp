@@ -49,6 +49,14 @@ struct switchboard {
     auto it = nodes.find(dest);
     if (it != nodes.end()) it->second->recv(from, g, std::move(bytes));
   }
+  // A batch, as the cluster transport hands it over: one recv_frames.
+  void deliver_frames(const std::string& from, std::string_view to, std::string frames) {
+    std::lock_guard lk(mu);
+    std::string dest(to);
+    if (cut.count({from, dest})) return;
+    auto it = nodes.find(dest);
+    if (it != nodes.end()) it->second->recv_frames(from, std::move(frames));
+  }
   void attach(const std::string& address, raft::groups* gs) {
     std::lock_guard lk(mu);
     if (gs == nullptr)
@@ -81,6 +89,9 @@ struct wire : raft::sender {
   wire(switchboard& s, std::string me) : sb(s), self(std::move(me)) {}
   void send(std::string_view to, raft::group_id g, std::string bytes) override {
     sb.deliver(self, to, g, std::move(bytes));
+  }
+  void send_frames(std::string_view to, std::string frames) override {
+    sb.deliver_frames(self, to, std::move(frames));
   }
 };
 
