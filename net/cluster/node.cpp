@@ -191,8 +191,9 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
       // the group with work pending (queued messages, effects started by
       // the previous leader) resume here: store reads, so not on the raft
       // loop.
-      raw->workers.submit([raw, g] {
-        if (auto s = raw->outbox->adopt(g); !s)
+      const uint64_t lead = raw->outbox->lead(g);
+      raw->workers.submit([raw, g, lead] {
+        if (auto s = raw->outbox->adopt(g, lead); !s)
           log::error("reading the outbox of a group now led here: " + s.message(),
                      {{"group", std::to_string(g)}});
         if (auto s = raw->node.resume(); !s)
@@ -207,11 +208,11 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
       // (docs/replication.md, "The leader lease").
       auto* r = raw->opts.repl;
       auto in_group = [r, g](std::string_view name) { return r->group_of(name) == g; };
-      raw->node.evict(in_group, [] {});
-      raw->outbox->release(g);
       if (std::size_t n = raw->node.abort_effects(in_group); n != 0)
         log::warn("calls aborted: this member let go of their agents' group",
                   {{"group", std::to_string(g)}, {"calls", std::to_string(n)}});
+      raw->node.evict(in_group, [] {});
+      raw->outbox->release(g);
       raw->leader_cv.notify_all();
     };
     auto& node_ref = node;

@@ -149,12 +149,18 @@ status cluster_outbox::start() {
   return status::ok();
 }
 
-status cluster_outbox::adopt(uint32_t g) {
+uint64_t cluster_outbox::lead(uint32_t g) {
+  std::lock_guard lk(mu_);
+  led_.insert(g);
+  return ++lead_changes_[g];
+}
+
+status cluster_outbox::adopt(uint32_t g, uint64_t lead_number) {
   auto loaded = load_entries(node_.storage(), group_prefix(g));
   if (!loaded) return loaded.error();
   {
     std::lock_guard lk(mu_);
-    if (stopping_) return status::ok();
+    if (stopping_ || lead_changes_[g] != lead_number) return status::ok();
     for (auto& i : *loaded) {
       if (!known_.insert(i.seq).second) continue;  // appended here meanwhile
       ++per_name_[i.name];
@@ -170,6 +176,8 @@ void cluster_outbox::release(uint32_t g) {
   std::vector<std::function<void(result<delivery_ack>)>> waiting;
   {
     std::lock_guard lk(mu_);
+    led_.erase(g);
+    ++lead_changes_[g];
     auto drop = [&](std::deque<outbox_item>& q) {
       for (auto it = q.begin(); it != q.end();) {
         if (group_of_seq(it->seq) != g) {
@@ -191,9 +199,9 @@ void cluster_outbox::release(uint32_t g) {
     cb(error(code::unavailable, "the sender's group is now led by another member"));
 }
 
-bool cluster_outbox::ours(uint64_t seq) const {
+bool cluster_outbox::ours_locked(uint64_t seq) const {
   auto g = group_of_seq(seq);
-  return !g || (opts_.repl != nullptr && opts_.repl->leading(*g).has_value());
+  return !g || led_.count(*g) != 0;
 }
 
 void cluster_outbox::write(std::optional<uint32_t> group, persistence::write_set ops, bool sync,
@@ -229,19 +237,26 @@ void cluster_outbox::append(outbox_item item, std::function<void(result<outbox_i
           bool answer_now = false;
           {
             std::lock_guard lk(mu_);
-            known_.insert(item.seq);
-            ++per_name_[item.name];
-            // A sender waits for the owner's acknowledgement only when the owner
-            // can take it now; otherwise "queued" at once (the entry is durable).
-            if (delivered) {
-              std::string owner = owner_(item.name);
-              auto d = by_node_.find(owner);
-              answer_now = owner.empty() || !up_(owner) ||
-                           (d != by_node_.end() && d->second.next_attempt_ms > wall_ms());
-              if (!answer_now) delivered_cbs_.emplace(item.seq, std::move(delivered));
+            // Not queued here when an adopt already read it from the store,
+            // or when the group is another member's by now (that member's
+            // adopt reads it: it was committed before its first entry).
+            if (ours_locked(item.seq) && known_.insert(item.seq).second) {
+              ++per_name_[item.name];
+              // A sender waits for the owner's acknowledgement only when the
+              // owner can take it now; otherwise "queued" at once (the entry
+              // is durable).
+              if (delivered) {
+                std::string owner = owner_(item.name);
+                auto d = by_node_.find(owner);
+                answer_now = owner.empty() || !up_(owner) ||
+                             (d != by_node_.end() && d->second.next_attempt_ms > wall_ms());
+                if (!answer_now) delivered_cbs_.emplace(item.seq, std::move(delivered));
+              }
+              enqueue_locked(std::move(item));
+              kick_ = true;
+            } else {
+              answer_now = static_cast<bool>(delivered);
             }
-            enqueue_locked(std::move(item));
-            kick_ = true;
           }
           cv_.notify_one();
           durable(std::move(copy));
@@ -417,7 +432,7 @@ void cluster_outbox::on_acks(const std::string& node, std::vector<outbox_item> b
       // leading meanwhile are the next leader's now.
       std::vector<outbox_item> again;
       for (std::size_t i = done; i < batch.size(); ++i) {
-        if (ours(batch[i].seq)) {
+        if (ours_locked(batch[i].seq)) {
           again.push_back(std::move(batch[i]));
           continue;
         }

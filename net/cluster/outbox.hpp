@@ -102,10 +102,14 @@ class cluster_outbox {
   // delivering them (a group's wait for adopt()).
   status start();
 
-  // Replicated: this member now leads group g; its entries are read from
-  // the store and delivered (those already queued or in flight are kept
-  // as they are). Blocking store reads: not on the raft loop.
-  status adopt(uint32_t g);
+  // Replicated, in two steps: lead(g) when this member starts leading
+  // group g (quick; call it where leadership changes are ordered, the
+  // raft loop), then adopt(g, the number lead returned) off that thread:
+  // the group's entries are read from the store and delivered (those
+  // already queued or in flight are kept as they are), unless a release(g)
+  // came in between. Blocking store reads.
+  uint64_t lead(uint32_t g);
+  status adopt(uint32_t g, uint64_t lead_number);
   // Replicated: this member no longer leads group g; its queued entries
   // are forgotten here (they stay in the group's log for the next leader)
   // and their senders still waiting hear "queued". Quick.
@@ -154,7 +158,7 @@ class cluster_outbox {
   void write(std::optional<uint32_t> group, persistence::write_set ops, bool sync,
              std::function<void(const status&)> done);
   // Whether an entry of this seq may be delivered from here.
-  bool ours(uint64_t seq) const;
+  bool ours_locked(uint64_t seq) const;
 
   actors::node& node_;
   owner_fn owner_;
@@ -174,6 +178,11 @@ class cluster_outbox {
   std::vector<std::string> to_erase_;
   std::map<std::string, std::size_t, std::less<>> per_name_;  // entries not yet erased
   std::set<uint64_t> known_;                                  // seqs queued or in flight here
+  // Replicated: the groups whose entries are this member's to deliver
+  // (between lead and release), and each group's count of lead/release
+  // calls, so an adopt that a release overtook does nothing.
+  std::set<uint32_t> led_;
+  std::map<uint32_t, uint64_t> lead_changes_;
   uint64_t delivered_ = 0;
   uint64_t dropped_ = 0;
   std::thread thread_;

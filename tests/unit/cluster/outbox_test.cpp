@@ -105,6 +105,8 @@ struct outbox_node {
         },
         oo);
     REQUIRE(outbox->start().is_ok());
+    // This member leads every group of the stand-in.
+    for (uint32_t g = 0; g < 4; ++g) outbox->lead(g);
   }
   ~outbox_node() {
     outbox->stop();
@@ -161,8 +163,9 @@ TEST_CASE(
   CHECK(x.stored(item->seq));  // still in the group's log
 
   // Led here again: read back from the store and delivered once.
-  REQUIRE(x.outbox->adopt(g).is_ok());
-  REQUIRE(x.outbox->adopt(g).is_ok());  // twice: nothing doubles
+  const uint64_t lead = x.outbox->lead(g);
+  REQUIRE(x.outbox->adopt(g, lead).is_ok());
+  REQUIRE(x.outbox->adopt(g, lead).is_ok());  // twice: nothing doubles
   CHECK(x.outbox->holds("b/1"));
   x.owner.up = true;
   x.outbox->wake();
@@ -218,4 +221,19 @@ TEST_CASE(
   ack(all_ok(second));
   CHECK(eventually([&] { return !x.stored(own->seq); }, 10s));
   CHECK(x.repl.seen().size() == 1);  // only the agent entry's append
+}
+
+TEST_CASE("an adopt that a release overtook queues nothing") {
+  outbox_node x;
+  const uint32_t g = x.repl.group_of("a/1");
+  x.owner.up = false;
+  auto item = x.append("a/1", "m-1");
+  REQUIRE(item.is_ok());
+  x.outbox->release(g);
+  // Led again, and lost again before the adopt ran on its thread.
+  const uint64_t lead = x.outbox->lead(g);
+  x.outbox->release(g);
+  REQUIRE(x.outbox->adopt(g, lead).is_ok());
+  CHECK_FALSE(x.outbox->holds("b/1"));
+  CHECK(x.stored(item->seq));
 }
