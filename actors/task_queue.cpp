@@ -20,7 +20,9 @@ void task_queue::add(worker_task t, int64_t leased_until_ms) {
 
 bool task_queue::add_new(worker_task t, int64_t leased_until_ms) {
   std::lock_guard lk(mu_);
-  if (tasks_.count(t.id)) return false;
+  // Known, or ended a moment ago: a scan of the store that found its
+  // marker still open may have raced the agent recording its result.
+  if (tasks_.count(t.id) || done_.count(t.id)) return false;
   add_locked(std::move(t), leased_until_ms);
   return true;
 }
@@ -34,7 +36,26 @@ void task_queue::add_locked(worker_task t, int64_t leased_until_ms) {
 }
 
 void task_queue::remove(const std::string& agent, uint64_t effect) {
-  remove_where([&](const worker_task& t) { return t.agent == agent && t.effect == effect; });
+  std::lock_guard lk(mu_);
+  for (auto it = tasks_.begin(); it != tasks_.end();) {
+    if (it->second.agent == agent && it->second.effect == effect) {
+      auto& order = order_[it->second.queue];
+      order.erase(std::remove(order.begin(), order.end(), it->first), order.end());
+      note_done_locked(it->first);
+      it = tasks_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void task_queue::note_done_locked(const std::string& id) {
+  if (!done_.insert(id).second) return;
+  done_order_.push_back(id);
+  if (done_order_.size() > done_kept) {
+    done_.erase(done_order_.front());
+    done_order_.pop_front();
+  }
 }
 
 void task_queue::remove_where(const std::function<bool(const worker_task&)>& pick) {
@@ -88,6 +109,7 @@ void task_queue::finish(const std::string& id) {
   if (it == tasks_.end()) return;
   auto& order = order_[it->second.queue];
   order.erase(std::remove(order.begin(), order.end(), id), order.end());
+  note_done_locked(id);
   tasks_.erase(it);
 }
 
@@ -102,6 +124,7 @@ std::vector<worker_task> task_queue::take_lapsed(int64_t now_ms) {
     }
     auto& order = order_[t.queue];
     order.erase(std::remove(order.begin(), order.end(), it->first), order.end());
+    note_done_locked(it->first);
     out.push_back(std::move(it->second));
     it = tasks_.erase(it);
   }

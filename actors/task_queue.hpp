@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -54,7 +55,8 @@ class task_queue {
   // and no second worker gets it meanwhile.
   void add(worker_task t, int64_t leased_until_ms = 0);
   // add() unless a task with the same id is known (then it is left as it
-  // is, its lease too); whether it added.
+  // is, its lease too) or was finished, removed or taken as lapsed lately
+  // (among the last done_kept); whether it added.
   bool add_new(worker_task t, int64_t leased_until_ms);
   // Forgets the task of (agent, effect), whatever its attempt.
   void remove(const std::string& agent, uint64_t effect);
@@ -83,10 +85,15 @@ class task_queue {
 
  private:
   void add_locked(worker_task t, int64_t leased_until_ms);
+  void note_done_locked(const std::string& id);
+
+  static constexpr std::size_t done_kept = 4096;
 
   mutable std::mutex mu_;
   std::map<std::string, worker_task> tasks_;              // by id
   std::map<std::string, std::deque<std::string>> order_;  // queue -> ids, oldest first
+  std::set<std::string> done_;                            // ids ended lately ...
+  std::deque<std::string> done_order_;                    // ... oldest first
   uint64_t requeued_ = 0;
 };
 

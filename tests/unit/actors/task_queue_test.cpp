@@ -95,3 +95,31 @@ TEST_CASE(
   CHECK(q.take_lapsed(300).empty());
   CHECK(q.find("1.9.1", "", 300).error().error_code() == code::not_found);
 }
+
+TEST_CASE(
+    "add_new leaves a known task as it is and refuses one that was finished, removed or taken as "
+    "lapsed") {
+  actors::task_queue q;
+  q.add(task("1.1.1", "billing"));
+  REQUIRE(q.poll("billing", "w1", 0));
+  // Known and leased to w1: the lease stays w1's.
+  CHECK_FALSE(q.add_new(task("1.1.1", "billing"), 5000));
+  CHECK(q.find("1.1.1", "w1", 10).is_ok());
+  // A new id goes in, leased as after a restart.
+  auto render = task("1.2.1", "billing");
+  render.effect = 2;
+  CHECK(q.add_new(render, 5000));
+  CHECK_FALSE(q.poll("billing", "w2", 10));
+  // Ended lately: a store scan that raced its result must not bring it back.
+  q.finish("1.1.1");
+  CHECK_FALSE(q.add_new(task("1.1.1", "billing"), 0));
+  q.remove("a/1", 2);
+  CHECK_FALSE(q.add_new(render, 0));
+  auto pay = task("1.3.1", "billing", 100);
+  pay.idempotent = false;
+  q.add(pay);
+  REQUIRE(q.poll("billing", "w1", 0));
+  REQUIRE(q.take_lapsed(200).size() == 1);
+  CHECK_FALSE(q.add_new(pay, 0));
+  CHECK(q.stats(300).empty());
+}
