@@ -111,7 +111,10 @@ void forget_lost_log(groups::replica& r, raft_id from, const raft_append_entries
     // the match can only come from such a member: probe it from scratch,
     // in libraft's probe state (0; what it does itself when a snapshot
     // send ends), so this very rejection moves it to where its log ends.
-    if (res.last_log_index >= p.match_index) return;
+    // Only a rejection of an AppendEntries sent after the match counts (its
+    // previous index is at or past it): an older one, arriving late, says
+    // nothing about the log now.
+    if (res.last_log_index >= p.match_index || res.rejected < p.match_index) return;
     log::warn(
         "a replica answers with less than it had acknowledged (its data was lost?): "
         "sending it the group again",
@@ -362,6 +365,12 @@ void groups::observe(replica& r) {
     std::lock_guard lk(r.mu);
     r.leader = leader_address != nullptr ? leader_address : "";
   }
+  if (r.transferring && !r.transfer_called) {
+    if (state != RAFT_LEADER)
+      r.transferring = false;  // deposed meanwhile: nothing to hand over
+    else if (std::chrono::steady_clock::now() >= r.transfer_at)
+      return start_transfer(r);
+  }
   if (r.lead_term != 0 && (state != RAFT_LEADER || term != r.lead_term)) stop_leading(r);
   if (state == RAFT_LEADER && r.lead_term == 0 && !r.transferring) begin_leading(r, term);
   if (r.begun && !r.transferring) {
@@ -419,16 +428,27 @@ void groups::maybe_hand_back(replica& r) {
     caught_up = server.role == RAFT_VOTER && p.match_index == last && p.recent_recv;
   }
   if (!caught_up) return;
-  auto* t = new pending_transfer{{}, this, &r};
-  t->req.data = t;
   r.last_transfer = now;
   r.transferring = true;
+  r.transfer_at = now + std::chrono::milliseconds(opts_.heartbeat_ms);
   // Not ready from here on: the group's agents stop before the new leader
-  // takes them, and calls wait for it.
+  // takes them, calls wait for it, and the calls in flight are aborted
+  // (on_lose). libraft is asked to transfer a heartbeat later (observe):
+  // the target's election needs no timeout, so what the abort set going
+  // (a socket closed on its client's thread, a process group killed) has
+  // that long to end before another member can lead.
   stop_leading(r);
+}
+
+void groups::start_transfer(replica& r) {
+  r.transfer_called = true;
+  const raft_id preferred = r.spec.voters.front().first;
+  auto* t = new pending_transfer{{}, this, &r};
+  t->req.data = t;
   const int rv = raft_transfer(&r.r, &t->req, preferred, [](transfer_request* done) {
     std::unique_ptr<pending_transfer> p(static_cast<pending_transfer*>(done->data));
     p->group->transferring = false;
+    p->group->transfer_called = false;
     // Still the leader (the preferred one did not win in time): lead again
     // under a new leader_begin in this term.
     p->owner->observe(*p->group);
@@ -436,6 +456,7 @@ void groups::maybe_hand_back(replica& r) {
   if (rv != 0) {
     delete t;
     r.transferring = false;
+    r.transfer_called = false;
     observe(r);
   }
 }

@@ -196,6 +196,7 @@ class groups {
   // When r's lease runs out (clock_ms), from what its voters echoed.
   uint64_t lease_until(const replica& r) const;
   void maybe_hand_back(replica& r);
+  void start_transfer(replica& r);
   void drain(replica& r);
   void reserve_ids(replica& r, uint64_t term);
   void start_barrier(replica& r);

@@ -33,13 +33,15 @@ struct groups::replica {
   struct ::raft r {};
 
   // Loop thread only.
-  bool initialised = false;   // raft_init succeeded: raft_close is owed
-  bool started = false;       // raft_start succeeded
-  bool closing = false;       // raft_close called
-  uint64_t lead_term = 0;     // the term whose leader_begin this node proposed
-  bool begun = false;         // ... and it is applied here
-  bool ready = false;         // on_lead ran for lead_term (and no on_lose since)
-  bool transferring = false;  // a raft_transfer to the preferred replica is in flight
+  bool initialised = false;      // raft_init succeeded: raft_close is owed
+  bool started = false;          // raft_start succeeded
+  bool closing = false;          // raft_close called
+  uint64_t lead_term = 0;        // the term whose leader_begin this node proposed
+  bool begun = false;            // ... and it is applied here
+  bool ready = false;            // on_lead ran for lead_term (and no on_lose since)
+  bool transferring = false;     // handing the group to its preferred replica ...
+  bool transfer_called = false;  // ... and raft_transfer is in flight
+  std::chrono::steady_clock::time_point transfer_at{};  // when to call it
   std::chrono::steady_clock::time_point ready_since{};
   std::chrono::steady_clock::time_point last_transfer{};
   bool barrier_in_flight = false;
