@@ -11,6 +11,7 @@
 
 #include "effects/exec_sandbox.hpp"
 #include "effects/exec_tool.hpp"
+#include "support/aborted_call.hpp"
 #include "support/process_scan.hpp"
 #include "support/wait.hpp"
 
@@ -117,23 +118,12 @@ TEST_CASE("a tool aborted while it runs is killed at once and may have been appl
   auto abort = std::make_shared<keel::abort_signal>();
   auto ctx = context(60'000);
   ctx.abort = abort;
-  keel::test::future_value<effect_outcome> done;
-  std::thread caller([&] { done.set(run(shell_tool("sleep 30; echo " + token), {}, ctx)); });
-  REQUIRE(keel::test::eventually([&] { return keel::test::processes_with(token) >= 1; }));
-  auto raised_at = std::chrono::steady_clock::now();
-  abort->raise();
-  auto out = done.wait(std::chrono::seconds(20));
-  auto took = std::chrono::steady_clock::now() - raised_at;
-  caller.join();
-  REQUIRE(out.has_value());
-  MESSAGE("aborted exec tool returned "
-          << std::chrono::duration_cast<std::chrono::microseconds>(took).count()
-          << " us after the raise");
-  CHECK(took < std::chrono::seconds(2));
-  CHECK_FALSE(out->ok);
-  CHECK(out->retryable);
-  CHECK(out->maybe_applied);
-  CHECK(contains(out->error, "aborted"));
+  keel::test::abort_while_running(
+      "exec tool", *abort, [&] { return run(shell_tool("sleep 30; echo " + token), {}, ctx); },
+      [&] {
+        return keel::test::eventually([&] { return keel::test::processes_with(token) >= 1; });
+      },
+      "aborted");
   CHECK(keel::test::eventually([&] { return keel::test::processes_with(token) == 0; },
                                std::chrono::seconds(5)));
 }

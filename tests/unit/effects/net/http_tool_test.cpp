@@ -14,6 +14,7 @@
 #include "base/abort_signal.hpp"
 #include "effects/http_tool.hpp"
 #include "http/client.hpp"
+#include "support/aborted_call.hpp"
 #include "support/fake_tool_server.hpp"
 #include "support/refused_port.hpp"
 #include "support/wait.hpp"
@@ -301,25 +302,10 @@ TEST_CASE(
   auto abort = std::make_shared<abort_signal>();
   auto ctx = call_ctx("eff-1", 1, 60'000);
   ctx.abort = abort;
-  test::future_value<actors::effect_outcome> done;
-  std::thread caller(
-      [&] { done.set(runner.run(tool_at("refund", api.url("refund")), refund_args, ctx)); });
-  REQUIRE(api.wait_for_held(1, 10s));
-
-  auto raised_at = std::chrono::steady_clock::now();
-  abort->raise();
-  auto out = done.wait(10s);
-  auto took = std::chrono::steady_clock::now() - raised_at;
-  caller.join();
-  REQUIRE(out.has_value());
-  MESSAGE("aborted http tool returned "
-          << std::chrono::duration_cast<std::chrono::microseconds>(took).count()
-          << " us after the raise");
-  CHECK(took < 2s);
-  CHECK_FALSE(out->ok);
-  CHECK(out->retryable);
-  CHECK(out->maybe_applied);
-  CHECK(contains(out->error, "was aborted"));
+  test::abort_while_running(
+      "http tool", *abort,
+      [&] { return runner.run(tool_at("refund", api.url("refund")), refund_args, ctx); },
+      [&] { return api.wait_for_held(1, 10s); }, "was aborted");
   CHECK(api.applied("refund") == 1);
 
   // The held connection still waits for its answer: a call that went out

@@ -15,6 +15,7 @@
 
 #include "base/abort_signal.hpp"
 #include "effects/openai_model.hpp"
+#include "support/aborted_call.hpp"
 #include "support/fake_openai_server.hpp"
 #include "support/refused_port.hpp"
 #include "support/wait.hpp"
@@ -211,25 +212,10 @@ TEST_CASE("an aborted model call returns at once as retryable and maybe applied"
   auto abort = std::make_shared<abort_signal>();
   auto ctx = call_ctx(60'000);
   ctx.abort = abort;
-  test::future_value<actors::effect_outcome> done;
-  std::thread caller(
-      [&] { done.set(model.complete(spec_for(ai.base_url()), refund_request(), ctx)); });
-  REQUIRE(ai.wait_for_calls(1, std::chrono::seconds(10)));
-
-  auto raised_at = std::chrono::steady_clock::now();
-  abort->raise();
-  auto out = done.wait(std::chrono::seconds(10));
-  auto took = std::chrono::steady_clock::now() - raised_at;
-  caller.join();
-  REQUIRE(out.has_value());
-  MESSAGE("aborted model call returned "
-          << std::chrono::duration_cast<std::chrono::microseconds>(took).count()
-          << " us after the raise");
-  CHECK(took < std::chrono::seconds(2));
-  CHECK_FALSE(out->ok);
-  CHECK(out->retryable);
-  CHECK(out->maybe_applied);
-  CHECK(contains(out->error, "was aborted"));
+  test::abort_while_running(
+      "model call", *abort,
+      [&] { return model.complete(spec_for(ai.base_url()), refund_request(), ctx); },
+      [&] { return ai.wait_for_calls(1, std::chrono::seconds(10)); }, "was aborted");
 }
 
 TEST_CASE("an endpoint that refuses connections is a retryable failure") {
