@@ -31,23 +31,31 @@ net::server_address loopback(uint16_t port) {
   return {"http", "127.0.0.1", port};
 }
 
-// Raises `signal` and waits for `done`; how long that took, or nullopt when
-// the call did not return within 10 s (it would have waited a minute).
-template <class T>
-std::optional<std::chrono::microseconds> raise_and_time(abort_signal& signal,
-                                                        test::future_value<T>& done) {
-  auto raised_at = std::chrono::steady_clock::now();
-  signal.raise();
-  if (!done.wait(10s)) return std::nullopt;
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
-                                                               raised_at);
-}
-
 // The peer closed the connection: a read sees the end within `timeout`.
 bool closed_by_client(test::raw_connection& c, std::chrono::milliseconds timeout = 5s) {
   bool closed = false;
   c.read_all(timeout, &closed);
   return closed;
+}
+
+// Raises `signal` while `done`'s call waits on `conn`, and checks the call
+// returns at once (it would have waited a minute), failed as aborted, and
+// closed its connection. Returns its result for further checks.
+response_result check_aborted(const char* what, abort_signal& signal,
+                              test::future_value<response_result>& done,
+                              test::raw_connection& conn) {
+  auto raised_at = std::chrono::steady_clock::now();
+  signal.raise();
+  auto r = done.wait(10s);
+  auto took = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - raised_at);
+  REQUIRE_MESSAGE(r.has_value(), what << " did not return within 10 s of the raise");
+  MESSAGE("aborted " << what << " returned " << took.count() << " us after the raise");
+  CHECK(took < 2s);
+  REQUIRE_FALSE(r->is_ok());
+  CHECK(contains(r->error().message(), "was aborted"));
+  CHECK(closed_by_client(conn));
+  return std::move(*r);
 }
 
 }  // namespace
@@ -67,17 +75,10 @@ TEST_CASE("an aborted request returns at once and closes its connection") {
   REQUIRE(conn.fd() >= 0);
   REQUIRE_FALSE(conn.read_until("\r\n\r\n", 10s).empty());  // the request is in
 
-  auto took = raise_and_time(abort, done);
-  REQUIRE(took.has_value());
-  MESSAGE("aborted request returned " << took->count() << " us after the raise");
-  CHECK(*took < 2s);
-  auto r = *done.wait(0ms);
-  REQUIRE_FALSE(r.is_ok());
+  auto r = check_aborted("request", abort, done, conn);
   CHECK(r.error().error_code() == code::unavailable);
   CHECK(contains(r.error().message(), "POST /slow on 127.0.0.1:"));
-  CHECK(contains(r.error().message(), "was aborted"));
   CHECK_FALSE(contains(r.error().message(), "before it was sent"));
-  CHECK(closed_by_client(conn));
 }
 
 TEST_CASE("a client whose signal was raised sends nothing") {
@@ -119,14 +120,7 @@ TEST_CASE("the pool drops an aborted call's connection and the next call opens a
   REQUIRE(held.fd() >= 0);
   REQUIRE_FALSE(held.read_until("\r\n\r\n", 10s).empty());
 
-  auto took = raise_and_time(abort, first);
-  REQUIRE(took.has_value());
-  MESSAGE("aborted pool request returned " << took->count() << " us after the raise");
-  CHECK(*took < 2s);
-  auto r = *first.wait(0ms);
-  REQUIRE_FALSE(r.is_ok());
-  CHECK(contains(r.error().message(), "was aborted"));
-  CHECK(closed_by_client(held));
+  (void)check_aborted("pool request", abort, first, held);
 
   // The next call of the pool cannot go out on the aborted connection: it
   // comes on a new one, and is answered there.
@@ -164,12 +158,5 @@ TEST_CASE("an aborted stream returns at once and closes its connection") {
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
       "b\r\ndata: one\n\n\r\n"));
 
-  auto took = raise_and_time(abort, done);
-  REQUIRE(took.has_value());
-  MESSAGE("aborted stream returned " << took->count() << " us after the raise");
-  CHECK(*took < 2s);
-  auto r = *done.wait(0ms);
-  REQUIRE_FALSE(r.is_ok());
-  CHECK(contains(r.error().message(), "was aborted"));
-  CHECK(closed_by_client(conn));
+  (void)check_aborted("stream", abort, done, conn);
 }
