@@ -1,8 +1,9 @@
 #pragma once
 // Three nodes' replicated groups (net/raft/groups.hpp) in one process, for
-// the groups and lease tests: each node its own store, journal writer and
-// raft loop, connected by an in-process switchboard that can cut a link
-// one way. Four groups, every node a voter of each. Included by one test
+// the groups, lease and catch-up tests: each node its own store, journal
+// writer and raft loop, connected by an in-process switchboard that can
+// cut a link one way and hold state fetches. Four groups unless a test
+// says otherwise, every node a voter of each. Included by one test
 // file each (an anonymous namespace: every file has its own copy).
 
 #include <doctest/doctest.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,10 +39,17 @@ constexpr raft::group_id group_count = 4;
 // Delivers each message to the receiving node's groups unless the link
 // from sender to receiver is cut. Senders call it from their loops; the
 // receiver's recv only posts, so holding the lock across it is short.
+using respond_fn = std::function<void(result<std::string>)>;
+
 struct switchboard {
   std::mutex mu;
   std::map<std::string, raft::groups*> nodes;
   std::set<std::pair<std::string, std::string>> cut;
+  // State fetches (catching up): a fetch is held, not answered, once
+  // `hold_after` went through, until release().
+  int fetches = 0;
+  int hold_after = -1;  // -1: never hold
+  std::vector<respond_fn> held;
 
   void deliver(const std::string& from, std::string_view to, raft::group_id g, std::string bytes) {
     std::lock_guard lk(mu);
@@ -81,6 +90,39 @@ struct switchboard {
     std::lock_guard lk(mu);
     cut.clear();
   }
+  void fetch(const std::string& from, std::string_view to, std::string request, respond_fn done) {
+    raft::groups* dest = nullptr;
+    {
+      std::lock_guard lk(mu);
+      ++fetches;
+      if (hold_after >= 0 && fetches > hold_after) {
+        held.push_back(std::move(done));
+        return;
+      }
+      auto it = nodes.find(std::string(to));
+      if (it != nodes.end()) dest = it->second;
+    }
+    if (dest == nullptr) return done(error(code::unavailable, std::string(to) + " is down"));
+    dest->serve_fetch(from, std::move(request), std::move(done));
+  }
+  int fetch_count() {
+    std::lock_guard lk(mu);
+    return fetches;
+  }
+  std::size_t held_count() {
+    std::lock_guard lk(mu);
+    return held.size();
+  }
+  // Stops holding; what was held fails as if its server had died.
+  void release() {
+    std::vector<respond_fn> h;
+    {
+      std::lock_guard lk(mu);
+      hold_after = -1;
+      h.swap(held);
+    }
+    for (auto& d : h) d(error(code::unavailable, "the server died"));
+  }
 };
 
 struct wire : raft::sender {
@@ -92,6 +134,9 @@ struct wire : raft::sender {
   }
   void send_frames(std::string_view to, std::string frames) override {
     sb.deliver_frames(self, to, std::move(frames));
+  }
+  void fetch(std::string_view to, std::string request, respond_fn done) override {
+    sb.fetch(self, to, std::move(request), std::move(done));
   }
 };
 
@@ -108,7 +153,7 @@ struct node {
   raft_id id;
   std::string address;
   switchboard& sb;
-  test::temp_dir dir{"keel-groups"};
+  std::unique_ptr<test::temp_dir> dir = std::make_unique<test::temp_dir>("keel-groups");
   std::unique_ptr<persistence::store> db;
   std::unique_ptr<persistence::journal_writer> journal;
   wire out;
@@ -116,19 +161,22 @@ struct node {
   std::atomic<raft::groups*> live{nullptr};
   leadership_log seen;
   uint32_t transfer_back_ms = 0;  // off unless a test wants it
+  raft::group_id group_total = group_count;
+  // Applied to the options last, before every start.
+  std::function<void(raft::groups_options&)> tune;
 
   node(raft_id i, switchboard& s)
       : id(i), address("n" + std::to_string(i)), sb(s), out(s, "n" + std::to_string(i)) {}
 
   void start() {
-    auto s = persistence::store::open({dir.str(), 8 << 20, true});
+    auto s = persistence::store::open({dir->str(), 8 << 20, true});
     REQUIRE_MESSAGE(s.is_ok(), s.error().to_string());
     db = std::move(s).value();
     journal = std::make_unique<persistence::journal_writer>(*db, /*sync=*/true);
     raft::groups_options o;
     o.self = address;
     o.self_id = id;
-    for (raft::group_id g = 0; g < group_count; ++g)
+    for (raft::group_id g = 0; g < group_total; ++g)
       o.groups.push_back({g, {{1, "n1"}, {2, "n2"}, {3, "n3"}}});
     o.db = db.get();
     o.submit = [j = journal.get()](persistence::write_set ops,
@@ -153,6 +201,7 @@ struct node {
       seen.last_lose[g] = std::chrono::steady_clock::now();
       if (l != nullptr && l->leading(g).has_value()) ++seen.lose_saw_leading;
     };
+    if (tune) tune(o);
     auto started = raft::groups::start(std::move(o));
     REQUIRE_MESSAGE(started.is_ok(), started.error().to_string());
     gs = std::move(started).value();
@@ -169,6 +218,12 @@ struct node {
     journal->stop();
     journal.reset();
     db.reset();
+  }
+
+  // A new, empty data directory (same raft id). REQUIRES: stopped.
+  void wipe() {
+    REQUIRE(!gs);
+    dir = std::make_unique<test::temp_dir>("keel-groups");
   }
 
   int leads(raft::group_id g) {
@@ -197,10 +252,13 @@ struct cluster {
   switchboard sb;
   std::vector<std::unique_ptr<node>> n;
 
-  explicit cluster(uint32_t transfer_back_ms = 0) {
+  explicit cluster(uint32_t transfer_back_ms = 0)
+      : cluster([transfer_back_ms](node& x) { x.transfer_back_ms = transfer_back_ms; }) {}
+  // `setup` runs on each node before it first starts.
+  explicit cluster(const std::function<void(node&)>& setup) {
     for (raft_id i = 1; i <= 3; ++i) n.push_back(std::make_unique<node>(i, sb));
     for (auto& x : n) {
-      x->transfer_back_ms = transfer_back_ms;
+      setup(*x);
       x->start();
     }
   }
