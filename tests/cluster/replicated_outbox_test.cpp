@@ -8,7 +8,8 @@
 // take the receiving group's majority while the sending group keeps its
 // own. The receiver's group then has no leader, and the sender's messages
 // wait in its leader's outbox; that leader is SIGKILLed and its data
-// directory deleted before the two are thawed.
+// directory deleted, the group's other replica takes over, and then the
+// two are thawed.
 
 #include <doctest/doctest.h>
 
@@ -102,8 +103,24 @@ TEST_CASE(
       leader << "'s outbox holds " << queued_in_outbox(c, leader) << " of " << sent << "\n"
              << c.logs());
 
-  // The sending leader's disk is lost; then the receiver's group can elect.
+  // The sending leader's disk is lost. The sending group's other awake
+  // replica takes it over, and the wiped member gets the group back from
+  // it, before the frozen ones return: a wiped member still votes under
+  // its old raft id (docs/replication.md), so thawing a replica that
+  // missed the entries while only one copy of them is left could elect a
+  // leader without them. Then the receiver's group can elect.
   c.wipe(leader);
+  std::string next;
+  REQUIRE_MESSAGE(poll_until(
+                      [&] {
+                        next = ready_leader_among(c, gp, awake);
+                        if (next.empty() || next == leader) return false;
+                        const auto want = group_entry(c, next, gp).value("commit_index", 0ull);
+                        return group_entry(c, leader, gp).value("applied_index", 0ull) >= want;
+                      },
+                      30s, 100ms),
+                  "the wiped member did not get the sending group back\n"
+                      << c.logs());
   c.process(x).thaw();
   c.process(y).thaw();
 
