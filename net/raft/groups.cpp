@@ -84,8 +84,11 @@ status validate(const groups_options& o) {
   for (const auto& g : o.groups) {
     if (!seen.insert(g.id).second)
       return error(code::invalid_argument, "group " + std::to_string(g.id) + " is listed twice");
+    // A member that joins runs the group under a new id: only its address
+    // is in the spec.
     bool self = false;
-    for (const auto& [id, address] : g.voters) self |= id == o.self_id && address == o.self;
+    for (const auto& [id, address] : g.voters)
+      self |= address == o.self && (g.join || id == o.self_id);
     if (!self)
       return error(code::invalid_argument, "group " + std::to_string(g.id) + " does not list " +
                                                o.self + " (raft id " + std::to_string(o.self_id) +
@@ -95,40 +98,6 @@ status validate(const groups_options& o) {
 }
 
 }  // namespace
-
-void forget_lost_log(groups::replica& r, raft_id from, const raft_append_entries_result& res) {
-  if (!r.started || raft_state(&r.r) != RAFT_LEADER || res.rejected == 0 ||
-      res.term != r.r.current_term)
-    return;
-  for (unsigned i = 0; i < r.r.configuration.n; ++i) {
-    if (r.r.configuration.servers[i].id != from) continue;
-    raft_progress& p = r.r.leader_state.progress[i];
-    // Raft assumes a replica never loses what it acknowledged, and libraft
-    // ignores a rejection at or below the index it matched (or, while it
-    // sends a snapshot, any other than the snapshot's): a member whose
-    // data directory was wiped would wait until something else reset the
-    // leader's view of it. A rejection that reports a log shorter than
-    // the match can only come from such a member: probe it from scratch,
-    // in libraft's probe state (0; what it does itself when a snapshot
-    // send ends), so this very rejection moves it to where its log ends.
-    // Only a rejection of an AppendEntries sent after the match counts (its
-    // previous index is at or past it): an older one, arriving late, says
-    // nothing about the log now.
-    if (res.last_log_index >= p.match_index || res.rejected < p.match_index) return;
-    log::warn(
-        "a replica answers with less than it had acknowledged (its data was lost?): "
-        "sending it the group again",
-        {{"group", std::to_string(r.spec.id)},
-         {"replica", std::to_string(from)},
-         {"matched", std::to_string(p.match_index)},
-         {"its_last_index", std::to_string(res.last_log_index)}});
-    p.state = 0;
-    p.match_index = 0;
-    p.snapshot_index = 0;
-    p.next_index = res.rejected + 1;
-    return;
-  }
-}
 
 status group_unavailable(group_id g, const std::string& why) {
   return error(code::unavailable, "group " + std::to_string(g) + ": " + why);
@@ -166,7 +135,10 @@ result<std::unique_ptr<groups>> groups::start(groups_options o) {
     io.fetch_state = true;
     io.group_of = gs->opts_.group_of;
     replica* raw = rep.get();
-    io.applied_floor = [raw] { return raw->started ? raft_last_applied(&raw->r) : 0; };
+    // In the state machine's terms (the last command applied), as the
+    // state server compares it: libraft's applied index also counts
+    // configuration changes and barriers.
+    io.applied_floor = [raw] { return raw->fsm->applied_index(); };
     io.on_fetched = [raw] {
       if (keel::status st = raw->fsm->reload(); !st)
         log::error("raft group state reread after a fetch failed",
@@ -174,9 +146,6 @@ result<std::unique_ptr<groups>> groups::start(groups_options o) {
     };
     io.page_timeout = std::chrono::milliseconds(gs->opts_.fetch_page_timeout_ms);
     io.hold_votes_ms = gs->opts_.election_timeout_ms;
-    io.before_result = [raw](raft_id from, const raft_append_entries_result& res) {
-      forget_lost_log(*raw, from, res);
-    };
     rep->io = std::make_unique<raft::io>(std::move(io));
     gs->replicas_.push_back(std::move(rep));
   }
@@ -220,17 +189,22 @@ keel::status groups::open_all() {
     // elected meanwhile.
     raft_set_pre_vote(&r.r, true);
 
-    raft_configuration conf;
-    raft_configuration_init(&conf);
-    for (const auto& [id, address] : r.spec.voters) {
-      rv = raft_configuration_add(&conf, id, address.c_str(), RAFT_VOTER);
-      if (rv != 0) break;
-    }
     // Every replica bootstraps the same configuration; a store that
     // already holds the group refuses it (RAFT_CANTBOOTSTRAP) and keeps
-    // what it has.
-    if (rv == 0) rv = raft_bootstrap(&r.r, &conf);
-    raft_configuration_close(&conf);
+    // what it has. A member that joins does not bootstrap: it gets the
+    // configuration from the group's leader, unless it is the group's only
+    // replica (nothing to join; what it had is lost).
+    const bool alone = r.spec.voters.size() == 1;
+    if (!r.spec.join || alone) {
+      raft_configuration conf;
+      raft_configuration_init(&conf);
+      for (const auto& [id, address] : r.spec.voters) {
+        rv = raft_configuration_add(&conf, alone ? opts_.self_id : id, address.c_str(), RAFT_VOTER);
+        if (rv != 0) break;
+      }
+      if (rv == 0) rv = raft_bootstrap(&r.r, &conf);
+      raft_configuration_close(&conf);
+    }
     if (rv != 0 && rv != RAFT_CANTBOOTSTRAP)
       return error(code::io_error,
                    name + "bootstrap: " + error_text(rv) + ": " + raft_errmsg(&r.r));
@@ -358,6 +332,8 @@ void groups::observe(replica& r) {
   if (!r.started || r.closing) return;
   const int state = raft_state(&r.r);
   const uint64_t term = r.r.current_term;
+  if (term > 1 && !had_election_.load(std::memory_order_relaxed)) had_election_.store(true);
+  ask_to_join(r);
   raft_id leader_id = 0;
   const char* leader_address = nullptr;
   raft_leader(&r.r, &leader_id, &leader_address);
@@ -412,8 +388,9 @@ uint64_t groups::lease_until(const replica& r) const {
 
 void groups::maybe_hand_back(replica& r) {
   if (opts_.transfer_back_ms == 0 || r.spec.voters.empty() || r.transferring) return;
-  const raft_id preferred = r.spec.voters.front().first;
-  if (preferred == opts_.self_id) return;
+  if (r.spec.voters.front().second == opts_.self) return;
+  const raft_id preferred = preferred_id(r);
+  if (preferred == 0) return;
   const auto now = std::chrono::steady_clock::now();
   const auto wait = std::chrono::milliseconds(opts_.transfer_back_ms);
   if (now - r.ready_since < wait || now - r.last_transfer < wait) return;
@@ -442,17 +419,22 @@ void groups::maybe_hand_back(replica& r) {
 
 void groups::start_transfer(replica& r) {
   r.transfer_called = true;
-  const raft_id preferred = r.spec.voters.front().first;
+  const raft_id preferred = preferred_id(r);
   auto* t = new pending_transfer{{}, this, &r};
   t->req.data = t;
-  const int rv = raft_transfer(&r.r, &t->req, preferred, [](transfer_request* done) {
-    std::unique_ptr<pending_transfer> p(static_cast<pending_transfer*>(done->data));
-    p->group->transferring = false;
-    p->group->transfer_called = false;
-    // Still the leader (the preferred one did not win in time): lead again
-    // under a new leader_begin in this term.
-    p->owner->observe(*p->group);
-  });
+  // Gone from the configuration meanwhile (it is joining again): no
+  // transfer.
+  const int rv =
+      preferred == 0
+          ? RAFT_BADID
+          : raft_transfer(&r.r, &t->req, preferred, [](transfer_request* done) {
+              std::unique_ptr<pending_transfer> p(static_cast<pending_transfer*>(done->data));
+              p->group->transferring = false;
+              p->group->transfer_called = false;
+              // Still the leader (the preferred one did not win in time): lead again
+              // under a new leader_begin in this term.
+              p->owner->observe(*p->group);
+            });
   if (rv != 0) {
     delete t;
     r.transferring = false;
@@ -545,11 +527,16 @@ group_status groups::status_of(const replica& r) const {
   s.last_index = raft_last_index(raw);
   s.commit_index = r.r.commit_index;
   s.applied_index = raft_last_applied(raw);
+  if (r.spec.join && !r.joined) {
+    std::lock_guard lk(r.joining->mu);
+    s.joining = r.joining->answer.empty() ? "asking the group's leader" : r.joining->answer;
+  }
   if (state == RAFT_LEADER) {
     // progress is parallel to configuration.servers.
     for (unsigned i = 0; i < r.r.configuration.n; ++i) {
       const raft_server& srv = r.r.configuration.servers[i];
-      s.replicas.push_back({srv.address, srv.id, r.r.leader_state.progress[i].match_index});
+      s.replicas.push_back({srv.address, srv.id, r.r.leader_state.progress[i].match_index,
+                            server_role_name(srv.role)});
     }
   }
   return s;

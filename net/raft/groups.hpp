@@ -29,10 +29,23 @@
 // covers the loop's look and what on_lose does (abort the group's calls),
 // the tenth the clocks' rate drift.
 //
+// Joining: a member whose spec says `join` starts the group without a
+// configuration (it can neither campaign nor vote usefully) and asks every
+// other voter of the spec, every election timeout / 2, to take it in. The
+// leader, for a request from a member listed in the spec, moves the group
+// one step at a time, each a configuration change committed through the
+// group's log: it removes the server at the member's address under another
+// id (the incarnation that lost its data), adds the new id as a spare,
+// makes it a standby (it gets the log, and the group's state streamed
+// first when it is far behind), and once its log matches the leader's,
+// a voter. A committed step starts the next at once; asks only restart a
+// sequence a new leader does not know of.
+//
 // Lifetime: `db`, the sender and `submit`'s writer must outlive the groups
 // object until stop() returns; stop() closes every libraft instance and
 // waits for its close, so nothing calls them afterwards.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -53,8 +66,13 @@ namespace keel::raft {
 
 struct group_spec {
   group_id id = 0;
-  // Every voter of the group: raft id and address (the member id).
+  // Every voter of the group as bootstrapped: raft id and address (the
+  // member id). The first is the group's preferred leader.
   std::vector<std::pair<raft_id, std::string>> voters;
+  // This member lost its copy of the group and runs it under a new raft id
+  // (identity.hpp): it does not bootstrap, and asks the group's leader to
+  // take it in (see "Joining" below) until it is a voter.
+  bool join = false;
 };
 
 struct groups_options {
@@ -100,13 +118,17 @@ struct group_status {
   uint64_t term = 0;
   std::string leader;  // member id of the leader this node knows ("" none)
   uint64_t last_index = 0, commit_index = 0, applied_index = 0;
+  // A member that joins under a new raft id: "" once it is a voter (or it
+  // never joined), else what the leader last answered it.
+  std::string joining;
   std::optional<uint64_t> leading;  // = leading(id)
   struct replica {
     std::string member;
     raft_id id = 0;
     uint64_t match_index = 0;
+    std::string role;  // "voter", "standby" (catching up to be one), "spare"
   };
-  std::vector<replica> replicas;  // on the leader: each voter's match index
+  std::vector<replica> replicas;  // on the leader: each server's match index
   fetch_progress fetch;           // catching up from another replica's state
 };
 
@@ -172,6 +194,19 @@ class groups {
   void serve_fetch(std::string from, std::string request,
                    std::function<void(result<std::string>)> respond);
 
+  // A join request (encode_join_request) from member `from`: on the
+  // group's ready leader, the next step for it (see "Joining") and, as the
+  // answer, what that step is ("voter" once it is one); unavailable when
+  // not the leader or a change is in flight, unauthorized for a member
+  // the group's spec does not list.
+  void serve_join(std::string from, std::string request,
+                  std::function<void(result<std::string>)> respond);
+
+  // Whether any group here had an election (a term past the bootstrap's):
+  // the cluster ran, so a member with an empty store must join, not
+  // bootstrap (identity.hpp).
+  bool had_election() const { return had_election_.load(); }
+
   // One consistent copy per group, taken on the loop (waits up to 5 s;
   // after stop() or on a timeout every group reads "unavailable").
   std::vector<group_status> status() const;
@@ -200,6 +235,12 @@ class groups {
   void drain(replica& r);
   void reserve_ids(replica& r, uint64_t term);
   void start_barrier(replica& r);
+  void ask_to_join(replica& r);
+  // The leader's next step for the server `id` at `address`; what it is.
+  result<std::string> advance_join(replica& r, raft_id id, const std::string& address);
+  // The raft id the group's preferred replica has in its configuration now
+  // (0: none).
+  raft_id preferred_id(const replica& r) const;
   group_status status_of(const replica& r) const;
 
   // Gathers the messages every group sends in one turn of the loop into one
@@ -213,6 +254,11 @@ class groups {
   std::vector<std::unique_ptr<replica>> replicas_;
   loop::timer_id observer_ = 0;
   bool stopped_ = false;  // stop() ran; touched by stop() only
+  std::atomic<bool> had_election_{false};
 };
+
+// A join request: the group and the raft id the asking member runs it under.
+std::string encode_join_request(group_id g, raft_id id);
+result<std::pair<group_id, raft_id>> decode_join_request(std::string_view bytes);
 
 }  // namespace keel::raft

@@ -45,6 +45,19 @@ struct groups::replica {
   std::chrono::steady_clock::time_point ready_since{};
   std::chrono::steady_clock::time_point last_transfer{};
   bool barrier_in_flight = false;
+  // Joining (groups.hpp): on a join spec, whether this node is a voter of
+  // the group's configuration yet and when it asks next; on a leader, a
+  // configuration change it started is in flight.
+  bool joined = false;
+  std::chrono::steady_clock::time_point next_ask{};
+  bool changing = false;
+  // What the leader last answered a join ask (status); shared with the
+  // answers' callbacks, which may come after this object is gone.
+  struct join_note {
+    std::mutex mu;
+    std::string answer;
+  };
+  std::shared_ptr<join_note> joining = std::make_shared<join_note>();
   uint64_t next_proposal = 1;       // proposal ids inside this group's entries
   std::function<void()> on_closed;  // set by stop() before raft_close
 
@@ -88,6 +101,16 @@ struct pending_entry {
   std::vector<done_fn> dones;  // writes
 };
 
+// A configuration change of a join (groups_join.cpp).
+struct pending_change {
+  raft_change req{};
+  groups* owner = nullptr;
+  groups::replica* group = nullptr;
+  raft_id id = 0;       // the joining server
+  std::string address;  // its member id
+  std::string step;
+};
+
 // A leadership transfer to the preferred replica (groups.cpp).
 struct pending_transfer {
   transfer_request req{};
@@ -102,12 +125,10 @@ struct pending_barrier {
   std::vector<done_fn> dones;
 };
 
+// "voter", "standby", "spare" (libraft's RAFT_VOTER ...).
+const char* server_role_name(int role);
+
 // "group 3: <why>", unavailable.
 status group_unavailable(group_id g, const std::string& why);
-
-// On the loop, before libraft takes an AppendEntriesResult of r: a replica
-// whose answer shows it lost entries it had acknowledged is probed again
-// from where its log ends (groups.cpp).
-void forget_lost_log(groups::replica& r, raft_id from, const raft_append_entries_result& res);
 
 }  // namespace keel::raft

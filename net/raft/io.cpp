@@ -7,6 +7,7 @@
 
 #include "base/bytes.hpp"
 #include "base/log.hpp"
+#include "net/raft/group_fsm.hpp"
 #include "net/raft/message_codec.hpp"
 
 namespace keel::raft {
@@ -287,12 +288,21 @@ bool io::intercept(std::string_view from_address, raft_message& msg) {
   // helps elect a leader (with two of three members left, it must).
   if (msg.type == RAFT_IO_REQUEST_VOTE) return false;
   if (!snapshot && !incomplete_) return false;
+  // What the snapshot's state holds: every command up to its marker's
+  // applied index. Not the snapshot's raft index, which may be a later
+  // configuration change or barrier, entries the state machine never sees.
+  uint64_t holds = 0;
+  if (snapshot) {
+    const raft_buffer& data = msg.install_snapshot.data;
+    auto m = decode_marker({static_cast<const char*>(data.base), data.len});
+    holds = m ? m->applied : msg.install_snapshot.last_index;
+  }
   // The store already holds the state the snapshot names (a fetch whose
   // message libraft then refused as stale): nothing to fetch.
   if (snapshot && !incomplete_ && !fetch_) {
     auto applied = opts_.db->get(persistence::family::raft, applied_key(opts_.group));
     if (applied && applied->has_value() && (*applied)->size() == 8 &&
-        get_u64_be((*applied)->data()) >= msg.install_snapshot.last_index)
+        get_u64_be((*applied)->data()) >= holds)
       return false;
   }
   // Dropped: anything while the data is incomplete but what can start a
@@ -304,7 +314,7 @@ bool io::intercept(std::string_view from_address, raft_message& msg) {
     return true;
   }
   uint64_t marker = opts_.applied_floor ? opts_.applied_floor() : 0;
-  if (snapshot) marker = std::max<uint64_t>(marker, msg.install_snapshot.last_index);
+  if (snapshot) marker = std::max<uint64_t>(marker, holds);
   if (snapshot) {
     held_ = msg;
     holding_ = true;
@@ -418,8 +428,6 @@ status io::recv(std::string_view from_address, std::string_view bytes) {
   if (intercept(from_address, msg)) return status::ok();
   // Only what reaches libraft counts for the lease.
   note_stamp(msg, decoded->from, decoded->stamp);
-  if (msg.type == RAFT_IO_APPEND_ENTRIES_RESULT && opts_.before_result)
-    opts_.before_result(decoded->from, msg.append_entries_result);
   std::string address(from_address);
   msg.server_address = address.c_str();
   recv_(&io_, &msg);

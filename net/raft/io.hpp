@@ -84,6 +84,14 @@ class sender {
     (void)request;
     done(error(code::unavailable, "this transport cannot fetch a group's state"));
   }
+  // A join request (groups.hpp, "Joining") to member `to_address`,
+  // answered with what its leader did; `done` as for fetch.
+  virtual void join(std::string_view to_address, std::string request,
+                    std::function<void(result<std::string>)> done) {
+    (void)to_address;
+    (void)request;
+    done(error(code::unavailable, "this transport cannot carry a join request"));
+  }
   // Several messages to one member at once, as frames (append_frame): a
   // transport sends them as one. The default sends each on its own.
   virtual void send_frames(std::string_view to_address, std::string frames);
@@ -121,8 +129,10 @@ struct io_options {
   bool fetch_state = false;
   // Which group an agent name is in (the agents family is keyed by name).
   group_of_fn group_of;
-  // On the loop: the index libraft has applied; a fetch asks for at least
-  // that much state. Unset: 0.
+  // On the loop: the index of the last command the state machine applied;
+  // a fetch asks for at least that much state, and at least what the
+  // snapshot's marker names (its applied index, not the snapshot's raft
+  // index, which may be a configuration change's). Unset: 0.
   std::function<uint64_t()> applied_floor;
   // On the loop, after a fetch wrote the group's data and before the held
   // message reaches libraft (the state machine rereads its keys).
@@ -131,9 +141,6 @@ struct io_options {
   // Vote requests (and pre-votes) that arrive sooner than this after the
   // io started are dropped (the leader lease above). 0: none are.
   uint32_t hold_votes_ms = 0;
-  // On the loop, with every AppendEntriesResult just before libraft gets
-  // it (groups: a replica that lost its log). Unset: nothing.
-  std::function<void(raft_id from, const raft_append_entries_result&)> before_result;
 };
 
 class io {

@@ -105,6 +105,18 @@ struct switchboard {
     if (dest == nullptr) return done(error(code::unavailable, std::string(to) + " is down"));
     dest->serve_fetch(from, std::move(request), std::move(done));
   }
+  void join(const std::string& from, std::string_view to, std::string request, respond_fn done) {
+    raft::groups* dest = nullptr;
+    {
+      std::lock_guard lk(mu);
+      if (cut.count({from, std::string(to)}) || cut.count({std::string(to), from}))
+        return done(error(code::unavailable, "cut"));
+      auto it = nodes.find(std::string(to));
+      if (it != nodes.end()) dest = it->second;
+    }
+    if (dest == nullptr) return done(error(code::unavailable, std::string(to) + " is down"));
+    dest->serve_join(from, std::move(request), std::move(done));
+  }
   int fetch_count() {
     std::lock_guard lk(mu);
     return fetches;
@@ -138,6 +150,9 @@ struct wire : raft::sender {
   void fetch(std::string_view to, std::string request, respond_fn done) override {
     sb.fetch(self, to, std::move(request), std::move(done));
   }
+  void join(std::string_view to, std::string request, respond_fn done) override {
+    sb.join(self, to, std::move(request), std::move(done));
+  }
 };
 
 // What the leadership callbacks saw, for the contract checks.
@@ -150,7 +165,9 @@ struct leadership_log {
 };
 
 struct node {
-  raft_id id;
+  raft_id id;      // its original raft id, in every group's bootstrap
+  raft_id run_id;  // the id it runs under (another after rejoin())
+  bool join = false;
   std::string address;
   switchboard& sb;
   std::unique_ptr<test::temp_dir> dir = std::make_unique<test::temp_dir>("keel-groups");
@@ -166,7 +183,11 @@ struct node {
   std::function<void(raft::groups_options&)> tune;
 
   node(raft_id i, switchboard& s)
-      : id(i), address("n" + std::to_string(i)), sb(s), out(s, "n" + std::to_string(i)) {}
+      : id(i),
+        run_id(i),
+        address("n" + std::to_string(i)),
+        sb(s),
+        out(s, "n" + std::to_string(i)) {}
 
   void start() {
     auto s = persistence::store::open({dir->str(), 8 << 20, true});
@@ -175,9 +196,9 @@ struct node {
     journal = std::make_unique<persistence::journal_writer>(*db, /*sync=*/true);
     raft::groups_options o;
     o.self = address;
-    o.self_id = id;
+    o.self_id = run_id;
     for (raft::group_id g = 0; g < group_total; ++g)
-      o.groups.push_back({g, {{1, "n1"}, {2, "n2"}, {3, "n3"}}});
+      o.groups.push_back({g, {{1, "n1"}, {2, "n2"}, {3, "n3"}}, join});
     o.db = db.get();
     o.submit = [j = journal.get()](persistence::write_set ops,
                                    std::function<void(const status&)> done) {
@@ -224,6 +245,14 @@ struct node {
   void wipe() {
     REQUIRE(!gs);
     dir = std::make_unique<test::temp_dir>("keel-groups");
+  }
+  // A new, empty data directory, and the groups joined under `new_id` as
+  // a member that lost its store does (identity.hpp). REQUIRES: stopped.
+  void rejoin(raft_id new_id) {
+    wipe();
+    run_id = new_id;
+    join = true;
+    start();
   }
 
   int leads(raft::group_id g) {

@@ -1,0 +1,114 @@
+// A member that lost its store joins its groups under a new raft id
+// (net/raft/groups.hpp, "Joining"; net/raft/identity.hpp): three nodes'
+// groups in one process (groups_harness.hpp).
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "groups_harness.hpp"
+#include "net/raft/identity.hpp"
+
+namespace {
+
+// Every server of g's configuration as its leader sees it: raft id -> role.
+std::map<raft_id, std::string> servers_of(cluster& c, raft::group_id g) {
+  node* l = c.leader(g);
+  std::map<raft_id, std::string> out;
+  for (const auto& r : l->status_of(g).replicas) out[r.id] = r.role;
+  return out;
+}
+
+bool voters_are(cluster& c, raft::group_id g, const std::map<raft_id, std::string>& want) {
+  return servers_of(c, g) == want;
+}
+
+void write(cluster& c, raft::group_id g, const std::string& key, const std::string& value) {
+  node* l = c.leader(g);
+  REQUIRE(ended(propose(*l, g, *l->gs->leading(g), key, value)).is_ok());
+}
+
+}  // namespace
+
+TEST_CASE("a member that lost its store joins every group under its new raft id") {
+  cluster c;
+  for (raft::group_id g = 0; g < group_count; ++g)
+    write(c, g, "before/" + std::to_string(g), "v" + std::to_string(g));
+
+  node& lost = *c.n[2];
+  lost.stop();
+  const raft_id fresh = raft::incarnation_id(lost.id, 7);
+  lost.rejoin(fresh);
+  for (raft::group_id g = 0; g < group_count; ++g)
+    write(c, g, "during/" + std::to_string(g), "w" + std::to_string(g));
+
+  const std::map<raft_id, std::string> want{{1, "voter"}, {2, "voter"}, {fresh, "voter"}};
+  for (raft::group_id g = 0; g < group_count; ++g) {
+    CAPTURE(g);
+    // The former id (3) is removed; the new one went spare, standby, voter.
+    CHECK(test::eventually([&] { return voters_are(c, g, want); }, 10s));
+    wait_blob(lost, "before/" + std::to_string(g), "v" + std::to_string(g));
+    wait_blob(lost, "during/" + std::to_string(g), "w" + std::to_string(g));
+    CHECK(test::eventually([&] { return lost.status_of(g).joining.empty(); }, 10s));
+  }
+  CHECK(blobs(lost) == blobs(*c.n[0]));
+
+  // It counts as a voter: with one of the others stopped, every group
+  // still elects a leader and commits through it.
+  c.n[0]->stop();
+  for (raft::group_id g = 0; g < group_count; ++g) {
+    node* l = c.leader(g, {c.n[1].get(), &lost});
+    CHECK(ended(propose(*l, g, *l->gs->leading(g), "after/" + std::to_string(g), "x")).is_ok());
+    wait_blob(lost, "after/" + std::to_string(g), "x");
+  }
+}
+
+TEST_CASE("a member that lost its store cannot elect a replica missing committed entries") {
+  // n2 is cut off while an entry commits on n1 and n3; then n1 stops and
+  // n3 loses its store. Had n3 come back as voter 3 with an empty log, it
+  // would vote for n2, whose log lacks the entry, and the entry would be
+  // lost. Under a new id it is no voter: nothing is elected until n1 is
+  // back, and the entry reaches everyone.
+  cluster c([](node& x) { x.group_total = 1; });
+  const raft::group_id g = 0;
+  node* l = c.leader(g);
+  node* behind = nullptr;
+  node* lost = nullptr;
+  for (auto* x : c.others(l)) (behind == nullptr ? behind : lost) = x;
+  c.isolate(behind);
+  write(c, g, "committed", "on a majority");
+  wait_blob(*lost, "committed", "on a majority");
+
+  l->stop();
+  lost->stop();
+  lost->rejoin(raft::incarnation_id(lost->id, 9));
+  c.sb.heal();
+  // Five election timeouts: n2 campaigns again and again, and no vote of
+  // the new id counts.
+  CHECK_FALSE(test::eventually(
+      [&] { return (behind->gs && behind->gs->leading(g)) || (lost->gs && lost->gs->leading(g)); },
+      1500ms));
+
+  l->start();
+  for (auto* x : c.all()) wait_blob(*x, "committed", "on a majority");
+  CHECK(test::eventually([&] { return lost->status_of(g).joining.empty(); }, 10s));
+}
+
+TEST_CASE("a join request from a member the group does not list is refused") {
+  cluster c([](node& x) { x.group_total = 1; });
+  node* l = c.leader(0);
+  auto got = std::make_shared<test::future_value<result<std::string>>>();
+  l->gs->serve_join("n9", raft::encode_join_request(0, raft::incarnation_id(9, 1)),
+                    [got](result<std::string> r) { got->set(std::move(r)); });
+  auto answer = got->wait(10s);
+  REQUIRE(answer.has_value());
+  REQUIRE_FALSE(answer->is_ok());
+  CHECK(answer->error().error_code() == code::unauthorized);
+  CHECK(servers_of(c, 0).size() == 3);
+
+  // Nor one that is not a join request.
+  auto bad = std::make_shared<test::future_value<result<std::string>>>();
+  l->gs->serve_join("n2", "short", [bad](result<std::string> r) { bad->set(std::move(r)); });
+  auto refused = bad->wait(10s);
+  REQUIRE(refused.has_value());
+  CHECK(refused->error().error_code() == code::corruption);
+}
