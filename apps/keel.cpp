@@ -446,7 +446,11 @@ int cli::cluster() {
         std::string replicas;
         for (const auto& r : g.value("replicas", json::array())) {
           const uint64_t match = r.value("match_index", uint64_t{0});
-          replicas += (replicas.empty() ? "" : " ") + text_of(r.value("member", json())) + "(" +
+          // A member joining again after it lost its data: its role until
+          // it is a voter.
+          const std::string role = r.value("role", std::string("voter"));
+          replicas += (replicas.empty() ? "" : " ") + text_of(r.value("member", json())) +
+                      (role == "voter" ? "" : ":" + role) + "(" +
                       std::to_string(last > match ? last - match : 0) + ")";
         }
         std::string role = text_of(g.value("role", json()));
@@ -457,6 +461,8 @@ int cli::cluster() {
                     text_of(g.value("leader", json(""))).c_str(),
                     text_of(g.value("applied_index", json())).c_str(),
                     text_of(g.value("commit_index", json())).c_str(), replicas.c_str());
+        if (g.contains("joining"))
+          std::printf("       joining: %s\n", text_of(g.at("joining")).c_str());
       }
     }
     return exit_ok;

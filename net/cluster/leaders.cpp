@@ -116,7 +116,10 @@ json cluster_node::impl::groups_json() const {
   for (const auto& g : opts.repl->group_status()) {
     json replicas = json::array();
     for (const auto& rep : g.replicas)
-      replicas.push_back({{"member", rep.member}, {"match_index", rep.match_index}});
+      replicas.push_back({{"member", rep.member},
+                          {"raft_id", rep.id},
+                          {"role", rep.role},
+                          {"match_index", rep.match_index}});
     json gj{{"group", g.id},
             {"role", g.role},
             {"term", g.term},
@@ -126,6 +129,7 @@ json cluster_node::impl::groups_json() const {
             {"applied_index", g.applied_index},
             {"ready", g.leading.has_value()}};
     if (!replicas.empty()) gj["replicas"] = std::move(replicas);
+    if (!g.joining.empty()) gj["joining"] = g.joining;
     // Catching up from another replica's state (a snapshot install).
     const auto& f = g.fetch;
     if (f.fetching || f.incomplete || f.installed != 0 || f.failed != 0)

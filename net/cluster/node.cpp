@@ -449,9 +449,9 @@ void cluster_node::list_all(const http_request& req, respond_fn respond) {
 
 void cluster_node::impl::on_call(const std::string& from, std::string payload,
                                  transport_handlers::respond_fn respond) {
-  // A replicated group's state fetch is binary, not JSON.
-  if (opts.repl && is_fetch_call(payload))
-    return opts.repl->on_fetch(from, std::move(payload), std::move(respond));
+  // The replicated groups' calls are binary, not JSON.
+  if (opts.repl && is_replication_call(payload))
+    return opts.repl->on_call(from, std::move(payload), std::move(respond));
   auto msg = json::parse(payload, nullptr, false);
   if (!msg.is_object()) return respond(error(code::invalid_argument, "unreadable cluster call"));
   std::string op = msg.value("op", "");
@@ -525,6 +525,9 @@ json cluster_node::status() {
   if (auto c = impl_->change_status(); c.contains("next_epoch")) out["change"] = std::move(c);
   if (impl_->opts.repl) {
     out["replication"] = impl_->opts.repl->config().replication;
+    // 0 while a member with an empty store asks the others whether to
+    // bootstrap or join; its incarnation after it joined again.
+    out["raft_id"] = impl_->opts.repl->self_raft_id();
     out["groups"] = impl_->groups_json();
   }
   return out;

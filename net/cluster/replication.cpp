@@ -1,9 +1,13 @@
 #include "net/cluster/replication.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <random>
 #include <utility>
 
 #include "base/bytes.hpp"
+#include "base/log.hpp"
+#include "net/raft/identity.hpp"
 
 namespace keel::net {
 
@@ -11,22 +15,42 @@ namespace {
 // Raft messages for one member, as frames (raft::append_frame).
 constexpr char raft_batch_tag = 'B';
 constexpr char fetch_call_tag = 'S';
+constexpr char join_call_tag = 'J';
+constexpr char history_call_tag = 'H';
 // A page is about 1 MB: time enough for it on a slow link, not for a peer
 // that is gone.
 constexpr uint32_t fetch_timeout_ms = 20'000;
+// A join request and the question whether a member had an election are
+// answered from memory.
+constexpr uint32_t short_call_ms = 2'000;
+// How often a member with an empty store asks the others again while it
+// cannot choose (most are not up yet).
+constexpr auto ask_again = std::chrono::milliseconds(250);
+
+std::string tagged(char tag, std::string_view body) {
+  std::string out;
+  out.reserve(1 + body.size());
+  out.push_back(tag);
+  out.append(body);
+  return out;
+}
 }  // namespace
 
 std::string encode_fetch_call(std::string_view request) {
-  std::string out;
-  out.reserve(1 + request.size());
-  out.push_back(fetch_call_tag);
-  out.append(request);
-  return out;
+  return tagged(fetch_call_tag, request);
 }
 
-bool is_fetch_call(std::string_view payload) {
-  return !payload.empty() && payload[0] == fetch_call_tag;
+bool is_replication_call(std::string_view payload) {
+  return !payload.empty() && (payload[0] == fetch_call_tag || payload[0] == join_call_tag ||
+                              payload[0] == history_call_tag);
 }
+
+struct replication::start_args {
+  std::string self;
+  persistence::store* db = nullptr;
+  raft::submit_fn submit;
+  hooks h;
+};
 
 replication::replication(config::cluster_config c) : cfg_(std::move(c)) {
   // Placement and raft ids depend on the configured members only: worked
@@ -60,36 +84,138 @@ bool replication::replicates(const std::string& member, raft::group_id g) const 
 
 keel::status replication::start(const std::string& self, persistence::store& db,
                                 raft::submit_fn submit, cluster_transport& t, hooks h) {
-  raft::groups_options o;
-  o.self = self;
-  o.self_id = raft_id_of(self);
-  if (o.self_id == 0)
+  const raft_id original = raft_id_of(self);
+  if (original == 0)
     return error(code::invalid_argument, "node " + self + " is not a member of cluster " +
                                              cfg_.cluster_id + ": it replicates no group");
+  if (cfg_.members.size() > 0xFFFF)
+    return error(code::invalid_argument, "a replicated cluster has at most 65535 members");
+  transport_.store(&t, std::memory_order_release);
+  auto a = std::make_shared<start_args>(start_args{self, &db, std::move(submit), std::move(h)});
+  auto stored = raft::load_identity(db);
+  if (!stored) return stored.error();
+  if (stored->has_value())
+    return start_groups(*a, **stored, raft::original_id(**stored) != **stored);
+  auto holds = raft::holds_groups(db);
+  if (!holds) return holds.error();
+  if (*holds || cfg_.members.size() == 1) {
+    // Groups an older version bootstrapped, or nobody to ask.
+    KEEL_TRY(raft::save_identity(db, original));
+    return start_groups(*a, original, false);
+  }
+  log::info(
+      "this member holds no raft group: asking the other members whether the cluster ran "
+      "before; its groups start once a majority answered",
+      {{"member", self}});
+  decider_ = std::thread([this, a] { decide_and_start(a); });
+  return status::ok();
+}
+
+keel::status replication::start_groups(const start_args& a, raft_id id, bool join) {
+  raft::groups_options o;
+  o.self = a.self;
+  o.self_id = id;
   for (uint32_t g = 0; g < cfg_.groups; ++g) {
-    if (!replicates(self, g)) continue;
+    if (!replicates(a.self, g)) continue;
     raft::group_spec spec;
     spec.id = g;
-    for (const auto& id : replicas_of(g)) spec.voters.emplace_back(raft_id_of(id), id);
+    for (const auto& member : replicas_of(g)) spec.voters.emplace_back(raft_id_of(member), member);
+    spec.join = join;
     o.groups.push_back(std::move(spec));
   }
-  o.db = &db;
-  o.submit = std::move(submit);
+  o.db = a.db;
+  o.submit = a.submit;
   o.out = this;
   o.election_timeout_ms = cfg_.election_timeout_ms;
   o.heartbeat_ms = cfg_.raft_heartbeat_ms;
   o.group_of = [this](std::string_view name) { return group_of(name); };
-  o.on_lead = std::move(h.on_lead);
-  o.on_lose = std::move(h.on_lose);
-  transport_.store(&t, std::memory_order_release);
+  o.on_lead = a.h.on_lead;
+  o.on_lose = a.h.on_lose;
   auto started = raft::groups::start(std::move(o));
   if (!started) return started.error();
   groups_ = std::move(*started);
+  self_raft_id_.store(id);
   running_.store(groups_.get(), std::memory_order_release);
   return status::ok();
 }
 
+void replication::decide_and_start(std::shared_ptr<start_args> a) {
+  struct tally {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::size_t answered = 0, without = 0, with = 0;
+  };
+  raft::start_choice choice = raft::start_choice::wait;
+  for (;;) {
+    auto* t = transport_.load(std::memory_order_acquire);
+    auto round = std::make_shared<tally>();
+    std::size_t asked = 0;
+    for (const auto& m : cfg_.members) {
+      if (m.id == a->self || t == nullptr) continue;
+      ++asked;
+      t->call(m.id, std::string(1, history_call_tag), short_call_ms,
+              [round](result<std::string> answer) {
+                std::lock_guard lk(round->mu);
+                ++round->answered;
+                if (answer && *answer == "1") ++round->with;
+                if (answer && *answer == "0") ++round->without;
+                round->cv.notify_all();
+              });
+    }
+    {
+      // Bounded: every call answers within short_call_ms (or at once when
+      // its peer is not up).
+      std::unique_lock lk(round->mu);
+      round->cv.wait(lk, [&] { return round->answered == asked; });
+      choice = raft::choose_start(cfg_.members.size(), round->without, round->with);
+    }
+    std::unique_lock lk(decide_mu_);
+    if (stopping_) return;
+    if (choice != raft::start_choice::wait) break;
+    decide_cv_.wait_for(lk, ask_again, [this] { return stopping_; });
+    if (stopping_) return;
+  }
+  const raft_id original = raft_id_of(a->self);
+  raft_id id = original;
+  if (choice == raft::start_choice::rejoin) {
+    std::random_device rd;
+    uint32_t incarnation = 0;
+    while (incarnation == 0) incarnation = rd();
+    id = raft::incarnation_id(original, incarnation);
+  }
+  keel::status st = raft::save_identity(*a->db, id);
+  std::lock_guard lk(decide_mu_);
+  if (st && !stopping_) st = start_groups(*a, id, choice == raft::start_choice::rejoin);
+  if (!st) {
+    // The node runs on without its groups: every call for them answers
+    // unavailable, and the operator sees why.
+    log::error("the replicated groups did not start", {{"error", st.to_string()}});
+    return;
+  }
+  if (choice == raft::start_choice::rejoin)
+    log::warn(
+        "the cluster ran before and this member holds no raft group: its data directory was "
+        "lost; it joins its groups under a new raft id and catches up from their leaders",
+        {{"member", a->self}, {"raft_id", std::to_string(id)}});
+  else
+    log::info("no member of the cluster held an election yet: groups bootstrapped",
+              {{"member", a->self}});
+}
+
+bool replication::has_history() const {
+  const raft_id id = self_raft_id_.load();
+  if (id != 0 && raft::original_id(id) != id) return true;
+  auto* gs = running_.load(std::memory_order_acquire);
+  return gs != nullptr && gs->had_election();
+}
+
 void replication::stop() {
+  {
+    std::lock_guard lk(decide_mu_);
+    stopping_ = true;
+  }
+  decide_cv_.notify_all();
+  if (decider_.joinable() && decider_.get_id() != std::this_thread::get_id()) decider_.join();
   if (auto* g = running_.exchange(nullptr)) g->stop();
   transport_.store(nullptr, std::memory_order_release);
 }
@@ -127,10 +253,21 @@ void replication::fetch(std::string_view to_address, std::string request,
   t->call(std::string(to_address), encode_fetch_call(request), fetch_timeout_ms, std::move(done));
 }
 
-void replication::on_fetch(const std::string& from, std::string payload,
-                           std::function<void(result<std::string>)> respond) {
+void replication::join(std::string_view to_address, std::string request,
+                       std::function<void(result<std::string>)> done) {
+  auto* t = transport_.load(std::memory_order_acquire);
+  if (!t) return done(error(code::unavailable, "the cluster transport is not running"));
+  t->call(std::string(to_address), tagged(join_call_tag, request), short_call_ms, std::move(done));
+}
+
+void replication::on_call(const std::string& from, std::string payload,
+                          std::function<void(result<std::string>)> respond) {
+  if (!payload.empty() && payload[0] == history_call_tag)
+    return respond(std::string(has_history() ? "1" : "0"));
   auto* gs = running_.load(std::memory_order_acquire);
   if (!gs) return respond(error(code::unavailable, "the node's groups are not running"));
+  if (!payload.empty() && payload[0] == join_call_tag)
+    return gs->serve_join(from, payload.substr(1), std::move(respond));
   gs->serve_fetch(from, payload.substr(1), std::move(respond));
 }
 

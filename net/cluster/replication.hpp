@@ -12,13 +12,16 @@
 // Lifetime: stop() before the transport and the node's journal stop.
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "actors/replicator.hpp"
@@ -41,28 +44,41 @@ class replication final : public actors::replicator, public raft::sender {
     std::function<void(raft::group_id)> on_lose;
   };
   // Starts the groups `self` is a replica of (placement: group_replicas of
-  // the config's members); their messages leave through `t`. Errors: as
-  // raft::groups::start (a group's stored log that does not load).
+  // the config's members); their messages leave through `t`. Under which
+  // raft id (net/raft/identity.hpp): the one the store is bound to; for a
+  // store of an older version that holds groups, or a cluster of one, the
+  // original; for an empty store, the others are asked first, so the groups
+  // start later on a thread of their own (the node answers unavailable
+  // meanwhile): bootstrapped under the original id when a majority of the
+  // members never held an election, else joined under a new incarnation.
+  // Errors: as raft::groups::start (a group's stored log that does not
+  // load), or reading and saving the identity.
   keel::status start(const std::string& self, persistence::store& db, raft::submit_fn submit,
                      cluster_transport& t, hooks h);
-  // Stops the groups: pending proposals fail unavailable. Idempotent.
+  // Stops the groups (or the asking): pending proposals fail unavailable.
+  // Idempotent.
   void stop();
+
+  // The raft id this member's groups run under (0: not decided yet).
+  raft_id self_raft_id() const { return self_raft_id_.load(); }
 
   // A cast from peer `from` (the transport's on_cast): raft traffic goes to
   // its group; anything else is dropped.
   void on_cast(const std::string& from, std::string payload);
 
-  // A call from peer `from` whose payload is a state fetch (is_fetch_call):
-  // served by the groups off the raft loop; `respond` gets the page.
-  void on_fetch(const std::string& from, std::string payload,
-                std::function<void(result<std::string>)> respond);
+  // A call from peer `from` for the groups (is_replication_call): a state
+  // fetch (served off the raft loop; `respond` gets the page), a join
+  // request (groups::serve_join), or whether this member had an election.
+  void on_call(const std::string& from, std::string payload,
+               std::function<void(result<std::string>)> respond);
 
   // The member id of the leader of `name`'s group as this node knows it
   // ("" unknown), and a consistent view of every group here.
   std::string leader_of(raft::group_id g) const;
   std::vector<raft::group_status> group_status() const;
-  // The raft id of a member: its position in the config's members sorted
-  // by id, plus one (the same on every member).
+  // The original raft id of a member: its position in the config's members
+  // sorted by id, plus one (the same on every member). A member that lost
+  // its store runs its groups under a new incarnation of it.
   raft_id raft_id_of(const std::string& member) const;
   // The members that hold a copy of group g, best first (placement), and
   // whether `member` is one of them.
@@ -86,8 +102,17 @@ class replication final : public actors::replicator, public raft::sender {
   void send_frames(std::string_view to_address, std::string frames) override;
   void fetch(std::string_view to_address, std::string request,
              std::function<void(result<std::string>)> done) override;
+  void join(std::string_view to_address, std::string request,
+            std::function<void(result<std::string>)> done) override;
 
  private:
+  struct start_args;
+  keel::status start_groups(const start_args& a, raft_id id, bool join);
+  // The empty store's start: asks the others until it can choose.
+  void decide_and_start(std::shared_ptr<start_args> a);
+  // Whether this member had an election, or runs under a new incarnation.
+  bool has_history() const;
+
   config::cluster_config cfg_;
   std::unique_ptr<raft::groups> groups_;
   // Set once the groups run; read without a lock by shells and the API.
@@ -95,14 +120,21 @@ class replication final : public actors::replicator, public raft::sender {
   std::atomic<cluster_transport*> transport_{nullptr};
   std::map<std::string, raft_id> raft_ids_;         // by member id
   std::vector<std::vector<std::string>> replicas_;  // by group, best first
+  std::atomic<raft_id> self_raft_id_{0};
+  // The empty store's start (decide_and_start), and what stops it.
+  std::thread decider_;
+  std::mutex decide_mu_;
+  std::condition_variable decide_cv_;
+  bool stopping_ = false;
 };
 
 // Raft traffic travels as casts: 'B', then frames (raft::append_frame),
 // each a group's message (net/raft/message_codec.hpp).
 
-// A call carrying a state fetch request: 'S', then the request
-// (net/raft/state_stream.hpp). JSON calls start with '{', never 'S'.
+// Calls for the groups are binary: 'S' and a state fetch request
+// (net/raft/state_stream.hpp), 'J' and a join request (groups.hpp), 'H'
+// alone (had an election?). JSON calls start with '{', never these.
 std::string encode_fetch_call(std::string_view request);
-bool is_fetch_call(std::string_view payload);
+bool is_replication_call(std::string_view payload);
 
 }  // namespace keel::net
