@@ -194,8 +194,9 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
   }
   if (choice == raft::start_choice::rejoin)
     log::warn(
-        "the cluster ran before and this member holds no raft group: its data directory was "
-        "lost; it joins its groups under a new raft id and catches up from their leaders",
+        "the cluster held elections before this member's store held any group (its data "
+        "directory was lost, or it started after the others' first election): it joins its "
+        "groups under a new raft id and catches up from their leaders",
         {{"member", a->self}, {"raft_id", std::to_string(id)}});
   else
     log::info("no member of the cluster held an election yet: groups bootstrapped",

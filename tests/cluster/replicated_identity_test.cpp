@@ -1,0 +1,88 @@
+// Which raft id a replicated member runs its groups under
+// (docs/replication.md, "A member that lost its data"): a majority that
+// starts a new cluster bootstraps under the original ids; a member whose
+// store is empty while the others already held elections joins under a
+// new incarnation and becomes a voter of each of its groups.
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "cluster/replicated_cluster.hpp"
+#include "cluster/test_cluster.hpp"
+
+namespace {
+
+uint64_t raft_id_of(test_cluster& c, const std::string& id) {
+  auto a = c.call(id, "GET", "/v1/cluster");
+  return a.transport_ok && a.status == 200 ? a.body.value("raft_id", uint64_t{0}) : 0;
+}
+
+// Whether `member` is a voter under `raft_id` in every group it replicates,
+// as each group's ready leader sees it.
+bool voter_everywhere(test_cluster& c, const std::string& member, uint64_t raft_id) {
+  for (uint32_t g = 0; g < groups; ++g) {
+    const std::string leader = ready_leader(c, g);
+    if (leader.empty()) return false;
+    if (leader == member) continue;  // it leads: a voter
+    for (const auto& r : group_entry(c, leader, g).value("replicas", json::array()))
+      if (r.value("member", "") == member &&
+          (r.value("raft_id", uint64_t{0}) != raft_id || r.value("role", "") != "voter"))
+        return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("replicated: a member that starts after the others' first election joins as a voter") {
+  test_cluster c(3, shards);
+  c.set_config_keys({{"replication", 3},
+                     {"groups", groups},
+                     {"election_timeout_ms", 1000},
+                     {"raft_heartbeat_ms", 100},
+                     {"leader_wait_ms", 3000}});
+  const auto ids = c.ids();
+  const auto cfg = c.write_config("cluster", ids);
+  // Two of three: a majority, and neither ever held an election.
+  c.start(ids[0], cfg);
+  c.start(ids[1], cfg);
+  for (uint32_t g = 0; g < groups; ++g)
+    REQUIRE_MESSAGE(poll_until([&] { return !ready_leader(c, g).empty(); }, 30s, 100ms),
+                    "group " << g << " elected no leader with two of three members\n"
+                             << c.logs());
+  // They bootstrapped under their original ids (1..3 in member id order).
+  for (const auto& id : {ids[0], ids[1]}) {
+    const uint64_t r = raft_id_of(c, id);
+    CAPTURE(id);
+    CHECK(r >= 1);
+    CHECK(r <= 3);
+  }
+
+  // The third starts empty after their elections: it may have voted and
+  // forgotten, as far as anyone can tell, so it joins under an incarnation.
+  c.start(ids[2], cfg);
+  uint64_t late = 0;
+  REQUIRE_MESSAGE(poll_until(
+                      [&] {
+                        late = raft_id_of(c, ids[2]);
+                        return late != 0;
+                      },
+                      30s, 100ms),
+                  ids[2] << " never chose a raft id\n"
+                         << c.logs());
+  CHECK(late > 0xFFFF);
+  CHECK(poll_until([&] { return voter_everywhere(c, ids[2], late); }, 30s, 100ms));
+
+  // A voter indeed: with the first member gone, every group still elects
+  // and takes a message.
+  c.kill9(ids[0]);
+  REQUIRE_MESSAGE(poll_until([&] { return !ready_leader(c, 0).empty(); }, 30s, 100ms),
+                  "group 0 elected no leader without " << ids[0] << "\n"
+                                                       << c.logs());
+  const std::string name = name_in_group("late/", 0);
+  spawn_counter(c.clients(), ids[1], name);
+  send_acked(c, {ids[1], ids[2]}, name, "m-1", 5);
+  CHECK(query_total(c.clients(), ids[2], name) == 5);
+}
