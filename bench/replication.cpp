@@ -447,9 +447,10 @@ void failover(report& rep, keeld_cluster& m, uint64_t rounds) {
 // --- 4. catch-up of a wiped member ---------------------------------------------
 
 // Wipes the last member (after the load figure there is data to copy) and
-// starts it empty: how long until every group it replicates has applied,
-// on it, everything its leader had committed at the wipe, and how many
-// bytes its data directory then holds.
+// starts it empty: how long until it has joined every group it replicates
+// as a voter under its new raft id and applied, on it, everything the
+// group's leader had committed at the wipe, and how many bytes its data
+// directory then holds.
 void catch_up(report& rep, keeld_cluster& m) {
   const std::string x = m.ids().back();
   const uint64_t before = m.data_bytes(x);
@@ -469,7 +470,15 @@ void catch_up(report& rep, keeld_cluster& m) {
       [&] {
         json st = m.status(x);
         if (st.is_null() || !st.contains("groups")) return last = x + " does not answer", false;
+        // An empty store asks the others first; its groups then run
+        // under a new raft id and join (docs/replication.md).
+        if (st.value("raft_id", uint64_t{0}) == 0)
+          return last = x + " has not chosen its raft id", false;
         for (const auto& e : st["groups"]) {
+          if (e.contains("joining"))
+            return last = "group " + std::to_string(e.value("group", UINT32_MAX)) +
+                          " is joining: " + e["joining"].get<std::string>(),
+                   false;
           const uint32_t g = e.value("group", UINT32_MAX);
           const uint64_t applied = e.value("applied_index", uint64_t{0});
           if (target.count(g) && applied < target[g])
