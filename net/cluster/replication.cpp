@@ -94,18 +94,21 @@ keel::status replication::start(const std::string& self, persistence::store& db,
   auto a = std::make_shared<start_args>(start_args{self, &db, std::move(submit), std::move(h)});
   auto stored = raft::load_identity(db);
   if (!stored) return stored.error();
-  if (stored->has_value())
+  if (stored->has_value()) {
+    self_raft_id_.store(**stored);
     return start_groups(*a, **stored, raft::original_id(**stored) != **stored);
+  }
   auto holds = raft::holds_groups(db);
   if (!holds) return holds.error();
   if (*holds || cfg_.members.size() == 1) {
     // Groups an older version bootstrapped, or nobody to ask.
     KEEL_TRY(raft::save_identity(db, original));
+    self_raft_id_.store(original);
     return start_groups(*a, original, false);
   }
   log::info(
       "this member holds no raft group: asking the other members whether the cluster ran "
-      "before; its groups start once a majority answered",
+      "before; its groups start once one says it did, or all say it did not",
       {{"member", self}});
   decider_ = std::thread([this, a] { decide_and_start(a); });
   return status::ok();
@@ -134,7 +137,6 @@ keel::status replication::start_groups(const start_args& a, raft_id id, bool joi
   auto started = raft::groups::start(std::move(o));
   if (!started) return started.error();
   groups_ = std::move(*started);
-  self_raft_id_.store(id);
   running_.store(groups_.get(), std::memory_order_release);
   return status::ok();
 }
@@ -143,7 +145,7 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
   struct tally {
     std::mutex mu;
     std::condition_variable cv;
-    std::size_t answered = 0, without = 0, with = 0;
+    std::size_t answered = 0, empty = 0, fresh = 0, history = 0;
   };
   raft::start_choice choice = raft::start_choice::wait;
   for (;;) {
@@ -157,8 +159,10 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
               [round](result<std::string> answer) {
                 std::lock_guard lk(round->mu);
                 ++round->answered;
-                if (answer && *answer == "1") ++round->with;
-                if (answer && *answer == "0") ++round->without;
+                auto m = answer ? raft::cluster_memory_from(*answer) : std::nullopt;
+                if (m == raft::cluster_memory::empty) ++round->empty;
+                if (m == raft::cluster_memory::fresh) ++round->fresh;
+                if (m == raft::cluster_memory::history) ++round->history;
                 round->cv.notify_all();
               });
     }
@@ -167,7 +171,8 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
       // its peer is not up).
       std::unique_lock lk(round->mu);
       round->cv.wait(lk, [&] { return round->answered == asked; });
-      choice = raft::choose_start(cfg_.members.size(), round->without, round->with);
+      choice =
+          raft::choose_start(cfg_.members.size() - 1, round->empty, round->fresh, round->history);
     }
     std::unique_lock lk(decide_mu_);
     if (stopping_) return;
@@ -184,6 +189,8 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
     id = raft::incarnation_id(original, incarnation);
   }
   keel::status st = raft::save_identity(*a->db, id);
+  // Answered from here on (history after a rejoin), before the groups load.
+  if (st) self_raft_id_.store(id);
   std::lock_guard lk(decide_mu_);
   if (st && !stopping_) st = start_groups(*a, id, choice == raft::start_choice::rejoin);
   if (!st) {
@@ -203,11 +210,13 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
               {{"member", a->self}});
 }
 
-bool replication::has_history() const {
+raft::cluster_memory replication::memory() const {
   const raft_id id = self_raft_id_.load();
-  if (id != 0 && raft::original_id(id) != id) return true;
+  if (id == 0) return raft::cluster_memory::empty;  // still asking
+  if (raft::original_id(id) != id) return raft::cluster_memory::history;
   auto* gs = running_.load(std::memory_order_acquire);
-  return gs != nullptr && gs->had_election();
+  return gs != nullptr && gs->had_election() ? raft::cluster_memory::history
+                                             : raft::cluster_memory::fresh;
 }
 
 void replication::stop() {
@@ -264,7 +273,7 @@ void replication::join(std::string_view to_address, std::string request,
 void replication::on_call(const std::string& from, std::string payload,
                           std::function<void(result<std::string>)> respond) {
   if (!payload.empty() && payload[0] == history_call_tag)
-    return respond(std::string(has_history() ? "1" : "0"));
+    return respond(std::string(raft::to_string(memory())));
   auto* gs = running_.load(std::memory_order_acquire);
   if (!gs) return respond(error(code::unavailable, "the node's groups are not running"));
   if (!payload.empty() && payload[0] == join_call_tag)

@@ -28,6 +28,7 @@
 #include "config/cluster_config.hpp"
 #include "net/cluster/transport.hpp"
 #include "net/raft/groups.hpp"
+#include "net/raft/identity.hpp"
 
 namespace keel::net {
 
@@ -49,8 +50,9 @@ class replication final : public actors::replicator, public raft::sender {
   // store of an older version that holds groups, or a cluster of one, the
   // original; for an empty store, the others are asked first, so the groups
   // start later on a thread of their own (the node answers unavailable
-  // meanwhile): bootstrapped under the original id when a majority of the
-  // members never held an election, else joined under a new incarnation.
+  // meanwhile): joined under a new incarnation once one of them held an
+  // election, bootstrapped under the original id once all the others
+  // answered that none did (raft::choose_start).
   // Errors: as raft::groups::start (a group's stored log that does not
   // load), or reading and saving the identity.
   keel::status start(const std::string& self, persistence::store& db, raft::submit_fn submit,
@@ -59,7 +61,8 @@ class replication final : public actors::replicator, public raft::sender {
   // Idempotent.
   void stop();
 
-  // The raft id this member's groups run under (0: not decided yet).
+  // The raft id this member's groups run (or are about to run) under; 0
+  // while it asks the others.
   raft_id self_raft_id() const { return self_raft_id_.load(); }
 
   // A cast from peer `from` (the transport's on_cast): raft traffic goes to
@@ -110,8 +113,8 @@ class replication final : public actors::replicator, public raft::sender {
   keel::status start_groups(const start_args& a, raft_id id, bool join);
   // The empty store's start: asks the others until it can choose.
   void decide_and_start(std::shared_ptr<start_args> a);
-  // Whether this member had an election, or runs under a new incarnation.
-  bool has_history() const;
+  // What this member answers one that asks whether the cluster ran.
+  raft::cluster_memory memory() const;
 
   config::cluster_config cfg_;
   std::unique_ptr<raft::groups> groups_;

@@ -214,6 +214,9 @@ keel::status groups::open_all() {
       return error(rv == RAFT_CORRUPT ? code::corruption : code::io_error,
                    name + "loading the log: " + error_text(rv) + ": " + raft_errmsg(&r.r));
     r.started = true;
+    // Known before start() returns: the answer to a member that asks
+    // whether the cluster ran must never be a stale no.
+    if (r.r.current_term > 1) had_election_.store(true);
   }
   return status::ok();
 }

@@ -94,9 +94,9 @@ struct groups_options {
   // How long a leader waits for a follower to install a snapshot before it
   // sends it again (the follower fetches the group's state meanwhile and
   // drops the copies; the snapshot itself is a marker of a few bytes). It
-  // is also how long a follower that restarted, or lost its directory,
-  // while a snapshot was on its way waits: the leader ignores its answers
-  // until then. Short, so such a follower is not left behind for long.
+  // is also how long a follower that restarted while a snapshot was on its
+  // way waits: the leader ignores its answers until then. Short, so such a
+  // follower is not left behind for long.
   uint32_t install_snapshot_timeout_ms = 3'000;
   // Which group an agent name is in: a fetch copies and erases the agents
   // family by it. Unset: no agent records are copied.

@@ -8,6 +8,7 @@
 #include "base/bytes.hpp"
 #include "base/log.hpp"
 #include "net/raft/groups_replica.hpp"
+#include "net/raft/identity.hpp"
 
 namespace keel::raft {
 
@@ -79,11 +80,15 @@ void groups::serve_join(std::string from, std::string request,
   const raft_id id = req->second;
   const bool posted = loop_->post([this, r, id, from = std::move(from), respond] {
     if (!r->started || r->closing) return respond(group_unavailable(r->spec.id, "stopped"));
+    // Only a replica the group's placement lists, and only for an
+    // incarnation of its own id.
     bool listed = false;
-    for (const auto& voter : r->spec.voters) listed |= voter.second == from;
+    for (const auto& voter : r->spec.voters)
+      listed |= voter.second == from && original_id(voter.first) == original_id(id);
     if (!listed)
-      return respond(error(code::unauthorized,
-                           from + " is not a replica of group " + std::to_string(r->spec.id)));
+      return respond(error(code::unauthorized, from + " under raft id " + std::to_string(id) +
+                                                   " is not a replica of group " +
+                                                   std::to_string(r->spec.id)));
     respond(advance_join(*r, id, from));
   });
   if (!posted) respond(error(code::unavailable, "the node's groups are stopped"));
@@ -103,8 +108,8 @@ result<std::string> groups::advance_join(replica& r, raft_id id, const std::stri
     if (srv.id == id) {
       joining = &srv;
       at = i;
-    } else if (address == srv.address) {
-      former = &srv;
+    } else if (address == srv.address && original_id(srv.id) == original_id(id)) {
+      former = &srv;  // another incarnation of the same member
     }
   }
   if (former == nullptr && joining != nullptr && joining->role == RAFT_VOTER)
@@ -163,9 +168,13 @@ result<std::string> groups::advance_join(replica& r, raft_id id, const std::stri
     change->step = "making it a voter";
     rv = raft_assign(&r.r, &change->req, id, RAFT_VOTER, done);
   }
-  if (rv != 0)
+  if (rv != 0) {
+    // libraft 0.15's raft_assign keeps the request as the pending change
+    // even when it fails: it must not point at what is freed here.
+    if (r.r.leader_state.change == &change->req) r.r.leader_state.change = nullptr;
     return group_unavailable(r.spec.id,
                              change->step + ": " + error_text(rv) + ": " + raft_errmsg(&r.r));
+  }
   r.changing = true;
   log::info("raft group configuration change started", {{"group", std::to_string(r.spec.id)},
                                                         {"member", address},

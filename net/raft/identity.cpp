@@ -9,8 +9,12 @@ namespace keel::raft {
 
 using persistence::family;
 
+namespace {
+constexpr std::string_view identity_key = "raft/self";
+}  // namespace
+
 result<std::optional<raft_id>> load_identity(persistence::store& db) {
-  auto v = db.get(family::raft, identity_key());
+  auto v = db.get(family::meta, identity_key);
   if (!v) return v.error();
   if (!v->has_value()) return std::optional<raft_id>{};
   if ((*v)->size() != 8 || get_u64_be((*v)->data()) == 0)
@@ -21,22 +25,38 @@ result<std::optional<raft_id>> load_identity(persistence::store& db) {
 status save_identity(persistence::store& db, raft_id id) {
   std::string value;
   put_u64_be(value, id);
-  return db.write({persistence::write_op{family::raft, false, identity_key(), std::move(value)}},
-                  true);
+  return db.write(
+      {persistence::write_op{family::meta, false, std::string(identity_key), std::move(value)}},
+      true);
 }
 
 result<bool> holds_groups(persistence::store& db) {
-  // Any key of a data group (every group's keys sort below the metadata
-  // group's).
   auto first = db.scan(family::raft, {}, {}, 1);
   if (!first) return first.error();
-  return !first->empty() && first->front().first < group_begin(meta_group);
+  return !first->empty();
 }
 
-start_choice choose_start(std::size_t members, std::size_t without_history,
-                          std::size_t with_history) {
-  if (with_history > 0) return start_choice::rejoin;
-  if (2 * (without_history + 1) > members) return start_choice::bootstrap;
+const char* to_string(cluster_memory m) {
+  switch (m) {
+    case cluster_memory::empty:
+      return "empty";
+    case cluster_memory::fresh:
+      return "fresh";
+    default:
+      return "history";
+  }
+}
+
+std::optional<cluster_memory> cluster_memory_from(std::string_view s) {
+  for (auto m : {cluster_memory::empty, cluster_memory::fresh, cluster_memory::history})
+    if (s == to_string(m)) return m;
+  return std::nullopt;
+}
+
+start_choice choose_start(std::size_t others, std::size_t empty, std::size_t fresh,
+                          std::size_t history) {
+  if (history > 0) return start_choice::rejoin;
+  if (empty + fresh >= others) return start_choice::bootstrap;
   return start_choice::wait;
 }
 

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 #include "base/status.hpp"
 #include "net/raft/io.hpp"
@@ -32,8 +33,9 @@ inline raft_id original_id(raft_id id) {
   return id & 0xFFFF;
 }
 
-// The raft id this member's store is bound to; nullopt when none was
-// saved. corruption for a value that is not one.
+// The raft id this member's store is bound to (the meta family's
+// "raft/self"); nullopt when none was saved. corruption for a value that
+// is not one.
 result<std::optional<raft_id>> load_identity(persistence::store& db);
 // Saves it, synced, before any group runs under it.
 status save_identity(persistence::store& db, raft_id id);
@@ -42,16 +44,30 @@ status save_identity(persistence::store& db, raft_id id);
 // that saved no identity: it bootstrapped under its original id).
 result<bool> holds_groups(persistence::store& db);
 
-// What a member with an empty store does with what the others answered
-// (`members` includes itself; it has no history):
-//   rejoin    some member has history (an election happened in one of its
-//             groups, or it joined under a new incarnation): the cluster
-//             ran before, so this member may have voted and forgotten;
-//   bootstrap a majority of the members, this one included, answered
-//             that they have none: no election can have been won yet;
-//   wait      neither: ask again.
+// What a member answers another that asks whether the cluster ran:
+//   empty    its own store holds no group yet (it is asking too): it
+//            knows nothing;
+//   fresh    it bootstrapped under its original id and none of its groups
+//            ever held an election (every term is the bootstrap's 1);
+//   history  one of its groups held an election, or it runs under an
+//            incarnation.
+enum class cluster_memory { empty, fresh, history };
+const char* to_string(cluster_memory m);
+std::optional<cluster_memory> cluster_memory_from(std::string_view s);
+
+// What a member with an empty store does with the answers of the `others`
+// (every member but itself; it does not count: it is the one that may have
+// forgotten):
+//   rejoin    some member has history: the cluster ran, so this member may
+//             have voted and forgotten;
+//   bootstrap every other member answered, and none has history: a vote is
+//             given only to a candidate whose higher term is durable on
+//             it, and none has one, so this member never voted and no
+//             entry was ever committed;
+//   wait      some have not answered yet: ask again.
+// So a new cluster starts once all its members are up.
 enum class start_choice { bootstrap, rejoin, wait };
-start_choice choose_start(std::size_t members, std::size_t without_history,
-                          std::size_t with_history);
+start_choice choose_start(std::size_t others, std::size_t empty, std::size_t fresh,
+                          std::size_t history);
 
 }  // namespace keel::raft

@@ -43,9 +43,6 @@ std::optional<uint64_t> entry_index(group_id g, std::string_view key) {
   return get_u64_be(key.data() + 5);
 }
 
-std::string identity_key() {
-  return tagged(meta_group, 'm', "self");
-}
 std::string term_key(group_id g) {
   return tagged(g, 'm', "term");
 }

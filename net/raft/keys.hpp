@@ -22,10 +22,6 @@ using group_id = uint32_t;
 // The cluster's metadata group (membership); data groups are 0..groups-1.
 inline constexpr group_id meta_group = 0xFFFFFFFF;
 
-// The raft id this member's groups run under (identity.hpp): 8 bytes, big
-// endian, in the metadata group's I/O keys.
-std::string identity_key();
-
 // [group_begin(g), group_end(g)) holds every key of group g.
 std::string group_begin(group_id g);
 std::string group_end(group_id g);

@@ -35,18 +35,22 @@ TEST_CASE("an incarnation keeps its member's original id in the low bits") {
   CHECK(original_id(incarnation_id(65535, 0xFFFFFFFF)) == 65535);
 }
 
-TEST_CASE("an empty store bootstraps only with a majority that never held an election") {
-  // members, answered without history, answered with history.
-  CHECK(choose_start(3, 1, 0) == start_choice::bootstrap);  // it and one other: 2 of 3
-  CHECK(choose_start(3, 2, 0) == start_choice::bootstrap);
-  CHECK(choose_start(3, 0, 0) == start_choice::wait);  // alone: the others may have run
-  CHECK(choose_start(3, 1, 1) == start_choice::rejoin);
-  CHECK(choose_start(3, 0, 1) == start_choice::rejoin);
-  CHECK(choose_start(4, 1, 0) == start_choice::wait);  // 2 of 4 is no majority
-  CHECK(choose_start(4, 2, 0) == start_choice::bootstrap);
-  CHECK(choose_start(5, 2, 0) == start_choice::bootstrap);
-  CHECK(choose_start(5, 1, 0) == start_choice::wait);
-  CHECK(choose_start(1, 0, 0) == start_choice::bootstrap);
+TEST_CASE("an empty store bootstraps only when every other member answered without history") {
+  using m = cluster_memory;
+  // others, answered empty, answered fresh, answered history.
+  CHECK(choose_start(2, 2, 0, 0) == start_choice::bootstrap);  // a new cluster, all up
+  CHECK(choose_start(2, 1, 1, 0) == start_choice::bootstrap);  // one bootstrapped already
+  CHECK(choose_start(2, 0, 2, 0) == start_choice::bootstrap);
+  // One has not answered: it may be the candidate this member voted for.
+  CHECK(choose_start(2, 1, 0, 0) == start_choice::wait);
+  CHECK(choose_start(2, 0, 1, 0) == start_choice::wait);
+  CHECK(choose_start(4, 2, 1, 0) == start_choice::wait);
+  CHECK(choose_start(2, 0, 1, 1) == start_choice::rejoin);
+  CHECK(choose_start(2, 0, 0, 1) == start_choice::rejoin);
+  CHECK(choose_start(4, 3, 0, 1) == start_choice::rejoin);
+  CHECK(choose_start(0, 0, 0, 0) == start_choice::bootstrap);  // a cluster of one
+  for (auto x : {m::empty, m::fresh, m::history}) CHECK(cluster_memory_from(to_string(x)) == x);
+  CHECK_FALSE(cluster_memory_from("0").has_value());
 }
 
 TEST_CASE("a store's identity is saved, read back, and checked") {
@@ -76,7 +80,7 @@ TEST_CASE("a store's identity is saved, read back, and checked") {
   REQUIRE(holds.is_ok());
   CHECK(*holds);
 
-  REQUIRE(db->write({{family::raft, false, identity_key(), "short"}}, true).is_ok());
+  REQUIRE(db->write({{family::meta, false, "raft/self", "short"}}, true).is_ok());
   auto bad = load_identity(*db);
   REQUIRE_FALSE(bad.is_ok());
   CHECK(bad.error().error_code() == code::corruption);

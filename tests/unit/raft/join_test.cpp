@@ -105,6 +105,19 @@ TEST_CASE("a join request from a member the group does not list is refused") {
   CHECK(answer->error().error_code() == code::unauthorized);
   CHECK(servers_of(c, 0).size() == 3);
 
+  // Nor a listed member asking for another member's id: it would remove
+  // that member's voter.
+  auto other = std::make_shared<test::future_value<result<std::string>>>();
+  node* asker = c.others(l).front();
+  const raft_id not_its = raft::incarnation_id(asker->id == 3 ? 2 : 3, 4);
+  l->gs->serve_join(asker->address, raft::encode_join_request(0, not_its),
+                    [other](result<std::string> r) { other->set(std::move(r)); });
+  auto refused_other = other->wait(10s);
+  REQUIRE(refused_other.has_value());
+  REQUIRE_FALSE(refused_other->is_ok());
+  CHECK(refused_other->error().error_code() == code::unauthorized);
+  CHECK(servers_of(c, 0).size() == 3);
+
   // Nor one that is not a join request.
   auto bad = std::make_shared<test::future_value<result<std::string>>>();
   l->gs->serve_join("n2", "short", [bad](result<std::string> r) { bad->set(std::move(r)); });
