@@ -125,3 +125,82 @@ TEST_CASE("a join request from a member the group does not list is refused") {
   REQUIRE(refused.has_value());
   CHECK(refused->error().error_code() == code::corruption);
 }
+
+namespace {
+
+// A cluster whose leaders soon snapshot: a member that joins after 60
+// entries needs the group's state streamed (a fetch the switchboard can
+// hold).
+cluster small_log_cluster() {
+  return cluster([](node& x) {
+    x.group_total = 1;
+    x.tune = [](raft::groups_options& o) {
+      o.snapshot_threshold = 16;
+      o.snapshot_trailing = 4;
+    };
+  });
+}
+
+// Wipes a follower of group 0, holds every state fetch from now on, and
+// starts it joining under its incarnation `incarnation`: returns it once
+// it is the group's standby with its fetch held (the join in the middle).
+node* join_halfway(cluster& c, uint32_t incarnation) {
+  for (int i = 0; i < 60; ++i) write(c, 0, "k" + std::to_string(i), "v" + std::to_string(i));
+  node* lost = c.others(c.leader(0)).front();
+  const raft_id fresh = raft::incarnation_id(lost->id, incarnation);
+  lost->stop();
+  {
+    std::lock_guard lk(c.sb.mu);
+    c.sb.hold_after = c.sb.fetches;
+  }
+  lost->rejoin(fresh);
+  REQUIRE(test::eventually([&] { return c.sb.held_count() >= 1; }, 10s));
+  REQUIRE(test::eventually(
+      [&] {
+        auto s = servers_of(c, 0);
+        return s.count(fresh) && s[fresh] == "standby";
+      },
+      10s));
+  return lost;
+}
+
+void check_joined(cluster& c, node& x, raft_id fresh) {
+  CHECK(test::eventually(
+      [&] {
+        auto s = servers_of(c, 0);
+        return s.size() == 3 && s.count(fresh) && s[fresh] == "voter";
+      },
+      15s));
+  wait_blob(x, "k59", "v59");
+  node* l = c.leader(0);
+  CHECK(test::eventually([&] { return blobs(x) == blobs(*l); }, 10s));
+}
+
+}  // namespace
+
+TEST_CASE("a join goes on after the joining member restarts in the middle of it") {
+  cluster c = small_log_cluster();
+  node* lost = join_halfway(c, 11);
+  const raft_id its = lost->run_id;
+  // Killed while its fetch runs; it starts again over what it wrote so far
+  // (its store says the data is incomplete), under the same new id.
+  lost->stop();
+  c.sb.release();
+  lost->start();
+  check_joined(c, *lost, its);
+}
+
+TEST_CASE("a join goes on after its leader stops in the middle of it") {
+  cluster c = small_log_cluster();
+  node* l = c.leader(0);
+  node* lost = join_halfway(c, 12);
+  const raft_id its = lost->run_id;
+  // The former id is gone: two voters left, both needed. With the leader
+  // stopped the group waits; once it is back, whichever leads takes the
+  // join from the configuration as it is.
+  l->stop();
+  c.sb.release();
+  CHECK(lost->status_of(0).joining != "");
+  l->start();
+  check_joined(c, *lost, its);
+}
