@@ -438,9 +438,9 @@ int cli::cluster() {
     if (j->contains("groups")) {
       // Replicated: the groups this member holds a copy of, and on the
       // leader how far behind each replica is.
-      std::printf("replication %s\n%-6s %-10s %-6s %-10s %-9s %-9s %s\n",
+      std::printf("replication %s\n%-6s %-10s %-6s %-10s %-9s %-9s %-9s %s\n",
                   text_of(j->value("replication", json())).c_str(), "GROUP", "ROLE", "TERM",
-                  "LEADER", "APPLIED", "COMMIT", "REPLICAS (lag)");
+                  "LEADER", "LAST", "APPLIED", "COMMIT", "REPLICAS (lag)");
       for (const auto& g : j->at("groups")) {
         const uint64_t last = g.value("last_index", uint64_t{0});
         std::string replicas;
@@ -455,10 +455,10 @@ int cli::cluster() {
         }
         std::string role = text_of(g.value("role", json()));
         if (role == "leader" && !g.value("ready", false)) role += "*";
-        std::printf("%-6s %-10s %-6s %-10s %-9s %-9s %s\n",
+        std::printf("%-6s %-10s %-6s %-10s %-9s %-9s %-9s %s\n",
                     text_of(g.value("group", json())).c_str(), role.c_str(),
                     text_of(g.value("term", json())).c_str(),
-                    text_of(g.value("leader", json(""))).c_str(),
+                    text_of(g.value("leader", json(""))).c_str(), std::to_string(last).c_str(),
                     text_of(g.value("applied_index", json())).c_str(),
                     text_of(g.value("commit_index", json())).c_str(), replicas.c_str());
         if (g.contains("joining"))

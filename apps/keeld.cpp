@@ -234,14 +234,18 @@ int run(int argc, char** argv) {
       return usage_error("node id '" + *f->node_id + "' is not a member in " + *f->cluster);
     // The member entry says where this node's API listens, unless --http does.
     if (!f->http) f->http = self->http_host + ":" + std::to_string(self->http_port);
+    if (!f->recover_groups.empty() && c->replication == 0)
+      return usage_error("--recover-group is for a replicated cluster");
     if (f->join && c->replication > 0)
       return usage_error(
           "joining a replicated cluster (--join with replication) is not supported "
           "yet");
     cluster = std::move(*c);
-  } else if (f->node_id || f->join) {
-    return usage_error("--node-id and --join need --cluster");
+  } else if (f->node_id || f->join || !f->recover_groups.empty()) {
+    return usage_error("--node-id, --join and --recover-group need --cluster");
   }
+  auto recover = parse_recover_groups(f->recover_groups);
+  if (!recover) return usage_error(recover.error().message());
   std::vector<std::string> warnings;
   auto cfg = build_config(*f, warnings);
   if (!cfg) return usage_error(cfg.error().message());
@@ -331,6 +335,7 @@ int run(int argc, char** argv) {
   std::unique_ptr<net::replication> repl;
   if (cluster && cluster->replication > 0) {
     repl = std::make_unique<net::replication>(*cluster);
+    repl->recover(std::move(*recover));
     opts.repl = repl.get();
   }
   auto node = actors::node::start(*cfg, std::move(opts));

@@ -52,6 +52,14 @@ Runs one Keel node: the durable agent runtime and its HTTP API.
   --join             join a running cluster: serve nothing until a member
                      adds this node (keel cluster add-node) and hands it its
                      shards
+  --recover-group G@INDEX
+                     in a replicated cluster, the last resort for group G
+                     after two of its three replicas lost their data: run
+                     it on the replica left, with the last index `keel
+                     cluster status` shows for G there; G's configuration
+                     becomes this member alone and the others join again
+                     (docs/operations.md). Refused when G's log does not
+                     end at INDEX. May be given more than once
   --salvage          after keeld refused to start on a damaged write-ahead
                      log (exit 3): keep what is intact, record what is
                      dropped (a report under DIR/salvage/, and a `salvaged`
@@ -125,9 +133,11 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
       inline_value = true;
     }
     std::optional<std::string>* slot = nullptr;
-    std::optional<std::string> agents_dir;
+    std::optional<std::string> agents_dir, recover_group;
     if (name == "--agents")
       slot = &agents_dir;
+    else if (name == "--recover-group")
+      slot = &recover_group;
     else if (name == "--data")
       slot = &f.data;
     else if (name == "--http")
@@ -165,8 +175,32 @@ result<flags> parse_flags(const std::vector<std::string_view>& args) {
     }
     *slot = std::string(value);
     if (agents_dir) f.agents.push_back(std::move(*agents_dir));
+    if (recover_group) f.recover_groups.push_back(std::move(*recover_group));
   }
   return f;
+}
+
+result<std::map<uint32_t, uint64_t>> parse_recover_groups(const std::vector<std::string>& given) {
+  std::map<uint32_t, uint64_t> out;
+  for (const auto& v : given) {
+    const auto at = v.find('@');
+    auto number = [](std::string_view s) -> std::optional<uint64_t> {
+      if (s.empty() || s.size() > 19 || s.find_first_not_of("0123456789") != std::string_view::npos)
+        return std::nullopt;
+      return std::stoull(std::string(s));
+    };
+    auto g = at == std::string::npos ? std::nullopt : number(std::string_view(v).substr(0, at));
+    auto index =
+        at == std::string::npos ? std::nullopt : number(std::string_view(v).substr(at + 1));
+    if (!g || !index || *g > UINT32_MAX || *index == 0)
+      return error(
+          code::invalid_argument,
+          "--recover-group takes GROUP@INDEX (the group's last log index), not '" + v + "'");
+    if (!out.emplace(static_cast<uint32_t>(*g), *index).second)
+      return error(code::invalid_argument,
+                   "--recover-group names group " + std::to_string(*g) + " twice");
+  }
+  return out;
 }
 
 // A token given on the command line is readable by any local user (in

@@ -2,6 +2,8 @@
 // Internal to keeld (apps/keeld*.cpp): its command line, and the node
 // config built from the config file, the environment and the flags.
 
+#include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,7 +24,14 @@ struct flags {
   std::optional<std::string> data, http, config, token, token_file, idle_ms, cluster, node_id,
       anonymous, tls_cert, tls_key, tls_client_ca, log_level, log_format;
   std::vector<std::string> agents;
+  // --recover-group G@INDEX, each as given.
+  std::vector<std::string> recover_groups;
 };
+
+// The groups of --recover-group G@INDEX: group -> the index its log ends
+// at. Errors: invalid_argument for a value that is not G@INDEX, or a group
+// given twice.
+result<std::map<uint32_t, uint64_t>> parse_recover_groups(const std::vector<std::string>& given);
 
 // Exit codes: 2 a bad command line or config, 1 a failed start, 3 a store
 // that needs an operator (a damaged write-ahead log or table files).

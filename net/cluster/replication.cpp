@@ -100,6 +100,9 @@ keel::status replication::start(const std::string& self, persistence::store& db,
   }
   auto holds = raft::holds_groups(db);
   if (!holds) return holds.error();
+  if (!*holds && !recover_.empty())
+    return error(code::invalid_argument,
+                 "--recover-group: this member holds no group to recover (its store is empty)");
   if (*holds || cfg_.members.size() == 1) {
     // Groups an older version bootstrapped, or nobody to ask.
     KEEL_TRY(raft::save_identity(db, original));
@@ -132,6 +135,7 @@ keel::status replication::start_groups(const start_args& a, raft_id id, bool joi
   o.election_timeout_ms = cfg_.election_timeout_ms;
   o.heartbeat_ms = cfg_.raft_heartbeat_ms;
   o.group_of = [this](std::string_view name) { return group_of(name); };
+  o.recover = recover_;
   o.on_lead = a.h.on_lead;
   o.on_lose = a.h.on_lose;
   auto started = raft::groups::start(std::move(o));

@@ -57,6 +57,10 @@ class replication final : public actors::replicator, public raft::sender {
   // load), or reading and saving the identity.
   keel::status start(const std::string& self, persistence::store& db, raft::submit_fn submit,
                      cluster_transport& t, hooks h);
+  // Groups to recover when they start (raft::groups_options::recover);
+  // before start(). A member with an empty store has nothing to recover:
+  // its start refuses them.
+  void recover(std::map<raft::group_id, uint64_t> groups) { recover_ = std::move(groups); }
   // Stops the groups (or the asking): pending proposals fail unavailable.
   // Idempotent.
   void stop();
@@ -124,6 +128,7 @@ class replication final : public actors::replicator, public raft::sender {
   std::map<std::string, raft_id> raft_ids_;         // by member id
   std::vector<std::vector<std::string>> replicas_;  // by group, best first
   std::atomic<raft_id> self_raft_id_{0};
+  std::map<raft::group_id, uint64_t> recover_;
   // The empty store's start (decide_and_start), and what stops it.
   std::thread decider_;
   std::mutex decide_mu_;

@@ -80,6 +80,13 @@ status validate(const groups_options& o) {
   // The lease (groups.hpp) needs room for a heartbeat and then some.
   if (o.heartbeat_ms == 0 || o.election_timeout_ms < 3 * o.heartbeat_ms)
     return error(code::invalid_argument, "the election timeout must be at least three heartbeats");
+  for (const auto& [g, at] : o.recover) {
+    bool listed = false;
+    for (const auto& spec : o.groups) listed |= spec.id == g;
+    if (!listed)
+      return error(code::invalid_argument,
+                   "group " + std::to_string(g) + " is not replicated here: nothing to recover");
+  }
   std::set<group_id> seen;
   for (const auto& g : o.groups) {
     if (!seen.insert(g.id).second)
@@ -209,6 +216,9 @@ keel::status groups::open_all() {
       return error(code::io_error,
                    name + "bootstrap: " + error_text(rv) + ": " + raft_errmsg(&r.r));
 
+    if (auto it = opts_.recover.find(r.spec.id); it != opts_.recover.end())
+      KEEL_TRY(recover(r, it->second));
+
     rv = raft_start(&r.r);
     if (rv != 0)
       return error(rv == RAFT_CORRUPT ? code::corruption : code::io_error,
@@ -219,6 +229,29 @@ keel::status groups::open_all() {
     if (r.r.current_term > 1) had_election_.store(true);
   }
   return status::ok();
+}
+
+keel::status groups::recover(replica& r, uint64_t at) {
+  const std::string name = "group " + std::to_string(r.spec.id) + ": ";
+  auto last = log_store(*opts_.db, r.spec.id).last_index();
+  if (!last) return last.error();
+  if (*last != at)
+    return error(code::invalid_argument,
+                 name + "asked to recover at log index " + std::to_string(at) +
+                     ", but its log here ends at " + std::to_string(*last) +
+                     (*last == 0 ? " (no state: nothing to recover)"
+                                 : ": recover only the replica that holds the most, at the index "
+                                   "it shows now"));
+  raft_configuration conf;
+  raft_configuration_init(&conf);
+  int rv = raft_configuration_add(&conf, opts_.self_id, opts_.self.c_str(), RAFT_VOTER);
+  if (rv == 0) rv = raft_recover(&r.r, &conf);
+  raft_configuration_close(&conf);
+  if (rv != 0)
+    return error(code::io_error, name + "recover: " + error_text(rv) + ": " + raft_errmsg(&r.r));
+  log::warn("raft group recovered: this member is its only voter; the other replicas join again",
+            {{"group", std::to_string(r.spec.id)}, {"index", std::to_string(at + 1)}});
+  return keel::status::ok();
 }
 
 void groups::stop() {

@@ -48,6 +48,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -98,6 +99,13 @@ struct groups_options {
   // way waits: the leader ignores its answers until then. Short, so such a
   // follower is not left behind for long.
   uint32_t install_snapshot_timeout_ms = 3'000;
+  // Groups to recover before they start (an operator's last resort for a
+  // group that lost a majority of its replicas' data): group -> the index
+  // its log here ends at, which must match, so a recovery given again
+  // after the group moved on is refused. Its configuration becomes this
+  // member alone, as a voter, through a configuration entry appended to
+  // its log; the others join again (see "Joining").
+  std::map<group_id, uint64_t> recover;
   // Which group an agent name is in: a fetch copies and erases the agents
   // family by it. Unset: no agent records are copied.
   group_of_fn group_of;
@@ -140,9 +148,11 @@ class groups {
  public:
   // Opens every group (io, group_fsm, raft_init), bootstraps a group whose
   // store holds no state for it with its voters (the same configuration on
-  // every replica, so concurrent bootstraps agree) and starts it. Errors:
-  // what loading a group's log or state machine met (corruption, io_error),
-  // naming the group; invalid_argument for options that cannot work.
+  // every replica, so concurrent bootstraps agree), recovers those listed
+  // in `recover`, and starts it. Errors: what loading a group's log or
+  // state machine met (corruption, io_error), naming the group;
+  // invalid_argument for options that cannot work, or a recovery whose
+  // index is not where the group's log ends.
   static result<std::unique_ptr<groups>> start(groups_options o);
   ~groups();
   groups(const groups&) = delete;
@@ -220,6 +230,7 @@ class groups {
 
   // On the loop.
   keel::status open_all();
+  keel::status recover(replica& r, uint64_t at);
   void observe_all();
   void observe(replica& r);
   void begin_leading(replica& r, uint64_t term);

@@ -116,10 +116,9 @@ struct io_methods {
     return 0;
   }
 
-  static int recover(raft_io* r, const raft_configuration*) {
-    return fail(r, error(code::conflict,
-                         "recovering a group's configuration is an operator "
-                         "procedure this io does not offer"));
+  static int recover(raft_io* r, const raft_configuration* conf) {
+    status st = self(r).log_.recover(*conf);
+    return st ? 0 : fail(r, st);
   }
 
   static int set_term(raft_io* r, raft_term term) {

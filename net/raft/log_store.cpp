@@ -225,6 +225,34 @@ status log_store::bootstrap(const raft_configuration& conf) {
   return db_.write(ops, /*sync=*/true);
 }
 
+result<raft_index> log_store::last_index() const {
+  auto log = load();
+  if (!log) return log.error();
+  raft_index last = 0;
+  if (log->n_entries != 0)
+    last = log->start_index + log->n_entries - 1;
+  else if (log->snapshot != nullptr)
+    last = log->snapshot->index;
+  release(*log);
+  return last;
+}
+
+status log_store::recover(const raft_configuration& conf) {
+  auto last = last_index();
+  if (!last) return last.error();
+  if (*last == 0)
+    return error(code::conflict, "raft group " + std::to_string(group_) + " has no state");
+  auto term = read_u64(db_, group_, term_key(group_), "term");
+  if (!term) return term.error();
+  raft_buffer buf{};
+  if (int rv = raft_configuration_encode(&conf, &buf); rv != 0)
+    return error(code::internal, "encoding a raft configuration: " + error_text(rv));
+  raft_entry entry{*term, RAFT_CHANGE, buf, nullptr};
+  write_set ops = append_ops(*last + 1, &entry, 1);
+  raft_free(buf.base);
+  return db_.write(ops, /*sync=*/true);
+}
+
 write_set log_store::append_ops(raft_index first, const raft_entry* entries, unsigned n) const {
   write_set ops;
   ops.reserve(n);

@@ -68,6 +68,13 @@ class log_store {
   // of `conf`) and term 1. Errors: conflict when the group already has a
   // term, entries or a snapshot.
   status bootstrap(const raft_configuration& conf);
+  // The index of the last entry stored, or the snapshot's when the log is
+  // empty past it; 0 for a group without state.
+  result<raft_index> last_index() const;
+  // Appends a configuration entry (libraft's raft_recover): `conf` at the
+  // last index + 1 in the current term, synced. Errors: conflict for a
+  // group without state.
+  status recover(const raft_configuration& conf);
 
   // Entries stored from index `first` on (copies: the entries may be freed
   // once the write_set is built).

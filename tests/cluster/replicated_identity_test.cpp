@@ -3,10 +3,13 @@
 // new cluster bootstrap under their original ids once every one of them
 // answered that it never held an election; a member whose store is empty
 // while the others already did joins under a new incarnation (the wipe
-// cases: replicated_outbox_test, replication_test).
+// cases: replicated_outbox_test, replication_test); groups that lost two
+// of three replicas' data are recovered on the member left
+// (--recover-group).
 
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -87,4 +90,67 @@ TEST_CASE("replicated: a new cluster's members bootstrap only once all of them a
   spawn_counter(c.clients(), ids[1], name);
   send_acked(c, {ids[1], ids[2]}, name, "m-1", 5);
   CHECK(query_total(c.clients(), ids[2], name) == 5);
+}
+
+TEST_CASE(
+    "replicated: groups that lost two of three replicas' data are recovered on the member left "
+    "and the others join again with nothing acknowledged lost") {
+  test_cluster c(3, shards);
+  start_replicated(c, 3);
+  const auto ids = c.ids();
+  std::vector<std::string> names;
+  for (uint32_t g = 0; g < groups; ++g) {
+    names.push_back(name_in_group("kept/", g));
+    spawn_counter(c.clients(), ids[0], names.back());
+    for (int i = 1; i <= 3; ++i)
+      send_acked(c, ids, names.back(), names.back() + "-m" + std::to_string(i), i);
+  }
+  const std::string left = ids[0];
+  for (const auto& id : {ids[1], ids[2]}) {
+    c.kill9(id);
+    std::filesystem::remove_all(c.root() / id / "data");
+  }
+  // The member left holds every acknowledged entry but cannot lead alone:
+  // its leases lapse and nothing is appended any more.
+  CHECK(poll_until(
+      [&] {
+        for (uint32_t g = 0; g < groups; ++g)
+          if (group_entry(c, left, g).value("ready", true)) return false;
+        return true;
+      },
+      30s, 100ms));
+  std::vector<std::string> flags;
+  for (uint32_t g = 0; g < groups; ++g) {
+    const auto e = group_entry(c, left, g);
+    flags.push_back("--recover-group");
+    flags.push_back(std::to_string(g) + "@" + std::to_string(e.value("last_index", 0ull)));
+  }
+  c.kill9(left);
+  c.start(left, (c.root() / "cluster.json").string(), flags);
+  for (uint32_t g = 0; g < groups; ++g)
+    REQUIRE_MESSAGE(poll_until([&] { return ready_leader(c, g) == left; }, 30s, 100ms),
+                    "group " << g << " was not recovered on " << left << "\n"
+                             << c.logs());
+
+  // The others start empty: they find the cluster ran and join under
+  // incarnations.
+  c.restart(ids[1]);
+  c.restart(ids[2]);
+  for (const auto& id : {ids[1], ids[2]}) {
+    uint64_t r = 0;
+    REQUIRE(poll_until(
+        [&] {
+          r = raft_id_of(c, id);
+          return r != 0;
+        },
+        30s, 100ms));
+    CHECK(r > 0xFFFF);
+    CHECK_MESSAGE(poll_until([&] { return voter_everywhere(c, id, r); }, 30s, 100ms),
+                  id << " did not join every group as a voter\n"
+                     << c.logs());
+  }
+  for (uint32_t g = 0; g < groups; ++g) {
+    CHECK(query_total(c.clients(), ids[2], names[g]) == 6);
+    check_replicas_agree(c, g);
+  }
 }

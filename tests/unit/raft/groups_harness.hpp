@@ -190,6 +190,13 @@ struct node {
         out(s, "n" + std::to_string(i)) {}
 
   void start() {
+    status started = try_start();
+    REQUIRE_MESSAGE(started.is_ok(), started.to_string());
+  }
+
+  // start(), answering why the groups did not start (the store closed
+  // again then).
+  status try_start() {
     auto s = persistence::store::open({dir->str(), 8 << 20, true});
     REQUIRE_MESSAGE(s.is_ok(), s.error().to_string());
     db = std::move(s).value();
@@ -224,10 +231,16 @@ struct node {
     };
     if (tune) tune(o);
     auto started = raft::groups::start(std::move(o));
-    REQUIRE_MESSAGE(started.is_ok(), started.error().to_string());
+    if (!started) {
+      journal->stop();
+      journal.reset();
+      db.reset();
+      return started.error();
+    }
     gs = std::move(started).value();
     live.store(gs.get());
     sb.attach(address, gs.get());
+    return status::ok();
   }
 
   void stop() {

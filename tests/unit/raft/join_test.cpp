@@ -204,3 +204,40 @@ TEST_CASE("a join goes on after its leader stops in the middle of it") {
   l->start();
   check_joined(c, *lost, its);
 }
+
+TEST_CASE("a group that lost two replicas' data is recovered on the one left; the others join") {
+  cluster c([](node& x) { x.group_total = 1; });
+  for (int i = 0; i < 10; ++i) write(c, 0, "k" + std::to_string(i), "v");
+  node& left = *c.n[0];
+  wait_blob(left, "k9", "v");
+  c.n[1]->stop();
+  c.n[2]->stop();
+  // Two of three replicas lost: the one left holds every committed entry
+  // but can never win an election with its configuration.
+  c.n[1]->wipe();
+  c.n[2]->wipe();
+  const uint64_t ends = left.status_of(0).last_index;
+  left.stop();
+
+  // A recovery at an index where the log does not end is refused: given
+  // again after the group moved on, it would drop the others' entries.
+  left.tune = [ends](raft::groups_options& o) { o.recover = {{0, ends + 1}}; };
+  const status stale = left.try_start();
+  CHECK(stale.error_code() == code::invalid_argument);
+
+  left.tune = [ends](raft::groups_options& o) { o.recover = {{0, ends}}; };
+  left.start();
+  node* l = c.leader(0, {&left});
+  CHECK(l == &left);
+  REQUIRE(ended(propose(left, 0, *left.gs->leading(0), "after", "recovery")).is_ok());
+
+  const raft_id two = raft::incarnation_id(2, 21), three = raft::incarnation_id(3, 31);
+  c.n[1]->rejoin(two);
+  c.n[2]->rejoin(three);
+  const std::map<raft_id, std::string> want{{1, "voter"}, {two, "voter"}, {three, "voter"}};
+  CHECK(test::eventually([&] { return voters_are(c, 0, want); }, 15s));
+  for (auto* x : c.all()) {
+    wait_blob(*x, "k9", "v");
+    wait_blob(*x, "after", "recovery");
+  }
+}
