@@ -169,6 +169,8 @@ result<std::shared_ptr<cluster_node>> cluster_node::start(actors::node& node, op
     if (raw->opts.repl) raw->opts.repl->on_cast(from, std::move(payload));
   };
   h.on_peer = [raw](const std::string& peer, bool up) {
+    // A member with an empty store asking the others asks again at once.
+    if (up && raw->opts.repl) raw->opts.repl->peer_up();
     if (!up || !raw->ready.load(std::memory_order_acquire)) return;
     if (raw->current_map()->empty()) raw->fetch_routing_map(peer);
     raw->outbox->wake();

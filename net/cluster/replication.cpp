@@ -181,7 +181,10 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
     std::unique_lock lk(decide_mu_);
     if (stopping_) return;
     if (choice != raft::start_choice::wait) break;
-    decide_cv_.wait_for(lk, ask_again, [this] { return stopping_; });
+    // Again after a while, or as soon as a peer connects (a first round
+    // usually finds the transport still connecting).
+    decide_cv_.wait_for(lk, ask_again, [this] { return stopping_ || peer_news_; });
+    peer_news_ = false;
     if (stopping_) return;
   }
   const raft_id original = raft_id_of(a->self);
@@ -212,6 +215,14 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
   else
     log::info("no member of the cluster held an election yet: groups bootstrapped",
               {{"member", a->self}});
+}
+
+void replication::peer_up() {
+  {
+    std::lock_guard lk(decide_mu_);
+    peer_news_ = true;
+  }
+  decide_cv_.notify_all();
 }
 
 raft::cluster_memory replication::memory() const {

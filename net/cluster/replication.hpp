@@ -69,6 +69,10 @@ class replication final : public actors::replicator, public raft::sender {
   // while it asks the others.
   raft_id self_raft_id() const { return self_raft_id_.load(); }
 
+  // A peer connected: a member still asking the others whether the cluster
+  // ran asks again now rather than at its next round.
+  void peer_up();
+
   // A cast from peer `from` (the transport's on_cast): raft traffic goes to
   // its group; anything else is dropped.
   void on_cast(const std::string& from, std::string payload);
@@ -134,6 +138,7 @@ class replication final : public actors::replicator, public raft::sender {
   std::mutex decide_mu_;
   std::condition_variable decide_cv_;
   bool stopping_ = false;
+  bool peer_news_ = false;  // a peer connected since the last round
 };
 
 // Raft traffic travels as casts: 'B', then frames (raft::append_frame),
