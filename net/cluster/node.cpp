@@ -527,9 +527,10 @@ json cluster_node::status() {
   if (auto c = impl_->change_status(); c.contains("next_epoch")) out["change"] = std::move(c);
   if (impl_->opts.repl) {
     out["replication"] = impl_->opts.repl->config().replication;
-    // 0 while a member with an empty store asks the others whether to
-    // bootstrap or join; its incarnation after it joined again.
-    out["raft_id"] = impl_->opts.repl->self_raft_id();
+    // 0 until the groups run (a member with an empty store asks the
+    // others whether to bootstrap or join first); an incarnation after it
+    // joined again. Non-zero: "groups" lists every group it replicates.
+    out["raft_id"] = impl_->opts.repl->running() ? impl_->opts.repl->self_raft_id() : 0;
     out["groups"] = impl_->groups_json();
   }
   return out;

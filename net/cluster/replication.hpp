@@ -68,6 +68,8 @@ class replication final : public actors::replicator, public raft::sender {
   // The raft id this member's groups run (or are about to run) under; 0
   // while it asks the others.
   raft_id self_raft_id() const { return self_raft_id_.load(); }
+  // Whether the groups run (group_status() lists them).
+  bool running() const { return running_.load(std::memory_order_acquire) != nullptr; }
 
   // A peer connected: a member still asking the others whether the cluster
   // ran asks again now rather than at its next round.

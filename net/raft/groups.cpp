@@ -397,7 +397,10 @@ void groups::observe(replica& r) {
       make_ready(r);
     }
   }
-  if (r.ready) maybe_hand_back(r);
+  if (r.ready) {
+    promote_caught_up(r);
+    maybe_hand_back(r);
+  }
 }
 
 uint64_t groups::lease_until(const replica& r) const {
@@ -485,6 +488,7 @@ void groups::unready(replica& r) {
   // barrier is taken for the old term.
   r.leading.store(0);
   r.ready = false;
+  r.catching_up = 0;  // a later leader learns of it from the member's ask
   {
     std::lock_guard lk(r.mu);
     r.ids_term = 0;

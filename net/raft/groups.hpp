@@ -247,6 +247,7 @@ class groups {
   void reserve_ids(replica& r, uint64_t term);
   void start_barrier(replica& r);
   void ask_to_join(replica& r);
+  void promote_caught_up(replica& r);
   // The leader's next step for the server `id` at `address`; what it is.
   result<std::string> advance_join(replica& r, raft_id id, const std::string& address);
   // The raft id the group's preferred replica has in its configuration now

@@ -112,8 +112,10 @@ result<std::string> groups::advance_join(replica& r, raft_id id, const std::stri
       former = &srv;  // another incarnation of the same member
     }
   }
-  if (former == nullptr && joining != nullptr && joining->role == RAFT_VOTER)
+  if (former == nullptr && joining != nullptr && joining->role == RAFT_VOTER) {
+    if (r.catching_up == id) r.catching_up = 0;
     return std::string("voter");
+  }
 
   auto change = std::make_unique<pending_change>();
   change->owner = this;
@@ -163,8 +165,12 @@ result<std::string> groups::advance_join(replica& r, raft_id id, const std::stri
     rv = raft_assign(&r.r, &change->req, id, RAFT_STANDBY, done);
   } else {
     const raft_index match = r.r.leader_state.progress[at].match_index;
-    if (match < r.r.commit_index)
+    if (match < r.r.commit_index) {
+      r.catching_up = id;
+      r.catching_up_address = address;
       return "catching up: " + std::to_string(match) + " of " + std::to_string(r.r.commit_index);
+    }
+    r.catching_up = 0;
     change->step = "making it a voter";
     rv = raft_assign(&r.r, &change->req, id, RAFT_VOTER, done);
   }
@@ -183,6 +189,22 @@ result<std::string> groups::advance_join(replica& r, raft_id id, const std::stri
   std::string step = change->step;
   change.release();  // the callback owns it
   return step;
+}
+
+void groups::promote_caught_up(replica& r) {
+  if (r.catching_up == 0 || r.changing || !r.ready) return;
+  for (unsigned i = 0; i < r.r.configuration.n; ++i) {
+    const raft_server& srv = r.r.configuration.servers[i];
+    if (srv.id != r.catching_up) continue;
+    if (srv.role != RAFT_STANDBY || r.r.leader_state.progress[i].match_index < r.r.commit_index)
+      return;
+    auto step = advance_join(r, r.catching_up, r.catching_up_address);
+    if (!step)
+      log::warn("making a caught-up standby a voter failed; its next ask tries again",
+                {{"group", std::to_string(r.spec.id)}, {"error", step.error().to_string()}});
+    return;
+  }
+  r.catching_up = 0;  // gone from the configuration
 }
 
 raft_id groups::preferred_id(const replica& r) const {

@@ -51,6 +51,10 @@ struct groups::replica {
   bool joined = false;
   std::chrono::steady_clock::time_point next_ask{};
   bool changing = false;
+  // On a leader: a member catching up as a standby, made a voter from
+  // observe() as soon as its log matches (not at its next ask).
+  raft_id catching_up = 0;
+  std::string catching_up_address;
   // What the leader last answered a join ask (status); shared with the
   // answers' callbacks, which may come after this object is gone.
   struct join_note {

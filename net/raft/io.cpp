@@ -279,6 +279,15 @@ fetch_progress io::progress() const {
   return p;
 }
 
+uint64_t io::snapshot_holds(const raft_message& msg) {
+  // Every command up to the marker's applied index. Not the snapshot's raft
+  // index, which may be a later configuration change or barrier, entries
+  // the state machine never sees.
+  const raft_buffer& data = msg.install_snapshot.data;
+  auto m = decode_marker({static_cast<const char*>(data.base), data.len});
+  return m ? m->applied : msg.install_snapshot.last_index;
+}
+
 bool io::intercept(std::string_view from_address, raft_message& msg) {
   if (!opts_.fetch_state) return false;
   const bool snapshot = msg.type == RAFT_IO_INSTALL_SNAPSHOT;
@@ -287,15 +296,8 @@ bool io::intercept(std::string_view from_address, raft_message& msg) {
   // helps elect a leader (with two of three members left, it must).
   if (msg.type == RAFT_IO_REQUEST_VOTE) return false;
   if (!snapshot && !incomplete_) return false;
-  // What the snapshot's state holds: every command up to its marker's
-  // applied index. Not the snapshot's raft index, which may be a later
-  // configuration change or barrier, entries the state machine never sees.
-  uint64_t holds = 0;
-  if (snapshot) {
-    const raft_buffer& data = msg.install_snapshot.data;
-    auto m = decode_marker({static_cast<const char*>(data.base), data.len});
-    holds = m ? m->applied : msg.install_snapshot.last_index;
-  }
+  // What the snapshot's state holds.
+  const uint64_t holds = snapshot ? snapshot_holds(msg) : 0;
   // The store already holds the state the snapshot names (a fetch whose
   // message libraft then refused as stale): nothing to fetch.
   if (snapshot && !incomplete_ && !fetch_) {
@@ -304,10 +306,21 @@ bool io::intercept(std::string_view from_address, raft_message& msg) {
         get_u64_be((*applied)->data()) >= holds)
       return false;
   }
+  // While a fetch runs, a newer InstallSnapshot takes the held one's
+  // place: once the fetch ends, libraft answers the snapshot its leader
+  // sent last (to this member's current raft id, after a join changed it)
+  // instead of one the leader no longer waits for.
+  if (fetch_ && snapshot && !closing_) {
+    if (holding_) release_message(held_);
+    held_ = msg;
+    holding_ = true;
+    held_from_ = from_address;
+    return true;
+  }
   // Dropped: anything while the data is incomplete but what can start a
   // fetch (vote results too, so this member cannot become leader over
-  // incomplete data), and everything while one runs (a duplicate
-  // InstallSnapshot too: the leader sends it again after its timeout).
+  // incomplete data), and everything else while one runs (the leader sends
+  // again).
   if (fetch_ || !from_leader || closing_) {
     release_message(msg);
     return true;
@@ -355,7 +368,16 @@ void io::fetch_ended(const status& st) {
     raft_message msg = held_;
     held_ = {};
     std::string from = std::move(held_from_);
-    if (st && !closing_ && recv_ != nullptr) {
+    // A snapshot that took the first one's place may name more than the
+    // fetch brought: then it waits for the leader's resend, which starts
+    // a fetch of its own.
+    bool covered = true;
+    if (st) {
+      auto applied = opts_.db->get(persistence::family::raft, applied_key(opts_.group));
+      covered = applied && applied->has_value() && (*applied)->size() == 8 &&
+                get_u64_be((*applied)->data()) >= snapshot_holds(msg);
+    }
+    if (st && covered && !closing_ && recv_ != nullptr) {
       msg.server_address = from.c_str();
       recv_(&io_, &msg);
     } else {

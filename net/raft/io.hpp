@@ -28,7 +28,8 @@
 // it too), every message for the group is dropped, which Raft tolerates
 // as message loss, so nothing is applied over incomplete data; the next
 // AppendEntries or InstallSnapshot starts a fetch from scratch from its
-// sender. Duplicate InstallSnapshots during a fetch are dropped.
+// sender. A later InstallSnapshot during a fetch takes the held one's
+// place (delivered only if the fetched data covers what it names).
 //
 // Leader lease (docs/replication.md, "The leader lease"): every
 // AppendEntries leaves with a stamp, the sender's clock_ms at sending. A
@@ -180,6 +181,8 @@ class io {
   // Whether the message is the io's to handle (a fetch to start, or
   // dropped while the data is incomplete) rather than libraft's.
   bool intercept(std::string_view from_address, raft_message& msg);
+  // The applied index an InstallSnapshot's marker names.
+  static uint64_t snapshot_holds(const raft_message& msg);
   // The lease stamp `msg` leaves with; what an arriving one carried.
   uint64_t stamp_for(const raft_message& msg) const;
   void note_stamp(const raft_message& msg, raft_id from, uint64_t stamp);
