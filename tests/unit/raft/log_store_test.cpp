@@ -231,3 +231,38 @@ TEST_CASE("a log with a gap in its entries, or a value that does not decode, loa
   REQUIRE_FALSE(l.is_ok());
   CHECK(l.error().error_code() == code::corruption);
 }
+
+TEST_CASE("recover appends the configuration after the last entry, in the current term") {
+  opened o;
+  log_store log(*o.db, 3);
+  raft_configuration conf;
+  raft_configuration_init(&conf);
+  REQUIRE(raft_configuration_add(&conf, 1, "n1", RAFT_VOTER) == 0);
+  // Nothing to recover in a group without state.
+  CHECK(log.recover(conf).error_code() == code::conflict);
+  auto none = log.last_index();
+  REQUIRE(none.is_ok());
+  CHECK(*none == 0);
+
+  std::string a = "a", b = "b";
+  append(o, log, 1, {entry(1, a), entry(2, b)});
+  REQUIRE(log.set_term(5).is_ok());
+  REQUIRE(log.recover(conf).is_ok());
+  raft_buffer want{};
+  REQUIRE(raft_configuration_encode(&conf, &want) == 0);
+  const std::string encoded(static_cast<const char*>(want.base), want.len);
+  raft_free(want.base);
+  raft_configuration_close(&conf);
+  auto last = log.last_index();
+  REQUIRE(last.is_ok());
+  CHECK(*last == 3);
+
+  auto loaded = log.load();
+  REQUIRE(loaded.is_ok());
+  REQUIRE(loaded->n_entries == 3);
+  const raft_entry& added = loaded->entries[2];
+  CHECK(added.term == 5);
+  CHECK(added.type == RAFT_CHANGE);
+  CHECK(text(added.buf) == encoded);  // libraft's own encoding, as bootstrap writes it
+  release(*loaded);
+}
