@@ -61,6 +61,18 @@ loaded_copy load(log_store& log) {
   return c;
 }
 
+// A configuration of one voter, n1 (raft id 1), closed when it goes.
+struct one_voter {
+  raft_configuration conf;
+  one_voter() {
+    raft_configuration_init(&conf);
+    REQUIRE(raft_configuration_add(&conf, 1, "n1", RAFT_VOTER) == 0);
+  }
+  ~one_voter() { raft_configuration_close(&conf); }
+  one_voter(const one_voter&) = delete;
+  one_voter& operator=(const one_voter&) = delete;
+};
+
 void append(opened& o, log_store& log, raft_index first, std::vector<raft_entry> es) {
   auto ops = log.append_ops(first, es.data(), static_cast<unsigned>(es.size()));
   REQUIRE(o.db->write(ops, true).is_ok());
@@ -195,12 +207,9 @@ TEST_CASE("a snapshot with trailing entries keeps exactly the last trailing entr
 TEST_CASE("bootstrap writes a configuration entry in term 1 and is refused a second time") {
   opened o;
   log_store log(*o.db, 5);
-  raft_configuration conf;
-  raft_configuration_init(&conf);
-  REQUIRE(raft_configuration_add(&conf, 1, "n1", RAFT_VOTER) == 0);
-  REQUIRE(log.bootstrap(conf).is_ok());
-  auto again = log.bootstrap(conf);
-  raft_configuration_close(&conf);
+  one_voter v;
+  REQUIRE(log.bootstrap(v.conf).is_ok());
+  auto again = log.bootstrap(v.conf);
   CHECK(again.error_code() == code::conflict);
   auto l = log.load();
   REQUIRE(l.is_ok());
@@ -235,11 +244,9 @@ TEST_CASE("a log with a gap in its entries, or a value that does not decode, loa
 TEST_CASE("recover appends the configuration after the last entry, in the current term") {
   opened o;
   log_store log(*o.db, 3);
-  raft_configuration conf;
-  raft_configuration_init(&conf);
-  REQUIRE(raft_configuration_add(&conf, 1, "n1", RAFT_VOTER) == 0);
+  one_voter v;
   // Nothing to recover in a group without state.
-  CHECK(log.recover(conf).error_code() == code::conflict);
+  CHECK(log.recover(v.conf).error_code() == code::conflict);
   auto none = log.last_index();
   REQUIRE(none.is_ok());
   CHECK(*none == 0);
@@ -247,12 +254,11 @@ TEST_CASE("recover appends the configuration after the last entry, in the curren
   std::string a = "a", b = "b";
   append(o, log, 1, {entry(1, a), entry(2, b)});
   REQUIRE(log.set_term(5).is_ok());
-  REQUIRE(log.recover(conf).is_ok());
+  REQUIRE(log.recover(v.conf).is_ok());
   raft_buffer want{};
-  REQUIRE(raft_configuration_encode(&conf, &want) == 0);
+  REQUIRE(raft_configuration_encode(&v.conf, &want) == 0);
   const std::string encoded(static_cast<const char*>(want.base), want.len);
   raft_free(want.base);
-  raft_configuration_close(&conf);
   auto last = log.last_index();
   REQUIRE(last.is_ok());
   CHECK(*last == 3);
