@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <random>
 #include <utility>
 
 #include "base/bytes.hpp"
@@ -190,10 +189,7 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
   const raft_id original = raft_id_of(a->self);
   raft_id id = original;
   if (choice == raft::start_choice::rejoin) {
-    std::random_device rd;
-    uint32_t incarnation = 0;
-    while (incarnation == 0) incarnation = rd();
-    id = raft::incarnation_id(original, incarnation);
+    id = raft::incarnation_id(original, raft::new_incarnation());
   }
   keel::status st = raft::save_identity(*a->db, id);
   // Answered from here on (history after a rejoin), before the groups load.

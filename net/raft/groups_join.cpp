@@ -112,6 +112,13 @@ result<std::string> groups::advance_join(replica& r, raft_id id, const std::stri
       former = &srv;  // another incarnation of the same member
     }
   }
+  // An ask from an incarnation older than the one the group holds (sent
+  // before that member lost its data again, and arriving late) must not
+  // remove its successor.
+  if (former != nullptr && incarnation_of(former->id) > incarnation_of(id))
+    return error(code::conflict, "group " + std::to_string(r.spec.id) + " holds " + address +
+                                     " under a newer raft id (" + std::to_string(former->id) +
+                                     ") than " + std::to_string(id));
   if (former == nullptr && joining != nullptr && joining->role == RAFT_VOTER) {
     if (r.catching_up == id) r.catching_up = 0;
     return std::string("voter");

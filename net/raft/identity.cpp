@@ -1,5 +1,8 @@
 #include "net/raft/identity.hpp"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <string>
 
 #include "base/bytes.hpp"
@@ -51,6 +54,14 @@ std::optional<cluster_memory> cluster_memory_from(std::string_view s) {
   for (auto m : {cluster_memory::empty, cluster_memory::fresh, cluster_memory::history})
     if (s == to_string(m)) return m;
   return std::nullopt;
+}
+
+uint32_t new_incarnation() {
+  constexpr int64_t epoch_2020 = 1'577'836'800;  // 2020-01-01T00:00:00Z
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  return static_cast<uint32_t>(std::clamp<int64_t>(now - epoch_2020, 1, UINT32_MAX));
 }
 
 start_choice choose_start(std::size_t others, std::size_t empty, std::size_t fresh,

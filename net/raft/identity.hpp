@@ -32,6 +32,13 @@ inline raft_id incarnation_id(raft_id original, uint32_t incarnation) {
 inline raft_id original_id(raft_id id) {
   return id & 0xFFFF;
 }
+inline uint32_t incarnation_of(raft_id id) {
+  return static_cast<uint32_t>(id >> 16);
+}
+// A new incarnation: the seconds since 2020-01-01 UTC (at least 1), so a
+// member's later incarnation has a higher number than its earlier ones as
+// long as its clock does not go back by more than the time between them.
+uint32_t new_incarnation();
 
 // The raft id this member's store is bound to (the meta family's
 // "raft/self"); nullopt when none was saved. corruption for a value that

@@ -33,6 +33,11 @@ TEST_CASE("an incarnation keeps its member's original id in the low bits") {
   CHECK(original_id(id) == 3);
   CHECK(incarnation_id(65535, 0xFFFFFFFF) != incarnation_id(65534, 0xFFFFFFFF));
   CHECK(original_id(incarnation_id(65535, 0xFFFFFFFF)) == 65535);
+  CHECK(incarnation_of(id) == 0xABCD1234);
+  // Later incarnations number higher (seconds since 2020), never 0.
+  const uint32_t now = new_incarnation();
+  CHECK(now > 200'000'000);  // past 2026
+  CHECK(new_incarnation() >= now);
 }
 
 TEST_CASE("an empty store bootstraps only when every other member answered without history") {

@@ -52,6 +52,26 @@ TEST_CASE("a member that lost its store joins every group under its new raft id"
   }
   CHECK(blobs(lost) == blobs(*c.n[0]));
 
+  // A late ask from an older incarnation of the same member does not
+  // remove the newer one. (Asked of whichever member leads: a leadership
+  // change meanwhile answers unavailable, and the ask is made again.)
+  result<std::string> refused = std::string();
+  CHECK(test::eventually(
+      [&] {
+        auto late = std::make_shared<test::future_value<result<std::string>>>();
+        c.leader(0)->gs->serve_join(lost.address,
+                                    raft::encode_join_request(0, raft::incarnation_id(lost.id, 6)),
+                                    [late](result<std::string> r) { late->set(std::move(r)); });
+        auto got = late->wait(10s);
+        REQUIRE(got.has_value());
+        refused = *got;
+        return refused.is_ok() || refused.error().error_code() != code::unavailable;
+      },
+      10s));
+  REQUIRE_FALSE(refused.is_ok());
+  CHECK(refused.error().error_code() == code::conflict);
+  CHECK(voters_are(c, 0, want));
+
   // It counts as a voter: with one of the others stopped, every group
   // still elects a leader and commits through it.
   c.n[0]->stop();
