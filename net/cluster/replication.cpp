@@ -171,9 +171,10 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
     }
     {
       // Bounded: every call answers within short_call_ms (or at once when
-      // its peer is not up).
+      // its peer is not up). One "history" decides at once: a frozen
+      // peer's answer is not waited for then.
       std::unique_lock lk(round->mu);
-      round->cv.wait(lk, [&] { return round->answered == asked; });
+      round->cv.wait(lk, [&] { return round->answered == asked || round->history > 0; });
       choice =
           raft::choose_start(cfg_.members.size() - 1, round->empty, round->fresh, round->history);
     }

@@ -131,9 +131,16 @@ TEST_CASE(
 
   // The wiped member runs the group under an incarnation of its id, a
   // voter again once it caught up.
-  const auto self = c.call(leader, "GET", "/v1/cluster");
-  REQUIRE(self.status == 200);
-  const uint64_t incarnation = self.body.value("raft_id", uint64_t{0});
+  // (0 until its groups run: it may still be waiting on an answer.)
+  uint64_t incarnation = 0;
+  REQUIRE(poll_until(
+      [&] {
+        const auto self = c.call(leader, "GET", "/v1/cluster");
+        if (self.transport_ok && self.status == 200)
+          incarnation = self.body.value("raft_id", uint64_t{0});
+        return incarnation != 0;
+      },
+      30s, 100ms));
   CHECK(incarnation > 0xFFFF);
   CHECK(poll_until(
       [&] {
