@@ -22,6 +22,16 @@ bool voters_are(cluster& c, raft::group_id g, const std::map<raft_id, std::strin
   return servers_of(c, g) == want;
 }
 
+// What g's node `to` answers a join request from member `from`.
+result<std::string> ask_join(node& to, const std::string& from, std::string request) {
+  auto got = std::make_shared<test::future_value<result<std::string>>>();
+  to.gs->serve_join(from, std::move(request),
+                    [got](result<std::string> r) { got->set(std::move(r)); });
+  auto answer = got->wait(10s);
+  REQUIRE_MESSAGE(answer.has_value(), "a join request was not answered in time");
+  return *answer;
+}
+
 void write(cluster& c, raft::group_id g, const std::string& key, const std::string& value) {
   node* l = c.leader(g);
   REQUIRE(ended(propose(*l, g, *l->gs->leading(g), key, value)).is_ok());
@@ -58,13 +68,8 @@ TEST_CASE("a member that lost its store joins every group under its new raft id"
   result<std::string> refused = std::string();
   CHECK(test::eventually(
       [&] {
-        auto late = std::make_shared<test::future_value<result<std::string>>>();
-        c.leader(0)->gs->serve_join(lost.address,
-                                    raft::encode_join_request(0, raft::incarnation_id(lost.id, 6)),
-                                    [late](result<std::string> r) { late->set(std::move(r)); });
-        auto got = late->wait(10s);
-        REQUIRE(got.has_value());
-        refused = *got;
+        refused = ask_join(*c.leader(0), lost.address,
+                           raft::encode_join_request(0, raft::incarnation_id(lost.id, 6)));
         return refused.is_ok() || refused.error().error_code() != code::unavailable;
       },
       10s));
@@ -116,34 +121,23 @@ TEST_CASE("a member that lost its store cannot elect a replica missing committed
 TEST_CASE("a join request from a member the group does not list is refused") {
   cluster c([](node& x) { x.group_total = 1; });
   node* l = c.leader(0);
-  auto got = std::make_shared<test::future_value<result<std::string>>>();
-  l->gs->serve_join("n9", raft::encode_join_request(0, raft::incarnation_id(9, 1)),
-                    [got](result<std::string> r) { got->set(std::move(r)); });
-  auto answer = got->wait(10s);
-  REQUIRE(answer.has_value());
-  REQUIRE_FALSE(answer->is_ok());
-  CHECK(answer->error().error_code() == code::unauthorized);
+  auto answer = ask_join(*l, "n9", raft::encode_join_request(0, raft::incarnation_id(9, 1)));
+  REQUIRE_FALSE(answer.is_ok());
+  CHECK(answer.error().error_code() == code::unauthorized);
   CHECK(servers_of(c, 0).size() == 3);
 
   // Nor a listed member asking for another member's id: it would remove
   // that member's voter.
-  auto other = std::make_shared<test::future_value<result<std::string>>>();
   node* asker = c.others(l).front();
   const raft_id not_its = raft::incarnation_id(asker->id == 3 ? 2 : 3, 4);
-  l->gs->serve_join(asker->address, raft::encode_join_request(0, not_its),
-                    [other](result<std::string> r) { other->set(std::move(r)); });
-  auto refused_other = other->wait(10s);
-  REQUIRE(refused_other.has_value());
-  REQUIRE_FALSE(refused_other->is_ok());
-  CHECK(refused_other->error().error_code() == code::unauthorized);
+  auto refused_other = ask_join(*l, asker->address, raft::encode_join_request(0, not_its));
+  REQUIRE_FALSE(refused_other.is_ok());
+  CHECK(refused_other.error().error_code() == code::unauthorized);
   CHECK(servers_of(c, 0).size() == 3);
 
   // Nor one that is not a join request.
-  auto bad = std::make_shared<test::future_value<result<std::string>>>();
-  l->gs->serve_join("n2", "short", [bad](result<std::string> r) { bad->set(std::move(r)); });
-  auto refused = bad->wait(10s);
-  REQUIRE(refused.has_value());
-  CHECK(refused->error().error_code() == code::corruption);
+  auto refused = ask_join(*l, "n2", "short");
+  CHECK(refused.error().error_code() == code::corruption);
 }
 
 namespace {
@@ -208,6 +202,8 @@ TEST_CASE("a join goes on after the joining member restarts in the middle of it"
   c.sb.release();
   lost->start();
   check_joined(c, *lost, its);
+  // Its own view agrees: a voter, no longer joining.
+  CHECK(test::eventually([&] { return lost->status_of(0).joining.empty(); }, 10s));
 }
 
 TEST_CASE("a join goes on after its leader stops in the middle of it") {
