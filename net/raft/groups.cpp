@@ -231,29 +231,6 @@ keel::status groups::open_all() {
   return status::ok();
 }
 
-keel::status groups::recover(replica& r, uint64_t at) {
-  const std::string name = "group " + std::to_string(r.spec.id) + ": ";
-  auto last = log_store(*opts_.db, r.spec.id).last_index();
-  if (!last) return last.error();
-  if (*last != at)
-    return error(code::invalid_argument,
-                 name + "asked to recover at log index " + std::to_string(at) +
-                     ", but its log here ends at " + std::to_string(*last) +
-                     (*last == 0 ? " (no state: nothing to recover)"
-                                 : ": recover only the replica that holds the most, at the index "
-                                   "it shows now"));
-  raft_configuration conf;
-  raft_configuration_init(&conf);
-  int rv = raft_configuration_add(&conf, opts_.self_id, opts_.self.c_str(), RAFT_VOTER);
-  if (rv == 0) rv = raft_recover(&r.r, &conf);
-  raft_configuration_close(&conf);
-  if (rv != 0)
-    return error(code::io_error, name + "recover: " + error_text(rv) + ": " + raft_errmsg(&r.r));
-  log::warn("raft group recovered: this member is its only voter; the other replicas join again",
-            {{"group", std::to_string(r.spec.id)}, {"index", std::to_string(at + 1)}});
-  return keel::status::ok();
-}
-
 void groups::stop() {
   assert(!loop_->on_loop_thread());
   if (stopped_) return;
