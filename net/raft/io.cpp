@@ -279,6 +279,12 @@ fetch_progress io::progress() const {
   return p;
 }
 
+uint64_t io::stored_applied() const {
+  auto applied = opts_.db->get(persistence::family::raft, applied_key(opts_.group));
+  return applied && applied->has_value() && (*applied)->size() == 8 ? get_u64_be((*applied)->data())
+                                                                    : 0;
+}
+
 uint64_t io::snapshot_holds(const raft_message& msg) {
   // Every command up to the marker's applied index. Not the snapshot's raft
   // index, which may be a later configuration change or barrier, entries
@@ -300,12 +306,7 @@ bool io::intercept(std::string_view from_address, raft_message& msg) {
   const uint64_t holds = snapshot ? snapshot_holds(msg) : 0;
   // The store already holds the state the snapshot names (a fetch whose
   // message libraft then refused as stale): nothing to fetch.
-  if (snapshot && !incomplete_ && !fetch_) {
-    auto applied = opts_.db->get(persistence::family::raft, applied_key(opts_.group));
-    if (applied && applied->has_value() && (*applied)->size() == 8 &&
-        get_u64_be((*applied)->data()) >= holds)
-      return false;
-  }
+  if (snapshot && !incomplete_ && !fetch_ && stored_applied() >= holds) return false;
   // While a fetch runs, a newer InstallSnapshot takes the held one's
   // place: once the fetch ends, libraft answers the snapshot its leader
   // sent last (to this member's current raft id, after a join changed it)
@@ -371,13 +372,7 @@ void io::fetch_ended(const status& st) {
     // A snapshot that took the first one's place may name more than the
     // fetch brought: then it waits for the leader's resend, which starts
     // a fetch of its own.
-    bool covered = true;
-    if (st) {
-      auto applied = opts_.db->get(persistence::family::raft, applied_key(opts_.group));
-      covered = applied && applied->has_value() && (*applied)->size() == 8 &&
-                get_u64_be((*applied)->data()) >= snapshot_holds(msg);
-    }
-    if (st && covered && !closing_ && recv_ != nullptr) {
+    if (st && stored_applied() >= snapshot_holds(msg) && !closing_ && recv_ != nullptr) {
       msg.server_address = from.c_str();
       recv_(&io_, &msg);
     } else {

@@ -181,8 +181,10 @@ class io {
   // Whether the message is the io's to handle (a fetch to start, or
   // dropped while the data is incomplete) rather than libraft's.
   bool intercept(std::string_view from_address, raft_message& msg);
-  // The applied index an InstallSnapshot's marker names.
+  // The applied index an InstallSnapshot's marker names, and the one the
+  // store holds (0: none, or unreadable).
   static uint64_t snapshot_holds(const raft_message& msg);
+  uint64_t stored_applied() const;
   // The lease stamp `msg` leaves with; what an arriving one carried.
   uint64_t stamp_for(const raft_message& msg) const;
   void note_stamp(const raft_message& msg, raft_id from, uint64_t stamp);
