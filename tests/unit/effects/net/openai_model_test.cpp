@@ -216,6 +216,8 @@ TEST_CASE("an aborted model call returns at once as retryable and maybe applied"
       "model call", *abort,
       [&] { return model.complete(spec_for(ai.base_url()), refund_request(), ctx); },
       [&] { return ai.wait_for_calls(1, std::chrono::seconds(10)); }, "was aborted");
+  // Abandoned, not tried again: the server saw the one call.
+  CHECK(ai.calls() == 1);
 }
 
 TEST_CASE("an endpoint that refuses connections is a retryable failure") {
