@@ -93,10 +93,8 @@ keel::status replication::start(const std::string& self, persistence::store& db,
   auto a = std::make_shared<start_args>(start_args{self, &db, std::move(submit), std::move(h)});
   auto stored = raft::load_identity(db);
   if (!stored) return stored.error();
-  if (stored->has_value()) {
-    self_raft_id_.store(**stored);
+  if (stored->has_value())
     return start_groups(*a, **stored, raft::original_id(**stored) != **stored);
-  }
   auto holds = raft::holds_groups(db);
   if (!holds) return holds.error();
   if (!*holds && !recover_.empty())
@@ -105,7 +103,6 @@ keel::status replication::start(const std::string& self, persistence::store& db,
   if (*holds || cfg_.members.size() == 1) {
     // Groups an older version bootstrapped, or nobody to ask.
     KEEL_TRY(raft::save_identity(db, original));
-    self_raft_id_.store(original);
     return start_groups(*a, original, false);
   }
   log::info(
@@ -117,6 +114,9 @@ keel::status replication::start(const std::string& self, persistence::store& db,
 }
 
 keel::status replication::start_groups(const start_args& a, raft_id id, bool join) {
+  // What this member answers from here on (history after a rejoin), before
+  // the groups load.
+  self_raft_id_.store(id);
   raft::groups_options o;
   o.self = a.self;
   o.self_id = id;
@@ -193,8 +193,6 @@ void replication::decide_and_start(std::shared_ptr<start_args> a) {
     id = raft::incarnation_id(original, raft::new_incarnation());
   }
   keel::status st = raft::save_identity(*a->db, id);
-  // Answered from here on (history after a rejoin), before the groups load.
-  if (st) self_raft_id_.store(id);
   std::lock_guard lk(decide_mu_);
   if (st && !stopping_) st = start_groups(*a, id, choice == raft::start_choice::rejoin);
   if (!st) {
